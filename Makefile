@@ -1,0 +1,39 @@
+# sirt — build with `make`; `make NO_OMP=1` builds without OpenMP; `make test` runs the tests.
+CC ?= cc
+CFLAGS ?= -O3
+CFLAGS += -std=c11 -Wall -Wextra
+LDLIBS = -lm
+
+# -march=native when the compiler accepts it
+ifeq ($(shell $(CC) -march=native -x c -c -o /dev/null /dev/null 2>/dev/null && echo yes),yes)
+  CFLAGS += -march=native
+endif
+
+# OpenMP when available, unless NO_OMP=1
+ifndef NO_OMP
+  ifeq ($(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c -o /dev/null - 2>/dev/null && echo yes),yes)
+    CFLAGS += -fopenmp
+  endif
+endif
+
+BIN ?= sirt
+SOURCES = sirt.c model.h
+TESTS = tests/test_core
+
+all: $(BIN)
+
+$(BIN): $(SOURCES)
+	$(CC) $(CFLAGS) -o $@ sirt.c $(LDLIBS)
+
+tests/test_core: tests/test_core.c $(SOURCES)
+	$(CC) $(CFLAGS) -o $@ tests/test_core.c $(LDLIBS)
+
+tests: $(TESTS)
+
+test: all tests
+	./test.sh
+
+clean:
+	rm -f sirt $(TESTS)
+
+.PHONY: all tests test clean

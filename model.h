@@ -1,0 +1,121 @@
+// model.h — the student's shape and the one kernel interface.
+//
+// Everything that touches tensor memory goes through the functions declared here. Their CPU
+// versions live in sirt.c (section "Kernels"); kernels.cu implements the same functions for an
+// NVIDIA GPU. The training, sampling and preference code in sirt.c calls only these, so porting
+// the program to new hardware means re-implementing this list and nothing else.
+//
+// Conventions for every kernel:
+//   - Tensors are float32, row-major, contiguous; shapes are written in the comment above each
+//     function, e.g. `inp (N,C) -> out (N,OC)`. N is the number of token positions (B*T).
+//   - Pointers are "device" pointers: on the CPU that is ordinary memory; on a GPU they come from
+//     dev_alloc and only dev_to_host/dev_to_device move data between host and device.
+//   - Backward kernels ACCUMULATE (+=) into the gradients they produce, as in llm.c: a tensor that
+//     is read by two consumers receives both contributions, and the caller zeroes all gradients
+//     once before a backward pass.
+//   - Results do not depend on the number of threads: every reduction has a fixed order.
+#ifndef SIRT_MODEL_H
+#define SIRT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------------------------------------
+// The configuration of a model. GPT-2 is the shape implemented now; the fields marked "Llama"
+// are reserved for the Llama shape (RMSNorm, RoPE, SwiGLU, grouped-query attention).
+typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } Arch;
+
+typedef struct {
+    Arch arch;
+    int L;          // number of transformer blocks (layers)
+    int NH;         // attention heads
+    int n_kv_heads; // key/value heads (Llama GQA); equals NH for GPT-2
+    int C;          // channels (embedding width); head size is C / NH
+    int hidden;     // MLP width: 4*C for GPT-2
+    int maxT;       // context length: the number of learned positions
+    int V;          // vocabulary size
+    int Vp;         // vocabulary padded up to a multiple of 128 (rows V..Vp-1 of wte are zero)
+    float norm_eps; // LayerNorm epsilon: 1e-5
+    float rope_theta; // Llama: RoPE base frequency (unused for GPT-2)
+} Config;
+
+// ---------------------------------------------------------------------------------------------
+// Memory: one allocation per kind of buffer (parameters, gradients, moments, activations).
+float *dev_alloc(size_t count);                                   // count floats, uninitialised
+void dev_free(void *ptr);
+void dev_zero(float *ptr, size_t count);
+void dev_to_device(void *dst, const void *src, size_t bytes);     // host -> device
+void dev_to_host(void *dst, const void *src, size_t bytes);       // device -> host
+int *dev_alloc_int(size_t count);
+
+// ---------------------------------------------------------------------------------------------
+// Encoder: token embedding plus position embedding.
+// inp (B,T) token ids -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
+                     int B, int T, int C);
+// dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows 0..T-1
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
+                      int B, int T, int C);
+
+// LayerNorm over the last dimension, eps from the config.
+// inp (N,C) -> out (N,C), mean (N), rstd (N); weight (C), bias (C)
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, float eps);
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=, dbias (C) +=
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C);
+
+// Linear layer in PyTorch's layout: out = inp · weightᵀ + bias.
+// inp (N,C) -> out (N,OC); weight (OC,C), bias (OC) or NULL
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int C, int OC);
+// dout (N,OC) -> dinp (N,C) +=, dweight (OC,C) +=, dbias (OC) += (skipped when NULL)
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int C, int OC);
+
+// Causal multi-head self-attention with scale 1/sqrt(C/NH).
+// qkv (B,T,3C) holding q, k, v side by side -> out (B,T,C); att (B,NH,T,T) the softmax weights
+// (row t holds weights for positions 0..t; the rest of the row is zero), kept for the backward.
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+// dout (B,T,C) -> dqkv (B,T,3C) +=
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        int B, int T, int C, int NH);
+
+// GELU, tanh approximation. inp (N) -> out (N)
+void gelu_forward(float *out, const float *inp, size_t N);
+// dout (N) -> dinp (N) +=
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+
+// Residual connection. a (N), b (N) -> out (N) = a + b
+void residual_forward(float *out, const float *a, const float *b, size_t N);
+// dout (N) -> da (N) +=, db (N) +=
+void residual_backward(float *da, float *db, const float *dout, size_t N);
+
+// The classifier head's loss, in two halves around the caller's choice of coefficients.
+// Forward: logits (N,Vp) -> logprobs (N) = log softmax(logits)[target] over the first V
+// entries, lse (N) = logsumexp of each row (kept for the backward). A target < 0 marks a
+// position without a target: its logprob is 0.
+void classifier_forward(float *logprobs, float *lse, const float *logits, const int *targets,
+                        int N, int V, int Vp);
+// Backward, in place: logits (N,Vp) become dlogits = coef[i] * (softmax - onehot(target)).
+// This is the gradient of the loss Σ_i coef[i] · (−logprobs[i]); every objective of the program
+// (SFT, DPO, IPO, RPO, ORPO) is expressed by its per-token coefficients (METHOD.md §3).
+// Rows with coef 0 (padding, prompt tokens) and the padded columns V..Vp-1 become zero.
+void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
+                         int N, int V, int Vp);
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer.
+// Σ x², accumulated in double in a fixed order (for the global gradient norm).
+double sum_squares(const float *x, size_t n);
+// One AdamW step, PyTorch semantics (torch.optim.AdamW): with g = grad * grad_scale,
+//   param -= lr * weight_decay * param                      (decoupled weight decay)
+//   m = beta1 m + (1-beta1) g;  v = beta2 v + (1-beta2) g²
+//   param -= lr * (m / (1-beta1^t)) / (sqrt(v / (1-beta2^t)) + eps)
+// param, grad, m, v (n); t is the 1-based step count.
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                  int t);
+
+#endif // SIRT_MODEL_H

@@ -1,0 +1,1600 @@
+// sirt.c — Self-Refine Instruction-Tuning, from scratch, in one C file.
+//
+// A small GPT-2-shaped student learns to reason from a teacher's demonstrations and then improves
+// itself. This file is the whole program: it reads top to bottom in the order the data flows.
+//
+// Table of contents
+//   1. Utilities ............ errors, allocation, timing, the random generator, crash-safe files
+//   2. Kernels (CPU) ......... the kernel interface of model.h: matmul, layernorm, attention, ...
+//   3. The model ............. GPT-2: parameters and activations, forward, backward, AdamW
+//   4. Checkpoints ........... llm.c model files (version 3) and our training-state file
+//   5. Token data ............ llm.c token shards and the batch loader
+//   6. Training .............. `./sirt train`: the loop, the schedule, logs and progress
+//   7. Benchmark ............. `./sirt bench`: how fast a training step runs
+//   8. Main .................. command dispatch
+//
+// Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
+// only code that touches tensor memory; kernels.cu re-implements it for NVIDIA GPUs.
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "model.h"
+
+// =============================================================================================
+// 1. Utilities
+// Errors end the program with one line that says what is wrong; nothing here is clever.
+// =============================================================================================
+
+static void die(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "sirt: error: ");
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, "\n");
+    va_end(args);
+    exit(1);
+}
+
+static void *xmalloc(size_t bytes) {
+    void *ptr = malloc(bytes ? bytes : 1);
+    if (!ptr) die("out of memory allocating %zu bytes", bytes);
+    return ptr;
+}
+
+static void *xcalloc(size_t count, size_t size) {
+    void *ptr = calloc(count ? count : 1, size ? size : 1);
+    if (!ptr) die("out of memory allocating %zu x %zu bytes", count, size);
+    return ptr;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// The random generator: xorshift64*, as llm.c uses. One explicit state per user, no globals.
+typedef struct { uint64_t state; } Rng;
+
+static Rng rng_seeded(uint64_t seed) {
+    // splitmix64 scrambles the seed so that nearby seeds give unrelated streams (and 0 works)
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    Rng rng = {z ? z : 1};
+    return rng;
+}
+
+static uint32_t rng_u32(Rng *rng) {
+    rng->state ^= rng->state >> 12;
+    rng->state ^= rng->state << 25;
+    rng->state ^= rng->state >> 27;
+    return (uint32_t)((rng->state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static float rng_uniform(Rng *rng) { return (rng_u32(rng) >> 8) / 16777216.0f; } // [0, 1)
+
+static float rng_normal(Rng *rng) { // Box-Muller
+    float u1 = rng_uniform(rng), u2 = rng_uniform(rng);
+    return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853071795864f * u2);
+}
+
+// Crash-safe output. Every file the program writes goes to PATH.tmp first; only a complete,
+// flushed and synced file is renamed over PATH, so a crash leaves the previous file intact.
+typedef struct {
+    FILE *file;
+    char final_path[4096];
+    char temp_path[4096 + 8];
+} SafeFile;
+
+static void safe_open(SafeFile *sf, const char *path) {
+    if (strlen(path) >= sizeof sf->final_path) die("path too long: %s", path);
+    strcpy(sf->final_path, path);
+    snprintf(sf->temp_path, sizeof sf->temp_path, "%s.tmp", path);
+    sf->file = fopen(sf->temp_path, "wb");
+    if (!sf->file) die("cannot write %s: %s", sf->temp_path, strerror(errno));
+}
+
+static void safe_write(SafeFile *sf, const void *data, size_t bytes) {
+    if (fwrite(data, 1, bytes, sf->file) != bytes) {
+        int err = errno;
+        fclose(sf->file);
+        remove(sf->temp_path);
+        die("writing %s failed (%s); the previous %s is untouched", sf->temp_path,
+            strerror(err), sf->final_path);
+    }
+}
+
+static void safe_commit(SafeFile *sf) {
+    int failed = fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0;
+    int err = errno;
+    failed |= fclose(sf->file) != 0;
+    if (!failed && rename(sf->temp_path, sf->final_path) == 0) return;
+    if (!err) err = errno;
+    remove(sf->temp_path);
+    die("writing %s failed (%s); the previous file is untouched", sf->final_path, strerror(err));
+}
+
+// Reads a whole file; returns NULL (and sets *bytes to 0) when it cannot be opened.
+static unsigned char *read_whole_file(const char *path, size_t *bytes) {
+    *bytes = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t capacity = 1 << 16, used = 0;
+    unsigned char *data = xmalloc(capacity);
+    for (;;) {
+        if (used == capacity) {
+            capacity *= 2;
+            data = realloc(data, capacity);
+            if (!data) die("out of memory reading %s", path);
+        }
+        size_t got = fread(data + used, 1, capacity - used, f);
+        used += got;
+        if (got == 0) break;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) die("cannot read %s: %s", path, strerror(errno));
+    *bytes = used;
+    return data;
+}
+
+// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint.
+static uint64_t hash_bytes(const void *data, size_t bytes) {
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t word;
+        memcpy(&word, p + i, 8);
+        h = (h ^ word) * 0x100000001b3ull;
+    }
+    for (; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// Command-line parsing: every command reads `--flag value` pairs with these helpers, which die
+// with a message naming the flag when a value is missing or malformed.
+static const char *flag_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+static long parse_long(const char *flag, const char *text, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end) die("%s: '%s' is not an integer", flag, text);
+    if (value < lo || value > hi) die("%s: %ld is outside [%ld, %ld]", flag, value, lo, hi);
+    return value;
+}
+
+static float parse_float(const char *flag, const char *text) {
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(value))
+        die("%s: '%s' is not a number", flag, text);
+    return (float)value;
+}
+
+// =============================================================================================
+// 2. Kernels (CPU)
+// The CPU implementation of the kernel interface declared in model.h, in forward/backward pairs.
+// Every kernel is parallel over an index whose results do not depend on each other, and every
+// sum runs in a fixed order, so results are bit-identical for any number of threads.
+// =============================================================================================
+#ifndef SIRT_CUDA
+
+float *dev_alloc(size_t count) {
+    // 64-byte alignment: one cache line, one AVX-512 vector
+    size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+    float *ptr = aligned_alloc(64, bytes ? bytes : 64);
+    if (!ptr) die("out of memory allocating %zu floats", count);
+    return ptr;
+}
+int *dev_alloc_int(size_t count) { return (int *)dev_alloc(count); }
+void dev_free(void *ptr) { free(ptr); }
+void dev_zero(float *ptr, size_t count) { memset(ptr, 0, count * sizeof(float)); }
+void dev_to_device(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+void dev_to_host(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+// ---------------------------------------------------------------------------------------------
+// The matrix product: almost all of the arithmetic of training is here.
+// C (M,N) = A (M,K) · B (K,N), or C += A·B when accumulate != 0.
+// Element A(i,k) is A[i*a_rs + k*a_cs]; B(k,j) is B[k*b_rs + j*b_cs]; C(i,j) is C[i*ldc + j].
+// (placeholder until the blocked version lands)
+static void gemm(int M, int N, int K, const float *A, long a_rs, long a_cs, const float *B,
+                 long b_rs, long b_cs, float *C, long ldc, int accumulate) {
+#pragma omp parallel for
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (!accumulate) memset(c, 0, (size_t)N * sizeof(float));
+        for (int k = 0; k < K; k++) {
+            float a = A[i * a_rs + k * a_cs];
+            for (int j = 0; j < N; j++) c[j] += a * B[k * b_rs + j * b_cs];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// inp (B,T) -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
+                     int B, int T, int C) {
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *tok = wte + (size_t)inp[bt] * C, *pos = wpe + (size_t)(bt % T) * C;
+        float *o = out + (size_t)bt * C;
+        for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
+    }
+}
+
+// dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) +=
+// Two positions may hold the same token, so threads split the channels, not the positions.
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
+                      int B, int T, int C) {
+    const int chunk = 64;
+#pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int c1 = c0 + chunk < C ? c0 + chunk : C;
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *d = dout + (size_t)bt * C;
+            float *dtok = dwte + (size_t)inp[bt] * C, *dpos = dwpe + (size_t)(bt % T) * C;
+            for (int c = c0; c < c1; c++) {
+                dtok[c] += d[c];
+                dpos[c] += d[c];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// inp (N,C) -> out (N,C), mean (N), rstd (N); weight (C), bias (C)
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, float eps) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float sum = 0.0f;
+        for (int c = 0; c < C; c++) sum += x[c];
+        float m = sum / C;
+        float var = 0.0f;
+        for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
+        float s = 1.0f / sqrtf(var / C + eps);
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=, dbias (C) +=
+// With xhat = (x - mean) * rstd and g = weight * dout:
+//   dinp = rstd * (g - mean(g) - xhat * mean(g * xhat))
+// dinp is row-parallel; dweight and dbias sum over rows, so they are column-parallel.
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        float g_mean = 0.0f, gx_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float g = weight[c] * d[c];
+            g_mean += g;
+            gx_mean += g * (x[c] - m) * s;
+        }
+        g_mean /= C;
+        gx_mean /= C;
+        float *di = dinp + (size_t)n * C;
+        for (int c = 0; c < C; c++)
+            di[c] += s * (weight[c] * d[c] - g_mean - (x[c] - m) * s * gx_mean);
+    }
+    const int chunk = 64;
+#pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int c1 = c0 + chunk < C ? c0 + chunk : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) {
+                dbias[c] += d[c];
+                dweight[c] += (x[c] - mean[n]) * rstd[n] * d[c];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// inp (N,C) -> out (N,OC) = inp · weightᵀ + bias; weight (OC,C), bias (OC) or NULL
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int C, int OC) {
+    // A = inp (N,C) row-major; B(k=c, j=oc) = weight[oc*C + c], i.e. weightᵀ read in place
+    gemm(N, OC, C, inp, C, 1, weight, 1, C, out, OC, 0);
+    if (!bias) return;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+}
+
+// dout (N,OC) -> dinp (N,C) += dout · weight; dweight (OC,C) += doutᵀ · inp; dbias (OC) +=
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int C, int OC) {
+    if (dinp) gemm(N, C, OC, dout, OC, 1, weight, C, 1, dinp, C, 1);
+    gemm(OC, C, N, dout, 1, OC, inp, C, 1, dweight, C, 1);
+    if (!dbias) return;
+    const int chunk = 64;
+#pragma omp parallel for
+    for (int o0 = 0; o0 < OC; o0 += chunk) {
+        int o1 = o0 + chunk < OC ? o0 + chunk : OC;
+        for (int n = 0; n < N; n++)
+            for (int o = o0; o < o1; o++) dbias[o] += dout[(size_t)n * OC + o];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)
+// For each batch row b, head h and query position t (all independent, so all parallel):
+//   att[t2] = softmax_{t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxval = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    row[t2] = dot * scale;
+                    if (row[t2] > maxval) maxval = row[t2];
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    row[t2] = expf(row[t2] - maxval);
+                    sum += row[t2];
+                }
+                for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
+                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                float *o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                    for (int i = 0; i < hs; i++) o[i] += row[t2] * v[i];
+                }
+            }
+}
+
+// dout (B,T,C) -> dqkv (B,T,3C) +=
+// Position t's query reads the keys and values of every t2 <= t, so dk and dv of one head
+// collect contributions from many queries: threads split (b, h) pairs, and within one pair the
+// queries run in order. The gradient through the softmax, for one query row, is
+//   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]),  datt[t2] = dout_t · v_t2
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel
+    {
+        float *datt = xmalloc((size_t)T * sizeof(float)); // one query row's scratch
+#pragma omp for collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int t = 0; t < T; t++) {
+                    const float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                    const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                    const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                    float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                    float weighted = 0.0f; // Σ_j att[j] datt[j]
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                        float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                        float dot = 0.0f;
+                        for (int i = 0; i < hs; i++) {
+                            dot += d[i] * v[i];
+                            dv[i] += row[t2] * d[i];
+                        }
+                        datt[t2] = dot;
+                        weighted += row[t2] * dot;
+                    }
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        float dpre = row[t2] * (datt[t2] - weighted) * scale;
+                        const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                        float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                        for (int i = 0; i < hs; i++) {
+                            dq[i] += dpre * k[i];
+                            dk[i] += dpre * q[i];
+                        }
+                    }
+                }
+        free(datt);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU, tanh form: out = 0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))
+#define GELU_SCALE 0.7978845608028654f // sqrt(2/π)
+
+// inp (N) -> out (N)
+void gelu_forward(float *out, const float *inp, size_t N) {
+#pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+// dout (N) -> dinp (N) +=
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
+#pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) +
+                      0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += local * dout[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a (N), b (N) -> out (N)
+void residual_forward(float *out, const float *a, const float *b, size_t N) {
+#pragma omp parallel for
+    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+// dout (N) -> da (N) +=, db (N) +=. The gradient of a sum reaches both of its inputs unchanged.
+void residual_backward(float *da, float *db, const float *dout, size_t N) {
+#pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        da[i] += dout[i];
+        db[i] += dout[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// logits (N,Vp) -> logprobs (N), lse (N). Padded columns V..Vp-1 are not part of the softmax.
+void classifier_forward(float *logprobs, float *lse, const float *logits, const int *targets,
+                        int N, int V, int Vp) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (size_t)n * Vp;
+        float maxval = -INFINITY;
+        for (int i = 0; i < V; i++) maxval = z[i] > maxval ? z[i] : maxval;
+        float sum = 0.0f;
+        for (int i = 0; i < V; i++) sum += expf(z[i] - maxval);
+        lse[n] = maxval + logf(sum);
+        logprobs[n] = targets[n] >= 0 ? z[targets[n]] - lse[n] : 0.0f;
+    }
+}
+
+// logits (N,Vp) -> in place dlogits (N,Vp) = coef[n] * (softmax - onehot(target))
+void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
+                         int N, int V, int Vp) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float *z = logits + (size_t)n * Vp;
+        float c = targets[n] >= 0 ? coef[n] : 0.0f;
+        if (c == 0.0f) {
+            memset(z, 0, (size_t)Vp * sizeof(float));
+            continue;
+        }
+        for (int i = 0; i < V; i++) z[i] = c * expf(z[i] - lse[n]);
+        for (int i = V; i < Vp; i++) z[i] = 0.0f;
+        z[targets[n]] -= c;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// x (n) -> Σ x². Fixed-size chunks summed in double, then the chunk sums in order.
+double sum_squares(const float *x, size_t n) {
+    const size_t chunk = 1 << 15;
+    size_t nchunks = (n + chunk - 1) / chunk;
+    double *partial = xcalloc(nchunks, sizeof(double));
+#pragma omp parallel for
+    for (size_t k = 0; k < nchunks; k++) {
+        size_t end = (k + 1) * chunk < n ? (k + 1) * chunk : n;
+        double s = 0.0;
+        for (size_t i = k * chunk; i < end; i++) s += (double)x[i] * x[i];
+        partial[k] = s;
+    }
+    double total = 0.0;
+    for (size_t k = 0; k < nchunks; k++) total += partial[k];
+    free(partial);
+    return total;
+}
+
+// param, grad, m, v (n); see model.h for the update rule
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                  int t) {
+    float correction1 = 1.0f - powf(beta1, (float)t);
+    float correction2 = 1.0f - powf(beta2, (float)t);
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float p = param[i] - lr * weight_decay * param[i];
+        param[i] = p - lr * (mi / correction1) / (sqrtf(vi / correction2) + eps);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+#endif // SIRT_CUDA
+
+// =============================================================================================
+// 3. The model
+// GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
+// attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
+// Parameters, gradients, the two AdamW moments and the activations are each ONE allocation,
+// carved into the named tensors below.
+// =============================================================================================
+
+#define NUM_PARAM_TENSORS 16
+typedef struct {
+    float *wte;      // (Vp, C)   token embedding, also the classifier
+    float *wpe;      // (maxT, C) position embedding
+    float *ln1w;     // (L, C)
+    float *ln1b;     // (L, C)
+    float *qkvw;     // (L, 3C, C)
+    float *qkvb;     // (L, 3C)
+    float *attprojw; // (L, C, C)
+    float *attprojb; // (L, C)
+    float *ln2w;     // (L, C)
+    float *ln2b;     // (L, C)
+    float *fcw;      // (L, 4C, C)
+    float *fcb;      // (L, 4C)
+    float *fcprojw;  // (L, C, 4C)
+    float *fcprojb;  // (L, C)
+    float *lnfw;     // (C)
+    float *lnfb;     // (C)
+} ParamTensors;
+
+static const char *PARAM_NAMES[NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+// Weight decay applies to matrices and embeddings (1), not to biases and LayerNorm gains (0):
+// the GPT-2/nanoGPT convention, since decaying a gain towards zero only fights the norm.
+static const int PARAM_DECAYS[NUM_PARAM_TENSORS] = {1, 1, 0, 0, 1, 0, 1, 0,
+                                                    0, 0, 1, 0, 1, 0, 0, 0};
+
+static void param_sizes(const Config *cfg, size_t sizes[NUM_PARAM_TENSORS]) {
+    size_t L = cfg->L, C = cfg->C, H = cfg->hidden;
+    size_t list[NUM_PARAM_TENSORS] = {(size_t)cfg->Vp * C, (size_t)cfg->maxT * C, L * C, L * C,
+                                      L * 3 * C * C, L * 3 * C, L * C * C, L * C,
+                                      L * C, L * C, L * H * C, L * H,
+                                      L * C * H, L * C, C, C};
+    memcpy(sizes, list, sizeof list);
+}
+
+static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) {
+    float **list[NUM_PARAM_TENSORS] = {
+        &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
+        &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
+    memcpy(ptrs, list, sizeof list);
+    return *ptrs;
+}
+
+// Carves one allocation into the named tensors; returns the number of floats it holds.
+static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
+                           size_t total) {
+    float *memory = dev_alloc(total);
+    float **ptrs[NUM_PARAM_TENSORS];
+    param_pointers(p, ptrs);
+    float *next = memory;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        *ptrs[i] = next;
+        next += sizes[i];
+    }
+    return memory;
+}
+
+// The activations of one forward pass at batch B and sequence length T, kept for the backward.
+#define NUM_ACT_TENSORS 22
+typedef struct {
+    float *encoded;   // (B,T,C)      embeddings, the input of block 0
+    float *ln1;       // (L,B,T,C)
+    float *ln1_mean;  // (L,B,T)
+    float *ln1_rstd;  // (L,B,T)
+    float *qkv;       // (L,B,T,3C)
+    float *atty;      // (L,B,T,C)    attention output, before its projection
+    float *att;       // (L,B,NH,T,T) attention weights
+    float *attproj;   // (L,B,T,C)
+    float *residual2; // (L,B,T,C)    residual stream after attention
+    float *ln2;       // (L,B,T,C)
+    float *ln2_mean;  // (L,B,T)
+    float *ln2_rstd;  // (L,B,T)
+    float *fch;       // (L,B,T,4C)   MLP hidden, before GELU
+    float *fch_gelu;  // (L,B,T,4C)
+    float *fcproj;    // (L,B,T,C)
+    float *residual3; // (L,B,T,C)    residual stream after the MLP: the block's output
+    float *lnf;       // (B,T,C)
+    float *lnf_mean;  // (B,T)
+    float *lnf_rstd;  // (B,T)
+    float *logits;    // (B,T,Vp)     becomes dlogits during the backward
+    float *logprobs;  // (B,T)        log p(target) at each position
+    float *lse;       // (B,T)        logsumexp of each row of logits
+} ActTensors;
+
+// Gradients flowing backward through the activations. Only the residual stream's gradient
+// lives through the whole backward pass; the rest is scratch reused by every layer.
+#define NUM_GRAD_ACT_TENSORS 6
+typedef struct {
+    float *residual; // (B,T,C)  d loss / d residual stream (both branches of every residual
+                     //          connection add into it, so a residual needs no backward kernel)
+    float *ln;       // (B,T,C)  d of a LayerNorm output (ln1, ln2 or lnf)
+    float *qkv;      // (B,T,3C)
+    float *atty;     // (B,T,C)
+    float *fch;      // (B,T,4C)
+    float *fch_gelu; // (B,T,4C)
+} GradActTensors;
+
+static void act_sizes(const Config *cfg, int B, int T, size_t sizes[NUM_ACT_TENSORS]) {
+    size_t BT = (size_t)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
+    size_t list[NUM_ACT_TENSORS] = {
+        BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C,
+        L * B * cfg->NH * (size_t)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
+        L * BT * H, L * BT * H, L * BT * C, L * BT * C, BT * C, BT, BT, BT * cfg->Vp, BT, BT};
+    memcpy(sizes, list, sizeof list);
+}
+
+typedef struct {
+    Config config;
+    // parameters and their gradients, each one allocation
+    ParamTensors params, grads;
+    float *params_memory, *grads_memory;
+    size_t param_sizes[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    // AdamW moments, allocated at the first update
+    float *m_memory, *v_memory;
+    // activations, allocated at the first forward for at most (B, T)
+    ActTensors acts;
+    GradActTensors grad_acts;
+    float *acts_memory, *grad_acts_memory;
+    int act_B, act_T;
+    // the current batch on the device, and the host copy of its log-probs
+    int *inputs, *targets;
+    float *coefs;
+    float *host_logprobs;
+    int B, T; // shape of the last forward pass
+} Model;
+
+static void config_finish(Config *cfg) {
+    cfg->arch = ARCH_GPT2;
+    cfg->n_kv_heads = cfg->NH;
+    cfg->hidden = 4 * cfg->C;
+    cfg->norm_eps = 1e-5f;
+    cfg->rope_theta = 10000.0f;
+    if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
+}
+
+// Checks a configuration before anything is allocated for it.
+static const char *config_problem(const Config *cfg) {
+    if (cfg->L < 1 || cfg->L > 1024) return "L (layers) must be in 1..1024";
+    if (cfg->NH < 1 || cfg->NH > 1024) return "NH (heads) must be in 1..1024";
+    if (cfg->C < 1 || cfg->C > 65536) return "C (channels) must be in 1..65536";
+    if (cfg->C % cfg->NH) return "C must be a multiple of NH";
+    if (cfg->maxT < 1 || cfg->maxT > 1 << 20) return "maxT must be in 1..1048576";
+    if (cfg->V < 1 || cfg->V > 1 << 24) return "V (vocabulary) must be in 1..16777216";
+    if (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128) return "Vp must be at least V";
+    return NULL;
+}
+
+static void model_build(Model *model, Config cfg) {
+    memset(model, 0, sizeof *model);
+    model->config = cfg;
+    param_sizes(&cfg, model->param_sizes);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->num_parameters += model->param_sizes[i];
+    model->params_memory = carve_params(&model->params, model->param_sizes,
+                                        model->num_parameters);
+}
+
+// GPT-2's initialisation: weights ~ N(0, 0.02), the two projections into the residual stream
+// scaled by 1/sqrt(2L) so that the stream's variance does not grow with depth; biases zero,
+// LayerNorm gains one; the padded rows of wte zero.
+static void model_init_random(Model *model, uint64_t seed) {
+    const Config *cfg = &model->config;
+    float *host = xcalloc(model->num_parameters, sizeof(float));
+    Rng rng = rng_seeded(seed);
+    float *next = host;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        const char *name = PARAM_NAMES[i];
+        if (!strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw")) {
+            for (size_t j = 0; j < n; j++) next[j] = 1.0f;
+        } else if (PARAM_DECAYS[i]) { // the weight matrices and embeddings
+            float std = 0.02f;
+            if (!strcmp(name, "attprojw") || !strcmp(name, "fcprojw"))
+                std /= sqrtf(2.0f * cfg->L);
+            size_t live = !strcmp(name, "wte") ? (size_t)cfg->V * cfg->C : n;
+            for (size_t j = 0; j < live; j++) next[j] = std * rng_normal(&rng);
+        }
+        next += n;
+    }
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    free(host);
+}
+
+static void model_free(Model *model) {
+    dev_free(model->params_memory);
+    dev_free(model->grads_memory);
+    dev_free(model->m_memory);
+    dev_free(model->v_memory);
+    dev_free(model->acts_memory);
+    dev_free(model->grad_acts_memory);
+    dev_free(model->inputs);
+    dev_free(model->targets);
+    dev_free(model->coefs);
+    free(model->host_logprobs);
+}
+
+// Allocates activations for batches of up to B rows of up to T tokens.
+static void model_alloc_activations(Model *model, int B, int T) {
+    const Config *cfg = &model->config;
+    dev_free(model->acts_memory);
+    dev_free(model->grad_acts_memory);
+    dev_free(model->inputs);
+    dev_free(model->targets);
+    dev_free(model->coefs);
+    free(model->host_logprobs);
+
+    size_t sizes[NUM_ACT_TENSORS], total = 0;
+    act_sizes(cfg, B, T, sizes);
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
+    model->acts_memory = dev_alloc(total);
+    float **acts = (float **)&model->acts; // ActTensors is NUM_ACT_TENSORS float pointers
+    float *next = model->acts_memory;
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) {
+        acts[i] = next;
+        next += sizes[i];
+    }
+
+    size_t BT = (size_t)B * T, C = cfg->C, H = cfg->hidden;
+    size_t grad_sizes[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
+    total = 0;
+    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
+    model->grad_acts_memory = dev_alloc(total);
+    float **grads = (float **)&model->grad_acts;
+    next = model->grad_acts_memory;
+    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
+        grads[i] = next;
+        next += grad_sizes[i];
+    }
+
+    model->inputs = dev_alloc_int(BT);
+    model->targets = dev_alloc_int(BT);
+    model->coefs = dev_alloc(BT);
+    model->host_logprobs = xmalloc(BT * sizeof(float));
+    model->act_B = B;
+    model->act_T = T;
+}
+
+// The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
+// Afterwards model->host_logprobs (B,T) holds log p(target) at every position.
+static void model_forward(Model *model, const int *inputs, const int *targets, int B, int T) {
+    const Config *cfg = &model->config;
+    if (T > cfg->maxT) die("sequence length %d exceeds the model's context %d", T, cfg->maxT);
+    if (B > model->act_B || T > model->act_T) model_alloc_activations(model, B, T);
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
+    for (int i = 0; i < BT; i++)
+        if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
+            die("token id %d at position %d is outside the vocabulary of %d", 
+                inputs[i] < 0 || inputs[i] >= cfg->V ? inputs[i] : targets[i], i, cfg->V);
+    dev_to_device(model->inputs, inputs, BT * sizeof(int));
+    dev_to_device(model->targets, targets, BT * sizeof(int));
+    model->B = B;
+    model->T = T;
+
+    ParamTensors p = model->params;
+    ActTensors a = model->acts;
+    float eps = cfg->norm_eps;
+    encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
+    for (int l = 0; l < L; l++) {
+        size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
+        float *ln1 = a.ln1 + btc, *qkv = a.qkv + 3 * btc, *atty = a.atty + btc;
+        float *att = a.att + (size_t)l * B * NH * T * T, *attproj = a.attproj + btc;
+        float *residual2 = a.residual2 + btc, *ln2 = a.ln2 + btc, *fch = a.fch + bth;
+        float *fch_gelu = a.fch_gelu + bth, *fcproj = a.fcproj + btc;
+        float *residual3 = a.residual3 + btc;
+
+        layernorm_forward(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, residual, p.ln1w + c,
+                          p.ln1b + c, BT, C, eps);
+        matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
+        attention_forward(atty, att, qkv, B, T, C, NH);
+        matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
+        residual_forward(residual2, residual, attproj, (size_t)BT * C);
+        layernorm_forward(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, residual2, p.ln2w + c,
+                          p.ln2b + c, BT, C, eps);
+        matmul_forward(fch, ln2, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, BT, C, H);
+        gelu_forward(fch_gelu, fch, (size_t)BT * H);
+        matmul_forward(fcproj, fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, BT, H, C);
+        residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+    }
+    const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
+    matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
+    classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
+    dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
+}
+
+// The backward pass of the loss Σ_i coefs[i] · (−logprob_i), for the batch of the last forward.
+// coefs (B,T) is a host array. Gradients are overwritten (not accumulated across calls).
+static void model_backward(Model *model, const float *coefs) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T, BT = B * T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
+    if (!model->grads_memory)
+        model->grads_memory = carve_params(&model->grads, model->param_sizes,
+                                           model->num_parameters);
+    dev_zero(model->grads_memory, model->num_parameters);
+    dev_to_device(model->coefs, coefs, BT * sizeof(float));
+
+    ParamTensors p = model->params, g = model->grads;
+    ActTensors a = model->acts;
+    GradActTensors d = model->grad_acts;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
+
+    // classifier and final LayerNorm
+    classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+    dev_zero(d.residual, btc_size);
+    dev_zero(d.ln, btc_size);
+    matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
+    layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
+                       p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
+
+    // the blocks, last to first; d.residual holds d loss / d (output of block l)
+    for (int l = L - 1; l >= 0; l--) {
+        size_t c = (size_t)l * C, btc = l * btc_size, bth = l * bth_size;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - btc_size;
+        dev_zero(d.fch_gelu, bth_size);
+        dev_zero(d.fch, bth_size);
+        dev_zero(d.ln, btc_size);
+        dev_zero(d.atty, btc_size);
+        dev_zero(d.qkv, 3 * btc_size);
+
+        // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+        matmul_backward(d.fch_gelu, g.fcprojw + (size_t)l * C * H, g.fcprojb + c, d.residual,
+                        a.fch_gelu + bth, p.fcprojw + (size_t)l * C * H, BT, H, C);
+        gelu_backward(d.fch, a.fch + bth, d.fch_gelu, bth_size);
+        matmul_backward(d.ln, g.fcw + (size_t)l * H * C, g.fcb + (size_t)l * H, d.fch,
+                        a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
+        layernorm_backward(d.residual, g.ln2w + c, g.ln2b + c, d.ln, a.residual2 + btc,
+                           p.ln2w + c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, BT, C);
+
+        // attention: residual2 = residual + attproj(attention(qkv(ln1(residual))))
+        matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
+                        p.attprojw + c * C, BT, C, C);
+        attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
+                           B, T, C, NH);
+        dev_zero(d.ln, btc_size);
+        matmul_backward(d.ln, g.qkvw + 3 * c * C, g.qkvb + 3 * c, d.qkv, a.ln1 + btc,
+                        p.qkvw + 3 * c * C, BT, C, 3 * C);
+        layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
+                           a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
+    }
+    encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
+}
+
+// AdamW settings and the clipping threshold (clip <= 0: no clipping).
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, clip;
+} OptimizerSettings;
+
+// One optimizer step (t = 1, 2, ...) from the gradients of the last backward. Returns the global
+// gradient norm before clipping; a gradient whose norm exceeds clip is scaled down to it.
+static float model_update(Model *model, const OptimizerSettings *opt, int t) {
+    if (!model->m_memory) {
+        model->m_memory = dev_alloc(model->num_parameters);
+        model->v_memory = dev_alloc(model->num_parameters);
+        dev_zero(model->m_memory, model->num_parameters);
+        dev_zero(model->v_memory, model->num_parameters);
+    }
+    float norm = (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
+    // as torch.nn.utils.clip_grad_norm_: scale = clip / (norm + 1e-6), applied only if < 1
+    float scale = 1.0f;
+    if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        float wd = PARAM_DECAYS[i] ? opt->weight_decay : 0.0f;
+        adamw_update(model->params_memory + offset, model->grads_memory + offset,
+                     model->m_memory + offset, model->v_memory + offset, n, opt->lr,
+                     opt->beta1, opt->beta2, opt->eps, wd, scale, t);
+        offset += n;
+    }
+    return norm;
+}
+
+// =============================================================================================
+// 4. Checkpoints
+// A model file is llm.c's (FORMATS.md): a 256 × int32 header — magic 20240326, version 3
+// (float32), maxT, V, L, NH, C, Vp — then the 16 parameter tensors in the order of
+// ParamTensors. Beside it, PATH.state holds what a run needs to resume exactly:
+//   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (updates done),
+//     [3..4] the random generator's state (uint64), [5..6] number of parameters (uint64),
+//     [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T, [11] shuffle,
+//     [12..13] seed (uint64); the rest zero
+//   then the AdamW moments m and v, each num_parameters float32.
+// The data position is the step: batch i of a run is a function of i (section 5).
+// =============================================================================================
+#define MODEL_MAGIC 20240326
+#define MODEL_VERSION_FP32 3
+#define MODEL_VERSION_BF16 5
+#define STATE_MAGIC 20240527
+#define STATE_VERSION 1
+#define HEADER_INTS 256
+
+static void header_put_u64(int32_t *header, int index, uint64_t value) {
+    memcpy(header + index, &value, 8);
+}
+static uint64_t header_get_u64(const int32_t *header, int index) {
+    uint64_t value;
+    memcpy(&value, header + index, 8);
+    return value;
+}
+
+static void model_save(const Model *model, const char *path) {
+    const Config *cfg = &model->config;
+    int32_t header[HEADER_INTS] = {0};
+    header[0] = MODEL_MAGIC;
+    header[1] = MODEL_VERSION_FP32;
+    header[2] = cfg->maxT;
+    header[3] = cfg->V;
+    header[4] = cfg->L;
+    header[5] = cfg->NH;
+    header[6] = cfg->C;
+    header[7] = cfg->Vp;
+    size_t bytes = model->num_parameters * sizeof(float);
+    float *host = xmalloc(bytes);
+    dev_to_host(host, model->params_memory, bytes);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, sizeof header);
+    safe_write(&sf, host, bytes);
+    safe_commit(&sf);
+    free(host);
+}
+
+// Reads a checkpoint, checking the header and the file size before allocating anything.
+static void model_load(Model *model, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open model %s: %s", path, strerror(errno));
+    int32_t header[HEADER_INTS];
+    size_t got = fread(header, sizeof(int32_t), HEADER_INTS, f);
+    if (got != HEADER_INTS)
+        die("%s: truncated header (%zu of 1024 bytes); not an llm.c checkpoint", path,
+            got * sizeof(int32_t));
+    if (header[0] != MODEL_MAGIC)
+        die("%s: bad magic %d (expected %d): not an llm.c model checkpoint", path, header[0],
+            MODEL_MAGIC);
+    if (header[1] == MODEL_VERSION_BF16)
+        die("%s: version 5 (bfloat16 weights) is not supported; export float32 (version 3)",
+            path);
+    if (header[1] != MODEL_VERSION_FP32)
+        die("%s: unsupported version %d (expected 3, float32)", path, header[1]);
+    Config cfg = {0};
+    cfg.maxT = header[2];
+    cfg.V = header[3];
+    cfg.L = header[4];
+    cfg.NH = header[5];
+    cfg.C = header[6];
+    cfg.Vp = header[7];
+    if (cfg.Vp < cfg.V) die("%s: padded vocabulary Vp=%d is below V=%d", path, cfg.Vp, cfg.V);
+    config_finish(&cfg);
+    const char *problem = config_problem(&cfg);
+    if (problem)
+        die("%s: bad header (L=%d NH=%d C=%d maxT=%d V=%d Vp=%d): %s", path, cfg.L, cfg.NH,
+            cfg.C, cfg.maxT, cfg.V, cfg.Vp, problem);
+    size_t sizes[NUM_PARAM_TENSORS], count = 0;
+    param_sizes(&cfg, sizes);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) count += sizes[i];
+    size_t expected = sizeof header + count * sizeof(float);
+    if (fseek(f, 0, SEEK_END) != 0) die("%s: cannot seek", path);
+    long actual = ftell(f);
+    if (actual < 0 || (size_t)actual != expected)
+        die("%s: file is %ld bytes but its header (L=%d NH=%d C=%d maxT=%d Vp=%d) needs %zu%s",
+            path, actual, cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.Vp, expected,
+            (size_t)actual < expected ? " (truncated)" : "");
+    fseek(f, sizeof header, SEEK_SET);
+    model_build(model, cfg);
+    float *host = xmalloc(count * sizeof(float));
+    if (fread(host, sizeof(float), count, f) != count) die("%s: read failed", path);
+    fclose(f);
+    dev_to_device(model->params_memory, host, count * sizeof(float));
+    free(host);
+}
+
+static uint64_t model_params_hash(const Model *model) {
+    size_t bytes = model->num_parameters * sizeof(float);
+    float *host = xmalloc(bytes);
+    dev_to_host(host, model->params_memory, bytes);
+    uint64_t h = hash_bytes(host, bytes);
+    free(host);
+    return h;
+}
+
+// Where a training run stands: everything besides the weights needed to continue it exactly.
+typedef struct {
+    int step;         // optimizer updates done
+    uint64_t seed;    // the run's seed
+    Rng rng;          // the run's random generator (reserved for dropout-like randomness)
+    int B, T, shuffle;
+} TrainState;
+
+static void state_path(char *out, size_t size, const char *model_path) {
+    if ((size_t)snprintf(out, size, "%s.state", model_path) >= size) die("path too long");
+}
+
+static void state_save(const Model *model, const TrainState *st, const char *model_path) {
+    char path[4200];
+    state_path(path, sizeof path, model_path);
+    int32_t header[HEADER_INTS] = {0};
+    header[0] = STATE_MAGIC;
+    header[1] = STATE_VERSION;
+    header[2] = st->step;
+    header_put_u64(header, 3, st->rng.state);
+    header_put_u64(header, 5, model->num_parameters);
+    header_put_u64(header, 7, model_params_hash(model));
+    header[9] = st->B;
+    header[10] = st->T;
+    header[11] = st->shuffle;
+    header_put_u64(header, 12, st->seed);
+    size_t bytes = model->num_parameters * sizeof(float);
+    float *host = xmalloc(bytes);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, sizeof header);
+    dev_to_host(host, model->m_memory, bytes);
+    safe_write(&sf, host, bytes);
+    dev_to_host(host, model->v_memory, bytes);
+    safe_write(&sf, host, bytes);
+    safe_commit(&sf);
+    free(host);
+}
+
+// Saves the weights and the state; the state's hash pairs it with these exact weights, so a
+// crash between the two renames is detected at resume instead of silently mixing steps.
+static void checkpoint_save(const Model *model, const TrainState *st, const char *model_path) {
+    state_save(model, st, model_path);
+    model_save(model, model_path);
+}
+
+static void state_load(Model *model, TrainState *st, const char *model_path) {
+    char path[4200];
+    state_path(path, sizeof path, model_path);
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) die("cannot resume: training state %s: %s", path, strerror(errno));
+    int32_t header[HEADER_INTS];
+    if (bytes < sizeof header) die("%s: truncated header (%zu bytes)", path, bytes);
+    memcpy(header, data, sizeof header);
+    if (header[0] != STATE_MAGIC) die("%s: bad magic: not a training-state file", path);
+    if (header[1] != STATE_VERSION) die("%s: unsupported version %d", path, header[1]);
+    uint64_t count = header_get_u64(header, 5);
+    if (count != model->num_parameters)
+        die("%s: holds moments for %llu parameters but the model has %zu", path,
+            (unsigned long long)count, model->num_parameters);
+    size_t expected = sizeof header + 2 * count * sizeof(float);
+    if (bytes != expected)
+        die("%s: file is %zu bytes, expected %zu%s", path, bytes, expected,
+            bytes < expected ? " (truncated)" : "");
+    if (header_get_u64(header, 7) != model_params_hash(model))
+        die("%s does not belong with %s (the weights differ from the ones it was saved with)",
+            path, model_path);
+    st->step = header[2];
+    st->rng.state = header_get_u64(header, 3);
+    st->B = header[9];
+    st->T = header[10];
+    st->shuffle = header[11];
+    st->seed = header_get_u64(header, 12);
+    if (st->step < 0) die("%s: negative step %d", path, st->step);
+    if (!model->m_memory) {
+        model->m_memory = dev_alloc(model->num_parameters);
+        model->v_memory = dev_alloc(model->num_parameters);
+    }
+    size_t moment_bytes = count * sizeof(float);
+    dev_to_device(model->m_memory, data + sizeof header, moment_bytes);
+    dev_to_device(model->v_memory, data + sizeof header + moment_bytes, moment_bytes);
+    free(data);
+}
+
+// =============================================================================================
+// 5. Token data
+// llm.c token shards: a 256 × int32 header (magic 20240520, version 1, number of tokens) and
+// then the tokens as uint16. A run reads windows of B·T+1 tokens: the first B·T are the inputs,
+// the same shifted by one the targets. Window k of a shard starts at token k·B·T, so batch i of
+// an unshuffled run is window i (then the next shard, and round again), as llm.c reads them.
+// With --shuffle, each epoch visits every window of every shard once, in an order drawn from
+// (seed, epoch). Either way batch i depends only on i: a resumed run picks up where it stopped.
+// =============================================================================================
+#define SHARD_MAGIC 20240520
+#define SHARD_VERSION 1
+
+typedef struct {
+    char path[4096];
+    uint16_t *tokens;
+    size_t num_tokens;
+} Shard;
+
+typedef struct {
+    Shard *shards;
+    int num_shards;
+    int B, T;
+    int shuffle;
+    uint64_t seed;
+    size_t num_windows;      // windows in one epoch, across all shards
+    int *window_shard;       // (num_windows) the shard of each window, in natural order
+    size_t *window_offset;   // (num_windows) its first token
+    size_t *order;           // (num_windows) this epoch's visiting order
+    long order_epoch;        // the epoch `order` was drawn for
+} DataLoader;
+
+// Loads a shard, rejecting any file whose size does not match its header, or whose tokens
+// do not fit the vocabulary.
+static void shard_load(Shard *shard, const char *path, int vocab_size) {
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) die("cannot open token shard %s: %s", path, strerror(errno));
+    int32_t header[HEADER_INTS];
+    if (bytes < sizeof header) die("%s: truncated header (%zu of 1024 bytes)", path, bytes);
+    memcpy(header, data, sizeof header);
+    if (header[0] != SHARD_MAGIC)
+        die("%s: bad magic %d (expected %d): not an llm.c token shard", path, header[0],
+            SHARD_MAGIC);
+    if (header[1] != SHARD_VERSION) die("%s: unsupported shard version %d", path, header[1]);
+    if (header[2] < 0) die("%s: negative token count %d", path, header[2]);
+    size_t count = (size_t)(uint32_t)header[2];
+    if (bytes != sizeof header + 2 * count)
+        die("%s: header says %zu tokens (%zu bytes) but the file is %zu bytes", path, count,
+            sizeof header + 2 * count, bytes);
+    snprintf(shard->path, sizeof shard->path, "%s", path);
+    shard->num_tokens = count;
+    shard->tokens = xmalloc(count * sizeof(uint16_t) + 1);
+    memcpy(shard->tokens, data + sizeof header, count * sizeof(uint16_t));
+    free(data);
+    for (size_t i = 0; i < count; i++)
+        if (shard->tokens[i] >= vocab_size)
+            die("%s: token %u at position %zu is outside the model's vocabulary (V=%d)", path,
+                shard->tokens[i], i, vocab_size);
+}
+
+// paths: comma-separated list of shard files.
+static void loader_init(DataLoader *dl, const char *paths, int B, int T, int shuffle,
+                        uint64_t seed, int vocab_size) {
+    memset(dl, 0, sizeof *dl);
+    dl->B = B;
+    dl->T = T;
+    dl->shuffle = shuffle;
+    dl->seed = seed;
+    dl->order_epoch = -1;
+    char *list = xmalloc(strlen(paths) + 1);
+    strcpy(list, paths);
+    for (char *name = strtok(list, ","); name; name = strtok(NULL, ",")) {
+        dl->shards = realloc(dl->shards, (dl->num_shards + 1) * sizeof(Shard));
+        if (!dl->shards) die("out of memory");
+        shard_load(&dl->shards[dl->num_shards++], name, vocab_size);
+    }
+    free(list);
+    if (dl->num_shards == 0) die("--data names no shard");
+
+    size_t span = (size_t)B * T; // window k of a shard covers tokens [k·span, k·span + span]
+    for (int s = 0; s < dl->num_shards; s++)
+        if (dl->shards[s].num_tokens > span) dl->num_windows += (dl->shards[s].num_tokens - 1) / span;
+    if (dl->num_windows == 0)
+        die("the data holds no batch: every shard has at most B*T = %zu tokens, and a batch "
+            "needs B*T+1", span);
+    dl->window_shard = xmalloc(dl->num_windows * sizeof(int));
+    dl->window_offset = xmalloc(dl->num_windows * sizeof(size_t));
+    dl->order = xmalloc(dl->num_windows * sizeof(size_t));
+    size_t w = 0;
+    for (int s = 0; s < dl->num_shards; s++) {
+        size_t n = dl->shards[s].num_tokens > span ? (dl->shards[s].num_tokens - 1) / span : 0;
+        for (size_t k = 0; k < n; k++, w++) {
+            dl->window_shard[w] = s;
+            dl->window_offset[w] = k * span;
+        }
+    }
+}
+
+// Fills inputs and targets (B,T) with batch number `index` (0, 1, 2, ... over the whole run).
+static void loader_batch(DataLoader *dl, size_t index, int *inputs, int *targets) {
+    long epoch = (long)(index / dl->num_windows);
+    size_t position = index % dl->num_windows;
+    if (epoch != dl->order_epoch) { // draw this epoch's order: Fisher-Yates from (seed, epoch)
+        for (size_t w = 0; w < dl->num_windows; w++) dl->order[w] = w;
+        if (dl->shuffle) {
+            Rng rng = rng_seeded(dl->seed * 1000003u + (uint64_t)epoch);
+            for (size_t w = dl->num_windows - 1; w > 0; w--) {
+                size_t j = (((uint64_t)rng_u32(&rng) << 32) | rng_u32(&rng)) % (w + 1);
+                size_t tmp = dl->order[w];
+                dl->order[w] = dl->order[j];
+                dl->order[j] = tmp;
+            }
+        }
+        dl->order_epoch = epoch;
+    }
+    size_t w = dl->order[position];
+    const uint16_t *tokens = dl->shards[dl->window_shard[w]].tokens + dl->window_offset[w];
+    for (size_t i = 0; i < (size_t)dl->B * dl->T; i++) {
+        inputs[i] = tokens[i];
+        targets[i] = tokens[i + 1];
+    }
+}
+
+static void loader_free(DataLoader *dl) {
+    for (int s = 0; s < dl->num_shards; s++) free(dl->shards[s].tokens);
+    free(dl->shards);
+    free(dl->window_shard);
+    free(dl->window_offset);
+    free(dl->order);
+}
+
+// =============================================================================================
+// 6. Training
+// `./sirt train`: plain language modelling on token shards. Each step is forward → loss →
+// backward → AdamW; the loss is Σ_t c_t · (−log p_t) with every c_t = 1/(B·T), the mean token
+// NLL. Later objectives reuse this loop's pieces and only change the coefficients.
+// =============================================================================================
+
+// The learning-rate schedule: linear warm-up over `warmup` steps, then either constant or a
+// cosine from lr down to lr * floor at the last step.
+typedef struct {
+    float lr, floor;
+    int warmup, steps, cosine;
+} Schedule;
+
+static float schedule_lr(const Schedule *s, int step) { // step counts from 0
+    if (step < s->warmup) return s->lr * (step + 1) / s->warmup;
+    if (!s->cosine) return s->lr;
+    int span = s->steps - s->warmup;
+    float progress = span > 1 ? (float)(step - s->warmup) / (span - 1) : 1.0f;
+    float min_lr = s->lr * s->floor;
+    return min_lr + 0.5f * (1.0f + cosf(3.14159265358979f * progress)) * (s->lr - min_lr);
+}
+
+// Parses "L,NH,C,maxT,V".
+static Config parse_config(const char *text) {
+    Config cfg = {0};
+    if (sscanf(text, "%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V) != 5)
+        die("--config wants L,NH,C,maxT,V (five integers), got '%s'", text);
+    config_finish(&cfg);
+    const char *problem = config_problem(&cfg);
+    if (problem) die("--config %s: %s", text, problem);
+    return cfg;
+}
+
+// A one-line progress report, redrawn in place on a terminal and printed at intervals otherwise.
+static void show_progress(int step, int steps, float loss, double tok_per_s, double eta_s,
+                          int final) {
+    int tty = isatty(fileno(stdout));
+    int every = steps >= 20 ? steps / 20 : 1;
+    if (!tty && !final && step % every != 0 && step != 1) return;
+    printf("%sstep %d/%d | loss %.4f | %.0f tok/s | ETA %.0fs%s", tty ? "\r" : "", step, steps,
+           loss, tok_per_s, eta_s, tty && !final ? "   " : "\n");
+    fflush(stdout);
+}
+
+// Opens the metrics log. On resume, lines for steps after the checkpoint (written before a
+// crash) are dropped, so the log always matches the weights it sits beside.
+static FILE *open_metrics_log(const char *path, int resume_step) {
+    if (!path) return NULL;
+    if (resume_step > 0) {
+        size_t bytes;
+        char *old = (char *)read_whole_file(path, &bytes);
+        SafeFile sf;
+        safe_open(&sf, path);
+        for (size_t start = 0; old && start < bytes;) {
+            char *nl = memchr(old + start, '\n', bytes - start);
+            size_t end = nl ? (size_t)(nl - old) + 1 : bytes;
+            int step;
+            if (sscanf(old + start, "{\"step\": %d", &step) == 1 && step <= resume_step && nl)
+                safe_write(&sf, old + start, end - start);
+            start = end;
+        }
+        safe_commit(&sf);
+        free(old);
+    }
+    FILE *f = fopen(path, resume_step > 0 ? "a" : "w");
+    if (!f) die("cannot write log %s: %s", path, strerror(errno));
+    return f;
+}
+
+typedef struct {
+    const char *init, *config, *data, *out, *log;
+    int B, T, steps, warmup, shuffle, resume, save_every, stop_after;
+    float lr, lr_floor;
+    int cosine;
+    uint64_t seed;
+    OptimizerSettings opt;
+} TrainArgs;
+
+static void usage_train(void) {
+    printf("usage: ./sirt train (--init model.bin | --config L,NH,C,maxT,V) --data shard.bin[,more.bin]\n"
+           "                    --batch B --seq T --steps N --lr 1e-3 [--wd 0.0] [--clip 1.0]\n"
+           "                    [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
+           "                    [--seed 1337] [--shuffle] [--out model.bin] [--resume]\n"
+           "                    [--log metrics.jsonl] [--save-every N] [--stop-after K]\n"
+           "                    [--threads N]\n");
+}
+
+static TrainArgs parse_train_args(int argc, char **argv) {
+    TrainArgs a = {0};
+    a.out = "model.bin";
+    a.seed = 1337;
+    a.cosine = 1;
+    a.lr = -1.0f;
+    a.lr_floor = 0.1f;
+    a.opt = (OptimizerSettings){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                                .weight_decay = 0.0f, .clip = 1.0f};
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--init")) a.init = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--config")) a.config = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--data")) a.data = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--out")) a.out = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--log")) a.log = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--batch")) a.B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--seq")) a.T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--steps")) a.steps = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 30);
+        else if (!strcmp(f, "--warmup")) a.warmup = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
+        else if (!strcmp(f, "--save-every")) a.save_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
+        else if (!strcmp(f, "--stop-after")) a.stop_after = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
+        else if (!strcmp(f, "--seed")) a.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL);
+        else if (!strcmp(f, "--lr")) a.lr = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--lr-floor")) a.lr_floor = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--wd")) a.opt.weight_decay = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--clip")) a.opt.clip = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--shuffle")) a.shuffle = 1;
+        else if (!strcmp(f, "--resume")) a.resume = 1;
+        else if (!strcmp(f, "--schedule")) {
+            const char *s = flag_value(argc, argv, &i);
+            if (!strcmp(s, "cosine")) a.cosine = 1;
+            else if (!strcmp(s, "constant")) a.cosine = 0;
+            else die("--schedule must be cosine or constant, got '%s'", s);
+        } else if (!strcmp(f, "--threads")) {
+            int n = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
+#ifdef _OPENMP
+            omp_set_num_threads(n);
+#else
+            (void)n;
+#endif
+        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage_train();
+            exit(0);
+        } else die("train: unknown flag '%s' (see ./sirt train --help)", f);
+    }
+    if (!a.data) die("train: --data is required");
+    if (!a.B || !a.T) die("train: --batch and --seq are required");
+    if (!a.steps) die("train: --steps is required");
+    if (a.lr < 0) die("train: --lr is required");
+    if (!a.init && !a.config && !a.resume) die("train: give --init model.bin or --config L,NH,C,maxT,V");
+    if (a.init && a.config) die("train: give either --init or --config, not both");
+    if (a.lr_floor < 0 || a.lr_floor > 1) die("--lr-floor must be in [0, 1]");
+    return a;
+}
+
+static int cmd_train(int argc, char **argv) {
+    TrainArgs args = parse_train_args(argc, argv);
+    Model model;
+    TrainState st = {0};
+    if (args.resume) {
+        if (access(args.out, F_OK) != 0)
+            die("cannot resume: %s does not exist (start without --resume)", args.out);
+        model_load(&model, args.out);
+        state_load(&model, &st, args.out);
+        if (st.B != args.B || st.T != args.T || st.shuffle != args.shuffle || st.seed != args.seed)
+            die("cannot resume: %s.state was written with --batch %d --seq %d --seed %llu%s; "
+                "resume with the same", args.out, st.B, st.T, (unsigned long long)st.seed,
+                st.shuffle ? " --shuffle" : "");
+        printf("resuming %s at step %d\n", args.out, st.step);
+    } else {
+        if (args.init) model_load(&model, args.init);
+        else {
+            model_build(&model, parse_config(args.config));
+            model_init_random(&model, args.seed);
+        }
+        st = (TrainState){.step = 0, .seed = args.seed, .rng = rng_seeded(args.seed),
+                          .B = args.B, .T = args.T, .shuffle = args.shuffle};
+    }
+    const Config *cfg = &model.config;
+    if (args.T > cfg->maxT)
+        die("--seq %d is longer than the model's context maxT=%d", args.T, cfg->maxT);
+    DataLoader loader;
+    loader_init(&loader, args.data, args.B, args.T, args.shuffle, args.seed, cfg->V);
+    printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters | data: %zu batches "
+           "of %dx%d per epoch | %d threads\n", cfg->L, cfg->NH, cfg->C, cfg->maxT, cfg->V,
+           cfg->Vp, model.num_parameters, loader.num_windows, args.B, args.T, num_threads());
+    if (st.step >= args.steps) {
+        printf("nothing to do: the run is already at step %d of %d\n", st.step, args.steps);
+        return 0;
+    }
+
+    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
+    FILE *log = open_metrics_log(args.log, st.step);
+    size_t BT = (size_t)args.B * args.T;
+    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
+    float *coefs = xmalloc(BT * sizeof(float));
+    for (size_t i = 0; i < BT; i++) coefs[i] = 1.0f / (float)BT;
+
+    double run_start = now_seconds();
+    int start_step = st.step;
+    float loss = 0.0f;
+    while (st.step < args.steps) {
+        double t0 = now_seconds();
+        loader_batch(&loader, (size_t)st.step, inputs, targets);
+        model_forward(&model, inputs, targets, args.B, args.T);
+        double nll = 0.0;
+        for (size_t i = 0; i < BT; i++) nll -= (double)coefs[i] * model.host_logprobs[i];
+        loss = (float)nll;
+        model_backward(&model, coefs);
+        OptimizerSettings opt = args.opt;
+        opt.lr = schedule_lr(&sched, st.step);
+        float grad_norm = model_update(&model, &opt, st.step + 1);
+        st.step++;
+
+        double now = now_seconds(), tok_per_s = BT / (now - t0);
+        double eta = (now - run_start) / (st.step - start_step) * (args.steps - st.step);
+        if (log) {
+            fprintf(log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
+                         "\"tok_per_s\": %.1f}\n", st.step, loss, opt.lr, grad_norm, tok_per_s);
+            fflush(log);
+        }
+        show_progress(st.step, args.steps, loss, tok_per_s, eta, st.step == args.steps);
+        int stopping = args.stop_after && st.step - start_step >= args.stop_after;
+        if (st.step < args.steps && !stopping && args.save_every && st.step % args.save_every == 0)
+            checkpoint_save(&model, &st, args.out);
+        if (stopping) {
+            if (isatty(fileno(stdout))) printf("\n");
+            printf("stopping after %d steps as asked (--stop-after); continue with --resume\n",
+                   args.stop_after);
+            break;
+        }
+    }
+    checkpoint_save(&model, &st, args.out);
+    printf("wrote %s (step %d, loss %.4f) and %s.state in %.1fs\n", args.out, st.step, loss,
+           args.out, now_seconds() - run_start);
+    if (log) fclose(log);
+    free(inputs);
+    free(targets);
+    free(coefs);
+    loader_free(&loader);
+    model_free(&model);
+    return 0;
+}
+
+// =============================================================================================
+// 7. Benchmark
+// `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
+// tokens, and reports the arithmetic rate that the matrix products and attention achieve.
+// =============================================================================================
+
+// FLOPs of one training step: the backward does twice the forward's products.
+static double training_flops(const Config *cfg, int B, int T) {
+    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
+    double per_token = 2.0 * (cfg->L * (3 * C * C + C * C + 2 * H * C) + C * cfg->Vp);
+    double attention = 2.0 * 2.0 * B * C * (T * (T + 1.0) / 2.0) * cfg->L; // causal: QKᵀ, AV
+    return 3.0 * (BT * per_token + attention);
+}
+
+typedef struct {
+    double ms_per_step, tok_per_s, gflops;
+} BenchResult;
+
+static BenchResult bench_training_step(Config cfg, int B, int T, int steps) {
+    Model model;
+    model_build(&model, cfg);
+    model_init_random(&model, 42);
+    size_t BT = (size_t)B * T;
+    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
+    float *coefs = xmalloc(BT * sizeof(float));
+    Rng rng = rng_seeded(7);
+    for (size_t i = 0; i < BT; i++) {
+        inputs[i] = rng_u32(&rng) % cfg.V;
+        targets[i] = rng_u32(&rng) % cfg.V;
+        coefs[i] = 1.0f / BT;
+    }
+    OptimizerSettings opt = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    double best = 1e30;
+    for (int s = 0; s <= steps; s++) { // step 0 warms up (allocation, page faults)
+        double t0 = now_seconds();
+        model_forward(&model, inputs, targets, B, T);
+        model_backward(&model, coefs);
+        model_update(&model, &opt, s + 1);
+        double dt = now_seconds() - t0;
+        if (s > 0 && dt < best) best = dt;
+    }
+    BenchResult r = {best * 1e3, BT / best, training_flops(&cfg, B, T) / best * 1e-9};
+    free(inputs);
+    free(targets);
+    free(coefs);
+    model_free(&model);
+    return r;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    const char *config = NULL;
+    int B = 4, T = 64, steps = 5;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--config")) config = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--batch")) B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
+        else if (!strcmp(f, "--seq")) T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
+        else if (!strcmp(f, "--steps")) steps = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
+        else die("bench: unknown flag '%s' (usage: ./sirt bench [--config L,NH,C,maxT,V] "
+                 "[--batch B] [--seq T] [--steps N])", f);
+    }
+    struct { const char *name, *config; } shapes[] = {
+        {"small (a)", "4,4,128,256,512"}, {"GPT-2 124M (b)", "12,12,768,1024,50257"}};
+    int count = config ? 1 : 2;
+    printf("training step (forward + backward + AdamW), B=%d T=%d, %d threads, best of %d\n",
+           B, T, num_threads(), steps);
+    printf("%-16s %12s %12s %12s %10s\n", "shape", "params", "ms/step", "tok/s", "GFLOP/s");
+    for (int s = 0; s < count; s++) {
+        Config cfg = parse_config(config ? config : shapes[s].config);
+        if (T > cfg.maxT) die("--seq %d exceeds maxT %d", T, cfg.maxT);
+        size_t sizes[NUM_PARAM_TENSORS], params = 0;
+        param_sizes(&cfg, sizes);
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) params += sizes[i];
+        BenchResult r = bench_training_step(cfg, B, T, steps);
+        printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
+               r.ms_per_step, r.tok_per_s, r.gflops);
+    }
+    return 0;
+}
+
+// =============================================================================================
+// 8. Main
+// =============================================================================================
+static void usage(void) {
+    printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
+           "commands:\n"
+           "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
+           "  ./sirt bench ...   time a training step at the benchmark shapes\n"
+           "  ./sirt help        this text\n");
+}
+
+#ifndef SIRT_NO_MAIN
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage();
+        return 0;
+    }
+    const char *command = argv[1];
+    if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
+        usage();
+        return 0;
+    }
+    die("unknown command '%s' (see ./sirt help)", command);
+}
+#endif

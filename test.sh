@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# test.sh — every test of the project. Run after `make`; it builds the test programs itself.
+# Prints one line per check and ends with "N passed, M failed"; exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")"
+passed=0
+failed=0
+ok()   { passed=$((passed + 1)); echo "ok: $*"; }
+bad()  { failed=$((failed + 1)); echo "FAIL: $*"; }
+expect() { # expect DESCRIPTION COMMAND...: the command succeeds
+    local desc=$1; shift
+    if "$@" >"$work/out.txt" 2>&1; then ok "$desc"; else bad "$desc"; tail -5 "$work/out.txt"; fi
+}
+# expect_error DESCRIPTION PATTERN COMMAND...: exits 1 (not a crash) with one error line matching
+expect_error() {
+    local desc=$1 pattern=$2; shift 2
+    "$@" >"$work/out.txt" 2>"$work/err.txt"
+    local rc=$?
+    local lines; lines=$(wc -l <"$work/err.txt")
+    if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$work/err.txt"; then
+        ok "$desc: $(cat "$work/err.txt")"
+    else
+        bad "$desc: exit $rc, stderr: $(head -3 "$work/err.txt")"
+    fi
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# ---- unit tests: kernels, gradients, AdamW, checkpoints ------------------------------------
+echo "== unit tests (tests/test_core)"
+if ./tests/test_core "$work" >"$work/unit.txt" 2>&1; then :; fi
+cat "$work/unit.txt" | grep -v '^[0-9]* passed'
+unit_passed=$(grep -c '^ok:' "$work/unit.txt")
+unit_failed=$(grep -c '^FAIL:' "$work/unit.txt")
+grep -q '^[0-9]* passed, 0 failed$' "$work/unit.txt" || unit_failed=$((unit_failed + 1))
+passed=$((passed + unit_passed))
+failed=$((failed + unit_failed))
+
+# ---- ./sirt train ----------------------------------------------------------------------------
+echo "== ./sirt train"
+./tests/test_core --write-cyclic-shard "$work/train.bin" 20000 64
+./tests/test_core --write-shard "$work/more.bin" 5000 64 7
+cfg="--config 2,2,32,64,64"
+run() { ./sirt train $cfg --data "$work/train.bin,$work/more.bin" --batch 4 --seq 32 --lr 3e-3 --warmup 3 --wd 0.1 "$@"; }
+
+expect "train 40 steps" run --steps 40 --out "$work/a.bin" --log "$work/a.jsonl"
+n=$(wc -l <"$work/a.jsonl")
+first=$(head -1 "$work/a.jsonl")
+if [ "$n" -eq 40 ] && echo "$first" | grep -q '^{"step": 1, "loss": [0-9.e+-]*, "lr": [0-9.e+-]*, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*}$'; then
+    ok "metrics log: 40 lines, step counts from 1, loss/lr/grad_norm/tok_per_s"
+else bad "metrics log: $n lines, first: $first"; fi
+l1=$(sed -n 1p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+l40=$(sed -n 40p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+if awk -v a="$l1" -v b="$l40" 'BEGIN { exit !(b < a - 1.0) }'; then ok "loss falls: $l1 -> $l40"
+else bad "loss does not fall: $l1 -> $l40"; fi
+
+expect "same seed again" run --steps 40 --out "$work/b.bin"
+if cmp -s "$work/a.bin" "$work/b.bin"; then ok "same seed, same threads: bit-identical model"; else bad "same seed gave different weights"; fi
+expect "one thread" env OMP_NUM_THREADS=1 ./sirt train $cfg --data "$work/train.bin,$work/more.bin" --batch 4 --seq 32 --lr 3e-3 --warmup 3 --wd 0.1 --steps 40 --out "$work/c.bin"
+if cmp -s "$work/a.bin" "$work/c.bin"; then ok "1 thread and 2 threads: bit-identical model"; else bad "thread count changed the weights"; fi
+
+# resume: 40 steps in one run == 15 steps, stop, --resume for the rest (log included)
+for mode in "" "--shuffle"; do
+    rm -f "$work/r.bin" "$work/r.bin.state"
+    run --steps 40 $mode --out "$work/full.bin" --log "$work/full.jsonl" >/dev/null
+    run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --stop-after 15 --save-every 10 >/dev/null
+    s1=$(wc -l <"$work/r.jsonl")
+    run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --resume >"$work/out.txt" 2>&1
+    strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
+    if cmp -s "$work/full.bin" "$work/r.bin" && [ "$s1" -eq 15 ] && [ "$(strip "$work/full.jsonl")" = "$(strip "$work/r.jsonl")" ]; then
+        ok "resume ${mode:-(in order)}: 15 steps + --resume 25 = 40 steps in one run, bit for bit (weights and log)"
+    else bad "resume ${mode:-(in order)} differs"; tail -3 "$work/out.txt"; fi
+done
+# a log with lines past the checkpoint (as after a crash) is cut back to the checkpoint
+run --steps 40 --out "$work/k.bin" --log "$work/k.jsonl" --stop-after 10 >/dev/null
+echo '{"step": 11, "loss": 9, "lr": 0, "grad_norm": 0, "tok_per_s": 0}' >>"$work/k.jsonl"
+run --steps 12 --out "$work/k.bin" --log "$work/k.jsonl" --resume >/dev/null 2>&1
+if [ "$(grep -c '"step": 11,' "$work/k.jsonl")" -eq 1 ] && ! grep -q '"loss": 9,' "$work/k.jsonl"; then
+    ok "resume drops log lines written after the checkpoint"
+else bad "resume kept stale log lines"; fi
+
+expect "train from --init (llm.c checkpoint)" ./sirt train --init "$work/a.bin" --data "$work/train.bin" --batch 2 --seq 64 --steps 3 --lr 1e-3 --out "$work/i.bin"
+ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left behind"
+
+# ---- bad input: one clear line and exit 1, never a crash -------------------------------------
+echo "== bad input"
+printf 'not a model at all, just some bytes that go on for a while............' >"$work/junk.bin"
+expect_error "missing data file" "cannot open token shard" run --steps 1 --data "$work/nope.bin"
+expect_error "missing model file" "cannot open model" ./sirt train --init "$work/nope.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+expect_error "wrong magic" "bad magic" ./sirt train --init "$work/train.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+expect_error "short junk file" "truncated header" ./sirt train --init "$work/junk.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+cp "$work/a.bin" "$work/v5.bin"; printf '\x05\x00\x00\x00' | dd of="$work/v5.bin" bs=1 seek=4 conv=notrunc 2>/dev/null
+expect_error "bfloat16 version" "version 5" ./sirt train --init "$work/v5.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+printf '\x07\x00\x00\x00' | dd of="$work/v5.bin" bs=1 seek=4 conv=notrunc 2>/dev/null
+expect_error "unknown version" "unsupported version 7" ./sirt train --init "$work/v5.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+head -c 30000 "$work/a.bin" >"$work/trunc.bin"
+expect_error "truncated checkpoint" "truncated" ./sirt train --init "$work/trunc.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+head -c 3000 "$work/train.bin" >"$work/short.bin"
+expect_error "shard size not matching its header" "but the file is" run --steps 1 --data "$work/short.bin"
+./tests/test_core --write-shard "$work/big.bin" 3000 500 1
+expect_error "token id >= V" "outside the model's vocabulary" run --steps 1 --data "$work/big.bin"
+expect_error "T > maxT" "longer than the model's context" ./sirt train --config 1,1,8,16,64 --data "$work/train.bin" --batch 1 --seq 32 --steps 1 --lr 1e-3
+expect_error "bad --config" "C must be a multiple of NH" ./sirt train --config 1,3,8,16,64 --data "$work/train.bin" --batch 1 --seq 8 --steps 1 --lr 1e-3
+expect_error "missing checkpoint on --resume" "cannot resume" ./sirt train --data "$work/train.bin" --batch 4 --seq 32 --steps 5 --lr 1e-3 --out "$work/none.bin" --resume
+cp "$work/a.bin" "$work/nostate.bin"
+expect_error "missing state on --resume" "cannot resume: training state" ./sirt train --data "$work/train.bin" --batch 4 --seq 32 --steps 5 --lr 1e-3 --out "$work/nostate.bin" --resume
+cp "$work/a.bin.state" "$work/nostate.bin.state"; cp "$work/i.bin" "$work/nostate.bin"
+expect_error "state from another checkpoint" "does not belong with" ./sirt train --data "$work/train.bin" --batch 4 --seq 32 --steps 5 --lr 1e-3 --out "$work/nostate.bin" --resume
+expect_error "unknown flag" "unknown flag" ./sirt train --bogus 1
+./tests/test_core --write-shard "$work/tiny.bin" 100 64 1
+expect_error "data too short for one batch" "holds no batch" ./sirt train $cfg --data "$work/tiny.bin" --batch 4 --seq 64 --steps 1 --lr 1e-3
+
+# ---- a build without OpenMP ------------------------------------------------------------------
+echo "== make NO_OMP=1"
+if make -s NO_OMP=1 BIN="$work/sirt_noomp" >"$work/out.txt" 2>&1 && ! grep -q fopenmp <(make -n NO_OMP=1 BIN="$work/x"); then
+    expect "NO_OMP build trains" "$work/sirt_noomp" train $cfg --data "$work/train.bin" --batch 4 --seq 32 --lr 3e-3 --warmup 3 --wd 0.1 --steps 10 --out "$work/n.bin"
+else bad "make NO_OMP=1 failed"; cat "$work/out.txt"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,647 @@
+// tests/test_core.c — unit tests of the core: kernels, the model's gradients, AdamW, files.
+//
+// Built from the same single translation unit as the program (it includes sirt.c without its
+// main), so it tests exactly the code that ships. Prints one line per check and ends with
+// "N passed, M failed". `tests/test_core --write-shard PATH NTOKENS V SEED` writes a random llm.c
+// token shard (for test.sh); `--write-cyclic-shard PATH NTOKENS V` a predictable one.
+#define SIRT_NO_MAIN
+#include "../sirt.c"
+
+#define PI 3.14159265358979323846
+
+static int passed = 0, failed = 0;
+
+static void check(int ok, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    printf("%s: ", ok ? "ok" : "FAIL");
+    vprintf(fmt, args);
+    printf("\n");
+    va_end(args);
+    if (ok) passed++;
+    else failed++;
+}
+
+static void fill_normal(float *x, size_t n, float std, Rng *rng) {
+    for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(rng);
+}
+
+static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The matrix product against a double-precision triple loop, in all three layouts the linear
+// layer uses (the dweight layout accumulating into C), at sizes that are not multiples of any
+// tile; and bit-identical for 1 and 2 threads. Error is relative to Σ|a·b| for each element:
+// float32 accumulation keeps it near K · 2^-24.
+static void test_gemm(void) {
+    Rng rng = rng_seeded(1);
+    int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {37, 129, 64}, {256, 96, 300}, {65, 200, 33},
+                      {3, 1000, 17}, {300, 5, 700}, {200, 300, 0}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2];
+        for (int layout = 0; layout < 3; layout++) {
+            // 0: forward, B stored (N,K); 1: dinp, B stored (K,N); 2: dweight, A stored (K,M)
+            long a_rs = layout == 2 ? 1 : K, a_cs = layout == 2 ? M : 1;
+            long b_rs = layout == 0 ? 1 : N, b_cs = layout == 0 ? K : 1;
+            int accumulate = layout == 2;
+            size_t mk = (size_t)M * K, kn = (size_t)K * N, mn = (size_t)M * N;
+            float *A = xmalloc(mk * 4 + 4), *B = xmalloc(kn * 4 + 4);
+            float *C1 = xmalloc(mn * 4), *C2 = xmalloc(mn * 4), *C0 = xmalloc(mn * 4);
+            fill_normal(A, mk, 1.0f, &rng);
+            fill_normal(B, kn, 1.0f, &rng);
+            fill_normal(C0, mn, 1.0f, &rng);
+            memcpy(C1, C0, mn * 4);
+            memcpy(C2, C0, mn * 4);
+            set_threads(1);
+            gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C1, N, accumulate);
+            set_threads(2);
+            gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C2, N, accumulate);
+            double max_err = 0.0;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double ref = accumulate ? C0[(size_t)i * N + j] : 0.0;
+                    double mag = fabs(ref);
+                    for (int k = 0; k < K; k++) {
+                        double p = (double)A[i * a_rs + k * a_cs] * B[k * b_rs + j * b_cs];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    double err = fabs(C1[(size_t)i * N + j] - ref) / (mag + 1e-30);
+                    if (err > max_err) max_err = err;
+                }
+            int same = memcmp(C1, C2, mn * 4) == 0;
+            check(max_err < 1e-5 && same,
+                  "gemm M=%d N=%d K=%d layout %d: max error %.1e, 1 vs 2 threads %s", M, N, K,
+                  layout, max_err, same ? "identical" : "DIFFER");
+            free(A);
+            free(B);
+            free(C0);
+            free(C1);
+            free(C2);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient checking by central differences. f is recomputed in float32 from scratch at each
+// evaluation, so its values carry rounding noise of about 1e-7 relative; a difference quotient
+// divides that noise by 2·eps. Two checks keep the signal well above the noise:
+//   - directional: along u = grad/|grad| and two random unit directions,
+//     (f(x + eps·u) − f(x − eps·u)) / 2eps must equal grad·u within tol·|grad|. A step of
+//     eps spread over the whole tensor changes every entry a little, so the second-order
+//     error is negligible and the quotient's noise is ~1e-7·|f| / eps.
+//   - element-wise: at the entries of largest |grad| and at random entries, the quotient for
+//     that entry alone must match within tol_elem · max|grad|.
+typedef double (*ObjectiveFn)(void *ctx);
+
+static void random_unit(float *u, size_t n, Rng *rng) {
+    double norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        u[i] = rng_normal(rng);
+        norm += (double)u[i] * u[i];
+    }
+    for (size_t i = 0; i < n; i++) u[i] /= sqrt(norm);
+}
+
+static double difference_quotient(ObjectiveFn f, void *ctx, float *x, const float *u, size_t n,
+                                  double eps) {
+    float *saved = xmalloc(n * sizeof(float));
+    memcpy(saved, x, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = saved[i] + eps * u[i];
+    double plus = f(ctx);
+    for (size_t i = 0; i < n; i++) x[i] = saved[i] - eps * u[i];
+    double minus = f(ctx);
+    memcpy(x, saved, n * sizeof(float));
+    free(saved);
+    return (plus - minus) / (2 * eps);
+}
+
+typedef struct {
+    double eps_dir, tol_dir, eps_elem, tol_elem;
+} GradTolerance;
+
+static void check_gradient(const char *name, ObjectiveFn f, void *ctx, float *x,
+                           const float *grad, size_t n, GradTolerance tol, Rng *rng) {
+    double norm = 0.0, max_abs = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        norm += (double)grad[i] * grad[i];
+        if (fabs(grad[i]) > max_abs) max_abs = fabs(grad[i]);
+    }
+    norm = sqrt(norm);
+    if (norm == 0.0) {
+        check(0, "%s: gradient is exactly zero (nothing to check)", name);
+        return;
+    }
+    float *u = xmalloc(n * sizeof(float));
+    double dir_err = 0.0;
+    for (int d = 0; d < 3; d++) {
+        if (d == 0)
+            for (size_t i = 0; i < n; i++) u[i] = grad[i] / norm;
+        else random_unit(u, n, rng);
+        double analytic = 0.0;
+        for (size_t i = 0; i < n; i++) analytic += (double)grad[i] * u[i];
+        double numeric = difference_quotient(f, ctx, x, u, n, tol.eps_dir);
+        double err = fabs(numeric - analytic) / norm;
+        if (err > dir_err) dir_err = err;
+    }
+    // element-wise: the 4 largest |grad| entries and 4 random ones
+    memset(u, 0, n * sizeof(float));
+    double elem_err = 0.0;
+    size_t picked[4] = {0};
+    for (int e = 0; e < 8 && (size_t)e < n; e++) {
+        size_t idx = 0;
+        if (e < 4) { // the e-th largest: largest among those below the previous picks
+            double bound = INFINITY, best = -1.0;
+            if (e > 0) bound = fabs(grad[picked[e - 1]]);
+            for (size_t i = 0; i < n; i++) {
+                double g = fabs(grad[i]);
+                int taken = 0;
+                for (int p = 0; p < e; p++) taken |= picked[p] == i;
+                if (!taken && g <= bound && g > best) best = g, idx = i;
+            }
+            picked[e] = idx;
+        } else idx = rng_u32(rng) % n;
+        u[idx] = 1.0f;
+        double numeric = difference_quotient(f, ctx, x, u, n, tol.eps_elem);
+        u[idx] = 0.0f;
+        double err = fabs(numeric - grad[idx]) / max_abs;
+        if (err > elem_err) elem_err = err;
+    }
+    free(u);
+    check(dir_err < tol.tol_dir && elem_err < tol.tol_elem,
+          "%s: |grad| %.3g, directional error %.1e (tol %.0e), element error %.1e (tol %.0e)",
+          name, norm, dir_err, tol.tol_dir, elem_err, tol.tol_elem);
+}
+
+// Backward kernels accumulate: each is called on gradient buffers that already hold random
+// values, and the check uses what it added.
+static float *random_copy(const float *x, size_t n) {
+    float *y = xmalloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+static float *increment(const float *after, const float *before, size_t n) {
+    float *d = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) d[i] = after[i] - before[i];
+    return d;
+}
+
+// Σ r_i · out_i in double: the scalar through which a kernel's output is checked.
+static double project(const float *out, const float *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)out[i] * r[i];
+    return s;
+}
+
+static const GradTolerance KERNEL_TOL = {1e-2, 2e-3, 1e-2, 1e-2};
+
+// --- encoder ---------------------------------------------------------------------------------
+typedef struct { float *wte, *wpe, *out, *r; int *inp; int B, T, C; } EncoderCase;
+static double encoder_objective(void *p) {
+    EncoderCase *k = p;
+    encoder_forward(k->out, k->inp, k->wte, k->wpe, k->B, k->T, k->C);
+    return project(k->out, k->r, (size_t)k->B * k->T * k->C);
+}
+static void test_encoder(Rng *rng) {
+    int B = 3, T = 5, C = 70, V = 7; // few tokens: ids repeat within and across rows
+    EncoderCase k = {xmalloc(V * C * 4), xmalloc(T * C * 4), xmalloc(B * T * C * 4),
+                     xmalloc(B * T * C * 4), xmalloc(B * T * 4), B, T, C};
+    fill_normal(k.wte, V * C, 1, rng);
+    fill_normal(k.wpe, T * C, 1, rng);
+    fill_normal(k.r, B * T * C, 1, rng);
+    for (int i = 0; i < B * T; i++) k.inp[i] = rng_u32(rng) % V;
+    float *dwte0 = xmalloc(V * C * 4), *dwpe0 = xmalloc(T * C * 4);
+    fill_normal(dwte0, V * C, 1, rng);
+    fill_normal(dwpe0, T * C, 1, rng);
+    float *dwte = random_copy(dwte0, V * C), *dwpe = random_copy(dwpe0, T * C);
+    encoder_backward(dwte, dwpe, k.r, k.inp, B, T, C);
+    float *gwte = increment(dwte, dwte0, V * C), *gwpe = increment(dwpe, dwpe0, T * C);
+    check_gradient("encoder_backward dwte", encoder_objective, &k, k.wte, gwte, V * C, KERNEL_TOL, rng);
+    check_gradient("encoder_backward dwpe", encoder_objective, &k, k.wpe, gwpe, T * C, KERNEL_TOL, rng);
+    free(k.wte); free(k.wpe); free(k.out); free(k.r); free(k.inp);
+    free(dwte0); free(dwpe0); free(dwte); free(dwpe); free(gwte); free(gwpe);
+}
+
+// --- layernorm -------------------------------------------------------------------------------
+typedef struct { float *inp, *w, *b, *out, *mean, *rstd, *r; int N, C; } LayernormCase;
+static double layernorm_objective(void *p) {
+    LayernormCase *k = p;
+    layernorm_forward(k->out, k->mean, k->rstd, k->inp, k->w, k->b, k->N, k->C, 1e-5f);
+    return project(k->out, k->r, (size_t)k->N * k->C);
+}
+static void test_layernorm(Rng *rng) {
+    int N = 6, C = 150;
+    LayernormCase k = {xmalloc(N * C * 4), xmalloc(C * 4), xmalloc(C * 4), xmalloc(N * C * 4),
+                       xmalloc(N * 4), xmalloc(N * 4), xmalloc(N * C * 4), N, C};
+    fill_normal(k.inp, N * C, 2, rng);
+    for (int i = 0; i < N * C; i++) k.inp[i] += i / C; // each row its own mean
+    fill_normal(k.w, C, 1, rng);
+    fill_normal(k.b, C, 1, rng);
+    fill_normal(k.r, N * C, 1, rng);
+    layernorm_objective(&k);
+    // the forward against its definition, in double
+    double max_err = 0.0;
+    for (int n = 0; n < N; n++) {
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += k.inp[n * C + c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (k.inp[n * C + c] - m) * (k.inp[n * C + c] - m);
+        v /= C;
+        for (int c = 0; c < C; c++) {
+            double ref = (k.inp[n * C + c] - m) / sqrt(v + 1e-5) * k.w[c] + k.b[c];
+            max_err = fmax(max_err, fabs(ref - k.out[n * C + c]));
+        }
+    }
+    check(max_err < 1e-5, "layernorm_forward matches (x-mean)/sqrt(var+eps)*w+b: max error %.1e", max_err);
+    float *d0[3] = {xmalloc(N * C * 4), xmalloc(C * 4), xmalloc(C * 4)};
+    fill_normal(d0[0], N * C, 1, rng);
+    fill_normal(d0[1], C, 1, rng);
+    fill_normal(d0[2], C, 1, rng);
+    float *dinp = random_copy(d0[0], N * C), *dw = random_copy(d0[1], C), *db = random_copy(d0[2], C);
+    layernorm_backward(dinp, dw, db, k.r, k.inp, k.w, k.mean, k.rstd, N, C);
+    float *g[3] = {increment(dinp, d0[0], N * C), increment(dw, d0[1], C), increment(db, d0[2], C)};
+    check_gradient("layernorm_backward dinp", layernorm_objective, &k, k.inp, g[0], N * C, KERNEL_TOL, rng);
+    check_gradient("layernorm_backward dweight", layernorm_objective, &k, k.w, g[1], C, KERNEL_TOL, rng);
+    check_gradient("layernorm_backward dbias", layernorm_objective, &k, k.b, g[2], C, KERNEL_TOL, rng);
+    free(k.inp); free(k.w); free(k.b); free(k.out); free(k.mean); free(k.rstd); free(k.r);
+    for (int i = 0; i < 3; i++) { free(d0[i]); free(g[i]); }
+    free(dinp); free(dw); free(db);
+}
+
+// --- matmul ----------------------------------------------------------------------------------
+typedef struct { float *inp, *w, *b, *out, *r; int N, C, OC; } MatmulCase;
+static double matmul_objective(void *p) {
+    MatmulCase *k = p;
+    matmul_forward(k->out, k->inp, k->w, k->b, k->N, k->C, k->OC);
+    return project(k->out, k->r, (size_t)k->N * k->OC);
+}
+static void test_matmul(Rng *rng) {
+    int N = 37, C = 45, OC = 71;
+    MatmulCase k = {xmalloc(N * C * 4), xmalloc(OC * C * 4), xmalloc(OC * 4),
+                    xmalloc(N * OC * 4), xmalloc(N * OC * 4), N, C, OC};
+    fill_normal(k.inp, N * C, 1, rng);
+    fill_normal(k.w, OC * C, 1, rng);
+    fill_normal(k.b, OC, 1, rng);
+    fill_normal(k.r, N * OC, 1, rng);
+    float *d0[3] = {xmalloc(N * C * 4), xmalloc(OC * C * 4), xmalloc(OC * 4)};
+    fill_normal(d0[0], N * C, 1, rng);
+    fill_normal(d0[1], OC * C, 1, rng);
+    fill_normal(d0[2], OC, 1, rng);
+    float *dinp = random_copy(d0[0], N * C), *dw = random_copy(d0[1], OC * C), *db = random_copy(d0[2], OC);
+    matmul_backward(dinp, dw, db, k.r, k.inp, k.w, N, C, OC);
+    float *g[3] = {increment(dinp, d0[0], N * C), increment(dw, d0[1], OC * C), increment(db, d0[2], OC)};
+    check_gradient("matmul_backward dinp", matmul_objective, &k, k.inp, g[0], N * C, KERNEL_TOL, rng);
+    check_gradient("matmul_backward dweight", matmul_objective, &k, k.w, g[1], OC * C, KERNEL_TOL, rng);
+    check_gradient("matmul_backward dbias", matmul_objective, &k, k.b, g[2], OC, KERNEL_TOL, rng);
+    free(k.inp); free(k.w); free(k.b); free(k.out); free(k.r);
+    for (int i = 0; i < 3; i++) { free(d0[i]); free(g[i]); }
+    free(dinp); free(dw); free(db);
+}
+
+// --- attention -------------------------------------------------------------------------------
+typedef struct { float *qkv, *out, *att, *r; int B, T, C, NH; } AttentionCase;
+static double attention_objective(void *p) {
+    AttentionCase *k = p;
+    attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->C, k->NH);
+    return project(k->out, k->r, (size_t)k->B * k->T * k->C);
+}
+static void test_attention(Rng *rng) {
+    int B = 2, T = 9, C = 24, NH = 3;
+    size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C;
+    AttentionCase k = {xmalloc(n_qkv * 4), xmalloc(n_out * 4), xmalloc(B * NH * T * T * 4),
+                       xmalloc(n_out * 4), B, T, C, NH};
+    fill_normal(k.qkv, n_qkv, 1, rng);
+    fill_normal(k.r, n_out, 1, rng);
+    attention_objective(&k);
+    // causality: every weight above the diagonal is zero and every row sums to one
+    double worst = 0.0;
+    for (int row = 0; row < B * NH * T; row++) {
+        int t = row % T;
+        double sum = 0.0;
+        for (int t2 = 0; t2 < T; t2++) {
+            float a = k.att[(size_t)row * T + t2];
+            if (t2 > t) worst = fmax(worst, fabs(a));
+            sum += a;
+        }
+        worst = fmax(worst, fabs(sum - 1.0));
+    }
+    check(worst < 1e-6, "attention_forward weights are causal and sum to one (error %.1e)", worst);
+    float *d0 = xmalloc(n_qkv * 4);
+    fill_normal(d0, n_qkv, 1, rng);
+    float *dqkv = random_copy(d0, n_qkv);
+    attention_backward(dqkv, k.r, k.qkv, k.att, B, T, C, NH);
+    float *g = increment(dqkv, d0, n_qkv);
+    check_gradient("attention_backward dqkv", attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
+    free(k.qkv); free(k.out); free(k.att); free(k.r); free(d0); free(dqkv); free(g);
+}
+
+// --- gelu and residual -----------------------------------------------------------------------
+typedef struct { float *inp, *inp2, *out, *r; size_t N; int residual; } PointwiseCase;
+static double pointwise_objective(void *p) {
+    PointwiseCase *k = p;
+    if (k->residual) residual_forward(k->out, k->inp, k->inp2, k->N);
+    else gelu_forward(k->out, k->inp, k->N);
+    return project(k->out, k->r, k->N);
+}
+static void test_pointwise(Rng *rng) {
+    size_t N = 1000;
+    PointwiseCase k = {xmalloc(N * 4), xmalloc(N * 4), xmalloc(N * 4), xmalloc(N * 4), N, 0};
+    fill_normal(k.inp, N, 2, rng);
+    fill_normal(k.inp2, N, 2, rng);
+    fill_normal(k.r, N, 1, rng);
+    float *d0 = xmalloc(N * 4), *d1 = xmalloc(N * 4);
+    fill_normal(d0, N, 1, rng);
+    fill_normal(d1, N, 1, rng);
+    float *dinp = random_copy(d0, N);
+    gelu_backward(dinp, k.inp, k.r, N);
+    float *g = increment(dinp, d0, N);
+    check_gradient("gelu_backward dinp", pointwise_objective, &k, k.inp, g, N, KERNEL_TOL, rng);
+    free(g);
+    gelu_forward(k.out, k.inp, N);
+    double x = k.inp[0], ref = 0.5 * x * (1 + tanh(sqrt(2 / PI) * (x + 0.044715 * x * x * x)));
+    check(fabs(k.out[0] - ref) < 1e-6, "gelu_forward(%.4f) = %.6f, tanh formula gives %.6f", x, k.out[0], ref);
+    k.residual = 1;
+    float *da = random_copy(d0, N), *db = random_copy(d1, N);
+    residual_backward(da, db, k.r, N);
+    float *ga = increment(da, d0, N), *gb = increment(db, d1, N);
+    check_gradient("residual_backward da", pointwise_objective, &k, k.inp, ga, N, KERNEL_TOL, rng);
+    check_gradient("residual_backward db", pointwise_objective, &k, k.inp2, gb, N, KERNEL_TOL, rng);
+    free(k.inp); free(k.inp2); free(k.out); free(k.r); free(d0); free(d1); free(dinp);
+    free(da); free(db); free(ga); free(gb);
+}
+
+// --- classifier ------------------------------------------------------------------------------
+typedef struct { float *logits, *work, *logprobs, *lse, *coef; int *targets; int N, V, Vp; } ClassifierCase;
+static double classifier_objective(void *p) { // Σ coef · (−logprob)
+    ClassifierCase *k = p;
+    classifier_forward(k->logprobs, k->lse, k->logits, k->targets, k->N, k->V, k->Vp);
+    double loss = 0.0;
+    for (int n = 0; n < k->N; n++) loss -= (double)k->coef[n] * k->logprobs[n];
+    return loss;
+}
+static void test_classifier(Rng *rng) {
+    // a hand-computed value: logits (1, 2, 3, padding 50), target 1:
+    //   log p = 2 − log(e + e² + e³) = −1.4076059644443804
+    float z[4] = {1, 2, 3, 50}, lp, lse;
+    int target = 1;
+    classifier_forward(&lp, &lse, z, &target, 1, 3, 4);
+    check(fabs(lp - (-1.4076059644443804)) < 1e-6,
+          "classifier_forward: log p = %.7f, by hand −1.4076060 (padding column ignored)", lp);
+    float coef = 0.5f;
+    classifier_backward(z, &lse, &target, &coef, 1, 3, 4);
+    // dlogits = 0.5 · (softmax − onehot): softmax(1,2,3) = (0.0900306, 0.2447285, 0.6652410)
+    int ok = fabs(z[0] - 0.0450153) < 1e-6 && fabs(z[1] - (0.1223642 - 0.5)) < 1e-6 &&
+             fabs(z[2] - 0.3326205) < 1e-6 && z[3] == 0.0f;
+    check(ok, "classifier_backward: dlogits (%.7f %.7f %.7f %g), by hand (0.0450153 -0.3776358 "
+          "0.3326205 0)", z[0], z[1], z[2], z[3]);
+
+    // the gradient on random logits with signed, non-uniform coefficients and one ignored row
+    int N = 7, V = 50, Vp = 64;
+    ClassifierCase k = {xmalloc(N * Vp * 4), xmalloc(N * Vp * 4), xmalloc(N * 4), xmalloc(N * 4),
+                        xmalloc(N * 4), xmalloc(N * 4), N, V, Vp};
+    fill_normal(k.logits, N * Vp, 3, rng);
+    for (int n = 0; n < N; n++) {
+        k.targets[n] = n == 3 ? -1 : (int)(rng_u32(rng) % V);
+        k.coef[n] = rng_normal(rng);
+    }
+    classifier_objective(&k);
+    memcpy(k.work, k.logits, N * Vp * 4);
+    classifier_backward(k.work, k.lse, k.targets, k.coef, N, V, Vp);
+    int clean = 1;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < Vp; i++)
+            if ((n == 3 || i >= V) && k.work[n * Vp + i] != 0.0f) clean = 0;
+    check(clean, "classifier_backward: rows without a target and padded columns get zero gradient");
+    check_gradient("classifier_backward dlogits (signed coefficients)", classifier_objective, &k,
+                   k.logits, k.work, N * Vp, KERNEL_TOL, rng);
+    free(k.logits); free(k.work); free(k.logprobs); free(k.lse); free(k.coef); free(k.targets);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW against the update written out by hand in double, as torch.optim.AdamW computes it,
+// over three steps with weight decay and a gradient scale.
+static void test_adamw(Rng *rng) {
+    size_t n = 100;
+    float *p = xmalloc(n * 4), *g = xmalloc(n * 4), *m = xcalloc(n, 4), *v = xcalloc(n, 4);
+    double *pd = xmalloc(n * 8), *md = xcalloc(n, 8), *vd = xcalloc(n, 8);
+    fill_normal(p, n, 1, rng);
+    for (size_t i = 0; i < n; i++) pd[i] = p[i];
+    double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1, scale = 0.5;
+    double max_err = 0.0;
+    for (int t = 1; t <= 3; t++) {
+        fill_normal(g, n, 1, rng);
+        adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, scale, t);
+        for (size_t i = 0; i < n; i++) {
+            double gi = g[i] * scale;
+            pd[i] -= lr * wd * pd[i];
+            md[i] = b1 * md[i] + (1 - b1) * gi;
+            vd[i] = b2 * vd[i] + (1 - b2) * gi * gi;
+            pd[i] -= lr * (md[i] / (1 - pow(b1, t))) / (sqrt(vd[i] / (1 - pow(b2, t))) + eps);
+            max_err = fmax(max_err, fabs(pd[i] - p[i]));
+        }
+    }
+    // first step by hand: m̂ = g, v̂ = g², so the step is lr·g/(|g|+eps) ≈ lr·sign(g)
+    check(max_err < 1e-6, "adamw_update: 3 steps with weight decay match PyTorch's formula "
+          "(max error %.1e)", max_err);
+    free(p); free(g); free(m); free(v); free(pd); free(md); free(vd);
+}
+
+static void test_schedule(void) {
+    Schedule s = {1e-3f, 0.1f, 10, 110, 1};
+    float first = schedule_lr(&s, 0), peak = schedule_lr(&s, 9), mid = schedule_lr(&s, 10 + 50);
+    float last = schedule_lr(&s, 109);
+    // warm-up 1e-4 … 1e-3; cosine from 1e-3 at step 10 to 1e-4 at step 109; halfway ≈ 5.5e-4
+    int ok = fabs(first - 1e-4f) < 1e-9 && fabs(peak - 1e-3f) < 1e-9 &&
+             fabs(schedule_lr(&s, 10) - 1e-3f) < 1e-9 && fabs(last - 1e-4f) < 1e-9 &&
+             fabs(mid - (1e-4 + 0.5 * (1 + cos(PI * 50 / 99.0)) * 9e-4)) < 1e-8;
+    s.cosine = 0;
+    ok &= schedule_lr(&s, 100) == 1e-3f;
+    check(ok, "schedule: warm-up %.1e..%.1e, cosine %.3e at the middle, floor %.1e at the end",
+          first, peak, mid, last);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole model: gradients of Σ c_t · (−log p_t) for every parameter tensor, with signed,
+// non-uniform coefficients and some positions without a target. wte and wpe are the input
+// embeddings (wte also the classifier): their check covers the gradient through every layer. The weights are drawn larger
+// than GPT-2's init so that every nonlinearity (softmax, GELU, LayerNorm) is far from linear.
+typedef struct {
+    Model *model;
+    int *inputs, *targets;
+    float *coefs;
+    int B, T;
+} ModelCase;
+
+static double model_objective(void *p) {
+    ModelCase *k = p;
+    model_forward(k->model, k->inputs, k->targets, k->B, k->T);
+    double loss = 0.0;
+    for (int i = 0; i < k->B * k->T; i++) loss -= (double)k->coefs[i] * k->model->host_logprobs[i];
+    return loss;
+}
+
+static void test_model_gradients(Rng *rng) {
+    Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
+    Model model;
+    model_build(&model, cfg);
+    model_init_random(&model, 5);
+    for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(rng);
+    // the padding rows of wte stay zero, as in a real checkpoint
+    memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    int B = 2, T = 7;
+    ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), xmalloc(B * T * 4), B, T};
+    for (int i = 0; i < B * T; i++) {
+        k.inputs[i] = rng_u32(rng) % cfg.V;
+        k.targets[i] = i % 5 == 4 ? -1 : (int)(rng_u32(rng) % cfg.V);
+        k.coefs[i] = rng_normal(rng);
+    }
+    model_objective(&k);
+    model_backward(&model, k.coefs);
+    float *grads = random_copy(model.grads_memory, model.num_parameters);
+    GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
+    size_t offset = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "model gradient of %s", PARAM_NAMES[t]);
+        size_t n = model.param_sizes[t];
+        if (t == 0) n = (size_t)cfg.V * cfg.C; // the live rows of wte
+        check_gradient(name, model_objective, &k, model.params_memory + offset, grads + offset,
+                       n, tol, rng);
+        offset += model.param_sizes[t];
+    }
+    free(grads);
+    free(k.inputs); free(k.targets); free(k.coefs);
+    model_free(&model);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: a tiny model memorises one batch; the same seed gives the same bits, whatever the
+// number of threads.
+static void train_steps(Model *model, const int *inputs, const int *targets, int B, int T,
+                        int steps, float lr, float *losses) {
+    float *coefs = xmalloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) coefs[i] = 1.0f / (B * T);
+    OptimizerSettings opt = {lr, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    for (int s = 0; s < steps; s++) {
+        model_forward(model, inputs, targets, B, T);
+        double loss = 0.0;
+        for (int i = 0; i < B * T; i++) loss -= (double)coefs[i] * model->host_logprobs[i];
+        losses[s] = (float)loss;
+        model_backward(model, coefs);
+        model_update(model, &opt, s + 1);
+    }
+    free(coefs);
+}
+
+static void test_overfit_and_determinism(Rng *rng) {
+    int B = 4, T = 16, steps = 150;
+    Config cfg = parse_config("2,4,32,16,50");
+    int *inputs = xmalloc(B * T * 4), *targets = xmalloc(B * T * 4);
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = rng_u32(rng) % cfg.V;
+        targets[i] = rng_u32(rng) % cfg.V;
+    }
+    float *losses[3];
+    uint64_t hashes[3];
+    for (int run = 0; run < 3; run++) {
+        set_threads(run == 2 ? 1 : 2);
+        Model model;
+        model_build(&model, cfg);
+        model_init_random(&model, 1234);
+        losses[run] = xmalloc(steps * 4);
+        train_steps(&model, inputs, targets, B, T, steps, 1e-2f, losses[run]);
+        hashes[run] = model_params_hash(&model);
+        model_free(&model);
+    }
+    set_threads(2);
+    check(losses[0][steps - 1] < 0.1f, "a tiny model overfits one batch: loss %.3f -> %.4f "
+          "after %d steps (< 0.1)", losses[0][0], losses[0][steps - 1], steps);
+    check(!memcmp(losses[0], losses[1], steps * 4) && hashes[0] == hashes[1],
+          "same seed, same thread count: identical losses and weights");
+    check(!memcmp(losses[0], losses[2], steps * 4) && hashes[0] == hashes[2],
+          "same seed, 1 thread vs 2: identical losses and weights");
+    for (int run = 0; run < 3; run++) free(losses[run]);
+    free(inputs);
+    free(targets);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints: write → read gives the same bits, and writing again gives the same file.
+static void test_checkpoint_roundtrip(const char *dir) {
+    char path[512], path2[512];
+    snprintf(path, sizeof path, "%s/roundtrip.bin", dir);
+    snprintf(path2, sizeof path2, "%s/roundtrip2.bin", dir);
+    Model a, b;
+    model_build(&a, parse_config("3,2,24,32,100"));
+    model_init_random(&a, 99);
+    model_save(&a, path);
+    model_load(&b, path);
+    int same_config = !memcmp(&a.config, &b.config, sizeof a.config);
+    int same_params = a.num_parameters == b.num_parameters &&
+                      !memcmp(a.params_memory, b.params_memory, a.num_parameters * 4);
+    model_save(&b, path2);
+    size_t n1, n2;
+    unsigned char *f1 = read_whole_file(path, &n1), *f2 = read_whole_file(path2, &n2);
+    int same_file = f1 && f2 && n1 == n2 && !memcmp(f1, f2, n1);
+    int32_t header[8];
+    memcpy(header, f1, sizeof header);
+    int header_ok = header[0] == 20240326 && header[1] == 3 && header[2] == 32 &&
+                    header[3] == 100 && header[4] == 3 && header[5] == 2 && header[6] == 24 &&
+                    header[7] == 128 && n1 == 1024 + 4 * a.num_parameters;
+    check(same_config && same_params && same_file && header_ok,
+          "checkpoint round trip: llm.c v3 header, %zu parameters, bit-exact, file identical",
+          a.num_parameters);
+    free(f1);
+    free(f2);
+    model_free(&a);
+    model_free(&b);
+}
+
+// ---------------------------------------------------------------------------------------------
+static int write_shard(const char *path, long count, int vocab, long seed, int cyclic) {
+    Rng rng = rng_seeded(seed);
+    int32_t header[HEADER_INTS] = {SHARD_MAGIC, SHARD_VERSION, (int32_t)count};
+    uint16_t *tokens = xmalloc(count * 2 + 2);
+    for (long i = 0; i < count; i++)
+        tokens[i] = cyclic ? (uint16_t)((i * 7 + 3) % vocab) : (uint16_t)(rng_u32(&rng) % vocab);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, sizeof header);
+    safe_write(&sf, tokens, count * 2);
+    safe_commit(&sf);
+    free(tokens);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 6 && !strcmp(argv[1], "--write-shard"))
+        return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), atol(argv[5]), 0);
+    if (argc == 5 && !strcmp(argv[1], "--write-cyclic-shard"))
+        return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), 0, 1);
+    (void)cmd_train; // the commands are exercised by test.sh through ./sirt
+    (void)cmd_bench;
+    (void)usage;
+    const char *dir = argc > 1 ? argv[1] : "/tmp";
+    Rng rng = rng_seeded(2024);
+    test_gemm();
+    test_encoder(&rng);
+    test_layernorm(&rng);
+    test_matmul(&rng);
+    test_attention(&rng);
+    test_pointwise(&rng);
+    test_classifier(&rng);
+    test_adamw(&rng);
+    test_schedule();
+    test_model_gradients(&rng);
+    test_overfit_and_determinism(&rng);
+    test_checkpoint_roundtrip(dir);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
