@@ -17,8 +17,8 @@ ifndef NO_OMP
 endif
 
 BIN ?= sirt
-SOURCES = sirt.c model.h
-TESTS = tests/test_core
+SOURCES = sirt.c model.h tokenizer.c
+TESTS = tests/test_core tests/test_tokenizer
 
 all: $(BIN)
 
@@ -27,6 +27,9 @@ $(BIN): $(SOURCES)
 
 tests/test_core: tests/test_core.c $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ tests/test_core.c $(LDLIBS)
+
+tests/test_tokenizer: tests/test_tokenizer.c tokenizer.c
+	$(CC) $(CFLAGS) -o $@ tests/test_tokenizer.c $(LDLIBS)
 
 tests: $(TESTS)
 

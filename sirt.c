@@ -12,6 +12,7 @@
 //   6. Training .............. `./sirt train`: the loop, the schedule, logs and progress
 //   7. Benchmark ............. `./sirt bench`: how fast a training step runs
 //   8. Main .................. command dispatch
+// The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
 // only code that touches tensor memory; kernels.cu re-implements it for NVIDIA GPUs.
@@ -30,6 +31,7 @@
 #endif
 
 #include "model.h"
+#include "tokenizer.c" // byte-level BPE: ours, and GPT-2's own (section 0 of the pipeline)
 
 // =============================================================================================
 // 1. Utilities
@@ -1579,6 +1581,10 @@ static void usage(void) {
            "commands:\n"
            "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
+           "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
+           "                     train a byte-level BPE tokenizer\n"
+           "  ./sirt tokenize --tokenizer PATH [--decode]\n"
+           "                     stdin lines -> token ids per line (or back with --decode)\n"
            "  ./sirt help        this text\n");
 }
 
@@ -1591,6 +1597,8 @@ int main(int argc, char **argv) {
     const char *command = argv[1];
     if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
+    if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
         usage();
         return 0;

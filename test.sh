@@ -39,6 +39,28 @@ grep -q '^[0-9]* passed, 0 failed$' "$work/unit.txt" || unit_failed=$((unit_fail
 passed=$((passed + unit_passed))
 failed=$((failed + unit_failed))
 
+# ---- tokenizer: BPE training, GPT-2 encoding, file formats --------------------------------
+echo "== tokenizer tests (tests/test_tokenizer)"
+./tests/test_tokenizer ../shared/data >"$work/tok.txt" 2>&1
+grep -v '^[0-9]* passed' "$work/tok.txt"
+passed=$((passed + $(grep -c '^ok' "$work/tok.txt")))
+failed=$((failed + $(grep -c '^FAIL\|^not ok' "$work/tok.txt")))
+grep -q '^[0-9]* passed, 0 failed$' "$work/tok.txt" || failed=$((failed + 1))
+
+echo "== ./sirt tokenizer / tokenize"
+printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
+for i in 1 2 3 4 5 6; do cat "$work/corpus.txt"; done >"$work/corpus6.txt"
+expect "train a tokenizer" ./sirt tokenizer --train "$work/corpus.txt,$work/corpus6.txt" --vocab 300 --out "$work/tok.bin" --llmc-out "$work/tok_llmc.bin"
+ids=$(printf 'Tom buys 5 more.\n\xff\xfe raw bytes\n' | ./sirt tokenize --tokenizer "$work/tok.bin")
+back=$(echo "$ids" | ./sirt tokenize --tokenizer "$work/tok.bin" --decode)
+if [ "$back" = "$(printf 'Tom buys 5 more.\n\xff\xfe raw bytes')" ] && [ "$(echo "$ids" | wc -l)" -eq 2 ]; then
+    ok "tokenize: one line of ids per input line, --decode gives the text back"
+else bad "tokenize round trip: $ids"; fi
+if [ -d ../shared/data/gpt2 ]; then
+    got=$(echo "Hello world" | ./sirt tokenize --tokenizer ../shared/data/gpt2)
+    [ "$got" = "15496 995" ] && ok "GPT-2 tokenizer: 'Hello world' -> 15496 995" || bad "GPT-2 'Hello world' -> $got"
+else echo "skip: ../shared/data/gpt2 is absent, GPT-2 CLI check skipped"; fi
+
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"
 ./tests/test_core --write-cyclic-shard "$work/train.bin" 20000 64
