@@ -1330,6 +1330,50 @@ static FILE *open_metrics_log(const char *path, int resume_step) {
     return f;
 }
 
+// One optimizer step on a batch: forward, the loss Σ_i coefs[i] · (−log p_i), backward, AdamW.
+// Every trainer in this file (LM, SFT, DPO) calls this; they differ only in the coefficients
+// and, for preference objectives, in how the coefficients follow from the forward's log-probs.
+typedef struct {
+    float loss, grad_norm, lr;
+} StepResult;
+
+static float weighted_nll(const Model *model, const float *coefs, int n) {
+    double nll = 0.0;
+    for (int i = 0; i < n; i++) nll -= (double)coefs[i] * model->host_logprobs[i];
+    return (float)nll;
+}
+
+static StepResult train_step(Model *model, const int *inputs, const int *targets,
+                             const float *coefs, int B, int T, OptimizerSettings opt,
+                             const Schedule *sched, int step) {
+    StepResult r;
+    model_forward(model, inputs, targets, B, T);
+    r.loss = weighted_nll(model, coefs, B * T);
+    model_backward(model, coefs);
+    opt.lr = r.lr = schedule_lr(sched, step);
+    r.grad_norm = model_update(model, &opt, step + 1);
+    return r;
+}
+
+// Timing for the progress line: tokens/s of the last step and the ETA of the run.
+typedef struct {
+    double run_start, step_start;
+    int first_step, total_steps;
+} Progress;
+
+static Progress progress_start(int first_step, int total_steps) {
+    double now = now_seconds();
+    return (Progress){now, now, first_step, total_steps};
+}
+
+// Call after step `step` (1-based) is done; returns tokens/s of that step and sets *eta.
+static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
+    double now = now_seconds(), tok_per_s = tokens / (now - p->step_start);
+    *eta = (now - p->run_start) / (step - p->first_step) * (p->total_steps - step);
+    p->step_start = now;
+    return tok_per_s;
+}
+
 typedef struct {
     const char *init, *config, *data, *out, *log;
     int B, T, steps, warmup, shuffle, resume, save_every, stop_after;
@@ -1447,30 +1491,22 @@ static int cmd_train(int argc, char **argv) {
     float *coefs = xmalloc(BT * sizeof(float));
     for (size_t i = 0; i < BT; i++) coefs[i] = 1.0f / (float)BT;
 
-    double run_start = now_seconds();
+    Progress progress = progress_start(st.step, args.steps);
     int start_step = st.step;
     float loss = 0.0f;
     while (st.step < args.steps) {
-        double t0 = now_seconds();
         loader_batch(&loader, (size_t)st.step, inputs, targets);
-        model_forward(&model, inputs, targets, args.B, args.T);
-        double nll = 0.0;
-        for (size_t i = 0; i < BT; i++) nll -= (double)coefs[i] * model.host_logprobs[i];
-        loss = (float)nll;
-        model_backward(&model, coefs);
-        OptimizerSettings opt = args.opt;
-        opt.lr = schedule_lr(&sched, st.step);
-        float grad_norm = model_update(&model, &opt, st.step + 1);
+        StepResult r = train_step(&model, inputs, targets, coefs, args.B, args.T, args.opt,
+                                  &sched, st.step);
+        loss = r.loss;
         st.step++;
-
-        double now = now_seconds(), tok_per_s = BT / (now - t0);
-        double eta = (now - run_start) / (st.step - start_step) * (args.steps - st.step);
+        double eta, tok_per_s = progress_step(&progress, st.step, BT, &eta);
         if (log) {
             fprintf(log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
-                         "\"tok_per_s\": %.1f}\n", st.step, loss, opt.lr, grad_norm, tok_per_s);
+                         "\"tok_per_s\": %.1f}\n", st.step, r.loss, r.lr, r.grad_norm, tok_per_s);
             fflush(log);
         }
-        show_progress(st.step, args.steps, loss, tok_per_s, eta, st.step == args.steps);
+        show_progress(st.step, args.steps, r.loss, tok_per_s, eta, st.step == args.steps);
         int stopping = args.stop_after && st.step - start_step >= args.stop_after;
         if (st.step < args.steps && !stopping && args.save_every && st.step % args.save_every == 0)
             checkpoint_save(&model, &st, args.out);
@@ -1483,7 +1519,7 @@ static int cmd_train(int argc, char **argv) {
     }
     checkpoint_save(&model, &st, args.out);
     printf("wrote %s (step %d, loss %.4f) and %s.state in %.1fs\n", args.out, st.step, loss,
-           args.out, now_seconds() - run_start);
+           args.out, now_seconds() - progress.run_start);
     if (log) fclose(log);
     free(inputs);
     free(targets);
