@@ -18,7 +18,7 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
-TESTS = tests/test_core tests/test_tokenizer
+TESTS = tests/test_core tests/test_tokenizer tests/test_text
 
 all: $(BIN)
 
@@ -30,6 +30,9 @@ tests/test_core: tests/test_core.c $(SOURCES)
 
 tests/test_tokenizer: tests/test_tokenizer.c tokenizer.c
 	$(CC) $(CFLAGS) -o $@ tests/test_tokenizer.c $(LDLIBS)
+
+tests/test_text: tests/test_text.c $(SOURCES)
+	$(CC) $(CFLAGS) -o $@ tests/test_text.c $(LDLIBS)
 
 tests: $(TESTS)
 

@@ -29,23 +29,19 @@ trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# ---- unit tests: kernels, gradients, AdamW, checkpoints ------------------------------------
-echo "== unit tests (tests/test_core)"
-if ./tests/test_core "$work" >"$work/unit.txt" 2>&1; then :; fi
-cat "$work/unit.txt" | grep -v '^[0-9]* passed'
-unit_passed=$(grep -c '^ok:' "$work/unit.txt")
-unit_failed=$(grep -c '^FAIL:' "$work/unit.txt")
-grep -q '^[0-9]* passed, 0 failed$' "$work/unit.txt" || unit_failed=$((unit_failed + 1))
-passed=$((passed + unit_passed))
-failed=$((failed + unit_failed))
-
-# ---- tokenizer: BPE training, GPT-2 encoding, file formats --------------------------------
-echo "== tokenizer tests (tests/test_tokenizer)"
-./tests/test_tokenizer ../shared/data >"$work/tok.txt" 2>&1
-grep -v '^[0-9]* passed' "$work/tok.txt"
-passed=$((passed + $(grep -c '^ok' "$work/tok.txt")))
-failed=$((failed + $(grep -c '^FAIL\|^not ok' "$work/tok.txt")))
-grep -q '^[0-9]* passed, 0 failed$' "$work/tok.txt" || failed=$((failed + 1))
+# Runs one of the C test programs and adds its "ok"/"FAIL" lines to the totals.
+unit() {
+    local name=$1; shift
+    echo "== unit tests ($name)"
+    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+    grep -v '^[0-9]* passed' "$work/$name.txt"
+    passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
+    failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
+    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+}
+unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
+unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
+unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
