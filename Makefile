@@ -18,21 +18,16 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
-TESTS = tests/test_core tests/test_tokenizer tests/test_text
+TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft
 
 all: $(BIN)
 
 $(BIN): $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ sirt.c $(LDLIBS)
 
-tests/test_core: tests/test_core.c $(SOURCES)
-	$(CC) $(CFLAGS) -o $@ tests/test_core.c $(LDLIBS)
-
-tests/test_tokenizer: tests/test_tokenizer.c tokenizer.c
-	$(CC) $(CFLAGS) -o $@ tests/test_tokenizer.c $(LDLIBS)
-
-tests/test_text: tests/test_text.c $(SOURCES)
-	$(CC) $(CFLAGS) -o $@ tests/test_text.c $(LDLIBS)
+# each test program is one C file that includes sirt.c (or tokenizer.c) itself
+tests/%: tests/%.c $(SOURCES)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 tests: $(TESTS)
 

@@ -11,8 +11,9 @@
 //   5. Token data ............ llm.c token shards and the batch loader
 //   6. Text data ............. JSON lines, the prompt template, prompt/completion examples
 //   7. Training .............. `./sirt train`: the loop, the schedule, logs and progress
-//   8. Benchmark ............. `./sirt bench`: how fast a training step runs
-//   9. Main .................. command dispatch
+//   8. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
+//   9. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  10. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -39,7 +40,7 @@
 // Errors end the program with one line that says what is wrong; nothing here is clever.
 // =============================================================================================
 
-static void die(const char *fmt, ...) {
+_Noreturn static void die(const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
     fprintf(stderr, "sirt: error: ");
@@ -945,7 +946,7 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 //   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (updates done),
 //     [3..4] the random generator's state (uint64), [5..6] number of parameters (uint64),
 //     [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T, [11] shuffle,
-//     [12..13] seed (uint64); the rest zero
+//     [12..13] seed (uint64), [14] best validation loss so far (float32 bits); the rest zero
 //   then the AdamW moments m and v, each num_parameters float32.
 // The data position is the step: batch i of a run is a function of i (section 5).
 // =============================================================================================
@@ -1051,6 +1052,7 @@ typedef struct {
     uint64_t seed;    // the run's seed
     Rng rng;          // the run's random generator (reserved for dropout-like randomness)
     int B, T, shuffle;
+    float best_valid_loss; // lowest validation loss so far (SFT keeps that checkpoint)
 } TrainState;
 
 static void state_path(char *out, size_t size, const char *model_path) {
@@ -1071,6 +1073,7 @@ static void state_save(const Model *model, const TrainState *st, const char *mod
     header[10] = st->T;
     header[11] = st->shuffle;
     header_put_u64(header, 12, st->seed);
+    memcpy(header + 14, &st->best_valid_loss, sizeof(float));
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
     SafeFile sf;
@@ -1119,6 +1122,7 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     st->T = header[10];
     st->shuffle = header[11];
     st->seed = header_get_u64(header, 12);
+    memcpy(&st->best_valid_loss, header + 14, sizeof(float));
     if (st->step < 0) die("%s: negative step %d", path, st->step);
     if (!model->m_memory) {
         model->m_memory = dev_alloc(model->num_parameters);
@@ -2040,6 +2044,9 @@ static Progress progress_start(int first_step, int total_steps) {
     return (Progress){now, now, first_step, total_steps};
 }
 
+// Leaves time spent outside training (validation) out of the next step's tokens/s.
+static void progress_pause(Progress *p, double seconds) { p->step_start += seconds; }
+
 // Call after step `step` (1-based) is done; returns tokens/s of that step and sets *eta.
 static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
     double now = now_seconds(), tok_per_s = tokens / (now - p->step_start);
@@ -2048,111 +2055,171 @@ static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
     return tok_per_s;
 }
 
+// The flags every trainer shares (train, sft, and later dpo).
 typedef struct {
-    const char *init, *config, *data, *out, *log;
-    int B, T, steps, warmup, shuffle, resume, save_every, stop_after;
+    const char *init, *config, *out, *log;
+    int B, T, steps, warmup, resume, save_every, stop_after;
     float lr, lr_floor;
     int cosine;
     uint64_t seed;
     OptimizerSettings opt;
 } TrainArgs;
 
-static void usage_train(void) {
-    printf("usage: ./sirt train (--init model.bin | --config L,NH,C,maxT,V) --data shard.bin[,more.bin]\n"
-           "                    --batch B --seq T --steps N --lr 1e-3 [--wd 0.0] [--clip 1.0]\n"
-           "                    [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
-           "                    [--seed 1337] [--shuffle] [--out model.bin] [--resume]\n"
-           "                    [--log metrics.jsonl] [--save-every N] [--stop-after K]\n"
-           "                    [--threads N]\n");
-}
+static const char *TRAIN_FLAGS_HELP =
+    "  (--init model.bin | --config L,NH,C,maxT,V) --batch B --seq T --lr 1e-3\n"
+    "  [--wd 0.0] [--clip 1.0] [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
+    "  [--seed 1337] [--out model.bin] [--resume] [--log metrics.jsonl] [--save-every N]\n"
+    "  [--stop-after K] [--threads N]\n";
 
-static TrainArgs parse_train_args(int argc, char **argv) {
+static TrainArgs train_args_defaults(void) {
     TrainArgs a = {0};
     a.out = "model.bin";
     a.seed = 1337;
     a.cosine = 1;
-    a.lr = -1.0f;
+    a.lr = -1.0f; // required
     a.lr_floor = 0.1f;
     a.opt = (OptimizerSettings){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                                 .weight_decay = 0.0f, .clip = 1.0f};
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--init")) a.init = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--config")) a.config = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) a.data = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) a.out = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--log")) a.log = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--batch")) a.B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--seq")) a.T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--steps")) a.steps = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 30);
-        else if (!strcmp(f, "--warmup")) a.warmup = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
-        else if (!strcmp(f, "--save-every")) a.save_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
-        else if (!strcmp(f, "--stop-after")) a.stop_after = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
-        else if (!strcmp(f, "--seed")) a.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL);
-        else if (!strcmp(f, "--lr")) a.lr = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--lr-floor")) a.lr_floor = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--wd")) a.opt.weight_decay = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--clip")) a.opt.clip = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--shuffle")) a.shuffle = 1;
-        else if (!strcmp(f, "--resume")) a.resume = 1;
-        else if (!strcmp(f, "--schedule")) {
-            const char *s = flag_value(argc, argv, &i);
-            if (!strcmp(s, "cosine")) a.cosine = 1;
-            else if (!strcmp(s, "constant")) a.cosine = 0;
-            else die("--schedule must be cosine or constant, got '%s'", s);
-        } else if (!strcmp(f, "--threads")) {
-            int n = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
-#ifdef _OPENMP
-            omp_set_num_threads(n);
-#else
-            (void)n;
-#endif
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            usage_train();
-            exit(0);
-        } else die("train: unknown flag '%s' (see ./sirt train --help)", f);
-    }
-    if (!a.data) die("train: --data is required");
-    if (!a.B || !a.T) die("train: --batch and --seq are required");
-    if (!a.steps) die("train: --steps is required");
-    if (a.lr < 0) die("train: --lr is required");
-    if (!a.init && !a.config && !a.resume) die("train: give --init model.bin or --config L,NH,C,maxT,V");
-    if (a.init && a.config) die("train: give either --init or --config, not both");
-    if (a.lr_floor < 0 || a.lr_floor > 1) die("--lr-floor must be in [0, 1]");
     return a;
 }
 
-static int cmd_train(int argc, char **argv) {
-    TrainArgs args = parse_train_args(argc, argv);
-    Model model;
-    TrainState st = {0};
-    if (args.resume) {
-        if (access(args.out, F_OK) != 0)
-            die("cannot resume: %s does not exist (start without --resume)", args.out);
-        model_load(&model, args.out);
-        state_load(&model, &st, args.out);
-        if (st.B != args.B || st.T != args.T || st.shuffle != args.shuffle || st.seed != args.seed)
+// Consumes argv[*i] (and its value) when it is one of the shared flags; returns 0 otherwise.
+static int parse_train_flag(TrainArgs *a, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    if (!strcmp(f, "--init")) a->init = flag_value(argc, argv, i);
+    else if (!strcmp(f, "--config")) a->config = flag_value(argc, argv, i);
+    else if (!strcmp(f, "--out")) a->out = flag_value(argc, argv, i);
+    else if (!strcmp(f, "--log")) a->log = flag_value(argc, argv, i);
+    else if (!strcmp(f, "--batch")) a->B = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
+    else if (!strcmp(f, "--seq")) a->T = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
+    else if (!strcmp(f, "--steps")) a->steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
+    else if (!strcmp(f, "--warmup")) a->warmup = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
+    else if (!strcmp(f, "--save-every")) a->save_every = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
+    else if (!strcmp(f, "--stop-after")) a->stop_after = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
+    else if (!strcmp(f, "--seed")) a->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
+    else if (!strcmp(f, "--lr")) a->lr = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--lr-floor")) a->lr_floor = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--wd")) a->opt.weight_decay = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--clip")) a->opt.clip = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--resume")) a->resume = 1;
+    else if (!strcmp(f, "--schedule")) {
+        const char *s = flag_value(argc, argv, i);
+        if (!strcmp(s, "cosine")) a->cosine = 1;
+        else if (!strcmp(s, "constant")) a->cosine = 0;
+        else die("--schedule must be cosine or constant, got '%s'", s);
+    } else if (!strcmp(f, "--threads")) {
+        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#else
+        (void)n;
+#endif
+    } else return 0;
+    return 1;
+}
+
+static void check_train_args(const TrainArgs *a, const char *command) {
+    if (!a->B || !a->T) die("%s: --batch and --seq are required", command);
+    if (a->lr < 0) die("%s: --lr is required", command);
+    if (!a->init && !a->config && !a->resume)
+        die("%s: give --init model.bin or --config L,NH,C,maxT,V", command);
+    if (a->init && a->config) die("%s: give either --init or --config, not both", command);
+    if (a->lr_floor < 0 || a->lr_floor > 1) die("--lr-floor must be in [0, 1]");
+}
+
+// Starts a run: resumes from --out and its state (--resume), or loads --init, or builds a fresh
+// model from --config. `shuffle` is recorded in the state so that a resume can check it.
+static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle) {
+    if (args->resume) {
+        if (access(args->out, F_OK) != 0)
+            die("cannot resume: %s does not exist (start without --resume)", args->out);
+        model_load(model, args->out);
+        state_load(model, st, args->out);
+        if (st->B != args->B || st->T != args->T || st->shuffle != shuffle || st->seed != args->seed)
             die("cannot resume: %s.state was written with --batch %d --seq %d --seed %llu%s; "
-                "resume with the same", args.out, st.B, st.T, (unsigned long long)st.seed,
-                st.shuffle ? " --shuffle" : "");
-        printf("resuming %s at step %d\n", args.out, st.step);
+                "resume with the same", args->out, st->B, st->T, (unsigned long long)st->seed,
+                st->shuffle ? " --shuffle" : "");
+        printf("resuming %s at step %d\n", args->out, st->step);
     } else {
-        if (args.init) model_load(&model, args.init);
+        if (args->init) model_load(model, args->init);
         else {
-            model_build(&model, parse_config(args.config));
-            model_init_random(&model, args.seed);
+            model_build(model, parse_config(args->config));
+            model_init_random(model, args->seed);
         }
-        st = (TrainState){.step = 0, .seed = args.seed, .rng = rng_seeded(args.seed),
-                          .B = args.B, .T = args.T, .shuffle = args.shuffle};
+        *st = (TrainState){.step = 0, .seed = args->seed, .rng = rng_seeded(args->seed),
+                           .B = args->B, .T = args->T, .shuffle = shuffle,
+                           .best_valid_loss = INFINITY};
     }
-    const Config *cfg = &model.config;
-    if (args.T > cfg->maxT)
-        die("--seq %d is longer than the model's context maxT=%d", args.T, cfg->maxT);
+    if (args->T > model->config.maxT)
+        die("--seq %d is longer than the model's context maxT=%d", args->T, model->config.maxT);
+}
+
+static void print_model(const Model *model) {
+    const Config *cfg = &model->config;
+    printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters, %d threads\n", cfg->L,
+           cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters, num_threads());
+}
+
+// After each step: writes the log line, shows progress, saves every --save-every steps, and
+// returns 1 when --stop-after says this run ends here. extra_json, when not NULL, is appended
+// to the log line (e.g. `, "val_loss": 1.23`).
+static int run_after_step(const Model *model, const TrainState *st, const TrainArgs *args,
+                          FILE *log, const StepResult *r, Progress *progress, size_t tokens,
+                          const char *extra_json) {
+    double eta, tok_per_s = progress_step(progress, st->step, tokens, &eta);
+    if (log) {
+        fprintf(log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
+                     "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
+                tok_per_s, extra_json ? extra_json : "");
+        fflush(log);
+    }
+    show_progress(st->step, args->steps, r->loss, tok_per_s, eta, st->step == args->steps);
+    int stopping = args->stop_after && st->step - progress->first_step >= args->stop_after;
+    if (st->step < args->steps && !stopping && args->save_every && st->step % args->save_every == 0)
+        checkpoint_save(model, st, args->out);
+    if (stopping) {
+        if (isatty(fileno(stdout))) printf("\n");
+        printf("stopping after %d steps as asked (--stop-after); continue with --resume\n",
+               args->stop_after);
+    }
+    return stopping;
+}
+
+static void run_finish(const Model *model, const TrainState *st, const TrainArgs *args,
+                       const Progress *progress, FILE *log) {
+    checkpoint_save(model, st, args->out);
+    printf("wrote %s and %s.state (step %d) in %.1fs\n", args->out, args->out, st->step,
+           now_seconds() - progress->run_start);
+    if (log) fclose(log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `./sirt train`: language modelling on token shards.
+static int cmd_train(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    const char *data = NULL;
+    int shuffle = 0;
+    for (int i = 0; i < argc; i++) {
+        if (parse_train_flag(&args, argc, argv, &i)) continue;
+        if (!strcmp(argv[i], "--data")) data = flag_value(argc, argv, &i);
+        else if (!strcmp(argv[i], "--shuffle")) shuffle = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: ./sirt train --data shard.bin[,more.bin] --steps N [--shuffle]\n%s",
+                   TRAIN_FLAGS_HELP);
+            return 0;
+        } else die("train: unknown flag '%s' (see ./sirt train --help)", argv[i]);
+    }
+    if (!data) die("train: --data is required");
+    if (!args.steps) die("train: --steps is required");
+    check_train_args(&args, "train");
+
+    Model model;
+    TrainState st;
+    run_begin(&model, &st, &args, shuffle);
     DataLoader loader;
-    loader_init(&loader, args.data, args.B, args.T, args.shuffle, args.seed, cfg->V);
-    printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters | data: %zu batches "
-           "of %dx%d per epoch | %d threads\n", cfg->L, cfg->NH, cfg->C, cfg->maxT, cfg->V,
-           cfg->Vp, model.num_parameters, loader.num_windows, args.B, args.T, num_threads());
+    loader_init(&loader, data, args.B, args.T, shuffle, args.seed, model.config.V);
+    print_model(&model);
+    printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
     if (st.step >= args.steps) {
         printf("nothing to do: the run is already at step %d of %d\n", st.step, args.steps);
         return 0;
@@ -2163,38 +2230,17 @@ static int cmd_train(int argc, char **argv) {
     size_t BT = (size_t)args.B * args.T;
     int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
     float *coefs = xmalloc(BT * sizeof(float));
-    for (size_t i = 0; i < BT; i++) coefs[i] = 1.0f / (float)BT;
+    for (size_t i = 0; i < BT; i++) coefs[i] = 1.0f / (float)BT; // the mean over B·T tokens
 
     Progress progress = progress_start(st.step, args.steps);
-    int start_step = st.step;
-    float loss = 0.0f;
     while (st.step < args.steps) {
         loader_batch(&loader, (size_t)st.step, inputs, targets);
         StepResult r = train_step(&model, inputs, targets, coefs, args.B, args.T, args.opt,
                                   &sched, st.step);
-        loss = r.loss;
         st.step++;
-        double eta, tok_per_s = progress_step(&progress, st.step, BT, &eta);
-        if (log) {
-            fprintf(log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
-                         "\"tok_per_s\": %.1f}\n", st.step, r.loss, r.lr, r.grad_norm, tok_per_s);
-            fflush(log);
-        }
-        show_progress(st.step, args.steps, r.loss, tok_per_s, eta, st.step == args.steps);
-        int stopping = args.stop_after && st.step - start_step >= args.stop_after;
-        if (st.step < args.steps && !stopping && args.save_every && st.step % args.save_every == 0)
-            checkpoint_save(&model, &st, args.out);
-        if (stopping) {
-            if (isatty(fileno(stdout))) printf("\n");
-            printf("stopping after %d steps as asked (--stop-after); continue with --resume\n",
-                   args.stop_after);
-            break;
-        }
+        if (run_after_step(&model, &st, &args, log, &r, &progress, BT, NULL)) break;
     }
-    checkpoint_save(&model, &st, args.out);
-    printf("wrote %s (step %d, loss %.4f) and %s.state in %.1fs\n", args.out, st.step, loss,
-           args.out, now_seconds() - progress.run_start);
-    if (log) fclose(log);
+    run_finish(&model, &st, &args, &progress, log);
     free(inputs);
     free(targets);
     free(coefs);
@@ -2204,7 +2250,273 @@ static int cmd_train(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 8. Benchmark
+// 8. Supervised fine-tuning (phase 1)
+// `./sirt sft`: instruction tuning on prompt/completion examples — the student learns from the
+// teacher's demonstrations. One example per row of the batch, padded to the longest row; the
+// loss is the mean NLL of the completion tokens and the end-of-text token after them:
+//   c_t = 1/N on completion targets (N = completion tokens in the batch), 0 on prompt and padding.
+// Rows are independent sequences, so examples never attend to each other.
+// =============================================================================================
+
+// An example as token ids: prompt, then completion, then end-of-text.
+typedef struct {
+    int *ids;
+    int length;        // tokens in ids
+    int prompt_length; // ids[0..prompt_length) are the prompt
+} TokenSequence;
+
+// When prompt + completion exceed the window of `budget` tokens, the prompt keeps its end and
+// the completion its start: the completion keeps at least half the window (or all of itself),
+// and the prompt at least half (or all of itself) — never an empty completion.
+static void truncation_split(int prompt_len, int completion_len, int budget, int *keep_prompt,
+                             int *keep_completion) {
+    int half = budget / 2;
+    int p = budget - completion_len > half ? budget - completion_len : half;
+    *keep_prompt = prompt_len < p ? prompt_len : p;
+    int c = budget - *keep_prompt;
+    *keep_completion = completion_len < c ? completion_len : c;
+}
+
+// Tokenizes prompt and completion separately (as TRL does), appends end-of-text, and truncates
+// to `budget` tokens. Returns 1 when the example had to be cut.
+static int tokenize_example(Tokenizer *tok, const char *prompt, const char *completion,
+                            int budget, TokenSequence *out) {
+    TokIds p = {0}, c = {0};
+    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
+        tok_encode_ordinary(tok, completion, strlen(completion), &c) != 0 ||
+        tok_ids_push(&c, tok_eot(tok)) != 0)
+        die("out of memory tokenizing an example");
+    int keep_p, keep_c;
+    truncation_split((int)p.len, (int)c.len, budget, &keep_p, &keep_c);
+    out->ids = xmalloc((size_t)(keep_p + keep_c) * sizeof(int));
+    memcpy(out->ids, p.data + (p.len - keep_p), keep_p * sizeof(int));
+    memcpy(out->ids + keep_p, c.data, keep_c * sizeof(int));
+    out->length = keep_p + keep_c;
+    out->prompt_length = keep_p;
+    int cut = keep_p < (int)p.len || keep_c < (int)c.len;
+    tok_ids_free(&p);
+    tok_ids_free(&c);
+    return cut;
+}
+
+// A data set of tokenized examples, ready for batching.
+typedef struct {
+    TokenSequence *seqs;
+    int count;
+    int truncated; // examples cut to fit the window
+} SftData;
+
+static void sft_data_load(SftData *data, const char *path, const TemplateOptions *template,
+                          Tokenizer *tok, int vocab_size, int T) {
+    if (tok_vocab_size(tok) > vocab_size)
+        die("the tokenizer has %d tokens but the model's vocabulary is V=%d",
+            tok_vocab_size(tok), vocab_size);
+    Example *examples;
+    examples_load(path, template, &examples, &data->count);
+    data->seqs = xmalloc((size_t)data->count * sizeof(TokenSequence));
+    data->truncated = 0;
+    for (int i = 0; i < data->count; i++)
+        data->truncated += tokenize_example(tok, examples[i].prompt, examples[i].completion,
+                                            T + 1, &data->seqs[i]);
+    examples_free(examples, data->count);
+}
+
+static void sft_data_free(SftData *data) {
+    for (int i = 0; i < data->count; i++) free(data->seqs[i].ids);
+    free(data->seqs);
+}
+
+// Fills a batch with sequences seqs[order[0..rows)] (rows <= B; missing rows are padding) and
+// returns its length T (the longest row minus one). inputs, targets, coefs are (B, T) with the
+// row stride T. Padding reads the pad token and has target -1 and coefficient 0. The completion
+// coefficients are 1/N, N = completion targets in the batch; returns N in *num_targets.
+static int sft_fill_batch(const SftData *data, const int *order, int rows, int B, int pad,
+                          int *inputs, int *targets, float *coefs, int *num_targets) {
+    int T = 1;
+    for (int r = 0; r < rows; r++) {
+        int len = data->seqs[order[r]].length - 1;
+        if (len > T) T = len;
+    }
+    int n = 0;
+    for (int r = 0; r < B; r++) {
+        const TokenSequence *seq = r < rows ? &data->seqs[order[r]] : NULL;
+        for (int t = 0; t < T; t++) {
+            int i = r * T + t, has_target = seq && t + 1 < seq->length;
+            inputs[i] = seq && t < seq->length ? seq->ids[t] : pad;
+            targets[i] = has_target ? seq->ids[t + 1] : -1;
+            // the target ids[t+1] belongs to the completion when t + 1 >= prompt_length
+            coefs[i] = has_target && t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
+            n += coefs[i] != 0.0f;
+        }
+    }
+    for (int i = 0; i < B * T; i++) coefs[i] /= n > 0 ? n : 1;
+    *num_targets = n;
+    return T;
+}
+
+// The visiting order of epoch `epoch`: a permutation drawn from (seed, epoch).
+static void epoch_order(int *order, int count, uint64_t seed, int epoch) {
+    Rng rng = rng_seeded(seed * 1000003u + 0x5f7u + (uint64_t)epoch);
+    for (int i = 0; i < count; i++) order[i] = i;
+    for (int i = count - 1; i > 0; i--) {
+        int j = (int)(rng_u32(&rng) % (uint32_t)(i + 1));
+        int tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+    }
+}
+
+// Mean completion NLL over a whole data set (forward passes only).
+static float sft_validation_loss(Model *model, const SftData *data, int B, int pad) {
+    int *order = xmalloc((size_t)data->count * sizeof(int));
+    for (int i = 0; i < data->count; i++) order[i] = i;
+    size_t cap = (size_t)B * model->act_T;
+    int *inputs = xmalloc(cap * sizeof(int)), *targets = xmalloc(cap * sizeof(int));
+    float *coefs = xmalloc(cap * sizeof(float));
+    double total = 0.0;
+    long tokens = 0;
+    for (int first = 0; first < data->count; first += B) {
+        int rows = data->count - first < B ? data->count - first : B, n;
+        int T = sft_fill_batch(data, order + first, rows, B, pad, inputs, targets, coefs, &n);
+        model_forward(model, inputs, targets, B, T);
+        total += (double)weighted_nll(model, coefs, B * T) * n; // coefs are 1/n: undo the mean
+        tokens += n;
+    }
+    free(order);
+    free(inputs);
+    free(targets);
+    free(coefs);
+    return tokens ? (float)(total / tokens) : 0.0f;
+}
+
+// "sft.bin" -> "sft.best.bin": where the lowest-validation-loss checkpoint is kept.
+static void best_path(char *out, size_t size, const char *path) {
+    size_t n = strlen(path);
+    int has_bin = n > 4 && !strcmp(path + n - 4, ".bin");
+    if ((size_t)snprintf(out, size, "%.*s.best%s", (int)(has_bin ? n - 4 : n), path,
+                         has_bin ? ".bin" : "") >= size)
+        die("path too long: %s", path);
+}
+
+static TemplateKind parse_template(const char *name) {
+    if (!strcmp(name, "cot")) return TEMPLATE_COT;
+    if (!strcmp(name, "plain")) return TEMPLATE_PLAIN;
+    if (!strcmp(name, "none")) return TEMPLATE_NONE;
+    die("--template must be cot, plain or none, got '%s'", name);
+}
+
+static Tokenizer *load_tokenizer(const char *path) {
+    char err[512];
+    Tokenizer *tok = tok_load(path, err, sizeof err);
+    if (!tok) die("%s", err);
+    return tok;
+}
+
+static int cmd_sft(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    args.out = "sft.bin";
+    const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL;
+    int epochs = 1, eval_every = 0;
+    TemplateOptions template = {TEMPLATE_COT, 0};
+    for (int i = 0; i < argc; i++) {
+        if (parse_train_flag(&args, argc, argv, &i)) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--eval-every")) eval_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
+        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt sft --tokenizer PATH --data train.jsonl [--valid valid.jsonl]\n"
+                   "  [--epochs 1] [--steps N] [--eval-every N] [--template cot|plain|none]\n"
+                   "  [--strip-calc]\n%s", TRAIN_FLAGS_HELP);
+            return 0;
+        } else die("sft: unknown flag '%s' (see ./sirt sft --help)", f);
+    }
+    if (!tokenizer) die("sft: --tokenizer is required");
+    if (!data_path) die("sft: --data is required");
+    check_train_args(&args, "sft");
+
+    Model model;
+    TrainState st;
+    run_begin(&model, &st, &args, 1);
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    int pad = tok_eot(tok);
+    SftData train, valid = {0};
+    sft_data_load(&train, data_path, &template, tok, model.config.V, args.T);
+    if (valid_path) sft_data_load(&valid, valid_path, &template, tok, model.config.V, args.T);
+    int steps_per_epoch = (train.count + args.B - 1) / args.B;
+    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    if (!eval_every) eval_every = steps_per_epoch;
+    print_model(&model);
+    printf("data: %d examples (%d cut to fit %d tokens), %d steps per epoch, %d steps%s\n",
+           train.count, train.truncated, args.T + 1, steps_per_epoch, args.steps,
+           valid_path ? "" : "; no --valid: no validation");
+    if (valid_path)
+        printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
+               valid.count, valid.truncated, eval_every);
+    if (st.step >= args.steps) {
+        printf("nothing to do: the run is already at step %d of %d\n", st.step, args.steps);
+        return 0;
+    }
+
+    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
+    FILE *log = open_metrics_log(args.log, st.step);
+    size_t BT = (size_t)args.B * args.T;
+    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
+    float *coefs = xmalloc(BT * sizeof(float));
+    int *order = xmalloc((size_t)train.count * sizeof(int));
+    int order_epoch = -1;
+    char best[4200];
+    best_path(best, sizeof best, args.out);
+    model_alloc_activations(&model, args.B, args.T); // the largest batch, allocated once
+
+    Progress progress = progress_start(st.step, args.steps);
+    while (st.step < args.steps) {
+        int epoch = st.step / steps_per_epoch, batch = st.step % steps_per_epoch;
+        if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
+        int first = batch * args.B;
+        int rows = train.count - first < args.B ? train.count - first : args.B, n;
+        int T = sft_fill_batch(&train, order + first, rows, args.B, pad, inputs, targets,
+                               coefs, &n);
+        StepResult r = train_step(&model, inputs, targets, coefs, args.B, T, args.opt, &sched,
+                                  st.step);
+        st.step++;
+        char extra[96] = "";
+        if (valid.count && (st.step % eval_every == 0 || st.step == args.steps)) {
+            double t0 = now_seconds();
+            float val = sft_validation_loss(&model, &valid, args.B, pad);
+            progress_pause(&progress, now_seconds() - t0);
+            snprintf(extra, sizeof extra, ", \"val_loss\": %.7g", val);
+            if (!isatty(fileno(stdout)) || st.step == args.steps)
+                printf("step %d: validation loss %.4f%s\n", st.step, val,
+                       val < st.best_valid_loss ? " (best so far: saved)" : "");
+            if (val < st.best_valid_loss) {
+                st.best_valid_loss = val;
+                model_save(&model, best);
+            }
+        }
+        if (run_after_step(&model, &st, &args, log, &r, &progress, (size_t)args.B * T,
+                           extra[0] ? extra : NULL))
+            break;
+    }
+    run_finish(&model, &st, &args, &progress, log);
+    if (valid.count) printf("best validation loss %.4f: %s\n", st.best_valid_loss, best);
+    free(inputs);
+    free(targets);
+    free(coefs);
+    free(order);
+    sft_data_free(&train);
+    if (valid_path) sft_data_free(&valid);
+    tok_free(tok);
+    model_free(&model);
+    return 0;
+}
+
+// =============================================================================================
+// 9. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -2284,12 +2596,13 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 9. Main
+// 10. Main
 // =============================================================================================
 static void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
            "commands:\n"
            "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
+           "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
            "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
            "                     train a byte-level BPE tokenizer\n"
@@ -2306,6 +2619,7 @@ int main(int argc, char **argv) {
     }
     const char *command = argv[1];
     if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(command, "sft")) return cmd_sft(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);

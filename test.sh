@@ -42,6 +42,7 @@ unit() {
 unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
 unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
 unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
+unit test_sft                           # SFT batches, masking, truncation
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
