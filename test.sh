@@ -43,6 +43,11 @@ unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
 unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
 unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
 unit test_sft                           # SFT batches, masking, truncation
+(cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
+echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
+passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
+failed=$((failed + $(grep -c '^FAIL' "$work/test_task.txt")))
+grep -q '^[0-9]* passed, 0 failed$' "$work/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: test_task did not finish cleanly"; }
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
@@ -57,6 +62,22 @@ if [ -d ../shared/data/gpt2 ]; then
     got=$(echo "Hello world" | ./sirt tokenize --tokenizer ../shared/data/gpt2)
     [ "$got" = "15496 995" ] && ok "GPT-2 tokenizer: 'Hello world' -> 15496 995" || bad "GPT-2 'Hello world' -> $got"
 else echo "skip: ../shared/data/gpt2 is absent, GPT-2 CLI check skipped"; fi
+
+# ---- phase 1 on the built-in task: data -> tokenizer -> sft -----------------------------------
+echo "== ./sirt data / sft"
+expect "data: 300 train items" ./sirt data --task math --split train --n 300 --seed 3 --out "$work/math_train.jsonl"
+expect "data: 60 valid items" ./sirt data --task math --split valid --n 60 --seed 3 --out "$work/math_valid.jsonl"
+./sirt data --task math --split train --n 300 --seed 3 >"$work/math_train2.jsonl"
+cmp -s "$work/math_train.jsonl" "$work/math_train2.jsonl" && ok "data: same seed, same file" || bad "data: not deterministic"
+expect "tokenizer on the task" ./sirt tokenizer --train "$work/math_train.jsonl" --vocab 512 --out "$work/task_tok.bin"
+expect "sft 3 epochs" ./sirt sft --config 2,4,64,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --valid "$work/math_valid.jsonl" --epochs 3 --batch 16 --seq 256 --lr 3e-3 --warmup 5 --log "$work/sft.jsonl" --out "$work/sft.bin"
+s_first=$(head -1 "$work/sft.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+s_last=$(tail -1 "$work/sft.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+s_val=$(grep -c val_loss "$work/sft.jsonl")
+if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.3 * a) }' && [ -f "$work/sft.best.bin" ] && [ "$s_val" -ge 3 ]; then
+    ok "sft drives the loss well down ($s_first -> $s_last), validates each epoch, keeps sft.best.bin"
+else bad "sft: loss $s_first -> $s_last, $s_val validations"; fi
+expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"

@@ -625,9 +625,6 @@ int main(int argc, char **argv) {
         return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), atol(argv[5]), 0);
     if (argc == 5 && !strcmp(argv[1], "--write-cyclic-shard"))
         return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), 0, 1);
-    (void)cmd_train; // the commands are exercised by test.sh through ./sirt
-    (void)cmd_bench;
-    (void)usage;
     const char *dir = argc > 1 ? argv[1] : "/tmp";
     Rng rng = rng_seeded(2024);
     test_gemm();

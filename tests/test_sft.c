@@ -150,10 +150,6 @@ static void test_epoch_order(void) {
 }
 
 int main(void) {
-    (void)cmd_train;
-    (void)cmd_sft;
-    (void)cmd_bench;
-    (void)usage;
     test_truncation_split();
     Tokenizer *tok = tiny_tokenizer();
     test_tokenize_example(tok);
