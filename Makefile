@@ -18,7 +18,7 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
-TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task
+TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer
 
 all: $(BIN)
 

@@ -106,6 +106,21 @@ void classifier_backward(float *logits, const float *lse, const int *targets, co
                          int N, int V, int Vp);
 
 // ---------------------------------------------------------------------------------------------
+// Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns
+// cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,C) hold the keys and values of every
+// position 0..Tc-1 of every slot S. The forward-only kernels above serve the rest of the layer.
+// inp (N) token ids at positions pos (N) -> out (N,C) = wte[inp] + wpe[pos]
+void encoder_forward_at(float *out, const int *inp, const int *pos, const float *wte,
+                        const float *wpe, int N, int C);
+// Prefill: keys and values of qkv (B,T,3C) -> kcache, vcache[slot[b], 0..T-1]
+void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
+                    int T, int Tc, int C);
+// qkv (N,3C) of the new tokens -> out (N,C). First stores the new key and value at
+// [slot[n], pos[n]], then query n attends to positions 0..pos[n] of its slot.
+void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
+                      const int *slot, const int *pos, int N, int Tc, int C, int NH);
+
+// ---------------------------------------------------------------------------------------------
 // Optimizer.
 // Σ x², accumulated in double in a fixed order (for the global gradient norm).
 double sum_squares(const float *x, size_t n);

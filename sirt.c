@@ -11,10 +11,12 @@
 //   5. Token data ............ llm.c token shards and the batch loader
 //   6. Text data ............. JSON lines, the prompt template, prompt/completion examples
 //   7. The built-in task ..... `./sirt data`: generated word problems and the oracle teacher
-//   8. Training .............. `./sirt train`: the loop, the schedule, logs and progress
-//   9. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
-//  10. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  11. Main .................. command dispatch
+//   8. Answer checking ....... the final answer of a completion, and which step went wrong
+//   9. Training .............. `./sirt train`: the loop, the schedule, logs and progress
+//  10. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
+//  11. Generation ............ KV-cache decoding, the sampler, batched generation
+//  12. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  13. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -441,6 +443,80 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Decoding kernels: the same arithmetic as encoder_forward and attention_forward, for one new
+// token per sequence with the keys and values of earlier positions read from the cache. The
+// dot products and the softmax run in the same order as in attention_forward, so cached
+// decoding reproduces the full forward pass.
+
+// inp (N), pos (N) -> out (N,C); wte (Vp,C), wpe (maxT,C)
+void encoder_forward_at(float *out, const int *inp, const int *pos, const float *wte,
+                        const float *wpe, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *tok = wte + (size_t)inp[n] * C, *p = wpe + (size_t)pos[n] * C;
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = tok[c] + p[c];
+    }
+}
+
+// qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]
+void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
+                    int T, int Tc, int C) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *src = qkv + ((size_t)b * T + t) * 3 * C;
+            size_t dst = ((size_t)slot[b] * Tc + t) * C;
+            memcpy(kcache + dst, src + C, C * sizeof(float));
+            memcpy(vcache + dst, src + 2 * C, C * sizeof(float));
+        }
+}
+
+// qkv (N,3C) -> out (N,C); kcache, vcache (S,Tc,C). Parallel over (sequence, head).
+void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
+                      const int *slot, const int *pos, int N, int Tc, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int n = 0; n < N; n++) { // store the new keys and values first
+        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * C;
+        memcpy(kcache + dst, qkv + (size_t)n * 3 * C + C, C * sizeof(float));
+        memcpy(vcache + dst, qkv + (size_t)n * 3 * C + 2 * C, C * sizeof(float));
+    }
+#pragma omp parallel
+    {
+        float *row = xmalloc((size_t)Tc * sizeof(float)); // this query's attention weights
+#pragma omp for collapse(2)
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < NH; h++) {
+                const float *q = qkv + (size_t)n * 3 * C + h * hs;
+                const float *keys = kcache + (size_t)slot[n] * Tc * C + h * hs;
+                const float *values = vcache + (size_t)slot[n] * Tc * C + h * hs;
+                int t = pos[n];
+                float maxval = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k = keys + (size_t)t2 * C;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    row[t2] = dot * scale;
+                    if (row[t2] > maxval) maxval = row[t2];
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    row[t2] = expf(row[t2] - maxval);
+                    sum += row[t2];
+                }
+                for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
+                float *o = out + (size_t)n * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = values + (size_t)t2 * C;
+                    for (int i = 0; i < hs; i++) o[i] += row[t2] * v[i];
+                }
+            }
+        free(row);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // GELU, tanh form: out = 0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))
 #define GELU_SCALE 0.7978845608028654f // sqrt(2/π)
 
@@ -775,10 +851,15 @@ static void model_alloc_activations(Model *model, int B, int T) {
     act_sizes(cfg, B, T, sizes);
     for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
     model->acts_memory = dev_alloc(total);
-    float **acts = (float **)&model->acts; // ActTensors is NUM_ACT_TENSORS float pointers
+    ActTensors *a = &model->acts;
+    float **acts[NUM_ACT_TENSORS] = {
+        &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
+        &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
+        &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits,
+        &a->logprobs, &a->lse};
     float *next = model->acts_memory;
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
-        acts[i] = next;
+        *acts[i] = next;
         next += sizes[i];
     }
 
@@ -787,10 +868,12 @@ static void model_alloc_activations(Model *model, int B, int T) {
     total = 0;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
     model->grad_acts_memory = dev_alloc(total);
-    float **grads = (float **)&model->grad_acts;
+    GradActTensors *d = &model->grad_acts;
+    float **grads[NUM_GRAD_ACT_TENSORS] = {&d->residual, &d->ln, &d->qkv, &d->atty, &d->fch,
+                                           &d->fch_gelu};
     next = model->grad_acts_memory;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
-        grads[i] = next;
+        *grads[i] = next;
         next += grad_sizes[i];
     }
 
@@ -807,7 +890,9 @@ static void model_alloc_activations(Model *model, int B, int T) {
 static void model_forward(Model *model, const int *inputs, const int *targets, int B, int T) {
     const Config *cfg = &model->config;
     if (T > cfg->maxT) die("sequence length %d exceeds the model's context %d", T, cfg->maxT);
-    if (B > model->act_B || T > model->act_T) model_alloc_activations(model, B, T);
+    if (B > model->act_B || T > model->act_T)
+        model_alloc_activations(model, B > model->act_B ? B : model->act_B,
+                                T > model->act_T ? T : model->act_T);
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
     for (int i = 0; i < BT; i++)
         if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
@@ -2643,7 +2728,277 @@ int cmd_data(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 8. Training
+// 8. Answer checking: what a completion answered, whether it is right, and which step went wrong
+//
+// Every result of the project is an accuracy, so this is the one place that decides what a
+// model's completion answered. The rules, and why:
+//
+// The final answer (answer_extract).
+//   - A completion ends at its first "<|endoftext|>", if it has one: text that a sampler let
+//     through after the end-of-text token is not part of the answer.
+//   - Preferred: the LAST "the answer is" (any case, as whole words: "So the answer is" counts,
+//     "the answer isn't" does not), then an optional ':', an optional "option " or "choice ", and
+//     an answer (below). The student is trained to end with "The answer is N."; the last one wins
+//     because a model that corrects itself ("... Wait, the answer is 9.") commits to its last word.
+//   - Otherwise the last "####" followed by an answer: GSM8K's own form (and the teacher's).
+//   - An occurrence not followed by an answer ("The answer is therefore 3", "the answer is
+//     <<8=8>>8": both are in GSM8K's train set) is passed over for the one before it.
+//   - No answer found: the completion is wrong.
+//
+// What an answer is: a number or a choice letter, written in canonical form.
+//   number  [sign] [$] [sign], digits with optional thousands separators (groups of three, as
+//           gsm8k_normalize_number of section 6 checks them) and optional decimals; ".5" reads as
+//           0.5. A '.' or ',' not followed by a digit ends the sentence, not the number, and
+//           units or '%' may follow ("The answer is 18 dollars."). A number glued to a letter or
+//           digit ("3x", "12th", "1.2.3") or followed by an operator or '=' ("3 + 5 = 8", "2/3")
+//           is not an answer. Canonical: no separators, '+' or '$', no leading zeros, no trailing
+//           decimal zeros, no "-0": "$1,080.50" -> "1080.5", "-3.00" -> "-3", ".5" -> "0.5".
+//           Two decimal numbers are equal exactly when their canonical texts are: this compares
+//           them as exact rationals, with none of the rounding of doubles.
+//   letter  A-E, alone ("B"), in parentheses ("(B)") or closed by one ("B)"), in either case;
+//           canonical: the capital. Mid-text, a bare letter followed by a word is a word ("a
+//           lot", "A person"), not an answer.
+//
+// Comparing (answer_equal): both sides are read as whole answers (then a lone "b" is B).
+// Two answers are equal when their canonical forms are, so a number never equals a letter; two
+// texts that are not answers (a gold such as "yes") must be the same once trimmed.
+//
+// Steps (answer_check_steps). The steps are the non-empty lines (trimmed) before the final
+// answer's marker; a completion without an answer is all steps. Each is judged twice:
+//   arithmetic_ok  task_check_step: is its closing "A OP B = C" right? (1, 0, or -1: none)
+//   on_path        with a math TaskItem: is C the true running value after as many operations as
+//                  there are arithmetic steps before it, plus one? (1, 0, or -1: no arithmetic,
+//                  or no item to compare with.) Only the result is compared, so "2 * 8 = 16" for
+//                  "8 * 2 = 16" is on the path; a step past the true path's end is off it. Lines
+//                  without arithmetic are not counted, so chatter does not shift the steps.
+//   first_error    the first step with arithmetic_ok 0 or on_path 0 (-1: none). A wrong value
+//                  never rejoins the path on this task (no operation by 0 or 1), so every step
+//                  after a teacher's slip is off the path, however right its arithmetic.
+// The item of a sample is recovered by regenerating it: task_make_item(family, split, seed,
+// noise, index) depends only on those, and its start/ops/operands do not depend on the noise.
+// The choice family has no step truth here: its true order is not kept in a TaskItem.
+// =============================================================================================
+
+#define ANSWER_MAX 64       // the longest canonical answer, its NUL included; longer is no answer
+#define ANSWER_MAX_STEPS 16 // steps judged one by one (GSM8K has at most 11); later ones are counted
+
+typedef struct {
+    int num_steps;                       // every step line, those beyond ANSWER_MAX_STEPS included
+    int arithmetic_ok[ANSWER_MAX_STEPS]; // 1 right, 0 wrong, -1 no "A OP B = C" in the line
+    int on_path[ANSWER_MAX_STEPS];       // 1 on the item's true path, 0 off it, -1 unknown
+    int first_error;                     // index of the first wrong step (any index), or -1
+} StepReport;
+
+static int answer_is_alnum(int c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+static int answer_upper(int c) { return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c; }
+
+// Does s start with word, ignoring ASCII case?
+static int answer_starts_with(const char *s, const char *word) {
+    for (; *word; s++, word++)
+        if (answer_upper((unsigned char)*s) != answer_upper((unsigned char)*word)) return 0;
+    return 1;
+}
+
+// Reads a number at s into out (canonical). Returns the end of its text, or NULL.
+static const char *answer_scan_number(const char *s, char out[ANSWER_MAX]) {
+    const char *p = s;
+    int negative = 0, signs = 0; // one sign, before or after a '$': "-5", "-$5", "$-5"
+    for (int i = 0; i < 2; i++) {
+        if (!signs && (*p == '+' || *p == '-')) {
+            negative = *p++ == '-';
+            signs = 1;
+        }
+        if (i == 0 && *p == '$') p++;
+    }
+    const char *begin = p;
+    while (json_is_digit(*p) || (*p == ',' && json_is_digit(p[1]))) p++;
+    if (*p == '.' && json_is_digit(p[1]))
+        for (p++; json_is_digit(*p); p++) {}
+    size_t n = (size_t)(p - begin);
+    if (n == 0 || n > ANSWER_MAX - 3) return NULL; // no digits, or too long to be an answer
+    // glued to a letter or digit, or the start of an expression: not an answer
+    if (answer_is_alnum((unsigned char)*p) || *p == '_' || (*p == '.' && json_is_digit(p[1]))) return NULL;
+    const char *after = p;
+    while (*after == ' ') after++;
+    if (*after && strchr("+-*/=^", *after)) return NULL;
+
+    char text[ANSWER_MAX];
+    snprintf(text, sizeof text, "%s%.*s", *begin == '.' ? "0" : "", (int)n, begin);
+    char *plain = gsm8k_normalize_number(text); // separators checked and removed, as in section 6
+    if (!plain) return NULL;
+    const char *digits = plain;
+    while (digits[0] == '0' && json_is_digit(digits[1])) digits++; // leading zeros
+    size_t len = strlen(digits);
+    if (strchr(digits, '.')) { // trailing decimal zeros, and the point when nothing is left
+        while (digits[len - 1] == '0') len--;
+        if (digits[len - 1] == '.') len--;
+    }
+    int zero = len == 1 && digits[0] == '0';
+    snprintf(out, ANSWER_MAX, "%s%.*s", negative && !zero ? "-" : "", (int)len, digits);
+    free(plain);
+    return p;
+}
+
+// Reads a choice letter at s into out ("B"). whole: s is the entire answer, so a bare letter
+// needs no check against a following word. Returns the end of its text, or NULL.
+static const char *answer_scan_letter(const char *s, char out[ANSWER_MAX], int whole) {
+    const char *p = s;
+    int open = *p == '(';
+    if (open) p++;
+    int letter = answer_upper((unsigned char)*p);
+    if (letter < 'A' || letter > 'E' || answer_is_alnum((unsigned char)p[1])) return NULL;
+    p++;
+    int closed = *p == ')';
+    if (open && !closed) return NULL;
+    if (closed) p++;
+    if (!closed && !whole) { // "The answer is a lot of ..." names no option
+        const char *q = p;
+        while (*q == ' ') q++;
+        if (answer_is_alnum((unsigned char)*q)) return NULL;
+    }
+    out[0] = (char)letter;
+    out[1] = '\0';
+    return p;
+}
+
+static const char *answer_scan(const char *s, char out[ANSWER_MAX], int whole) {
+    const char *end = answer_scan_number(s, out);
+    return end ? end : answer_scan_letter(s, out, whole);
+}
+
+// The completion up to its first end-of-text marker (a malloc'd copy).
+static char *answer_cut(const char *completion) {
+    const char *eot = strstr(completion, "<|endoftext|>");
+    return json_strndup(completion, eot ? (size_t)(eot - completion) : strlen(completion));
+}
+
+// Finds the final answer of text (canonical, into out). Returns the offset where its marker
+// ("the answer is", or the run of '#') begins, or -1 when the text has no answer.
+static long answer_find(const char *text, char out[ANSWER_MAX]) {
+    char got[ANSWER_MAX];
+    long found = -1;
+    for (const char *p = text; *p; p++) {
+        if (!answer_starts_with(p, "the answer is")) continue;
+        if ((p > text && answer_is_alnum((unsigned char)p[-1])) || answer_is_alnum((unsigned char)p[13]))
+            continue; // not whole words: "bathe answer is", "the answer isn't"
+        const char *q = p + 13;
+        while (*q == ' ' || *q == '\t') q++;
+        if (*q == ':') q++;
+        while (*q == ' ' || *q == '\t') q++;
+        if (answer_starts_with(q, "option ") || answer_starts_with(q, "choice ")) q += 7;
+        if (answer_scan(q, got, 0)) {
+            found = (long)(p - text);
+            memcpy(out, got, sizeof got);
+        }
+    }
+    if (found >= 0) return found;
+    for (const char *p = strstr(text, "####"); p; p = strstr(p + 1, "####")) {
+        const char *q = p + 4;
+        while (*q == ' ' || *q == '\t') q++;
+        if (answer_scan(q, got, 0)) {
+            const char *run = p;
+            while (run > text && run[-1] == '#') run--;
+            found = (long)(run - text);
+            memcpy(out, got, sizeof got);
+        }
+    }
+    return found;
+}
+
+static void answer_copy_out(const char *answer, char *out, size_t cap) {
+    size_t n = strlen(answer);
+    if (n >= cap) die("answer: a buffer of %zu bytes cannot hold the answer '%s'", cap, answer);
+    memcpy(out, answer, n + 1);
+}
+
+// The final answer of a completion, canonical, into out (ANSWER_MAX bytes always suffice).
+// Returns 1, or 0 (and out = "") when the completion has none.
+int answer_extract(const char *completion, char *out, size_t cap) {
+    char *text = answer_cut(completion), got[ANSWER_MAX];
+    long at = answer_find(text, got);
+    free(text);
+    if (at < 0) {
+        if (cap) out[0] = '\0';
+        return 0;
+    }
+    answer_copy_out(got, out, cap);
+    return 1;
+}
+
+// The canonical form of a text that is one answer and nothing else ("1,080", " -3.00 ", "(b)",
+// "7."). Returns 1, or 0 when the text is not an answer.
+int answer_normalize(const char *text, char *out, size_t cap) {
+    char got[ANSWER_MAX];
+    while (json_is_space(*text)) text++;
+    const char *end = answer_scan(text, got, 1);
+    if (!end) return 0;
+    if (*end == '.') end++;
+    while (json_is_space(*end)) end++;
+    if (*end) return 0;
+    answer_copy_out(got, out, cap);
+    return 1;
+}
+
+// Numbers as numbers, letters as letters; see the rules at the top of the section.
+int answer_equal(const char *predicted, const char *gold) {
+    char a[ANSWER_MAX], b[ANSWER_MAX];
+    int is_a = answer_normalize(predicted, a, sizeof a), is_b = answer_normalize(gold, b, sizeof b);
+    if (is_a || is_b) return is_a && is_b && strcmp(a, b) == 0;
+    char *x = json_trimmed(predicted, strlen(predicted)), *y = json_trimmed(gold, strlen(gold));
+    int same = *x && strcmp(x, y) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+// Is the completion's final answer the gold one? 0 when it has no answer.
+int answer_is_correct(const char *completion, const char *gold) {
+    char got[ANSWER_MAX];
+    return answer_extract(completion, got, sizeof got) && answer_equal(got, gold);
+}
+
+// Judges the steps of a completion; item may be NULL (or a choice item): arithmetic only.
+void answer_check_steps(const char *completion, const TaskItem *item, StepReport *out) {
+    memset(out, 0, sizeof *out);
+    out->first_error = -1;
+    long truth[TASK_MAX_OPS]; // the true running value after each operation
+    int path_len = 0;
+    if (item && item->family == TASK_MATH)
+        for (long v = item->start; path_len < item->num_ops; path_len++)
+            truth[path_len] = v = task_apply(item->ops[path_len], v, item->operands[path_len]);
+
+    char *text = answer_cut(completion), got[ANSWER_MAX];
+    long at = answer_find(text, got);
+    size_t end = at >= 0 ? (size_t)at : strlen(text), pos = 0;
+    int arithmetic_steps = 0; // steps with "A OP B = C" seen so far
+    while (pos < end) {
+        const char *line = text + pos, *nl = memchr(line, '\n', end - pos);
+        size_t len = nl ? (size_t)(nl - line) : end - pos;
+        pos += len + 1;
+        while (len && json_is_space(*line)) line++, len--;
+        while (len && json_is_space(line[len - 1])) len--;
+        if (len == 0) continue;
+        int j = out->num_steps++, ok = task_check_step(line, len), on = -1;
+        if (ok >= 0 && path_len > 0) {
+            long a, b, c;
+            char op;
+            task_parse_step(line, len, &a, &op, &b, &c);
+            on = arithmetic_steps < path_len && c == truth[arithmetic_steps];
+        }
+        if (ok >= 0) arithmetic_steps++;
+        if (j < ANSWER_MAX_STEPS) {
+            out->arithmetic_ok[j] = ok;
+            out->on_path[j] = on;
+        }
+        if (out->first_error < 0 && (ok == 0 || on == 0)) out->first_error = j;
+    }
+    free(text);
+}
+
+// =============================================================================================
+// 9. Training
 // `./sirt train`: plain language modelling on token shards. Each step is forward → loss →
 // backward → AdamW; the loss is Σ_t c_t · (−log p_t) with every c_t = 1/(B·T), the mean token
 // NLL. Later objectives reuse this loop's pieces and only change the coefficients.
@@ -2954,7 +3309,7 @@ int cmd_train(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 9. Supervised fine-tuning (phase 1)
+// 10. Supervised fine-tuning (phase 1)
 // `./sirt sft`: instruction tuning on prompt/completion examples — the student learns from the
 // teacher's demonstrations. One example per row of the batch, padded to the longest row; the
 // loss is the mean NLL of the completion tokens and the end-of-text token after them:
@@ -3220,7 +3575,298 @@ int cmd_sft(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 10. Benchmark
+// 11. Generation: KV-cache decoding and the sampler
+// Phase 2 samples the student's own answers by the thousand. A batch of prompts is first run
+// through the ordinary forward pass (the "prefill"), which leaves every position's keys and
+// values in a cache; after that each step feeds one new token per live sequence and reads the
+// past from the cache, so a step costs one token's worth of work instead of a whole sequence.
+// A finished sequence (end-of-text, a stop string, or --max-new tokens) drops out of the batch.
+// Sequence i samples with its own generator, seeded from (seed, i): its text does not depend
+// on the batch size, the other prompts, or the number of threads.
+// =============================================================================================
+
+typedef struct {
+    int slots, Tc;           // sequences held, positions per sequence
+    float *memory;           // one allocation: the caches, then the scratch activations
+    float *kcache, *vcache;  // (L, slots, Tc, C) each
+    float *x, *ln, *mean, *rstd, *qkv, *atty, *proj, *fch, *fch_gelu, *logits; // (slots, .)
+    int *tokens, *slot, *pos; // the live sequences of a step, on the device (slots)
+    float *host_logits;       // (slots, Vp)
+} KVCache;
+
+static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
+    size_t S = slots, C = cfg->C, H = cfg->hidden, cache = (size_t)cfg->L * S * Tc * C;
+    size_t sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
+                        S * cfg->Vp};
+    size_t total = 0;
+    for (int i = 0; i < 12; i++) total += sizes[i];
+    kv->slots = slots;
+    kv->Tc = Tc;
+    kv->memory = dev_alloc(total);
+    float **ptrs[12] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
+                        &kv->qkv, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu, &kv->logits};
+    float *next = kv->memory;
+    for (int i = 0; i < 12; i++) {
+        *ptrs[i] = next;
+        next += sizes[i];
+    }
+    kv->tokens = dev_alloc_int(S);
+    kv->slot = dev_alloc_int(S);
+    kv->pos = dev_alloc_int(S);
+    kv->host_logits = xmalloc(S * cfg->Vp * sizeof(float));
+}
+
+static void kv_cache_free(KVCache *kv) {
+    dev_free(kv->memory);
+    dev_free(kv->tokens);
+    dev_free(kv->slot);
+    dev_free(kv->pos);
+    free(kv->host_logits);
+}
+
+// Prefill: B prompts (their ids and lengths) into cache slots slots[0..B). Runs the full
+// forward over the right-padded batch (padding cannot reach earlier positions: attention is
+// causal) and stores every layer's keys and values. Row b of kv->host_logits then holds the
+// logits after prompt b's last token.
+static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const int *lengths,
+                           const int *slots, int B) {
+    const Config *cfg = &model->config;
+    int T = 1;
+    for (int b = 0; b < B; b++) T = lengths[b] > T ? lengths[b] : T;
+    if (T > kv->Tc) die("a prompt of %d tokens does not fit the cache of %d", T, kv->Tc);
+    int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            inputs[b * T + t] = t < lengths[b] ? prompts[b][t] : 0;
+            targets[b * T + t] = -1;
+        }
+    model_forward(model, inputs, targets, B, T);
+    dev_to_device(kv->slot, slots, B * sizeof(int));
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * cfg->C;
+    for (int l = 0; l < cfg->L; l++)
+        kv_cache_store(kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
+                       model->acts.qkv + (size_t)l * B * T * 3 * cfg->C, kv->slot, B, T, kv->Tc,
+                       cfg->C);
+    for (int b = 0; b < B; b++)
+        dev_to_host(kv->host_logits + (size_t)b * cfg->Vp,
+                    model->acts.logits + ((size_t)b * T + lengths[b] - 1) * cfg->Vp,
+                    cfg->Vp * sizeof(float));
+    free(inputs);
+    free(targets);
+}
+
+// One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N.
+// Afterwards row n of kv->host_logits holds the logits for the token after it.
+static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
+                        const int *pos, int N) {
+    const Config *cfg = &model->config;
+    int C = cfg->C, H = cfg->hidden;
+    ParamTensors p = model->params;
+    dev_to_device(kv->tokens, tokens, N * sizeof(int));
+    dev_to_device(kv->slot, slot, N * sizeof(int));
+    dev_to_device(kv->pos, pos, N * sizeof(int));
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * C, NC = (size_t)N * C;
+    encoder_forward_at(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, C);
+    for (int l = 0; l < cfg->L; l++) {
+        size_t c = (size_t)l * C;
+        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w + c, p.ln1b + c, N, C,
+                          cfg->norm_eps);
+        matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
+        attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
+                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH);
+        matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
+        residual_forward(kv->x, kv->x, kv->proj, NC);
+        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
+                          cfg->norm_eps);
+        matmul_forward(kv->fch, kv->ln, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, N, C, H);
+        gelu_forward(kv->fch_gelu, kv->fch, (size_t)N * H);
+        matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, N,
+                       H, C);
+        residual_forward(kv->x, kv->x, kv->proj, NC);
+    }
+    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, N, C, cfg->norm_eps);
+    matmul_forward(kv->logits, kv->ln, p.wte, NULL, N, C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampler: temperature (0 = greedy), then top-k and top-p (nucleus) truncation.
+typedef struct {
+    float temperature; // 0: argmax
+    int top_k;         // keep the k most likely tokens (0: all)
+    float top_p;       // keep the most likely tokens whose probabilities reach p (1: all)
+} SamplerSettings;
+
+typedef struct {
+    float prob;
+    int id;
+} Candidate;
+
+static int candidate_order(const void *a, const void *b) { // descending prob, then ascending id
+    const Candidate *x = a, *y = b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return x->id - y->id;
+}
+
+// Draws a token from logits (V). scratch holds V candidates.
+static int sample_token(const float *logits, int V, const SamplerSettings *s, Rng *rng,
+                        Candidate *scratch) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
+    if (s->temperature <= 0.0f) return best;
+    float maxval = logits[best];
+    for (int i = 0; i < V; i++)
+        scratch[i] = (Candidate){expf((logits[i] - maxval) / s->temperature), i};
+    int n = V;
+    if ((s->top_k > 0 && s->top_k < V) || s->top_p < 1.0f) {
+        qsort(scratch, V, sizeof(Candidate), candidate_order);
+        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+        if (s->top_p < 1.0f) {
+            double total = 0.0, kept = 0.0;
+            for (int i = 0; i < n; i++) total += scratch[i].prob;
+            int keep = 0;
+            while (keep < n && kept < s->top_p * total) kept += scratch[keep++].prob;
+            n = keep > 0 ? keep : 1;
+        }
+    }
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += scratch[i].prob;
+    double u = rng_uniform(rng) * total, cumulative = 0.0;
+    for (int i = 0; i < n; i++) {
+        cumulative += scratch[i].prob;
+        if (u < cumulative) return scratch[i].id;
+    }
+    return scratch[n - 1].id;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generating completions for many prompts.
+typedef struct {
+    SamplerSettings sampler;
+    int max_new;      // new tokens at most
+    const char *stop; // stop string (NULL: none); the completion ends before it
+    uint64_t seed;
+    int batch;        // sequences decoded together
+} GenerateSettings;
+
+static Rng sequence_rng(uint64_t seed, long index) {
+    return rng_seeded((seed << 32) ^ (uint64_t)index ^ 0x5eed0000ull);
+}
+
+// One sequence being generated.
+typedef struct {
+    long index;    // which prompt
+    int slot, pos; // its cache slot and the position of its next token
+    int produced;  // new tokens so far
+    Rng rng;
+    TokBytes text; // the completion so far
+} LiveSequence;
+
+// Appends token `id`; returns 1 when the sequence is finished.
+static int sequence_push(LiveSequence *seq, Tokenizer *tok, int id, const GenerateSettings *g,
+                         int Tc) {
+    seq->produced++;
+    if (id == tok_eot(tok)) return 1;
+    size_t before = seq->text.len, len;
+    const unsigned char *bytes = tok_token_bytes(tok, id, &len);
+    if (bytes && tok_bytes_append(&seq->text, bytes, len) != 0) die("out of memory");
+    if (g->stop && g->stop[0]) { // look for the stop string where the new bytes could complete it
+        size_t n = strlen(g->stop), from = before >= n ? before - n + 1 : 0;
+        for (size_t i = from; i + n <= seq->text.len; i++)
+            if (!memcmp(seq->text.data + i, g->stop, n)) {
+                seq->text.len = i;
+                seq->text.data[i] = '\0';
+                return 1;
+            }
+    }
+    return seq->produced >= g->max_new || seq->pos >= Tc; // no room to feed it back
+}
+
+static void generation_progress(long done, long total, long tokens, double start) {
+    int tty = isatty(fileno(stdout));
+    if (!tty && done != total && done % (total >= 10 ? total / 10 : 1)) return;
+    double elapsed = now_seconds() - start;
+    printf("%sgenerated %ld/%ld | %.0f tok/s | ETA %.0fs%s", tty ? "\r" : "", done, total,
+           tokens / elapsed, elapsed / done * (total - done), tty && done < total ? "   " : "\n");
+    fflush(stdout);
+}
+
+// Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
+// NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
+// draws a progress line as sequences finish.
+static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
+                     const GenerateSettings *g, char **out, int show_progress_line) {
+    const Config *cfg = &model->config;
+    int longest = 1;
+    for (long i = 0; i < n; i++) longest = prompts[i].length > longest ? prompts[i].length : longest;
+    int Tc = longest + g->max_new < cfg->maxT ? longest + g->max_new : cfg->maxT;
+    int slots = g->batch < n ? g->batch : (int)(n > 0 ? n : 1);
+    KVCache kv;
+    kv_cache_init(&kv, cfg, slots, Tc);
+    LiveSequence *live = xcalloc(slots, sizeof(LiveSequence));
+    int **ids = xmalloc(slots * sizeof(int *)), *lengths = xmalloc(slots * sizeof(int));
+    int *slot_ids = xmalloc(slots * sizeof(int)), *tokens = xmalloc(slots * sizeof(int));
+    int *slot = xmalloc(slots * sizeof(int)), *pos = xmalloc(slots * sizeof(int));
+    Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
+    long done = 0, new_tokens = 0;
+    double start = now_seconds();
+    for (long first = 0; first < n; first += slots) { // one wave of up to `slots` prompts
+        int B = n - first < slots ? (int)(n - first) : slots;
+        for (int b = 0; b < B; b++) {
+            const TokenSequence *p = &prompts[first + b];
+            int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
+            if (keep < 1) die("prompt %ld is empty: there is nothing to continue", first + b);
+            ids[b] = p->ids + (p->length - keep);
+            lengths[b] = keep;
+            slot_ids[b] = b;
+            live[b] = (LiveSequence){first + b, b, keep, 0, sequence_rng(g->seed, first + b), {0}};
+        }
+        decode_prefill(model, &kv, ids, lengths, slot_ids, B);
+        int N = B; // live sequences, kept at the front of `live`
+        for (int b = 0; b < B; b++) tokens[b] = sample_token(kv.host_logits + (size_t)b * cfg->Vp,
+                                                             cfg->V, &g->sampler, &live[b].rng, scratch);
+        for (;;) {
+            // append the sampled tokens; finished sequences leave, the rest move up
+            int kept = 0;
+            for (int i = 0; i < N; i++) {
+                LiveSequence *seq = &live[i];
+                if (sequence_push(seq, tok, tokens[i], g, Tc)) {
+                    if (!seq->text.data && tok_bytes_append(&seq->text, "", 0) != 0) die("out of memory");
+                    out[seq->index] = seq->text.data;
+                    done++;
+                    new_tokens += seq->produced;
+                    if (show_progress_line) generation_progress(done, n, new_tokens, start);
+                    continue;
+                }
+                tokens[kept] = tokens[i];
+                live[kept++] = *seq;
+            }
+            N = kept;
+            if (N == 0) break;
+            for (int i = 0; i < N; i++) {
+                slot[i] = live[i].slot;
+                pos[i] = live[i].pos++;
+            }
+            decode_step(model, &kv, tokens, slot, pos, N);
+            for (int i = 0; i < N; i++)
+                tokens[i] = sample_token(kv.host_logits + (size_t)i * cfg->Vp, cfg->V,
+                                         &g->sampler, &live[i].rng, scratch);
+        }
+    }
+    kv_cache_free(&kv);
+    free(live);
+    free(ids);
+    free(lengths);
+    free(slot_ids);
+    free(tokens);
+    free(slot);
+    free(pos);
+    free(scratch);
+}
+
+// =============================================================================================
+// 12. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -3300,7 +3946,7 @@ int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 11. Main
+// 13. Main
 // =============================================================================================
 void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"

@@ -43,6 +43,8 @@ unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
 unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
 unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
 unit test_sft                           # SFT batches, masking, truncation
+unit test_generate                      # KV-cache decoding, the sampler, determinism
+unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
 (cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
 echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
 passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
@@ -78,6 +80,15 @@ if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.3 * a) }' && [ -f "$
     ok "sft drives the loss well down ($s_first -> $s_last), validates each epoch, keeps sft.best.bin"
 else bad "sft: loss $s_first -> $s_last, $s_val validations"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
+
+# GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
+# brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
+if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
+    head -8 ../shared/data/gsm8k/train.jsonl >"$work/gsm8.jsonl"
+    ./tests/test_core --write-shard "$work/gpt2ish_tokens.bin" 100 50257 1
+    ./sirt train --config 1,2,64,1024,50257 --data "$work/gpt2ish_tokens.bin" --batch 1 --seq 8 --steps 1 --lr 0 --out "$work/gpt2ish.bin" >/dev/null
+    expect "sft from an llm.c checkpoint with the GPT-2 tokenizer on GSM8K" ./sirt sft --init "$work/gpt2ish.bin" --tokenizer ../shared/data/gpt2 --data "$work/gsm8.jsonl" --batch 4 --seq 256 --steps 2 --lr 1e-4 --out "$work/gpt2sft.bin"
+else echo "skip: ../shared/data/gpt2 or gsm8k is absent, GPT-2 SFT check skipped"; fi
 
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"
