@@ -15,8 +15,9 @@
 //   9. Training .............. `./sirt train`: the loop, the schedule, logs and progress
 //  10. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //  11. Generation ............ KV-cache decoding, the sampler, batched generation
-//  12. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  13. Main .................. command dispatch
+//  12. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
+//  13. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  14. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -1840,7 +1841,8 @@ static void json_write_string(FILE *out, const char *s, size_t len) {
 
 typedef enum { TEMPLATE_COT, TEMPLATE_PLAIN, TEMPLATE_NONE } TemplateKind;
 typedef struct { TemplateKind kind; int strip_calculator_notes; } TemplateOptions;
-// gold: the final answer ("1080", "-3", "B"); NULL for prompt/completion and text items.
+// gold: the final answer ("1080", "-3", "B"); from the item's "gold" field when it has one, else
+// from the answer's "#### N" line; NULL for prompt/completion and text items.
 typedef struct { char *prompt; char *completion; char *gold; } Example;
 
 static const char *template_instruction(TemplateKind kind) {
@@ -1996,7 +1998,16 @@ static int example_from_json(const JsonObject *obj, const TemplateOptions *opt, 
     if (json_get(obj, "question")) {
         if (!(question = json_require_string(obj, "question", err, errlen))) return -1;
         if (!(answer = json_require_string(obj, "answer", err, errlen))) return -1;
-        return example_from_question(question, answer, opt, out, err, errlen);
+        if (example_from_question(question, answer, opt, out, err, errlen) != 0) return -1;
+        // a "gold" field (the built-in task writes one) is the true answer even when the
+        // demonstration is wrong (teacher noise)
+        const JsonField *gold = json_get(obj, "gold");
+        if (gold && gold->type == JSON_STRING) {
+            char *normal = gsm8k_normalize_number(gold->text);
+            free(out->gold);
+            out->gold = normal ? normal : json_strndup(gold->text, gold->len);
+        }
+        return 0;
     }
     snprintf(err, errlen, "no known fields (expected \"prompt\" and \"completion\", \"text\", or "
                           "\"question\" and \"answer\")");
@@ -3866,7 +3877,319 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 }
 
 // =============================================================================================
-// 12. Benchmark
+// 12. Sampling and evaluation
+// `./sirt sample` turns prompts into completions; `./sirt eval` scores a model on reasoning
+// items: greedy accuracy with a 95% interval and, with K samples, maj@K and pass@K.
+// Reasoning items go through the same prompt template as SFT.
+// =============================================================================================
+
+// Writes the fields of obj as the start of a JSON object: `{"k": v, ...` (no closing brace), so
+// that a command can keep every input field and add its own.
+static void json_write_fields(FILE *out, const JsonObject *obj) {
+    fputc('{', out);
+    for (int i = 0; i < obj->count; i++) {
+        const JsonField *f = &obj->fields[i];
+        if (i) fputs(", ", out);
+        json_write_string(out, f->key, strlen(f->key));
+        fputs(": ", out);
+        if (f->type == JSON_STRING) json_write_string(out, f->text, f->len);
+        else fwrite(f->text, 1, f->len, out); // numbers, literals, nested values: as written
+    }
+}
+
+// The prompt of a JSONL item: "prompt" verbatim, or "question" through the template, or "text".
+static char *prompt_of_item(const JsonlFile *f, int i, TemplateKind kind) {
+    const JsonObject *obj = &f->objects[i];
+    const JsonField *field;
+    if ((field = json_get(obj, "prompt")) || (field = json_get(obj, "text"))) {
+        if (field->type != JSON_STRING)
+            die("%s:%d: \"%s\" must be a string", f->path, f->line_numbers[i], field->key);
+        return json_strndup(field->text, field->len);
+    }
+    return template_prompt(kind, jsonl_string(f, i, "question"));
+}
+
+static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
+    TokIds ids = {0};
+    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &ids) != 0) die("out of memory");
+    if (ids.len == 0 && tok_ids_push(&ids, tok_eot(tok)) != 0) die("out of memory"); // "" -> <eot>
+    return (TokenSequence){ids.data, (int)ids.len, (int)ids.len};
+}
+
+// The flags of generation, shared by sample and eval.
+static int parse_generate_flag(GenerateSettings *g, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    if (!strcmp(f, "--temperature")) g->sampler.temperature = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--top-k")) g->sampler.top_k = parse_long(f, flag_value(argc, argv, i), 0, 1 << 24);
+    else if (!strcmp(f, "--top-p")) g->sampler.top_p = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--max-new")) g->max_new = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
+    else if (!strcmp(f, "--seed")) g->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
+    else if (!strcmp(f, "--batch")) g->batch = parse_long(f, flag_value(argc, argv, i), 1, 1 << 16);
+    else if (!strcmp(f, "--stop")) g->stop = flag_value(argc, argv, i);
+    else if (!strcmp(f, "--threads")) {
+        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#else
+        (void)n;
+#endif
+    } else return 0;
+    if (g->sampler.temperature < 0) die("--temperature must be >= 0");
+    if (g->sampler.top_p <= 0 || g->sampler.top_p > 1) die("--top-p must be in (0, 1]");
+    return 1;
+}
+
+static const GenerateSettings GENERATE_DEFAULTS = {{0.8f, 0, 1.0f}, 256, NULL, 1337, 64};
+
+int cmd_sample(int argc, char **argv) {
+    const char *model_path = NULL, *tokenizer = NULL, *prompt = NULL, *data = NULL, *out_path = NULL;
+    int k = 1, template_given = 0;
+    TemplateKind kind = TEMPLATE_COT;
+    GenerateSettings g = GENERATE_DEFAULTS;
+    for (int i = 0; i < argc; i++) {
+        if (parse_generate_flag(&g, argc, argv, &i)) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--prompt")) prompt = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "-n")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--template")) {
+            kind = parse_template(flag_value(argc, argv, &i));
+            template_given = 1;
+        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt sample --model M --tokenizer PATH (--prompt TEXT | --data in.jsonl "
+                   "--out out.jsonl)\n  [-n K] [--temperature 0.8] [--top-k 0] [--top-p 1.0] "
+                   "[--max-new 256] [--seed 1337]\n  [--template cot|plain|none] [--batch 64] "
+                   "[--stop STR] [--threads N]\n");
+            return 0;
+        } else die("sample: unknown flag '%s' (see ./sirt sample --help)", f);
+    }
+    if (!model_path || !tokenizer) die("sample: --model and --tokenizer are required");
+    if (!prompt == !data) die("sample: give either --prompt TEXT or --data prompts.jsonl");
+    if (data && !out_path) die("sample: --data needs --out samples.jsonl");
+    Model model;
+    model_load(&model, model_path);
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    if (tok_vocab_size(tok) > model.config.V)
+        die("the tokenizer has %d tokens but the model's vocabulary is V=%d", tok_vocab_size(tok),
+            model.config.V);
+
+    JsonlFile file = {0};
+    int items = 1;
+    if (data) {
+        jsonl_read(data, &file);
+        items = file.count;
+    }
+    // sequence i*k + j is sample j of item i: its text depends only on (seed, i*k + j)
+    long n = (long)items * k;
+    TokenSequence *prompts = xmalloc(n * sizeof(TokenSequence));
+    for (int i = 0; i < items; i++) {
+        // --prompt is used verbatim unless --template names cot or plain
+        char *text = data ? prompt_of_item(&file, i, kind)
+                          : template_prompt(template_given ? kind : TEMPLATE_NONE, prompt);
+        TokenSequence ids = tokenize_prompt(tok, text);
+        for (int j = 0; j < k; j++) prompts[(long)i * k + j] = ids;
+        free(text);
+    }
+    char **outs = xmalloc(n * sizeof(char *));
+    generate(&model, tok, prompts, n, &g, outs, data != NULL);
+    if (data) {
+        SafeFile sf;
+        safe_open(&sf, out_path);
+        for (int i = 0; i < items; i++) {
+            json_write_fields(sf.file, &file.objects[i]);
+            fputs(file.objects[i].count ? ", \"samples\": [" : "\"samples\": [", sf.file);
+            for (int j = 0; j < k; j++) {
+                const char *text = outs[(long)i * k + j];
+                if (j) fputs(", ", sf.file);
+                json_write_string(sf.file, text, strlen(text));
+            }
+            fputs("]}\n", sf.file);
+        }
+        safe_commit(&sf);
+        printf("wrote %ld samples of %d prompts to %s\n", n, items, out_path);
+    } else {
+        for (long j = 0; j < n; j++) printf("%s%s\n", k > 1 ? "--- sample\n" : "", outs[j]);
+    }
+    for (long j = 0; j < n; j++) free(outs[j]);
+    for (int i = 0; i < items; i++) free(prompts[(long)i * k].ids);
+    free(outs);
+    free(prompts);
+    if (data) jsonl_free(&file);
+    tok_free(tok);
+    model_free(&model);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation. An item is correct when the final answer extracted from the completion equals the
+// gold answer (section 8). Accuracy comes with a 95% Wilson score interval.
+typedef struct {
+    double low, high;
+} Interval;
+
+static Interval wilson_interval(long correct, long n) {
+    if (n == 0) return (Interval){0, 0};
+    double z = 1.959964, p = (double)correct / n, z2n = z * z / n;
+    double center = (p + z2n / 2) / (1 + z2n);
+    double half = z * sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n);
+    return (Interval){center - half > 0 ? center - half : 0, center + half < 1 ? center + half : 1};
+}
+
+// The majority answer among k completions (no-answer samples do not vote; a tie goes to the
+// answer seen first). Returns 0 when no sample has an answer.
+static int majority_answer(char *const *completions, int k, char *out, size_t cap) {
+    char (*answers)[ANSWER_MAX] = xmalloc((size_t)k * ANSWER_MAX);
+    int *found = xmalloc(k * sizeof(int)), best = -1, best_votes = 0;
+    for (int j = 0; j < k; j++) found[j] = answer_extract(completions[j], answers[j], ANSWER_MAX);
+    for (int j = 0; j < k; j++) {
+        if (!found[j]) continue;
+        int votes = 0;
+        for (int m = 0; m < k; m++) votes += found[m] && answer_equal(answers[m], answers[j]);
+        if (votes > best_votes) best_votes = votes, best = j;
+    }
+    if (best >= 0) snprintf(out, cap, "%s", answers[best]);
+    free(answers);
+    free(found);
+    return best >= 0;
+}
+
+typedef struct {
+    long n, greedy, majority, pass; // items, and how many are right by each measure
+    int k;                          // samples per item (0: greedy only)
+} EvalResult;
+
+static void print_eval(const EvalResult *r, const char *what) {
+    Interval ci = wilson_interval(r->greedy, r->n);
+    printf("%s: accuracy %.2f%% (%ld/%ld), 95%% interval [%.2f%%, %.2f%%]\n", what,
+           100.0 * r->greedy / r->n, r->greedy, r->n, 100 * ci.low, 100 * ci.high);
+    if (r->k > 0) {
+        Interval m = wilson_interval(r->majority, r->n), p = wilson_interval(r->pass, r->n);
+        printf("  maj@%d %.2f%% [%.2f%%, %.2f%%]   pass@%d %.2f%% [%.2f%%, %.2f%%]\n", r->k,
+               100.0 * r->majority / r->n, 100 * m.low, 100 * m.high, r->k,
+               100.0 * r->pass / r->n, 100 * p.low, 100 * p.high);
+    }
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL;
+    int k = 0, teacher = 0;
+    TemplateOptions template = {TEMPLATE_COT, 0};
+    GenerateSettings g = GENERATE_DEFAULTS;
+    for (int i = 0; i < argc; i++) {
+        if (parse_generate_flag(&g, argc, argv, &i)) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 16);
+        else if (!strcmp(f, "--teacher")) teacher = 1;
+        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt eval --model M --tokenizer PATH --data test.jsonl [--samples K]\n"
+                   "  [--temperature 0.8] [--top-k 0] [--top-p 1.0] [--max-new 256] [--seed 1337]\n"
+                   "  [--template cot|plain] [--strip-calc] [--batch 64] [--out preds.jsonl]\n"
+                   "  ./sirt eval --teacher --data test.jsonl   scores the data's own answers\n");
+            return 0;
+        } else die("eval: unknown flag '%s' (see ./sirt eval --help)", f);
+    }
+    if (!data) die("eval: --data is required");
+    if (!teacher && (!model_path || !tokenizer))
+        die("eval: --model and --tokenizer are required (or --teacher)");
+    Example *items;
+    int n;
+    examples_load(data, &template, &items, &n);
+    for (int i = 0; i < n; i++)
+        if (!items[i].gold) die("%s: item %d has no gold answer (eval needs question/answer items)", data, i + 1);
+
+    char **greedy = xmalloc(n * sizeof(char *)), **samples = NULL;
+    Model model;
+    Tokenizer *tok = NULL;
+    if (teacher) { // the demonstrations themselves, as the student would see them
+        for (int i = 0; i < n; i++) greedy[i] = json_strndup(items[i].completion, strlen(items[i].completion));
+        k = 0;
+    } else {
+        model_load(&model, model_path);
+        tok = load_tokenizer(tokenizer);
+        TokenSequence *prompts = xcalloc(n, sizeof(TokenSequence));
+        for (int i = 0; i < n; i++) prompts[i] = tokenize_prompt(tok, items[i].prompt);
+        GenerateSettings greedy_settings = g;
+        greedy_settings.sampler.temperature = 0.0f;
+        printf("greedy decoding of %d items\n", n);
+        generate(&model, tok, prompts, n, &greedy_settings, greedy, 1);
+        if (k > 0) {
+            TokenSequence *repeated = xmalloc((size_t)n * k * sizeof(TokenSequence));
+            for (long j = 0; j < (long)n * k; j++) repeated[j] = prompts[j / k];
+            samples = xmalloc((size_t)n * k * sizeof(char *));
+            printf("sampling %d per item at temperature %.2f\n", k, g.sampler.temperature);
+            generate(&model, tok, repeated, (long)n * k, &g, samples, 1);
+            free(repeated);
+        }
+        for (int i = 0; i < n; i++) free(prompts[i].ids);
+        free(prompts);
+    }
+
+    EvalResult r = {n, 0, 0, 0, k};
+    SafeFile sf;
+    if (out_path) safe_open(&sf, out_path);
+    for (int i = 0; i < n; i++) {
+        char predicted[ANSWER_MAX], majority[ANSWER_MAX] = "";
+        int found = answer_extract(greedy[i], predicted, sizeof predicted);
+        int correct = found && answer_equal(predicted, items[i].gold);
+        int maj_ok = 0, pass_ok = 0;
+        r.greedy += correct;
+        if (k > 0) {
+            char *const *mine = samples + (long)i * k;
+            maj_ok = majority_answer(mine, k, majority, sizeof majority) &&
+                     answer_equal(majority, items[i].gold);
+            for (int j = 0; j < k; j++) pass_ok |= answer_is_correct(mine[j], items[i].gold);
+            r.majority += maj_ok;
+            r.pass += pass_ok;
+        }
+        if (out_path) {
+            FILE *o = sf.file;
+            fprintf(o, "{\"index\": %d, \"gold\": ", i);
+            json_write_string(o, items[i].gold, strlen(items[i].gold));
+            fputs(", \"prediction\": ", o);
+            if (found) json_write_string(o, predicted, strlen(predicted));
+            else fputs("null", o);
+            fprintf(o, ", \"correct\": %s, \"completion\": ", correct ? "true" : "false");
+            json_write_string(o, greedy[i], strlen(greedy[i]));
+            if (k > 0) {
+                fputs(", \"samples\": [", o);
+                for (int j = 0; j < k; j++) {
+                    if (j) fputs(", ", o);
+                    const char *text = samples[(long)i * k + j];
+                    json_write_string(o, text, strlen(text));
+                }
+                fputs("], \"majority\": ", o);
+                json_write_string(o, majority, strlen(majority));
+                fprintf(o, ", \"majority_correct\": %s, \"pass\": %s", maj_ok ? "true" : "false",
+                        pass_ok ? "true" : "false");
+            }
+            fputs("}\n", o);
+        }
+    }
+    if (out_path) safe_commit(&sf);
+    print_eval(&r, teacher ? "teacher" : data);
+    for (int i = 0; i < n; i++) free(greedy[i]);
+    for (long j = 0; samples && j < (long)n * k; j++) free(samples[j]);
+    free(greedy);
+    free(samples);
+    examples_free(items, n);
+    if (!teacher) {
+        tok_free(tok);
+        model_free(&model);
+    }
+    return 0;
+}
+
+// =============================================================================================
+// 13. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -3946,7 +4269,7 @@ int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 13. Main
+// 14. Main
 // =============================================================================================
 void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
@@ -3954,6 +4277,8 @@ void usage(void) {
            "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
            "  ./sirt data ...    generate the built-in task (math or choice) as JSONL\n"
            "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
+           "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
+           "  ./sirt eval ...    accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
            "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
            "                     train a byte-level BPE tokenizer\n"
@@ -3972,6 +4297,8 @@ int main(int argc, char **argv) {
     if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(command, "sft")) return cmd_sft(argc - 2, argv + 2);
     if (!strcmp(command, "data")) return cmd_data(argc - 2, argv + 2);
+    if (!strcmp(command, "sample")) return cmd_sample(argc - 2, argv + 2);
+    if (!strcmp(command, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
