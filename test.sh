@@ -72,11 +72,11 @@ expect "data: 60 valid items" ./sirt data --task math --split valid --n 60 --see
 ./sirt data --task math --split train --n 300 --seed 3 >"$work/math_train2.jsonl"
 cmp -s "$work/math_train.jsonl" "$work/math_train2.jsonl" && ok "data: same seed, same file" || bad "data: not deterministic"
 expect "tokenizer on the task" ./sirt tokenizer --train "$work/math_train.jsonl" --vocab 512 --out "$work/task_tok.bin"
-expect "sft 3 epochs" ./sirt sft --config 2,4,64,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --valid "$work/math_valid.jsonl" --epochs 3 --batch 16 --seq 256 --lr 3e-3 --warmup 5 --log "$work/sft.jsonl" --out "$work/sft.bin"
+expect "sft 6 epochs on 300 built-in items" ./sirt sft --config 2,4,64,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --valid "$work/math_valid.jsonl" --epochs 6 --batch 8 --seq 256 --lr 6e-3 --warmup 5 --log "$work/sft.jsonl" --out "$work/sft.bin"
 s_first=$(head -1 "$work/sft.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
 s_last=$(tail -1 "$work/sft.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
 s_val=$(grep -c val_loss "$work/sft.jsonl")
-if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.3 * a) }' && [ -f "$work/sft.best.bin" ] && [ "$s_val" -ge 3 ]; then
+if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.35 * a) }' && [ -f "$work/sft.best.bin" ] && [ "$s_val" -ge 6 ]; then
     ok "sft drives the loss well down ($s_first -> $s_last), validates each epoch, keeps sft.best.bin"
 else bad "sft: loss $s_first -> $s_last, $s_val validations"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
