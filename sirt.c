@@ -759,16 +759,21 @@ void classifier_backward(float *logits, const float *lse, const int *targets, co
 }
 
 // ---------------------------------------------------------------------------------------------
-// x (n) -> Σ x². Fixed-size chunks summed in double, then the chunk sums in order.
+// x (n) -> Σ x². Fixed-size chunks, each summed in double with 8 partial sums (so the loop
+// vectorizes), then the chunk sums in order: the same bits for any number of threads.
 double sum_squares(const float *x, size_t n) {
     const size_t chunk = 1 << 15;
     size_t nchunks = (n + chunk - 1) / chunk;
     double *partial = xcalloc(nchunks, sizeof(double));
 #pragma omp parallel for
     for (size_t k = 0; k < nchunks; k++) {
-        size_t end = (k + 1) * chunk < n ? (k + 1) * chunk : n;
+        size_t begin = k * chunk, end = begin + chunk < n ? begin + chunk : n, i = begin;
+        double lanes[8] = {0};
+        for (; i + 8 <= end; i += 8)
+            for (int j = 0; j < 8; j++) lanes[j] += (double)x[i + j] * x[i + j];
         double s = 0.0;
-        for (size_t i = k * chunk; i < end; i++) s += (double)x[i] * x[i];
+        for (int j = 0; j < 8; j++) s += lanes[j];
+        for (; i < end; i++) s += (double)x[i] * x[i];
         partial[k] = s;
     }
     double total = 0.0;
@@ -4403,17 +4408,100 @@ static BenchResult bench_training_step(Config cfg, int B, int T, int steps) {
     return r;
 }
 
+// Decoding throughput in generated tokens per second for B sequences. With the cache: prefill
+// `prompt` tokens, then greedy steps up to position `total`, averaged over the steps. Without:
+// the cost of generating one token by re-running the full forward over `total` positions,
+// measured on up to 8 rows at a time (the work per row is the same, and 64 rows of activations
+// of a 124M model would not fit in memory).
+static double bench_decode(Model *model, int B, int prompt, int total, int cached) {
+    const Config *cfg = &model->config;
+    Rng rng = rng_seeded(3);
+    if (!cached) {
+        int rows = B < 8 ? B : 8;
+        int *inputs = xmalloc((size_t)rows * total * sizeof(int));
+        int *targets = xmalloc((size_t)rows * total * sizeof(int));
+        for (int i = 0; i < rows * total; i++) inputs[i] = rng_u32(&rng) % cfg->V, targets[i] = -1;
+        model_forward(model, inputs, targets, rows, total); // warm-up
+        double t0 = now_seconds();
+        model_forward(model, inputs, targets, rows, total);
+        double per_row = (now_seconds() - t0) / rows;
+        free(inputs);
+        free(targets);
+        return 1.0 / per_row; // each row yields one new token per forward pass
+    }
+    KVCache kv;
+    kv_cache_init(&kv, cfg, B, total);
+    int **prompts = xmalloc(B * sizeof(int *)), *lengths = xmalloc(B * sizeof(int));
+    int *slots = xmalloc(B * sizeof(int)), *tokens = xmalloc(B * sizeof(int)), *pos = xmalloc(B * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        prompts[b] = xmalloc(prompt * sizeof(int));
+        for (int t = 0; t < prompt; t++) prompts[b][t] = rng_u32(&rng) % cfg->V;
+        lengths[b] = prompt;
+        slots[b] = b;
+    }
+    decode_prefill(model, &kv, prompts, lengths, slots, B);
+    double t0 = now_seconds();
+    for (int p = prompt; p < total; p++) {
+        for (int b = 0; b < B; b++) { // greedy: the argmax of each row
+            const float *z = kv.host_logits + (size_t)b * cfg->Vp;
+            int best = 0;
+            for (int i = 1; i < cfg->V; i++) best = z[i] > z[best] ? i : best;
+            tokens[b] = best;
+            pos[b] = p;
+        }
+        decode_step(model, &kv, tokens, slots, pos, B);
+    }
+    double tok_per_s = (double)B * (total - prompt) / (now_seconds() - t0);
+    for (int b = 0; b < B; b++) free(prompts[b]);
+    free(prompts);
+    free(lengths);
+    free(slots);
+    free(tokens);
+    free(pos);
+    kv_cache_free(&kv);
+    return tok_per_s;
+}
+
+// Tokenizer encoding speed on a file: MB/s of the first pass (cold piece cache) and of a
+// second pass (warm cache).
+static void bench_tokenizer(const char *tokenizer, const char *path) {
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    size_t bytes;
+    char *text = (char *)read_whole_file(path, &bytes);
+    if (!text) die("cannot open %s: %s", path, strerror(errno));
+    for (int pass = 0; pass < 2; pass++) {
+        TokIds ids = {0};
+        double t0 = now_seconds();
+        if (tok_encode_ordinary(tok, text, bytes, &ids) != 0) die("out of memory");
+        double dt = now_seconds() - t0;
+        printf("%s pass: %zu bytes -> %zu tokens (%.2f bytes/token) in %.3fs: %.1f MB/s\n",
+               pass ? "second" : "first", bytes, ids.len, (double)bytes / ids.len, dt,
+               bytes / dt * 1e-6);
+        tok_ids_free(&ids);
+    }
+    free(text);
+    tok_free(tok);
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *config = NULL;
-    int B = 4, T = 64, steps = 5;
+    const char *config = NULL, *tokenizer = NULL, *text = NULL;
+    int B = 4, T = 64, steps = 5, decoding = 1;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--config")) config = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--batch")) B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
         else if (!strcmp(f, "--seq")) T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
         else if (!strcmp(f, "--steps")) steps = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(f, "--train-only")) decoding = 0;
+        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--text")) text = flag_value(argc, argv, &i);
         else die("bench: unknown flag '%s' (usage: ./sirt bench [--config L,NH,C,maxT,V] "
-                 "[--batch B] [--seq T] [--steps N])", f);
+                 "[--batch B] [--seq T] [--steps N] [--train-only] | --tokenizer PATH --text FILE)", f);
+    }
+    if (tokenizer || text) {
+        if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
+        bench_tokenizer(tokenizer, text);
+        return 0;
     }
     struct { const char *name, *config; } shapes[] = {
         {"small (a)", "4,4,128,256,512"}, {"GPT-2 124M (b)", "12,12,768,1024,50257"}};
@@ -4430,6 +4518,35 @@ int cmd_bench(int argc, char **argv) {
         BenchResult r = bench_training_step(cfg, B, T, steps);
         printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
                r.ms_per_step, r.tok_per_s, r.gflops);
+    }
+    if (!decoding) return 0;
+    int prompt = 16, total = 256;
+    printf("\ndecoding, generated tokens/s: prompt %d tokens, generating up to position %d; "
+           "'full' re-runs the forward over %d positions per token\n", prompt, total, total);
+    printf("%-16s %12s %12s %12s %12s %12s\n", "shape", "B=1 cache", "B=1 full", "B=64 cache",
+           "B=64 full", "weights GB/s");
+    for (int s = 0; s < count; s++) {
+        Model model;
+        model_build(&model, parse_config(config ? config : shapes[s].config));
+        model_init_random(&model, 42);
+        if (total > model.config.maxT) total = model.config.maxT;
+        double rates[4];
+        for (int i = 0; i < 4; i++) rates[i] = bench_decode(&model, i < 2 ? 1 : 64, prompt, total, i % 2 == 0);
+        // reading every weight once, the floor of batch-1 decoding (memory bandwidth)
+        double read_gbs = 0.0;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now_seconds();
+            volatile double sink = sum_squares(model.params_memory, model.num_parameters);
+            (void)sink;
+            double gbs = model.num_parameters * 4.0 / (now_seconds() - t0) * 1e-9;
+            read_gbs = gbs > read_gbs ? gbs : read_gbs;
+        }
+        printf("%-16s %12.0f %12.1f %12.0f %12.1f %12.1f\n", config ? config : shapes[s].name,
+               rates[0], rates[1], rates[2], rates[3], read_gbs);
+        if (s == count - 1 || config)
+            printf("batch-1 bound from bandwidth: %.0f tok/s (%zu MB of weights per token)\n",
+                   read_gbs * 1e9 / (model.num_parameters * 4.0), model.num_parameters * 4 / 1000000);
+        model_free(&model);
     }
     return 0;
 }

@@ -81,6 +81,30 @@ if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.35 * a) }' && [ -f "
 else bad "sft: loss $s_first -> $s_last, $s_val validations"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
+# ---- sampling and evaluation ------------------------------------------------------------------
+echo "== ./sirt sample / eval"
+./sirt data --task math --split test --n 1000 --seed 5 --out "$work/math_test.jsonl"
+./sirt data --task choice --split test-ood --n 1000 --seed 5 --out "$work/choice_ood.jsonl"
+for f in math_test choice_ood; do
+    out=$(./sirt eval --teacher --data "$work/$f.jsonl")
+    echo "$out" | grep -q "accuracy 100.00% (1000/1000)" && ok "eval --teacher on $f (noise off): $out" || bad "eval --teacher on $f: $out"
+done
+./sirt data --task math --split test --n 1000 --seed 5 --noise 0.2 --out "$work/math_noisy.jsonl"
+out=$(./sirt eval --teacher --data "$work/math_noisy.jsonl")
+echo "$out" | grep -q "accuracy 100.00%" && bad "noisy teacher scored 100%" || ok "eval --teacher with --noise 0.2: $out"
+head -5 "$work/math_valid.jsonl" >"$work/five.jsonl"
+expect "sample --data, 3 samples each" ./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/five.jsonl" --out "$work/s16.jsonl" -n 3 --max-new 40 --batch 16 --seed 9
+./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/five.jsonl" --out "$work/s1.jsonl" -n 3 --max-new 40 --batch 1 --seed 9 --threads 1 >/dev/null
+if cmp -s "$work/s16.jsonl" "$work/s1.jsonl" && [ "$(grep -c '"question": .*"answer": .*"gold": .*"samples": \["' "$work/s16.jsonl")" -eq 5 ]; then
+    ok "sample: input fields kept, samples added; the same text with batch 16 / 2 threads and batch 1 / 1 thread"
+else bad "sample output differs between batch sizes or lacks fields"; fi
+got=$(./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --prompt "Tom has 3 apples." --template cot --temperature 0 --max-new 30)
+[ -n "$got" ] && ok "sample --prompt (greedy): $(echo "$got" | head -1 | cut -c1-60)" || bad "sample --prompt printed nothing"
+expect "eval with 4 samples" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/math_valid.jsonl" --samples 4 --max-new 120 --out "$work/preds.jsonl"
+if grep -q "maj@4" "$work/out.txt" && grep -q "pass@4" "$work/out.txt" && [ "$(wc -l <"$work/preds.jsonl")" -eq 60 ]; then
+    ok "eval reports accuracy with its interval, maj@4, pass@4 and writes 60 predictions: $(grep -h 'accuracy' "$work/out.txt")"
+else bad "eval output incomplete"; cat "$work/out.txt" | tail -3; fi
+
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
 if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
