@@ -33,7 +33,7 @@ $(BIN): $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ sirt.c $(LDLIBS)
 
 # each test program is one C file that includes sirt.c (or tokenizer.c) itself
-tests/%: tests/%.c $(SOURCES)
+tests/%: tests/%.c tests/check.h $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 tests: $(TESTS)

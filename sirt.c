@@ -3401,21 +3401,54 @@ static void print_model(const Model *model) {
            cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters, num_threads());
 }
 
+// What a trainer's loop works with: the schedule, the metrics log, the timing, and host buffers
+// for one batch of at most B x T tokens.
+typedef struct {
+    Schedule sched;
+    FILE *log;
+    Progress progress;
+    int *inputs, *targets; // (B,T)
+    float *coefs;          // (B,T)
+} Run;
+
+// Prepares the loop; returns 0 (and says so) when the run is already at its last step.
+static int run_open(Run *run, const TrainArgs *args, const TrainState *st) {
+    if (st->step >= args->steps) {
+        printf("nothing to do: the run is already at step %d of %d\n", st->step, args->steps);
+        return 0;
+    }
+    run->sched = (Schedule){args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
+    run->log = open_metrics_log(args->log, st->step);
+    size_t BT = (size_t)args->B * args->T;
+    run->inputs = xmalloc(BT * sizeof(int));
+    run->targets = xmalloc(BT * sizeof(int));
+    run->coefs = xmalloc(BT * sizeof(float));
+    run->progress = progress_start(st->step, args->steps);
+    return 1;
+}
+
+// One optimizer step on the batch in run's buffers (B rows of T tokens).
+static StepResult run_step(Model *model, TrainState *st, const TrainArgs *args, Run *run, int T) {
+    StepResult r = train_step(model, run->inputs, run->targets, run->coefs, args->B, T,
+                              args->opt, &run->sched, st->step);
+    st->step++;
+    return r;
+}
+
 // After each step: writes the log line, shows progress, saves every --save-every steps, and
 // returns 1 when --stop-after says this run ends here. extra_json, when not NULL, is appended
 // to the log line (e.g. `, "val_loss": 1.23`).
 static int run_after_step(const Model *model, const TrainState *st, const TrainArgs *args,
-                          FILE *log, const StepResult *r, Progress *progress, size_t tokens,
-                          const char *extra_json) {
-    double eta, tok_per_s = progress_step(progress, st->step, tokens, &eta);
-    if (log) {
-        fprintf(log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
-                     "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
+                          Run *run, const StepResult *r, size_t tokens, const char *extra_json) {
+    double eta, tok_per_s = progress_step(&run->progress, st->step, tokens, &eta);
+    if (run->log) {
+        fprintf(run->log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
+                          "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
                 tok_per_s, extra_json ? extra_json : "");
-        fflush(log);
+        fflush(run->log);
     }
     show_progress(st->step, args->steps, r->loss, tok_per_s, eta, st->step == args->steps);
-    int stopping = args->stop_after && st->step - progress->first_step >= args->stop_after;
+    int stopping = args->stop_after && st->step - run->progress.first_step >= args->stop_after;
     if (st->step < args->steps && !stopping && args->save_every && st->step % args->save_every == 0)
         checkpoint_save(model, st, args->out);
     if (stopping) {
@@ -3426,12 +3459,15 @@ static int run_after_step(const Model *model, const TrainState *st, const TrainA
     return stopping;
 }
 
-static void run_finish(const Model *model, const TrainState *st, const TrainArgs *args,
-                       const Progress *progress, FILE *log) {
+// Saves the final checkpoint and releases the loop's resources.
+static void run_close(const Model *model, const TrainState *st, const TrainArgs *args, Run *run) {
     checkpoint_save(model, st, args->out);
     printf("wrote %s and %s.state (step %d) in %.1fs\n", args->out, args->out, st->step,
-           now_seconds() - progress->run_start);
-    if (log) fclose(log);
+           now_seconds() - run->progress.run_start);
+    if (run->log) fclose(run->log);
+    free(run->inputs);
+    free(run->targets);
+    free(run->coefs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3461,30 +3497,17 @@ int cmd_train(int argc, char **argv) {
     loader_init(&loader, data, args.B, args.T, shuffle, args.seed, model.config.V);
     print_model(&model);
     printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
-    if (st.step >= args.steps) {
-        printf("nothing to do: the run is already at step %d of %d\n", st.step, args.steps);
-        return 0;
+    Run run;
+    if (run_open(&run, &args, &st)) {
+        size_t BT = (size_t)args.B * args.T;
+        for (size_t i = 0; i < BT; i++) run.coefs[i] = 1.0f / (float)BT; // the mean over B·T
+        while (st.step < args.steps) {
+            loader_batch(&loader, (size_t)st.step, run.inputs, run.targets);
+            StepResult r = run_step(&model, &st, &args, &run, args.T);
+            if (run_after_step(&model, &st, &args, &run, &r, BT, NULL)) break;
+        }
+        run_close(&model, &st, &args, &run);
     }
-
-    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
-    FILE *log = open_metrics_log(args.log, st.step);
-    size_t BT = (size_t)args.B * args.T;
-    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
-    float *coefs = xmalloc(BT * sizeof(float));
-    for (size_t i = 0; i < BT; i++) coefs[i] = 1.0f / (float)BT; // the mean over B·T tokens
-
-    Progress progress = progress_start(st.step, args.steps);
-    while (st.step < args.steps) {
-        loader_batch(&loader, (size_t)st.step, inputs, targets);
-        StepResult r = train_step(&model, inputs, targets, coefs, args.B, args.T, args.opt,
-                                  &sched, st.step);
-        st.step++;
-        if (run_after_step(&model, &st, &args, log, &r, &progress, BT, NULL)) break;
-    }
-    run_finish(&model, &st, &args, &progress, log);
-    free(inputs);
-    free(targets);
-    free(coefs);
     loader_free(&loader);
     model_free(&model);
     return 0;
@@ -3698,57 +3721,41 @@ int cmd_sft(int argc, char **argv) {
     if (valid_path)
         printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
                valid.count, valid.truncated, eval_every);
-    if (st.step >= args.steps) {
-        printf("nothing to do: the run is already at step %d of %d\n", st.step, args.steps);
-        return 0;
-    }
-
-    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
-    FILE *log = open_metrics_log(args.log, st.step);
-    size_t BT = (size_t)args.B * args.T;
-    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
-    float *coefs = xmalloc(BT * sizeof(float));
-    int *order = xmalloc((size_t)train.count * sizeof(int));
-    int order_epoch = -1;
-    char best[4200];
-    best_path(best, sizeof best, args.out);
-    model_alloc_activations(&model, args.B, args.T); // the largest batch, allocated once
-
-    Progress progress = progress_start(st.step, args.steps);
-    while (st.step < args.steps) {
-        int epoch = st.step / steps_per_epoch, batch = st.step % steps_per_epoch;
-        if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
-        int first = batch * args.B;
-        int rows = train.count - first < args.B ? train.count - first : args.B, n;
-        int T = sft_fill_batch(&train, order + first, rows, args.B, pad, inputs, targets,
-                               coefs, &n);
-        StepResult r = train_step(&model, inputs, targets, coefs, args.B, T, args.opt, &sched,
-                                  st.step);
-        st.step++;
-        char extra[96] = "";
-        if (valid.count && (st.step % eval_every == 0 || st.step == args.steps)) {
-            double t0 = now_seconds();
-            float val = sft_validation_loss(&model, &valid, args.B, pad);
-            progress_pause(&progress, now_seconds() - t0);
-            snprintf(extra, sizeof extra, ", \"val_loss\": %.7g", val);
-            if (!isatty(fileno(stdout)) || st.step == args.steps)
-                printf("step %d: validation loss %.4f%s\n", st.step, val,
-                       val < st.best_valid_loss ? " (best so far: saved)" : "");
-            if (val < st.best_valid_loss) {
-                st.best_valid_loss = val;
-                model_save(&model, best);
+    Run run;
+    if (run_open(&run, &args, &st)) {
+        int *order = xmalloc((size_t)train.count * sizeof(int)), order_epoch = -1;
+        char best[4200];
+        best_path(best, sizeof best, args.out);
+        model_alloc_activations(&model, args.B, args.T); // the largest batch, allocated once
+        while (st.step < args.steps) {
+            int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
+            if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
+            int rows = train.count - first < args.B ? train.count - first : args.B, n;
+            int T = sft_fill_batch(&train, order + first, rows, args.B, pad, run.inputs,
+                                   run.targets, run.coefs, &n);
+            StepResult r = run_step(&model, &st, &args, &run, T);
+            char extra[96] = "";
+            if (valid.count && (st.step % eval_every == 0 || st.step == args.steps)) {
+                double t0 = now_seconds();
+                float val = sft_validation_loss(&model, &valid, args.B, pad);
+                progress_pause(&run.progress, now_seconds() - t0);
+                snprintf(extra, sizeof extra, ", \"val_loss\": %.7g", val);
+                if (!isatty(fileno(stdout)) || st.step == args.steps)
+                    printf("step %d: validation loss %.4f%s\n", st.step, val,
+                           val < st.best_valid_loss ? " (best so far: saved)" : "");
+                if (val < st.best_valid_loss) {
+                    st.best_valid_loss = val;
+                    model_save(&model, best);
+                }
             }
+            if (run_after_step(&model, &st, &args, &run, &r, (size_t)args.B * T,
+                               extra[0] ? extra : NULL))
+                break;
         }
-        if (run_after_step(&model, &st, &args, log, &r, &progress, (size_t)args.B * T,
-                           extra[0] ? extra : NULL))
-            break;
+        run_close(&model, &st, &args, &run);
+        if (valid.count) printf("best validation loss %.4f: %s\n", st.best_valid_loss, best);
+        free(order);
     }
-    run_finish(&model, &st, &args, &progress, log);
-    if (valid.count) printf("best validation loss %.4f: %s\n", st.best_valid_loss, best);
-    free(inputs);
-    free(targets);
-    free(coefs);
-    free(order);
     sft_data_free(&train);
     if (valid_path) sft_data_free(&valid);
     tok_free(tok);

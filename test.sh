@@ -79,6 +79,14 @@ s_val=$(grep -c val_loss "$work/sft.jsonl")
 if awk -v a="$s_first" -v b="$s_last" 'BEGIN { exit !(b < 0.35 * a) }' && [ -f "$work/sft.best.bin" ] && [ "$s_val" -ge 6 ]; then
     ok "sft drives the loss well down ($s_first -> $s_last), validates each epoch, keeps sft.best.bin"
 else bad "sft: loss $s_first -> $s_last, $s_val validations"; fi
+sft_small() { ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --valid "$work/math_valid.jsonl" --epochs 2 --batch 16 --seq 256 --lr 3e-3 --eval-every 10 "$@"; }
+sft_small --out "$work/sa.bin" --log "$work/sa.jsonl" >/dev/null
+sft_small --out "$work/sb.bin" --log "$work/sb.jsonl" --stop-after 13 >/dev/null
+sft_small --out "$work/sb.bin" --log "$work/sb.jsonl" --resume >/dev/null
+strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
+if cmp -s "$work/sa.bin" "$work/sb.bin" && cmp -s "$work/sa.best.bin" "$work/sb.best.bin" && [ "$(strip "$work/sa.jsonl")" = "$(strip "$work/sb.jsonl")" ]; then
+    ok "sft resume: 13 steps + --resume = one run, bit for bit (last and best checkpoints, log)"
+else bad "sft resume differs from an uninterrupted run"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
 # ---- sampling and evaluation ------------------------------------------------------------------

@@ -5,19 +5,7 @@
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.
 #define SIRT_NO_MAIN
 #include "../sirt.c"
-
-static int passed, failed;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++;
-    else failed++;
-}
+#include "check.h"
 
 // ---- extraction from hand-written completions ---------------------------------------------
 
@@ -329,6 +317,5 @@ int main(int argc, char **argv) {
         test_task_noisy((TaskFamily)f);
     }
     test_task_regenerate();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

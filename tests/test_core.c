@@ -6,32 +6,12 @@
 // token shard (for test.sh); `--write-cyclic-shard PATH NTOKENS V` a predictable one.
 #define SIRT_NO_MAIN
 #include "../sirt.c"
+#include "check.h"
 
 #define PI 3.14159265358979323846
 
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++;
-    else failed++;
-}
-
 static void fill_normal(float *x, size_t n, float std, Rng *rng) {
     for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(rng);
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,6 +619,5 @@ int main(int argc, char **argv) {
     test_model_gradients(&rng);
     test_overfit_and_determinism(&rng);
     test_checkpoint_roundtrip(dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

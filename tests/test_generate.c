@@ -2,27 +2,7 @@
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"
-
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++;
-    else failed++;
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
+#include "check.h"
 
 // A random model with weights larger than GPT-2's init, so that its logits vary a lot.
 static void random_model(Model *model, const char *config, uint64_t seed) {
@@ -217,6 +197,5 @@ int main(void) {
     test_kv_cache_matches_full_forward();
     test_generation_determinism();
     test_sampler();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

@@ -2,19 +2,7 @@
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"
-
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++;
-    else failed++;
-}
+#include "check.h"
 
 // Truncation keeps the end of the prompt and the start of the completion.
 static void test_truncation_split(void) {
@@ -156,6 +144,5 @@ int main(void) {
     test_batches_and_masking(tok);
     test_epoch_order();
     tok_free(tok);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

@@ -5,19 +5,7 @@
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"
-
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++;
-    else failed++;
-}
+#include "check.h"
 
 #define N_ITEMS 2000
 static const char *const family_names[2] = {"math", "choice"};
@@ -440,6 +428,5 @@ int main(void) {
             for (int i = 0; i < N_ITEMS; i++) task_item_free(&items[f][s][i]);
         for (int i = 0; i < N_ITEMS; i++) task_item_free(&noisy_items[f][i]);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

@@ -4,22 +4,11 @@
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.
 #define SIRT_NO_MAIN
 #include "../sirt.c"
+#include "check.h"
 #include <sys/wait.h>
 
 
 // ---- the check harness -----------------------------------------------------------------------
-static int passed, failed;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, args);
-    printf("\n");
-    va_end(args);
-    if (ok) passed++; else failed++;
-}
-
 // Runs a statement that should call die() in a child process: sets died when the child exits
 // with status 1, and die_message holds the error line it printed (without "sirt: error: ").
 static int died;
@@ -465,6 +454,5 @@ int main(int argc, char **argv) {
     test_writing();
     test_gsm8k_file(gsm8k_dir, "train.jsonl", 7473);
     test_gsm8k_file(gsm8k_dir, "test.jsonl", 1319);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return checks_finish();
 }

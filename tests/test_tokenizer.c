@@ -10,12 +10,7 @@
  */
 #include "../tokenizer.c"
 
-static int n_passed, n_failed;
-
-static void check(int ok, const char *what) {
-    printf("%s - %s\n", ok ? "ok  " : "FAIL", what);
-    if (ok) n_passed++; else n_failed++;
-}
+#include "check.h"
 
 static void skip(const char *what, const char *why) {
     printf("skip - %s (%s)\n", what, why);
@@ -596,6 +591,5 @@ int main(int argc, char **argv) {
     test_training(tmpdir);
     test_errors(tmpdir);
     test_gpt2(data_dir, tmpdir);
-    printf("%d passed, %d failed\n", n_passed, n_failed);
-    return n_failed == 0 ? 0 : 1;
+    return checks_finish();
 }
