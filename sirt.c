@@ -535,6 +535,29 @@ static float dot_product(const float *a, const float *b, int n) {
     return sum;
 }
 
+// One query of causal attention, the arithmetic shared by the training forward pass and cached
+// decoding (so that the two agree exactly): row[0..t] = softmax_t2(q · k_t2 · scale) and
+// out (hs) = Σ_t2 row[t2] v_t2, where key and value t2 start at keys + t2·stride, values + t2·stride.
+static void attend_one_query(float *out, float *row, const float *q, const float *keys,
+                             const float *values, size_t stride, int t, int hs, float scale) {
+    float maxval = -INFINITY;
+    for (int t2 = 0; t2 <= t; t2++) {
+        row[t2] = dot_product(q, keys + t2 * stride, hs) * scale;
+        if (row[t2] > maxval) maxval = row[t2];
+    }
+    float sum = 0.0f;
+    for (int t2 = 0; t2 <= t; t2++) {
+        row[t2] = expf(row[t2] - maxval);
+        sum += row[t2];
+    }
+    for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
+    for (int i = 0; i < hs; i++) out[i] = 0.0f;
+    for (int t2 = 0; t2 <= t; t2++) {
+        const float *v = values + t2 * stride;
+        for (int i = 0; i < hs; i++) out[i] += row[t2] * v[i];
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)
 // For each batch row b, head h and query position t (all independent, so all parallel):
@@ -546,27 +569,12 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                const float *base = qkv + (size_t)b * T * 3 * C + h * hs; // row 0 of this head
                 float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                float maxval = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                    row[t2] = dot_product(q, k, hs) * scale;
-                    if (row[t2] > maxval) maxval = row[t2];
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = expf(row[t2] - maxval);
-                    sum += row[t2];
-                }
-                for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
+                attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row,
+                                 base + (size_t)t * 3 * C, base + C, base + 2 * C, 3 * C, t, hs,
+                                 scale);
                 for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
-                float *o = out + ((size_t)b * T + t) * C + h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                    for (int i = 0; i < hs; i++) o[i] += row[t2] * v[i];
-                }
             }
 }
 
@@ -657,27 +665,10 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
 #pragma omp for collapse(2)
         for (int n = 0; n < N; n++)
             for (int h = 0; h < NH; h++) {
-                const float *q = qkv + (size_t)n * 3 * C + h * hs;
                 const float *keys = kcache + (size_t)slot[n] * Tc * C + h * hs;
                 const float *values = vcache + (size_t)slot[n] * Tc * C + h * hs;
-                int t = pos[n];
-                float maxval = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = dot_product(q, keys + (size_t)t2 * C, hs) * scale;
-                    if (row[t2] > maxval) maxval = row[t2];
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = expf(row[t2] - maxval);
-                    sum += row[t2];
-                }
-                for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
-                float *o = out + (size_t)n * C + h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = values + (size_t)t2 * C;
-                    for (int i = 0; i < hs; i++) o[i] += row[t2] * v[i];
-                }
+                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * 3 * C + h * hs,
+                                 keys, values, C, pos[n], hs, scale);
             }
         free(row);
     }
