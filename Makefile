@@ -25,7 +25,7 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
-TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer
+TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo
 
 all: $(BIN)
 
@@ -33,7 +33,7 @@ $(BIN): $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ sirt.c $(LDLIBS)
 
 # each test program is one C file that includes sirt.c (or tokenizer.c) itself
-tests/%: tests/%.c tests/check.h $(SOURCES)
+tests/%: tests/%.c tests/check.h tests/gradcheck.h $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 tests: $(TESTS)

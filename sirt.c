@@ -16,8 +16,9 @@
 //  10. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //  11. Generation ............ KV-cache decoding, the sampler, batched generation
 //  12. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
-//  13. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  14. Main .................. command dispatch
+//  13. Preference training ... `./sirt dpo`: DPO, cDPO, IPO and RPO against a frozen reference
+//  14. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  15. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -3253,15 +3254,22 @@ static float weighted_nll(const Model *model, const float *coefs, int n) {
     return (float)nll;
 }
 
+// The second half of a step, once the forward pass has run and the coefficients are known:
+// the backward pass and the AdamW update. Fills in r's lr and grad_norm.
+static void backward_and_update(Model *model, const float *coefs, OptimizerSettings opt,
+                                const Schedule *sched, int step, StepResult *r) {
+    model_backward(model, coefs);
+    opt.lr = r->lr = schedule_lr(sched, step);
+    r->grad_norm = model_update(model, &opt, step + 1);
+}
+
 static StepResult train_step(Model *model, const int *inputs, const int *targets,
                              const float *coefs, int B, int T, OptimizerSettings opt,
                              const Schedule *sched, int step) {
     StepResult r;
     model_forward(model, inputs, targets, B, T);
     r.loss = weighted_nll(model, coefs, B * T);
-    model_backward(model, coefs);
-    opt.lr = r.lr = schedule_lr(sched, step);
-    r.grad_norm = model_update(model, &opt, step + 1);
+    backward_and_update(model, coefs, opt, sched, step, &r);
     return r;
 }
 
@@ -3393,24 +3401,24 @@ static void print_model(const Model *model) {
 }
 
 // What a trainer's loop works with: the schedule, the metrics log, the timing, and host buffers
-// for one batch of at most B x T tokens.
+// for one batch of at most rows x T tokens.
 typedef struct {
     Schedule sched;
     FILE *log;
     Progress progress;
-    int *inputs, *targets; // (B,T)
-    float *coefs;          // (B,T)
+    int *inputs, *targets; // (rows,T)
+    float *coefs;          // (rows,T)
 } Run;
 
 // Prepares the loop; returns 0 (and says so) when the run is already at its last step.
-static int run_open(Run *run, const TrainArgs *args, const TrainState *st) {
+static int run_open(Run *run, const TrainArgs *args, const TrainState *st, int rows) {
     if (st->step >= args->steps) {
         printf("nothing to do: the run is already at step %d of %d\n", st->step, args->steps);
         return 0;
     }
     run->sched = (Schedule){args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
     run->log = open_metrics_log(args->log, st->step);
-    size_t BT = (size_t)args->B * args->T;
+    size_t BT = (size_t)rows * args->T;
     run->inputs = xmalloc(BT * sizeof(int));
     run->targets = xmalloc(BT * sizeof(int));
     run->coefs = xmalloc(BT * sizeof(float));
@@ -3489,7 +3497,7 @@ int cmd_train(int argc, char **argv) {
     print_model(&model);
     printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
     Run run;
-    if (run_open(&run, &args, &st)) {
+    if (run_open(&run, &args, &st, args.B)) {
         size_t BT = (size_t)args.B * args.T;
         for (size_t i = 0; i < BT; i++) run.coefs[i] = 1.0f / (float)BT; // the mean over B·T
         while (st.step < args.steps) {
@@ -3713,7 +3721,7 @@ int cmd_sft(int argc, char **argv) {
         printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
                valid.count, valid.truncated, eval_every);
     Run run;
-    if (run_open(&run, &args, &st)) {
+    if (run_open(&run, &args, &st, args.B)) {
         int *order = xmalloc((size_t)train.count * sizeof(int)), order_epoch = -1;
         char best[4200];
         best_path(best, sizeof best, args.out);
@@ -4358,7 +4366,331 @@ int cmd_eval(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 13. Benchmark
+// 13. Preference training: DPO and its relatives
+// `./sirt dpo` trains a policy on (prompt, chosen, rejected) pairs against a frozen reference,
+// as TRL's DPO trainer does. Each objective is a function of the summed log-probs of the two
+// completions, S_w (chosen) and S_l (rejected), so — METHOD.md §3 — its gradient reaches every
+// completion token through the same per-token coefficient as SFT's: c = −∂L/∂S. The classifier
+// kernel and the backward pass do not know which objective they serve.
+//   dpo   L = −log σ(βh),  h = (S_w − S_w^ref) − (S_l − S_l^ref)
+//   cdpo  L = −(1−ε) log σ(βh) − ε log σ(−βh)           (label smoothing ε)
+//   ipo   L = (ĥ − 1/(2β))², ĥ as h with mean log-probs a = S/n instead of sums
+//   RPO   adds α·NLL of the chosen completions (--rpo-alpha α), against the fall of their
+//         log-probs that DPO tends to cause.
+// Losses are averaged over the B pairs of a batch. The reference's log-probs are computed once
+// per pair before training (or read from the file's ref_chosen_logps / ref_rejected_logps).
+// =============================================================================================
+
+typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO } PreferenceLoss;
+
+typedef struct {
+    PreferenceLoss loss;
+    float beta;            // β
+    float label_smoothing; // ε (cdpo)
+    float rpo_alpha;       // α of the NLL term on the chosen completions (0: none)
+} PreferenceSettings;
+
+// One pair as token ids, each sequence prompt + completion + end-of-text, and the frozen
+// reference's summed log-probs of the two completions.
+typedef struct {
+    TokenSequence chosen, rejected;
+    double ref_chosen, ref_rejected; // NAN until known
+} Pair;
+
+typedef struct {
+    Pair *pairs;
+    int count;
+    int dropped_empty;     // a completion without a single token: nothing to average over
+    int dropped_identical; // chosen == rejected: no preference to learn
+    int truncated;         // pairs cut to fit the window
+} PairData;
+
+// What a batch of pairs tells about the policy: TRL's metric names.
+typedef struct {
+    double loss, reward_chosen, reward_rejected, margin, accuracy, logp_chosen, logp_rejected,
+        nll_chosen;
+} PreferenceMetrics;
+
+static double sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+
+// The loss of B pairs from their summed log-probs S (policy) and R (reference) and completion
+// lengths n (w: chosen, l: rejected). Writes dS_w[b] = ∂L/∂S_w and dS_l[b] = ∂L/∂S_l: the
+// coefficient of every completion token of that sequence is then −dS.
+static PreferenceMetrics preference_loss(const PreferenceSettings *p, int B, const double *S_w,
+                                         const double *S_l, const double *R_w, const double *R_l,
+                                         const int *n_w, const int *n_l, double *dS_w,
+                                         double *dS_l) {
+    PreferenceMetrics m = {0};
+    double beta = p->beta;
+    long chosen_tokens = 0;
+    for (int b = 0; b < B; b++) chosen_tokens += n_w[b];
+    for (int b = 0; b < B; b++) {
+        // IPO compares mean log-probs; the others compare sums
+        double scale_w = p->loss == LOSS_IPO ? 1.0 / n_w[b] : 1.0;
+        double scale_l = p->loss == LOSS_IPO ? 1.0 / n_l[b] : 1.0;
+        double lw = S_w[b] * scale_w, ll = S_l[b] * scale_l;
+        double rw = R_w[b] * scale_w, rl = R_l[b] * scale_l;
+        double h = (lw - rw) - (ll - rl), dh; // dh = ∂L_b/∂h
+        if (p->loss == LOSS_IPO) {
+            double gap = h - 1.0 / (2.0 * beta);
+            m.loss += gap * gap;
+            dh = 2.0 * gap;
+        } else {
+            double eps = p->loss == LOSS_CDPO ? p->label_smoothing : 0.0;
+            m.loss += -(1.0 - eps) * log_sigmoid(beta * h) - eps * log_sigmoid(-beta * h);
+            dh = beta * (sigmoid(beta * h) - (1.0 - eps));
+        }
+        dS_w[b] = dh * scale_w / B;
+        dS_l[b] = -dh * scale_l / B;
+        // RPO: α · (−Σ S_w / N_c), the mean NLL of the chosen tokens in the batch
+        dS_w[b] += -p->rpo_alpha / chosen_tokens;
+        double reward_w = beta * (lw - rw), reward_l = beta * (ll - rl);
+        m.reward_chosen += reward_w / B;
+        m.reward_rejected += reward_l / B;
+        m.accuracy += (reward_w > reward_l) / (double)B; // strictly: 0 when policy = reference
+        m.logp_chosen += S_w[b] / B;
+        m.logp_rejected += S_l[b] / B;
+        m.nll_chosen += -S_w[b] / chosen_tokens;
+    }
+    m.loss = m.loss / B + p->rpo_alpha * m.nll_chosen;
+    m.margin = m.reward_chosen - m.reward_rejected;
+    return m;
+}
+
+// Reads a pairs file: {"prompt", "chosen", "rejected"} (+ optional reference log-probs).
+static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_size, int T) {
+    if (tok_vocab_size(tok) > vocab_size)
+        die("the tokenizer has %d tokens but the model's vocabulary is V=%d", tok_vocab_size(tok),
+            vocab_size);
+    JsonlFile f;
+    jsonl_read(path, &f);
+    memset(d, 0, sizeof *d);
+    d->pairs = xmalloc((size_t)(f.count ? f.count : 1) * sizeof(Pair));
+    for (int i = 0; i < f.count; i++) {
+        const char *prompt = jsonl_string(&f, i, "prompt");
+        const char *chosen = jsonl_string(&f, i, "chosen"), *rejected = jsonl_string(&f, i, "rejected");
+        if (!chosen[0] || !rejected[0]) {
+            d->dropped_empty++;
+            continue;
+        }
+        if (!strcmp(chosen, rejected)) {
+            d->dropped_identical++;
+            continue;
+        }
+        Pair *p = &d->pairs[d->count++];
+        int cut = tokenize_example(tok, prompt, chosen, T + 1, &p->chosen);
+        cut |= tokenize_example(tok, prompt, rejected, T + 1, &p->rejected);
+        d->truncated += cut;
+        const JsonField *rc = json_get(&f.objects[i], "ref_chosen_logps");
+        const JsonField *rr = json_get(&f.objects[i], "ref_rejected_logps");
+        p->ref_chosen = p->ref_rejected = NAN;
+        if (!rc != !rr || (rc && (rc->type != JSON_NUMBER || rr->type != JSON_NUMBER)))
+            die("%s:%d: ref_chosen_logps and ref_rejected_logps must both be numbers, or both "
+                "absent", f.path, f.line_numbers[i]);
+        if (rc) {
+            p->ref_chosen = rc->number;
+            p->ref_rejected = rr->number;
+        }
+    }
+    jsonl_free(&f);
+    if (d->count == 0) die("%s: no usable pairs (%d with an empty completion, %d identical)", path,
+                           d->dropped_empty, d->dropped_identical);
+}
+
+static void pairs_free(PairData *d) {
+    for (int i = 0; i < d->count; i++) {
+        free(d->pairs[i].chosen.ids);
+        free(d->pairs[i].rejected.ids);
+    }
+    free(d->pairs);
+}
+
+// Rows of a batch of B pairs (order[0..B)): row b holds pair b's chosen sequence, row B + b its
+// rejected one, padded to the longest. mask (2B, T) is 1 on completion targets and 0 elsewhere.
+// Returns T.
+static int pairs_fill_batch(const PairData *d, const int *order, int B, int pad, int *inputs,
+                            int *targets, float *mask) {
+    const TokenSequence **rows = xmalloc(2 * (size_t)B * sizeof(TokenSequence *));
+    for (int b = 0; b < B; b++) {
+        rows[b] = &d->pairs[order[b]].chosen;
+        rows[B + b] = &d->pairs[order[b]].rejected;
+    }
+    int T = 1;
+    for (int r = 0; r < 2 * B; r++) T = rows[r]->length - 1 > T ? rows[r]->length - 1 : T;
+    for (int r = 0; r < 2 * B; r++)
+        for (int t = 0; t < T; t++) {
+            const TokenSequence *seq = rows[r];
+            int i = r * T + t, has_target = t + 1 < seq->length;
+            inputs[i] = t < seq->length ? seq->ids[t] : pad;
+            targets[i] = has_target ? seq->ids[t + 1] : -1;
+            mask[i] = has_target && t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
+        }
+    free(rows);
+    return T;
+}
+
+// After a forward pass over R rows of T: each row's summed completion log-prob and token count.
+static void row_logps(const Model *model, const float *mask, int R, int T, double *S, int *n) {
+    for (int r = 0; r < R; r++) {
+        S[r] = 0.0;
+        n[r] = 0;
+        for (int t = 0; t < T; t++)
+            if (mask[r * T + t] != 0.0f) {
+                S[r] += model->host_logprobs[r * T + t];
+                n[r]++;
+            }
+    }
+}
+
+// The frozen reference's log-probs of every pair still without them: forward passes only.
+static void compute_reference_logps(Model *ref, PairData *d, int B, int pad) {
+    int *order = xmalloc((size_t)d->count * sizeof(int)), todo = 0;
+    for (int i = 0; i < d->count; i++)
+        if (isnan(d->pairs[i].ref_chosen)) order[todo++] = i;
+    size_t cap = 2 * (size_t)B * ref->config.maxT;
+    int *inputs = xmalloc(cap * sizeof(int)), *targets = xmalloc(cap * sizeof(int)), *n = xmalloc(2 * B * sizeof(int));
+    float *mask = xmalloc(cap * sizeof(float));
+    double *S = xmalloc(2 * B * sizeof(double));
+    for (int first = 0; first < todo; first += B) {
+        int rows = todo - first < B ? todo - first : B;
+        int T = pairs_fill_batch(d, order + first, rows, pad, inputs, targets, mask);
+        model_forward(ref, inputs, targets, 2 * rows, T);
+        row_logps(ref, mask, 2 * rows, T, S, n);
+        for (int b = 0; b < rows; b++) {
+            d->pairs[order[first + b]].ref_chosen = S[b];
+            d->pairs[order[first + b]].ref_rejected = S[rows + b];
+        }
+    }
+    free(order);
+    free(inputs);
+    free(targets);
+    free(n);
+    free(mask);
+    free(S);
+}
+
+// One DPO step on B pairs whose rows are in run's buffers (filled by pairs_fill_batch, with the
+// mask in run->coefs): forward, the preference loss, the coefficients, backward and update.
+static StepResult dpo_step(Model *model, TrainState *st, const TrainArgs *args, Run *run,
+                           const PreferenceSettings *pref, const PairData *d, const int *order,
+                           int B, int T, PreferenceMetrics *metrics) {
+    model_forward(model, run->inputs, run->targets, 2 * B, T);
+    double *S = xmalloc(2 * B * sizeof(double)), *R = xmalloc(2 * B * sizeof(double));
+    double *dS = xmalloc(2 * B * sizeof(double));
+    int *n = xmalloc(2 * B * sizeof(int));
+    row_logps(model, run->coefs, 2 * B, T, S, n);
+    for (int b = 0; b < B; b++) {
+        R[b] = d->pairs[order[b]].ref_chosen;
+        R[B + b] = d->pairs[order[b]].ref_rejected;
+    }
+    *metrics = preference_loss(pref, B, S, S + B, R, R + B, n, n + B, dS, dS + B);
+    for (int r = 0; r < 2 * B; r++) // the mask becomes the coefficients: −∂L/∂S on each token
+        for (int t = 0; t < T; t++) run->coefs[r * T + t] *= (float)-dS[r];
+    StepResult result = {(float)metrics->loss, 0, 0};
+    backward_and_update(model, run->coefs, args->opt, &run->sched, st->step, &result);
+    st->step++;
+    free(S);
+    free(R);
+    free(dS);
+    free(n);
+    return result;
+}
+
+int cmd_dpo(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    args.out = "policy.bin";
+    const char *ref_path = NULL, *tokenizer = NULL, *pairs_path = NULL;
+    int epochs = 1;
+    PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
+    for (int i = 0; i < argc; i++) {
+        if (parse_train_flag(&args, argc, argv, &i)) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--ref")) ref_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--pairs")) pairs_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--beta")) pref.beta = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--label-smoothing")) pref.label_smoothing = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--rpo-alpha")) pref.rpo_alpha = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--loss")) {
+            const char *name = flag_value(argc, argv, &i);
+            if (!strcmp(name, "dpo")) pref.loss = LOSS_DPO;
+            else if (!strcmp(name, "cdpo")) pref.loss = LOSS_CDPO;
+            else if (!strcmp(name, "ipo")) pref.loss = LOSS_IPO;
+            else die("--loss must be dpo, cdpo or ipo, got '%s'", name);
+        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt dpo --model POLICY.bin --ref REF.bin --tokenizer PATH --pairs pairs.jsonl\n"
+                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0]\n"
+                   "  [--steps N | --epochs E]\n%s", TRAIN_FLAGS_HELP);
+            return 0;
+        } else die("dpo: unknown flag '%s' (see ./sirt dpo --help)", f);
+    }
+    if (!args.init && !args.resume) die("dpo: --model POLICY.bin is required");
+    if (!tokenizer || !pairs_path) die("dpo: --tokenizer and --pairs are required");
+    if (!(pref.beta > 0)) die("--beta must be positive");
+    if (pref.label_smoothing < 0 || pref.label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
+    if (pref.label_smoothing > 0 && pref.loss == LOSS_DPO) pref.loss = LOSS_CDPO; // as TRL
+    if (pref.rpo_alpha < 0) die("--rpo-alpha must be >= 0");
+    check_train_args(&args, "dpo");
+
+    Model model;
+    TrainState st;
+    run_begin(&model, &st, &args, 1);
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    int pad = tok_eot(tok);
+    PairData data;
+    pairs_load(&data, pairs_path, tok, model.config.V, args.T);
+    int missing = 0;
+    for (int i = 0; i < data.count; i++) missing += isnan(data.pairs[i].ref_chosen);
+    if (missing) { // the frozen reference: forward passes only, then it is freed
+        if (!ref_path) die("dpo: %d pairs have no reference log-probs: give --ref REF.bin", missing);
+        Model ref;
+        model_load(&ref, ref_path);
+        if (ref.config.V != model.config.V || ref.config.maxT < args.T)
+            die("the reference %s does not match the policy (vocabulary or context)", ref_path);
+        compute_reference_logps(&ref, &data, args.B, pad);
+        model_free(&ref);
+    }
+    int steps_per_epoch = (data.count + args.B - 1) / args.B;
+    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    print_model(&model);
+    printf("pairs: %d (dropped: %d with an empty completion, %d identical; %d cut to fit %d "
+           "tokens), reference log-probs: %d computed, %d from the file; %d steps\n", data.count,
+           data.dropped_empty, data.dropped_identical, data.truncated, args.T + 1, missing,
+           data.count - missing, args.steps);
+
+    Run run;
+    if (run_open(&run, &args, &st, 2 * args.B)) { // a batch of B pairs is 2B rows
+        model_alloc_activations(&model, 2 * args.B, args.T);
+        int *order = xmalloc((size_t)data.count * sizeof(int)), order_epoch = -1;
+        while (st.step < args.steps) {
+            int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
+            if (epoch != order_epoch) epoch_order(order, data.count, args.seed, order_epoch = epoch);
+            int B = data.count - first < args.B ? data.count - first : args.B;
+            int T = pairs_fill_batch(&data, order + first, B, pad, run.inputs, run.targets, run.coefs);
+            PreferenceMetrics m;
+            StepResult r = dpo_step(&model, &st, &args, &run, &pref, &data, order + first, B, T, &m);
+            char extra[400];
+            snprintf(extra, sizeof extra,
+                     ", \"rewards/chosen\": %.7g, \"rewards/rejected\": %.7g, \"rewards/margins\": "
+                     "%.7g, \"rewards/accuracies\": %.7g, \"logps/chosen\": %.7g, \"logps/rejected\": "
+                     "%.7g, \"nll\": %.7g", m.reward_chosen, m.reward_rejected, m.margin,
+                     m.accuracy, m.logp_chosen, m.logp_rejected, m.nll_chosen);
+            if (run_after_step(&model, &st, &args, &run, &r, 2 * (size_t)B * T, extra)) break;
+        }
+        run_close(&model, &st, &args, &run);
+        free(order);
+    }
+    pairs_free(&data);
+    tok_free(tok);
+    model_free(&model);
+    return 0;
+}
+
+// =============================================================================================
+// 14. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -4550,7 +4882,7 @@ int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 14. Main
+// 15. Main
 // =============================================================================================
 void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
@@ -4560,6 +4892,7 @@ void usage(void) {
            "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
            "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
            "  ./sirt eval ...    accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)\n"
+           "  ./sirt dpo ...     preference training (dpo, cdpo, ipo, rpo) against a reference\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
            "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
            "                     train a byte-level BPE tokenizer\n"
@@ -4580,6 +4913,7 @@ int main(int argc, char **argv) {
     if (!strcmp(command, "data")) return cmd_data(argc - 2, argv + 2);
     if (!strcmp(command, "sample")) return cmd_sample(argc - 2, argv + 2);
     if (!strcmp(command, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(command, "dpo")) return cmd_dpo(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);

@@ -45,6 +45,7 @@ unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
 unit test_sft                           # SFT batches, masking, truncation
 unit test_generate                      # KV-cache decoding, the sampler, determinism
 unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
+unit test_dpo                           # preference losses and their gradients
 (cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
 echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
 passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
@@ -112,6 +113,35 @@ expect "eval with 4 samples" ./sirt eval --model "$work/sft.bin" --tokenizer "$w
 if grep -q "maj@4" "$work/out.txt" && grep -q "pass@4" "$work/out.txt" && [ "$(wc -l <"$work/preds.jsonl")" -eq 60 ]; then
     ok "eval reports accuracy with its interval, maj@4, pass@4 and writes 60 predictions: $(grep -h 'accuracy' "$work/out.txt")"
 else bad "eval output incomplete"; cat "$work/out.txt" | tail -3; fi
+
+# ---- preference training ----------------------------------------------------------------------
+echo "== ./sirt dpo"
+: >"$work/pairs.jsonl"
+for i in $(seq 1 24); do
+    a=$((i % 9 + 2)); b=$((i % 7 + 3)); c=$((a + b)); w=$((c + i % 5 + 1))
+    printf '{"prompt": "### Instruction:\\nLet'"'"'s think step by step to answer the following question.\\n\\n### Question:\\nTom has %d apples. He buys %d more. How many apples does Tom have?\\n\\n### Answer:\\n", "chosen": "Tom buys %d more: %d + %d = %d.\\nThe answer is %d.", "rejected": "The answer is %d."}\n' $a $b $b $a $b $c $c $w >>"$work/pairs.jsonl"
+done
+printf '{"prompt": "p", "chosen": "same", "rejected": "same"}\n{"prompt": "p", "chosen": "", "rejected": "x"}\n' >>"$work/pairs.jsonl"
+dpo() { ./sirt dpo --model "$work/sft.bin" --ref "$work/sft.bin" --tokenizer "$work/task_tok.bin" --pairs "$work/pairs.jsonl" --batch 4 --seq 128 --lr 1e-3 --schedule constant "$@"; }
+expect "dpo 12 steps" dpo --steps 12 --log "$work/dpo.jsonl" --out "$work/dpo.bin"
+grep -q "pairs: 24 (dropped: 1 with an empty completion, 1 identical" "$work/out.txt" && ok "dpo: a pair with an empty completion and one with chosen = rejected are dropped and counted" || bad "dpo: drop counts missing: $(grep pairs: "$work/out.txt")"
+first=$(head -1 "$work/dpo.jsonl")
+if echo "$first" | grep -q '"loss": 0.6931472,' && echo "$first" | grep -q '"rewards/accuracies": 0,'; then
+    ok "dpo step 1 (policy = reference): loss ln 2 = 0.6931472, rewards/accuracies 0"
+else bad "dpo step 1: $first"; fi
+for key in rewards/chosen rewards/rejected rewards/margins rewards/accuracies logps/chosen logps/rejected nll; do
+    grep -q "\"$key\": " "$work/dpo.jsonl" || bad "dpo log lacks $key"
+done
+margin=$(tail -1 "$work/dpo.jsonl" | sed 's/.*"rewards\/margins": \([^,]*\),.*/\1/')
+awk -v m="$margin" 'BEGIN { exit !(m > 0) }' && ok "dpo: the reward margin grows (last step: $margin); the log has all of TRL's metrics" || bad "dpo margin $margin"
+dpo --steps 12 --loss ipo --out "$work/ipo.bin" >/dev/null && ok "dpo --loss ipo runs" || bad "dpo --loss ipo"
+dpo --steps 12 --out "$work/dr.bin" --log "$work/dr.jsonl" --stop-after 5 >/dev/null
+dpo --steps 12 --out "$work/dr.bin" --log "$work/dr.jsonl" --resume >/dev/null
+cmp -s "$work/dpo.bin" "$work/dr.bin" && ok "dpo resume: 5 steps + --resume = 12 steps in one run, bit for bit" || bad "dpo resume differs"
+printf '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a" "rejected": "b"}\n' >"$work/badpairs.jsonl"
+expect_error "dpo: malformed pairs line names file and line" "badpairs.jsonl:2:" dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
+printf '{"prompt": "p", "chosen": "a"}\n' >"$work/badpairs.jsonl"
+expect_error "dpo: missing field" 'badpairs.jsonl:1: missing field "rejected"' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)

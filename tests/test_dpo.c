@@ -1,0 +1,155 @@
+// tests/test_dpo.c — tests of section 13 of sirt.c: the preference losses, their per-token
+// coefficients, and their gradients through the whole model.
+// Prints one line per check and ends with "N passed, M failed".
+#define SIRT_NO_MAIN
+#include "../sirt.c"
+#include "check.h"
+#include "gradcheck.h"
+
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol; }
+
+// Values by hand (computed separately in double): β = 0.1, one pair with S_w = −10, S_l = −8,
+// reference R_w = −12, R_l = −7, lengths n_w = 4, n_l = 5, so h = 2 − (−1) = 3:
+//   dpo   −log σ(0.3) = 0.554355244468527,          ∂L/∂S_w = −β σ(−0.3) = −0.0425557483188341
+//   cdpo  ε = 0.1: 0.9·0.5543552 + 0.1·0.8543552 = 0.584355244468527,
+//         ∂L/∂S_w = β (σ(0.3) − 0.9) = −0.0325557483188341
+//   ipo   ĥ = (−2.5 + 3) − (−1.6 + 1.4) = 0.7, (0.7 − 5)² = 18.49,
+//         ∂L/∂S_w = 2 (0.7 − 5) / 4 = −2.15, ∂L/∂S_l = −2 (0.7 − 5) / 5 = 1.72
+static void test_losses_by_hand(void) {
+    double S_w = -10, S_l = -8, R_w = -12, R_l = -7, dw, dl;
+    int n_w = 4, n_l = 5;
+    PreferenceSettings dpo = {LOSS_DPO, 0.1f, 0, 0}, cdpo = {LOSS_CDPO, 0.1f, 0.1f, 0},
+                       ipo = {LOSS_IPO, 0.1f, 0, 0};
+    PreferenceMetrics m = preference_loss(&dpo, 1, &S_w, &S_l, &R_w, &R_l, &n_w, &n_l, &dw, &dl);
+    check(close_to(m.loss, 0.554355244468527, 1e-7) && close_to(dw, -0.0425557483188341, 1e-8) &&
+          close_to(dl, 0.0425557483188341, 1e-8) && m.accuracy == 1.0 &&
+          close_to(m.margin, 0.3, 1e-7),
+          "dpo: loss %.9f (by hand 0.554355244), dL/dS_w %.9f, dL/dS_l %.9f, margin %.3f",
+          m.loss, dw, dl, m.margin);
+    m = preference_loss(&cdpo, 1, &S_w, &S_l, &R_w, &R_l, &n_w, &n_l, &dw, &dl);
+    check(close_to(m.loss, 0.584355244468527, 1e-7) && close_to(dw, -0.0325557483188341, 1e-8) &&
+          close_to(dl, 0.0325557483188341, 1e-8),
+          "cdpo (ε = 0.1): loss %.9f (by hand 0.584355244), dL/dS_w %.9f", m.loss, dw);
+    m = preference_loss(&ipo, 1, &S_w, &S_l, &R_w, &R_l, &n_w, &n_l, &dw, &dl);
+    // (β is a float, 0.1f = 0.10000000149: hence tolerances of 1e-5 here)
+    check(close_to(m.loss, 18.49, 1e-5) && close_to(dw, -2.15, 1e-6) && close_to(dl, 1.72, 1e-6),
+          "ipo: loss %.6f (by hand 18.49), dL/dS_w %.6f (−2.15), dL/dS_l %.6f (1.72)", m.loss, dw, dl);
+    PreferenceSettings rpo = {LOSS_DPO, 0.1f, 0, 0.5f};
+    m = preference_loss(&rpo, 1, &S_w, &S_l, &R_w, &R_l, &n_w, &n_l, &dw, &dl);
+    // + α · NLL(chosen) = 0.5 · 10 / 4 = 1.25; ∂/∂S_w adds −α / N_c = −0.125
+    check(close_to(m.loss, 0.554355244468527 + 1.25, 1e-7) &&
+          close_to(dw, -0.0425557483188341 - 0.125, 1e-8) && close_to(m.nll_chosen, 2.5, 1e-12),
+          "rpo (α = 0.5): loss %.9f = dpo + 1.25, dL/dS_w %.9f", m.loss, dw);
+}
+
+// Policy = reference: the loss is ln 2, accuracy 0 (strictly greater), and the per-token
+// gradient on the chosen tokens is −β/(2B), not zero.
+static void test_policy_equals_reference(void) {
+    enum { B = 3 };
+    double S_w[B] = {-5, -7.5, -3}, S_l[B] = {-6, -2, -9}, dw[B], dl[B];
+    int n_w[B] = {3, 4, 5}, n_l[B] = {2, 6, 7};
+    PreferenceSettings dpo = {LOSS_DPO, 0.1f, 0, 0};
+    PreferenceMetrics m = preference_loss(&dpo, B, S_w, S_l, S_w, S_l, n_w, n_l, dw, dl);
+    int ok = close_to(m.loss, log(2.0), 1e-12) && m.accuracy == 0.0 && m.margin == 0.0;
+    double beta = dpo.beta; // 0.1f exactly as the program holds it
+    for (int b = 0; b < B; b++) ok &= close_to(dw[b], -beta / (2 * B), 1e-15) && close_to(dl[b], beta / (2 * B), 1e-15);
+    check(ok, "policy = reference: loss %.9f = ln 2, rewards/accuracies %g, dL/dS_w = −β/(2B) = %.6f",
+          m.loss, m.accuracy, dw[0]);
+}
+
+// Through the whole model: the objective is the preference loss of a small batch of pairs
+// (with fixed, random reference log-probs); its gradient comes from the coefficients −dL/dS
+// on the completion tokens, through the ordinary backward pass.
+typedef struct {
+    Model *model;
+    PairData *data;
+    const PreferenceSettings *pref;
+    int *order, B, T, *inputs, *targets;
+    float *mask;
+} PreferenceCase;
+
+static double preference_objective_with(PreferenceCase *k, double *dS) {
+    int R = 2 * k->B;
+    double *S = xmalloc(R * sizeof(double)), *Rf = xmalloc(R * sizeof(double));
+    int *n = xmalloc(R * sizeof(int));
+    model_forward(k->model, k->inputs, k->targets, R, k->T);
+    row_logps(k->model, k->mask, R, k->T, S, n);
+    for (int b = 0; b < k->B; b++) {
+        Rf[b] = k->data->pairs[k->order[b]].ref_chosen;
+        Rf[k->B + b] = k->data->pairs[k->order[b]].ref_rejected;
+    }
+    double local[64];
+    PreferenceMetrics m = preference_loss(k->pref, k->B, S, S + k->B, Rf, Rf + k->B, n, n + k->B,
+                                          dS ? dS : local, (dS ? dS : local) + k->B);
+    free(S);
+    free(Rf);
+    free(n);
+    return m.loss;
+}
+static double preference_objective(void *p) { return preference_objective_with(p, NULL); }
+
+static void test_gradients_through_model(void) {
+    Model model;
+    model_build(&model, parse_config("2,2,16,32,40"));
+    model_init_random(&model, 8);
+    Rng rng = rng_seeded(21);
+    for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(&rng);
+    memset(model.params.wte + 40 * 16, 0, (size_t)(model.config.Vp - 40) * 16 * 4);
+    enum { P = 3 };
+    PairData data = {xmalloc(P * sizeof(Pair)), P, 0, 0, 0};
+    for (int i = 0; i < P; i++) { // prompt of 3..5 tokens, completions of 2..6 tokens
+        int p = 3 + i, cw = 2 + (i * 2) % 5, cl = 3 + i;
+        TokenSequence *seqs[2] = {&data.pairs[i].chosen, &data.pairs[i].rejected};
+        int lens[2] = {cw, cl};
+        for (int s = 0; s < 2; s++) {
+            seqs[s]->length = p + lens[s];
+            seqs[s]->prompt_length = p;
+            seqs[s]->ids = xmalloc(seqs[s]->length * sizeof(int));
+            for (int t = 0; t < seqs[s]->length; t++) seqs[s]->ids[t] = rng_u32(&rng) % 40;
+        }
+        memcpy(data.pairs[i].rejected.ids, data.pairs[i].chosen.ids, p * sizeof(int)); // one prompt
+        data.pairs[i].ref_chosen = -3.0 * cw + rng_normal(&rng);
+        data.pairs[i].ref_rejected = -3.0 * cl + rng_normal(&rng);
+    }
+    int order[P] = {2, 0, 1};
+    int inputs[2 * P * 32], targets[2 * P * 32];
+    float mask[2 * P * 32], coefs[2 * P * 32];
+    int T = pairs_fill_batch(&data, order, P, 0, inputs, targets, mask);
+    PreferenceSettings settings[4] = {{LOSS_DPO, 0.5f, 0, 0}, {LOSS_CDPO, 0.5f, 0.2f, 0},
+                                      {LOSS_IPO, 0.5f, 0, 0}, {LOSS_DPO, 0.5f, 0, 1.0f}};
+    const char *names[4] = {"dpo", "cdpo", "ipo", "dpo + rpo"};
+    GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
+    for (int s = 0; s < 4; s++) {
+        PreferenceCase k = {&model, &data, &settings[s], order, P, T, inputs, targets, mask};
+        double dS[2 * P];
+        preference_objective_with(&k, dS);
+        for (int r = 0; r < 2 * P; r++)
+            for (int t = 0; t < T; t++) coefs[r * T + t] = mask[r * T + t] * (float)-dS[r];
+        model_backward(&model, coefs);
+        float *grads = xmalloc(model.num_parameters * sizeof(float));
+        memcpy(grads, model.grads_memory, model.num_parameters * sizeof(float));
+        // every tensor of the model; reported together, one check per objective
+        size_t offset = 0;
+        int before = checks_failed;
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s gradient of %s", names[s], PARAM_NAMES[t]);
+            size_t n = t == 0 ? (size_t)40 * 16 : model.param_sizes[t];
+            check_gradient(name, preference_objective, &k, model.params_memory + offset,
+                           grads + offset, n, tol, &rng);
+            offset += model.param_sizes[t];
+        }
+        check(checks_failed == before, "%s: the gradient of every parameter tensor matches finite "
+              "differences", names[s]);
+        free(grads);
+    }
+    pairs_free(&data);
+    model_free(&model);
+}
+
+int main(void) {
+    test_losses_by_hand();
+    test_policy_equals_reference();
+    test_gradients_through_model();
+    return checks_finish();
+}
