@@ -36,12 +36,32 @@ $(BIN): $(SOURCES)
 tests/%: tests/%.c tests/check.h tests/gradcheck.h $(SOURCES)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# The GPU build: the same program with kernels.cu in place of the CPU kernels. CUDA_ARCH is the
+# GPU's compute capability (90 for H100/H200), found with nvidia-smi when a GPU is present.
+NVCC ?= nvcc
+CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+ifeq ($(CUDA_ARCH),)
+  CUDA_ARCH = 90
+endif
+CUDA_LIBS = -lcublas $(if $(findstring -fopenmp,$(CFLAGS)),-lgomp,)
+
+cuda: sirt_cuda
+
+kernels.o: kernels.cu model.h
+	$(NVCC) -O3 -std=c++17 -arch=sm_$(CUDA_ARCH) -Xcompiler -Wall -c kernels.cu -o $@
+
+sirt_cuda.o: $(SOURCES)
+	$(CC) $(CFLAGS) -DSIRT_CUDA -c sirt.c -o $@
+
+sirt_cuda: sirt_cuda.o kernels.o
+	$(NVCC) -arch=sm_$(CUDA_ARCH) $^ $(CUDA_LIBS) -o $@
+
 tests: $(TESTS)
 
 test: all tests
 	./test.sh
 
 clean:
-	rm -f sirt $(TESTS)
+	rm -f sirt sirt_cuda *.o $(TESTS)
 
-.PHONY: all tests test clean
+.PHONY: all tests test clean cuda

@@ -144,7 +144,19 @@ static void safe_commit(SafeFile *sf) {
     die("writing %s failed (%s); the previous file is untouched", sf->final_path, strerror(err));
 }
 
-// Reads a whole file; returns NULL (and sets *bytes to 0) when it cannot be opened.
+// Fails early — before hours of work — when PATH cannot be written (a missing directory, no
+// permission): creates PATH.tmp, the name every write goes through, and removes it again.
+static void check_writable(const char *path) {
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) die("path too long: %s", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot write %s: %s", tmp, strerror(errno));
+    fclose(f);
+    remove(tmp);
+}
+
+// Reads a whole file; returns NULL (and sets *bytes to 0) when it cannot be opened. The data is
+// followed by one zero byte (not counted in *bytes), so text can be scanned safely.
 static unsigned char *read_whole_file(const char *path, size_t *bytes) {
     *bytes = 0;
     FILE *f = fopen(path, "rb");
@@ -152,15 +164,16 @@ static unsigned char *read_whole_file(const char *path, size_t *bytes) {
     size_t capacity = 1 << 16, used = 0;
     unsigned char *data = xmalloc(capacity);
     for (;;) {
-        if (used == capacity) {
+        if (used + 1 >= capacity) { // room for the data and the terminating zero
             capacity *= 2;
             data = realloc(data, capacity);
             if (!data) die("out of memory reading %s", path);
         }
-        size_t got = fread(data + used, 1, capacity - used, f);
+        size_t got = fread(data + used, 1, capacity - used - 1, f);
         used += got;
         if (got == 0) break;
     }
+    data[used] = 0;
     int failed = ferror(f);
     fclose(f);
     if (failed) die("cannot read %s: %s", path, strerror(errno));
@@ -1491,7 +1504,8 @@ static void loader_batch(DataLoader *dl, size_t index, int *inputs, int *targets
         if (dl->shuffle) {
             Rng rng = rng_seeded(dl->seed * 1000003u + (uint64_t)epoch);
             for (size_t w = dl->num_windows - 1; w > 0; w--) {
-                size_t j = (((uint64_t)rng_u32(&rng) << 32) | rng_u32(&rng)) % (w + 1);
+                uint64_t hi = rng_u32(&rng), lo = rng_u32(&rng); // two draws, in this order
+                size_t j = ((hi << 32) | lo) % (w + 1);
                 size_t tmp = dl->order[w];
                 dl->order[w] = dl->order[j];
                 dl->order[j] = tmp;
@@ -3228,9 +3242,11 @@ static FILE *open_metrics_log(const char *path, int resume_step) {
         for (size_t start = 0; old && start < bytes;) {
             char *nl = memchr(old + start, '\n', bytes - start);
             size_t end = nl ? (size_t)(nl - old) + 1 : bytes;
-            int step;
-            if (sscanf(old + start, "{\"step\": %d", &step) == 1 && step <= resume_step && nl)
-                safe_write(&sf, old + start, end - start);
+            static const char prefix[] = "{\"step\": ";
+            size_t n = sizeof prefix - 1;
+            long step = end - start > n && !memcmp(old + start, prefix, n)
+                            ? strtol(old + start + n, NULL, 10) : -1;
+            if (step >= 1 && step <= resume_step && nl) safe_write(&sf, old + start, end - start);
             start = end;
         }
         safe_commit(&sf);
@@ -3370,6 +3386,7 @@ static void check_train_args(const TrainArgs *a, const char *command) {
 // Starts a run: resumes from --out and its state (--resume), or loads --init, or builds a fresh
 // model from --config. `shuffle` is recorded in the state so that a resume can check it.
 static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle) {
+    check_writable(args->out);
     if (args->resume) {
         if (access(args->out, F_OK) != 0)
             die("cannot resume: %s does not exist (start without --resume)", args->out);
@@ -3521,6 +3538,20 @@ int cmd_train(int argc, char **argv) {
 // Rows are independent sequences, so examples never attend to each other.
 // =============================================================================================
 
+static Tokenizer *load_tokenizer(const char *path) {
+    char err[512];
+    Tokenizer *tok = tok_load(path, err, sizeof err);
+    if (!tok) die("%s", err);
+    return tok;
+}
+
+// A tokenizer can serve a model when every id it produces is in the model's vocabulary.
+static void check_tokenizer_fits(Tokenizer *tok, int vocab_size) {
+    if (tok_vocab_size(tok) > vocab_size)
+        die("the tokenizer has %d tokens but the model's vocabulary is V=%d", tok_vocab_size(tok),
+            vocab_size);
+}
+
 // An example as token ids: prompt, then completion, then end-of-text.
 typedef struct {
     int *ids;
@@ -3552,8 +3583,8 @@ static int tokenize_example(Tokenizer *tok, const char *prompt, const char *comp
     int keep_p, keep_c;
     truncation_split((int)p.len, (int)c.len, budget, &keep_p, &keep_c);
     out->ids = xmalloc((size_t)(keep_p + keep_c) * sizeof(int));
-    memcpy(out->ids, p.data + (p.len - keep_p), keep_p * sizeof(int));
-    memcpy(out->ids + keep_p, c.data, keep_c * sizeof(int));
+    if (keep_p) memcpy(out->ids, p.data + (p.len - keep_p), keep_p * sizeof(int));
+    memcpy(out->ids + keep_p, c.data, keep_c * sizeof(int)); // keep_c >= 1: the end-of-text
     out->length = keep_p + keep_c;
     out->prompt_length = keep_p;
     int cut = keep_p < (int)p.len || keep_c < (int)c.len;
@@ -3571,9 +3602,7 @@ typedef struct {
 
 static void sft_data_load(SftData *data, const char *path, const TemplateOptions *template,
                           Tokenizer *tok, int vocab_size, int T) {
-    if (tok_vocab_size(tok) > vocab_size)
-        die("the tokenizer has %d tokens but the model's vocabulary is V=%d",
-            tok_vocab_size(tok), vocab_size);
+    check_tokenizer_fits(tok, vocab_size);
     Example *examples;
     examples_load(path, template, &examples, &data->count);
     data->seqs = xmalloc((size_t)data->count * sizeof(TokenSequence));
@@ -3668,12 +3697,6 @@ static TemplateKind parse_template(const char *name) {
     die("--template must be cot, plain or none, got '%s'", name);
 }
 
-static Tokenizer *load_tokenizer(const char *path) {
-    char err[512];
-    Tokenizer *tok = tok_load(path, err, sizeof err);
-    if (!tok) die("%s", err);
-    return tok;
-}
 
 int cmd_sft(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
@@ -3989,6 +4012,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     int longest = 1;
     for (long i = 0; i < n; i++) longest = prompts[i].length > longest ? prompts[i].length : longest;
     int Tc = longest + g->max_new < cfg->maxT ? longest + g->max_new : cfg->maxT;
+    if (Tc < 2) die("the model's context (maxT=%d) leaves no room to generate", cfg->maxT);
     int slots = g->batch < n ? g->batch : (int)(n > 0 ? n : 1);
     KVCache kv;
     kv_cache_init(&kv, cfg, slots, Tc);
@@ -4146,12 +4170,11 @@ int cmd_sample(int argc, char **argv) {
     if (!model_path || !tokenizer) die("sample: --model and --tokenizer are required");
     if (!prompt == !data) die("sample: give either --prompt TEXT or --data prompts.jsonl");
     if (data && !out_path) die("sample: --data needs --out samples.jsonl");
+    if (out_path) check_writable(out_path);
     Model model;
     model_load(&model, model_path);
     Tokenizer *tok = load_tokenizer(tokenizer);
-    if (tok_vocab_size(tok) > model.config.V)
-        die("the tokenizer has %d tokens but the model's vocabulary is V=%d", tok_vocab_size(tok),
-            model.config.V);
+    check_tokenizer_fits(tok, model.config.V);
 
     JsonlFile file = {0};
     int items = 1;
@@ -4277,6 +4300,7 @@ int cmd_eval(int argc, char **argv) {
     if (!data) die("eval: --data is required");
     if (!teacher && (!model_path || !tokenizer))
         die("eval: --model and --tokenizer are required (or --teacher)");
+    if (out_path) check_writable(out_path);
     Example *items;
     int n;
     examples_load(data, &template, &items, &n);
@@ -4292,6 +4316,7 @@ int cmd_eval(int argc, char **argv) {
     } else {
         model_load(&model, model_path);
         tok = load_tokenizer(tokenizer);
+        check_tokenizer_fits(tok, model.config.V);
         TokenSequence *prompts = xcalloc(n, sizeof(TokenSequence));
         for (int i = 0; i < n; i++) prompts[i] = tokenize_prompt(tok, items[i].prompt);
         GenerateSettings greedy_settings = g;
@@ -4460,9 +4485,7 @@ static PreferenceMetrics preference_loss(const PreferenceSettings *p, int B, con
 
 // Reads a pairs file: {"prompt", "chosen", "rejected"} (+ optional reference log-probs).
 static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_size, int T) {
-    if (tok_vocab_size(tok) > vocab_size)
-        die("the tokenizer has %d tokens but the model's vocabulary is V=%d", tok_vocab_size(tok),
-            vocab_size);
+    check_tokenizer_fits(tok, vocab_size);
     JsonlFile f;
     jsonl_read(path, &f);
     memset(d, 0, sizeof *d);
@@ -4851,6 +4874,11 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!decoding) return 0;
     int prompt = 16, total = 256;
+    for (int s = 0; s < count; s++) { // shorter contexts: generate within them
+        Config cfg = parse_config(config ? config : shapes[s].config);
+        if (total > cfg.maxT) total = cfg.maxT;
+    }
+    if (prompt > total / 2) prompt = total / 2 > 1 ? total / 2 : 1;
     printf("\ndecoding, generated tokens/s: prompt %d tokens, generating up to position %d; "
            "'full' re-runs the forward over %d positions per token\n", prompt, total, total);
     printf("%-16s %12s %12s %12s %12s %12s\n", "shape", "B=1 cache", "B=1 full", "B=64 cache",
@@ -4859,7 +4887,6 @@ int cmd_bench(int argc, char **argv) {
         Model model;
         model_build(&model, parse_config(config ? config : shapes[s].config));
         model_init_random(&model, 42);
-        if (total > model.config.maxT) total = model.config.maxT;
         double rates[4];
         for (int i = 0; i < 4; i++) rates[i] = bench_decode(&model, i < 2 ? 1 : 64, prompt, total, i % 2 == 0);
         // reading every weight once, the floor of batch-1 decoding (memory bandwidth)
