@@ -4620,6 +4620,34 @@ static StepResult dpo_step(Model *model, TrainState *st, const TrainArgs *args, 
     return result;
 }
 
+// The DPO loop over a set of pairs (whose reference log-probs are known), for args->steps steps
+// from st->step, with the logging, checkpoints and resume of every trainer.
+static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
+                      const PreferenceSettings *pref, const PairData *data, int pad) {
+    int steps_per_epoch = (data->count + args->B - 1) / args->B;
+    Run run;
+    if (!run_open(&run, args, st, 2 * args->B)) return; // a batch of B pairs is 2B rows
+    model_alloc_activations(model, 2 * args->B, args->T);
+    int *order = xmalloc((size_t)data->count * sizeof(int)), order_epoch = -1;
+    while (st->step < args->steps) {
+        int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
+        if (epoch != order_epoch) epoch_order(order, data->count, args->seed, order_epoch = epoch);
+        int B = data->count - first < args->B ? data->count - first : args->B;
+        int T = pairs_fill_batch(data, order + first, B, pad, run.inputs, run.targets, run.coefs);
+        PreferenceMetrics m;
+        StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, T, &m);
+        char extra[400];
+        snprintf(extra, sizeof extra,
+                 ", \"rewards/chosen\": %.7g, \"rewards/rejected\": %.7g, \"rewards/margins\": "
+                 "%.7g, \"rewards/accuracies\": %.7g, \"logps/chosen\": %.7g, \"logps/rejected\": "
+                 "%.7g, \"nll\": %.7g", m.reward_chosen, m.reward_rejected, m.margin,
+                 m.accuracy, m.logp_chosen, m.logp_rejected, m.nll_chosen);
+        if (run_after_step(model, st, args, &run, &r, 2 * (size_t)B * T, extra)) break;
+    }
+    run_close(model, st, args, &run);
+    free(order);
+}
+
 int cmd_dpo(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "policy.bin";
@@ -4684,28 +4712,7 @@ int cmd_dpo(int argc, char **argv) {
            data.dropped_empty, data.dropped_identical, data.truncated, args.T + 1, missing,
            data.count - missing, args.steps);
 
-    Run run;
-    if (run_open(&run, &args, &st, 2 * args.B)) { // a batch of B pairs is 2B rows
-        model_alloc_activations(&model, 2 * args.B, args.T);
-        int *order = xmalloc((size_t)data.count * sizeof(int)), order_epoch = -1;
-        while (st.step < args.steps) {
-            int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
-            if (epoch != order_epoch) epoch_order(order, data.count, args.seed, order_epoch = epoch);
-            int B = data.count - first < args.B ? data.count - first : args.B;
-            int T = pairs_fill_batch(&data, order + first, B, pad, run.inputs, run.targets, run.coefs);
-            PreferenceMetrics m;
-            StepResult r = dpo_step(&model, &st, &args, &run, &pref, &data, order + first, B, T, &m);
-            char extra[400];
-            snprintf(extra, sizeof extra,
-                     ", \"rewards/chosen\": %.7g, \"rewards/rejected\": %.7g, \"rewards/margins\": "
-                     "%.7g, \"rewards/accuracies\": %.7g, \"logps/chosen\": %.7g, \"logps/rejected\": "
-                     "%.7g, \"nll\": %.7g", m.reward_chosen, m.reward_rejected, m.margin,
-                     m.accuracy, m.logp_chosen, m.logp_rejected, m.nll_chosen);
-            if (run_after_step(&model, &st, &args, &run, &r, 2 * (size_t)B * T, extra)) break;
-        }
-        run_close(&model, &st, &args, &run);
-        free(order);
-    }
+    dpo_train(&model, &st, &args, &pref, &data, pad);
     pairs_free(&data);
     tok_free(tok);
     model_free(&model);
