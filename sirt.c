@@ -17,8 +17,9 @@
 //  11. Generation ............ KV-cache decoding, the sampler, batched generation
 //  12. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
 //  13. Preference training ... `./sirt dpo`: DPO, cDPO, IPO and RPO against a frozen reference
-//  14. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  15. Main .................. command dispatch
+//  14. Self-refinement ....... `./sirt refine`: phase 2, the student's own answers, scored
+//  15. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  16. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -4483,6 +4484,25 @@ static PreferenceMetrics preference_loss(const PreferenceSettings *p, int B, con
     return m;
 }
 
+// Appends a pair (d->pairs must have room), or drops and counts it; returns it or NULL.
+static Pair *pair_add(PairData *d, Tokenizer *tok, const char *prompt, const char *chosen,
+                      const char *rejected, int T) {
+    if (!chosen[0] || !rejected[0]) {
+        d->dropped_empty++;
+        return NULL;
+    }
+    if (!strcmp(chosen, rejected)) {
+        d->dropped_identical++;
+        return NULL;
+    }
+    Pair *p = &d->pairs[d->count++];
+    int cut = tokenize_example(tok, prompt, chosen, T + 1, &p->chosen);
+    cut |= tokenize_example(tok, prompt, rejected, T + 1, &p->rejected);
+    d->truncated += cut;
+    p->ref_chosen = p->ref_rejected = NAN;
+    return p;
+}
+
 // Reads a pairs file: {"prompt", "chosen", "rejected"} (+ optional reference log-probs).
 static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_size, int T) {
     check_tokenizer_fits(tok, vocab_size);
@@ -4493,21 +4513,10 @@ static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_
     for (int i = 0; i < f.count; i++) {
         const char *prompt = jsonl_string(&f, i, "prompt");
         const char *chosen = jsonl_string(&f, i, "chosen"), *rejected = jsonl_string(&f, i, "rejected");
-        if (!chosen[0] || !rejected[0]) {
-            d->dropped_empty++;
-            continue;
-        }
-        if (!strcmp(chosen, rejected)) {
-            d->dropped_identical++;
-            continue;
-        }
-        Pair *p = &d->pairs[d->count++];
-        int cut = tokenize_example(tok, prompt, chosen, T + 1, &p->chosen);
-        cut |= tokenize_example(tok, prompt, rejected, T + 1, &p->rejected);
-        d->truncated += cut;
+        Pair *p = pair_add(d, tok, prompt, chosen, rejected, T);
+        if (!p) continue;
         const JsonField *rc = json_get(&f.objects[i], "ref_chosen_logps");
         const JsonField *rr = json_get(&f.objects[i], "ref_rejected_logps");
-        p->ref_chosen = p->ref_rejected = NAN;
         if (!rc != !rr || (rc && (rc->type != JSON_NUMBER || rr->type != JSON_NUMBER)))
             die("%s:%d: ref_chosen_logps and ref_rejected_logps must both be numbers, or both "
                 "absent", f.path, f.line_numbers[i]);
@@ -4720,7 +4729,283 @@ int cmd_dpo(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 14. Benchmark
+// 14. Self-refinement (phase 2)
+// `./sirt refine`: the student answers the training questions itself, the ground truth scores
+// the answers, and DPO against a frozen reference (the phase-1 model) prefers the good ones.
+// Each round: sample K chain-of-thought answers per question (and, for cot-vs-plain, one
+// answer to the plain prompt) → score them → build pairs → the reference's log-probs → DPO →
+// greedy accuracy on --valid. The checkpoint with the best validation accuracy (the phase-1
+// model included) is kept.
+//   cot-vs-plain          the paper's DPO_CoT: a correct CoT answer (chosen) over the plain
+//                         answer (rejected), both under the CoT prompt
+//   correct-vs-incorrect  a correct over an incorrect CoT sample (Iterative RPO / DPO-ST);
+//                         questions whose samples are all right or all wrong give no pair
+// Identical texts are dropped, and each rule makes at most --max-pairs pairs per question.
+// =============================================================================================
+
+// Greedy accuracy of a model on items (their prompts and gold answers).
+static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, int n,
+                           const GenerateSettings *g) {
+    TokenSequence *prompts = xmalloc((size_t)n * sizeof(TokenSequence));
+    char **outs = xmalloc((size_t)n * sizeof(char *));
+    for (int i = 0; i < n; i++) prompts[i] = tokenize_prompt(tok, items[i].prompt);
+    GenerateSettings greedy = *g;
+    greedy.sampler.temperature = 0.0f;
+    generate(model, tok, prompts, n, &greedy, outs, 0);
+    long correct = 0;
+    for (int i = 0; i < n; i++) {
+        correct += answer_is_correct(outs[i], items[i].gold);
+        free(outs[i]);
+        free(prompts[i].ids);
+    }
+    free(prompts);
+    free(outs);
+    return correct;
+}
+
+// Completions of every item's prompt, k per item (sequence i*k + j is sample j of item i).
+static char **sample_items(Model *model, Tokenizer *tok, const Example *items, int n, int k,
+                           const GenerateSettings *g) {
+    TokenSequence *prompts = xmalloc((size_t)n * k * sizeof(TokenSequence));
+    for (int i = 0; i < n; i++) {
+        TokenSequence ids = tokenize_prompt(tok, items[i].prompt);
+        for (int j = 0; j < k; j++) prompts[(long)i * k + j] = ids;
+    }
+    char **outs = xmalloc((size_t)n * k * sizeof(char *));
+    generate(model, tok, prompts, (long)n * k, g, outs, 1);
+    for (int i = 0; i < n; i++) free(prompts[(long)i * k].ids);
+    free(prompts);
+    return outs;
+}
+
+typedef enum { PAIRS_COT_VS_PLAIN = 1, PAIRS_CORRECT_VS_INCORRECT = 2, PAIRS_BOTH = 3 } PairRule;
+
+// Builds the pairs of one round from the scored samples. cot[i*k + j] are the CoT samples of
+// question i, plain[i] its plain answer (NULL when the rule does not need it).
+static void build_pairs(PairData *d, Tokenizer *tok, const Example *items, int n, int k,
+                        char **cot, char **plain, PairRule rule, int max_pairs, int T) {
+    d->pairs = xmalloc(((size_t)n * 2 * max_pairs + 1) * sizeof(Pair));
+    for (int i = 0; i < n; i++) {
+        char **mine = cot + (long)i * k;
+        int made_plain = 0, made_mixed = 0, next_wrong = 0;
+        for (int j = 0; j < k; j++) {
+            if (!answer_is_correct(mine[j], items[i].gold)) continue;
+            int duplicate = 0; // one pair per distinct correct text
+            for (int m = 0; m < j; m++) duplicate |= !strcmp(mine[m], mine[j]);
+            if (duplicate) continue;
+            if ((rule & PAIRS_COT_VS_PLAIN) && made_plain < max_pairs &&
+                pair_add(d, tok, items[i].prompt, mine[j], plain[i], T))
+                made_plain++;
+            if (rule & PAIRS_CORRECT_VS_INCORRECT)
+                while (made_mixed < max_pairs && next_wrong < k) {
+                    const char *w = mine[next_wrong++];
+                    if (!answer_is_correct(w, items[i].gold)) {
+                        if (pair_add(d, tok, items[i].prompt, mine[j], w, T)) made_mixed++;
+                        break;
+                    }
+                }
+        }
+    }
+}
+
+// Writes the pairs of a round in TRL's format, with the reference log-probs.
+static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
+    SafeFile sf;
+    safe_open(&sf, path);
+    for (int i = 0; i < d->count; i++) {
+        const Pair *p = &d->pairs[i];
+        TokBytes prompt = {0}, chosen = {0}, rejected = {0};
+        int pl = p->chosen.prompt_length, eot = 1; // the completions end with end-of-text
+        tok_decode(tok, p->chosen.ids, pl, &prompt);
+        tok_decode(tok, p->chosen.ids + pl, p->chosen.length - pl - eot, &chosen);
+        tok_decode(tok, p->rejected.ids + pl, p->rejected.length - pl - eot, &rejected);
+        fputs("{\"prompt\": ", sf.file);
+        json_write_string(sf.file, prompt.data ? prompt.data : "", prompt.len);
+        fputs(", \"chosen\": ", sf.file);
+        json_write_string(sf.file, chosen.data ? chosen.data : "", chosen.len);
+        fputs(", \"rejected\": ", sf.file);
+        json_write_string(sf.file, rejected.data ? rejected.data : "", rejected.len);
+        fprintf(sf.file, ", \"ref_chosen_logps\": %.9g, \"ref_rejected_logps\": %.9g}\n",
+                p->ref_chosen, p->ref_rejected);
+        tok_bytes_free(&prompt);
+        tok_bytes_free(&chosen);
+        tok_bytes_free(&rejected);
+    }
+    safe_commit(&sf);
+}
+
+// "refined.bin", 2, ".bin" -> "refined.round2.bin"
+static void round_path(char *out, size_t size, const char *base, int round, const char *suffix) {
+    size_t n = strlen(base), k = strlen(suffix);
+    int has = n > k && !strcmp(base + n - k, suffix);
+    if ((size_t)snprintf(out, size, "%.*s.round%d%s", (int)(has ? n - k : n), base, round,
+                         has ? suffix : "") >= size)
+        die("path too long: %s", base);
+}
+
+static void copy_params(Model *dst, const Model *src) {
+    size_t bytes = src->num_parameters * sizeof(float);
+    float *host = xmalloc(bytes);
+    dev_to_host(host, src->params_memory, bytes);
+    dev_to_device(dst->params_memory, host, bytes);
+    free(host);
+}
+
+int cmd_refine(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    args.out = "refined.bin";
+    args.B = 8;
+    args.T = 256;
+    args.lr = 1e-5f;
+    const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep_pairs = NULL;
+    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0;
+    PairRule rule = PAIRS_COT_VS_PLAIN;
+    PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
+    GenerateSettings g = GENERATE_DEFAULTS;
+    for (int i = 0; i < argc; i++) {
+        if (parse_train_flag(&args, argc, argv, &i)) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--keep-pairs")) keep_pairs = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(f, "--rounds")) rounds = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(f, "--max-pairs")) max_pairs = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(f, "--temperature")) g.sampler.temperature = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--max-new")) g.max_new = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(f, "--gen-batch")) g.batch = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
+        else if (!strcmp(f, "--beta")) pref.beta = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--label-smoothing")) pref.label_smoothing = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--rpo-alpha")) pref.rpo_alpha = parse_float(f, flag_value(argc, argv, &i));
+        else if (!strcmp(f, "--loss")) {
+            const char *name = flag_value(argc, argv, &i);
+            pref.loss = !strcmp(name, "ipo") ? LOSS_IPO : !strcmp(name, "cdpo") ? LOSS_CDPO : LOSS_DPO;
+            if (strcmp(name, "ipo") && strcmp(name, "cdpo") && strcmp(name, "dpo"))
+                die("--loss must be dpo, cdpo or ipo, got '%s'", name);
+        } else if (!strcmp(f, "--ref")) {
+            const char *which = flag_value(argc, argv, &i);
+            if (!strcmp(which, "previous")) ref_previous = 1;
+            else if (strcmp(which, "initial")) die("--ref must be initial or previous, got '%s'", which);
+        } else if (!strcmp(f, "--pairs")) {
+            const char *name = flag_value(argc, argv, &i);
+            if (!strcmp(name, "cot-vs-plain")) rule = PAIRS_COT_VS_PLAIN;
+            else if (!strcmp(name, "correct-vs-incorrect")) rule = PAIRS_CORRECT_VS_INCORRECT;
+            else if (!strcmp(name, "both")) rule = PAIRS_BOTH;
+            else die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", name);
+        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt refine --model SFT.bin --tokenizer PATH --data train.jsonl "
+                   "[--valid valid.jsonl]\n  [--pairs cot-vs-plain|correct-vs-incorrect|both] "
+                   "[--samples 4] [--temperature 0.8] [--rounds 1]\n  [--ref initial|previous] "
+                   "[--max-pairs 1] [--max-new 256] [--gen-batch 64] [--keep-pairs DIR]\n"
+                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0] "
+                   "[--epochs 1] [--steps N]\n  [--batch 8] [--seq 256] [--lr 1e-5] [--out "
+                   "refined.bin] (+ --wd --clip --schedule --warmup --seed --log --threads)\n");
+            return 0;
+        } else die("refine: unknown flag '%s' (see ./sirt refine --help)", f);
+    }
+    if (!args.init || !tokenizer || !data_path) die("refine: --model, --tokenizer and --data are required");
+    if (args.resume) die("refine: --resume is not supported (each round is short; rerun it)");
+    if (!(pref.beta > 0)) die("--beta must be positive");
+    if (pref.label_smoothing > 0 && pref.loss == LOSS_DPO) pref.loss = LOSS_CDPO;
+    steps = args.steps;
+    g.seed = args.seed;
+    check_writable(args.out);
+
+    Model policy, ref;
+    model_load(&policy, args.init);
+    model_load(&ref, args.init); // the frozen reference: the phase-1 model
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    check_tokenizer_fits(tok, policy.config.V);
+    int pad = tok_eot(tok);
+    TemplateOptions cot_template = {TEMPLATE_COT, 0}, plain_template = {TEMPLATE_PLAIN, 0};
+    Example *items, *plain_items = NULL, *valid = NULL;
+    int n, n_valid = 0;
+    examples_load(data_path, &cot_template, &items, &n);
+    for (int i = 0; i < n; i++)
+        if (!items[i].gold) die("%s: item %d has no gold answer (refine needs question/answer items)", data_path, i + 1);
+    if (rule & PAIRS_COT_VS_PLAIN) examples_load(data_path, &plain_template, &plain_items, &n);
+    if (valid_path) examples_load(valid_path, &cot_template, &valid, &n_valid);
+    print_model(&policy);
+
+    double best = -1.0;
+    if (valid) {
+        best = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
+        printf("round 0 (the phase-1 model): validation accuracy %.2f%%\n", 100 * best);
+    }
+    model_save(&policy, args.out); // the best so far
+    for (int round = 1; round <= rounds; round++) {
+        printf("round %d: sampling %d chain-of-thought answers for %d questions\n", round, k, n);
+        char **cot = sample_items(&policy, tok, items, n, k, &g), **plain = NULL;
+        long correct_samples = 0;
+        for (long j = 0; j < (long)n * k; j++) correct_samples += answer_is_correct(cot[j], items[j / k].gold);
+        if (plain_items) {
+            printf("round %d: one answer to the plain prompt per question\n", round);
+            plain = sample_items(&policy, tok, plain_items, n, 1, &g);
+        }
+        PairData pairs = {0};
+        build_pairs(&pairs, tok, items, n, k, cot, plain, rule, max_pairs, args.T);
+        printf("round %d: %.1f%% of the samples are correct; %d pairs (dropped: %d empty, %d "
+               "identical; %d cut)\n", round, 100.0 * correct_samples / ((long)n * k), pairs.count,
+               pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
+        for (long j = 0; j < (long)n * k; j++) free(cot[j]);
+        for (int i = 0; plain && i < n; i++) free(plain[i]);
+        free(cot);
+        free(plain);
+        if (pairs.count == 0) {
+            printf("round %d: no pairs, nothing to learn; stopping\n", round);
+            free(pairs.pairs);
+            break;
+        }
+        compute_reference_logps(&ref, &pairs, args.B, pad);
+        if (keep_pairs) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/pairs_round%d.jsonl", keep_pairs, round);
+            write_pairs(path, &pairs, tok);
+            printf("round %d: pairs written to %s\n", round, path);
+        }
+        // DPO on this round's pairs, from a fresh optimizer
+        char out[4200], log[4200];
+        TrainArgs round_args = args;
+        round_path(out, sizeof out, args.out, round, ".bin");
+        round_args.out = out;
+        if (args.log) {
+            round_path(log, sizeof log, args.log, round, ".jsonl");
+            round_args.log = log;
+        }
+        round_args.steps = steps ? steps : epochs * ((pairs.count + args.B - 1) / args.B);
+        if (policy.m_memory) {
+            dev_zero(policy.m_memory, policy.num_parameters);
+            dev_zero(policy.v_memory, policy.num_parameters);
+        }
+        TrainState st = {0, args.seed, rng_seeded(args.seed), args.B, args.T, 1, INFINITY};
+        dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
+        pairs_free(&pairs);
+        if (valid) {
+            double acc = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
+            printf("round %d: validation accuracy %.2f%%%s\n", round, 100 * acc,
+                   acc > best ? " (best so far: kept)" : "");
+            if (acc > best) {
+                best = acc;
+                model_save(&policy, args.out);
+            }
+        } else model_save(&policy, args.out); // without validation the last round is kept
+        if (ref_previous) copy_params(&ref, &policy);
+    }
+    if (valid) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    examples_free(items, n);
+    if (plain_items) examples_free(plain_items, n);
+    if (valid) examples_free(valid, n_valid);
+    tok_free(tok);
+    model_free(&policy);
+    model_free(&ref);
+    return 0;
+}
+
+// =============================================================================================
+// 15. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -4916,7 +5201,7 @@ int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 15. Main
+// 16. Main
 // =============================================================================================
 void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
@@ -4927,6 +5212,7 @@ void usage(void) {
            "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
            "  ./sirt eval ...    accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)\n"
            "  ./sirt dpo ...     preference training (dpo, cdpo, ipo, rpo) against a reference\n"
+           "  ./sirt refine ...  phase 2: sample, score, pair and DPO, in rounds\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
            "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
            "                     train a byte-level BPE tokenizer\n"
@@ -4948,6 +5234,7 @@ int main(int argc, char **argv) {
     if (!strcmp(command, "sample")) return cmd_sample(argc - 2, argv + 2);
     if (!strcmp(command, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(command, "dpo")) return cmd_dpo(argc - 2, argv + 2);
+    if (!strcmp(command, "refine")) return cmd_refine(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);

@@ -143,6 +143,12 @@ expect_error "dpo: malformed pairs line names file and line" "badpairs.jsonl:2:"
 printf '{"prompt": "p", "chosen": "a"}\n' >"$work/badpairs.jsonl"
 expect_error "dpo: missing field" 'badpairs.jsonl:1: missing field "rejected"' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 
+head -20 "$work/math_train.jsonl" >"$work/twenty.jsonl"
+expect "refine: a round end to end (sample, score, pair, DPO, validate)" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --valid "$work/five.jsonl" --pairs both --samples 2 --max-new 60 --rounds 1 --batch 4 --seq 200 --out "$work/refined.bin" --keep-pairs "$work"
+if grep -q "round 0 (the phase-1 model): validation accuracy" "$work/out.txt" && grep -q "round 1: .* pairs" "$work/out.txt" && [ -f "$work/refined.bin" ]; then
+    ok "refine: $(grep 'round 1: .* pairs' "$work/out.txt")"
+else bad "refine output incomplete"; tail -5 "$work/out.txt"; fi
+
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
 if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then

@@ -147,7 +147,45 @@ static void test_gradients_through_model(void) {
     model_free(&model);
 }
 
+// Pair rules of refine on hand-made samples: three questions, three CoT samples each.
+static void test_build_pairs(void) {
+    const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
+    size_t len = strlen(text);
+    char err[256];
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, err, sizeof err);
+    Example items[3] = {{"Q1 ", NULL, "8"}, {"Q2 ", NULL, "5"}, {"Q3 ", NULL, "3"}};
+    char *cot[9] = {"The answer is 8.", "The answer is 7.", "The answer is 8.", // 1 distinct right
+                    "The answer is 1.", "The answer is 2.", "The answer is 4.", // all wrong
+                    "The answer is 3.", "So the answer is 3.", "Yes: the answer is 3."}; // all right
+    char *plain[3] = {"The answer is 8.", "The answer is 4.", "The answer is 1."};
+    int expected[3][3] = {{1, 1, 0}, {1, 0, 1}, {2, 1, 1}}; // rule: count, identical, first is plain?
+    PairRule rules[3] = {PAIRS_COT_VS_PLAIN, PAIRS_CORRECT_VS_INCORRECT, PAIRS_BOTH};
+    const char *names[3] = {"cot-vs-plain", "correct-vs-incorrect", "both"};
+    for (int r = 0; r < 3; r++) {
+        PairData d = {0};
+        build_pairs(&d, tok, items, 3, 3, cot, plain, rules[r], 1, 64);
+        int ok = d.count == expected[r][0] && d.dropped_identical == expected[r][1];
+        TokBytes chosen = {0}, rejected = {0};
+        if (d.count) {
+            const Pair *p = &d.pairs[0];
+            int pl = p->chosen.prompt_length;
+            tok_decode(tok, p->chosen.ids + pl, p->chosen.length - pl - 1, &chosen);
+            tok_decode(tok, p->rejected.ids + pl, p->rejected.length - pl - 1, &rejected);
+            const char *gold = r == 0 ? "3" : "8"; // the first pair's question
+            ok &= answer_is_correct(chosen.data, gold) && !answer_is_correct(rejected.data, gold);
+        }
+        check(ok, "refine pairs, %s: %d pairs (want %d), %d identical dropped (want %d); first: "
+              "\"%s\" over \"%s\"", names[r], d.count, expected[r][0], d.dropped_identical,
+              expected[r][1], chosen.data ? chosen.data : "", rejected.data ? rejected.data : "");
+        tok_bytes_free(&chosen);
+        tok_bytes_free(&rejected);
+        pairs_free(&d);
+    }
+    tok_free(tok);
+}
+
 int main(void) {
+    test_build_pairs();
     test_losses_by_hand();
     test_policy_equals_reference();
     test_gradients_through_model();
