@@ -4118,6 +4118,21 @@ static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
     return (TokenSequence){ids.data, (int)ids.len, (int)ids.len};
 }
 
+// Completions of every item's prompt, k per item (sequence i*k + j is sample j of item i).
+static char **sample_items(Model *model, Tokenizer *tok, const Example *items, int n, int k,
+                           const GenerateSettings *g) {
+    TokenSequence *prompts = xcalloc((size_t)n * k, sizeof(TokenSequence));
+    for (int i = 0; i < n; i++) {
+        TokenSequence ids = tokenize_prompt(tok, items[i].prompt);
+        for (int j = 0; j < k; j++) prompts[(long)i * k + j] = ids;
+    }
+    char **outs = xmalloc((size_t)n * k * sizeof(char *));
+    generate(model, tok, prompts, (long)n * k, g, outs, 1);
+    for (int i = 0; i < n; i++) free(prompts[(long)i * k].ids);
+    free(prompts);
+    return outs;
+}
+
 // The flags of generation, shared by sample and eval.
 static int parse_generate_flag(GenerateSettings *g, int argc, char **argv, int *i) {
     const char *f = argv[*i];
@@ -4308,32 +4323,25 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n; i++)
         if (!items[i].gold) die("%s: item %d has no gold answer (eval needs question/answer items)", data, i + 1);
 
-    char **greedy = xmalloc(n * sizeof(char *)), **samples = NULL;
+    char **greedy = NULL, **samples = NULL;
     Model model;
     Tokenizer *tok = NULL;
     if (teacher) { // the demonstrations themselves, as the student would see them
+        greedy = xmalloc(n * sizeof(char *));
         for (int i = 0; i < n; i++) greedy[i] = json_strndup(items[i].completion, strlen(items[i].completion));
         k = 0;
     } else {
         model_load(&model, model_path);
         tok = load_tokenizer(tokenizer);
         check_tokenizer_fits(tok, model.config.V);
-        TokenSequence *prompts = xcalloc(n, sizeof(TokenSequence));
-        for (int i = 0; i < n; i++) prompts[i] = tokenize_prompt(tok, items[i].prompt);
         GenerateSettings greedy_settings = g;
         greedy_settings.sampler.temperature = 0.0f;
         printf("greedy decoding of %d items\n", n);
-        generate(&model, tok, prompts, n, &greedy_settings, greedy, 1);
+        greedy = sample_items(&model, tok, items, n, 1, &greedy_settings);
         if (k > 0) {
-            TokenSequence *repeated = xmalloc((size_t)n * k * sizeof(TokenSequence));
-            for (long j = 0; j < (long)n * k; j++) repeated[j] = prompts[j / k];
-            samples = xmalloc((size_t)n * k * sizeof(char *));
             printf("sampling %d per item at temperature %.2f\n", k, g.sampler.temperature);
-            generate(&model, tok, repeated, (long)n * k, &g, samples, 1);
-            free(repeated);
+            samples = sample_items(&model, tok, items, n, k, &g);
         }
-        for (int i = 0; i < n; i++) free(prompts[i].ids);
-        free(prompts);
     }
 
     EvalResult r = {n, 0, 0, 0, k};
@@ -4746,36 +4754,16 @@ int cmd_dpo(int argc, char **argv) {
 // Greedy accuracy of a model on items (their prompts and gold answers).
 static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, int n,
                            const GenerateSettings *g) {
-    TokenSequence *prompts = xmalloc((size_t)n * sizeof(TokenSequence));
-    char **outs = xmalloc((size_t)n * sizeof(char *));
-    for (int i = 0; i < n; i++) prompts[i] = tokenize_prompt(tok, items[i].prompt);
     GenerateSettings greedy = *g;
     greedy.sampler.temperature = 0.0f;
-    generate(model, tok, prompts, n, &greedy, outs, 0);
+    char **outs = sample_items(model, tok, items, n, 1, &greedy);
     long correct = 0;
     for (int i = 0; i < n; i++) {
         correct += answer_is_correct(outs[i], items[i].gold);
         free(outs[i]);
-        free(prompts[i].ids);
     }
-    free(prompts);
     free(outs);
     return correct;
-}
-
-// Completions of every item's prompt, k per item (sequence i*k + j is sample j of item i).
-static char **sample_items(Model *model, Tokenizer *tok, const Example *items, int n, int k,
-                           const GenerateSettings *g) {
-    TokenSequence *prompts = xmalloc((size_t)n * k * sizeof(TokenSequence));
-    for (int i = 0; i < n; i++) {
-        TokenSequence ids = tokenize_prompt(tok, items[i].prompt);
-        for (int j = 0; j < k; j++) prompts[(long)i * k + j] = ids;
-    }
-    char **outs = xmalloc((size_t)n * k * sizeof(char *));
-    generate(model, tok, prompts, (long)n * k, g, outs, 1);
-    for (int i = 0; i < n; i++) free(prompts[(long)i * k].ids);
-    free(prompts);
-    return outs;
 }
 
 typedef enum { PAIRS_COT_VS_PLAIN = 1, PAIRS_CORRECT_VS_INCORRECT = 2, PAIRS_BOTH = 3 } PairRule;
