@@ -18,8 +18,9 @@
 //  12. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
 //  13. Preference training ... `./sirt dpo`: DPO, cDPO, IPO and RPO against a frozen reference
 //  14. Self-refinement ....... `./sirt refine`: phase 2, the student's own answers, scored
-//  15. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  16. Main .................. command dispatch
+//  15. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
+//  16. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  17. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 2) is the
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -154,6 +156,20 @@ static void check_writable(const char *path) {
     if (!f) die("cannot write %s: %s", tmp, strerror(errno));
     fclose(f);
     remove(tmp);
+}
+
+// mkdir -p: creates a directory and its parents.
+static void mkdir_p(const char *path) {
+    char buf[1024];
+    if (strlen(path) >= sizeof buf) die("path too long: %s", path);
+    strcpy(buf, path);
+    for (char *p = buf + 1;; p++)
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("cannot create %s: %s", buf, strerror(errno));
+            if (!(*p = c)) break;
+        }
 }
 
 // Reads a whole file; returns NULL (and sets *bytes to 0) when it cannot be opened. The data is
@@ -4993,7 +5009,257 @@ int cmd_refine(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 15. Benchmark
+// 15. The reproduction: `./sirt reproduce`, and `./sirt` with no arguments
+// The whole method on the built-in task, from nothing: generate the data → train the tokenizer →
+// phase 1 (SFT on the teacher's demonstrations) → evaluate → phase 2 (refine) → evaluate. It
+// writes runs/NAME/ (data, tokenizer, checkpoints, logs, pairs, results.json, results.svg) and
+// prints the table of the paper: rows teacher, SFT, SFT + self-refine; columns the in-domain
+// test, test-ood and test-long splits of each task family, with 95% intervals.
+// Every step is one of the commands above, run with the arguments it would get on a terminal.
+// =============================================================================================
+
+typedef int (*CommandFn)(int argc, char **argv);
+
+// Runs a command with a NULL-terminated list of arguments (after the command's name).
+static void run_command(CommandFn fn, const char *first, ...) {
+    char *args[64];
+    int n = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *)) {
+        if (n == 64) die("too many arguments");
+        args[n++] = (char *)a;
+    }
+    va_end(ap);
+    if (fn(n, args) != 0) die("a step of the reproduction failed");
+}
+
+static void join_files(const char *out, const char *a, const char *b) {
+    SafeFile sf;
+    safe_open(&sf, out);
+    const char *paths[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        size_t bytes;
+        unsigned char *data = read_whole_file(paths[i], &bytes);
+        if (!data) die("cannot open %s", paths[i]);
+        safe_write(&sf, data, bytes);
+        free(data);
+    }
+    safe_commit(&sf);
+}
+
+#define REPRO_FAMILIES 2
+#define REPRO_SPLITS 3
+#define REPRO_ROWS 3
+static const char *const REPRO_SPLIT_NAMES[REPRO_SPLITS] = {"test", "test-ood", "test-long"};
+static const char *const REPRO_ROW_NAMES[REPRO_ROWS] = {"teacher", "SFT", "SFT + self-refine"};
+
+typedef struct {
+    long correct, n;
+} Score;
+
+// Accuracy of a model (or, with model_path NULL, of the data's own demonstrations).
+static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
+                        const GenerateSettings *g) {
+    TemplateOptions cot = {TEMPLATE_COT, 0};
+    Example *items;
+    int n;
+    examples_load(data, &cot, &items, &n);
+    Score s = {0, n};
+    if (!model_path) {
+        for (int i = 0; i < n; i++) s.correct += answer_is_correct(items[i].completion, items[i].gold);
+    } else {
+        Model model;
+        model_load(&model, model_path);
+        s.correct = greedy_correct(&model, tok, items, n, g);
+        model_free(&model);
+    }
+    examples_free(items, n);
+    return s;
+}
+
+// results.svg: grouped bars (teacher, SFT, refined) per family and split, with 95% intervals.
+static void write_svg(const char *path, Score scores[REPRO_ROWS][REPRO_FAMILIES][REPRO_SPLITS]) {
+    const char *colors[REPRO_ROWS] = {"#999999", "#4c72b0", "#dd8452"};
+    int groups = REPRO_FAMILIES * REPRO_SPLITS, W = 120 * groups + 120, H = 360, top = 40, base = 300;
+    SafeFile sf;
+    safe_open(&sf, path);
+    FILE *f = sf.file;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+               "fill=\"white\"/>\n<text x=\"60\" y=\"22\" font-size=\"15\">Accuracy on the built-in "
+               "task (95%% intervals)</text>\n", W, H);
+    for (int p = 0; p <= 100; p += 25) {
+        double y = base - (base - top) * p / 100.0;
+        fprintf(f, "<line x1=\"55\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"50\" "
+                   "y=\"%.1f\" text-anchor=\"end\">%d%%</text>\n", W - 60, y, y, y + 4, p);
+    }
+    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+        for (int sp = 0; sp < REPRO_SPLITS; sp++) {
+            int gx = 70 + 120 * (fam * REPRO_SPLITS + sp);
+            for (int r = 0; r < REPRO_ROWS; r++) {
+                Score s = scores[r][fam][sp];
+                if (!s.n) continue;
+                double acc = (double)s.correct / s.n;
+                Interval ci = wilson_interval(s.correct, s.n);
+                double x = gx + 30 * r, y = base - (base - top) * acc;
+                fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"26\" height=\"%.1f\" fill=\"%s\"/>\n",
+                        x, y, base - y, colors[r]);
+                fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
+                        x + 13, x + 13, base - (base - top) * ci.low, base - (base - top) * ci.high);
+            }
+            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text><text x=\"%d\" "
+                       "y=\"%d\" text-anchor=\"middle\">%s</text>\n", gx + 43, base + 18,
+                    task_family_names[fam], gx + 43, base + 33, REPRO_SPLIT_NAMES[sp]);
+        }
+    for (int r = 0; r < REPRO_ROWS; r++)
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
+                   "y=\"%d\">%s</text>\n", 70 + 170 * r, H - 14, colors[r], 88 + 170 * r, H - 3,
+                REPRO_ROW_NAMES[r]);
+    fputs("</svg>\n", f);
+    safe_commit(&sf);
+}
+
+int cmd_reproduce(int argc, char **argv) {
+    const char *name = NULL;
+    int quick = 0, n_train = 3000, epochs = 3, refine_n = 400;
+    long seed = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--name")) name = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--quick")) quick = 1;
+        else if (!strcmp(f, "--seed")) seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL);
+        else if (!strcmp(f, "--train")) n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000);
+        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            printf("usage: ./sirt reproduce [--name NAME] [--seed 1] [--train 3000] [--epochs 3] "
+                   "[--quick]\n  (./sirt with no arguments runs it with the defaults)\n");
+            return 0;
+        } else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
+    }
+    if (quick) n_train = 60, epochs = 1, refine_n = 20;
+    if (!name) name = quick ? "quick" : "default";
+    char dir[1024], path[1200], a[1200], b[1200], seedtxt[32], ntxt[32], eptxt[32];
+    snprintf(dir, sizeof dir, "runs/%s", name);
+    mkdir_p(dir);
+    snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
+    const char *test_n = quick ? "30" : "1000", *valid_n = quick ? "20" : "200";
+    double start = now_seconds();
+
+    printf("== 1. data: the built-in task, seed %ld, in %s/\n", seed, dir);
+    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+        for (int sp = 0; sp < TASK_NUM_SPLITS; sp++) {
+            const char *split = task_split_names[sp];
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[fam], split);
+            snprintf(ntxt, sizeof ntxt, "%d", sp == TASK_SPLIT_TRAIN ? n_train
+                                              : sp == TASK_SPLIT_VALID ? atoi(valid_n) : atoi(test_n));
+            run_command(cmd_data, "--task", task_family_names[fam], "--split", split, "--n", ntxt,
+                        "--seed", seedtxt, "--out", path, NULL);
+        }
+    char train[1200], valid[1200], tokfile[1200], sft[1200], refined[1200], pairs_dir[1200];
+    snprintf(a, sizeof a, "%s/math_train.jsonl", dir);
+    snprintf(b, sizeof b, "%s/choice_train.jsonl", dir);
+    snprintf(train, sizeof train, "%s/train.jsonl", dir);
+    join_files(train, a, b);
+    snprintf(a, sizeof a, "%s/math_valid.jsonl", dir);
+    snprintf(b, sizeof b, "%s/choice_valid.jsonl", dir);
+    snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
+    join_files(valid, a, b);
+
+    printf("== 2. tokenizer\n");
+    snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
+    run_command(cmd_tokenizer, "--train", train, "--vocab", "512", "--out", tokfile, NULL);
+
+    printf("== 3. phase 1: SFT on the teacher's demonstrations\n");
+    snprintf(sft, sizeof sft, "%s/sft.bin", dir);
+    snprintf(path, sizeof path, "%s/sft_metrics.jsonl", dir);
+    snprintf(eptxt, sizeof eptxt, "%d", epochs);
+    run_command(cmd_sft, "--config", quick ? "2,2,32,256,512" : "4,4,128,256,512", "--tokenizer",
+                tokfile, "--data", train, "--valid", valid, "--epochs", eptxt, "--batch", "16",
+                "--seq", "256", "--lr", "3e-3", "--warmup", "20", "--seed", seedtxt, "--log", path,
+                "--out", sft, NULL);
+    char sft_best[1200];
+    best_path(sft_best, sizeof sft_best, sft);
+
+    printf("== 4. phase 2: self-refinement\n");
+    snprintf(a, sizeof a, "%s/refine_train.jsonl", dir);
+    { // refine on the first questions of each family's training set
+        SafeFile sf;
+        safe_open(&sf, a);
+        for (int fam = 0; fam < REPRO_FAMILIES; fam++) {
+            snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, task_family_names[fam]);
+            size_t bytes;
+            char *data = (char *)read_whole_file(path, &bytes);
+            if (!data) die("cannot open %s", path);
+            size_t end = 0;
+            for (int lines = 0; end < bytes && lines < refine_n; lines++) {
+                char *nl = memchr(data + end, '\n', bytes - end);
+                end = nl ? (size_t)(nl - data) + 1 : bytes;
+            }
+            safe_write(&sf, data, end);
+            free(data);
+        }
+        safe_commit(&sf);
+    }
+    snprintf(refined, sizeof refined, "%s/refined.bin", dir);
+    snprintf(pairs_dir, sizeof pairs_dir, "%s", dir);
+    snprintf(path, sizeof path, "%s/dpo_metrics.jsonl", dir);
+    run_command(cmd_refine, "--model", sft_best, "--tokenizer", tokfile, "--data", a, "--valid",
+                valid, "--pairs", "cot-vs-plain", "--samples", "4", "--max-new", "160",
+                "--rounds", "1", "--batch", "8", "--seq", "256", "--lr", "1e-5", "--seed", seedtxt,
+                "--keep-pairs", pairs_dir, "--log", path, "--out", refined, NULL);
+
+    printf("== 5. evaluation\n");
+    Tokenizer *tok = load_tokenizer(tokfile);
+    GenerateSettings g = GENERATE_DEFAULTS;
+    g.max_new = 160;
+    Score scores[REPRO_ROWS][REPRO_FAMILIES][REPRO_SPLITS];
+    const char *models[REPRO_ROWS] = {NULL, sft_best, refined};
+    for (int r = 0; r < REPRO_ROWS; r++)
+        for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+            for (int sp = 0; sp < REPRO_SPLITS; sp++) {
+                snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[fam],
+                         REPRO_SPLIT_NAMES[sp]);
+                scores[r][fam][sp] = score_file(models[r], tok, path, &g);
+            }
+    tok_free(tok);
+
+    // the table, results.json and results.svg
+    printf("\n%-20s", "accuracy (%)");
+    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+        for (int sp = 0; sp < REPRO_SPLITS; sp++)
+            printf(" %7s %-10s", task_family_names[fam], REPRO_SPLIT_NAMES[sp]);
+    printf("\n");
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    SafeFile sf;
+    safe_open(&sf, path);
+    fprintf(sf.file, "{\"seed\": %ld, \"train_items_per_family\": %d, \"results\": [", seed, n_train);
+    int first = 1;
+    for (int r = 0; r < REPRO_ROWS; r++) {
+        printf("%-20s", REPRO_ROW_NAMES[r]);
+        for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+            for (int sp = 0; sp < REPRO_SPLITS; sp++) {
+                Score s = scores[r][fam][sp];
+                Interval ci = wilson_interval(s.correct, s.n);
+                printf(" %5.1f [%4.1f,%5.1f]", 100.0 * s.correct / s.n, 100 * ci.low, 100 * ci.high);
+                fprintf(sf.file, "%s\n  {\"model\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
+                                 "\"correct\": %ld, \"n\": %ld, \"accuracy\": %.6f, \"ci95\": [%.6f, %.6f]}",
+                        first ? "" : ",", REPRO_ROW_NAMES[r], task_family_names[fam],
+                        REPRO_SPLIT_NAMES[sp], s.correct, s.n, (double)s.correct / s.n, ci.low, ci.high);
+                first = 0;
+            }
+        printf("\n");
+    }
+    fputs("\n]}\n", sf.file);
+    safe_commit(&sf);
+    snprintf(path, sizeof path, "%s/results.svg", dir);
+    write_svg(path, scores);
+    printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
+    return 0;
+}
+
+// =============================================================================================
+// 16. Benchmark
 // `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
@@ -5189,11 +5455,12 @@ int cmd_bench(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 16. Main
+// 17. Main
 // =============================================================================================
 void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
            "commands:\n"
+           "  ./sirt             the reproduction on the built-in task (= ./sirt reproduce)\n"
            "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
            "  ./sirt data ...    generate the built-in task (math or choice) as JSONL\n"
            "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
@@ -5211,10 +5478,7 @@ void usage(void) {
 
 #ifndef SIRT_NO_MAIN
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage();
-        return 0;
-    }
+    if (argc < 2) return cmd_reproduce(0, argv + 1); // the main job
     const char *command = argv[1];
     if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(command, "sft")) return cmd_sft(argc - 2, argv + 2);
@@ -5223,6 +5487,7 @@ int main(int argc, char **argv) {
     if (!strcmp(command, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(command, "dpo")) return cmd_dpo(argc - 2, argv + 2);
     if (!strcmp(command, "refine")) return cmd_refine(argc - 2, argv + 2);
+    if (!strcmp(command, "reproduce")) return cmd_reproduce(argc - 2, argv + 2);
     if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);

@@ -149,6 +149,17 @@ if grep -q "round 0 (the phase-1 model): validation accuracy" "$work/out.txt" &&
     ok "refine: $(grep 'round 1: .* pairs' "$work/out.txt")"
 else bad "refine output incomplete"; tail -5 "$work/out.txt"; fi
 
+# the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
+    missing=""
+    for f in results.json results.svg sft.bin sft.best.bin refined.bin tokenizer.bin sft_metrics.jsonl math_test.jsonl choice_test-ood.jsonl; do
+        [ -s "$work/runs/quick/$f" ] || missing="$missing $f"
+    done
+    if [ -z "$missing" ] && grep -q "^SFT + self-refine" "$work/repro.txt" && grep -q '"model": "teacher", "family": "math", "split": "test", "correct": 30, "n": 30' "$work/runs/quick/results.json"; then
+        ok "reproduce --quick runs end to end: table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
+    else bad "reproduce --quick: missing$missing"; fi
+else bad "reproduce --quick failed"; tail -5 "$work/repro.txt"; fi
+
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
 if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
