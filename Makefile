@@ -64,4 +64,7 @@ test: all tests
 clean:
 	rm -f sirt sirt_cuda *.o $(TESTS)
 
+# the objects of the GPU build are intermediate: make removes them once ./sirt_cuda is linked
+.INTERMEDIATE: kernels.o sirt_cuda.o
+
 .PHONY: all tests test clean cuda

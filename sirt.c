@@ -878,7 +878,7 @@ static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) 
     return *ptrs;
 }
 
-// Carves one allocation into the named tensors; returns the number of floats it holds.
+// Carves one allocation of `total` floats into the named tensors; returns the allocation.
 static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
                            size_t total) {
     float *memory = dev_alloc(total);
