@@ -4681,6 +4681,31 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
     free(order);
 }
 
+// The flags of the preference losses, shared by dpo and refine.
+static int parse_preference_flag(PreferenceSettings *p, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    if (!strcmp(f, "--beta")) p->beta = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--label-smoothing")) p->label_smoothing = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--rpo-alpha")) p->rpo_alpha = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--loss")) {
+        const char *name = flag_value(argc, argv, i);
+        if (!strcmp(name, "dpo")) p->loss = LOSS_DPO;
+        else if (!strcmp(name, "cdpo")) p->loss = LOSS_CDPO;
+        else if (!strcmp(name, "ipo")) p->loss = LOSS_IPO;
+        else die("--loss must be dpo, cdpo or ipo, got '%s'", name);
+    } else return 0;
+    return 1;
+}
+
+// Checks the settings once all flags are read; a label smoothing with --loss dpo means cdpo, as
+// in TRL.
+static void check_preference(PreferenceSettings *p) {
+    if (!(p->beta > 0)) die("--beta must be positive");
+    if (p->label_smoothing < 0 || p->label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
+    if (p->label_smoothing > 0 && p->loss == LOSS_DPO) p->loss = LOSS_CDPO;
+    if (p->rpo_alpha < 0) die("--rpo-alpha must be >= 0");
+}
+
 int cmd_dpo(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "policy.bin";
@@ -4689,22 +4714,14 @@ int cmd_dpo(int argc, char **argv) {
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
     for (int i = 0; i < argc; i++) {
         if (parse_train_flag(&args, argc, argv, &i)) continue;
+        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
         const char *f = argv[i];
         if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--ref")) ref_path = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--pairs")) pairs_path = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--beta")) pref.beta = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--label-smoothing")) pref.label_smoothing = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--rpo-alpha")) pref.rpo_alpha = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--loss")) {
-            const char *name = flag_value(argc, argv, &i);
-            if (!strcmp(name, "dpo")) pref.loss = LOSS_DPO;
-            else if (!strcmp(name, "cdpo")) pref.loss = LOSS_CDPO;
-            else if (!strcmp(name, "ipo")) pref.loss = LOSS_IPO;
-            else die("--loss must be dpo, cdpo or ipo, got '%s'", name);
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             printf("usage: ./sirt dpo --model POLICY.bin --ref REF.bin --tokenizer PATH --pairs pairs.jsonl\n"
                    "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0]\n"
                    "  [--steps N | --epochs E]\n%s", TRAIN_FLAGS_HELP);
@@ -4713,10 +4730,7 @@ int cmd_dpo(int argc, char **argv) {
     }
     if (!args.init && !args.resume) die("dpo: --model POLICY.bin is required");
     if (!tokenizer || !pairs_path) die("dpo: --tokenizer and --pairs are required");
-    if (!(pref.beta > 0)) die("--beta must be positive");
-    if (pref.label_smoothing < 0 || pref.label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
-    if (pref.label_smoothing > 0 && pref.loss == LOSS_DPO) pref.loss = LOSS_CDPO; // as TRL
-    if (pref.rpo_alpha < 0) die("--rpo-alpha must be >= 0");
+    check_preference(&pref);
     check_train_args(&args, "dpo");
 
     Model model;
@@ -4868,6 +4882,7 @@ int cmd_refine(int argc, char **argv) {
     GenerateSettings g = GENERATE_DEFAULTS;
     for (int i = 0; i < argc; i++) {
         if (parse_train_flag(&args, argc, argv, &i)) continue;
+        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
         const char *f = argv[i];
         if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
@@ -4881,15 +4896,7 @@ int cmd_refine(int argc, char **argv) {
         else if (!strcmp(f, "--temperature")) g.sampler.temperature = parse_float(f, flag_value(argc, argv, &i));
         else if (!strcmp(f, "--max-new")) g.max_new = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--gen-batch")) g.batch = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--beta")) pref.beta = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--label-smoothing")) pref.label_smoothing = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--rpo-alpha")) pref.rpo_alpha = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--loss")) {
-            const char *name = flag_value(argc, argv, &i);
-            pref.loss = !strcmp(name, "ipo") ? LOSS_IPO : !strcmp(name, "cdpo") ? LOSS_CDPO : LOSS_DPO;
-            if (strcmp(name, "ipo") && strcmp(name, "cdpo") && strcmp(name, "dpo"))
-                die("--loss must be dpo, cdpo or ipo, got '%s'", name);
-        } else if (!strcmp(f, "--ref")) {
+        else if (!strcmp(f, "--ref")) {
             const char *which = flag_value(argc, argv, &i);
             if (!strcmp(which, "previous")) ref_previous = 1;
             else if (strcmp(which, "initial")) die("--ref must be initial or previous, got '%s'", which);
@@ -4912,8 +4919,7 @@ int cmd_refine(int argc, char **argv) {
     }
     if (!args.init || !tokenizer || !data_path) die("refine: --model, --tokenizer and --data are required");
     if (args.resume) die("refine: --resume is not supported (each round is short; rerun it)");
-    if (!(pref.beta > 0)) die("--beta must be positive");
-    if (pref.label_smoothing > 0 && pref.loss == LOSS_DPO) pref.loss = LOSS_CDPO;
+    check_preference(&pref);
     steps = args.steps;
     g.seed = args.seed;
     check_writable(args.out);
