@@ -138,11 +138,12 @@ static void safe_write(SafeFile *sf, const void *data, size_t bytes) {
 }
 
 static void safe_commit(SafeFile *sf) {
-    int failed = fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0;
+    errno = 0; // an earlier fprintf may have failed: ferror() remembers it, errno may not
+    int failed = ferror(sf->file) || fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0;
     int err = errno;
     failed |= fclose(sf->file) != 0;
     if (!failed && rename(sf->temp_path, sf->final_path) == 0) return;
-    if (!err) err = errno;
+    if (!err) err = errno ? errno : EIO;
     remove(sf->temp_path);
     die("writing %s failed (%s); the previous file is untouched", sf->final_path, strerror(err));
 }
@@ -5054,6 +5055,22 @@ static void join_files(const char *out, const char *a, const char *b) {
     safe_commit(&sf);
 }
 
+// The tokenizer's training text: every training item as the student will see it, rendered with
+// the chain-of-thought and the plain templates, so the templates' words become single tokens.
+static void write_rendered_text(const char *out, const char *data) {
+    SafeFile sf;
+    safe_open(&sf, out);
+    for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN; kind++) {
+        TemplateOptions template = {(TemplateKind)kind, 0};
+        Example *items;
+        int n;
+        examples_load(data, &template, &items, &n);
+        for (int i = 0; i < n; i++) fprintf(sf.file, "%s%s\n", items[i].prompt, items[i].completion);
+        examples_free(items, n);
+    }
+    safe_commit(&sf);
+}
+
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
 #define REPRO_ROWS 3
@@ -5174,7 +5191,9 @@ int cmd_reproduce(int argc, char **argv) {
 
     printf("== 2. tokenizer\n");
     snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
-    run_command(cmd_tokenizer, "--train", train, "--vocab", "512", "--out", tokfile, NULL);
+    snprintf(path, sizeof path, "%s/tokenizer_text.txt", dir);
+    write_rendered_text(path, train);
+    run_command(cmd_tokenizer, "--train", path, "--vocab", "1024", "--split-digits", "--out", tokfile, NULL);
 
     printf("== 3. phase 1: SFT on the teacher's demonstrations\n");
     snprintf(sft, sizeof sft, "%s/sft.bin", dir);
@@ -5475,7 +5494,7 @@ void usage(void) {
            "  ./sirt dpo ...     preference training (dpo, cdpo, ipo, rpo) against a reference\n"
            "  ./sirt refine ...  phase 2: sample, score, pair and DPO, in rounds\n"
            "  ./sirt bench ...   time a training step at the benchmark shapes\n"
-           "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F]\n"
+           "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F] [--split-digits]\n"
            "                     train a byte-level BPE tokenizer\n"
            "  ./sirt tokenize --tokenizer PATH [--decode]\n"
            "                     stdin lines -> token ids per line (or back with --decode)\n"

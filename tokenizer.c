@@ -69,7 +69,7 @@
  *
  * API (everything public starts with tok_, apart from the two command-line entry points):
  *   Tokenizer *tok_load(path, err, errlen)       a sirt file, or a directory with GPT-2's files
- *   Tokenizer *tok_train(texts, lens, n_texts, vocab_size, err, errlen)
+ *   Tokenizer *tok_train(texts, lens, n_texts, vocab_size, split_digits, err, errlen)
  *   int tok_save(tok, path, err, errlen)         our format; tok_serialize() gives the bytes
  *   int tok_save_llmc(tok, path, err, errlen)    llm.c's decode table
  *   int tok_encode(tok, text, len, TokIds *out)  appends ids; tok_encode_ordinary(): no specials
@@ -1182,6 +1182,8 @@ typedef struct {
     TokHeapItem *heap;
     size_t heap_len, heap_cap;
     size_t *token_len;          /* bytes of every token made so far */
+    unsigned char *token_digits; /* digits ('0'..'9') in every token made so far (at most 2 counted) */
+    int split_digits;           /* never make a token with two digits */
     int newest;                 /* the token the current merge makes (-1 while counting) */
 } TokTrainer;
 
@@ -1197,6 +1199,7 @@ static void tok_trainer_free(TokTrainer *t) {
     tok_ids_free(&t->dirty);
     free(t->heap);
     free(t->token_len);
+    free(t->token_digits);
 }
 
 /* Counts the pieces of one document (text without "<|endoftext|>" in it). */
@@ -1220,6 +1223,7 @@ static int tok_train_count_pieces(TokTrainer *t, const unsigned char *s, size_t 
 /* Adds delta occurrences of pair (left, right) found in word w. */
 static int tok_train_add_pair(TokTrainer *t, int left, int right, int w, int64_t delta) {
     if (t->token_len[left] + t->token_len[right] > TOK_MAX_TOKEN_BYTES) return 0;  /* never merged */
+    if (t->split_digits && t->token_digits[left] + t->token_digits[right] > 1) return 0;
     int p, added = tok_pairs_insert(&t->pairs, tok_pair_key(left, right), &p);
     if (added < 0) return -1;
     if (added == 1) {
@@ -1307,6 +1311,8 @@ static int tok_train_merge(TokTrainer *t, int p, int new_id, int step) {
     int left = (int)(t->pairs.keys[p] >> 32), right = (int)(uint32_t)t->pairs.keys[p];
     t->newest = new_id;
     t->token_len[new_id] = t->token_len[left] + t->token_len[right];
+    t->token_digits[new_id] = (unsigned char)(t->token_digits[left] + t->token_digits[right] > 1
+                                              ? 2 : t->token_digits[left] + t->token_digits[right]);
     /* t->stats may move while we add pairs, so index it afresh each time */
     for (size_t k = 0; k < t->stats[p].words.len; k++) {
         int w = t->stats[p].words.data[k];
@@ -1347,9 +1353,13 @@ static int tok_train_setup(TokTrainer *t, const char *const *texts, const size_t
 }
 
 /* Trains a tokenizer of vocab_size tokens (256 bytes + merges + end-of-text) on n_texts texts.
-   If the texts run out of pairs first, the tokenizer is smaller (see tok_vocab_size). */
+   If the texts run out of pairs first, the tokenizer is smaller (see tok_vocab_size).
+   split_digits: no merge may make a token with two digits in it, so a number is always read
+   digit by digit (" 147" -> " 1" "4" "7"), as Llama's tokenizer does; small models learn
+   arithmetic far more easily when every number is spelled the same way. The encoder needs no
+   flag: it applies the merges there are. */
 Tokenizer *tok_train(const char *const *texts, const size_t *lens, int n_texts, int vocab_size,
-                     char *err, size_t errlen) {
+                     int split_digits, char *err, size_t errlen) {
     if (vocab_size < 257 || vocab_size > TOK_MAX_VOCAB) {
         TOK_ERRORF(err, errlen, "vocabulary size %d is out of range: it must be 257..%d "
                    "(256 byte tokens + merges + <|endoftext|>)", vocab_size, TOK_MAX_VOCAB);
@@ -1360,10 +1370,12 @@ Tokenizer *tok_train(const char *const *texts, const size_t *lens, int n_texts, 
     TokTrainer t;
     memset(&t, 0, sizeof t);
     t.newest = -1;
+    t.split_digits = split_digits;
     uint32_t *pairs = malloc(((size_t)max_merges + 1) * 2 * sizeof *pairs);
     t.token_len = malloc((size_t)vocab_size * sizeof *t.token_len);
-    if (pairs == NULL || t.token_len == NULL) goto oom;
-    for (int b = 0; b < 256; b++) t.token_len[b] = 1;
+    t.token_digits = malloc((size_t)vocab_size);
+    if (pairs == NULL || t.token_len == NULL || t.token_digits == NULL) goto oom;
+    for (int b = 0; b < 256; b++) t.token_len[b] = 1, t.token_digits[b] = b >= '0' && b <= '9';
     if (tok_train_setup(&t, texts, lens, n_texts) != 0) goto oom;
     while (n_merges < max_merges) {
         int p = tok_train_best_pair(&t);
@@ -1965,6 +1977,7 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
 static int tok_cli_usage(void) {
     fprintf(stderr,
             "usage: sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
+            "                      [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
             "       sirt tokenize --tokenizer PATH [--decode] < input\n"
             "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
     return 1;
@@ -2006,9 +2019,15 @@ static int tok_cli_read_texts(const char *list, char ***texts, size_t **lens, in
 int cmd_tokenizer(int argc, char **argv) {
     const char *train = NULL, *out = NULL, *llmc_out = NULL;
     long vocab = 0;
-    for (int i = 0; i < argc; i += 2) {  /* every option takes a value */
+    int split_digits = 0;
+    for (int i = 0; i < argc; i += 2) {  /* every option but --split-digits takes a value */
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { tok_cli_usage(); return 0; }
+        if (strcmp(argv[i], "--split-digits") == 0) {
+            split_digits = 1;
+            i--;
+            continue;
+        }
         if (value == NULL) {
             fprintf(stderr, "error: %s needs a value\n", argv[i]);
             return tok_cli_usage();
@@ -2040,7 +2059,7 @@ int cmd_tokenizer(int argc, char **argv) {
     Tokenizer *tok = NULL;
     if (tok_cli_read_texts(train, &texts, &lens, &n_texts) != 0) goto done;
     for (int i = 0; i < n_texts; i++) total += lens[i];
-    tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, err, sizeof err);
+    tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, split_digits, err, sizeof err);
     if (tok == NULL) {
         fprintf(stderr, "error: %s\n", err);
         goto done;

@@ -90,7 +90,7 @@ static void test_generation_determinism(void) {
     char err[256];
     const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
     size_t len = strlen(text);
-    Tokenizer *tok = tok_train(&text, &len, 1, 300, err, sizeof err);
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
     enum { P = 20 };
     TokenSequence prompts[P];
     Rng rng = rng_seeded(9);

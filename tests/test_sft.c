@@ -26,7 +26,7 @@ static Tokenizer *tiny_tokenizer(void) {
     const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
     size_t len = strlen(text);
     char err[256];
-    Tokenizer *tok = tok_train(&text, &len, 1, 300, err, sizeof err);
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
     if (!tok) die("%s", err);
     return tok;
 }

@@ -221,8 +221,8 @@ static void test_training(const char *tmpdir) {
     const char *texts[1] = {text.data};
     size_t lens[1] = {text.len};
 
-    Tokenizer *t1 = tok_train(texts, lens, 1, 500, err, sizeof err);
-    Tokenizer *t2 = tok_train(texts, lens, 1, 500, err, sizeof err);
+    Tokenizer *t1 = tok_train(texts, lens, 1, 500, 0, err, sizeof err);
+    Tokenizer *t2 = tok_train(texts, lens, 1, 500, 0, err, sizeof err);
     check(t1 != NULL && t2 != NULL, "training to 500 tokens succeeds");
     if (t1 == NULL || t2 == NULL) { tok_free(t1); tok_free(t2); tok_bytes_free(&text); return; }
     check(tok_vocab_size(t1) == 500 && tok_eot(t1) == 499, "trained vocabulary has 500 tokens, end-of-text id 499");
@@ -320,10 +320,10 @@ static void test_training(const char *tmpdir) {
     /* a tiny text runs out of pairs: the vocabulary is smaller than asked */
     const char *tiny[1] = {"ab ab abc"};
     size_t tiny_len[1] = {9};
-    Tokenizer *small = tok_train(tiny, tiny_len, 1, 1000, err, sizeof err);
+    Tokenizer *small = tok_train(tiny, tiny_len, 1, 1000, 0, err, sizeof err);
     check(small != NULL && tok_vocab_size(small) == 260, "training stops when no pair is left (3 merges)");
     tok_free(small);
-    check(tok_train(texts, lens, 1, 256, err, sizeof err) == NULL && strstr(err, "257") != NULL,
+    check(tok_train(texts, lens, 1, 256, 0, err, sizeof err) == NULL && strstr(err, "257") != NULL,
           "vocabulary size below 257 is refused with a message");
 
     remove(path);
