@@ -25,7 +25,7 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
-TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo
+TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo tests/test_repro
 
 all: $(BIN)
 

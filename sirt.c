@@ -5023,6 +5023,11 @@ int cmd_refine(int argc, char **argv) {
 // prints the table of the paper: rows teacher, SFT, SFT + self-refine; columns the in-domain
 // test, test-ood and test-long splits of each task family, with 95% intervals.
 // Every step is one of the commands above, run with the arguments it would get on a terminal.
+// With --seeds S the whole pipeline runs S times (seeds s, s+1, ...: new data, new tokenizer,
+// new models) and the summary gives mean ± sd over seeds and, for every refined row, the gain
+// over its SFT row with a paired bootstrap 95% interval. --ablations adds the rows of the
+// paper's analyses: the other pair rule, DPO with the NLL term (RPO), and phase 1 on 50% and
+// 25% of the demonstrations, each with and without phase 2.
 // =============================================================================================
 
 typedef int (*CommandFn)(int argc, char **argv);
@@ -5041,15 +5046,20 @@ static void run_command(CommandFn fn, const char *first, ...) {
     if (fn(n, args) != 0) die("a step of the reproduction failed");
 }
 
-static void join_files(const char *out, const char *a, const char *b) {
+// Writes the first `lines` lines of each of two files (all of a file when lines < 0) into out.
+static void join_heads(const char *out, const char *a, const char *b, long lines) {
     SafeFile sf;
     safe_open(&sf, out);
     const char *paths[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        size_t bytes;
-        unsigned char *data = read_whole_file(paths[i], &bytes);
+        size_t bytes, end = 0;
+        char *data = (char *)read_whole_file(paths[i], &bytes);
         if (!data) die("cannot open %s", paths[i]);
-        safe_write(&sf, data, bytes);
+        for (long k = 0; end < bytes && (lines < 0 || k < lines); k++) {
+            char *nl = memchr(data + end, '\n', bytes - end);
+            end = nl ? (size_t)(nl - data) + 1 : bytes;
+        }
+        safe_write(&sf, data, end);
         free(data);
     }
     safe_commit(&sf);
@@ -5071,14 +5081,90 @@ static void write_rendered_text(const char *out, const char *data) {
     safe_commit(&sf);
 }
 
+// Everything the reproduction's flags choose. The defaults were chosen on `valid` (README).
+typedef struct {
+    const char *name;
+    long seed;
+    int seeds, quick, ablations;
+    int n_train;          // demonstrations per family
+    int epochs;           // phase-1 epochs
+    const char *config;   // the student: L,NH,C,maxT,V
+    const char *vocab;    // BPE tokens
+    const char *sft_lr;
+    int n_refine;         // questions per family the student answers in phase 2
+    const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
+    int n_valid, n_test;  // items per family: valid; each test split
+    const char *max_new;  // generation budget for sampling and evaluation
+} ReproSettings;
+
+static const ReproSettings REPRO_DEFAULTS = {
+    .name = "default", .seed = 1, .seeds = 1, .n_train = 3000, .epochs = 3,
+    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
+    .samples = "4", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "1",
+    .pairs = "cot-vs-plain", .rpo_alpha = "0", .n_valid = 200, .n_test = 1000, .max_new = "160"};
+
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
-#define REPRO_ROWS 3
+#define REPRO_COLUMNS (REPRO_FAMILIES * REPRO_SPLITS)
+#define REPRO_MAX_ROWS 10
 static const char *const REPRO_SPLIT_NAMES[REPRO_SPLITS] = {"test", "test-ood", "test-long"};
-static const char *const REPRO_ROW_NAMES[REPRO_ROWS] = {"teacher", "SFT", "SFT + self-refine"};
 
+// A row of the table. Every row but the teacher's is a student: phase 1 on a share of the
+// demonstrations and, for a phase-2 row, one `refine` with a pair rule and an RPO weight.
+typedef struct {
+    char label[64];
+    char key[32];          // the row's files in the run directory: KEY.bin, KEY_metrics.jsonl
+    int demos_percent;     // share of the demonstrations phase 1 trains on (0: the teacher)
+    const char *pairs;     // phase 2's pair rule; NULL for the teacher and SFT rows
+    const char *rpo_alpha;
+    int baseline;          // the SFT row a refined row is compared with (-1: none)
+} ReproRow;
+
+static int repro_add_row(ReproRow *rows, int n, const char *label, const char *key, int percent,
+                         const char *pairs, const char *rpo_alpha, int baseline) {
+    ReproRow *r = &rows[n];
+    snprintf(r->label, sizeof r->label, "%s", label);
+    snprintf(r->key, sizeof r->key, "%s", key);
+    r->demos_percent = percent;
+    r->pairs = pairs;
+    r->rpo_alpha = rpo_alpha;
+    r->baseline = baseline;
+    return n + 1;
+}
+
+// The rows: teacher, SFT, SFT + self-refine; with --ablations also the other pair rule, the
+// other loss (DPO ↔ DPO+NLL), and phase 1 on 50% and 25% of the demonstrations.
+static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
+    int n = 0;
+    n = repro_add_row(rows, n, "teacher", "teacher", 0, NULL, NULL, -1);
+    n = repro_add_row(rows, n, "SFT", "sft", 100, NULL, NULL, -1);
+    n = repro_add_row(rows, n, "SFT + self-refine", "refined", 100, rs->pairs, rs->rpo_alpha, 1);
+    if (!rs->ablations) return n;
+    int cvp = !strcmp(rs->pairs, "cot-vs-plain"), rpo = strcmp(rs->rpo_alpha, "0") != 0;
+    const char *other = cvp ? "correct-vs-incorrect" : "cot-vs-plain";
+    char label[64];
+    snprintf(label, sizeof label, "  refine, %s", other);
+    n = repro_add_row(rows, n, label, cvp ? "refined_cvi" : "refined_cvp", 100, other, rs->rpo_alpha, 1);
+    n = repro_add_row(rows, n, rpo ? "  refine, DPO (no NLL)" : "  refine, DPO+NLL (RPO)",
+                      rpo ? "refined_dpo" : "refined_rpo", 100, rs->pairs, rpo ? "0" : "1", 1);
+    int percents[2] = {50, 25};
+    for (int p = 0; p < 2; p++) {
+        char key[32];
+        snprintf(label, sizeof label, "SFT, %d%% of demos", percents[p]);
+        snprintf(key, sizeof key, "sft_d%d", percents[p]);
+        int sft_row = n;
+        n = repro_add_row(rows, n, label, key, percents[p], NULL, NULL, -1);
+        snprintf(label, sizeof label, "  + self-refine (%d%% of demos)", percents[p]);
+        snprintf(key, sizeof key, "refined_d%d", percents[p]);
+        n = repro_add_row(rows, n, label, key, percents[p], rs->pairs, rs->rpo_alpha, sft_row);
+    }
+    return n;
+}
+
+// One evaluation: how many items a row answered correctly, and which (for the paired bootstrap).
 typedef struct {
     long correct, n;
+    unsigned char *hit;  // hit[i]: item i answered correctly
 } Score;
 
 // Accuracy of a model (or, with model_path NULL, of the data's own demonstrations).
@@ -5088,85 +5174,30 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
     Example *items;
     int n;
     examples_load(data, &cot, &items, &n);
-    Score s = {0, n};
-    if (!model_path) {
-        for (int i = 0; i < n; i++) s.correct += answer_is_correct(items[i].completion, items[i].gold);
-    } else {
-        Model model;
-        model_load(&model, model_path);
-        s.correct = greedy_correct(&model, tok, items, n, g);
-        model_free(&model);
+    Score s = {0, n, xmalloc(n + 1)};
+    Model model;
+    if (model_path) model_load(&model, model_path);
+    GenerateSettings greedy = *g;
+    greedy.sampler.temperature = 0.0f;
+    char **outs = model_path ? sample_items(&model, tok, items, n, 1, &greedy) : NULL;
+    for (int i = 0; i < n; i++) {
+        s.hit[i] = (unsigned char)answer_is_correct(outs ? outs[i] : items[i].completion, items[i].gold);
+        s.correct += s.hit[i];
+        if (outs) free(outs[i]);
     }
+    free(outs);
+    if (model_path) model_free(&model);
     examples_free(items, n);
     return s;
 }
 
-// results.svg: grouped bars (teacher, SFT, refined) per family and split, with 95% intervals.
-static void write_svg(const char *path, Score scores[REPRO_ROWS][REPRO_FAMILIES][REPRO_SPLITS]) {
-    const char *colors[REPRO_ROWS] = {"#999999", "#4c72b0", "#dd8452"};
-    int groups = REPRO_FAMILIES * REPRO_SPLITS, W = 120 * groups + 120, H = 360, top = 40, base = 300;
-    SafeFile sf;
-    safe_open(&sf, path);
-    FILE *f = sf.file;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
-               "fill=\"white\"/>\n<text x=\"60\" y=\"22\" font-size=\"15\">Accuracy on the built-in "
-               "task (95%% intervals)</text>\n", W, H);
-    for (int p = 0; p <= 100; p += 25) {
-        double y = base - (base - top) * p / 100.0;
-        fprintf(f, "<line x1=\"55\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"50\" "
-                   "y=\"%.1f\" text-anchor=\"end\">%d%%</text>\n", W - 60, y, y, y + 4, p);
-    }
-    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
-        for (int sp = 0; sp < REPRO_SPLITS; sp++) {
-            int gx = 70 + 120 * (fam * REPRO_SPLITS + sp);
-            for (int r = 0; r < REPRO_ROWS; r++) {
-                Score s = scores[r][fam][sp];
-                if (!s.n) continue;
-                double acc = (double)s.correct / s.n;
-                Interval ci = wilson_interval(s.correct, s.n);
-                double x = gx + 30 * r, y = base - (base - top) * acc;
-                fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"26\" height=\"%.1f\" fill=\"%s\"/>\n",
-                        x, y, base - y, colors[r]);
-                fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
-                        x + 13, x + 13, base - (base - top) * ci.low, base - (base - top) * ci.high);
-            }
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text><text x=\"%d\" "
-                       "y=\"%d\" text-anchor=\"middle\">%s</text>\n", gx + 43, base + 18,
-                    task_family_names[fam], gx + 43, base + 33, REPRO_SPLIT_NAMES[sp]);
-        }
-    for (int r = 0; r < REPRO_ROWS; r++)
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
-                   "y=\"%d\">%s</text>\n", 70 + 170 * r, H - 14, colors[r], 88 + 170 * r, H - 3,
-                REPRO_ROW_NAMES[r]);
-    fputs("</svg>\n", f);
-    safe_commit(&sf);
-}
-
-int cmd_reproduce(int argc, char **argv) {
-    const char *name = NULL;
-    int quick = 0, n_train = 3000, epochs = 3, refine_n = 400;
-    long seed = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--name")) name = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--quick")) quick = 1;
-        else if (!strcmp(f, "--seed")) seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL);
-        else if (!strcmp(f, "--train")) n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt reproduce [--name NAME] [--seed 1] [--train 3000] [--epochs 3] "
-                   "[--quick]\n  (./sirt with no arguments runs it with the defaults)\n");
-            return 0;
-        } else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
-    }
-    if (quick) n_train = 60, epochs = 1, refine_n = 20;
-    if (!name) name = quick ? "quick" : "default";
-    char dir[1024], path[1200], a[1200], b[1200], seedtxt[32], ntxt[32], eptxt[32];
-    snprintf(dir, sizeof dir, "runs/%s", name);
-    mkdir_p(dir);
+// Runs the whole pipeline for one seed in dir and fills scores[row * REPRO_COLUMNS + column].
+static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
+                           int n_rows, Score *scores) {
+    char path[1200], a[1200], b[1200], seedtxt[32], ntxt[32];
+    char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
-    const char *test_n = quick ? "30" : "1000", *valid_n = quick ? "20" : "200";
+    mkdir_p(dir);
     double start = now_seconds();
 
     printf("== 1. data: the built-in task, seed %ld, in %s/\n", seed, dir);
@@ -5174,112 +5205,347 @@ int cmd_reproduce(int argc, char **argv) {
         for (int sp = 0; sp < TASK_NUM_SPLITS; sp++) {
             const char *split = task_split_names[sp];
             snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[fam], split);
-            snprintf(ntxt, sizeof ntxt, "%d", sp == TASK_SPLIT_TRAIN ? n_train
-                                              : sp == TASK_SPLIT_VALID ? atoi(valid_n) : atoi(test_n));
+            snprintf(ntxt, sizeof ntxt, "%d", sp == TASK_SPLIT_TRAIN ? rs->n_train
+                                              : sp == TASK_SPLIT_VALID ? rs->n_valid : rs->n_test);
             run_command(cmd_data, "--task", task_family_names[fam], "--split", split, "--n", ntxt,
                         "--seed", seedtxt, "--out", path, NULL);
         }
-    char train[1200], valid[1200], tokfile[1200], sft[1200], refined[1200], pairs_dir[1200];
     snprintf(a, sizeof a, "%s/math_train.jsonl", dir);
     snprintf(b, sizeof b, "%s/choice_train.jsonl", dir);
     snprintf(train, sizeof train, "%s/train.jsonl", dir);
-    join_files(train, a, b);
+    join_heads(train, a, b, -1);
+    snprintf(questions, sizeof questions, "%s/refine_train.jsonl", dir); // phase 2's questions
+    join_heads(questions, a, b, rs->n_refine);
     snprintf(a, sizeof a, "%s/math_valid.jsonl", dir);
     snprintf(b, sizeof b, "%s/choice_valid.jsonl", dir);
     snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
-    join_files(valid, a, b);
+    join_heads(valid, a, b, -1);
 
-    printf("== 2. tokenizer\n");
+    printf("== 2. tokenizer (%.0fs)\n", now_seconds() - start);
     snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
     snprintf(path, sizeof path, "%s/tokenizer_text.txt", dir);
     write_rendered_text(path, train);
-    run_command(cmd_tokenizer, "--train", path, "--vocab", "1024", "--split-digits", "--out", tokfile, NULL);
+    run_command(cmd_tokenizer, "--train", path, "--vocab", rs->vocab, "--split-digits", "--out",
+                tokfile, NULL);
 
-    printf("== 3. phase 1: SFT on the teacher's demonstrations\n");
-    snprintf(sft, sizeof sft, "%s/sft.bin", dir);
-    snprintf(path, sizeof path, "%s/sft_metrics.jsonl", dir);
-    snprintf(eptxt, sizeof eptxt, "%d", epochs);
-    run_command(cmd_sft, "--config", quick ? "2,2,32,256,512" : "4,4,128,256,512", "--tokenizer",
-                tokfile, "--data", train, "--valid", valid, "--epochs", eptxt, "--batch", "16",
-                "--seq", "256", "--lr", "3e-3", "--warmup", "20", "--seed", seedtxt, "--log", path,
-                "--out", sft, NULL);
-    char sft_best[1200];
-    best_path(sft_best, sizeof sft_best, sft);
-
-    printf("== 4. phase 2: self-refinement\n");
-    snprintf(a, sizeof a, "%s/refine_train.jsonl", dir);
-    { // refine on the first questions of each family's training set
-        SafeFile sf;
-        safe_open(&sf, a);
-        for (int fam = 0; fam < REPRO_FAMILIES; fam++) {
-            snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, task_family_names[fam]);
-            size_t bytes;
-            char *data = (char *)read_whole_file(path, &bytes);
-            if (!data) die("cannot open %s", path);
-            size_t end = 0;
-            for (int lines = 0; end < bytes && lines < refine_n; lines++) {
-                char *nl = memchr(data + end, '\n', bytes - end);
-                end = nl ? (size_t)(nl - data) + 1 : bytes;
+    // the models: each row's checkpoint, trained in row order (an SFT row before its refined rows)
+    char model_paths[REPRO_MAX_ROWS][1200];
+    for (int r = 0; r < n_rows; r++) {
+        const ReproRow *row = &rows[r];
+        char out[1200], log[1200];
+        snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
+        snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
+        if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
+        if (!row->pairs) {
+            printf("== 3. phase 1: SFT on %d%% of the teacher's demonstrations (%.0fs)\n",
+                   row->demos_percent, now_seconds() - start);
+            const char *demos = train;
+            if (row->demos_percent < 100) {
+                snprintf(a, sizeof a, "%s/math_train.jsonl", dir);
+                snprintf(b, sizeof b, "%s/choice_train.jsonl", dir);
+                snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, row->key);
+                join_heads(path, a, b, (long)rs->n_train * row->demos_percent / 100);
+                demos = path;
             }
-            safe_write(&sf, data, end);
-            free(data);
+            char eptxt[32];
+            snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
+            run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", demos,
+                        "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
+                        rs->sft_lr, "--warmup", "20", "--seed", seedtxt, "--log", log, "--out", out, NULL);
+            best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
+        } else {
+            printf("== 4. phase 2: self-refinement (%s, rpo-alpha %s) of %s (%.0fs)\n", row->pairs,
+                   row->rpo_alpha, rows[row->baseline].label, now_seconds() - start);
+            char pairs_dir[1200];
+            snprintf(pairs_dir, sizeof pairs_dir, "%s/%s_pairs", dir, row->key);
+            mkdir_p(pairs_dir);
+            run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+                        "--data", questions, "--valid", valid, "--pairs", row->pairs, "--samples",
+                        rs->samples, "--max-new", rs->max_new, "--rounds", "1", "--epochs",
+                        rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->refine_lr,
+                        "--beta", rs->beta, "--rpo-alpha", row->rpo_alpha, "--seed", seedtxt,
+                        "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
+            snprintf(model_paths[r], sizeof model_paths[r], "%s", out);
         }
-        safe_commit(&sf);
     }
-    snprintf(refined, sizeof refined, "%s/refined.bin", dir);
-    snprintf(pairs_dir, sizeof pairs_dir, "%s", dir);
-    snprintf(path, sizeof path, "%s/dpo_metrics.jsonl", dir);
-    run_command(cmd_refine, "--model", sft_best, "--tokenizer", tokfile, "--data", a, "--valid",
-                valid, "--pairs", "cot-vs-plain", "--samples", "4", "--max-new", "160",
-                "--rounds", "1", "--batch", "8", "--seq", "256", "--lr", "1e-5", "--seed", seedtxt,
-                "--keep-pairs", pairs_dir, "--log", path, "--out", refined, NULL);
 
-    printf("== 5. evaluation\n");
+    printf("== 5. evaluation (%.0fs)\n", now_seconds() - start);
     Tokenizer *tok = load_tokenizer(tokfile);
     GenerateSettings g = GENERATE_DEFAULTS;
-    g.max_new = 160;
-    Score scores[REPRO_ROWS][REPRO_FAMILIES][REPRO_SPLITS];
-    const char *models[REPRO_ROWS] = {NULL, sft_best, refined};
-    for (int r = 0; r < REPRO_ROWS; r++)
-        for (int fam = 0; fam < REPRO_FAMILIES; fam++)
-            for (int sp = 0; sp < REPRO_SPLITS; sp++) {
-                snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[fam],
-                         REPRO_SPLIT_NAMES[sp]);
-                scores[r][fam][sp] = score_file(models[r], tok, path, &g);
-            }
+    g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
+    for (int r = 0; r < n_rows; r++)
+        for (int c = 0; c < REPRO_COLUMNS; c++) {
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[c / REPRO_SPLITS],
+                     REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
+            scores[r * REPRO_COLUMNS + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
+        }
     tok_free(tok);
+    printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
+}
 
-    // the table, results.json and results.svg
-    printf("\n%-20s", "accuracy (%)");
-    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
-        for (int sp = 0; sp < REPRO_SPLITS; sp++)
-            printf(" %7s %-10s", task_family_names[fam], REPRO_SPLIT_NAMES[sp]);
+// Paired bootstrap of the gain of one row over another on one column: the test items of every
+// seed are resampled with replacement — the same draw for both rows, which is the pairing — and
+// the statistic is the mean over seeds of the accuracy difference. 95% percentile interval of
+// 2,000 resamples, from a fixed seed (the same data give the same interval).
+typedef struct { double gain, low, high; } Gain;
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static Gain paired_bootstrap(const Score *row, const Score *base, int seeds, int stride) {
+    enum { RESAMPLES = 2000 };
+    double *stats = xmalloc(RESAMPLES * sizeof(double)), gain = 0;
+    for (int s = 0; s < seeds; s++)
+        gain += (double)(row[s * stride].correct - base[s * stride].correct) / row[s * stride].n / seeds;
+    Rng rng = rng_seeded(2024);
+    for (int k = 0; k < RESAMPLES; k++) {
+        double total = 0;
+        for (int s = 0; s < seeds; s++) {
+            const Score *x = &row[s * stride], *y = &base[s * stride];
+            long diff = 0;
+            for (long i = 0; i < x->n; i++) {
+                long j = rng_u32(&rng) % x->n;
+                diff += x->hit[j] - y->hit[j];
+            }
+            total += (double)diff / x->n;
+        }
+        stats[k] = total / seeds;
+    }
+    qsort(stats, RESAMPLES, sizeof(double), compare_doubles);
+    Gain out = {gain, stats[(int)(0.025 * RESAMPLES)], stats[(int)(0.975 * RESAMPLES) - 1]};
+    free(stats);
+    return out;
+}
+
+// scores are laid out [seed][row][column]
+static Score *repro_score(Score *scores, int n_rows, int seed, int row, int column) {
+    return &scores[((size_t)seed * n_rows + row) * REPRO_COLUMNS + column];
+}
+
+static void print_columns_header(const char *title) {
+    printf("\n%-32s", title);
+    for (int c = 0; c < REPRO_COLUMNS; c++)
+        printf(" %7s %-10s", task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
     printf("\n");
+}
+
+// results.svg: grouped bars (one per row) per family and split: the mean accuracy over seeds,
+// whiskers the 95% Wilson interval of the pooled counts.
+static void write_svg(const char *path, const ReproRow *rows, int n_rows, Score *scores, int seeds) {
+    static const char *const colors[REPRO_MAX_ROWS] = {"#999999", "#4c72b0", "#dd8452", "#55a868",
+        "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"};
+    int bar = 24, group = bar * n_rows + 36, W = group * REPRO_COLUMNS + 100, top = 40, base = 300;
+    int legend_rows = (n_rows + 2) / 3, H = base + 50 + 18 * legend_rows;
+    SafeFile sf;
+    safe_open(&sf, path);
+    FILE *f = sf.file;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+               "fill=\"white\"/>\n<text x=\"60\" y=\"22\" font-size=\"15\">Accuracy on the built-in "
+               "task, %d seed%s (95%% intervals)</text>\n", W, H, seeds, seeds > 1 ? "s" : "");
+    for (int p = 0; p <= 100; p += 25) {
+        double y = base - (base - top) * p / 100.0;
+        fprintf(f, "<line x1=\"55\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"50\" "
+                   "y=\"%.1f\" text-anchor=\"end\">%d%%</text>\n", W - 30, y, y, y + 4, p);
+    }
+    for (int c = 0; c < REPRO_COLUMNS; c++) {
+        int gx = 70 + group * c;
+        for (int r = 0; r < n_rows; r++) {
+            long correct = 0, n = 0;
+            for (int s = 0; s < seeds; s++) {
+                correct += repro_score(scores, n_rows, s, r, c)->correct;
+                n += repro_score(scores, n_rows, s, r, c)->n;
+            }
+            if (!n) continue;
+            double acc = (double)correct / n;
+            Interval ci = wilson_interval(correct, n);
+            double x = gx + bar * r, y = base - (base - top) * acc;
+            fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"/>\n",
+                    x, y, bar - 3, base - y, colors[r]);
+            fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
+                    x + (bar - 3) / 2.0, x + (bar - 3) / 2.0, base - (base - top) * ci.low,
+                    base - (base - top) * ci.high);
+        }
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text><text x=\"%d\" "
+                   "y=\"%d\" text-anchor=\"middle\">%s</text>\n", gx + bar * n_rows / 2, base + 18,
+                task_family_names[c / REPRO_SPLITS], gx + bar * n_rows / 2, base + 33,
+                REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        int x = 70 + 250 * (r % 3), y = base + 50 + 18 * (r / 3);
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
+                   "y=\"%d\">", x, y - 10, colors[r], x + 18, y);
+        const char *label = rows[r].label;
+        while (*label == ' ') label++; // the table indents the ablations' rows
+        fprintf(f, "%s</text>\n", label);
+    }
+    fputs("</svg>\n", f);
+    safe_commit(&sf);
+}
+
+// Prints the tables (per seed when there are several; mean ± sd; gains with paired bootstrap
+// intervals) and writes results.json.
+static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
+                         Score *scores) {
+    char path[1200];
+    int S = rs->seeds;
+    for (int s = 0; s < S; s++) {
+        char title[64];
+        snprintf(title, sizeof title, S > 1 ? "seed %ld: accuracy (%%)" : "accuracy (%%)", rs->seed + s);
+        print_columns_header(title);
+        for (int r = 0; r < n_rows; r++) {
+            printf("%-32s", rows[r].label);
+            for (int c = 0; c < REPRO_COLUMNS; c++) {
+                const Score *x = repro_score(scores, n_rows, s, r, c);
+                Interval ci = wilson_interval(x->correct, x->n);
+                printf(" %5.1f [%4.1f,%5.1f]", 100.0 * x->correct / x->n, 100 * ci.low, 100 * ci.high);
+            }
+            printf("\n");
+        }
+    }
+    if (S > 1) {
+        print_columns_header("mean ± sd over seeds (%)");
+        for (int r = 0; r < n_rows; r++) {
+            printf("%-32s", rows[r].label);
+            for (int c = 0; c < REPRO_COLUMNS; c++) {
+                double sum = 0, sq = 0;
+                for (int s = 0; s < S; s++) {
+                    const Score *x = repro_score(scores, n_rows, s, r, c);
+                    double acc = 100.0 * x->correct / x->n;
+                    sum += acc, sq += acc * acc;
+                }
+                double mean = sum / S, sd = sqrt(fmax(0.0, (sq - S * mean * mean) / (S - 1)));
+                printf(" %6.1f ± %-10.1f", mean, sd);
+            }
+            printf("\n");
+        }
+    }
+    print_columns_header("gain over SFT (points)");
+    for (int r = 0; r < n_rows; r++) {
+        if (rows[r].baseline < 0) continue;
+        printf("%-32s", rows[r].label);
+        for (int c = 0; c < REPRO_COLUMNS; c++) {
+            Gain gn = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
+                                       repro_score(scores, n_rows, 0, rows[r].baseline, c), S,
+                                       n_rows * REPRO_COLUMNS);
+            printf(" %+5.1f [%+4.1f,%+5.1f]", 100 * gn.gain, 100 * gn.low, 100 * gn.high);
+        }
+        printf("\n");
+    }
+    printf("(paired bootstrap 95%% intervals over the test items%s)\n", S > 1 ? " of every seed" : "");
+
     snprintf(path, sizeof path, "%s/results.json", dir);
     SafeFile sf;
     safe_open(&sf, path);
-    fprintf(sf.file, "{\"seed\": %ld, \"train_items_per_family\": %d, \"results\": [", seed, n_train);
+    FILE *f = sf.file;
+    fprintf(f, "{\"seeds\": [");
+    for (int s = 0; s < S; s++) fprintf(f, "%s%ld", s ? ", " : "", rs->seed + s);
+    fprintf(f, "], \"train_items_per_family\": %d, \"sft_epochs\": %d, \"config\": \"%s\", "
+               "\"pairs\": \"%s\", \"rpo_alpha\": %s,\n\"results\": [", rs->n_train, rs->epochs,
+            rs->config, rs->pairs, rs->rpo_alpha);
     int first = 1;
-    for (int r = 0; r < REPRO_ROWS; r++) {
-        printf("%-20s", REPRO_ROW_NAMES[r]);
-        for (int fam = 0; fam < REPRO_FAMILIES; fam++)
-            for (int sp = 0; sp < REPRO_SPLITS; sp++) {
-                Score s = scores[r][fam][sp];
-                Interval ci = wilson_interval(s.correct, s.n);
-                printf(" %5.1f [%4.1f,%5.1f]", 100.0 * s.correct / s.n, 100 * ci.low, 100 * ci.high);
-                fprintf(sf.file, "%s\n  {\"model\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
-                                 "\"correct\": %ld, \"n\": %ld, \"accuracy\": %.6f, \"ci95\": [%.6f, %.6f]}",
-                        first ? "" : ",", REPRO_ROW_NAMES[r], task_family_names[fam],
-                        REPRO_SPLIT_NAMES[sp], s.correct, s.n, (double)s.correct / s.n, ci.low, ci.high);
+    for (int s = 0; s < S; s++)
+        for (int r = 0; r < n_rows; r++)
+            for (int c = 0; c < REPRO_COLUMNS; c++) {
+                const Score *x = repro_score(scores, n_rows, s, r, c);
+                Interval ci = wilson_interval(x->correct, x->n);
+                fprintf(f, "%s\n  {\"model\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
+                           "\"correct\": %ld, \"n\": %ld, \"seed\": %ld, \"accuracy\": %.6f, "
+                           "\"ci95\": [%.6f, %.6f]}", first ? "" : ",", rows[r].key,
+                        task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
+                        x->correct, x->n, rs->seed + s, (double)x->correct / x->n, ci.low, ci.high);
                 first = 0;
             }
-        printf("\n");
+    fprintf(f, "\n],\n\"gains\": [");
+    first = 1;
+    for (int r = 0; r < n_rows; r++) {
+        if (rows[r].baseline < 0) continue;
+        for (int c = 0; c < REPRO_COLUMNS; c++) {
+            Gain gn = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
+                                       repro_score(scores, n_rows, 0, rows[r].baseline, c), S,
+                                       n_rows * REPRO_COLUMNS);
+            fprintf(f, "%s\n  {\"model\": \"%s\", \"over\": \"%s\", \"family\": \"%s\", \"split\": "
+                       "\"%s\", \"gain\": %.6f, \"ci95\": [%.6f, %.6f], \"per_seed\": [",
+                    first ? "" : ",", rows[r].key, rows[rows[r].baseline].key,
+                    task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
+                    gn.gain, gn.low, gn.high);
+            for (int s = 0; s < S; s++) {
+                const Score *x = repro_score(scores, n_rows, s, r, c);
+                const Score *y = repro_score(scores, n_rows, s, rows[r].baseline, c);
+                fprintf(f, "%s%.6f", s ? ", " : "", (double)(x->correct - y->correct) / x->n);
+            }
+            fprintf(f, "]}");
+            first = 0;
+        }
     }
-    fputs("\n]}\n", sf.file);
+    fputs("\n]}\n", f);
     safe_commit(&sf);
     snprintf(path, sizeof path, "%s/results.svg", dir);
-    write_svg(path, scores);
+    write_svg(path, rows, n_rows, scores, S);
+}
+
+static void repro_usage(void) {
+    const ReproSettings d = REPRO_DEFAULTS;
+    printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--train %d] [--epochs %d]\n"
+           "  [--pairs %s|correct-vs-incorrect|both] [--rpo-alpha %s] [--refine-lr %s] [--beta %s]\n"
+           "  [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
+           "  (./sirt with no arguments runs it with the defaults)\n",
+           d.name, d.seed, d.seeds, d.n_train, d.epochs, d.pairs, d.rpo_alpha, d.refine_lr, d.beta,
+           d.samples, d.n_refine);
+}
+
+int cmd_reproduce(int argc, char **argv) {
+    ReproSettings rs = REPRO_DEFAULTS;
+    int name_given = 0, train_given = 0, epochs_given = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--name")) rs.name = flag_value(argc, argv, &i), name_given = 1;
+        else if (!strcmp(f, "--quick")) rs.quick = 1;
+        else if (!strcmp(f, "--ablations")) rs.ablations = 1;
+        else if (!strcmp(f, "--seed")) rs.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL - 1000);
+        else if (!strcmp(f, "--seeds")) rs.seeds = parse_long(f, flag_value(argc, argv, &i), 1, 100);
+        else if (!strcmp(f, "--train")) rs.n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000), train_given = 1;
+        else if (!strcmp(f, "--epochs")) rs.epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000), epochs_given = 1;
+        else if (!strcmp(f, "--refine-questions")) rs.n_refine = parse_long(f, flag_value(argc, argv, &i), 1, 10000000);
+        else if (!strcmp(f, "--pairs")) rs.pairs = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--rpo-alpha")) rs.rpo_alpha = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--refine-lr")) rs.refine_lr = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--beta")) rs.beta = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--samples")) rs.samples = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return repro_usage(), 0;
+        else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
+    }
+    if (strcmp(rs.pairs, "cot-vs-plain") && strcmp(rs.pairs, "correct-vs-incorrect") && strcmp(rs.pairs, "both"))
+        die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", rs.pairs);
+    parse_float("--rpo-alpha", rs.rpo_alpha); // fail now, not after phase 1
+    parse_float("--refine-lr", rs.refine_lr);
+    parse_float("--beta", rs.beta);
+    parse_long("--samples", rs.samples, 1, 1024);
+    if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
+        if (!train_given) rs.n_train = 60;
+        if (!epochs_given) rs.epochs = 1;
+        if (!name_given) rs.name = "quick";
+        rs.config = "2,2,32,256,1024", rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
+        rs.samples = "2", rs.max_new = "100";
+    }
+    char dir[1024], seed_dir[1100];
+    snprintf(dir, sizeof dir, "runs/%s", rs.name);
+    mkdir_p(dir);
+    ReproRow rows[REPRO_MAX_ROWS];
+    int n_rows = repro_rows(&rs, rows);
+    Score *scores = xmalloc((size_t)rs.seeds * n_rows * REPRO_COLUMNS * sizeof(Score));
+    double start = now_seconds();
+    for (int s = 0; s < rs.seeds; s++) {
+        if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
+        else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, repro_score(scores, n_rows, s, 0, 0));
+    }
+    repro_report(&rs, dir, rows, n_rows, scores);
     printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
+    for (size_t i = 0; i < (size_t)rs.seeds * n_rows * REPRO_COLUMNS; i++) free(scores[i].hit);
+    free(scores);
     return 0;
 }
 

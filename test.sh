@@ -46,11 +46,14 @@ unit test_sft                           # SFT batches, masking, truncation
 unit test_generate                      # KV-cache decoding, the sampler, determinism
 unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
 unit test_dpo                           # preference losses and their gradients
-(cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
-echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
-passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
-failed=$((failed + $(grep -c '^FAIL' "$work/test_task.txt")))
-grep -q '^[0-9]* passed, 0 failed$' "$work/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: test_task did not finish cleanly"; }
+# these two write scratch files in the current directory: run them in $work
+for name in test_task test_repro; do # the built-in task; the reproduction's statistics
+    (cd "$work" && "$OLDPWD/tests/$name" >"$work/$name.txt" 2>&1)
+    echo "== unit tests ($name)"; grep -v '^[0-9]* passed' "$work/$name.txt"
+    passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
+    failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
+    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+done
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
@@ -159,6 +162,15 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); the
         ok "reproduce --quick runs end to end: table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
     else bad "reproduce --quick: missing$missing"; fi
 else bad "reproduce --quick failed"; tail -5 "$work/repro.txt"; fi
+# two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then
+    r="$work/runs/two"
+    if [ -s "$r/seed1/refined.bin" ] && [ -s "$r/seed2/refined.bin" ] && ! cmp -s "$r/seed1/math_test.jsonl" "$r/seed2/math_test.jsonl" \
+        && grep -q "mean ± sd over seeds" "$work/repro2.txt" && grep -q '"seeds": \[1, 2\]' "$r/results.json" \
+        && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 6 ] && grep -q '"seed": 2' "$r/results.json"; then
+        ok "reproduce --seeds 2: a directory per seed, mean ± sd, six gains over SFT with intervals"
+    else bad "reproduce --seeds 2: output incomplete"; fi
+else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
 
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
