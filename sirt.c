@@ -5199,7 +5199,7 @@ int cmd_reproduce(int argc, char **argv) {
     snprintf(sft, sizeof sft, "%s/sft.bin", dir);
     snprintf(path, sizeof path, "%s/sft_metrics.jsonl", dir);
     snprintf(eptxt, sizeof eptxt, "%d", epochs);
-    run_command(cmd_sft, "--config", quick ? "2,2,32,256,512" : "4,4,128,256,512", "--tokenizer",
+    run_command(cmd_sft, "--config", quick ? "2,2,32,256,1024" : "4,4,128,256,1024", "--tokenizer",
                 tokfile, "--data", train, "--valid", valid, "--epochs", eptxt, "--batch", "16",
                 "--seq", "256", "--lr", "3e-3", "--warmup", "20", "--seed", seedtxt, "--log", path,
                 "--out", sft, NULL);
