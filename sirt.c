@@ -113,40 +113,75 @@ static float rng_normal(Rng *rng) { // Box-Muller
 
 // Crash-safe output. Every file the program writes goes to PATH.tmp first; only a complete,
 // flushed and synced file is renamed over PATH, so a crash leaves the previous file intact.
+// A failure to create or write PATH.tmp (a read-only directory, a full disk) is remembered in
+// `error` rather than fatal at once, so that a checkpoint, which is two files, can remove both
+// temporary files before the program stops (safe_commit_all).
 typedef struct {
-    FILE *file;
+    FILE *file; // NULL when PATH.tmp could not be created
+    int error;  // errno of the first failure, 0 while all is well
     char final_path[4096];
     char temp_path[4096 + 8];
 } SafeFile;
 
-static void safe_open(SafeFile *sf, const char *path) {
+// Creates PATH.tmp; a failure is kept in sf->error and reported by safe_commit_all.
+static void safe_open_deferred(SafeFile *sf, const char *path) {
     if (strlen(path) >= sizeof sf->final_path) die("path too long: %s", path);
     strcpy(sf->final_path, path);
     snprintf(sf->temp_path, sizeof sf->temp_path, "%s.tmp", path);
     sf->file = fopen(sf->temp_path, "wb");
-    if (!sf->file) die("cannot write %s: %s", sf->temp_path, strerror(errno));
+    sf->error = sf->file ? 0 : errno;
 }
 
+// Creates PATH.tmp or stops the program: for writers that use sf->file directly (fprintf).
+static void safe_open(SafeFile *sf, const char *path) {
+    safe_open_deferred(sf, path);
+    if (sf->error) die("cannot write %s: %s", sf->temp_path, strerror(sf->error));
+}
+
+// Writes nothing more once a write has failed: the file is doomed, and the disk may be full.
 static void safe_write(SafeFile *sf, const void *data, size_t bytes) {
-    if (fwrite(data, 1, bytes, sf->file) != bytes) {
-        int err = errno;
-        fclose(sf->file);
-        remove(sf->temp_path);
-        die("writing %s failed (%s); the previous %s is untouched", sf->temp_path,
-            strerror(err), sf->final_path);
-    }
+    if (sf->error) return;
+    errno = 0;
+    if (fwrite(data, 1, bytes, sf->file) != bytes) sf->error = errno ? errno : EIO;
 }
 
-static void safe_commit(SafeFile *sf) {
-    errno = 0; // an earlier fprintf may have failed: ferror() remembers it, errno may not
-    int failed = ferror(sf->file) || fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0;
-    int err = errno;
-    failed |= fclose(sf->file) != 0;
-    if (!failed && rename(sf->temp_path, sf->final_path) == 0) return;
-    if (!err) err = errno ? errno : EIO;
-    remove(sf->temp_path);
-    die("writing %s failed (%s); the previous file is untouched", sf->final_path, strerror(err));
+// Flushes, syncs and closes PATH.tmp; returns 0, or the errno of the first failure (then
+// PATH.tmp is deleted). fprintf into sf->file is allowed too: ferror() remembers its failures.
+static int safe_finish(SafeFile *sf) {
+    if (!sf->file) return sf->error; // never created: nothing to close or delete
+    errno = 0;
+    int err = sf->error;
+    if (!err && (ferror(sf->file) || fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0))
+        err = errno ? errno : EIO;
+    if (fclose(sf->file) != 0 && !err) err = errno ? errno : EIO;
+    sf->file = NULL;
+    if (err) unlink(sf->temp_path);
+    return err;
 }
+
+// Commits files that belong together (a checkpoint's weights and state): all of them are
+// finished first and only then renamed, in the order given. If any write failed, every
+// PATH.tmp is removed, nothing is renamed, and the program stops naming the file and the reason.
+static void safe_commit_all(SafeFile *files, int count) {
+    for (int i = 0; i < count; i++) {
+        int err = safe_finish(&files[i]);
+        if (!err) continue;
+        char kept[9000] = "";
+        for (int j = 0; j < count; j++) {
+            if (j != i && (j < i || safe_finish(&files[j]) == 0)) unlink(files[j].temp_path);
+            snprintf(kept + strlen(kept), sizeof kept - strlen(kept), "%s%s", j ? " and " : "",
+                     files[j].final_path);
+        }
+        die("cannot write %s: %s (%s %s left as %s)", files[i].temp_path, strerror(err), kept,
+            count > 1 ? "are" : "is", count > 1 ? "they were" : "it was");
+    }
+    for (int i = 0; i < count; i++)
+        if (rename(files[i].temp_path, files[i].final_path) != 0)
+            die("cannot rename %s to %s: %s", files[i].temp_path, files[i].final_path,
+                strerror(errno));
+}
+
+static void safe_commit(SafeFile *sf) { safe_commit_all(sf, 1); }
 
 // Fails early — before hours of work — when PATH cannot be written (a missing directory, no
 // permission): creates PATH.tmp, the name every write goes through, and removes it again.
@@ -1247,7 +1282,8 @@ static uint64_t header_get_u64(const int32_t *header, int index) {
     return value;
 }
 
-static void model_save(const Model *model, const char *path) {
+// Writes the weights into an open SafeFile (model_save and checkpoint_save commit it).
+static void model_write(const Model *model, SafeFile *sf) {
     const Config *cfg = &model->config;
     int32_t header[HEADER_INTS] = {0};
     header[0] = MODEL_MAGIC;
@@ -1261,12 +1297,16 @@ static void model_save(const Model *model, const char *path) {
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
     dev_to_host(host, model->params_memory, bytes);
+    safe_write(sf, header, sizeof header);
+    safe_write(sf, host, bytes);
+    free(host);
+}
+
+static void model_save(const Model *model, const char *path) {
     SafeFile sf;
     safe_open(&sf, path);
-    safe_write(&sf, header, sizeof header);
-    safe_write(&sf, host, bytes);
+    model_write(model, &sf);
     safe_commit(&sf);
-    free(host);
 }
 
 // Reads a checkpoint, checking the header and the file size before allocating anything.
@@ -1340,9 +1380,8 @@ static void state_path(char *out, size_t size, const char *model_path) {
     if ((size_t)snprintf(out, size, "%s.state", model_path) >= size) die("path too long");
 }
 
-static void state_save(const Model *model, const TrainState *st, const char *model_path) {
-    char path[4200];
-    state_path(path, sizeof path, model_path);
+// Writes the training state into an open SafeFile (see checkpoint_save).
+static void state_write(const Model *model, const TrainState *st, SafeFile *sf) {
     int32_t header[HEADER_INTS] = {0};
     header[0] = STATE_MAGIC;
     header[1] = STATE_VERSION;
@@ -1356,23 +1395,63 @@ static void state_save(const Model *model, const TrainState *st, const char *mod
     header_put_u64(header, 12, st->seed);
     memcpy(header + 14, &st->best_valid_loss, sizeof(float));
     size_t bytes = model->num_parameters * sizeof(float);
-    float *host = xmalloc(bytes);
-    SafeFile sf;
-    safe_open(&sf, path);
-    safe_write(&sf, header, sizeof header);
-    dev_to_host(host, model->m_memory, bytes);
-    safe_write(&sf, host, bytes);
-    dev_to_host(host, model->v_memory, bytes);
-    safe_write(&sf, host, bytes);
-    safe_commit(&sf);
+    float *host = xcalloc(1, bytes); // zero moments when no update has been applied yet
+    safe_write(sf, header, sizeof header);
+    if (model->m_memory) dev_to_host(host, model->m_memory, bytes);
+    safe_write(sf, host, bytes);
+    if (model->v_memory) dev_to_host(host, model->v_memory, bytes);
+    safe_write(sf, host, bytes);
     free(host);
 }
 
-// Saves the weights and the state; the state's hash pairs it with these exact weights, so a
-// crash between the two renames is detected at resume instead of silently mixing steps.
+// Saves the weights and the state as one checkpoint. Both are written and synced under their
+// .tmp names before either is renamed; then the weights are renamed, then the state. A crash
+// between the two renames leaves new weights beside an old state and a complete PATH.state.tmp
+// that belongs with them: state_roll_forward finishes that commit at --resume. (The state's
+// hash of the weights tells which state belongs with which weights.)
 static void checkpoint_save(const Model *model, const TrainState *st, const char *model_path) {
-    state_save(model, st, model_path);
-    model_save(model, model_path);
+    char path[4200];
+    state_path(path, sizeof path, model_path);
+    SafeFile files[2];
+    safe_open_deferred(&files[0], model_path);
+    safe_open_deferred(&files[1], path);
+    model_write(model, &files[0]);
+    state_write(model, st, &files[1]);
+    safe_commit_all(files, 2);
+}
+
+// The weights' hash recorded in a training-state file, when the file is complete; 0 otherwise.
+// Reads only the header (its layout is state_write's) and the file's size.
+static uint64_t state_file_hash(const char *path, size_t num_parameters) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int32_t header[HEADER_INTS];
+    int complete = fread(header, sizeof header, 1, f) == 1 && header[0] == STATE_MAGIC &&
+                   header[1] == STATE_VERSION && header_get_u64(header, 5) == num_parameters &&
+                   fseek(f, 0, SEEK_END) == 0 &&
+                   ftell(f) == (long)(sizeof header + 2 * num_parameters * sizeof(float));
+    fclose(f);
+    return complete ? header_get_u64(header, 7) : 0;
+}
+
+// At --resume, after the weights are loaded: when a crash fell between checkpoint_save's two
+// renames, PATH.state.tmp is complete and belongs with the weights in PATH. Renaming it over
+// PATH.state finishes the interrupted commit. Any other PATH.state.tmp, and PATH.tmp, are the
+// remains of a write that a crash interrupted before its renames; they are deleted.
+static void state_roll_forward(const Model *model, const char *model_path) {
+    char path[4200], temp[4300];
+    snprintf(temp, sizeof temp, "%s.tmp", model_path);
+    unlink(temp);
+    state_path(path, sizeof path, model_path);
+    snprintf(temp, sizeof temp, "%s.tmp", path);
+    uint64_t hash = state_file_hash(temp, model->num_parameters);
+    if (!hash || hash != model_params_hash(model)) {
+        unlink(temp);
+        return;
+    }
+    if (rename(temp, path) != 0) die("cannot rename %s to %s: %s", temp, path, strerror(errno));
+    printf("finished an interrupted checkpoint: %s belongs with %s, renamed to %s\n", temp,
+           model_path, path);
 }
 
 static void state_load(Model *model, TrainState *st, const char *model_path) {
@@ -3409,6 +3488,7 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
         if (access(args->out, F_OK) != 0)
             die("cannot resume: %s does not exist (start without --resume)", args->out);
         model_load(model, args->out);
+        state_roll_forward(model, args->out);
         state_load(model, st, args->out);
         if (st->B != args->B || st->T != args->T || st->shuffle != shuffle || st->seed != args->seed)
             die("cannot resume: %s.state was written with --batch %d --seq %d --seed %llu%s; "
@@ -3479,7 +3559,8 @@ static int run_after_step(const Model *model, const TrainState *st, const TrainA
         fprintf(run->log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
                           "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
                 tok_per_s, extra_json ? extra_json : "");
-        fflush(run->log);
+        if (fflush(run->log) != 0 || ferror(run->log))
+            die("cannot write log %s: %s", args->log, strerror(errno));
     }
     show_progress(st->step, args->steps, r->loss, tok_per_s, eta, st->step == args->steps);
     int stopping = args->stop_after && st->step - run->progress.first_step >= args->stop_after;

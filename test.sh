@@ -29,15 +29,20 @@ trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# Runs one of the C test programs and adds its "ok"/"FAIL" lines to the totals.
-unit() {
-    local name=$1; shift
-    echo "== unit tests ($name)"
-    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+# Adds the "ok"/"FAIL" lines of a test program's output $work/NAME.txt to the totals.
+tally() {
+    local name=$1
     grep -v '^[0-9]* passed' "$work/$name.txt"
     passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
     failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
     grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+}
+# Runs one of the C test programs and counts its checks.
+unit() {
+    local name=$1; shift
+    echo "== unit tests ($name)"
+    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+    tally "$name"
 }
 unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
 unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
@@ -47,10 +52,7 @@ unit test_generate                      # KV-cache decoding, the sampler, determ
 unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
 unit test_dpo                           # preference losses and their gradients
 (cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
-echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
-passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
-failed=$((failed + $(grep -c '^FAIL' "$work/test_task.txt")))
-grep -q '^[0-9]* passed, 0 failed$' "$work/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: test_task did not finish cleanly"; }
+echo "== unit tests (test_task)"; tally test_task
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
@@ -214,6 +216,47 @@ else bad "resume kept stale log lines"; fi
 
 expect "train from --init (llm.c checkpoint)" ./sirt train --init "$work/a.bin" --data "$work/train.bin" --batch 2 --seq 64 --steps 3 --lr 1e-3 --out "$work/i.bin"
 ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left behind"
+
+# crash safety: kill -9 at random moments and --resume, for train, sft and dpo
+echo "== kill -9 and --resume (tests/kill_resume.sh)"
+tests/kill_resume.sh "$work/kill" 5 1 >"$work/kill_resume.txt" 2>&1
+tally kill_resume
+
+# a failed write names the file and the reason, removes its .tmp files and leaves the previous
+# checkpoint as it was: a file size limit (as a full disk) hit by the weights (124.5 KiB) or the
+# state (248 KiB), a directory in the way of the state's .tmp, a read-only directory
+echo "== failed writes"
+wflags="$cfg --data $work/train.bin --batch 4 --seq 32 --lr 3e-3 --steps 20 --out $work/f.bin --log $work/f.jsonl"
+./sirt train $wflags --stop-after 5 >/dev/null
+./sirt train $wflags --out "$work/f_full.bin" --log "$work/f_full.jsonl" >/dev/null
+cp "$work/f.bin" "$work/f_saved.bin"; cp "$work/f.bin.state" "$work/f_saved.state"
+intact() { # the checkpoint is the one of step 5, and no .tmp file is left
+    if cmp -s "$work/f.bin" "$work/f_saved.bin" && cmp -s "$work/f.bin.state" "$work/f_saved.state" && ! ls "$work"/f.bin*.tmp >/dev/null 2>&1; then
+        ok "$1: the checkpoint of step 5 is intact, no .tmp left"
+    else bad "$1: the previous checkpoint changed or a .tmp is left"; fi
+}
+expect_error "file size limit while writing the weights" "cannot write .*/f.bin.tmp: File too large (.*/f.bin and .*/f.bin.state are left as they were)" bash -c "trap '' XFSZ; ulimit -f 100; exec ./sirt train $wflags --resume --save-every 2"
+intact "file size limit on the weights"
+expect_error "file size limit while writing the state" "cannot write .*/f.bin.state.tmp: File too large (.*/f.bin and .*/f.bin.state are left as they were)" bash -c "trap '' XFSZ; ulimit -f 200; exec ./sirt train $wflags --resume --save-every 2"
+intact "file size limit on the state"
+mkdir "$work/f.bin.state.tmp"
+expect_error "a directory in the way of the state's .tmp" "cannot write .*/f.bin.state.tmp: Is a directory (.*/f.bin and .*/f.bin.state are left as they were)" ./sirt train $wflags --resume --save-every 2
+rmdir "$work/f.bin.state.tmp"
+intact "a directory in the way"
+# a read-only directory; root writes anywhere, so as root the run goes as user nobody
+ro=$(mktemp -d); chmod 755 "$ro"; cp "$work/f_saved.bin" "$ro/m.bin"; cp "$work/f_saved.state" "$ro/m.bin.state"; cp "$work/train.bin" "$ro/"
+chmod 644 "$ro"/*; chmod 555 "$ro"
+as_user=""; [ "$(id -u)" -eq 0 ] && as_user="setpriv --reuid=65534 --regid=65534 --clear-groups"
+if [ "$(id -u)" -ne 0 ] || command -v setpriv >/dev/null 2>&1; then
+    expect_error "a read-only directory" "cannot write $ro/m.bin.tmp: Permission denied" $as_user ./sirt train $cfg --data "$ro/train.bin" --batch 4 --seq 32 --lr 3e-3 --steps 20 --out "$ro/m.bin" --resume
+    cmp -s "$ro/m.bin" "$work/f_saved.bin" && cmp -s "$ro/m.bin.state" "$work/f_saved.state" && [ "$(ls "$ro" | wc -l)" -eq 3 ] &&
+        ok "a read-only directory: the checkpoint is intact" || bad "a read-only directory: the checkpoint changed"
+else echo "skip: running as root without setpriv, the read-only directory is not checked"; fi
+chmod 755 "$ro"; rm -rf "$ro"
+./sirt train $wflags --resume >/dev/null 2>&1
+if cmp -s "$work/f.bin" "$work/f_full.bin" && [ "$(strip "$work/f.jsonl")" = "$(strip "$work/f_full.jsonl")" ]; then
+    ok "after the failed writes, --resume finishes identical to an uninterrupted run (weights and log)"
+else bad "resume after failed writes differs"; fi
 
 # ---- bad input: one clear line and exit 1, never a crash -------------------------------------
 echo "== bad input"
