@@ -176,18 +176,26 @@ static dim3 chunk_grid(int N, int C) {
 // Memory
 // =============================================================================================
 
+// NULL when the GPU's memory cannot hold `count` floats: the caller says what they were for.
 extern "C" float *dev_alloc(size_t count) {
     float *ptr = NULL;
     cudaError_t err = cudaMalloc((void **)&ptr, (count ? count : 1) * sizeof(float));
-    if (err != cudaSuccess) {
-        fprintf(stderr, "sirt: error: out of GPU memory allocating %zu floats (%s)\n", count,
-                cudaGetErrorString(err));
-        exit(1);
+    if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); // clears the error, so that later checks do not report it again
+        return NULL;
     }
+    CUDA_CHECK(err);
     return ptr;
 }
 
 extern "C" int *dev_alloc_int(size_t count) { return (int *)dev_alloc(count); }
+
+// The GPU's memory, all of it (not only what is free now).
+extern "C" size_t dev_memory_bytes(void) {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return total_bytes;
+}
 
 extern "C" void dev_free(void *ptr) { CUDA_CHECK(cudaFree(ptr)); } // cudaFree(NULL) does nothing
 

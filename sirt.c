@@ -283,12 +283,15 @@ static float parse_float(const char *flag, const char *text) {
 
 float *dev_alloc(size_t count) {
     // 64-byte alignment: one cache line, one AVX-512 vector
+    if (count > (SIZE_MAX - 63) / sizeof(float)) return NULL;
     size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-    float *ptr = aligned_alloc(64, bytes ? bytes : 64);
-    if (!ptr) die("out of memory allocating %zu floats", count);
-    return ptr;
+    return aligned_alloc(64, bytes ? bytes : 64);
 }
 int *dev_alloc_int(size_t count) { return (int *)dev_alloc(count); }
+size_t dev_memory_bytes(void) { // the machine's physical memory
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page_size > 0 ? (size_t)pages * (size_t)page_size : 0;
+}
 void dev_free(void *ptr) { free(ptr); }
 void dev_zero(float *ptr, size_t count) { memset(ptr, 0, count * sizeof(float)); }
 void dev_to_device(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
@@ -914,10 +917,37 @@ static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) 
     return *ptrs;
 }
 
+// Memory. Sizes that come from flags and data (B, T, the model's shape) are checked against the
+// device's memory before anything is allocated, in double precision so that an absurd request
+// cannot overflow on its way to the check; a request the device cannot serve at all is refused
+// with the sizes, instead of ending in swap or the out-of-memory killer.
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#ifdef SIRT_CUDA
+#define DEVICE_HAS "the GPU has"
+#else
+#define DEVICE_HAS "this machine has"
+#endif
+
+static double device_gib(void) { return (double)dev_memory_bytes() / GIB; }
+
+// Whether `bytes` fit in the device's memory at all (when the device does not say, assume so).
+static int fits_memory(double bytes) {
+    double have = (double)dev_memory_bytes();
+    return have <= 0 || bytes <= have;
+}
+
+// The result of dev_alloc, or the end of the program saying who needed how much of what.
+static void *alloc_check(void *ptr, const char *who, double bytes, const char *what) {
+    if (!ptr) die("%s needs %.2f GiB of %s: out of memory (the allocation failed)", who,
+                  bytes / GIB, what);
+    return ptr;
+}
+
 // Carves one allocation of `total` floats into the named tensors; returns the allocation.
+// `what` says what they hold (parameters, gradients) for the message when memory runs out.
 static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
-                           size_t total) {
-    float *memory = dev_alloc(total);
+                           size_t total, const char *what) {
+    float *memory = alloc_check(dev_alloc(total), "the model", (double)total * sizeof(float), what);
     float **ptrs[NUM_PARAM_TENSORS];
     param_pointers(p, ptrs);
     float *next = memory;
@@ -968,13 +998,32 @@ typedef struct {
     float *fch_gelu; // (B,T,4C)
 } GradActTensors;
 
-static void act_sizes(const Config *cfg, int B, int T, size_t sizes[NUM_ACT_TENSORS]) {
-    size_t BT = (size_t)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
-    size_t list[NUM_ACT_TENSORS] = {
+// The activations' sizes in floats, in double so that they cannot overflow (see "Memory").
+static void act_sizes(const Config *cfg, int B, int T, double sizes[NUM_ACT_TENSORS]) {
+    double BT = (double)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
+    double list[NUM_ACT_TENSORS] = {
         BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C,
-        L * B * cfg->NH * (size_t)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
+        L * B * cfg->NH * (double)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
         L * BT * H, L * BT * H, L * BT * C, L * BT * C, BT * C, BT, BT, BT * cfg->Vp, BT, BT};
     memcpy(sizes, list, sizeof list);
+}
+
+// The gradients of the activations (GradActTensors) in floats.
+static void grad_act_sizes(const Config *cfg, int B, int T, double sizes[NUM_GRAD_ACT_TENSORS]) {
+    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
+    double list[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
+    memcpy(sizes, list, sizeof list);
+}
+
+// Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
+// (inputs, targets, coefficients).
+static double activation_bytes(const Config *cfg, int B, int T) {
+    double a[NUM_ACT_TENSORS], g[NUM_GRAD_ACT_TENSORS], floats = 3.0 * B * T;
+    act_sizes(cfg, B, T, a);
+    grad_act_sizes(cfg, B, T, g);
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) floats += a[i];
+    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) floats += g[i];
+    return floats * sizeof(float);
 }
 
 typedef struct {
@@ -1024,8 +1073,12 @@ static void model_build(Model *model, Config cfg) {
     model->config = cfg;
     param_sizes(&cfg, model->param_sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->num_parameters += model->param_sizes[i];
+    double bytes = (double)model->num_parameters * sizeof(float);
+    if (!fits_memory(bytes))
+        die("the model (L=%d NH=%d C=%d maxT=%d V=%d) needs %.1f GiB of parameters; " DEVICE_HAS
+            " %.1f GiB", cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.V, bytes / GIB, device_gib());
     model->params_memory = carve_params(&model->params, model->param_sizes,
-                                        model->num_parameters);
+                                        model->num_parameters, "parameters");
 }
 
 // GPT-2's initialisation: weights ~ N(0, 0.02), the two projections into the residual stream
@@ -1067,7 +1120,8 @@ static void model_free(Model *model) {
     free(model->host_logprobs);
 }
 
-// Allocates activations for batches of up to B rows of up to T tokens.
+// Allocates activations for batches of up to B rows of up to T tokens, after checking that
+// they fit: B and T come from flags and data.
 static void model_alloc_activations(Model *model, int B, int T) {
     const Config *cfg = &model->config;
     dev_free(model->acts_memory);
@@ -1077,10 +1131,18 @@ static void model_alloc_activations(Model *model, int B, int T) {
     dev_free(model->coefs);
     free(model->host_logprobs);
 
-    size_t sizes[NUM_ACT_TENSORS], total = 0;
+    char who[64];
+    snprintf(who, sizeof who, "B=%d T=%d", B, T);
+    double bytes = activation_bytes(cfg, B, T);
+    if ((double)B * T > INT32_MAX) die("%s: B*T must be below 2^31 tokens", who);
+    if (!fits_memory(bytes))
+        die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
+            device_gib());
+    // below the device's memory, every size is an exact integer in double and fits size_t
+    double sizes[NUM_ACT_TENSORS], grad_sizes[NUM_GRAD_ACT_TENSORS], total = 0;
     act_sizes(cfg, B, T, sizes);
     for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
-    model->acts_memory = dev_alloc(total);
+    model->acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
     ActTensors *a = &model->acts;
     float **acts[NUM_ACT_TENSORS] = {
         &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
@@ -1090,26 +1152,26 @@ static void model_alloc_activations(Model *model, int B, int T) {
     float *next = model->acts_memory;
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
         *acts[i] = next;
-        next += sizes[i];
+        next += (size_t)sizes[i];
     }
 
-    size_t BT = (size_t)B * T, C = cfg->C, H = cfg->hidden;
-    size_t grad_sizes[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
+    grad_act_sizes(cfg, B, T, grad_sizes);
     total = 0;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
-    model->grad_acts_memory = dev_alloc(total);
+    model->grad_acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
     GradActTensors *d = &model->grad_acts;
     float **grads[NUM_GRAD_ACT_TENSORS] = {&d->residual, &d->ln, &d->qkv, &d->atty, &d->fch,
                                            &d->fch_gelu};
     next = model->grad_acts_memory;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
         *grads[i] = next;
-        next += grad_sizes[i];
+        next += (size_t)grad_sizes[i];
     }
 
-    model->inputs = dev_alloc_int(BT);
-    model->targets = dev_alloc_int(BT);
-    model->coefs = dev_alloc(BT);
+    size_t BT = (size_t)B * T;
+    model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
+    model->targets = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
+    model->coefs = alloc_check(dev_alloc(BT), who, bytes, "activations");
     model->host_logprobs = xmalloc(BT * sizeof(float));
     model->act_B = B;
     model->act_T = T;
@@ -1174,7 +1236,7 @@ static void model_backward(Model *model, const float *coefs) {
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     if (!model->grads_memory)
         model->grads_memory = carve_params(&model->grads, model->param_sizes,
-                                           model->num_parameters);
+                                           model->num_parameters, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
     dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
@@ -1229,15 +1291,21 @@ typedef struct {
     float lr, beta1, beta2, eps, weight_decay, clip;
 } OptimizerSettings;
 
+// AdamW's moments m and v, zero until the first update; allocated on first use.
+static void model_alloc_moments(Model *model) {
+    if (model->m_memory) return;
+    size_t n = model->num_parameters;
+    double bytes = 2.0 * n * sizeof(float);
+    model->m_memory = alloc_check(dev_alloc(n), "the model", bytes, "AdamW moments");
+    model->v_memory = alloc_check(dev_alloc(n), "the model", bytes, "AdamW moments");
+    dev_zero(model->m_memory, n);
+    dev_zero(model->v_memory, n);
+}
+
 // One optimizer step (t = 1, 2, ...) from the gradients of the last backward. Returns the global
 // gradient norm before clipping; a gradient whose norm exceeds clip is scaled down to it.
 static float model_update(Model *model, const OptimizerSettings *opt, int t) {
-    if (!model->m_memory) {
-        model->m_memory = dev_alloc(model->num_parameters);
-        model->v_memory = dev_alloc(model->num_parameters);
-        dev_zero(model->m_memory, model->num_parameters);
-        dev_zero(model->v_memory, model->num_parameters);
-    }
+    model_alloc_moments(model);
     float norm = (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
     // as torch.nn.utils.clip_grad_norm_: scale = clip / (norm + 1e-6), applied only if < 1
     float scale = 1.0f;
@@ -1484,10 +1552,7 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     st->seed = header_get_u64(header, 12);
     memcpy(&st->best_valid_loss, header + 14, sizeof(float));
     if (st->step < 0) die("%s: negative step %d", path, st->step);
-    if (!model->m_memory) {
-        model->m_memory = dev_alloc(model->num_parameters);
-        model->v_memory = dev_alloc(model->num_parameters);
-    }
+    model_alloc_moments(model);
     size_t moment_bytes = count * sizeof(float);
     dev_to_device(model->m_memory, data + sizeof header, moment_bytes);
     dev_to_device(model->v_memory, data + sizeof header + moment_bytes, moment_bytes);
@@ -3480,9 +3545,37 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (a->lr_floor < 0 || a->lr_floor > 1) die("--lr-floor must be in [0, 1]");
 }
 
+// The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
+static int epochs_to_steps(int epochs, int per_epoch) {
+    long long steps = (long long)epochs * per_epoch;
+    if (steps > 1 << 30)
+        die("--epochs %d x %d batches per epoch = %lld steps, more than 2^30", epochs, per_epoch,
+            steps);
+    return (int)steps;
+}
+
+// --seq against the model's context: sequences longer than maxT have no position embedding.
+static void check_seq_fits(int T, const Model *model) {
+    if (T > model->config.maxT)
+        die("--seq %d is longer than the model's context maxT=%d", T, model->config.maxT);
+}
+
+// Training needs the parameters with their gradients and two AdamW moments, and the activations
+// of a batch of `rows` sequences of T tokens: refused at once when the device cannot hold them.
+static void check_training_fits(const Model *model, int rows, int T) {
+    double params = 4.0 * model->num_parameters * sizeof(float);
+    double acts = activation_bytes(&model->config, rows, T);
+    if (!fits_memory(params + acts))
+        die("B=%d T=%d needs %.1f GiB of activations (%.1f GiB with the parameters, gradients and "
+            "AdamW moments); " DEVICE_HAS " %.1f GiB", rows, T, acts / GIB, (params + acts) / GIB,
+            device_gib());
+}
+
 // Starts a run: resumes from --out and its state (--resume), or loads --init, or builds a fresh
-// model from --config. `shuffle` is recorded in the state so that a resume can check it.
-static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle) {
+// model from --config. `shuffle` is recorded in the state so that a resume can check it. A batch
+// holds `rows` sequences: --batch for train and sft, twice that for dpo (chosen and rejected).
+static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle,
+                      int rows) {
     check_writable(args->out);
     if (args->resume) {
         if (access(args->out, F_OK) != 0)
@@ -3505,8 +3598,8 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
                            .B = args->B, .T = args->T, .shuffle = shuffle,
                            .best_valid_loss = INFINITY};
     }
-    if (args->T > model->config.maxT)
-        die("--seq %d is longer than the model's context maxT=%d", args->T, model->config.maxT);
+    check_seq_fits(args->T, model);
+    check_training_fits(model, rows, args->T);
 }
 
 static void print_model(const Model *model) {
@@ -3525,12 +3618,15 @@ typedef struct {
     float *coefs;          // (rows,T)
 } Run;
 
-// Prepares the loop; returns 0 (and says so) when the run is already at its last step.
-static int run_open(Run *run, const TrainArgs *args, const TrainState *st, int rows) {
+// Prepares the loop for batches of up to rows x T tokens; returns 0 (and says so) when the run
+// is already at its last step.
+static int run_open(Run *run, Model *model, const TrainArgs *args, const TrainState *st,
+                    int rows) {
     if (st->step >= args->steps) {
         printf("nothing to do: the run is already at step %d of %d\n", st->step, args->steps);
         return 0;
     }
+    model_alloc_activations(model, rows, args->T); // the largest batch, allocated once
     run->sched = (Schedule){args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
     run->log = open_metrics_log(args->log, st->step);
     size_t BT = (size_t)rows * args->T;
@@ -3607,13 +3703,13 @@ int cmd_train(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, shuffle);
+    run_begin(&model, &st, &args, shuffle, args.B);
     DataLoader loader;
     loader_init(&loader, data, args.B, args.T, shuffle, args.seed, model.config.V);
     print_model(&model);
     printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
     Run run;
-    if (run_open(&run, &args, &st, args.B)) {
+    if (run_open(&run, &model, &args, &st, args.B)) {
         size_t BT = (size_t)args.B * args.T;
         for (size_t i = 0; i < BT; i++) run.coefs[i] = 1.0f / (float)BT; // the mean over B·T
         while (st.step < args.steps) {
@@ -3826,14 +3922,14 @@ int cmd_sft(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, 1);
+    run_begin(&model, &st, &args, 1, args.B);
     Tokenizer *tok = load_tokenizer(tokenizer);
     int pad = tok_eot(tok);
     SftData train, valid = {0};
     sft_data_load(&train, data_path, &template, tok, model.config.V, args.T);
     if (valid_path) sft_data_load(&valid, valid_path, &template, tok, model.config.V, args.T);
     int steps_per_epoch = (train.count + args.B - 1) / args.B;
-    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    if (!args.steps) args.steps = epochs_to_steps(epochs, steps_per_epoch);
     if (!eval_every) eval_every = steps_per_epoch;
     print_model(&model);
     printf("data: %d examples (%d cut to fit %d tokens), %d steps per epoch, %d steps%s\n",
@@ -3843,11 +3939,10 @@ int cmd_sft(int argc, char **argv) {
         printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
                valid.count, valid.truncated, eval_every);
     Run run;
-    if (run_open(&run, &args, &st, args.B)) {
+    if (run_open(&run, &model, &args, &st, args.B)) {
         int *order = xmalloc((size_t)train.count * sizeof(int)), order_epoch = -1;
         char best[4200];
         best_path(best, sizeof best, args.out);
-        model_alloc_activations(&model, args.B, args.T); // the largest batch, allocated once
         while (st.step < args.steps) {
             int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
             if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
@@ -3905,25 +4000,32 @@ typedef struct {
 } KVCache;
 
 static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
-    size_t S = slots, C = cfg->C, H = cfg->hidden, cache = (size_t)cfg->L * S * Tc * C;
-    size_t sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
+    // sizes in double, checked against the device's memory before they are used (as activations)
+    double S = slots, C = cfg->C, H = cfg->hidden, cache = (double)cfg->L * S * Tc * C;
+    double sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
                         S * cfg->Vp};
-    size_t total = 0;
+    double total = 0;
     for (int i = 0; i < 12; i++) total += sizes[i];
+    char who[64];
+    snprintf(who, sizeof who, "decoding %d sequences of up to %d tokens", slots, Tc);
+    double bytes = total * sizeof(float);
+    if (!fits_memory(bytes))
+        die("%s needs %.1f GiB of key/value cache; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
+            device_gib());
     kv->slots = slots;
     kv->Tc = Tc;
-    kv->memory = dev_alloc(total);
+    kv->memory = alloc_check(dev_alloc((size_t)total), who, bytes, "key/value cache");
     float **ptrs[12] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
                         &kv->qkv, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu, &kv->logits};
     float *next = kv->memory;
     for (int i = 0; i < 12; i++) {
         *ptrs[i] = next;
-        next += sizes[i];
+        next += (size_t)sizes[i];
     }
-    kv->tokens = dev_alloc_int(S);
-    kv->slot = dev_alloc_int(S);
-    kv->pos = dev_alloc_int(S);
-    kv->host_logits = xmalloc(S * cfg->Vp * sizeof(float));
+    kv->tokens = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->pos = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->host_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
 }
 
 static void kv_cache_free(KVCache *kv) {
@@ -4626,6 +4728,10 @@ static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_
         if (!rc != !rr || (rc && (rc->type != JSON_NUMBER || rr->type != JSON_NUMBER)))
             die("%s:%d: ref_chosen_logps and ref_rejected_logps must both be numbers, or both "
                 "absent", f.path, f.line_numbers[i]);
+        if (rc && !(isfinite(rc->number) && rc->number <= 0 && isfinite(rr->number) &&
+                    rr->number <= 0)) // sums of log-probabilities: finite and at most 0
+            die("%s:%d: ref_chosen_logps %g and ref_rejected_logps %g must be finite and <= 0 "
+                "(sums of log-probabilities)", f.path, f.line_numbers[i], rc->number, rr->number);
         if (rc) {
             p->ref_chosen = rc->number;
             p->ref_rejected = rr->number;
@@ -4741,8 +4847,7 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
                       const PreferenceSettings *pref, const PairData *data, int pad) {
     int steps_per_epoch = (data->count + args->B - 1) / args->B;
     Run run;
-    if (!run_open(&run, args, st, 2 * args->B)) return; // a batch of B pairs is 2B rows
-    model_alloc_activations(model, 2 * args->B, args->T);
+    if (!run_open(&run, model, args, st, 2 * args->B)) return; // a batch of B pairs is 2B rows
     int *order = xmalloc((size_t)data->count * sizeof(int)), order_epoch = -1;
     while (st->step < args->steps) {
         int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
@@ -4817,7 +4922,7 @@ int cmd_dpo(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, 1);
+    run_begin(&model, &st, &args, 1, 2 * args.B); // a batch of B pairs is 2B rows
     Tokenizer *tok = load_tokenizer(tokenizer);
     int pad = tok_eot(tok);
     PairData data;
@@ -4834,7 +4939,7 @@ int cmd_dpo(int argc, char **argv) {
         model_free(&ref);
     }
     int steps_per_epoch = (data.count + args.B - 1) / args.B;
-    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    if (!args.steps) args.steps = epochs_to_steps(epochs, steps_per_epoch);
     print_model(&model);
     printf("pairs: %d (dropped: %d with an empty completion, %d identical; %d cut to fit %d "
            "tokens), reference log-probs: %d computed, %d from the file; %d steps\n", data.count,
@@ -5009,6 +5114,7 @@ int cmd_refine(int argc, char **argv) {
     Model policy, ref;
     model_load(&policy, args.init);
     model_load(&ref, args.init); // the frozen reference: the phase-1 model
+    check_seq_fits(args.T, &policy);
     Tokenizer *tok = load_tokenizer(tokenizer);
     check_tokenizer_fits(tok, policy.config.V);
     int pad = tok_eot(tok);
@@ -5067,7 +5173,8 @@ int cmd_refine(int argc, char **argv) {
             round_path(log, sizeof log, args.log, round, ".jsonl");
             round_args.log = log;
         }
-        round_args.steps = steps ? steps : epochs * ((pairs.count + args.B - 1) / args.B);
+        round_args.steps =
+            steps ? steps : epochs_to_steps(epochs, (pairs.count + args.B - 1) / args.B);
         if (policy.m_memory) {
             dev_zero(policy.m_memory, policy.num_parameters);
             dev_zero(policy.v_memory, policy.num_parameters);

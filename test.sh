@@ -144,12 +144,16 @@ printf '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen
 expect_error "dpo: malformed pairs line names file and line" "badpairs.jsonl:2:" dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 printf '{"prompt": "p", "chosen": "a"}\n' >"$work/badpairs.jsonl"
 expect_error "dpo: missing field" 'badpairs.jsonl:1: missing field "rejected"' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
+printf '{"prompt": "p", "chosen": "a", "rejected": "b", "ref_chosen_logps": 5, "ref_rejected_logps": -3}\n' >"$work/badpairs.jsonl"
+expect_error "dpo: a positive reference log-prob" 'badpairs.jsonl:1: ref_chosen_logps 5 and ref_rejected_logps -3 must be finite and <= 0' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 
 head -20 "$work/math_train.jsonl" >"$work/twenty.jsonl"
 expect "refine: a round end to end (sample, score, pair, DPO, validate)" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --valid "$work/five.jsonl" --pairs both --samples 2 --max-new 60 --rounds 1 --batch 4 --seq 200 --out "$work/refined.bin" --keep-pairs "$work"
 if grep -q "round 0 (the phase-1 model): validation accuracy" "$work/out.txt" && grep -q "round 1: .* pairs" "$work/out.txt" && [ -f "$work/refined.bin" ]; then
     ok "refine: $(grep 'round 1: .* pairs' "$work/out.txt")"
 else bad "refine output incomplete"; tail -5 "$work/out.txt"; fi
+
+expect_error "refine: --seq above the model's context" "--seq 300 is longer than the model's context maxT=256" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --seq 300
 
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
@@ -274,7 +278,7 @@ expect_error "truncated checkpoint" "truncated" ./sirt train --init "$work/trunc
 head -c 3000 "$work/train.bin" >"$work/short.bin"
 expect_error "shard size not matching its header" "but the file is" run --steps 1 --data "$work/short.bin"
 ./tests/test_core --write-shard "$work/big.bin" 3000 500 1
-expect_error "token id >= V" "outside the model's vocabulary" run --steps 1 --data "$work/big.bin"
+expect_error "token id >= V names the file and position" "big.bin: token [0-9]* at position [0-9]* is outside the model's vocabulary (V=64)" run --steps 1 --data "$work/big.bin"
 expect_error "T > maxT" "longer than the model's context" ./sirt train --config 1,1,8,16,64 --data "$work/train.bin" --batch 1 --seq 32 --steps 1 --lr 1e-3
 expect_error "bad --config" "C must be a multiple of NH" ./sirt train --config 1,3,8,16,64 --data "$work/train.bin" --batch 1 --seq 8 --steps 1 --lr 1e-3
 expect_error "missing checkpoint on --resume" "cannot resume" ./sirt train --data "$work/train.bin" --batch 4 --seq 32 --steps 5 --lr 1e-3 --out "$work/none.bin" --resume
@@ -286,6 +290,13 @@ expect_error "unknown flag" "unknown flag" ./sirt train --bogus 1
 expect_error "unwritable --out is reported before training" "cannot write" run --steps 5 --out "$work/no/such/dir/m.bin"
 ./tests/test_core --write-shard "$work/tiny.bin" 100 64 1
 expect_error "data too short for one batch" "holds no batch" ./sirt train $cfg --data "$work/tiny.bin" --batch 4 --seq 64 --steps 1 --lr 1e-3
+# sizes against memory, before anything is allocated: a batch, a model; and an allocation that fails
+expect_error "an absurd batch" "^sirt: error: B=1048576 T=1024 needs [0-9.]* GiB of activations ([0-9.]* GiB with the parameters, gradients and AdamW moments); this machine has [0-9.]* GiB$" ./sirt train --config 2,2,32,1024,64 --data "$work/train.bin" --batch 1048576 --seq 1024 --steps 1 --lr 1e-3
+expect_error "an absurd model" "^sirt: error: the model (L=1024 NH=16 C=65536 maxT=1024 V=16777216) needs [0-9.]* GiB of parameters; this machine has [0-9.]* GiB$" ./sirt train --config 1024,16,65536,1024,16777216 --data "$work/train.bin" --batch 1 --seq 8 --steps 1 --lr 1e-3
+./tests/test_core --write-shard "$work/long.bin" 600000 64 1
+expect_error "activations that cannot be allocated (ulimit -v)" "^sirt: error: B=512 T=1024 needs 2.80 GiB of activations: out of memory (the allocation failed)$" bash -c "ulimit -v 1500000; exec ./sirt train --config 1,1,8,1024,64 --data '$work/long.bin' --batch 512 --seq 1024 --steps 1 --lr 1e-3 --out '$work/x.bin'"
+./sirt data --task math --split train --n 1100 --seed 3 --out "$work/math1100.jsonl"
+expect_error "--epochs too many steps" "epochs 1000000 x 1100 batches per epoch = 1100000000 steps, more than 2^30" ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math1100.jsonl" --batch 1 --seq 64 --lr 1e-3 --epochs 1000000 --out "$work/x.bin"
 
 # ---- a build without OpenMP ------------------------------------------------------------------
 echo "== make NO_OMP=1"
