@@ -122,6 +122,12 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
                       const int *slot, const int *pos, int N, int Tc, int C, int NH);
 
 // ---------------------------------------------------------------------------------------------
+// Checking. x (n) -> how many of its values are NaN or ±infinity (an exact count, so the same
+// for any order of summation). The training loop's --detect-anomaly runs it on every kernel's
+// output.
+size_t dev_count_nonfinite(const float *x, size_t n);
+
+// ---------------------------------------------------------------------------------------------
 // Optimizer.
 // Σ x², accumulated in double in a fixed order (for the global gradient norm).
 double sum_squares(const float *x, size_t n);

@@ -843,6 +843,14 @@ double sum_squares(const float *x, size_t n) {
     return total;
 }
 
+// x (n) -> the number of NaNs and infinities in it. Counts are integers: any order gives the same.
+size_t dev_count_nonfinite(const float *x, size_t n) {
+    size_t count = 0;
+#pragma omp parallel for reduction(+ : count)
+    for (size_t i = 0; i < n; i++) count += !isfinite(x[i]);
+    return count;
+}
+
 // param, grad, m, v (n); see model.h for the update rule
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, float grad_scale,
@@ -1045,6 +1053,7 @@ typedef struct {
     float *coefs;
     float *host_logprobs;
     int B, T; // shape of the last forward pass
+    int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
 static void config_finish(Config *cfg) {
@@ -1177,6 +1186,31 @@ static void model_alloc_activations(Model *model, int B, int T) {
     model->act_T = T;
 }
 
+// --detect-anomaly: after each kernel of the forward and backward passes (and of AdamW), the
+// tensors it wrote are searched for NaN and infinity through the kernel interface
+// (dev_count_nonfinite). The first kernel whose output is not finite stops the program with its
+// name, its layer and the tensor — the place where the numbers went wrong, rather than the loss
+// many kernels later. Off (the default), a check costs one test of a flag.
+typedef struct {
+    const char *name; // the tensor as ActTensors and ParamTensors name it; "d" + name: its gradient
+    const float *data;
+    size_t count;
+} KernelOutput;
+
+static void check_kernel(const Model *model, const char *kernel, int layer, int count,
+                         const KernelOutput *outputs) {
+    if (!model->detect_anomaly) return;
+    for (int i = 0; i < count; i++) {
+        size_t bad = dev_count_nonfinite(outputs[i].data, outputs[i].count);
+        if (!bad) continue;
+        char where[32] = "";
+        if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
+        die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
+            "before it wrote finite values", kernel, where, bad, outputs[i].count,
+            outputs[i].name);
+    }
+}
+
 // The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
 // Afterwards model->host_logprobs (B,T) holds log p(target) at every position.
 static void model_forward(Model *model, const int *inputs, const int *targets, int B, int T) {
@@ -1198,7 +1232,9 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
+    size_t n = BT, nC = n * C, nH = n * H, natt = (size_t)B * NH * T * T; // sizes, for the checks
     encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
+    check_kernel(model, "encoder_forward", -1, 1, (KernelOutput[]){{"encoded", a.encoded, nC}});
     for (int l = 0; l < L; l++) {
         size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
@@ -1207,24 +1243,45 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
         float *residual2 = a.residual2 + btc, *ln2 = a.ln2 + btc, *fch = a.fch + bth;
         float *fch_gelu = a.fch_gelu + bth, *fcproj = a.fcproj + btc;
         float *residual3 = a.residual3 + btc;
+        float *ln1_mean = a.ln1_mean + l * BT, *ln1_rstd = a.ln1_rstd + l * BT;
+        float *ln2_mean = a.ln2_mean + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
 
-        layernorm_forward(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, residual, p.ln1w + c,
-                          p.ln1b + c, BT, C, eps);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
+        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
+            {"ln1", ln1, nC}, {"ln1_mean", ln1_mean, n}, {"ln1_rstd", ln1_rstd, n}});
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"qkv", qkv, 3 * nC}});
         attention_forward(atty, att, qkv, B, T, C, NH);
+        check_kernel(model, "attention_forward", l, 2, (KernelOutput[]){
+            {"att", att, natt}, {"atty", atty, nC}});
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"attproj", attproj, nC}});
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
-        layernorm_forward(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, residual2, p.ln2w + c,
-                          p.ln2b + c, BT, C, eps);
+        check_kernel(model, "residual_forward", l, 1,
+                     (KernelOutput[]){{"residual2", residual2, nC}});
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
+        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
+            {"ln2", ln2, nC}, {"ln2_mean", ln2_mean, n}, {"ln2_rstd", ln2_rstd, n}});
         matmul_forward(fch, ln2, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, BT, C, H);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fch", fch, nH}});
         gelu_forward(fch_gelu, fch, (size_t)BT * H);
+        check_kernel(model, "gelu_forward", l, 1, (KernelOutput[]){{"fch_gelu", fch_gelu, nH}});
         matmul_forward(fcproj, fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, BT, H, C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fcproj", fcproj, nC}});
         residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+        check_kernel(model, "residual_forward", l, 1,
+                     (KernelOutput[]){{"residual3", residual3, nC}});
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
+    check_kernel(model, "layernorm_forward", -1, 3, (KernelOutput[]){
+        {"lnf", a.lnf, nC}, {"lnf_mean", a.lnf_mean, n}, {"lnf_rstd", a.lnf_rstd, n}});
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
+    check_kernel(model, "matmul_forward", -1, 1,
+                 (KernelOutput[]){{"logits", a.logits, n * cfg->Vp}});
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
+    check_kernel(model, "classifier_forward", -1, 2, (KernelOutput[]){
+        {"logprobs", a.logprobs, n}, {"lse", a.lse, n}});
     dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
 }
 
@@ -1243,20 +1300,28 @@ static void model_backward(Model *model, const float *coefs) {
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
     GradActTensors d = model->grad_acts;
-    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, C2 = (size_t)C * C;
 
     // classifier and final LayerNorm
     classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+    check_kernel(model, "classifier_backward", -1, 1, (KernelOutput[]){
+        {"dlogits", a.logits, (size_t)BT * cfg->Vp}});
     dev_zero(d.residual, btc_size);
     dev_zero(d.ln, btc_size);
     matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
+    check_kernel(model, "matmul_backward", -1, 2, (KernelOutput[]){
+        {"dlnf", d.ln, btc_size}, {"dwte", g.wte, (size_t)cfg->Vp * C}});
     layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
                        p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
+    check_kernel(model, "layernorm_backward", -1, 3, (KernelOutput[]){
+        {"dresidual", d.residual, btc_size}, {"dlnfw", g.lnfw, C}, {"dlnfb", g.lnfb, C}});
 
     // the blocks, last to first; d.residual holds d loss / d (output of block l)
     for (int l = L - 1; l >= 0; l--) {
         size_t c = (size_t)l * C, btc = l * btc_size, bth = l * bth_size;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - btc_size;
+        float *dfcprojw = g.fcprojw + (size_t)l * C * H, *dfcw = g.fcw + (size_t)l * H * C;
+        float *dfcb = g.fcb + (size_t)l * H, *dqkvw = g.qkvw + 3 * c * C, *dqkvb = g.qkvb + 3 * c;
         dev_zero(d.fch_gelu, bth_size);
         dev_zero(d.fch, bth_size);
         dev_zero(d.ln, btc_size);
@@ -1264,26 +1329,45 @@ static void model_backward(Model *model, const float *coefs) {
         dev_zero(d.qkv, 3 * btc_size);
 
         // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
-        matmul_backward(d.fch_gelu, g.fcprojw + (size_t)l * C * H, g.fcprojb + c, d.residual,
-                        a.fch_gelu + bth, p.fcprojw + (size_t)l * C * H, BT, H, C);
+        matmul_backward(d.fch_gelu, dfcprojw, g.fcprojb + c, d.residual, a.fch_gelu + bth,
+                        p.fcprojw + (size_t)l * C * H, BT, H, C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dfch_gelu", d.fch_gelu, bth_size}, {"dfcprojw", dfcprojw, C * (size_t)H},
+            {"dfcprojb", g.fcprojb + c, C}});
         gelu_backward(d.fch, a.fch + bth, d.fch_gelu, bth_size);
-        matmul_backward(d.ln, g.fcw + (size_t)l * H * C, g.fcb + (size_t)l * H, d.fch,
-                        a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
+        check_kernel(model, "gelu_backward", l, 1, (KernelOutput[]){{"dfch", d.fch, bth_size}});
+        matmul_backward(d.ln, dfcw, dfcb, d.fch, a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dln2", d.ln, btc_size}, {"dfcw", dfcw, H * (size_t)C}, {"dfcb", dfcb, H}});
         layernorm_backward(d.residual, g.ln2w + c, g.ln2b + c, d.ln, a.residual2 + btc,
                            p.ln2w + c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, BT, C);
+        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
+            {"dresidual2", d.residual, btc_size}, {"dln2w", g.ln2w + c, C},
+            {"dln2b", g.ln2b + c, C}});
 
         // attention: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"datty", d.atty, btc_size}, {"dattprojw", g.attprojw + c * C, C2},
+            {"dattprojb", g.attprojb + c, C}});
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
                            B, T, C, NH);
+        check_kernel(model, "attention_backward", l, 1, (KernelOutput[]){
+            {"dqkv", d.qkv, 3 * btc_size}});
         dev_zero(d.ln, btc_size);
-        matmul_backward(d.ln, g.qkvw + 3 * c * C, g.qkvb + 3 * c, d.qkv, a.ln1 + btc,
-                        p.qkvw + 3 * c * C, BT, C, 3 * C);
+        matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dln1", d.ln, btc_size}, {"dqkvw", dqkvw, 3 * C2}, {"dqkvb", dqkvb, 3 * (size_t)C}});
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
+        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
+            {"dresidual", d.residual, btc_size}, {"dln1w", g.ln1w + c, C},
+            {"dln1b", g.ln1b + c, C}});
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
+    check_kernel(model, "encoder_backward", -1, 2, (KernelOutput[]){
+        {"dwte", g.wte, (size_t)cfg->Vp * C}, {"dwpe", g.wpe, (size_t)cfg->maxT * C}});
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1302,11 +1386,15 @@ static void model_alloc_moments(Model *model) {
     dev_zero(model->v_memory, n);
 }
 
-// One optimizer step (t = 1, 2, ...) from the gradients of the last backward. Returns the global
-// gradient norm before clipping; a gradient whose norm exceeds clip is scaled down to it.
-static float model_update(Model *model, const OptimizerSettings *opt, int t) {
+// The global norm of the last backward's gradient, sqrt(Σ g²) over every parameter.
+static float model_grad_norm(const Model *model) {
+    return (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
+}
+
+// One AdamW step (t = 1, 2, ... counts the steps applied) from the gradients of the last
+// backward, whose global norm is `norm`; a gradient whose norm exceeds clip is scaled down to it.
+static void model_apply_update(Model *model, const OptimizerSettings *opt, float norm, int t) {
     model_alloc_moments(model);
-    float norm = (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
     // as torch.nn.utils.clip_grad_norm_: scale = clip / (norm + 1e-6), applied only if < 1
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
@@ -1314,11 +1402,25 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t n = model->param_sizes[i];
         float wd = PARAM_DECAYS[i] ? opt->weight_decay : 0.0f;
-        adamw_update(model->params_memory + offset, model->grads_memory + offset,
-                     model->m_memory + offset, model->v_memory + offset, n, opt->lr,
-                     opt->beta1, opt->beta2, opt->eps, wd, scale, t);
+        float *param = model->params_memory + offset, *m = model->m_memory + offset;
+        float *v = model->v_memory + offset;
+        adamw_update(param, model->grads_memory + offset, m, v, n, opt->lr, opt->beta1,
+                     opt->beta2, opt->eps, wd, scale, t);
+        if (model->detect_anomaly) {
+            char m_name[32], v_name[32];
+            snprintf(m_name, sizeof m_name, "m of %s", PARAM_NAMES[i]);
+            snprintf(v_name, sizeof v_name, "v of %s", PARAM_NAMES[i]);
+            check_kernel(model, "adamw_update", -1, 3, (KernelOutput[]){
+                {PARAM_NAMES[i], param, n}, {m_name, m, n}, {v_name, v, n}});
+        }
         offset += n;
     }
+}
+
+// Both: one optimizer step; returns the gradient norm before clipping.
+static float model_update(Model *model, const OptimizerSettings *opt, int t) {
+    float norm = model_grad_norm(model);
+    model_apply_update(model, opt, norm, t);
     return norm;
 }
 
@@ -1327,10 +1429,12 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 // A model file is llm.c's (FORMATS.md): a 256 × int32 header — magic 20240326, version 3
 // (float32), maxT, V, L, NH, C, Vp — then the 16 parameter tensors in the order of
 // ParamTensors. Beside it, PATH.state holds what a run needs to resume exactly:
-//   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (updates done),
-//     [3..4] the random generator's state (uint64), [5..6] number of parameters (uint64),
-//     [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T, [11] shuffle,
-//     [12..13] seed (uint64), [14] best validation loss so far (float32 bits); the rest zero
+//   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (steps done, skipped ones
+//     included), [3..4] the random generator's state (uint64), [5..6] number of parameters
+//     (uint64), [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T,
+//     [11] shuffle, [12..13] seed (uint64), [14] best validation loss so far (float32 bits),
+//     [15] steps skipped for a non-finite loss or gradient (section 9), [16] how many of the
+//     last steps in a row were skipped; the rest zero
 //   then the AdamW moments m and v, each num_parameters float32.
 // The data position is the step: batch i of a run is a function of i (section 5).
 // =============================================================================================
@@ -1442,6 +1546,8 @@ typedef struct {
     Rng rng;          // the run's random generator (reserved for dropout-like randomness)
     int B, T, shuffle;
     float best_valid_loss; // lowest validation loss so far (SFT keeps that checkpoint)
+    int skipped;      // steps whose update was skipped: a non-finite loss or gradient norm
+    int bad_streak;   // how many of the last steps in a row were skipped
 } TrainState;
 
 static void state_path(char *out, size_t size, const char *model_path) {
@@ -1462,6 +1568,8 @@ static void state_write(const Model *model, const TrainState *st, SafeFile *sf) 
     header[11] = st->shuffle;
     header_put_u64(header, 12, st->seed);
     memcpy(header + 14, &st->best_valid_loss, sizeof(float));
+    header[15] = st->skipped;
+    header[16] = st->bad_streak;
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xcalloc(1, bytes); // zero moments when no update has been applied yet
     safe_write(sf, header, sizeof header);
@@ -1551,7 +1659,13 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     st->shuffle = header[11];
     st->seed = header_get_u64(header, 12);
     memcpy(&st->best_valid_loss, header + 14, sizeof(float));
+    st->skipped = header[15];
+    st->bad_streak = header[16];
     if (st->step < 0) die("%s: negative step %d", path, st->step);
+    if (st->skipped < 0 || st->skipped > st->step || st->bad_streak < 0 ||
+        st->bad_streak > st->skipped)
+        die("%s: bad counts of skipped steps (%d, %d in a row, of %d steps)", path, st->skipped,
+            st->bad_streak, st->step);
     model_alloc_moments(model);
     size_t moment_bytes = count * sizeof(float);
     dev_to_device(model->m_memory, data + sizeof header, moment_bytes);
@@ -3419,11 +3533,19 @@ static FILE *open_metrics_log(const char *path, int resume_step) {
     return f;
 }
 
+// A number for a JSON line: JSON has no NaN or infinity, so those are written as null.
+static const char *json_number(char buf[32], double value) {
+    if (!isfinite(value)) return "null";
+    snprintf(buf, 32, "%.7g", value);
+    return buf;
+}
+
 // One optimizer step on a batch: forward, the loss Σ_i coefs[i] · (−log p_i), backward, AdamW.
 // Every trainer in this file (LM, SFT, DPO) calls this; they differ only in the coefficients
 // and, for preference objectives, in how the coefficients follow from the forward's log-probs.
 typedef struct {
     float loss, grad_norm, lr;
+    int skipped; // the loss or the gradient norm was not finite: no update was applied
 } StepResult;
 
 static float weighted_nll(const Model *model, const float *coefs, int n) {
@@ -3432,23 +3554,37 @@ static float weighted_nll(const Model *model, const float *coefs, int n) {
     return (float)nll;
 }
 
-// The second half of a step, once the forward pass has run and the coefficients are known:
-// the backward pass and the AdamW update. Fills in r's lr and grad_norm.
+// The second half of a step, once the forward pass has run, the loss is in r and the
+// coefficients are known: the backward pass and the AdamW update. Fills in r's lr, grad_norm
+// and skipped. The numerical guard of every trainer is here: when the loss or the gradient norm
+// is not finite (NaN or infinity), the update is skipped — the parameters and AdamW's moments
+// and step count stay as they were — and r->skipped says so; run_after_step logs it and stops
+// the run after --max-bad-steps such steps in a row. The schedule counts batches (st->step);
+// AdamW's bias correction counts the updates applied (st->step - st->skipped).
 static void backward_and_update(Model *model, const float *coefs, OptimizerSettings opt,
-                                const Schedule *sched, int step, StepResult *r) {
+                                const Schedule *sched, const TrainState *st, StepResult *r) {
     model_backward(model, coefs);
-    opt.lr = r->lr = schedule_lr(sched, step);
-    r->grad_norm = model_update(model, &opt, step + 1);
+    opt.lr = r->lr = schedule_lr(sched, st->step);
+    r->grad_norm = model_grad_norm(model);
+    r->skipped = !isfinite(r->loss) || !isfinite(r->grad_norm);
+    if (!r->skipped) model_apply_update(model, &opt, r->grad_norm, st->step - st->skipped + 1);
 }
 
 static StepResult train_step(Model *model, const int *inputs, const int *targets,
                              const float *coefs, int B, int T, OptimizerSettings opt,
-                             const Schedule *sched, int step) {
+                             const Schedule *sched, const TrainState *st) {
     StepResult r;
     model_forward(model, inputs, targets, B, T);
     r.loss = weighted_nll(model, coefs, B * T);
-    backward_and_update(model, coefs, opt, sched, step, &r);
+    backward_and_update(model, coefs, opt, sched, st, &r);
     return r;
+}
+
+// Counts a finished step in the state: the step itself, and whether its update was skipped.
+static void state_count_step(TrainState *st, const StepResult *r) {
+    st->step++;
+    st->skipped += r->skipped;
+    st->bad_streak = r->skipped ? st->bad_streak + 1 : 0;
 }
 
 // Timing for the progress line: tokens/s of the last step and the ETA of the run.
@@ -3477,6 +3613,8 @@ static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
+    int max_bad_steps;  // stop after this many skipped (non-finite) steps in a row
+    int detect_anomaly; // check every kernel's output (Model.detect_anomaly)
     float lr, lr_floor;
     int cosine;
     uint64_t seed;
@@ -3487,7 +3625,7 @@ static const char *TRAIN_FLAGS_HELP =
     "  (--init model.bin | --config L,NH,C,maxT,V) --batch B --seq T --lr 1e-3\n"
     "  [--wd 0.0] [--clip 1.0] [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
     "  [--seed 1337] [--out model.bin] [--resume] [--log metrics.jsonl] [--save-every N]\n"
-    "  [--stop-after K] [--threads N]\n";
+    "  [--stop-after K] [--max-bad-steps 5] [--detect-anomaly] [--threads N]\n";
 
 static TrainArgs train_args_defaults(void) {
     TrainArgs a = {0};
@@ -3496,6 +3634,7 @@ static TrainArgs train_args_defaults(void) {
     a.cosine = 1;
     a.lr = -1.0f; // required
     a.lr_floor = 0.1f;
+    a.max_bad_steps = 5;
     a.opt = (OptimizerSettings){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                                 .weight_decay = 0.0f, .clip = 1.0f};
     return a;
@@ -3519,6 +3658,8 @@ static int parse_train_flag(TrainArgs *a, int argc, char **argv, int *i) {
     else if (!strcmp(f, "--lr-floor")) a->lr_floor = parse_float(f, flag_value(argc, argv, i));
     else if (!strcmp(f, "--wd")) a->opt.weight_decay = parse_float(f, flag_value(argc, argv, i));
     else if (!strcmp(f, "--clip")) a->opt.clip = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--max-bad-steps")) a->max_bad_steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
+    else if (!strcmp(f, "--detect-anomaly")) a->detect_anomaly = 1;
     else if (!strcmp(f, "--resume")) a->resume = 1;
     else if (!strcmp(f, "--schedule")) {
         const char *s = flag_value(argc, argv, i);
@@ -3600,6 +3741,7 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
     }
     check_seq_fits(args->T, model);
     check_training_fits(model, rows, args->T);
+    model->detect_anomaly = args->detect_anomaly;
 }
 
 static void print_model(const Model *model) {
@@ -3640,25 +3782,45 @@ static int run_open(Run *run, Model *model, const TrainArgs *args, const TrainSt
 // One optimizer step on the batch in run's buffers (B rows of T tokens).
 static StepResult run_step(Model *model, TrainState *st, const TrainArgs *args, Run *run, int T) {
     StepResult r = train_step(model, run->inputs, run->targets, run->coefs, args->B, T,
-                              args->opt, &run->sched, st->step);
-    st->step++;
+                              args->opt, &run->sched, st);
+    state_count_step(st, &r);
     return r;
 }
 
 // After each step: writes the log line, shows progress, saves every --save-every steps, and
 // returns 1 when --stop-after says this run ends here. extra_json, when not NULL, is appended
-// to the log line (e.g. `, "val_loss": 1.23`).
+// to the log line (e.g. `, "val_loss": 1.23`). A skipped step (see backward_and_update) gets
+// `"skipped": true` in its line and a warning on stderr; after --max-bad-steps of them in a
+// row the run saves its checkpoint (the weights are those before the skipped steps) and stops.
 static int run_after_step(const Model *model, const TrainState *st, const TrainArgs *args,
                           Run *run, const StepResult *r, size_t tokens, const char *extra_json) {
     double eta, tok_per_s = progress_step(&run->progress, st->step, tokens, &eta);
     if (run->log) {
-        fprintf(run->log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
-                          "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
-                tok_per_s, extra_json ? extra_json : "");
+        char loss[32], norm[32];
+        fprintf(run->log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
+                          "\"tok_per_s\": %.1f%s%s}\n", st->step, json_number(loss, r->loss),
+                r->lr, json_number(norm, r->grad_norm), tok_per_s,
+                r->skipped ? ", \"skipped\": true" : "", extra_json ? extra_json : "");
         if (fflush(run->log) != 0 || ferror(run->log))
             die("cannot write log %s: %s", args->log, strerror(errno));
     }
     show_progress(st->step, args->steps, r->loss, tok_per_s, eta, st->step == args->steps);
+    if (r->skipped) {
+        if (isatty(fileno(stdout))) printf("\n");
+        fflush(stdout);
+        fprintf(stderr, "sirt: warning: step %d: loss %g, gradient norm %g: not finite, the update "
+                "was skipped (%d in a row; the run stops at --max-bad-steps %d)\n", st->step,
+                r->loss, r->grad_norm, st->bad_streak, args->max_bad_steps);
+        if (st->bad_streak >= args->max_bad_steps) {
+            checkpoint_save(model, st, args->out);
+            die("steps %d to %d had a non-finite loss or gradient norm (--max-bad-steps %d): "
+                "stopping. Their updates were skipped: %s holds the weights after step %d, saved "
+                "with the state at step %d. --detect-anomaly names the first kernel that wrote "
+                "a NaN or infinity; fix the cause (e.g. a lower --lr), then --resume",
+                st->step - st->bad_streak + 1, st->step, args->max_bad_steps, args->out,
+                st->step - st->bad_streak, st->step);
+        }
+    }
     int stopping = args->stop_after && st->step - run->progress.first_step >= args->stop_after;
     if (st->step < args->steps && !stopping && args->save_every && st->step % args->save_every == 0)
         checkpoint_save(model, st, args->out);
@@ -3675,6 +3837,9 @@ static void run_close(const Model *model, const TrainState *st, const TrainArgs 
     checkpoint_save(model, st, args->out);
     printf("wrote %s and %s.state (step %d) in %.1fs\n", args->out, args->out, st->step,
            now_seconds() - run->progress.run_start);
+    if (st->skipped)
+        printf("%d of %d steps were skipped: a non-finite loss or gradient norm\n", st->skipped,
+               st->step);
     if (run->log) fclose(run->log);
     free(run->inputs);
     free(run->targets);
@@ -3955,7 +4120,8 @@ int cmd_sft(int argc, char **argv) {
                 double t0 = now_seconds();
                 float val = sft_validation_loss(&model, &valid, args.B, pad);
                 progress_pause(&run.progress, now_seconds() - t0);
-                snprintf(extra, sizeof extra, ", \"val_loss\": %.7g", val);
+                char number[32];
+                snprintf(extra, sizeof extra, ", \"val_loss\": %s", json_number(number, val));
                 if (!isatty(fileno(stdout)) || st.step == args.steps)
                     printf("step %d: validation loss %.4f%s\n", st.step, val,
                            val < st.best_valid_loss ? " (best so far: saved)" : "");
@@ -4831,9 +4997,9 @@ static StepResult dpo_step(Model *model, TrainState *st, const TrainArgs *args, 
     *metrics = preference_loss(pref, B, S, S + B, R, R + B, n, n + B, dS, dS + B);
     for (int r = 0; r < 2 * B; r++) // the mask becomes the coefficients: −∂L/∂S on each token
         for (int t = 0; t < T; t++) run->coefs[r * T + t] *= (float)-dS[r];
-    StepResult result = {(float)metrics->loss, 0, 0};
-    backward_and_update(model, run->coefs, args->opt, &run->sched, st->step, &result);
-    st->step++;
+    StepResult result = {.loss = (float)metrics->loss};
+    backward_and_update(model, run->coefs, args->opt, &run->sched, st, &result);
+    state_count_step(st, &result);
     free(S);
     free(R);
     free(dS);
@@ -4856,12 +5022,14 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
         int T = pairs_fill_batch(data, order + first, B, pad, run.inputs, run.targets, run.coefs);
         PreferenceMetrics m;
         StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, T, &m);
-        char extra[400];
+        char extra[400], v[7][32];
         snprintf(extra, sizeof extra,
-                 ", \"rewards/chosen\": %.7g, \"rewards/rejected\": %.7g, \"rewards/margins\": "
-                 "%.7g, \"rewards/accuracies\": %.7g, \"logps/chosen\": %.7g, \"logps/rejected\": "
-                 "%.7g, \"nll\": %.7g", m.reward_chosen, m.reward_rejected, m.margin,
-                 m.accuracy, m.logp_chosen, m.logp_rejected, m.nll_chosen);
+                 ", \"rewards/chosen\": %s, \"rewards/rejected\": %s, \"rewards/margins\": %s, "
+                 "\"rewards/accuracies\": %s, \"logps/chosen\": %s, \"logps/rejected\": %s, "
+                 "\"nll\": %s", json_number(v[0], m.reward_chosen),
+                 json_number(v[1], m.reward_rejected), json_number(v[2], m.margin),
+                 json_number(v[3], m.accuracy), json_number(v[4], m.logp_chosen),
+                 json_number(v[5], m.logp_rejected), json_number(v[6], m.nll_chosen));
         if (run_after_step(model, st, args, &run, &r, 2 * (size_t)B * T, extra)) break;
     }
     run_close(model, st, args, &run);
@@ -4933,6 +5101,7 @@ int cmd_dpo(int argc, char **argv) {
         if (!ref_path) die("dpo: %d pairs have no reference log-probs: give --ref REF.bin", missing);
         Model ref;
         model_load(&ref, ref_path);
+        ref.detect_anomaly = args.detect_anomaly;
         if (ref.config.V != model.config.V || ref.config.maxT < args.T)
             die("the reference %s does not match the policy (vocabulary or context)", ref_path);
         compute_reference_logps(&ref, &data, args.B, pad);
@@ -5115,6 +5284,7 @@ int cmd_refine(int argc, char **argv) {
     model_load(&policy, args.init);
     model_load(&ref, args.init); // the frozen reference: the phase-1 model
     check_seq_fits(args.T, &policy);
+    policy.detect_anomaly = ref.detect_anomaly = args.detect_anomaly;
     Tokenizer *tok = load_tokenizer(tokenizer);
     check_tokenizer_fits(tok, policy.config.V);
     int pad = tok_eot(tok);
@@ -5179,7 +5349,8 @@ int cmd_refine(int argc, char **argv) {
             dev_zero(policy.m_memory, policy.num_parameters);
             dev_zero(policy.v_memory, policy.num_parameters);
         }
-        TrainState st = {0, args.seed, rng_seeded(args.seed), args.B, args.T, 1, INFINITY};
+        TrainState st = {.seed = args.seed, .rng = rng_seeded(args.seed), .B = args.B,
+                         .T = args.T, .shuffle = 1, .best_valid_loss = INFINITY};
         dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
         pairs_free(&pairs);
         if (valid) {

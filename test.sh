@@ -90,6 +90,19 @@ strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
 if cmp -s "$work/sa.bin" "$work/sb.bin" && cmp -s "$work/sa.best.bin" "$work/sb.best.bin" && [ "$(strip "$work/sa.jsonl")" = "$(strip "$work/sb.jsonl")" ]; then
     ok "sft resume: 13 steps + --resume = one run, bit for bit (last and best checkpoints, log)"
 else bad "sft resume differs from an uninterrupted run"; fi
+# the numerical guard: --lr 1e10 makes step 2's forward overflow; steps 2..4 are skipped and the
+# run stops, saving the weights of step 1 (the same bits as a 1-step run) and their moments
+sft_bad() { ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 8 --seq 256 --lr 1e10 --schedule constant "$@"; }
+sft_bad --steps 8 --max-bad-steps 3 --out "$work/h.bin" --log "$work/h.jsonl" >/dev/null 2>"$work/err.txt"
+rc=$?
+sft_bad --steps 1 --out "$work/h1.bin" >/dev/null 2>&1
+if [ $rc -eq 1 ] && [ "$(grep -c '"loss": null, .*"grad_norm": null, .*"skipped": true' "$work/h.jsonl")" -eq 3 ] &&
+    [ "$(wc -l <"$work/h.jsonl")" -eq 4 ] && ! head -1 "$work/h.jsonl" | grep -q skipped &&
+    [ "$(grep -c '^sirt: warning: step [234]: loss .*: not finite, the update was skipped' "$work/err.txt")" -eq 3 ] &&
+    tail -1 "$work/err.txt" | grep -q '^sirt: error: steps 2 to 4 had a non-finite loss or gradient norm (--max-bad-steps 3): stopping' &&
+    cmp -s "$work/h.bin" "$work/h1.bin" && cmp -s <(tail -c +1025 "$work/h.bin.state") <(tail -c +1025 "$work/h1.bin.state"); then
+    ok "sft --lr 1e10: steps 2-4 non-finite, skipped (log: null + \"skipped\": true; 3 warnings), stopped at --max-bad-steps 3; weights and AdamW moments = those of the 1-step run"
+else bad "sft guard: exit $rc, $(tail -1 "$work/err.txt")"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
 # ---- sampling and evaluation ------------------------------------------------------------------
@@ -146,6 +159,16 @@ printf '{"prompt": "p", "chosen": "a"}\n' >"$work/badpairs.jsonl"
 expect_error "dpo: missing field" 'badpairs.jsonl:1: missing field "rejected"' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 printf '{"prompt": "p", "chosen": "a", "rejected": "b", "ref_chosen_logps": 5, "ref_rejected_logps": -3}\n' >"$work/badpairs.jsonl"
 expect_error "dpo: a positive reference log-prob" 'badpairs.jsonl:1: ref_chosen_logps 5 and ref_rejected_logps -3 must be finite and <= 0' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
+# a reference log-prob of -1e300 makes IPO's loss infinite (and its coefficients): every step is
+# skipped, the run stops after 2, the policy is the starting model; --detect-anomaly names the
+# first kernel with a non-finite output, in the backward pass
+sed 's/}$/, "ref_chosen_logps": -1e300, "ref_rejected_logps": -20}/' "$work/pairs.jsonl" | head -24 >"$work/infpairs.jsonl"
+dpo --steps 6 --loss ipo --pairs "$work/infpairs.jsonl" --max-bad-steps 2 --out "$work/inf.bin" --log "$work/inf.jsonl" >/dev/null 2>"$work/err.txt"
+if [ $? -eq 1 ] && [ "$(grep -c '"loss": null, .*"skipped": true' "$work/inf.jsonl")" -eq 2 ] && cmp -s "$work/inf.bin" "$work/sft.bin" &&
+    tail -1 "$work/err.txt" | grep -q 'steps 1 to 2 had a non-finite loss or gradient norm (--max-bad-steps 2)'; then
+    ok "dpo --loss ipo with an infinite loss: 2 steps skipped and logged, stopped, policy = the starting model bit for bit"
+else bad "dpo guard: $(tail -1 "$work/err.txt")"; fi
+expect_error "dpo --detect-anomaly names the first backward kernel with a non-finite output" "detect-anomaly: classifier_backward wrote [0-9]* non-finite values (of [0-9]*) into dlogits; every kernel before it wrote finite values" dpo --steps 6 --loss ipo --pairs "$work/infpairs.jsonl" --detect-anomaly --out "$work/inf.bin"
 
 head -20 "$work/math_train.jsonl" >"$work/twenty.jsonl"
 expect "refine: a round end to end (sample, score, pair, DPO, validate)" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --valid "$work/five.jsonl" --pairs both --samples 2 --max-new 60 --rounds 1 --batch 4 --seq 200 --out "$work/refined.bin" --keep-pairs "$work"
@@ -261,6 +284,26 @@ chmod 755 "$ro"; rm -rf "$ro"
 if cmp -s "$work/f.bin" "$work/f_full.bin" && [ "$(strip "$work/f.jsonl")" = "$(strip "$work/f_full.jsonl")" ]; then
     ok "after the failed writes, --resume finishes identical to an uninterrupted run (weights and log)"
 else bad "resume after failed writes differs"; fi
+
+# the numerical guard and --detect-anomaly on a checkpoint with a NaN weight in layer 1's fcw
+echo "== numerical guards"
+./sirt train $cfg --data "$work/train.bin" --batch 4 --seq 32 --steps 1 --lr 0 --out "$work/nan.bin" >/dev/null
+./tests/test_core --poke "$work/nan.bin" fcw 4096 nan # fcw is (L, 4C, C): 4096 = layer 1, row 0
+./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --max-bad-steps 3 --out "$work/g.bin" --log "$work/g.jsonl" >/dev/null 2>"$work/err.txt"
+rc=$?
+state_int() { od -An -t d4 -j $((4 * $2)) -N 4 "$1" | tr -d ' '; } # state_int FILE INDEX: header[INDEX]
+if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
+    [ "$(wc -l <"$work/g.jsonl")" -eq 3 ] && [ "$(grep -c '^sirt: warning: step [123]: loss -*nan, gradient norm -*nan: not finite, the update was skipped' "$work/err.txt")" -eq 3 ]; then
+    ok "train on a NaN weight: 3 steps logged as skipped (loss and grad_norm null), 3 warnings, exit 1"
+else bad "train guard: exit $rc, $(head -c 300 "$work/g.jsonl")"; fi
+if tail -1 "$work/err.txt" | grep -q "^sirt: error: steps 1 to 3 had a non-finite loss or gradient norm (--max-bad-steps 3): stopping. Their updates were skipped: .*g.bin holds the weights after step 0, saved with the state at step 3"; then
+    ok "the stop after --max-bad-steps 3: $(tail -1 "$work/err.txt" | cut -c1-150)..."
+else bad "the stop message: $(tail -1 "$work/err.txt")"; fi
+if cmp -s "$work/g.bin" "$work/nan.bin" && [ "$(tail -c +1025 "$work/g.bin.state" | tr -d '\0' | wc -c)" -eq 0 ] &&
+    [ "$(state_int "$work/g.bin.state" 2)" -eq 3 ] && [ "$(state_int "$work/g.bin.state" 15)" -eq 3 ] && [ "$(state_int "$work/g.bin.state" 16)" -eq 3 ]; then
+    ok "skipped updates leave the parameters (= the input, bit for bit) and AdamW's moments (all zero) untouched; the state counts 3 steps, 3 skipped, 3 in a row"
+else bad "skipped updates changed the weights or moments"; fi
+expect_error "--detect-anomaly names the kernel, layer and tensor" "^sirt: error: --detect-anomaly: matmul_forward in layer 1 wrote 128 non-finite values (of 16384) into fch; every kernel before it wrote finite values$" ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --detect-anomaly --out "$work/g2.bin"
 
 # ---- bad input: one clear line and exit 1, never a crash -------------------------------------
 echo "== bad input"
