@@ -16,7 +16,8 @@
 //
 // Launch conventions.
 //   - Everything runs on the default stream, in program order. Kernels are asynchronous; the
-//     host waits only in dev_to_host (cudaMemcpy) and sum_squares, which return data to it.
+//     host waits only in dev_to_host (cudaMemcpy), sum_squares and dev_count_nonfinite, which
+//     return data to it.
 //   - Every pointer a kernel receives is a device pointer from dev_alloc/dev_alloc_int.
 //   - Three shapes of decomposition recur, named in the comment above each kernel:
 //       element-wise: one thread per output element (blocks of 256 threads);
@@ -26,7 +27,8 @@
 //   - The matrix products go to cuBLAS (matmul_forward, matmul_backward).
 //
 // Determinism. A run is reproducible bit for bit on the same GPU model, driver and toolkit:
-//   - No float atomics. Every output element is written by exactly one thread, and every sum is
+//   - No float atomics (dev_count_nonfinite adds integer counts atomically: exact in any order).
+//     Every output element is written by exactly one thread, and every sum is
 //     taken in an order fixed by the code (a thread's own loop, then a fixed butterfly of warp
 //     shuffles, then the warps in order), never by the timing of threads.
 //   - Sums over rows (the gradients of biases and LayerNorm gains) use a fixed two-stage
@@ -176,18 +178,26 @@ static dim3 chunk_grid(int N, int C) {
 // Memory
 // =============================================================================================
 
+// NULL when the GPU's memory cannot hold `count` floats: the caller says what they were for.
 extern "C" float *dev_alloc(size_t count) {
     float *ptr = NULL;
     cudaError_t err = cudaMalloc((void **)&ptr, (count ? count : 1) * sizeof(float));
-    if (err != cudaSuccess) {
-        fprintf(stderr, "sirt: error: out of GPU memory allocating %zu floats (%s)\n", count,
-                cudaGetErrorString(err));
-        exit(1);
+    if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); // clears the error, so that later checks do not report it again
+        return NULL;
     }
+    CUDA_CHECK(err);
     return ptr;
 }
 
 extern "C" int *dev_alloc_int(size_t count) { return (int *)dev_alloc(count); }
+
+// The GPU's memory, all of it (not only what is free now).
+extern "C" size_t dev_memory_bytes(void) {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return total_bytes;
+}
 
 extern "C" void dev_free(void *ptr) { CUDA_CHECK(cudaFree(ptr)); } // cudaFree(NULL) does nothing
 
@@ -815,6 +825,44 @@ extern "C" void attention_decode(float *out, float *kcache, float *vcache, const
                                                                  qkv, slot, pos, N, Tc, C, NH,
                                                                  scale);
     LAUNCH_CHECK();
+}
+
+// =============================================================================================
+// Checking
+// =============================================================================================
+
+#define NF_BLOCKS 256 // blocks of the count: a grid-stride loop covers any n
+
+// x (n) -> *count += the number of NaNs and infinities. A grid-stride loop: each thread counts
+// the elements it visits, the warp sums its lanes' counts by butterfly, thread 0 the warps', and
+// each block adds its count to *count. The counts are integers, so the total is exact whatever
+// the order in which the blocks add theirs: deterministic.
+__global__ void count_nonfinite_kernel(unsigned long long *count, const float *x, size_t n) {
+    __shared__ unsigned int warp_counts[WARPS_PER_BLOCK];
+    unsigned int mine = 0;
+    for (size_t i = thread_index(); i < n; i += (size_t)gridDim.x * blockDim.x)
+        mine += !isfinite(x[i]);
+    for (int o = WARP / 2; o > 0; o /= 2) mine += __shfl_xor_sync(0xffffffffu, mine, o);
+    if (lane_index() == 0) warp_counts[threadIdx.x / WARP] = mine;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned long long block = 0;
+        for (int w = 0; w < WARPS_PER_BLOCK; w++) block += warp_counts[w];
+        if (block) atomicAdd(count, block);
+    }
+}
+
+// x (n) -> the number of NaNs and infinities, returned to the host
+extern "C" size_t dev_count_nonfinite(const float *x, size_t n) {
+    if (!n) return 0;
+    unsigned long long *count = (unsigned long long *)gpu_scratch(sizeof(unsigned long long));
+    CUDA_CHECK(cudaMemset(count, 0, sizeof *count));
+    const unsigned int blocks = blocks_for(n) < NF_BLOCKS ? blocks_for(n) : NF_BLOCKS;
+    count_nonfinite_kernel<<<blocks, THREADS>>>(count, x, n);
+    LAUNCH_CHECK();
+    unsigned long long total;
+    dev_to_host(&total, count, sizeof total);
+    return (size_t)total;
 }
 
 // =============================================================================================

@@ -41,12 +41,13 @@ typedef struct {
 
 // ---------------------------------------------------------------------------------------------
 // Memory: one allocation per kind of buffer (parameters, gradients, moments, activations).
-float *dev_alloc(size_t count);                                   // count floats, uninitialised
+float *dev_alloc(size_t count);            // count floats, uninitialised; NULL when out of memory
 void dev_free(void *ptr);
 void dev_zero(float *ptr, size_t count);
 void dev_to_device(void *dst, const void *src, size_t bytes);     // host -> device
 void dev_to_host(void *dst, const void *src, size_t bytes);       // device -> host
-int *dev_alloc_int(size_t count);
+int *dev_alloc_int(size_t count);                                 // NULL when out of memory
+size_t dev_memory_bytes(void); // the device's memory in all: the RAM on the CPU, a GPU's own
 
 // ---------------------------------------------------------------------------------------------
 // Encoder: token embedding plus position embedding.
@@ -119,6 +120,12 @@ void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *s
 // [slot[n], pos[n]], then query n attends to positions 0..pos[n] of its slot.
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
                       const int *slot, const int *pos, int N, int Tc, int C, int NH);
+
+// ---------------------------------------------------------------------------------------------
+// Checking. x (n) -> how many of its values are NaN or ±infinity (an exact count, so the same
+// for any order of summation). The training loop's --detect-anomaly runs it on every kernel's
+// output.
+size_t dev_count_nonfinite(const float *x, size_t n);
 
 // ---------------------------------------------------------------------------------------------
 // Optimizer.

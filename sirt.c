@@ -113,40 +113,75 @@ static float rng_normal(Rng *rng) { // Box-Muller
 
 // Crash-safe output. Every file the program writes goes to PATH.tmp first; only a complete,
 // flushed and synced file is renamed over PATH, so a crash leaves the previous file intact.
+// A failure to create or write PATH.tmp (a read-only directory, a full disk) is remembered in
+// `error` rather than fatal at once, so that a checkpoint, which is two files, can remove both
+// temporary files before the program stops (safe_commit_all).
 typedef struct {
-    FILE *file;
+    FILE *file; // NULL when PATH.tmp could not be created
+    int error;  // errno of the first failure, 0 while all is well
     char final_path[4096];
     char temp_path[4096 + 8];
 } SafeFile;
 
-static void safe_open(SafeFile *sf, const char *path) {
+// Creates PATH.tmp; a failure is kept in sf->error and reported by safe_commit_all.
+static void safe_open_deferred(SafeFile *sf, const char *path) {
     if (strlen(path) >= sizeof sf->final_path) die("path too long: %s", path);
     strcpy(sf->final_path, path);
     snprintf(sf->temp_path, sizeof sf->temp_path, "%s.tmp", path);
     sf->file = fopen(sf->temp_path, "wb");
-    if (!sf->file) die("cannot write %s: %s", sf->temp_path, strerror(errno));
+    sf->error = sf->file ? 0 : errno;
 }
 
+// Creates PATH.tmp or stops the program: for writers that use sf->file directly (fprintf).
+static void safe_open(SafeFile *sf, const char *path) {
+    safe_open_deferred(sf, path);
+    if (sf->error) die("cannot write %s: %s", sf->temp_path, strerror(sf->error));
+}
+
+// Writes nothing more once a write has failed: the file is doomed, and the disk may be full.
 static void safe_write(SafeFile *sf, const void *data, size_t bytes) {
-    if (fwrite(data, 1, bytes, sf->file) != bytes) {
-        int err = errno;
-        fclose(sf->file);
-        remove(sf->temp_path);
-        die("writing %s failed (%s); the previous %s is untouched", sf->temp_path,
-            strerror(err), sf->final_path);
-    }
+    if (sf->error) return;
+    errno = 0;
+    if (fwrite(data, 1, bytes, sf->file) != bytes) sf->error = errno ? errno : EIO;
 }
 
-static void safe_commit(SafeFile *sf) {
-    errno = 0; // an earlier fprintf may have failed: ferror() remembers it, errno may not
-    int failed = ferror(sf->file) || fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0;
-    int err = errno;
-    failed |= fclose(sf->file) != 0;
-    if (!failed && rename(sf->temp_path, sf->final_path) == 0) return;
-    if (!err) err = errno ? errno : EIO;
-    remove(sf->temp_path);
-    die("writing %s failed (%s); the previous file is untouched", sf->final_path, strerror(err));
+// Flushes, syncs and closes PATH.tmp; returns 0, or the errno of the first failure (then
+// PATH.tmp is deleted). fprintf into sf->file is allowed too: ferror() remembers its failures.
+static int safe_finish(SafeFile *sf) {
+    if (!sf->file) return sf->error; // never created: nothing to close or delete
+    errno = 0;
+    int err = sf->error;
+    if (!err && (ferror(sf->file) || fflush(sf->file) != 0 || fsync(fileno(sf->file)) != 0))
+        err = errno ? errno : EIO;
+    if (fclose(sf->file) != 0 && !err) err = errno ? errno : EIO;
+    sf->file = NULL;
+    if (err) unlink(sf->temp_path);
+    return err;
 }
+
+// Commits files that belong together (a checkpoint's weights and state): all of them are
+// finished first and only then renamed, in the order given. If any write failed, every
+// PATH.tmp is removed, nothing is renamed, and the program stops naming the file and the reason.
+static void safe_commit_all(SafeFile *files, int count) {
+    for (int i = 0; i < count; i++) {
+        int err = safe_finish(&files[i]);
+        if (!err) continue;
+        char kept[9000] = "";
+        for (int j = 0; j < count; j++) {
+            if (j != i && (j < i || safe_finish(&files[j]) == 0)) unlink(files[j].temp_path);
+            snprintf(kept + strlen(kept), sizeof kept - strlen(kept), "%s%s", j ? " and " : "",
+                     files[j].final_path);
+        }
+        die("cannot write %s: %s (%s %s left as %s)", files[i].temp_path, strerror(err), kept,
+            count > 1 ? "are" : "is", count > 1 ? "they were" : "it was");
+    }
+    for (int i = 0; i < count; i++)
+        if (rename(files[i].temp_path, files[i].final_path) != 0)
+            die("cannot rename %s to %s: %s", files[i].temp_path, files[i].final_path,
+                strerror(errno));
+}
+
+static void safe_commit(SafeFile *sf) { safe_commit_all(sf, 1); }
 
 // Fails early — before hours of work — when PATH cannot be written (a missing directory, no
 // permission): creates PATH.tmp, the name every write goes through, and removes it again.
@@ -248,12 +283,15 @@ static float parse_float(const char *flag, const char *text) {
 
 float *dev_alloc(size_t count) {
     // 64-byte alignment: one cache line, one AVX-512 vector
+    if (count > (SIZE_MAX - 63) / sizeof(float)) return NULL;
     size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-    float *ptr = aligned_alloc(64, bytes ? bytes : 64);
-    if (!ptr) die("out of memory allocating %zu floats", count);
-    return ptr;
+    return aligned_alloc(64, bytes ? bytes : 64);
 }
 int *dev_alloc_int(size_t count) { return (int *)dev_alloc(count); }
+size_t dev_memory_bytes(void) { // the machine's physical memory
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page_size > 0 ? (size_t)pages * (size_t)page_size : 0;
+}
 void dev_free(void *ptr) { free(ptr); }
 void dev_zero(float *ptr, size_t count) { memset(ptr, 0, count * sizeof(float)); }
 void dev_to_device(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
@@ -805,6 +843,14 @@ double sum_squares(const float *x, size_t n) {
     return total;
 }
 
+// x (n) -> the number of NaNs and infinities in it. Counts are integers: any order gives the same.
+size_t dev_count_nonfinite(const float *x, size_t n) {
+    size_t count = 0;
+#pragma omp parallel for reduction(+ : count)
+    for (size_t i = 0; i < n; i++) count += !isfinite(x[i]);
+    return count;
+}
+
 // param, grad, m, v (n); see model.h for the update rule
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, float grad_scale,
@@ -879,10 +925,37 @@ static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) 
     return *ptrs;
 }
 
+// Memory. Sizes that come from flags and data (B, T, the model's shape) are checked against the
+// device's memory before anything is allocated, in double precision so that an absurd request
+// cannot overflow on its way to the check; a request the device cannot serve at all is refused
+// with the sizes, instead of ending in swap or the out-of-memory killer.
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#ifdef SIRT_CUDA
+#define DEVICE_HAS "the GPU has"
+#else
+#define DEVICE_HAS "this machine has"
+#endif
+
+static double device_gib(void) { return (double)dev_memory_bytes() / GIB; }
+
+// Whether `bytes` fit in the device's memory at all (when the device does not say, assume so).
+static int fits_memory(double bytes) {
+    double have = (double)dev_memory_bytes();
+    return have <= 0 || bytes <= have;
+}
+
+// The result of dev_alloc, or the end of the program saying who needed how much of what.
+static void *alloc_check(void *ptr, const char *who, double bytes, const char *what) {
+    if (!ptr) die("%s needs %.2f GiB of %s: out of memory (the allocation failed)", who,
+                  bytes / GIB, what);
+    return ptr;
+}
+
 // Carves one allocation of `total` floats into the named tensors; returns the allocation.
+// `what` says what they hold (parameters, gradients) for the message when memory runs out.
 static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
-                           size_t total) {
-    float *memory = dev_alloc(total);
+                           size_t total, const char *what) {
+    float *memory = alloc_check(dev_alloc(total), "the model", (double)total * sizeof(float), what);
     float **ptrs[NUM_PARAM_TENSORS];
     param_pointers(p, ptrs);
     float *next = memory;
@@ -933,13 +1006,32 @@ typedef struct {
     float *fch_gelu; // (B,T,4C)
 } GradActTensors;
 
-static void act_sizes(const Config *cfg, int B, int T, size_t sizes[NUM_ACT_TENSORS]) {
-    size_t BT = (size_t)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
-    size_t list[NUM_ACT_TENSORS] = {
+// The activations' sizes in floats, in double so that they cannot overflow (see "Memory").
+static void act_sizes(const Config *cfg, int B, int T, double sizes[NUM_ACT_TENSORS]) {
+    double BT = (double)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
+    double list[NUM_ACT_TENSORS] = {
         BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C,
-        L * B * cfg->NH * (size_t)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
+        L * B * cfg->NH * (double)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
         L * BT * H, L * BT * H, L * BT * C, L * BT * C, BT * C, BT, BT, BT * cfg->Vp, BT, BT};
     memcpy(sizes, list, sizeof list);
+}
+
+// The gradients of the activations (GradActTensors) in floats.
+static void grad_act_sizes(const Config *cfg, int B, int T, double sizes[NUM_GRAD_ACT_TENSORS]) {
+    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
+    double list[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
+    memcpy(sizes, list, sizeof list);
+}
+
+// Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
+// (inputs, targets, coefficients).
+static double activation_bytes(const Config *cfg, int B, int T) {
+    double a[NUM_ACT_TENSORS], g[NUM_GRAD_ACT_TENSORS], floats = 3.0 * B * T;
+    act_sizes(cfg, B, T, a);
+    grad_act_sizes(cfg, B, T, g);
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) floats += a[i];
+    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) floats += g[i];
+    return floats * sizeof(float);
 }
 
 typedef struct {
@@ -961,6 +1053,7 @@ typedef struct {
     float *coefs;
     float *host_logprobs;
     int B, T; // shape of the last forward pass
+    int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
 static void config_finish(Config *cfg) {
@@ -989,8 +1082,12 @@ static void model_build(Model *model, Config cfg) {
     model->config = cfg;
     param_sizes(&cfg, model->param_sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->num_parameters += model->param_sizes[i];
+    double bytes = (double)model->num_parameters * sizeof(float);
+    if (!fits_memory(bytes))
+        die("the model (L=%d NH=%d C=%d maxT=%d V=%d) needs %.1f GiB of parameters; " DEVICE_HAS
+            " %.1f GiB", cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.V, bytes / GIB, device_gib());
     model->params_memory = carve_params(&model->params, model->param_sizes,
-                                        model->num_parameters);
+                                        model->num_parameters, "parameters");
 }
 
 // GPT-2's initialisation: weights ~ N(0, 0.02), the two projections into the residual stream
@@ -1032,7 +1129,8 @@ static void model_free(Model *model) {
     free(model->host_logprobs);
 }
 
-// Allocates activations for batches of up to B rows of up to T tokens.
+// Allocates activations for batches of up to B rows of up to T tokens, after checking that
+// they fit: B and T come from flags and data.
 static void model_alloc_activations(Model *model, int B, int T) {
     const Config *cfg = &model->config;
     dev_free(model->acts_memory);
@@ -1042,10 +1140,18 @@ static void model_alloc_activations(Model *model, int B, int T) {
     dev_free(model->coefs);
     free(model->host_logprobs);
 
-    size_t sizes[NUM_ACT_TENSORS], total = 0;
+    char who[64];
+    snprintf(who, sizeof who, "B=%d T=%d", B, T);
+    double bytes = activation_bytes(cfg, B, T);
+    if ((double)B * T > INT32_MAX) die("%s: B*T must be below 2^31 tokens", who);
+    if (!fits_memory(bytes))
+        die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
+            device_gib());
+    // below the device's memory, every size is an exact integer in double and fits size_t
+    double sizes[NUM_ACT_TENSORS], grad_sizes[NUM_GRAD_ACT_TENSORS], total = 0;
     act_sizes(cfg, B, T, sizes);
     for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
-    model->acts_memory = dev_alloc(total);
+    model->acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
     ActTensors *a = &model->acts;
     float **acts[NUM_ACT_TENSORS] = {
         &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
@@ -1055,29 +1161,54 @@ static void model_alloc_activations(Model *model, int B, int T) {
     float *next = model->acts_memory;
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
         *acts[i] = next;
-        next += sizes[i];
+        next += (size_t)sizes[i];
     }
 
-    size_t BT = (size_t)B * T, C = cfg->C, H = cfg->hidden;
-    size_t grad_sizes[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
+    grad_act_sizes(cfg, B, T, grad_sizes);
     total = 0;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
-    model->grad_acts_memory = dev_alloc(total);
+    model->grad_acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
     GradActTensors *d = &model->grad_acts;
     float **grads[NUM_GRAD_ACT_TENSORS] = {&d->residual, &d->ln, &d->qkv, &d->atty, &d->fch,
                                            &d->fch_gelu};
     next = model->grad_acts_memory;
     for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
         *grads[i] = next;
-        next += grad_sizes[i];
+        next += (size_t)grad_sizes[i];
     }
 
-    model->inputs = dev_alloc_int(BT);
-    model->targets = dev_alloc_int(BT);
-    model->coefs = dev_alloc(BT);
+    size_t BT = (size_t)B * T;
+    model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
+    model->targets = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
+    model->coefs = alloc_check(dev_alloc(BT), who, bytes, "activations");
     model->host_logprobs = xmalloc(BT * sizeof(float));
     model->act_B = B;
     model->act_T = T;
+}
+
+// --detect-anomaly: after each kernel of the forward and backward passes (and of AdamW), the
+// tensors it wrote are searched for NaN and infinity through the kernel interface
+// (dev_count_nonfinite). The first kernel whose output is not finite stops the program with its
+// name, its layer and the tensor — the place where the numbers went wrong, rather than the loss
+// many kernels later. Off (the default), a check costs one test of a flag.
+typedef struct {
+    const char *name; // the tensor as ActTensors and ParamTensors name it; "d" + name: its gradient
+    const float *data;
+    size_t count;
+} KernelOutput;
+
+static void check_kernel(const Model *model, const char *kernel, int layer, int count,
+                         const KernelOutput *outputs) {
+    if (!model->detect_anomaly) return;
+    for (int i = 0; i < count; i++) {
+        size_t bad = dev_count_nonfinite(outputs[i].data, outputs[i].count);
+        if (!bad) continue;
+        char where[32] = "";
+        if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
+        die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
+            "before it wrote finite values", kernel, where, bad, outputs[i].count,
+            outputs[i].name);
+    }
 }
 
 // The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
@@ -1101,7 +1232,9 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
+    size_t n = BT, nC = n * C, nH = n * H, natt = (size_t)B * NH * T * T; // sizes, for the checks
     encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
+    check_kernel(model, "encoder_forward", -1, 1, (KernelOutput[]){{"encoded", a.encoded, nC}});
     for (int l = 0; l < L; l++) {
         size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
@@ -1110,24 +1243,45 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
         float *residual2 = a.residual2 + btc, *ln2 = a.ln2 + btc, *fch = a.fch + bth;
         float *fch_gelu = a.fch_gelu + bth, *fcproj = a.fcproj + btc;
         float *residual3 = a.residual3 + btc;
+        float *ln1_mean = a.ln1_mean + l * BT, *ln1_rstd = a.ln1_rstd + l * BT;
+        float *ln2_mean = a.ln2_mean + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
 
-        layernorm_forward(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, residual, p.ln1w + c,
-                          p.ln1b + c, BT, C, eps);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
+        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
+            {"ln1", ln1, nC}, {"ln1_mean", ln1_mean, n}, {"ln1_rstd", ln1_rstd, n}});
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"qkv", qkv, 3 * nC}});
         attention_forward(atty, att, qkv, B, T, C, NH);
+        check_kernel(model, "attention_forward", l, 2, (KernelOutput[]){
+            {"att", att, natt}, {"atty", atty, nC}});
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"attproj", attproj, nC}});
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
-        layernorm_forward(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, residual2, p.ln2w + c,
-                          p.ln2b + c, BT, C, eps);
+        check_kernel(model, "residual_forward", l, 1,
+                     (KernelOutput[]){{"residual2", residual2, nC}});
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
+        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
+            {"ln2", ln2, nC}, {"ln2_mean", ln2_mean, n}, {"ln2_rstd", ln2_rstd, n}});
         matmul_forward(fch, ln2, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, BT, C, H);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fch", fch, nH}});
         gelu_forward(fch_gelu, fch, (size_t)BT * H);
+        check_kernel(model, "gelu_forward", l, 1, (KernelOutput[]){{"fch_gelu", fch_gelu, nH}});
         matmul_forward(fcproj, fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, BT, H, C);
+        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fcproj", fcproj, nC}});
         residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+        check_kernel(model, "residual_forward", l, 1,
+                     (KernelOutput[]){{"residual3", residual3, nC}});
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
+    check_kernel(model, "layernorm_forward", -1, 3, (KernelOutput[]){
+        {"lnf", a.lnf, nC}, {"lnf_mean", a.lnf_mean, n}, {"lnf_rstd", a.lnf_rstd, n}});
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
+    check_kernel(model, "matmul_forward", -1, 1,
+                 (KernelOutput[]){{"logits", a.logits, n * cfg->Vp}});
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
+    check_kernel(model, "classifier_forward", -1, 2, (KernelOutput[]){
+        {"logprobs", a.logprobs, n}, {"lse", a.lse, n}});
     dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
 }
 
@@ -1139,27 +1293,35 @@ static void model_backward(Model *model, const float *coefs) {
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     if (!model->grads_memory)
         model->grads_memory = carve_params(&model->grads, model->param_sizes,
-                                           model->num_parameters);
+                                           model->num_parameters, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
     dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
     GradActTensors d = model->grad_acts;
-    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, C2 = (size_t)C * C;
 
     // classifier and final LayerNorm
     classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+    check_kernel(model, "classifier_backward", -1, 1, (KernelOutput[]){
+        {"dlogits", a.logits, (size_t)BT * cfg->Vp}});
     dev_zero(d.residual, btc_size);
     dev_zero(d.ln, btc_size);
     matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
+    check_kernel(model, "matmul_backward", -1, 2, (KernelOutput[]){
+        {"dlnf", d.ln, btc_size}, {"dwte", g.wte, (size_t)cfg->Vp * C}});
     layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
                        p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
+    check_kernel(model, "layernorm_backward", -1, 3, (KernelOutput[]){
+        {"dresidual", d.residual, btc_size}, {"dlnfw", g.lnfw, C}, {"dlnfb", g.lnfb, C}});
 
     // the blocks, last to first; d.residual holds d loss / d (output of block l)
     for (int l = L - 1; l >= 0; l--) {
         size_t c = (size_t)l * C, btc = l * btc_size, bth = l * bth_size;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - btc_size;
+        float *dfcprojw = g.fcprojw + (size_t)l * C * H, *dfcw = g.fcw + (size_t)l * H * C;
+        float *dfcb = g.fcb + (size_t)l * H, *dqkvw = g.qkvw + 3 * c * C, *dqkvb = g.qkvb + 3 * c;
         dev_zero(d.fch_gelu, bth_size);
         dev_zero(d.fch, bth_size);
         dev_zero(d.ln, btc_size);
@@ -1167,26 +1329,45 @@ static void model_backward(Model *model, const float *coefs) {
         dev_zero(d.qkv, 3 * btc_size);
 
         // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
-        matmul_backward(d.fch_gelu, g.fcprojw + (size_t)l * C * H, g.fcprojb + c, d.residual,
-                        a.fch_gelu + bth, p.fcprojw + (size_t)l * C * H, BT, H, C);
+        matmul_backward(d.fch_gelu, dfcprojw, g.fcprojb + c, d.residual, a.fch_gelu + bth,
+                        p.fcprojw + (size_t)l * C * H, BT, H, C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dfch_gelu", d.fch_gelu, bth_size}, {"dfcprojw", dfcprojw, C * (size_t)H},
+            {"dfcprojb", g.fcprojb + c, C}});
         gelu_backward(d.fch, a.fch + bth, d.fch_gelu, bth_size);
-        matmul_backward(d.ln, g.fcw + (size_t)l * H * C, g.fcb + (size_t)l * H, d.fch,
-                        a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
+        check_kernel(model, "gelu_backward", l, 1, (KernelOutput[]){{"dfch", d.fch, bth_size}});
+        matmul_backward(d.ln, dfcw, dfcb, d.fch, a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dln2", d.ln, btc_size}, {"dfcw", dfcw, H * (size_t)C}, {"dfcb", dfcb, H}});
         layernorm_backward(d.residual, g.ln2w + c, g.ln2b + c, d.ln, a.residual2 + btc,
                            p.ln2w + c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, BT, C);
+        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
+            {"dresidual2", d.residual, btc_size}, {"dln2w", g.ln2w + c, C},
+            {"dln2b", g.ln2b + c, C}});
 
         // attention: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"datty", d.atty, btc_size}, {"dattprojw", g.attprojw + c * C, C2},
+            {"dattprojb", g.attprojb + c, C}});
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
                            B, T, C, NH);
+        check_kernel(model, "attention_backward", l, 1, (KernelOutput[]){
+            {"dqkv", d.qkv, 3 * btc_size}});
         dev_zero(d.ln, btc_size);
-        matmul_backward(d.ln, g.qkvw + 3 * c * C, g.qkvb + 3 * c, d.qkv, a.ln1 + btc,
-                        p.qkvw + 3 * c * C, BT, C, 3 * C);
+        matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
+        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
+            {"dln1", d.ln, btc_size}, {"dqkvw", dqkvw, 3 * C2}, {"dqkvb", dqkvb, 3 * (size_t)C}});
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
+        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
+            {"dresidual", d.residual, btc_size}, {"dln1w", g.ln1w + c, C},
+            {"dln1b", g.ln1b + c, C}});
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
+    check_kernel(model, "encoder_backward", -1, 2, (KernelOutput[]){
+        {"dwte", g.wte, (size_t)cfg->Vp * C}, {"dwpe", g.wpe, (size_t)cfg->maxT * C}});
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1194,16 +1375,26 @@ typedef struct {
     float lr, beta1, beta2, eps, weight_decay, clip;
 } OptimizerSettings;
 
-// One optimizer step (t = 1, 2, ...) from the gradients of the last backward. Returns the global
-// gradient norm before clipping; a gradient whose norm exceeds clip is scaled down to it.
-static float model_update(Model *model, const OptimizerSettings *opt, int t) {
-    if (!model->m_memory) {
-        model->m_memory = dev_alloc(model->num_parameters);
-        model->v_memory = dev_alloc(model->num_parameters);
-        dev_zero(model->m_memory, model->num_parameters);
-        dev_zero(model->v_memory, model->num_parameters);
-    }
-    float norm = (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
+// AdamW's moments m and v, zero until the first update; allocated on first use.
+static void model_alloc_moments(Model *model) {
+    if (model->m_memory) return;
+    size_t n = model->num_parameters;
+    double bytes = 2.0 * n * sizeof(float);
+    model->m_memory = alloc_check(dev_alloc(n), "the model", bytes, "AdamW moments");
+    model->v_memory = alloc_check(dev_alloc(n), "the model", bytes, "AdamW moments");
+    dev_zero(model->m_memory, n);
+    dev_zero(model->v_memory, n);
+}
+
+// The global norm of the last backward's gradient, sqrt(Σ g²) over every parameter.
+static float model_grad_norm(const Model *model) {
+    return (float)sqrt(sum_squares(model->grads_memory, model->num_parameters));
+}
+
+// One AdamW step (t = 1, 2, ... counts the steps applied) from the gradients of the last
+// backward, whose global norm is `norm`; a gradient whose norm exceeds clip is scaled down to it.
+static void model_apply_update(Model *model, const OptimizerSettings *opt, float norm, int t) {
+    model_alloc_moments(model);
     // as torch.nn.utils.clip_grad_norm_: scale = clip / (norm + 1e-6), applied only if < 1
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
@@ -1211,11 +1402,25 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t n = model->param_sizes[i];
         float wd = PARAM_DECAYS[i] ? opt->weight_decay : 0.0f;
-        adamw_update(model->params_memory + offset, model->grads_memory + offset,
-                     model->m_memory + offset, model->v_memory + offset, n, opt->lr,
-                     opt->beta1, opt->beta2, opt->eps, wd, scale, t);
+        float *param = model->params_memory + offset, *m = model->m_memory + offset;
+        float *v = model->v_memory + offset;
+        adamw_update(param, model->grads_memory + offset, m, v, n, opt->lr, opt->beta1,
+                     opt->beta2, opt->eps, wd, scale, t);
+        if (model->detect_anomaly) {
+            char m_name[32], v_name[32];
+            snprintf(m_name, sizeof m_name, "m of %s", PARAM_NAMES[i]);
+            snprintf(v_name, sizeof v_name, "v of %s", PARAM_NAMES[i]);
+            check_kernel(model, "adamw_update", -1, 3, (KernelOutput[]){
+                {PARAM_NAMES[i], param, n}, {m_name, m, n}, {v_name, v, n}});
+        }
         offset += n;
     }
+}
+
+// Both: one optimizer step; returns the gradient norm before clipping.
+static float model_update(Model *model, const OptimizerSettings *opt, int t) {
+    float norm = model_grad_norm(model);
+    model_apply_update(model, opt, norm, t);
     return norm;
 }
 
@@ -1224,10 +1429,12 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 // A model file is llm.c's (FORMATS.md): a 256 × int32 header — magic 20240326, version 3
 // (float32), maxT, V, L, NH, C, Vp — then the 16 parameter tensors in the order of
 // ParamTensors. Beside it, PATH.state holds what a run needs to resume exactly:
-//   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (updates done),
-//     [3..4] the random generator's state (uint64), [5..6] number of parameters (uint64),
-//     [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T, [11] shuffle,
-//     [12..13] seed (uint64), [14] best validation loss so far (float32 bits); the rest zero
+//   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (steps done, skipped ones
+//     included), [3..4] the random generator's state (uint64), [5..6] number of parameters
+//     (uint64), [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T,
+//     [11] shuffle, [12..13] seed (uint64), [14] best validation loss so far (float32 bits),
+//     [15] steps skipped for a non-finite loss or gradient (section 9), [16] how many of the
+//     last steps in a row were skipped; the rest zero
 //   then the AdamW moments m and v, each num_parameters float32.
 // The data position is the step: batch i of a run is a function of i (section 5).
 // =============================================================================================
@@ -1247,7 +1454,8 @@ static uint64_t header_get_u64(const int32_t *header, int index) {
     return value;
 }
 
-static void model_save(const Model *model, const char *path) {
+// Writes the weights into an open SafeFile (model_save and checkpoint_save commit it).
+static void model_write(const Model *model, SafeFile *sf) {
     const Config *cfg = &model->config;
     int32_t header[HEADER_INTS] = {0};
     header[0] = MODEL_MAGIC;
@@ -1261,12 +1469,16 @@ static void model_save(const Model *model, const char *path) {
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
     dev_to_host(host, model->params_memory, bytes);
+    safe_write(sf, header, sizeof header);
+    safe_write(sf, host, bytes);
+    free(host);
+}
+
+static void model_save(const Model *model, const char *path) {
     SafeFile sf;
     safe_open(&sf, path);
-    safe_write(&sf, header, sizeof header);
-    safe_write(&sf, host, bytes);
+    model_write(model, &sf);
     safe_commit(&sf);
-    free(host);
 }
 
 // Reads a checkpoint, checking the header and the file size before allocating anything.
@@ -1334,15 +1546,16 @@ typedef struct {
     Rng rng;          // the run's random generator (reserved for dropout-like randomness)
     int B, T, shuffle;
     float best_valid_loss; // lowest validation loss so far (SFT keeps that checkpoint)
+    int skipped;      // steps whose update was skipped: a non-finite loss or gradient norm
+    int bad_streak;   // how many of the last steps in a row were skipped
 } TrainState;
 
 static void state_path(char *out, size_t size, const char *model_path) {
     if ((size_t)snprintf(out, size, "%s.state", model_path) >= size) die("path too long");
 }
 
-static void state_save(const Model *model, const TrainState *st, const char *model_path) {
-    char path[4200];
-    state_path(path, sizeof path, model_path);
+// Writes the training state into an open SafeFile (see checkpoint_save).
+static void state_write(const Model *model, const TrainState *st, SafeFile *sf) {
     int32_t header[HEADER_INTS] = {0};
     header[0] = STATE_MAGIC;
     header[1] = STATE_VERSION;
@@ -1355,24 +1568,66 @@ static void state_save(const Model *model, const TrainState *st, const char *mod
     header[11] = st->shuffle;
     header_put_u64(header, 12, st->seed);
     memcpy(header + 14, &st->best_valid_loss, sizeof(float));
+    header[15] = st->skipped;
+    header[16] = st->bad_streak;
     size_t bytes = model->num_parameters * sizeof(float);
-    float *host = xmalloc(bytes);
-    SafeFile sf;
-    safe_open(&sf, path);
-    safe_write(&sf, header, sizeof header);
-    dev_to_host(host, model->m_memory, bytes);
-    safe_write(&sf, host, bytes);
-    dev_to_host(host, model->v_memory, bytes);
-    safe_write(&sf, host, bytes);
-    safe_commit(&sf);
+    float *host = xcalloc(1, bytes); // zero moments when no update has been applied yet
+    safe_write(sf, header, sizeof header);
+    if (model->m_memory) dev_to_host(host, model->m_memory, bytes);
+    safe_write(sf, host, bytes);
+    if (model->v_memory) dev_to_host(host, model->v_memory, bytes);
+    safe_write(sf, host, bytes);
     free(host);
 }
 
-// Saves the weights and the state; the state's hash pairs it with these exact weights, so a
-// crash between the two renames is detected at resume instead of silently mixing steps.
+// Saves the weights and the state as one checkpoint. Both are written and synced under their
+// .tmp names before either is renamed; then the weights are renamed, then the state. A crash
+// between the two renames leaves new weights beside an old state and a complete PATH.state.tmp
+// that belongs with them: state_roll_forward finishes that commit at --resume. (The state's
+// hash of the weights tells which state belongs with which weights.)
 static void checkpoint_save(const Model *model, const TrainState *st, const char *model_path) {
-    state_save(model, st, model_path);
-    model_save(model, model_path);
+    char path[4200];
+    state_path(path, sizeof path, model_path);
+    SafeFile files[2];
+    safe_open_deferred(&files[0], model_path);
+    safe_open_deferred(&files[1], path);
+    model_write(model, &files[0]);
+    state_write(model, st, &files[1]);
+    safe_commit_all(files, 2);
+}
+
+// The weights' hash recorded in a training-state file, when the file is complete; 0 otherwise.
+// Reads only the header (its layout is state_write's) and the file's size.
+static uint64_t state_file_hash(const char *path, size_t num_parameters) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int32_t header[HEADER_INTS];
+    int complete = fread(header, sizeof header, 1, f) == 1 && header[0] == STATE_MAGIC &&
+                   header[1] == STATE_VERSION && header_get_u64(header, 5) == num_parameters &&
+                   fseek(f, 0, SEEK_END) == 0 &&
+                   ftell(f) == (long)(sizeof header + 2 * num_parameters * sizeof(float));
+    fclose(f);
+    return complete ? header_get_u64(header, 7) : 0;
+}
+
+// At --resume, after the weights are loaded: when a crash fell between checkpoint_save's two
+// renames, PATH.state.tmp is complete and belongs with the weights in PATH. Renaming it over
+// PATH.state finishes the interrupted commit. Any other PATH.state.tmp, and PATH.tmp, are the
+// remains of a write that a crash interrupted before its renames; they are deleted.
+static void state_roll_forward(const Model *model, const char *model_path) {
+    char path[4200], temp[4300];
+    snprintf(temp, sizeof temp, "%s.tmp", model_path);
+    unlink(temp);
+    state_path(path, sizeof path, model_path);
+    snprintf(temp, sizeof temp, "%s.tmp", path);
+    uint64_t hash = state_file_hash(temp, model->num_parameters);
+    if (!hash || hash != model_params_hash(model)) {
+        unlink(temp);
+        return;
+    }
+    if (rename(temp, path) != 0) die("cannot rename %s to %s: %s", temp, path, strerror(errno));
+    printf("finished an interrupted checkpoint: %s belongs with %s, renamed to %s\n", temp,
+           model_path, path);
 }
 
 static void state_load(Model *model, TrainState *st, const char *model_path) {
@@ -1404,11 +1659,14 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     st->shuffle = header[11];
     st->seed = header_get_u64(header, 12);
     memcpy(&st->best_valid_loss, header + 14, sizeof(float));
+    st->skipped = header[15];
+    st->bad_streak = header[16];
     if (st->step < 0) die("%s: negative step %d", path, st->step);
-    if (!model->m_memory) {
-        model->m_memory = dev_alloc(model->num_parameters);
-        model->v_memory = dev_alloc(model->num_parameters);
-    }
+    if (st->skipped < 0 || st->skipped > st->step || st->bad_streak < 0 ||
+        st->bad_streak > st->skipped)
+        die("%s: bad counts of skipped steps (%d, %d in a row, of %d steps)", path, st->skipped,
+            st->bad_streak, st->step);
+    model_alloc_moments(model);
     size_t moment_bytes = count * sizeof(float);
     dev_to_device(model->m_memory, data + sizeof header, moment_bytes);
     dev_to_device(model->v_memory, data + sizeof header + moment_bytes, moment_bytes);
@@ -3275,11 +3533,19 @@ static FILE *open_metrics_log(const char *path, int resume_step) {
     return f;
 }
 
+// A number for a JSON line: JSON has no NaN or infinity, so those are written as null.
+static const char *json_number(char buf[32], double value) {
+    if (!isfinite(value)) return "null";
+    snprintf(buf, 32, "%.7g", value);
+    return buf;
+}
+
 // One optimizer step on a batch: forward, the loss Σ_i coefs[i] · (−log p_i), backward, AdamW.
 // Every trainer in this file (LM, SFT, DPO) calls this; they differ only in the coefficients
 // and, for preference objectives, in how the coefficients follow from the forward's log-probs.
 typedef struct {
     float loss, grad_norm, lr;
+    int skipped; // the loss or the gradient norm was not finite: no update was applied
 } StepResult;
 
 static float weighted_nll(const Model *model, const float *coefs, int n) {
@@ -3288,23 +3554,37 @@ static float weighted_nll(const Model *model, const float *coefs, int n) {
     return (float)nll;
 }
 
-// The second half of a step, once the forward pass has run and the coefficients are known:
-// the backward pass and the AdamW update. Fills in r's lr and grad_norm.
+// The second half of a step, once the forward pass has run, the loss is in r and the
+// coefficients are known: the backward pass and the AdamW update. Fills in r's lr, grad_norm
+// and skipped. The numerical guard of every trainer is here: when the loss or the gradient norm
+// is not finite (NaN or infinity), the update is skipped — the parameters and AdamW's moments
+// and step count stay as they were — and r->skipped says so; run_after_step logs it and stops
+// the run after --max-bad-steps such steps in a row. The schedule counts batches (st->step);
+// AdamW's bias correction counts the updates applied (st->step - st->skipped).
 static void backward_and_update(Model *model, const float *coefs, OptimizerSettings opt,
-                                const Schedule *sched, int step, StepResult *r) {
+                                const Schedule *sched, const TrainState *st, StepResult *r) {
     model_backward(model, coefs);
-    opt.lr = r->lr = schedule_lr(sched, step);
-    r->grad_norm = model_update(model, &opt, step + 1);
+    opt.lr = r->lr = schedule_lr(sched, st->step);
+    r->grad_norm = model_grad_norm(model);
+    r->skipped = !isfinite(r->loss) || !isfinite(r->grad_norm);
+    if (!r->skipped) model_apply_update(model, &opt, r->grad_norm, st->step - st->skipped + 1);
 }
 
 static StepResult train_step(Model *model, const int *inputs, const int *targets,
                              const float *coefs, int B, int T, OptimizerSettings opt,
-                             const Schedule *sched, int step) {
+                             const Schedule *sched, const TrainState *st) {
     StepResult r;
     model_forward(model, inputs, targets, B, T);
     r.loss = weighted_nll(model, coefs, B * T);
-    backward_and_update(model, coefs, opt, sched, step, &r);
+    backward_and_update(model, coefs, opt, sched, st, &r);
     return r;
+}
+
+// Counts a finished step in the state: the step itself, and whether its update was skipped.
+static void state_count_step(TrainState *st, const StepResult *r) {
+    st->step++;
+    st->skipped += r->skipped;
+    st->bad_streak = r->skipped ? st->bad_streak + 1 : 0;
 }
 
 // Timing for the progress line: tokens/s of the last step and the ETA of the run.
@@ -3333,6 +3613,8 @@ static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
+    int max_bad_steps;  // stop after this many skipped (non-finite) steps in a row
+    int detect_anomaly; // check every kernel's output (Model.detect_anomaly)
     float lr, lr_floor;
     int cosine;
     uint64_t seed;
@@ -3343,7 +3625,7 @@ static const char *TRAIN_FLAGS_HELP =
     "  (--init model.bin | --config L,NH,C,maxT,V) --batch B --seq T --lr 1e-3\n"
     "  [--wd 0.0] [--clip 1.0] [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
     "  [--seed 1337] [--out model.bin] [--resume] [--log metrics.jsonl] [--save-every N]\n"
-    "  [--stop-after K] [--threads N]\n";
+    "  [--stop-after K] [--max-bad-steps 5] [--detect-anomaly] [--threads N]\n";
 
 static TrainArgs train_args_defaults(void) {
     TrainArgs a = {0};
@@ -3352,6 +3634,7 @@ static TrainArgs train_args_defaults(void) {
     a.cosine = 1;
     a.lr = -1.0f; // required
     a.lr_floor = 0.1f;
+    a.max_bad_steps = 5;
     a.opt = (OptimizerSettings){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                                 .weight_decay = 0.0f, .clip = 1.0f};
     return a;
@@ -3375,6 +3658,8 @@ static int parse_train_flag(TrainArgs *a, int argc, char **argv, int *i) {
     else if (!strcmp(f, "--lr-floor")) a->lr_floor = parse_float(f, flag_value(argc, argv, i));
     else if (!strcmp(f, "--wd")) a->opt.weight_decay = parse_float(f, flag_value(argc, argv, i));
     else if (!strcmp(f, "--clip")) a->opt.clip = parse_float(f, flag_value(argc, argv, i));
+    else if (!strcmp(f, "--max-bad-steps")) a->max_bad_steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
+    else if (!strcmp(f, "--detect-anomaly")) a->detect_anomaly = 1;
     else if (!strcmp(f, "--resume")) a->resume = 1;
     else if (!strcmp(f, "--schedule")) {
         const char *s = flag_value(argc, argv, i);
@@ -3401,14 +3686,43 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (a->lr_floor < 0 || a->lr_floor > 1) die("--lr-floor must be in [0, 1]");
 }
 
+// The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
+static int epochs_to_steps(int epochs, int per_epoch) {
+    long long steps = (long long)epochs * per_epoch;
+    if (steps > 1 << 30)
+        die("--epochs %d x %d batches per epoch = %lld steps, more than 2^30", epochs, per_epoch,
+            steps);
+    return (int)steps;
+}
+
+// --seq against the model's context: sequences longer than maxT have no position embedding.
+static void check_seq_fits(int T, const Model *model) {
+    if (T > model->config.maxT)
+        die("--seq %d is longer than the model's context maxT=%d", T, model->config.maxT);
+}
+
+// Training needs the parameters with their gradients and two AdamW moments, and the activations
+// of a batch of `rows` sequences of T tokens: refused at once when the device cannot hold them.
+static void check_training_fits(const Model *model, int rows, int T) {
+    double params = 4.0 * model->num_parameters * sizeof(float);
+    double acts = activation_bytes(&model->config, rows, T);
+    if (!fits_memory(params + acts))
+        die("B=%d T=%d needs %.1f GiB of activations (%.1f GiB with the parameters, gradients and "
+            "AdamW moments); " DEVICE_HAS " %.1f GiB", rows, T, acts / GIB, (params + acts) / GIB,
+            device_gib());
+}
+
 // Starts a run: resumes from --out and its state (--resume), or loads --init, or builds a fresh
-// model from --config. `shuffle` is recorded in the state so that a resume can check it.
-static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle) {
+// model from --config. `shuffle` is recorded in the state so that a resume can check it. A batch
+// holds `rows` sequences: --batch for train and sft, twice that for dpo (chosen and rejected).
+static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int shuffle,
+                      int rows) {
     check_writable(args->out);
     if (args->resume) {
         if (access(args->out, F_OK) != 0)
             die("cannot resume: %s does not exist (start without --resume)", args->out);
         model_load(model, args->out);
+        state_roll_forward(model, args->out);
         state_load(model, st, args->out);
         if (st->B != args->B || st->T != args->T || st->shuffle != shuffle || st->seed != args->seed)
             die("cannot resume: %s.state was written with --batch %d --seq %d --seed %llu%s; "
@@ -3425,8 +3739,9 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
                            .B = args->B, .T = args->T, .shuffle = shuffle,
                            .best_valid_loss = INFINITY};
     }
-    if (args->T > model->config.maxT)
-        die("--seq %d is longer than the model's context maxT=%d", args->T, model->config.maxT);
+    check_seq_fits(args->T, model);
+    check_training_fits(model, rows, args->T);
+    model->detect_anomaly = args->detect_anomaly;
 }
 
 static void print_model(const Model *model) {
@@ -3445,12 +3760,15 @@ typedef struct {
     float *coefs;          // (rows,T)
 } Run;
 
-// Prepares the loop; returns 0 (and says so) when the run is already at its last step.
-static int run_open(Run *run, const TrainArgs *args, const TrainState *st, int rows) {
+// Prepares the loop for batches of up to rows x T tokens; returns 0 (and says so) when the run
+// is already at its last step.
+static int run_open(Run *run, Model *model, const TrainArgs *args, const TrainState *st,
+                    int rows) {
     if (st->step >= args->steps) {
         printf("nothing to do: the run is already at step %d of %d\n", st->step, args->steps);
         return 0;
     }
+    model_alloc_activations(model, rows, args->T); // the largest batch, allocated once
     run->sched = (Schedule){args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
     run->log = open_metrics_log(args->log, st->step);
     size_t BT = (size_t)rows * args->T;
@@ -3464,24 +3782,45 @@ static int run_open(Run *run, const TrainArgs *args, const TrainState *st, int r
 // One optimizer step on the batch in run's buffers (B rows of T tokens).
 static StepResult run_step(Model *model, TrainState *st, const TrainArgs *args, Run *run, int T) {
     StepResult r = train_step(model, run->inputs, run->targets, run->coefs, args->B, T,
-                              args->opt, &run->sched, st->step);
-    st->step++;
+                              args->opt, &run->sched, st);
+    state_count_step(st, &r);
     return r;
 }
 
 // After each step: writes the log line, shows progress, saves every --save-every steps, and
 // returns 1 when --stop-after says this run ends here. extra_json, when not NULL, is appended
-// to the log line (e.g. `, "val_loss": 1.23`).
+// to the log line (e.g. `, "val_loss": 1.23`). A skipped step (see backward_and_update) gets
+// `"skipped": true` in its line and a warning on stderr; after --max-bad-steps of them in a
+// row the run saves its checkpoint (the weights are those before the skipped steps) and stops.
 static int run_after_step(const Model *model, const TrainState *st, const TrainArgs *args,
                           Run *run, const StepResult *r, size_t tokens, const char *extra_json) {
     double eta, tok_per_s = progress_step(&run->progress, st->step, tokens, &eta);
     if (run->log) {
-        fprintf(run->log, "{\"step\": %d, \"loss\": %.7g, \"lr\": %.7g, \"grad_norm\": %.7g, "
-                          "\"tok_per_s\": %.1f%s}\n", st->step, r->loss, r->lr, r->grad_norm,
-                tok_per_s, extra_json ? extra_json : "");
-        fflush(run->log);
+        char loss[32], norm[32];
+        fprintf(run->log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
+                          "\"tok_per_s\": %.1f%s%s}\n", st->step, json_number(loss, r->loss),
+                r->lr, json_number(norm, r->grad_norm), tok_per_s,
+                r->skipped ? ", \"skipped\": true" : "", extra_json ? extra_json : "");
+        if (fflush(run->log) != 0 || ferror(run->log))
+            die("cannot write log %s: %s", args->log, strerror(errno));
     }
     show_progress(st->step, args->steps, r->loss, tok_per_s, eta, st->step == args->steps);
+    if (r->skipped) {
+        if (isatty(fileno(stdout))) printf("\n");
+        fflush(stdout);
+        fprintf(stderr, "sirt: warning: step %d: loss %g, gradient norm %g: not finite, the update "
+                "was skipped (%d in a row; the run stops at --max-bad-steps %d)\n", st->step,
+                r->loss, r->grad_norm, st->bad_streak, args->max_bad_steps);
+        if (st->bad_streak >= args->max_bad_steps) {
+            checkpoint_save(model, st, args->out);
+            die("steps %d to %d had a non-finite loss or gradient norm (--max-bad-steps %d): "
+                "stopping. Their updates were skipped: %s holds the weights after step %d, saved "
+                "with the state at step %d. --detect-anomaly names the first kernel that wrote "
+                "a NaN or infinity; fix the cause (e.g. a lower --lr), then --resume",
+                st->step - st->bad_streak + 1, st->step, args->max_bad_steps, args->out,
+                st->step - st->bad_streak, st->step);
+        }
+    }
     int stopping = args->stop_after && st->step - run->progress.first_step >= args->stop_after;
     if (st->step < args->steps && !stopping && args->save_every && st->step % args->save_every == 0)
         checkpoint_save(model, st, args->out);
@@ -3498,6 +3837,9 @@ static void run_close(const Model *model, const TrainState *st, const TrainArgs 
     checkpoint_save(model, st, args->out);
     printf("wrote %s and %s.state (step %d) in %.1fs\n", args->out, args->out, st->step,
            now_seconds() - run->progress.run_start);
+    if (st->skipped)
+        printf("%d of %d steps were skipped: a non-finite loss or gradient norm\n", st->skipped,
+               st->step);
     if (run->log) fclose(run->log);
     free(run->inputs);
     free(run->targets);
@@ -3526,13 +3868,13 @@ int cmd_train(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, shuffle);
+    run_begin(&model, &st, &args, shuffle, args.B);
     DataLoader loader;
     loader_init(&loader, data, args.B, args.T, shuffle, args.seed, model.config.V);
     print_model(&model);
     printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
     Run run;
-    if (run_open(&run, &args, &st, args.B)) {
+    if (run_open(&run, &model, &args, &st, args.B)) {
         size_t BT = (size_t)args.B * args.T;
         for (size_t i = 0; i < BT; i++) run.coefs[i] = 1.0f / (float)BT; // the mean over B·T
         while (st.step < args.steps) {
@@ -3745,14 +4087,14 @@ int cmd_sft(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, 1);
+    run_begin(&model, &st, &args, 1, args.B);
     Tokenizer *tok = load_tokenizer(tokenizer);
     int pad = tok_eot(tok);
     SftData train, valid = {0};
     sft_data_load(&train, data_path, &template, tok, model.config.V, args.T);
     if (valid_path) sft_data_load(&valid, valid_path, &template, tok, model.config.V, args.T);
     int steps_per_epoch = (train.count + args.B - 1) / args.B;
-    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    if (!args.steps) args.steps = epochs_to_steps(epochs, steps_per_epoch);
     if (!eval_every) eval_every = steps_per_epoch;
     print_model(&model);
     printf("data: %d examples (%d cut to fit %d tokens), %d steps per epoch, %d steps%s\n",
@@ -3762,11 +4104,10 @@ int cmd_sft(int argc, char **argv) {
         printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
                valid.count, valid.truncated, eval_every);
     Run run;
-    if (run_open(&run, &args, &st, args.B)) {
+    if (run_open(&run, &model, &args, &st, args.B)) {
         int *order = xmalloc((size_t)train.count * sizeof(int)), order_epoch = -1;
         char best[4200];
         best_path(best, sizeof best, args.out);
-        model_alloc_activations(&model, args.B, args.T); // the largest batch, allocated once
         while (st.step < args.steps) {
             int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
             if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
@@ -3779,7 +4120,8 @@ int cmd_sft(int argc, char **argv) {
                 double t0 = now_seconds();
                 float val = sft_validation_loss(&model, &valid, args.B, pad);
                 progress_pause(&run.progress, now_seconds() - t0);
-                snprintf(extra, sizeof extra, ", \"val_loss\": %.7g", val);
+                char number[32];
+                snprintf(extra, sizeof extra, ", \"val_loss\": %s", json_number(number, val));
                 if (!isatty(fileno(stdout)) || st.step == args.steps)
                     printf("step %d: validation loss %.4f%s\n", st.step, val,
                            val < st.best_valid_loss ? " (best so far: saved)" : "");
@@ -3824,25 +4166,32 @@ typedef struct {
 } KVCache;
 
 static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
-    size_t S = slots, C = cfg->C, H = cfg->hidden, cache = (size_t)cfg->L * S * Tc * C;
-    size_t sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
+    // sizes in double, checked against the device's memory before they are used (as activations)
+    double S = slots, C = cfg->C, H = cfg->hidden, cache = (double)cfg->L * S * Tc * C;
+    double sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
                         S * cfg->Vp};
-    size_t total = 0;
+    double total = 0;
     for (int i = 0; i < 12; i++) total += sizes[i];
+    char who[64];
+    snprintf(who, sizeof who, "decoding %d sequences of up to %d tokens", slots, Tc);
+    double bytes = total * sizeof(float);
+    if (!fits_memory(bytes))
+        die("%s needs %.1f GiB of key/value cache; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
+            device_gib());
     kv->slots = slots;
     kv->Tc = Tc;
-    kv->memory = dev_alloc(total);
+    kv->memory = alloc_check(dev_alloc((size_t)total), who, bytes, "key/value cache");
     float **ptrs[12] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
                         &kv->qkv, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu, &kv->logits};
     float *next = kv->memory;
     for (int i = 0; i < 12; i++) {
         *ptrs[i] = next;
-        next += sizes[i];
+        next += (size_t)sizes[i];
     }
-    kv->tokens = dev_alloc_int(S);
-    kv->slot = dev_alloc_int(S);
-    kv->pos = dev_alloc_int(S);
-    kv->host_logits = xmalloc(S * cfg->Vp * sizeof(float));
+    kv->tokens = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->pos = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->host_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
 }
 
 static void kv_cache_free(KVCache *kv) {
@@ -4545,6 +4894,10 @@ static void pairs_load(PairData *d, const char *path, Tokenizer *tok, int vocab_
         if (!rc != !rr || (rc && (rc->type != JSON_NUMBER || rr->type != JSON_NUMBER)))
             die("%s:%d: ref_chosen_logps and ref_rejected_logps must both be numbers, or both "
                 "absent", f.path, f.line_numbers[i]);
+        if (rc && !(isfinite(rc->number) && rc->number <= 0 && isfinite(rr->number) &&
+                    rr->number <= 0)) // sums of log-probabilities: finite and at most 0
+            die("%s:%d: ref_chosen_logps %g and ref_rejected_logps %g must be finite and <= 0 "
+                "(sums of log-probabilities)", f.path, f.line_numbers[i], rc->number, rr->number);
         if (rc) {
             p->ref_chosen = rc->number;
             p->ref_rejected = rr->number;
@@ -4644,9 +4997,9 @@ static StepResult dpo_step(Model *model, TrainState *st, const TrainArgs *args, 
     *metrics = preference_loss(pref, B, S, S + B, R, R + B, n, n + B, dS, dS + B);
     for (int r = 0; r < 2 * B; r++) // the mask becomes the coefficients: −∂L/∂S on each token
         for (int t = 0; t < T; t++) run->coefs[r * T + t] *= (float)-dS[r];
-    StepResult result = {(float)metrics->loss, 0, 0};
-    backward_and_update(model, run->coefs, args->opt, &run->sched, st->step, &result);
-    st->step++;
+    StepResult result = {.loss = (float)metrics->loss};
+    backward_and_update(model, run->coefs, args->opt, &run->sched, st, &result);
+    state_count_step(st, &result);
     free(S);
     free(R);
     free(dS);
@@ -4660,8 +5013,7 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
                       const PreferenceSettings *pref, const PairData *data, int pad) {
     int steps_per_epoch = (data->count + args->B - 1) / args->B;
     Run run;
-    if (!run_open(&run, args, st, 2 * args->B)) return; // a batch of B pairs is 2B rows
-    model_alloc_activations(model, 2 * args->B, args->T);
+    if (!run_open(&run, model, args, st, 2 * args->B)) return; // a batch of B pairs is 2B rows
     int *order = xmalloc((size_t)data->count * sizeof(int)), order_epoch = -1;
     while (st->step < args->steps) {
         int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
@@ -4670,12 +5022,14 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
         int T = pairs_fill_batch(data, order + first, B, pad, run.inputs, run.targets, run.coefs);
         PreferenceMetrics m;
         StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, T, &m);
-        char extra[400];
+        char extra[400], v[7][32];
         snprintf(extra, sizeof extra,
-                 ", \"rewards/chosen\": %.7g, \"rewards/rejected\": %.7g, \"rewards/margins\": "
-                 "%.7g, \"rewards/accuracies\": %.7g, \"logps/chosen\": %.7g, \"logps/rejected\": "
-                 "%.7g, \"nll\": %.7g", m.reward_chosen, m.reward_rejected, m.margin,
-                 m.accuracy, m.logp_chosen, m.logp_rejected, m.nll_chosen);
+                 ", \"rewards/chosen\": %s, \"rewards/rejected\": %s, \"rewards/margins\": %s, "
+                 "\"rewards/accuracies\": %s, \"logps/chosen\": %s, \"logps/rejected\": %s, "
+                 "\"nll\": %s", json_number(v[0], m.reward_chosen),
+                 json_number(v[1], m.reward_rejected), json_number(v[2], m.margin),
+                 json_number(v[3], m.accuracy), json_number(v[4], m.logp_chosen),
+                 json_number(v[5], m.logp_rejected), json_number(v[6], m.nll_chosen));
         if (run_after_step(model, st, args, &run, &r, 2 * (size_t)B * T, extra)) break;
     }
     run_close(model, st, args, &run);
@@ -4736,7 +5090,7 @@ int cmd_dpo(int argc, char **argv) {
 
     Model model;
     TrainState st;
-    run_begin(&model, &st, &args, 1);
+    run_begin(&model, &st, &args, 1, 2 * args.B); // a batch of B pairs is 2B rows
     Tokenizer *tok = load_tokenizer(tokenizer);
     int pad = tok_eot(tok);
     PairData data;
@@ -4747,13 +5101,14 @@ int cmd_dpo(int argc, char **argv) {
         if (!ref_path) die("dpo: %d pairs have no reference log-probs: give --ref REF.bin", missing);
         Model ref;
         model_load(&ref, ref_path);
+        ref.detect_anomaly = args.detect_anomaly;
         if (ref.config.V != model.config.V || ref.config.maxT < args.T)
             die("the reference %s does not match the policy (vocabulary or context)", ref_path);
         compute_reference_logps(&ref, &data, args.B, pad);
         model_free(&ref);
     }
     int steps_per_epoch = (data.count + args.B - 1) / args.B;
-    if (!args.steps) args.steps = epochs * steps_per_epoch;
+    if (!args.steps) args.steps = epochs_to_steps(epochs, steps_per_epoch);
     print_model(&model);
     printf("pairs: %d (dropped: %d with an empty completion, %d identical; %d cut to fit %d "
            "tokens), reference log-probs: %d computed, %d from the file; %d steps\n", data.count,
@@ -4928,6 +5283,8 @@ int cmd_refine(int argc, char **argv) {
     Model policy, ref;
     model_load(&policy, args.init);
     model_load(&ref, args.init); // the frozen reference: the phase-1 model
+    check_seq_fits(args.T, &policy);
+    policy.detect_anomaly = ref.detect_anomaly = args.detect_anomaly;
     Tokenizer *tok = load_tokenizer(tokenizer);
     check_tokenizer_fits(tok, policy.config.V);
     int pad = tok_eot(tok);
@@ -4986,12 +5343,14 @@ int cmd_refine(int argc, char **argv) {
             round_path(log, sizeof log, args.log, round, ".jsonl");
             round_args.log = log;
         }
-        round_args.steps = steps ? steps : epochs * ((pairs.count + args.B - 1) / args.B);
+        round_args.steps =
+            steps ? steps : epochs_to_steps(epochs, (pairs.count + args.B - 1) / args.B);
         if (policy.m_memory) {
             dev_zero(policy.m_memory, policy.num_parameters);
             dev_zero(policy.v_memory, policy.num_parameters);
         }
-        TrainState st = {0, args.seed, rng_seeded(args.seed), args.B, args.T, 1, INFINITY};
+        TrainState st = {.seed = args.seed, .rng = rng_seeded(args.seed), .B = args.B,
+                         .T = args.T, .shuffle = 1, .best_valid_loss = INFINITY};
         dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
         pairs_free(&pairs);
         if (valid) {

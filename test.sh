@@ -29,15 +29,20 @@ trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# Runs one of the C test programs and adds its "ok"/"FAIL" lines to the totals.
-unit() {
-    local name=$1; shift
-    echo "== unit tests ($name)"
-    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+# Adds the "ok"/"FAIL" lines of a test program's output $work/NAME.txt to the totals.
+tally() {
+    local name=$1
     grep -v '^[0-9]* passed' "$work/$name.txt"
     passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
     failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
     grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+}
+# Runs one of the C test programs and counts its checks.
+unit() {
+    local name=$1; shift
+    echo "== unit tests ($name)"
+    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+    tally "$name"
 }
 unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
 unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
@@ -49,10 +54,7 @@ unit test_dpo                           # preference losses and their gradients
 # these two write scratch files in the current directory: run them in $work
 for name in test_task test_repro; do # the built-in task; the reproduction's statistics
     (cd "$work" && "$OLDPWD/tests/$name" >"$work/$name.txt" 2>&1)
-    echo "== unit tests ($name)"; grep -v '^[0-9]* passed' "$work/$name.txt"
-    passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
-    failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
-    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+    echo "== unit tests ($name)"; tally "$name"
 done
 
 echo "== ./sirt tokenizer / tokenize"
@@ -91,6 +93,19 @@ strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
 if cmp -s "$work/sa.bin" "$work/sb.bin" && cmp -s "$work/sa.best.bin" "$work/sb.best.bin" && [ "$(strip "$work/sa.jsonl")" = "$(strip "$work/sb.jsonl")" ]; then
     ok "sft resume: 13 steps + --resume = one run, bit for bit (last and best checkpoints, log)"
 else bad "sft resume differs from an uninterrupted run"; fi
+# the numerical guard: --lr 1e10 makes step 2's forward overflow; steps 2..4 are skipped and the
+# run stops, saving the weights of step 1 (the same bits as a 1-step run) and their moments
+sft_bad() { ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 8 --seq 256 --lr 1e10 --schedule constant "$@"; }
+sft_bad --steps 8 --max-bad-steps 3 --out "$work/h.bin" --log "$work/h.jsonl" >/dev/null 2>"$work/err.txt"
+rc=$?
+sft_bad --steps 1 --out "$work/h1.bin" >/dev/null 2>&1
+if [ $rc -eq 1 ] && [ "$(grep -c '"loss": null, .*"grad_norm": null, .*"skipped": true' "$work/h.jsonl")" -eq 3 ] &&
+    [ "$(wc -l <"$work/h.jsonl")" -eq 4 ] && ! head -1 "$work/h.jsonl" | grep -q skipped &&
+    [ "$(grep -c '^sirt: warning: step [234]: loss .*: not finite, the update was skipped' "$work/err.txt")" -eq 3 ] &&
+    tail -1 "$work/err.txt" | grep -q '^sirt: error: steps 2 to 4 had a non-finite loss or gradient norm (--max-bad-steps 3): stopping' &&
+    cmp -s "$work/h.bin" "$work/h1.bin" && cmp -s <(tail -c +1025 "$work/h.bin.state") <(tail -c +1025 "$work/h1.bin.state"); then
+    ok "sft --lr 1e10: steps 2-4 non-finite, skipped (log: null + \"skipped\": true; 3 warnings), stopped at --max-bad-steps 3; weights and AdamW moments = those of the 1-step run"
+else bad "sft guard: exit $rc, $(tail -1 "$work/err.txt")"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
 # ---- sampling and evaluation ------------------------------------------------------------------
@@ -145,12 +160,26 @@ printf '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen
 expect_error "dpo: malformed pairs line names file and line" "badpairs.jsonl:2:" dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
 printf '{"prompt": "p", "chosen": "a"}\n' >"$work/badpairs.jsonl"
 expect_error "dpo: missing field" 'badpairs.jsonl:1: missing field "rejected"' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
+printf '{"prompt": "p", "chosen": "a", "rejected": "b", "ref_chosen_logps": 5, "ref_rejected_logps": -3}\n' >"$work/badpairs.jsonl"
+expect_error "dpo: a positive reference log-prob" 'badpairs.jsonl:1: ref_chosen_logps 5 and ref_rejected_logps -3 must be finite and <= 0' dpo --steps 1 --pairs "$work/badpairs.jsonl" --out "$work/x.bin"
+# a reference log-prob of -1e300 makes IPO's loss infinite (and its coefficients): every step is
+# skipped, the run stops after 2, the policy is the starting model; --detect-anomaly names the
+# first kernel with a non-finite output, in the backward pass
+sed 's/}$/, "ref_chosen_logps": -1e300, "ref_rejected_logps": -20}/' "$work/pairs.jsonl" | head -24 >"$work/infpairs.jsonl"
+dpo --steps 6 --loss ipo --pairs "$work/infpairs.jsonl" --max-bad-steps 2 --out "$work/inf.bin" --log "$work/inf.jsonl" >/dev/null 2>"$work/err.txt"
+if [ $? -eq 1 ] && [ "$(grep -c '"loss": null, .*"skipped": true' "$work/inf.jsonl")" -eq 2 ] && cmp -s "$work/inf.bin" "$work/sft.bin" &&
+    tail -1 "$work/err.txt" | grep -q 'steps 1 to 2 had a non-finite loss or gradient norm (--max-bad-steps 2)'; then
+    ok "dpo --loss ipo with an infinite loss: 2 steps skipped and logged, stopped, policy = the starting model bit for bit"
+else bad "dpo guard: $(tail -1 "$work/err.txt")"; fi
+expect_error "dpo --detect-anomaly names the first backward kernel with a non-finite output" "detect-anomaly: classifier_backward wrote [0-9]* non-finite values (of [0-9]*) into dlogits; every kernel before it wrote finite values" dpo --steps 6 --loss ipo --pairs "$work/infpairs.jsonl" --detect-anomaly --out "$work/inf.bin"
 
 head -20 "$work/math_train.jsonl" >"$work/twenty.jsonl"
 expect "refine: a round end to end (sample, score, pair, DPO, validate)" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --valid "$work/five.jsonl" --pairs both --samples 2 --max-new 60 --rounds 1 --batch 4 --seq 200 --out "$work/refined.bin" --keep-pairs "$work"
 if grep -q "round 0 (the phase-1 model): validation accuracy" "$work/out.txt" && grep -q "round 1: .* pairs" "$work/out.txt" && [ -f "$work/refined.bin" ]; then
     ok "refine: $(grep 'round 1: .* pairs' "$work/out.txt")"
 else bad "refine output incomplete"; tail -5 "$work/out.txt"; fi
+
+expect_error "refine: --seq above the model's context" "--seq 300 is longer than the model's context maxT=256" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --seq 300
 
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
@@ -227,6 +256,67 @@ else bad "resume kept stale log lines"; fi
 expect "train from --init (llm.c checkpoint)" ./sirt train --init "$work/a.bin" --data "$work/train.bin" --batch 2 --seq 64 --steps 3 --lr 1e-3 --out "$work/i.bin"
 ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left behind"
 
+# crash safety: kill -9 at random moments and --resume, for train, sft and dpo
+echo "== kill -9 and --resume (tests/kill_resume.sh)"
+tests/kill_resume.sh "$work/kill" 5 1 >"$work/kill_resume.txt" 2>&1
+tally kill_resume
+
+# a failed write names the file and the reason, removes its .tmp files and leaves the previous
+# checkpoint as it was: a file size limit (as a full disk) hit by the weights (124.5 KiB) or the
+# state (248 KiB), a directory in the way of the state's .tmp, a read-only directory
+echo "== failed writes"
+wflags="$cfg --data $work/train.bin --batch 4 --seq 32 --lr 3e-3 --steps 20 --out $work/f.bin --log $work/f.jsonl"
+./sirt train $wflags --stop-after 5 >/dev/null
+./sirt train $wflags --out "$work/f_full.bin" --log "$work/f_full.jsonl" >/dev/null
+cp "$work/f.bin" "$work/f_saved.bin"; cp "$work/f.bin.state" "$work/f_saved.state"
+intact() { # the checkpoint is the one of step 5, and no .tmp file is left
+    if cmp -s "$work/f.bin" "$work/f_saved.bin" && cmp -s "$work/f.bin.state" "$work/f_saved.state" && ! ls "$work"/f.bin*.tmp >/dev/null 2>&1; then
+        ok "$1: the checkpoint of step 5 is intact, no .tmp left"
+    else bad "$1: the previous checkpoint changed or a .tmp is left"; fi
+}
+expect_error "file size limit while writing the weights" "cannot write .*/f.bin.tmp: File too large (.*/f.bin and .*/f.bin.state are left as they were)" bash -c "trap '' XFSZ; ulimit -f 100; exec ./sirt train $wflags --resume --save-every 2"
+intact "file size limit on the weights"
+expect_error "file size limit while writing the state" "cannot write .*/f.bin.state.tmp: File too large (.*/f.bin and .*/f.bin.state are left as they were)" bash -c "trap '' XFSZ; ulimit -f 200; exec ./sirt train $wflags --resume --save-every 2"
+intact "file size limit on the state"
+mkdir "$work/f.bin.state.tmp"
+expect_error "a directory in the way of the state's .tmp" "cannot write .*/f.bin.state.tmp: Is a directory (.*/f.bin and .*/f.bin.state are left as they were)" ./sirt train $wflags --resume --save-every 2
+rmdir "$work/f.bin.state.tmp"
+intact "a directory in the way"
+# a read-only directory; root writes anywhere, so as root the run goes as user nobody
+ro=$(mktemp -d); chmod 755 "$ro"; cp "$work/f_saved.bin" "$ro/m.bin"; cp "$work/f_saved.state" "$ro/m.bin.state"; cp "$work/train.bin" "$ro/"
+chmod 644 "$ro"/*; chmod 555 "$ro"
+as_user=""; [ "$(id -u)" -eq 0 ] && as_user="setpriv --reuid=65534 --regid=65534 --clear-groups"
+if [ "$(id -u)" -ne 0 ] || command -v setpriv >/dev/null 2>&1; then
+    expect_error "a read-only directory" "cannot write $ro/m.bin.tmp: Permission denied" $as_user ./sirt train $cfg --data "$ro/train.bin" --batch 4 --seq 32 --lr 3e-3 --steps 20 --out "$ro/m.bin" --resume
+    cmp -s "$ro/m.bin" "$work/f_saved.bin" && cmp -s "$ro/m.bin.state" "$work/f_saved.state" && [ "$(ls "$ro" | wc -l)" -eq 3 ] &&
+        ok "a read-only directory: the checkpoint is intact" || bad "a read-only directory: the checkpoint changed"
+else echo "skip: running as root without setpriv, the read-only directory is not checked"; fi
+chmod 755 "$ro"; rm -rf "$ro"
+./sirt train $wflags --resume >/dev/null 2>&1
+if cmp -s "$work/f.bin" "$work/f_full.bin" && [ "$(strip "$work/f.jsonl")" = "$(strip "$work/f_full.jsonl")" ]; then
+    ok "after the failed writes, --resume finishes identical to an uninterrupted run (weights and log)"
+else bad "resume after failed writes differs"; fi
+
+# the numerical guard and --detect-anomaly on a checkpoint with a NaN weight in layer 1's fcw
+echo "== numerical guards"
+./sirt train $cfg --data "$work/train.bin" --batch 4 --seq 32 --steps 1 --lr 0 --out "$work/nan.bin" >/dev/null
+./tests/test_core --poke "$work/nan.bin" fcw 4096 nan # fcw is (L, 4C, C): 4096 = layer 1, row 0
+./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --max-bad-steps 3 --out "$work/g.bin" --log "$work/g.jsonl" >/dev/null 2>"$work/err.txt"
+rc=$?
+state_int() { od -An -t d4 -j $((4 * $2)) -N 4 "$1" | tr -d ' '; } # state_int FILE INDEX: header[INDEX]
+if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
+    [ "$(wc -l <"$work/g.jsonl")" -eq 3 ] && [ "$(grep -c '^sirt: warning: step [123]: loss -*nan, gradient norm -*nan: not finite, the update was skipped' "$work/err.txt")" -eq 3 ]; then
+    ok "train on a NaN weight: 3 steps logged as skipped (loss and grad_norm null), 3 warnings, exit 1"
+else bad "train guard: exit $rc, $(head -c 300 "$work/g.jsonl")"; fi
+if tail -1 "$work/err.txt" | grep -q "^sirt: error: steps 1 to 3 had a non-finite loss or gradient norm (--max-bad-steps 3): stopping. Their updates were skipped: .*g.bin holds the weights after step 0, saved with the state at step 3"; then
+    ok "the stop after --max-bad-steps 3: $(tail -1 "$work/err.txt" | cut -c1-150)..."
+else bad "the stop message: $(tail -1 "$work/err.txt")"; fi
+if cmp -s "$work/g.bin" "$work/nan.bin" && [ "$(tail -c +1025 "$work/g.bin.state" | tr -d '\0' | wc -c)" -eq 0 ] &&
+    [ "$(state_int "$work/g.bin.state" 2)" -eq 3 ] && [ "$(state_int "$work/g.bin.state" 15)" -eq 3 ] && [ "$(state_int "$work/g.bin.state" 16)" -eq 3 ]; then
+    ok "skipped updates leave the parameters (= the input, bit for bit) and AdamW's moments (all zero) untouched; the state counts 3 steps, 3 skipped, 3 in a row"
+else bad "skipped updates changed the weights or moments"; fi
+expect_error "--detect-anomaly names the kernel, layer and tensor" "^sirt: error: --detect-anomaly: matmul_forward in layer 1 wrote 128 non-finite values (of 16384) into fch; every kernel before it wrote finite values$" ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --detect-anomaly --out "$work/g2.bin"
+
 # ---- bad input: one clear line and exit 1, never a crash -------------------------------------
 echo "== bad input"
 printf 'not a model at all, just some bytes that go on for a while............' >"$work/junk.bin"
@@ -243,7 +333,7 @@ expect_error "truncated checkpoint" "truncated" ./sirt train --init "$work/trunc
 head -c 3000 "$work/train.bin" >"$work/short.bin"
 expect_error "shard size not matching its header" "but the file is" run --steps 1 --data "$work/short.bin"
 ./tests/test_core --write-shard "$work/big.bin" 3000 500 1
-expect_error "token id >= V" "outside the model's vocabulary" run --steps 1 --data "$work/big.bin"
+expect_error "token id >= V names the file and position" "big.bin: token [0-9]* at position [0-9]* is outside the model's vocabulary (V=64)" run --steps 1 --data "$work/big.bin"
 expect_error "T > maxT" "longer than the model's context" ./sirt train --config 1,1,8,16,64 --data "$work/train.bin" --batch 1 --seq 32 --steps 1 --lr 1e-3
 expect_error "bad --config" "C must be a multiple of NH" ./sirt train --config 1,3,8,16,64 --data "$work/train.bin" --batch 1 --seq 8 --steps 1 --lr 1e-3
 expect_error "missing checkpoint on --resume" "cannot resume" ./sirt train --data "$work/train.bin" --batch 4 --seq 32 --steps 5 --lr 1e-3 --out "$work/none.bin" --resume
@@ -255,6 +345,13 @@ expect_error "unknown flag" "unknown flag" ./sirt train --bogus 1
 expect_error "unwritable --out is reported before training" "cannot write" run --steps 5 --out "$work/no/such/dir/m.bin"
 ./tests/test_core --write-shard "$work/tiny.bin" 100 64 1
 expect_error "data too short for one batch" "holds no batch" ./sirt train $cfg --data "$work/tiny.bin" --batch 4 --seq 64 --steps 1 --lr 1e-3
+# sizes against memory, before anything is allocated: a batch, a model; and an allocation that fails
+expect_error "an absurd batch" "^sirt: error: B=1048576 T=1024 needs [0-9.]* GiB of activations ([0-9.]* GiB with the parameters, gradients and AdamW moments); this machine has [0-9.]* GiB$" ./sirt train --config 2,2,32,1024,64 --data "$work/train.bin" --batch 1048576 --seq 1024 --steps 1 --lr 1e-3
+expect_error "an absurd model" "^sirt: error: the model (L=1024 NH=16 C=65536 maxT=1024 V=16777216) needs [0-9.]* GiB of parameters; this machine has [0-9.]* GiB$" ./sirt train --config 1024,16,65536,1024,16777216 --data "$work/train.bin" --batch 1 --seq 8 --steps 1 --lr 1e-3
+./tests/test_core --write-shard "$work/long.bin" 600000 64 1
+expect_error "activations that cannot be allocated (ulimit -v)" "^sirt: error: B=512 T=1024 needs 2.80 GiB of activations: out of memory (the allocation failed)$" bash -c "ulimit -v 1500000; exec ./sirt train --config 1,1,8,1024,64 --data '$work/long.bin' --batch 512 --seq 1024 --steps 1 --lr 1e-3 --out '$work/x.bin'"
+./sirt data --task math --split train --n 1100 --seed 3 --out "$work/math1100.jsonl"
+expect_error "--epochs too many steps" "epochs 1000000 x 1100 batches per epoch = 1100000000 steps, more than 2^30" ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math1100.jsonl" --batch 1 --seq 64 --lr 1e-3 --epochs 1000000 --out "$work/x.bin"
 
 # ---- a build without OpenMP ------------------------------------------------------------------
 echo "== make NO_OMP=1"

@@ -510,7 +510,89 @@ static int write_shard(const char *path, long count, int vocab, long seed, int c
     return 0;
 }
 
+// Sets one value of a checkpoint's tensor: --poke model.bin fcw 4096 nan (the index runs over
+// the whole tensor, layers included). For the tests of the numerical guards.
+static int poke(const char *path, const char *tensor, long index, const char *value) {
+    Model model;
+    model_load(&model, path);
+    size_t offset = 0;
+    int t = 0;
+    while (t < NUM_PARAM_TENSORS && strcmp(PARAM_NAMES[t], tensor))
+        offset += model.param_sizes[t++];
+    if (t == NUM_PARAM_TENSORS || index < 0 || (size_t)index >= model.param_sizes[t])
+        die("--poke: no element %ld in tensor '%s'", index, tensor);
+    model.params_memory[offset + index] = strtof(value, NULL);
+    model_save(&model, path);
+    model_free(&model);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The numerical guards: dev_count_nonfinite, and a step with a non-finite loss or gradient
+// leaves the parameters and the AdamW moments exactly as they were.
+static void test_count_nonfinite(void) {
+    float x[1000];
+    for (int i = 0; i < 1000; i++) x[i] = (float)(i - 500) * 1e35f; // finite, up to ±5e37
+    x[3] = 1e-45f;                                                 // a denormal: finite
+    check(dev_count_nonfinite(x, 1000) == 0, "dev_count_nonfinite: 0 in finite values, denormals "
+          "and ±5e37 included");
+    x[10] = NAN, x[500] = INFINITY, x[999] = -INFINITY, x[0] = x[1] * 1e10f; // the last: -inf
+    check(dev_count_nonfinite(x, 1000) == 4 && dev_count_nonfinite(x, 10) == 1,
+          "dev_count_nonfinite: NaN, +inf, -inf and an overflow counted (4), and only within n");
+}
+
+static void test_guard(Rng *rng) {
+    int B = 2, T = 8;
+    Config cfg = parse_config("1,2,16,8,32");
+    Model model;
+    model_build(&model, cfg);
+    model_init_random(&model, 7);
+    int inputs[16], targets[16];
+    float coefs[16];
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = rng_u32(rng) % cfg.V;
+        targets[i] = rng_u32(rng) % cfg.V;
+        coefs[i] = 1.0f / (B * T);
+    }
+    OptimizerSettings opt = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f};
+    Schedule sched = {1e-2f, 0.1f, 0, 10, 0};
+    TrainState st = {0};
+    StepResult r = train_step(&model, inputs, targets, coefs, B, T, opt, &sched, &st);
+    state_count_step(&st, &r);
+    check(!r.skipped && st.step == 1 && st.skipped == 0, "guard: a finite step is applied");
+    size_t bytes = model.num_parameters * sizeof(float);
+    float *saved = xmalloc(3 * bytes);
+    memcpy(saved, model.params_memory, bytes);
+    memcpy(saved + model.num_parameters, model.m_memory, bytes);
+    memcpy(saved + 2 * model.num_parameters, model.v_memory, bytes);
+    int untouched = 1;
+    // a non-finite loss (finite gradients), then a non-finite gradient (finite loss)
+    for (int kind = 0; kind < 2; kind++) {
+        model_forward(&model, inputs, targets, B, T);
+        r = (StepResult){.loss = kind == 0 ? NAN : 1.0f};
+        float bad[16];
+        memcpy(bad, coefs, sizeof bad);
+        if (kind == 1) bad[5] = INFINITY;
+        backward_and_update(&model, bad, opt, &sched, &st, &r);
+        state_count_step(&st, &r);
+        untouched &= r.skipped && !memcmp(saved, model.params_memory, bytes) &&
+                     !memcmp(saved + model.num_parameters, model.m_memory, bytes) &&
+                     !memcmp(saved + 2 * model.num_parameters, model.v_memory, bytes);
+    }
+    check(untouched && st.step == 3 && st.skipped == 2 && st.bad_streak == 2,
+          "guard: a NaN loss and an infinite gradient are skipped; parameters, m and v stay "
+          "bit-identical; 3 steps, 2 skipped, 2 in a row");
+    r = train_step(&model, inputs, targets, coefs, B, T, opt, &sched, &st);
+    state_count_step(&st, &r);
+    check(!r.skipped && st.bad_streak == 0 && memcmp(saved, model.params_memory, bytes),
+          "guard: the next finite step is applied and ends the streak");
+    free(saved);
+    model_free(&model);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 6 && !strcmp(argv[1], "--poke"))
+        return poke(argv[2], argv[3], atol(argv[4]), argv[5]);
     if (argc == 6 && !strcmp(argv[1], "--write-shard"))
         return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), atol(argv[5]), 0);
     if (argc == 5 && !strcmp(argv[1], "--write-cyclic-shard"))
@@ -529,5 +611,7 @@ int main(int argc, char **argv) {
     test_model_gradients(&rng);
     test_overfit_and_determinism(&rng);
     test_checkpoint_roundtrip(dir);
+    test_count_nonfinite();
+    test_guard(&rng);
     return checks_finish();
 }
