@@ -5457,10 +5457,11 @@ typedef struct {
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
-    .name = "default", .seed = 1, .seeds = 1, .n_train = 3000, .epochs = 3,
+    .name = "default", .seed = 1, .seeds = 1, .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
-    .samples = "4", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "1",
-    .pairs = "cot-vs-plain", .rpo_alpha = "0", .n_valid = 200, .n_test = 1000, .max_new = "160"};
+    .samples = "4", .refine_lr = "1e-4", .beta = "0.1", .refine_epochs = "1",
+    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
+    .max_new = "160"};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
