@@ -5849,8 +5849,9 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
 static void repro_usage(void) {
     const ReproSettings d = REPRO_DEFAULTS;
     printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--train %d] [--epochs %d]\n"
-           "  [--pairs %s|correct-vs-incorrect|both] [--rpo-alpha %s] [--refine-lr %s] [--beta %s]\n"
-           "  [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
+           "  [--pairs %s (or cot-vs-plain, correct-vs-incorrect, both)] [--rpo-alpha %s]\n"
+           "  [--refine-lr %s] [--beta %s]"
+           " [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
            "  (./sirt with no arguments runs it with the defaults)\n",
            d.name, d.seed, d.seeds, d.n_train, d.epochs, d.pairs, d.rpo_alpha, d.refine_lr, d.beta,
            d.samples, d.n_refine);
