@@ -5782,14 +5782,15 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
             printf("\n");
         }
     }
+    Gain gains[REPRO_MAX_ROWS][REPRO_COLUMNS]; // each refined row over its SFT row
     print_columns_header("gain over SFT (points)");
     for (int r = 0; r < n_rows; r++) {
         if (rows[r].baseline < 0) continue;
         printf("%-32s", rows[r].label);
         for (int c = 0; c < REPRO_COLUMNS; c++) {
-            Gain gn = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
-                                       repro_score(scores, n_rows, 0, rows[r].baseline, c), S,
-                                       n_rows * REPRO_COLUMNS);
+            Gain gn = gains[r][c] = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
+                                                     repro_score(scores, n_rows, 0, rows[r].baseline, c),
+                                                     S, n_rows * REPRO_COLUMNS);
             printf(" %+5.1f [%+4.1f,%+5.1f]", 100 * gn.gain, 100 * gn.low, 100 * gn.high);
         }
         printf("\n");
@@ -5823,9 +5824,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     for (int r = 0; r < n_rows; r++) {
         if (rows[r].baseline < 0) continue;
         for (int c = 0; c < REPRO_COLUMNS; c++) {
-            Gain gn = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
-                                       repro_score(scores, n_rows, 0, rows[r].baseline, c), S,
-                                       n_rows * REPRO_COLUMNS);
+            Gain gn = gains[r][c];
             fprintf(f, "%s\n  {\"model\": \"%s\", \"over\": \"%s\", \"family\": \"%s\", \"split\": "
                        "\"%s\", \"gain\": %.6f, \"ci95\": [%.6f, %.6f], \"per_seed\": [",
                     first ? "" : ",", rows[r].key, rows[rows[r].baseline].key,
