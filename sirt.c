@@ -963,6 +963,8 @@ typedef struct {
     int B, T; // shape of the last forward pass
 } Model;
 
+// Fills in what follows from the five numbers (call it only on a config that config_problem
+// accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
 static void config_finish(Config *cfg) {
     cfg->arch = ARCH_GPT2;
     cfg->n_kv_heads = cfg->NH;
@@ -972,7 +974,8 @@ static void config_finish(Config *cfg) {
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
 
-// Checks a configuration before anything is allocated for it.
+// Checks a configuration before anything is computed from it or allocated for it (config_finish
+// comes after: with C or V straight from a file, 4*C or V+127 could overflow an int).
 static const char *config_problem(const Config *cfg) {
     if (cfg->L < 1 || cfg->L > 1024) return "L (layers) must be in 1..1024";
     if (cfg->NH < 1 || cfg->NH > 1024) return "NH (heads) must be in 1..1024";
@@ -980,7 +983,8 @@ static const char *config_problem(const Config *cfg) {
     if (cfg->C % cfg->NH) return "C must be a multiple of NH";
     if (cfg->maxT < 1 || cfg->maxT > 1 << 20) return "maxT must be in 1..1048576";
     if (cfg->V < 1 || cfg->V > 1 << 24) return "V (vocabulary) must be in 1..16777216";
-    if (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128) return "Vp must be at least V";
+    if (cfg->Vp != 0 && (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128))
+        return "Vp must be in V..16777344 (or 0: V padded up to a multiple of 128)";
     return NULL;
 }
 
@@ -1294,11 +1298,11 @@ static void model_load(Model *model, const char *path) {
     cfg.C = header[6];
     cfg.Vp = header[7];
     if (cfg.Vp < cfg.V) die("%s: padded vocabulary Vp=%d is below V=%d", path, cfg.Vp, cfg.V);
-    config_finish(&cfg);
     const char *problem = config_problem(&cfg);
     if (problem)
         die("%s: bad header (L=%d NH=%d C=%d maxT=%d V=%d Vp=%d): %s", path, cfg.L, cfg.NH,
             cfg.C, cfg.maxT, cfg.V, cfg.Vp, problem);
+    config_finish(&cfg);
     size_t sizes[NUM_PARAM_TENSORS], count = 0;
     param_sizes(&cfg, sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) count += sizes[i];
@@ -3231,9 +3235,9 @@ static Config parse_config(const char *text) {
     Config cfg = {0};
     if (sscanf(text, "%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V) != 5)
         die("--config wants L,NH,C,maxT,V (five integers), got '%s'", text);
-    config_finish(&cfg);
     const char *problem = config_problem(&cfg);
     if (problem) die("--config %s: %s", text, problem);
+    config_finish(&cfg);
     return cfg;
 }
 
