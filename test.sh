@@ -29,28 +29,56 @@ trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# Runs one of the C test programs and adds its "ok"/"FAIL" lines to the totals.
+# Runs one of the C test programs (from tests/, or from $unit_dir) and adds its "ok"/"FAIL"
+# lines to the totals.
+unit_dir=tests
 unit() {
     local name=$1; shift
-    echo "== unit tests ($name)"
-    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
+    echo "== unit tests ($unit_dir/$name)"
+    "./$unit_dir/$name" "$@" >"$work/$name.txt" 2>&1
     grep -v '^[0-9]* passed' "$work/$name.txt"
     passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
     failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
-    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $unit_dir/$name did not finish cleanly"; tail -20 "$work/$name.txt"; }
 }
-unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
-unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
-unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
-unit test_sft                           # SFT batches, masking, truncation
-unit test_generate                      # KV-cache decoding, the sampler, determinism
-unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
-unit test_dpo                           # preference losses and their gradients
-(cd "$work" && "$OLDPWD/tests/test_task" >"$work/test_task.txt" 2>&1) # the built-in task
-echo "== unit tests (test_task)"; grep -v '^[0-9]* passed' "$work/test_task.txt"
-passed=$((passed + $(grep -c '^ok' "$work/test_task.txt")))
-failed=$((failed + $(grep -c '^FAIL' "$work/test_task.txt")))
-grep -q '^[0-9]* passed, 0 failed$' "$work/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: test_task did not finish cleanly"; }
+# The unit tests, run twice: by the normal build here, under the sanitizers further down.
+unit_tests() {
+    unit test_core "$1"                     # kernels, gradients, AdamW, checkpoints
+    unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
+    unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
+    unit test_sft                           # SFT batches, masking, truncation
+    unit test_generate                      # KV-cache decoding, the sampler, determinism
+    unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
+    unit test_dpo                           # preference losses and their gradients
+    (cd "$1" && "$OLDPWD/$unit_dir/test_task" >"$1/test_task.txt" 2>&1) # the built-in task
+    echo "== unit tests ($unit_dir/test_task)"; grep -v '^[0-9]* passed' "$1/test_task.txt"
+    passed=$((passed + $(grep -c '^ok' "$1/test_task.txt")))
+    failed=$((failed + $(grep -c '^FAIL' "$1/test_task.txt")))
+    grep -q '^[0-9]* passed, 0 failed$' "$1/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: $unit_dir/test_task did not finish cleanly"; tail -20 "$1/test_task.txt"; }
+}
+unit_tests "$work"
+
+# Feeds every seed-corpus and saved-crash input of the fuzz harnesses (tests/fuzz) to its harness
+# through the replay programs in $1 (tests/fuzz/replay.c, no clang needed). A file named ok_* must
+# be accepted and bad_* rejected; all must be survived. $2 = 1: one line per input.
+replay() {
+    local dir=$1 each=$2 harness name f
+    for harness in tests/fuzz/fuzz_*.c; do
+        name=$(basename "$harness" .c); name=${name#fuzz_}
+        local files=()
+        for f in tests/fuzz/corpus/"$name"/* tests/fuzz/crashes/"$name"/*; do [ -f "$f" ] && files+=("$f"); done
+        if "./$dir/replay_$name" "${files[@]}" >"$work/replay.txt" 2>&1; then
+            if [ "$each" = 1 ]; then
+                while IFS= read -r line; do ok "fuzz replay ${line#tests/fuzz/}"; done <"$work/replay.txt"
+            else ok "$dir/replay_$name: ${#files[@]} corpus and crash inputs"; fi
+        else
+            bad "$dir/replay_$name (exit $?)"; grep -v ': accepted\|: rejected' "$work/replay.txt" | tail -20
+            grep UNEXPECTED "$work/replay.txt"
+        fi
+    done
+}
+echo "== fuzz corpus and crash replays (tests/fuzz)"
+replay tests/fuzz/bin 1
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
@@ -243,6 +271,33 @@ expect_error "unknown flag" "unknown flag" ./sirt train --bogus 1
 expect_error "unwritable --out is reported before training" "cannot write" run --steps 5 --out "$work/no/such/dir/m.bin"
 ./tests/test_core --write-shard "$work/tiny.bin" 100 64 1
 expect_error "data too short for one batch" "holds no batch" ./sirt train $cfg --data "$work/tiny.bin" --batch 4 --seq 64 --steps 1 --lr 1e-3
+
+# ---- AddressSanitizer + UndefinedBehaviorSanitizer -----------------------------------------------
+# `make asan`: the unit tests and a few steps of every command (tests/short_runs.sh) again, built
+# with -fsanitize=address,undefined. A finding ends the program with status 86 (ASan, LeakSanitizer)
+# or 87 (UBSan), so no run can pass with one. OMP_WAIT_POLICY=passive: threads waiting at a
+# barrier sleep instead of spinning, which matters on a machine shared with other jobs.
+echo "== make asan: unit tests and short runs under AddressSanitizer + UBSan"
+if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined -x c -o "$work/asan_probe" - >/dev/null 2>&1 &&
+   "$work/asan_probe" >/dev/null 2>&1; then
+    if make -s asan >"$work/asan_build.txt" 2>&1; then
+        mkdir -p "$work/asan"
+        export ASAN_OPTIONS=exitcode=86:detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=exitcode=87:print_stacktrace=1
+        export OMP_WAIT_POLICY=passive
+        unit_dir=tests/asan
+        unit_tests "$work/asan"
+        echo "== fuzz corpus and crash replays under the sanitizers"
+        replay tests/asan 0
+        echo "== ./sirt_asan: every command for a few steps (tests/short_runs.sh)"
+        tests/short_runs.sh "$work/asan/runs" ./sirt_asan >"$work/short_runs.txt" 2>&1
+        grep -v '^[0-9]* passed' "$work/short_runs.txt"
+        passed=$((passed + $(grep -c '^ok' "$work/short_runs.txt")))
+        failed=$((failed + $(grep -c '^FAIL' "$work/short_runs.txt")))
+        grep -q '^[0-9]* passed, 0 failed$' "$work/short_runs.txt" || { failed=$((failed + 1)); echo "FAIL: short runs did not finish cleanly"; }
+        unset ASAN_OPTIONS UBSAN_OPTIONS OMP_WAIT_POLICY
+        unit_dir=tests
+    else bad "make asan failed"; tail -20 "$work/asan_build.txt"; fi
+else echo "skip: ${CC:-cc} cannot build and run -fsanitize=address,undefined programs; sanitizer runs skipped"; fi
 
 # ---- a build without OpenMP ------------------------------------------------------------------
 echo "== make NO_OMP=1"
