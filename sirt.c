@@ -3151,8 +3151,11 @@ static const char *answer_scan_number(const char *s, char out[ANSWER_MAX]) {
     while (json_is_digit(*p) || (*p == ',' && json_is_digit(p[1]))) p++;
     if (*p == '.' && json_is_digit(p[1]))
         for (p++; json_is_digit(*p); p++) {}
-    size_t n = (size_t)(p - begin);
-    if (n == 0 || n > ANSWER_MAX - 3) return NULL; // no digits, or too long to be an answer
+    size_t n = (size_t)(p - begin), bare_point = *begin == '.'; // ".5" is written "0.5"
+    // no digits, or too long to be an answer. The "0" that a bare point gains counts, so that
+    // a canonical answer always reads back as itself (found by fuzzing: ".7…7" of 61 characters
+    // was an answer, its canonical form "0.7…7" of 62 was not).
+    if (n == 0 || n + bare_point > ANSWER_MAX - 3) return NULL;
     // glued to a letter or digit, or the start of an expression: not an answer
     if (answer_is_alnum((unsigned char)*p) || *p == '_' || (*p == '.' && json_is_digit(p[1]))) return NULL;
     const char *after = p;
