@@ -62,6 +62,9 @@ sirt_cuda: sirt_cuda.o kernels.o
 
 tests: $(TESTS) $(REPLAYS)
 
+test: all tests
+	./test.sh
+
 # Sanitizer builds: `make asan` builds the program as ./sirt_asan and every test program as
 # tests/asan/NAME with AddressSanitizer (out-of-bounds, use-after-free, leaks) and
 # UndefinedBehaviorSanitizer (overflow, bad shifts, misaligned or null pointers...), which stop
@@ -104,6 +107,7 @@ tests/asan/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_DEPS)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< tests/fuzz/replay.c $(LDLIBS)
 
 tests/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer (FUZZ_CC=$(FUZZ_CC))"; exit 1; }
 	@mkdir -p tests/fuzz/bin
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -lm
 

@@ -29,17 +29,24 @@ trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# Runs one of the C test programs (from tests/, or from $unit_dir) and adds its "ok"/"FAIL"
-# lines to the totals.
+# Adds the "ok"/"FAIL" lines of a test program's output ($1, the program $2 ended with status
+# $3) to the totals. It must end with "N passed, 0 failed" and exit 0: under the sanitizers a
+# leak found at exit comes after that line, with exit status 86.
+count_unit() {
+    grep -v '^[0-9]* passed' "$1"
+    passed=$((passed + $(grep -c '^ok' "$1")))
+    failed=$((failed + $(grep -c '^FAIL' "$1")))
+    if ! grep -q '^[0-9]* passed, 0 failed$' "$1" || [ "$3" -ne 0 ]; then
+        failed=$((failed + 1)); echo "FAIL: $2 did not finish cleanly (exit $3)"; tail -20 "$1"
+    fi
+}
+# Runs one of the C test programs (from tests/, or from $unit_dir) and counts its lines.
 unit_dir=tests
 unit() {
     local name=$1; shift
     echo "== unit tests ($unit_dir/$name)"
     "./$unit_dir/$name" "$@" >"$work/$name.txt" 2>&1
-    grep -v '^[0-9]* passed' "$work/$name.txt"
-    passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
-    failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
-    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $unit_dir/$name did not finish cleanly"; tail -20 "$work/$name.txt"; }
+    count_unit "$work/$name.txt" "$unit_dir/$name" $?
 }
 # The unit tests, run twice: by the normal build here, under the sanitizers further down.
 unit_tests() {
@@ -50,11 +57,9 @@ unit_tests() {
     unit test_generate                      # KV-cache decoding, the sampler, determinism
     unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
     unit test_dpo                           # preference losses and their gradients
-    (cd "$1" && "$OLDPWD/$unit_dir/test_task" >"$1/test_task.txt" 2>&1) # the built-in task
-    echo "== unit tests ($unit_dir/test_task)"; grep -v '^[0-9]* passed' "$1/test_task.txt"
-    passed=$((passed + $(grep -c '^ok' "$1/test_task.txt")))
-    failed=$((failed + $(grep -c '^FAIL' "$1/test_task.txt")))
-    grep -q '^[0-9]* passed, 0 failed$' "$1/test_task.txt" || { failed=$((failed + 1)); echo "FAIL: $unit_dir/test_task did not finish cleanly"; tail -20 "$1/test_task.txt"; }
+    echo "== unit tests ($unit_dir/test_task)"  # the built-in task, in a scratch directory
+    (cd "$1" && "$OLDPWD/$unit_dir/test_task" >"$1/test_task.txt" 2>&1)
+    count_unit "$1/test_task.txt" "$unit_dir/test_task" $?
 }
 unit_tests "$work"
 
@@ -274,26 +279,35 @@ expect_error "data too short for one batch" "holds no batch" ./sirt train $cfg -
 
 # ---- AddressSanitizer + UndefinedBehaviorSanitizer -----------------------------------------------
 # `make asan`: the unit tests and a few steps of every command (tests/short_runs.sh) again, built
-# with -fsanitize=address,undefined. A finding ends the program with status 86 (ASan, LeakSanitizer)
-# or 87 (UBSan), so no run can pass with one. OMP_WAIT_POLICY=passive: threads waiting at a
+# with -fsanitize=address,undefined. A finding (ASan, LeakSanitizer at exit, UBSan) ends the program
+# with status 86, so no run can pass with one. OMP_WAIT_POLICY=passive: threads waiting at a
 # barrier sleep instead of spinning, which matters on a machine shared with other jobs.
 echo "== make asan: unit tests and short runs under AddressSanitizer + UBSan"
 if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined -x c -o "$work/asan_probe" - >/dev/null 2>&1 &&
    "$work/asan_probe" >/dev/null 2>&1; then
     if make -s asan >"$work/asan_build.txt" 2>&1; then
         mkdir -p "$work/asan"
-        export ASAN_OPTIONS=exitcode=86:detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=exitcode=87:print_stacktrace=1
+        export ASAN_OPTIONS=exitcode=86:detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=exitcode=86:print_stacktrace=1
         export OMP_WAIT_POLICY=passive
+        # first, that a finding really fails a run: an overflow, a leak, undefined behaviour
+        san_flags=$(make -s -p asan 2>/dev/null | sed -n 's/^SAN_FLAGS = //p' | head -1)
+        live=""
+        for bug in 'volatile char *p = malloc(4); p[c + 3] = 1; free((void *)p); return 0;' \
+                   'char *volatile p = malloc(4); p[0] = (char)c; p = 0; return 0;' \
+                   'int x = 2147483647 - 1; x += c + 1; return x == 7;'; do
+            printf '#include <stdlib.h>\nint main(int c, char **v) { (void)v; %s }\n' "$bug" >"$work/bug.c"
+            ${CC:-cc} $san_flags -o "$work/bug" "$work/bug.c" >/dev/null 2>&1 && "$work/bug" >/dev/null 2>&1
+            live="$live $?"
+        done
+        [ "$live" = " 86 86 86" ] && ok "sanitizers are live: a heap overflow, a leak and a signed overflow each exit 86" ||
+            bad "sanitizer probes exited with$live (expected 86 86 86)"
         unit_dir=tests/asan
         unit_tests "$work/asan"
         echo "== fuzz corpus and crash replays under the sanitizers"
         replay tests/asan 0
         echo "== ./sirt_asan: every command for a few steps (tests/short_runs.sh)"
         tests/short_runs.sh "$work/asan/runs" ./sirt_asan >"$work/short_runs.txt" 2>&1
-        grep -v '^[0-9]* passed' "$work/short_runs.txt"
-        passed=$((passed + $(grep -c '^ok' "$work/short_runs.txt")))
-        failed=$((failed + $(grep -c '^FAIL' "$work/short_runs.txt")))
-        grep -q '^[0-9]* passed, 0 failed$' "$work/short_runs.txt" || { failed=$((failed + 1)); echo "FAIL: short runs did not finish cleanly"; }
+        count_unit "$work/short_runs.txt" tests/short_runs.sh $?
         unset ASAN_OPTIONS UBSAN_OPTIONS OMP_WAIT_POLICY
         unit_dir=tests
     else bad "make asan failed"; tail -20 "$work/asan_build.txt"; fi

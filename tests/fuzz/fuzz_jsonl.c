@@ -5,7 +5,8 @@
 //   - each object, written back with json_write_fields (as sample/eval write their output),
 //     parses again; when its keys are valid UTF-8, with the same keys in the same order, and
 //     the same values (strings: wherever they are valid UTF-8);
-//   - every example has a prompt and a completion, and a gold answer exactly for question items.
+//   - every example has a prompt and a completion, and a gold answer exactly for question items;
+//   - json_require_string gives a field's text exactly when it is a string, else names the key.
 #include "fuzz.h"
 
 static int valid_utf8(const char *s, size_t n) {
@@ -63,7 +64,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_rejected(err);
         return 0;
     }
-    for (int i = 0; i < file.count; i++) check_round_trip(&file.objects[i]);
+    for (int i = 0; i < file.count; i++) {
+        check_round_trip(&file.objects[i]);
+        // the required string fields of every reader (jsonl_string dies with this message)
+        static const char *keys[] = {"prompt", "completion", "question", "answer", "chosen", "rejected"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            const JsonField *f = json_get(&file.objects[i], keys[k]);
+            const char *value = json_require_string(&file.objects[i], keys[k], err, sizeof err);
+            fuzz_require(!value == !(f && f->type == JSON_STRING));
+            fuzz_require(value || strstr(err, keys[k]));
+        }
+    }
     // the loader with each template, with and without calculator notes; the result reported is
     // the first one's (the chain-of-thought template, as SFT reads its data)
     static const TemplateOptions options[] = {
