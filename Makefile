@@ -1,4 +1,5 @@
-# sirt — build with `make`; `make NO_OMP=1` builds without OpenMP; `make test` runs the tests.
+# sirt — build with `make`; `make NO_OMP=1` builds without OpenMP; `make test` runs the tests;
+# `make asan` the sanitizer builds, `make fuzz` the fuzzers (clang), `make replay` their replays.
 CC ?= cc
 CFLAGS ?= -O3
 # -ffp-contract=fast lets a*b+c become one fused multiply-add (ISO C mode forbids it otherwise);
@@ -26,6 +27,9 @@ endif
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c
 TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo tests/test_repro
+# the parsers with a fuzz harness tests/fuzz/fuzz_NAME.c, and its replay program (see below)
+FUZZERS = jsonl tokenizer gpt2 checkpoint shard state answer
+REPLAYS = $(FUZZERS:%=tests/fuzz/bin/replay_%)
 
 all: $(BIN)
 
@@ -56,15 +60,65 @@ sirt_cuda.o: $(SOURCES)
 sirt_cuda: sirt_cuda.o kernels.o
 	$(NVCC) -arch=sm_$(CUDA_ARCH) $^ $(CUDA_LIBS) -o $@
 
-tests: $(TESTS)
+tests: $(TESTS) $(REPLAYS)
 
 test: all tests
 	./test.sh
 
+# Sanitizer builds: `make asan` builds the program as ./sirt_asan and every test program as
+# tests/asan/NAME with AddressSanitizer (out-of-bounds, use-after-free, leaks) and
+# UndefinedBehaviorSanitizer (overflow, bad shifts, misaligned or null pointers...), which stop
+# at the first finding (-fno-sanitize-recover). -O1 after $(CFLAGS) overrides its -O3.
+# test.sh runs them when the compiler supports the flags.
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1
+ASAN_TESTS = $(patsubst tests/%,tests/asan/%,$(TESTS))
+ASAN_REPLAYS = $(FUZZERS:%=tests/asan/replay_%)
+
+asan: sirt_asan $(ASAN_TESTS) $(ASAN_REPLAYS)
+
+sirt_asan: $(SOURCES)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ sirt.c $(LDLIBS)
+
+tests/asan/%: tests/%.c tests/check.h tests/gradcheck.h $(SOURCES)
+	@mkdir -p tests/asan
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< $(LDLIBS)
+
+# Fuzzing (tests/fuzz/README.md). Each parser has a harness tests/fuzz/fuzz_NAME.c defining
+# LLVMFuzzerTestOneInput. `make fuzz` builds them with clang's libFuzzer and runs each for
+# FUZZ_SECONDS (default 60), one after the other, single process; crashes land in
+# tests/fuzz/crashes/NAME/. `make replay` (part of `make tests`) builds the same harnesses with
+# $(CC) around tests/fuzz/replay.c, a main that feeds them files (no clang needed): test.sh
+# replays every corpus and crash file with them. Replays need no speed: -O1 compiles faster.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -std=c11 -Wall -Wextra -g -O1 -fsanitize=fuzzer,address,undefined \
+             -fno-sanitize-recover=undefined
+FUZZ_RUN_FLAGS = -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -max_total_time=$(FUZZ_SECONDS)
+FUZZ_DEPS = tests/fuzz/fuzz.h $(SOURCES)
+
+replay: $(REPLAYS)
+
+tests/fuzz/bin/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_DEPS)
+	@mkdir -p tests/fuzz/bin
+	$(CC) $(CFLAGS) -O1 -o $@ $< tests/fuzz/replay.c $(LDLIBS)
+
+tests/asan/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_DEPS)
+	@mkdir -p tests/asan
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< tests/fuzz/replay.c $(LDLIBS)
+
+tests/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer (FUZZ_CC=$(FUZZ_CC))"; exit 1; }
+	@mkdir -p tests/fuzz/bin
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -lm
+
+fuzz: $(FUZZERS:%=tests/fuzz/bin/fuzz_%)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUN_FLAGS="$(FUZZ_RUN_FLAGS)" tests/fuzz/run.sh $(FUZZERS)
+
 clean:
-	rm -f sirt sirt_cuda *.o $(TESTS)
+	rm -f sirt sirt_cuda sirt_asan *.o $(TESTS)
+	rm -rf tests/asan tests/fuzz/bin tests/fuzz/work
 
 # the objects of the GPU build are intermediate: make removes them once ./sirt_cuda is linked
 .INTERMEDIATE: kernels.o sirt_cuda.o
 
-.PHONY: all tests test clean cuda
+.PHONY: all tests test clean cuda asan fuzz replay

@@ -1056,6 +1056,8 @@ typedef struct {
     int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
+// Fills in what follows from the five numbers (call it only on a config that config_problem
+// accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
 static void config_finish(Config *cfg) {
     cfg->arch = ARCH_GPT2;
     cfg->n_kv_heads = cfg->NH;
@@ -1065,7 +1067,8 @@ static void config_finish(Config *cfg) {
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
 
-// Checks a configuration before anything is allocated for it.
+// Checks a configuration before anything is computed from it or allocated for it (config_finish
+// comes after: with C or V straight from a file, 4*C or V+127 could overflow an int).
 static const char *config_problem(const Config *cfg) {
     if (cfg->L < 1 || cfg->L > 1024) return "L (layers) must be in 1..1024";
     if (cfg->NH < 1 || cfg->NH > 1024) return "NH (heads) must be in 1..1024";
@@ -1073,7 +1076,8 @@ static const char *config_problem(const Config *cfg) {
     if (cfg->C % cfg->NH) return "C must be a multiple of NH";
     if (cfg->maxT < 1 || cfg->maxT > 1 << 20) return "maxT must be in 1..1048576";
     if (cfg->V < 1 || cfg->V > 1 << 24) return "V (vocabulary) must be in 1..16777216";
-    if (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128) return "Vp must be at least V";
+    if (cfg->Vp != 0 && (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128))
+        return "Vp must be in V..16777344 (or 0: V padded up to a multiple of 128)";
     return NULL;
 }
 
@@ -1481,23 +1485,34 @@ static void model_save(const Model *model, const char *path) {
     safe_commit(&sf);
 }
 
-// Reads a checkpoint, checking the header and the file size before allocating anything.
-static void model_load(Model *model, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open model %s: %s", path, strerror(errno));
+// Reads a checkpoint's header and checks it: magic, version, a shape within config_problem's
+// limits, and that a file of file_bytes bytes holds exactly the parameters of that shape, all
+// before anything is allocated (a header claiming 2^31 layers is refused here). header points at
+// the file's first header_bytes bytes (fewer than 1024: the header is truncated; more are not
+// read). Returns 0 and the configuration, or -1 with "PATH: what is wrong" in err.
+static int model_read_header(const void *header_bytes_data, size_t header_bytes, size_t file_bytes,
+                             const char *path, Config *out, char *err, size_t errlen) {
     int32_t header[HEADER_INTS];
-    size_t got = fread(header, sizeof(int32_t), HEADER_INTS, f);
-    if (got != HEADER_INTS)
-        die("%s: truncated header (%zu of 1024 bytes); not an llm.c checkpoint", path,
-            got * sizeof(int32_t));
-    if (header[0] != MODEL_MAGIC)
-        die("%s: bad magic %d (expected %d): not an llm.c model checkpoint", path, header[0],
-            MODEL_MAGIC);
-    if (header[1] == MODEL_VERSION_BF16)
-        die("%s: version 5 (bfloat16 weights) is not supported; export float32 (version 3)",
-            path);
-    if (header[1] != MODEL_VERSION_FP32)
-        die("%s: unsupported version %d (expected 3, float32)", path, header[1]);
+    if (header_bytes < sizeof header) {
+        snprintf(err, errlen, "%s: truncated header (%zu of 1024 bytes); not an llm.c checkpoint",
+                 path, header_bytes);
+        return -1;
+    }
+    memcpy(header, header_bytes_data, sizeof header);
+    if (header[0] != MODEL_MAGIC) {
+        snprintf(err, errlen, "%s: bad magic %d (expected %d): not an llm.c model checkpoint",
+                 path, header[0], MODEL_MAGIC);
+        return -1;
+    }
+    if (header[1] == MODEL_VERSION_BF16) {
+        snprintf(err, errlen, "%s: version 5 (bfloat16 weights) is not supported; export float32 "
+                 "(version 3)", path);
+        return -1;
+    }
+    if (header[1] != MODEL_VERSION_FP32) {
+        snprintf(err, errlen, "%s: unsupported version %d (expected 3, float32)", path, header[1]);
+        return -1;
+    }
     Config cfg = {0};
     cfg.maxT = header[2];
     cfg.V = header[3];
@@ -1505,28 +1520,51 @@ static void model_load(Model *model, const char *path) {
     cfg.NH = header[5];
     cfg.C = header[6];
     cfg.Vp = header[7];
-    if (cfg.Vp < cfg.V) die("%s: padded vocabulary Vp=%d is below V=%d", path, cfg.Vp, cfg.V);
-    config_finish(&cfg);
+    if (cfg.Vp < cfg.V) {
+        snprintf(err, errlen, "%s: padded vocabulary Vp=%d is below V=%d", path, cfg.Vp, cfg.V);
+        return -1;
+    }
     const char *problem = config_problem(&cfg);
-    if (problem)
-        die("%s: bad header (L=%d NH=%d C=%d maxT=%d V=%d Vp=%d): %s", path, cfg.L, cfg.NH,
-            cfg.C, cfg.maxT, cfg.V, cfg.Vp, problem);
+    if (problem) {
+        snprintf(err, errlen, "%s: bad header (L=%d NH=%d C=%d maxT=%d V=%d Vp=%d): %s", path,
+                 cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.V, cfg.Vp, problem);
+        return -1;
+    }
+    config_finish(&cfg);
     size_t sizes[NUM_PARAM_TENSORS], count = 0;
     param_sizes(&cfg, sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) count += sizes[i];
     size_t expected = sizeof header + count * sizeof(float);
+    if (file_bytes != expected) {
+        snprintf(err, errlen, "%s: file is %zu bytes but its header (L=%d NH=%d C=%d maxT=%d "
+                 "Vp=%d) needs %zu%s", path, file_bytes, cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.Vp,
+                 expected, file_bytes < expected ? " (truncated)" : "");
+        return -1;
+    }
+    *out = cfg;
+    return 0;
+}
+
+// Reads a checkpoint, checking the header and the file size before allocating anything.
+static void model_load(Model *model, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open model %s: %s", path, strerror(errno));
+    int32_t header[HEADER_INTS];
+    size_t got = fread(header, 1, sizeof header, f);
     if (fseek(f, 0, SEEK_END) != 0) die("%s: cannot seek", path);
     long actual = ftell(f);
-    if (actual < 0 || (size_t)actual != expected)
-        die("%s: file is %ld bytes but its header (L=%d NH=%d C=%d maxT=%d Vp=%d) needs %zu%s",
-            path, actual, cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.Vp, expected,
-            (size_t)actual < expected ? " (truncated)" : "");
+    if (actual < 0) die("%s: cannot tell its size", path);
+    Config cfg;
+    char err[512];
+    if (model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err) != 0)
+        die("%s", err);
     fseek(f, sizeof header, SEEK_SET);
     model_build(model, cfg);
-    float *host = xmalloc(count * sizeof(float));
-    if (fread(host, sizeof(float), count, f) != count) die("%s: read failed", path);
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    if (fread(host, sizeof(float), model->num_parameters, f) != model->num_parameters)
+        die("%s: read failed", path);
     fclose(f);
-    dev_to_device(model->params_memory, host, count * sizeof(float));
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
     free(host);
 }
 
@@ -1630,28 +1668,44 @@ static void state_roll_forward(const Model *model, const char *model_path) {
            model_path, path);
 }
 
-static void state_load(Model *model, TrainState *st, const char *model_path) {
-    char path[4200];
-    state_path(path, sizeof path, model_path);
-    size_t bytes;
-    unsigned char *data = read_whole_file(path, &bytes);
-    if (!data) die("cannot resume: training state %s: %s", path, strerror(errno));
+// Checks the bytes of a training-state file (path, in messages) against the model it should
+// belong with: its number of parameters, the file's size, and the hash of the weights. Returns 0
+// with the state in st and *moments pointing at m and then v inside data, or -1 with
+// "PATH: what is wrong" in err.
+static int state_parse(const Model *model, const unsigned char *data, size_t bytes,
+                       const char *path, const char *model_path, TrainState *st,
+                       const unsigned char **moments, char *err, size_t errlen) {
     int32_t header[HEADER_INTS];
-    if (bytes < sizeof header) die("%s: truncated header (%zu bytes)", path, bytes);
+    if (bytes < sizeof header) {
+        snprintf(err, errlen, "%s: truncated header (%zu bytes)", path, bytes);
+        return -1;
+    }
     memcpy(header, data, sizeof header);
-    if (header[0] != STATE_MAGIC) die("%s: bad magic: not a training-state file", path);
-    if (header[1] != STATE_VERSION) die("%s: unsupported version %d", path, header[1]);
+    if (header[0] != STATE_MAGIC) {
+        snprintf(err, errlen, "%s: bad magic: not a training-state file", path);
+        return -1;
+    }
+    if (header[1] != STATE_VERSION) {
+        snprintf(err, errlen, "%s: unsupported version %d", path, header[1]);
+        return -1;
+    }
     uint64_t count = header_get_u64(header, 5);
-    if (count != model->num_parameters)
-        die("%s: holds moments for %llu parameters but the model has %zu", path,
-            (unsigned long long)count, model->num_parameters);
+    if (count != model->num_parameters) { // before the size below is computed from it
+        snprintf(err, errlen, "%s: holds moments for %llu parameters but the model has %zu", path,
+                 (unsigned long long)count, model->num_parameters);
+        return -1;
+    }
     size_t expected = sizeof header + 2 * count * sizeof(float);
-    if (bytes != expected)
-        die("%s: file is %zu bytes, expected %zu%s", path, bytes, expected,
-            bytes < expected ? " (truncated)" : "");
-    if (header_get_u64(header, 7) != model_params_hash(model))
-        die("%s does not belong with %s (the weights differ from the ones it was saved with)",
-            path, model_path);
+    if (bytes != expected) {
+        snprintf(err, errlen, "%s: file is %zu bytes, expected %zu%s", path, bytes, expected,
+                 bytes < expected ? " (truncated)" : "");
+        return -1;
+    }
+    if (header_get_u64(header, 7) != model_params_hash(model)) {
+        snprintf(err, errlen, "%s does not belong with %s (the weights differ from the ones it "
+                 "was saved with)", path, model_path);
+        return -1;
+    }
     st->step = header[2];
     st->rng.state = header_get_u64(header, 3);
     st->B = header[9];
@@ -1659,17 +1713,42 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     st->shuffle = header[11];
     st->seed = header_get_u64(header, 12);
     memcpy(&st->best_valid_loss, header + 14, sizeof(float));
+    if (st->step < 0) {
+        snprintf(err, errlen, "%s: negative step %d", path, st->step);
+        return -1;
+    }
     st->skipped = header[15];
     st->bad_streak = header[16];
-    if (st->step < 0) die("%s: negative step %d", path, st->step);
     if (st->skipped < 0 || st->skipped > st->step || st->bad_streak < 0 ||
-        st->bad_streak > st->skipped)
-        die("%s: bad counts of skipped steps (%d, %d in a row, of %d steps)", path, st->skipped,
-            st->bad_streak, st->step);
+        st->bad_streak > st->skipped) {
+        snprintf(err, errlen, "%s: bad counts of skipped steps (%d, %d in a row, of %d steps)",
+                 path, st->skipped, st->bad_streak, st->step);
+        return -1;
+    }
+    if (isnan(st->best_valid_loss)) { // INFINITY (no validation yet) is fine, NaN never compares
+        snprintf(err, errlen, "%s: the best validation loss is NaN", path);
+        return -1;
+    }
+    *moments = data + sizeof header;
+    return 0;
+}
+
+static void state_load(Model *model, TrainState *st, const char *model_path) {
+    char path[4200];
+    state_path(path, sizeof path, model_path);
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) die("cannot resume: training state %s: %s", path, strerror(errno));
+    const unsigned char *moments;
+    char err[4600];
+    if (state_parse(model, data, bytes, path, model_path, st, &moments, err, sizeof err) != 0) {
+        free(data);
+        die("%s", err);
+    }
     model_alloc_moments(model);
-    size_t moment_bytes = count * sizeof(float);
-    dev_to_device(model->m_memory, data + sizeof header, moment_bytes);
-    dev_to_device(model->v_memory, data + sizeof header + moment_bytes, moment_bytes);
+    size_t moment_bytes = model->num_parameters * sizeof(float);
+    dev_to_device(model->m_memory, moments, moment_bytes);
+    dev_to_device(model->v_memory, moments + moment_bytes, moment_bytes);
     free(data);
 }
 
@@ -1704,34 +1783,66 @@ typedef struct {
     long order_epoch;        // the epoch `order` was drawn for
 } DataLoader;
 
+// Checks a shard's bytes (path, in messages): the header, a size that matches it exactly, and
+// every token below vocab_size; then copies the tokens into shard. Returns 0, or -1 with
+// "PATH: what is wrong" in err (and nothing allocated).
+static int shard_parse(Shard *shard, const unsigned char *data, size_t bytes, const char *path,
+                       int vocab_size, char *err, size_t errlen) {
+    int32_t header[HEADER_INTS];
+    if (bytes < sizeof header) {
+        snprintf(err, errlen, "%s: truncated header (%zu of 1024 bytes)", path, bytes);
+        return -1;
+    }
+    memcpy(header, data, sizeof header);
+    if (header[0] != SHARD_MAGIC) {
+        snprintf(err, errlen, "%s: bad magic %d (expected %d): not an llm.c token shard", path,
+                 header[0], SHARD_MAGIC);
+        return -1;
+    }
+    if (header[1] != SHARD_VERSION) {
+        snprintf(err, errlen, "%s: unsupported shard version %d", path, header[1]);
+        return -1;
+    }
+    if (header[2] < 0) {
+        snprintf(err, errlen, "%s: negative token count %d", path, header[2]);
+        return -1;
+    }
+    size_t count = (size_t)header[2];
+    if (bytes != sizeof header + 2 * count) {
+        snprintf(err, errlen, "%s: header says %zu tokens (%zu bytes) but the file is %zu bytes",
+                 path, count, sizeof header + 2 * count, bytes);
+        return -1;
+    }
+    const unsigned char *tokens = data + sizeof header;
+    for (size_t i = 0; i < count; i++) {
+        uint16_t token;
+        memcpy(&token, tokens + 2 * i, sizeof token);
+        if (token >= vocab_size) {
+            snprintf(err, errlen, "%s: token %u at position %zu is outside the model's vocabulary "
+                     "(V=%d)", path, (unsigned)token, i, vocab_size);
+            return -1;
+        }
+    }
+    snprintf(shard->path, sizeof shard->path, "%s", path);
+    shard->num_tokens = count;
+    shard->tokens = xmalloc(count * sizeof(uint16_t) + 1);
+    memcpy(shard->tokens, tokens, count * sizeof(uint16_t));
+    return 0;
+}
+
 // Loads a shard, rejecting any file whose size does not match its header, or whose tokens
 // do not fit the vocabulary.
 static void shard_load(Shard *shard, const char *path, int vocab_size) {
     size_t bytes;
     unsigned char *data = read_whole_file(path, &bytes);
     if (!data) die("cannot open token shard %s: %s", path, strerror(errno));
-    int32_t header[HEADER_INTS];
-    if (bytes < sizeof header) die("%s: truncated header (%zu of 1024 bytes)", path, bytes);
-    memcpy(header, data, sizeof header);
-    if (header[0] != SHARD_MAGIC)
-        die("%s: bad magic %d (expected %d): not an llm.c token shard", path, header[0],
-            SHARD_MAGIC);
-    if (header[1] != SHARD_VERSION) die("%s: unsupported shard version %d", path, header[1]);
-    if (header[2] < 0) die("%s: negative token count %d", path, header[2]);
-    size_t count = (size_t)(uint32_t)header[2];
-    if (bytes != sizeof header + 2 * count)
-        die("%s: header says %zu tokens (%zu bytes) but the file is %zu bytes", path, count,
-            sizeof header + 2 * count, bytes);
-    snprintf(shard->path, sizeof shard->path, "%s", path);
-    shard->num_tokens = count;
-    shard->tokens = xmalloc(count * sizeof(uint16_t) + 1);
-    memcpy(shard->tokens, data + sizeof header, count * sizeof(uint16_t));
+    char err[4400];
+    int rc = shard_parse(shard, data, bytes, path, vocab_size, err, sizeof err);
     free(data);
-    for (size_t i = 0; i < count; i++)
-        if (shard->tokens[i] >= vocab_size)
-            die("%s: token %u at position %zu is outside the model's vocabulary (V=%d)", path,
-                shard->tokens[i], i, vocab_size);
+    if (rc != 0) die("%s", err);
 }
+
+static void loader_index_windows(DataLoader *dl);
 
 // paths: comma-separated list of shard files.
 static void loader_init(DataLoader *dl, const char *paths, int B, int T, int shuffle,
@@ -1751,8 +1862,12 @@ static void loader_init(DataLoader *dl, const char *paths, int B, int T, int shu
     }
     free(list);
     if (dl->num_shards == 0) die("--data names no shard");
+    loader_index_windows(dl);
+}
 
-    size_t span = (size_t)B * T; // window k of a shard covers tokens [k·span, k·span + span]
+// Lists the windows of B·T+1 tokens of the loaded shards (dies when there is none).
+static void loader_index_windows(DataLoader *dl) {
+    size_t span = (size_t)dl->B * dl->T; // window k of a shard: tokens [k·span, k·span + span]
     for (int s = 0; s < dl->num_shards; s++)
         if (dl->shards[s].num_tokens > span) dl->num_windows += (dl->shards[s].num_tokens - 1) / span;
     if (dl->num_windows == 0)
@@ -2472,20 +2587,36 @@ static void examples_free(Example *examples, int count) {
     free(examples);
 }
 
+// The examples of a parsed JSONL file. Returns 0, or -1 with "FILE:LINE: what is wrong" in err
+// (also when the file has no examples), leaving nothing allocated.
+static int examples_from_jsonl(const JsonlFile *f, const TemplateOptions *opt, Example **out,
+                               int *count, char *err, size_t errlen) {
+    if (f->count == 0) {
+        snprintf(err, errlen, "%s: no examples in the file", f->path);
+        return -1;
+    }
+    Example *examples = xcalloc((size_t)f->count, sizeof(Example));
+    for (int i = 0; i < f->count; i++) {
+        char what[256];
+        if (example_from_json(&f->objects[i], opt, &examples[i], what, sizeof what) != 0) {
+            snprintf(err, errlen, "%s:%d: %s", f->path, f->line_numbers[i], what);
+            examples_free(examples, i + 1);
+            return -1;
+        }
+    }
+    *out = examples;
+    *count = f->count;
+    return 0;
+}
+
 // Loads a whole file of examples; dies with FILE:LINE on any problem, or when it has none.
 static void examples_load(const char *path, const TemplateOptions *opt, Example **out, int *count) {
     JsonlFile f;
     jsonl_read(path, &f);
-    if (f.count == 0) die("%s: no examples in the file", path);
-    Example *examples = xcalloc((size_t)f.count, sizeof(Example));
-    for (int i = 0; i < f.count; i++) {
-        char err[256];
-        if (example_from_json(&f.objects[i], opt, &examples[i], err, sizeof err) != 0)
-            die("%s:%d: %s", path, f.line_numbers[i], err);
-    }
-    *out = examples;
-    *count = f.count;
+    char err[4400];
+    int rc = examples_from_jsonl(&f, opt, out, count, err, sizeof err);
     jsonl_free(&f);
+    if (rc != 0) die("%s", err);
 }
 
 // =============================================================================================
@@ -3280,8 +3411,11 @@ static const char *answer_scan_number(const char *s, char out[ANSWER_MAX]) {
     while (json_is_digit(*p) || (*p == ',' && json_is_digit(p[1]))) p++;
     if (*p == '.' && json_is_digit(p[1]))
         for (p++; json_is_digit(*p); p++) {}
-    size_t n = (size_t)(p - begin);
-    if (n == 0 || n > ANSWER_MAX - 3) return NULL; // no digits, or too long to be an answer
+    size_t n = (size_t)(p - begin), bare_point = *begin == '.'; // ".5" is written "0.5"
+    // no digits, or too long to be an answer. The "0" that a bare point gains counts, so that
+    // a canonical answer always reads back as itself (found by fuzzing: ".7…7" of 61 characters
+    // was an answer, its canonical form "0.7…7" of 62 was not).
+    if (n == 0 || n + bare_point > ANSWER_MAX - 3) return NULL;
     // glued to a letter or digit, or the start of an expression: not an answer
     if (answer_is_alnum((unsigned char)*p) || *p == '_' || (*p == '.' && json_is_digit(p[1]))) return NULL;
     const char *after = p;
@@ -3489,9 +3623,9 @@ static Config parse_config(const char *text) {
     Config cfg = {0};
     if (sscanf(text, "%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V) != 5)
         die("--config wants L,NH,C,maxT,V (five integers), got '%s'", text);
-    config_finish(&cfg);
     const char *problem = config_problem(&cfg);
     if (problem) die("--config %s: %s", text, problem);
+    config_finish(&cfg);
     return cfg;
 }
 

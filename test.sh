@@ -24,38 +24,73 @@ expect_error() {
     fi
 }
 
+# OpenMP threads waiting at a barrier sleep instead of spinning: on a machine shared with other
+# jobs (a CI runner) spinning threads slow every test tenfold. It changes no result.
+export OMP_WAIT_POLICY=passive
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# Adds the "ok"/"FAIL" lines of a test program's output $work/NAME.txt to the totals.
-tally() {
-    local name=$1
-    grep -v '^[0-9]* passed' "$work/$name.txt"
-    passed=$((passed + $(grep -c '^ok' "$work/$name.txt")))
-    failed=$((failed + $(grep -c '^FAIL' "$work/$name.txt")))
-    grep -q '^[0-9]* passed, 0 failed$' "$work/$name.txt" || { failed=$((failed + 1)); echo "FAIL: $name did not finish cleanly"; }
+# Adds the "ok"/"FAIL" lines of a test program's output ($1, the program $2 ended with status
+# $3) to the totals. It must end with "N passed, 0 failed" and exit 0: under the sanitizers a
+# leak found at exit comes after that line, with exit status 86.
+count_unit() {
+    grep -v '^[0-9]* passed' "$1"
+    passed=$((passed + $(grep -c '^ok' "$1")))
+    failed=$((failed + $(grep -c '^FAIL' "$1")))
+    if ! grep -q '^[0-9]* passed, 0 failed$' "$1" || [ "$3" -ne 0 ]; then
+        failed=$((failed + 1)); echo "FAIL: $2 did not finish cleanly (exit $3)"; tail -20 "$1"
+    fi
 }
-# Runs one of the C test programs and counts its checks.
+# Runs one of the C test programs (from tests/, or from $unit_dir) and counts its lines.
+unit_dir=tests
 unit() {
     local name=$1; shift
-    echo "== unit tests ($name)"
-    "./tests/$name" "$@" >"$work/$name.txt" 2>&1
-    tally "$name"
+    echo "== unit tests ($unit_dir/$name)"
+    "./$unit_dir/$name" "$@" >"$work/$name.txt" 2>&1
+    count_unit "$work/$name.txt" "$unit_dir/$name" $?
 }
-unit test_core "$work"                  # kernels, gradients, AdamW, checkpoints
-unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
-unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
-unit test_sft                           # SFT batches, masking, truncation
-unit test_generate                      # KV-cache decoding, the sampler, determinism
-unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
-unit test_dpo                           # preference losses and their gradients
-# these two write scratch files in the current directory: run them in $work
-for name in test_task test_repro; do # the built-in task; the reproduction's statistics
-    (cd "$work" && "$OLDPWD/tests/$name" >"$work/$name.txt" 2>&1)
-    echo "== unit tests ($name)"; tally "$name"
-done
+# The unit tests, run twice: by the normal build here, under the sanitizers further down.
+unit_tests() {
+    unit test_core "$1"                     # kernels, gradients, AdamW, checkpoints
+    unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
+    unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
+    unit test_sft                           # SFT batches, masking, truncation
+    unit test_generate                      # KV-cache decoding, the sampler, determinism
+    unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
+    unit test_dpo                           # preference losses and their gradients
+    # these two write scratch files in the current directory: run them in $1
+    for name in test_task test_repro; do    # the built-in task; the reproduction's statistics
+        echo "== unit tests ($unit_dir/$name)"
+        (cd "$1" && "$OLDPWD/$unit_dir/$name" >"$1/$name.txt" 2>&1)
+        count_unit "$1/$name.txt" "$unit_dir/$name" $?
+    done
+}
+unit_tests "$work"
+
+# Feeds every seed-corpus and saved-crash input of the fuzz harnesses (tests/fuzz) to its harness
+# through the replay programs in $1 (tests/fuzz/replay.c, no clang needed). A file named ok_* must
+# be accepted and bad_* rejected; all must be survived. $2 = 1: one line per input.
+replay() {
+    local dir=$1 each=$2 harness name f
+    for harness in tests/fuzz/fuzz_*.c; do
+        name=$(basename "$harness" .c); name=${name#fuzz_}
+        local files=()
+        for f in tests/fuzz/corpus/"$name"/* tests/fuzz/crashes/"$name"/*; do [ -f "$f" ] && files+=("$f"); done
+        if "./$dir/replay_$name" "${files[@]}" >"$work/replay.txt" 2>&1; then
+            if [ "$each" = 1 ]; then
+                while IFS= read -r line; do ok "fuzz replay ${line#tests/fuzz/}"; done <"$work/replay.txt"
+            else ok "$dir/replay_$name: ${#files[@]} corpus and crash inputs"; fi
+        else
+            bad "$dir/replay_$name (exit $?)"; grep -v ': accepted\|: rejected' "$work/replay.txt" | tail -20
+            grep UNEXPECTED "$work/replay.txt"
+        fi
+    done
+}
+echo "== fuzz corpus and crash replays (tests/fuzz)"
+replay tests/fuzz/bin 1
 
 echo "== ./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
@@ -352,6 +387,40 @@ expect_error "an absurd model" "^sirt: error: the model (L=1024 NH=16 C=65536 ma
 expect_error "activations that cannot be allocated (ulimit -v)" "^sirt: error: B=512 T=1024 needs 2.80 GiB of activations: out of memory (the allocation failed)$" bash -c "ulimit -v 1500000; exec ./sirt train --config 1,1,8,1024,64 --data '$work/long.bin' --batch 512 --seq 1024 --steps 1 --lr 1e-3 --out '$work/x.bin'"
 ./sirt data --task math --split train --n 1100 --seed 3 --out "$work/math1100.jsonl"
 expect_error "--epochs too many steps" "epochs 1000000 x 1100 batches per epoch = 1100000000 steps, more than 2^30" ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math1100.jsonl" --batch 1 --seq 64 --lr 1e-3 --epochs 1000000 --out "$work/x.bin"
+
+# ---- AddressSanitizer + UndefinedBehaviorSanitizer -----------------------------------------------
+# `make asan`: the unit tests and a few steps of every command (tests/short_runs.sh) again, built
+# with -fsanitize=address,undefined. A finding (ASan, LeakSanitizer at exit, UBSan) ends the program
+# with status 86, so no run can pass with one.
+echo "== make asan: unit tests and short runs under AddressSanitizer + UBSan"
+if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined -x c -o "$work/asan_probe" - >/dev/null 2>&1 &&
+   "$work/asan_probe" >/dev/null 2>&1; then
+    if make -s asan >"$work/asan_build.txt" 2>&1; then
+        mkdir -p "$work/asan"
+        export ASAN_OPTIONS=exitcode=86:detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=exitcode=86:print_stacktrace=1
+        # first, that a finding really fails a run: an overflow, a leak, undefined behaviour
+        san_flags=$(make -s -p asan 2>/dev/null | sed -n 's/^SAN_FLAGS = //p' | head -1)
+        live=""
+        for bug in 'volatile char *p = malloc(4); p[c + 3] = 1; free((void *)p); return 0;' \
+                   'char *volatile p = malloc(4); p[0] = (char)c; p = 0; return 0;' \
+                   'int x = 2147483647 - 1; x += c + 1; return x == 7;'; do
+            printf '#include <stdlib.h>\nint main(int c, char **v) { (void)v; %s }\n' "$bug" >"$work/bug.c"
+            ${CC:-cc} $san_flags -o "$work/bug" "$work/bug.c" >/dev/null 2>&1 && "$work/bug" >/dev/null 2>&1
+            live="$live $?"
+        done
+        [ "$live" = " 86 86 86" ] && ok "sanitizers are live: a heap overflow, a leak and a signed overflow each exit 86" ||
+            bad "sanitizer probes exited with$live (expected 86 86 86)"
+        unit_dir=tests/asan
+        unit_tests "$work/asan"
+        echo "== fuzz corpus and crash replays under the sanitizers"
+        replay tests/asan 0
+        echo "== ./sirt_asan: every command for a few steps (tests/short_runs.sh)"
+        tests/short_runs.sh "$work/asan/runs" ./sirt_asan >"$work/short_runs.txt" 2>&1
+        count_unit "$work/short_runs.txt" tests/short_runs.sh $?
+        unset ASAN_OPTIONS UBSAN_OPTIONS
+        unit_dir=tests
+    else bad "make asan failed"; tail -20 "$work/asan_build.txt"; fi
+else echo "skip: ${CC:-cc} cannot build and run -fsanitize=address,undefined programs; sanitizer runs skipped"; fi
 
 # ---- a build without OpenMP ------------------------------------------------------------------
 echo "== make NO_OMP=1"

@@ -100,6 +100,22 @@ static void test_equal(void) {
     check(!answer_is_correct("2 * 4 = 8.", "8"), "is_correct: no answer is wrong (the 8 of a step does not count)");
     check(answer_is_correct("The answer is 1,080.", "1080"), "is_correct: separators");
     check(answer_is_correct("The answer is (b).", "B"), "is_correct: letters");
+    // the longest answers: a canonical form always reads back as itself (found by fuzzing: ".7…7"
+    // was an answer but its "0.7…7", one character longer, was not)
+    char longest[ANSWER_MAX + 8], got[ANSWER_MAX], again[ANSWER_MAX];
+    int all_fixed = 1, accepted = 0;
+    for (int len = ANSWER_MAX - 6; len <= ANSWER_MAX; len++)
+        for (int point = 0; point < 2; point++) {
+            memset(longest, '7', (size_t)len);
+            if (point) longest[0] = '.';
+            longest[len] = '\0';
+            if (!answer_normalize(longest, got, sizeof got)) continue;
+            accepted++;
+            all_fixed &= answer_normalize(got, again, sizeof again) && !strcmp(got, again) &&
+                         answer_equal(got, longest);
+        }
+    check(accepted > 0 && all_fixed, "the longest numbers (%d accepted): each canonical form is its "
+          "own canonical form and equals the original", accepted);
 }
 
 // ---- steps ----------------------------------------------------------------------------------
