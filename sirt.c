@@ -5593,7 +5593,7 @@ typedef struct {
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
-    .samples = "4", .refine_lr = "1e-4", .beta = "0.1", .refine_epochs = "1",
+    .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
     .max_new = "160"};
 
@@ -5983,11 +5983,11 @@ static void repro_usage(void) {
     const ReproSettings d = REPRO_DEFAULTS;
     printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--train %d] [--epochs %d]\n"
            "  [--pairs %s (or cot-vs-plain, correct-vs-incorrect, both)] [--rpo-alpha %s]\n"
-           "  [--refine-lr %s] [--beta %s]"
+           "  [--refine-lr %s] [--refine-epochs %s] [--beta %s]"
            " [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
            "  (./sirt with no arguments runs it with the defaults)\n",
-           d.name, d.seed, d.seeds, d.n_train, d.epochs, d.pairs, d.rpo_alpha, d.refine_lr, d.beta,
-           d.samples, d.n_refine);
+           d.name, d.seed, d.seeds, d.n_train, d.epochs, d.pairs, d.rpo_alpha, d.refine_lr,
+           d.refine_epochs, d.beta, d.samples, d.n_refine);
 }
 
 int cmd_reproduce(int argc, char **argv) {
@@ -6006,6 +6006,7 @@ int cmd_reproduce(int argc, char **argv) {
         else if (!strcmp(f, "--pairs")) rs.pairs = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--rpo-alpha")) rs.rpo_alpha = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--refine-lr")) rs.refine_lr = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--refine-epochs")) rs.refine_epochs = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--beta")) rs.beta = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--samples")) rs.samples = flag_value(argc, argv, &i);
         else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return repro_usage(), 0;
@@ -6017,6 +6018,7 @@ int cmd_reproduce(int argc, char **argv) {
     parse_float("--refine-lr", rs.refine_lr);
     parse_float("--beta", rs.beta);
     parse_long("--samples", rs.samples, 1, 1024);
+    parse_long("--refine-epochs", rs.refine_epochs, 1, 1000);
     if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
