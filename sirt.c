@@ -5271,6 +5271,17 @@ int cmd_dpo(int argc, char **argv) {
 // Identical texts are dropped, and each rule makes at most --max-pairs pairs per question.
 // =============================================================================================
 
+// 1 when every "A OP B = C" step of a completion computes right, 0 when one does not, -1 when
+// it has no such step (a choice item).
+static int arithmetic_steps_right(const char *completion) {
+    StepReport report;
+    answer_check_steps(completion, NULL, &report);
+    if (report.first_error >= 0) return 0; // without an item, only arithmetic can be wrong
+    for (int j = 0; j < report.num_steps && j < ANSWER_MAX_STEPS; j++)
+        if (report.arithmetic_ok[j] == 1) return 1;
+    return -1;
+}
+
 // Greedy accuracy of a model on items (their prompts and gold answers).
 static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, int n,
                            const GenerateSettings *g) {
@@ -5441,16 +5452,28 @@ int cmd_refine(int argc, char **argv) {
     for (int round = 1; round <= rounds; round++) {
         printf("round %d: sampling %d chain-of-thought answers for %d questions\n", round, k, n);
         char **cot = sample_items(&policy, tok, items, n, k, &g), **plain = NULL;
-        long correct_samples = 0;
-        for (long j = 0; j < (long)n * k; j++) correct_samples += answer_is_correct(cot[j], items[j / k].gold);
+        // how many are right, and how many of those right for the right reason: a correct sample
+        // whose arithmetic steps are all true (a lucky final answer after a wrong step is not)
+        long correct_samples = 0, with_arithmetic = 0, steps_right = 0;
+        for (long j = 0; j < (long)n * k; j++) {
+            if (!answer_is_correct(cot[j], items[j / k].gold)) continue;
+            correct_samples++;
+            int arithmetic = arithmetic_steps_right(cot[j]);
+            with_arithmetic += arithmetic >= 0;
+            steps_right += arithmetic == 1;
+        }
         if (plain_items) {
             printf("round %d: one answer to the plain prompt per question\n", round);
             plain = sample_items(&policy, tok, plain_items, n, 1, &g);
         }
         PairData pairs = {0};
         build_pairs(&pairs, tok, items, n, k, cot, plain, rule, max_pairs, args.T);
-        printf("round %d: %.1f%% of the samples are correct; %d pairs (dropped: %d empty, %d "
-               "identical; %d cut)\n", round, 100.0 * correct_samples / ((long)n * k), pairs.count,
+        printf("round %d: %.1f%% of the samples are correct", round,
+               100.0 * correct_samples / ((long)n * k));
+        if (with_arithmetic)
+            printf(" (of the %ld correct ones with arithmetic, %.1f%% compute every step right)",
+                   with_arithmetic, 100.0 * steps_right / with_arithmetic);
+        printf("; %d pairs (dropped: %d empty, %d identical; %d cut)\n", pairs.count,
                pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
         for (long j = 0; j < (long)n * k; j++) free(cot[j]);
         for (int i = 0; plain && i < n; i++) free(plain[i]);

@@ -172,6 +172,18 @@ static void test_steps(void) {
     check(r.first_error == 0 && r.on_path[0] == -1 && r.on_path[1] == -1 && r.arithmetic_ok[1] == 1,
           "steps: without an item, arithmetic only");
 
+    // refine's count of correct samples that are right for the right reason
+    char late_error[512] = "";
+    for (int j = 0; j < ANSWER_MAX_STEPS + 2; j++) strcat(late_error, "2 + 2 = 4.\n");
+    strcat(late_error, "4 + 4 = 9.\nThe answer is 9.");
+    check(arithmetic_steps_right("Tom buys 5: 3 + 5 = 8.\n8 * 2 = 16.\nThe answer is 16.") == 1 &&
+              arithmetic_steps_right("14 / 2 = 3.\n3 * 7 = 21.\nThe answer is 21.") == 0 &&
+              arithmetic_steps_right(late_error) == 0 &&
+              arithmetic_steps_right("Ann is taller than Bob, so from tallest to shortest: Ann, Bob.\n"
+                                     "The answer is B.") == -1,
+          "arithmetic_steps_right: all right 1, a wrong step 0 (also past step %d), no arithmetic -1",
+          ANSWER_MAX_STEPS);
+
     answer_check_steps("3 + 5 = 8.\nThe answer is 8.<|endoftext|>1 + 1 = 3.", &it, &r);
     check(r.num_steps == 1 && r.first_error == -1, "steps: nothing after end-of-text counts");
 
