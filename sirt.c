@@ -4506,7 +4506,10 @@ static void generation_progress(long done, long total, long tokens, double start
 
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
 // NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish.
+// draws a progress line as sequences finish. Up to g->batch sequences are decoded together;
+// when one finishes, the next prompt takes its cache slot at once (continuous batching). A
+// sequence's text depends only on its prompt, its index and the seed: rows never mix, so the
+// batch size and the order in which sequences finish change nothing.
 static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                      const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
