@@ -4152,6 +4152,32 @@ static void epoch_order(int *order, int count, uint64_t seed, int epoch) {
     }
 }
 
+// --group-by-length, as in Hugging Face's Trainer: the epoch's shuffled order is cut into
+// megabatches of GROUP_BATCHES batches and each is sorted by length, longest first (ties keep
+// their shuffled order). A batch is padded to its longest row, so rows of similar length waste
+// less compute on padding, while which examples meet in a megabatch is still random.
+#define GROUP_BATCHES 50
+typedef struct { int length, position, index; } LengthKey;
+
+static int compare_length_keys(const void *a, const void *b) {
+    const LengthKey *x = a, *y = b;
+    if (x->length != y->length) return x->length > y->length ? -1 : 1;
+    return (x->position > y->position) - (x->position < y->position);
+}
+
+static void group_by_length(int *order, int count, int B, const SftData *data) {
+    int mega = GROUP_BATCHES * B;
+    LengthKey *keys = xmalloc((size_t)(count < mega ? count : mega) * sizeof(LengthKey));
+    for (int first = 0; first < count; first += mega) {
+        int n = count - first < mega ? count - first : mega;
+        for (int i = 0; i < n; i++)
+            keys[i] = (LengthKey){data->seqs[order[first + i]].length, i, order[first + i]};
+        qsort(keys, n, sizeof(LengthKey), compare_length_keys);
+        for (int i = 0; i < n; i++) order[first + i] = keys[i].index;
+    }
+    free(keys);
+}
+
 // Mean completion NLL over a whole data set (forward passes only).
 static float sft_validation_loss(Model *model, const SftData *data, int B, int pad) {
     int *order = xmalloc((size_t)data->count * sizeof(int));
@@ -4196,7 +4222,7 @@ int cmd_sft(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "sft.bin";
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL;
-    int epochs = 1, eval_every = 0;
+    int epochs = 1, eval_every = 0, group_lengths = 0;
     TemplateOptions template = {TEMPLATE_COT, 0};
     for (int i = 0; i < argc; i++) {
         if (parse_train_flag(&args, argc, argv, &i)) continue;
@@ -4208,10 +4234,11 @@ int cmd_sft(int argc, char **argv) {
         else if (!strcmp(f, "--eval-every")) eval_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
         else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
         else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
+        else if (!strcmp(f, "--group-by-length")) group_lengths = 1;
         else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             printf("usage: ./sirt sft --tokenizer PATH --data train.jsonl [--valid valid.jsonl]\n"
                    "  [--epochs 1] [--steps N] [--eval-every N] [--template cot|plain|none]\n"
-                   "  [--strip-calc]\n%s", TRAIN_FLAGS_HELP);
+                   "  [--strip-calc] [--group-by-length]\n%s", TRAIN_FLAGS_HELP);
             return 0;
         } else die("sft: unknown flag '%s' (see ./sirt sft --help)", f);
     }
@@ -4244,7 +4271,10 @@ int cmd_sft(int argc, char **argv) {
         best_path(best, sizeof best, args.out);
         while (st.step < args.steps) {
             int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
-            if (epoch != order_epoch) epoch_order(order, train.count, args.seed, order_epoch = epoch);
+            if (epoch != order_epoch) {
+                epoch_order(order, train.count, args.seed, order_epoch = epoch);
+                if (group_lengths) group_by_length(order, train.count, args.B, &train);
+            }
             int rows = train.count - first < args.B ? train.count - first : args.B, n;
             int T = sft_fill_batch(&train, order + first, rows, args.B, pad, run.inputs,
                                    run.targets, run.coefs, &n);

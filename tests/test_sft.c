@@ -137,12 +137,64 @@ static void test_epoch_order(void) {
           "epoch order: a permutation, the same for the same (seed, epoch), new each epoch");
 }
 
+// Padded tokens of the batches of B rows that an order makes (each row padded to its batch's
+// longest).
+static long padded_tokens(const int *order, int count, int B, const SftData *data) {
+    long total = 0;
+    for (int first = 0; first < count; first += B) {
+        int longest = 0, rows = count - first < B ? count - first : B;
+        for (int r = 0; r < rows; r++)
+            if (data->seqs[order[first + r]].length > longest) longest = data->seqs[order[first + r]].length;
+        total += (long)B * longest;
+    }
+    return total;
+}
+
+static void test_group_by_length(void) {
+    enum { COUNT = 2000, B = 8 };
+    SftData data = {xcalloc(COUNT, sizeof(TokenSequence)), COUNT, 0};
+    Rng rng = rng_seeded(99);
+    for (int i = 0; i < COUNT; i++) data.seqs[i].length = 20 + (int)(rng_u32(&rng) % 200);
+    int shuffled[COUNT], grouped[COUNT], again[COUNT];
+    epoch_order(shuffled, COUNT, 5, 0);
+    memcpy(grouped, shuffled, sizeof grouped);
+    group_by_length(grouped, COUNT, B, &data);
+    memcpy(again, shuffled, sizeof again);
+    group_by_length(again, COUNT, B, &data);
+    int same_sets = 1, sorted = 1, ties_kept = 1, mega = GROUP_BATCHES * B;
+    for (int first = 0; first < COUNT; first += mega) {
+        int n = COUNT - first < mega ? COUNT - first : mega, in_a[COUNT] = {0};
+        for (int i = 0; i < n; i++) in_a[shuffled[first + i]]++;
+        for (int i = 0; i < n; i++) same_sets &= in_a[grouped[first + i]] == 1;
+        for (int i = 1; i < n; i++) {
+            int prev = data.seqs[grouped[first + i - 1]].length, cur = data.seqs[grouped[first + i]].length;
+            sorted &= prev >= cur;
+            if (prev == cur) { // equal lengths keep their shuffled order
+                int p = -1, q = -1;
+                for (int j = 0; j < n; j++) {
+                    if (shuffled[first + j] == grouped[first + i - 1]) p = j;
+                    if (shuffled[first + j] == grouped[first + i]) q = j;
+                }
+                ties_kept &= p < q;
+            }
+        }
+    }
+    long before = padded_tokens(shuffled, COUNT, B, &data), after = padded_tokens(grouped, COUNT, B, &data);
+    check(same_sets && sorted && ties_kept && !memcmp(grouped, again, sizeof grouped),
+          "group_by_length: each megabatch of %d keeps its examples, longest first, ties in "
+          "shuffled order; deterministic", mega);
+    check(after < 0.8 * before, "group_by_length: padded tokens %ld -> %ld (%.0f%%)", before, after,
+          100.0 * after / before);
+    free(data.seqs);
+}
+
 int main(void) {
     test_truncation_split();
     Tokenizer *tok = tiny_tokenizer();
     test_tokenize_example(tok);
     test_batches_and_masking(tok);
     test_epoch_order();
+    test_group_by_length();
     tok_free(tok);
     return checks_finish();
 }
