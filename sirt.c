@@ -5595,12 +5595,11 @@ static void run_command(CommandFn fn, const char *first, ...) {
     if (fn(n, args) != 0) die("a step of the reproduction failed");
 }
 
-// Writes the first `lines` lines of each of two files (all of a file when lines < 0) into out.
-static void join_heads(const char *out, const char *a, const char *b, long lines) {
+// Writes the first `lines` lines of each of n files (all of a file when lines < 0) into out.
+static void join_heads(const char *out, const char *const *paths, int n, long lines) {
     SafeFile sf;
     safe_open(&sf, out);
-    const char *paths[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n; i++) {
         size_t bytes, end = 0;
         char *data = (char *)read_whole_file(paths[i], &bytes);
         if (!data) die("cannot open %s", paths[i]);
@@ -5635,6 +5634,7 @@ typedef struct {
     const char *name;
     long seed;
     int seeds, quick, ablations;
+    const char *task;     // math, choice or both: the families trained on and evaluated
     int n_train;          // demonstrations per family
     int epochs;           // phase-1 epochs
     const char *config;   // the student: L,NH,C,maxT,V
@@ -5647,7 +5647,7 @@ typedef struct {
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
-    .name = "default", .seed = 1, .seeds = 1, .n_train = 6000, .epochs = 2,
+    .name = "default", .seed = 1, .seeds = 1, .task = "both", .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
@@ -5658,6 +5658,26 @@ static const ReproSettings REPRO_DEFAULTS = {
 #define REPRO_COLUMNS (REPRO_FAMILIES * REPRO_SPLITS)
 #define REPRO_MAX_ROWS 10
 static const char *const REPRO_SPLIT_NAMES[REPRO_SPLITS] = {"test", "test-ood", "test-long"};
+
+// The families of --task: how many, and the k-th (columns are family-major: column c is split
+// c % REPRO_SPLITS of family c / REPRO_SPLITS).
+static int repro_num_families(const ReproSettings *rs) { return strcmp(rs->task, "both") ? 1 : 2; }
+static const char *repro_family(const ReproSettings *rs, int k) {
+    return strcmp(rs->task, "both") ? rs->task : task_family_names[k];
+}
+static int repro_columns(const ReproSettings *rs) { return repro_num_families(rs) * REPRO_SPLITS; }
+
+// The first `lines` items (all: -1) of split `split` of every family, into out.
+static void join_families(const ReproSettings *rs, const char *dir, const char *split,
+                          const char *out, long lines) {
+    char paths[REPRO_FAMILIES][1200];
+    const char *list[REPRO_FAMILIES];
+    for (int k = 0; k < repro_num_families(rs); k++) {
+        snprintf(paths[k], sizeof paths[k], "%s/%s_%s.jsonl", dir, repro_family(rs, k), split);
+        list[k] = paths[k];
+    }
+    join_heads(out, list, repro_num_families(rs), lines);
+}
 
 // A row of the table. Every row but the teacher's is a student: phase 1 on a share of the
 // demonstrations and, for a phase-2 row, one `refine` with a pair rule and an RPO weight.
@@ -5741,35 +5761,32 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
     return s;
 }
 
-// Runs the whole pipeline for one seed in dir and fills scores[row * REPRO_COLUMNS + column].
+// Runs the whole pipeline for one seed in dir and fills scores[row * REPRO_COLUMNS + column]
+// for the columns of --task.
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
                            int n_rows, Score *scores) {
-    char path[1200], a[1200], b[1200], seedtxt[32], ntxt[32];
+    char path[1200], seedtxt[32], ntxt[32];
     char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
     mkdir_p(dir);
     double start = now_seconds();
 
     printf("== 1. data: the built-in task, seed %ld, in %s/\n", seed, dir);
-    for (int fam = 0; fam < REPRO_FAMILIES; fam++)
+    for (int fam = 0; fam < repro_num_families(rs); fam++)
         for (int sp = 0; sp < TASK_NUM_SPLITS; sp++) {
             const char *split = task_split_names[sp];
-            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[fam], split);
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, fam), split);
             snprintf(ntxt, sizeof ntxt, "%d", sp == TASK_SPLIT_TRAIN ? rs->n_train
                                               : sp == TASK_SPLIT_VALID ? rs->n_valid : rs->n_test);
-            run_command(cmd_data, "--task", task_family_names[fam], "--split", split, "--n", ntxt,
+            run_command(cmd_data, "--task", repro_family(rs, fam), "--split", split, "--n", ntxt,
                         "--seed", seedtxt, "--out", path, NULL);
         }
-    snprintf(a, sizeof a, "%s/math_train.jsonl", dir);
-    snprintf(b, sizeof b, "%s/choice_train.jsonl", dir);
     snprintf(train, sizeof train, "%s/train.jsonl", dir);
-    join_heads(train, a, b, -1);
+    join_families(rs, dir, "train", train, -1);
     snprintf(questions, sizeof questions, "%s/refine_train.jsonl", dir); // phase 2's questions
-    join_heads(questions, a, b, rs->n_refine);
-    snprintf(a, sizeof a, "%s/math_valid.jsonl", dir);
-    snprintf(b, sizeof b, "%s/choice_valid.jsonl", dir);
+    join_families(rs, dir, "train", questions, rs->n_refine);
     snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
-    join_heads(valid, a, b, -1);
+    join_families(rs, dir, "valid", valid, -1);
 
     printf("== 2. tokenizer (%.0fs)\n", now_seconds() - start);
     snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
@@ -5791,10 +5808,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                    row->demos_percent, now_seconds() - start);
             const char *demos = train;
             if (row->demos_percent < 100) {
-                snprintf(a, sizeof a, "%s/math_train.jsonl", dir);
-                snprintf(b, sizeof b, "%s/choice_train.jsonl", dir);
                 snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, row->key);
-                join_heads(path, a, b, (long)rs->n_train * row->demos_percent / 100);
+                join_families(rs, dir, "train", path, (long)rs->n_train * row->demos_percent / 100);
                 demos = path;
             }
             char eptxt[32];
@@ -5824,8 +5839,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
     GenerateSettings g = GENERATE_DEFAULTS;
     g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
     for (int r = 0; r < n_rows; r++)
-        for (int c = 0; c < REPRO_COLUMNS; c++) {
-            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, task_family_names[c / REPRO_SPLITS],
+        for (int c = 0; c < repro_columns(rs); c++) {
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
                      REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
             scores[r * REPRO_COLUMNS + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
         }
@@ -5874,19 +5889,20 @@ static Score *repro_score(Score *scores, int n_rows, int seed, int row, int colu
     return &scores[((size_t)seed * n_rows + row) * REPRO_COLUMNS + column];
 }
 
-static void print_columns_header(const char *title) {
+static void print_columns_header(const ReproSettings *rs, const char *title) {
     printf("\n%-32s", title);
-    for (int c = 0; c < REPRO_COLUMNS; c++)
-        printf(" %7s %-10s", task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
+    for (int c = 0; c < repro_columns(rs); c++)
+        printf(" %7s %-10s", repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
     printf("\n");
 }
 
 // results.svg: grouped bars (one per row) per family and split: the mean accuracy over seeds,
 // whiskers the 95% Wilson interval of the pooled counts.
-static void write_svg(const char *path, const ReproRow *rows, int n_rows, Score *scores, int seeds) {
+static void write_svg(const ReproSettings *rs, const char *path, const ReproRow *rows, int n_rows,
+                      Score *scores, int seeds) {
     static const char *const colors[REPRO_MAX_ROWS] = {"#999999", "#4c72b0", "#dd8452", "#55a868",
         "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"};
-    int bar = 24, group = bar * n_rows + 36, W = group * REPRO_COLUMNS + 100, top = 40, base = 300;
+    int bar = 24, group = bar * n_rows + 36, W = group * repro_columns(rs) + 100, top = 40, base = 300;
     int legend_rows = (n_rows + 2) / 3, H = base + 50 + 18 * legend_rows;
     SafeFile sf;
     safe_open(&sf, path);
@@ -5900,7 +5916,7 @@ static void write_svg(const char *path, const ReproRow *rows, int n_rows, Score 
         fprintf(f, "<line x1=\"55\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"50\" "
                    "y=\"%.1f\" text-anchor=\"end\">%d%%</text>\n", W - 30, y, y, y + 4, p);
     }
-    for (int c = 0; c < REPRO_COLUMNS; c++) {
+    for (int c = 0; c < repro_columns(rs); c++) {
         int gx = 70 + group * c;
         for (int r = 0; r < n_rows; r++) {
             long correct = 0, n = 0;
@@ -5920,7 +5936,7 @@ static void write_svg(const char *path, const ReproRow *rows, int n_rows, Score 
         }
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text><text x=\"%d\" "
                    "y=\"%d\" text-anchor=\"middle\">%s</text>\n", gx + bar * n_rows / 2, base + 18,
-                task_family_names[c / REPRO_SPLITS], gx + bar * n_rows / 2, base + 33,
+                repro_family(rs, c / REPRO_SPLITS), gx + bar * n_rows / 2, base + 33,
                 REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
     }
     for (int r = 0; r < n_rows; r++) {
@@ -5944,10 +5960,10 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     for (int s = 0; s < S; s++) {
         char title[64];
         snprintf(title, sizeof title, S > 1 ? "seed %ld: accuracy (%%)" : "accuracy (%%)", rs->seed + s);
-        print_columns_header(title);
+        print_columns_header(rs, title);
         for (int r = 0; r < n_rows; r++) {
             printf("%-32s", rows[r].label);
-            for (int c = 0; c < REPRO_COLUMNS; c++) {
+            for (int c = 0; c < repro_columns(rs); c++) {
                 const Score *x = repro_score(scores, n_rows, s, r, c);
                 Interval ci = wilson_interval(x->correct, x->n);
                 printf(" %5.1f [%4.1f,%5.1f]", 100.0 * x->correct / x->n, 100 * ci.low, 100 * ci.high);
@@ -5956,10 +5972,10 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
         }
     }
     if (S > 1) {
-        print_columns_header("mean ± sd over seeds (%)");
+        print_columns_header(rs, "mean ± sd over seeds (%)");
         for (int r = 0; r < n_rows; r++) {
             printf("%-32s", rows[r].label);
-            for (int c = 0; c < REPRO_COLUMNS; c++) {
+            for (int c = 0; c < repro_columns(rs); c++) {
                 double sum = 0, sq = 0;
                 for (int s = 0; s < S; s++) {
                     const Score *x = repro_score(scores, n_rows, s, r, c);
@@ -5973,11 +5989,11 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
         }
     }
     Gain gains[REPRO_MAX_ROWS][REPRO_COLUMNS]; // each refined row over its SFT row
-    print_columns_header("gain over SFT (points)");
+    print_columns_header(rs, "gain over SFT (points)");
     for (int r = 0; r < n_rows; r++) {
         if (rows[r].baseline < 0) continue;
         printf("%-32s", rows[r].label);
-        for (int c = 0; c < REPRO_COLUMNS; c++) {
+        for (int c = 0; c < repro_columns(rs); c++) {
             Gain gn = gains[r][c] = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
                                                      repro_score(scores, n_rows, 0, rows[r].baseline, c),
                                                      S, n_rows * REPRO_COLUMNS);
@@ -5993,19 +6009,19 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     FILE *f = sf.file;
     fprintf(f, "{\"seeds\": [");
     for (int s = 0; s < S; s++) fprintf(f, "%s%ld", s ? ", " : "", rs->seed + s);
-    fprintf(f, "], \"train_items_per_family\": %d, \"sft_epochs\": %d, \"config\": \"%s\", "
-               "\"pairs\": \"%s\", \"rpo_alpha\": %s,\n\"results\": [", rs->n_train, rs->epochs,
-            rs->config, rs->pairs, rs->rpo_alpha);
+    fprintf(f, "], \"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
+               "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n\"results\": [",
+            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha);
     int first = 1;
     for (int s = 0; s < S; s++)
         for (int r = 0; r < n_rows; r++)
-            for (int c = 0; c < REPRO_COLUMNS; c++) {
+            for (int c = 0; c < repro_columns(rs); c++) {
                 const Score *x = repro_score(scores, n_rows, s, r, c);
                 Interval ci = wilson_interval(x->correct, x->n);
                 fprintf(f, "%s\n  {\"model\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
                            "\"correct\": %ld, \"n\": %ld, \"seed\": %ld, \"accuracy\": %.6f, "
                            "\"ci95\": [%.6f, %.6f]}", first ? "" : ",", rows[r].key,
-                        task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
+                        repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
                         x->correct, x->n, rs->seed + s, (double)x->correct / x->n, ci.low, ci.high);
                 first = 0;
             }
@@ -6013,12 +6029,12 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     first = 1;
     for (int r = 0; r < n_rows; r++) {
         if (rows[r].baseline < 0) continue;
-        for (int c = 0; c < REPRO_COLUMNS; c++) {
+        for (int c = 0; c < repro_columns(rs); c++) {
             Gain gn = gains[r][c];
             fprintf(f, "%s\n  {\"model\": \"%s\", \"over\": \"%s\", \"family\": \"%s\", \"split\": "
                        "\"%s\", \"gain\": %.6f, \"ci95\": [%.6f, %.6f], \"per_seed\": [",
                     first ? "" : ",", rows[r].key, rows[rows[r].baseline].key,
-                    task_family_names[c / REPRO_SPLITS], REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
+                    repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
                     gn.gain, gn.low, gn.high);
             for (int s = 0; s < S; s++) {
                 const Score *x = repro_score(scores, n_rows, s, r, c);
@@ -6032,29 +6048,32 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     fputs("\n]}\n", f);
     safe_commit(&sf);
     snprintf(path, sizeof path, "%s/results.svg", dir);
-    write_svg(path, rows, n_rows, scores, S);
+    write_svg(rs, path, rows, n_rows, scores, S);
 }
 
 static void repro_usage(void) {
     const ReproSettings d = REPRO_DEFAULTS;
-    printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--train %d] [--epochs %d]\n"
-           "  [--pairs %s (or cot-vs-plain, correct-vs-incorrect, both)] [--rpo-alpha %s]\n"
+    printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--task %s (or math, choice)]\n"
+           "  [--config %s (the student: L,NH,C,maxT,V)] [--train %d] [--epochs %d]\n"
+           "  [--pairs %s (or cot-vs-plain, both)] [--rpo-alpha %s]\n"
            "  [--refine-lr %s] [--refine-epochs %s] [--beta %s]"
            " [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
            "  (./sirt with no arguments runs it with the defaults)\n",
-           d.name, d.seed, d.seeds, d.n_train, d.epochs, d.pairs, d.rpo_alpha, d.refine_lr,
-           d.refine_epochs, d.beta, d.samples, d.n_refine);
+           d.name, d.seed, d.seeds, d.task, d.config, d.n_train, d.epochs, d.pairs, d.rpo_alpha,
+           d.refine_lr, d.refine_epochs, d.beta, d.samples, d.n_refine);
 }
 
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
-    int name_given = 0, train_given = 0, epochs_given = 0;
+    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--name")) rs.name = flag_value(argc, argv, &i), name_given = 1;
         else if (!strcmp(f, "--quick")) rs.quick = 1;
         else if (!strcmp(f, "--ablations")) rs.ablations = 1;
         else if (!strcmp(f, "--seed")) rs.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL - 1000);
+        else if (!strcmp(f, "--task")) rs.task = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--config")) rs.config = flag_value(argc, argv, &i), config_given = 1;
         else if (!strcmp(f, "--seeds")) rs.seeds = parse_long(f, flag_value(argc, argv, &i), 1, 100);
         else if (!strcmp(f, "--train")) rs.n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000), train_given = 1;
         else if (!strcmp(f, "--epochs")) rs.epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000), epochs_given = 1;
@@ -6068,6 +6087,10 @@ int cmd_reproduce(int argc, char **argv) {
         else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return repro_usage(), 0;
         else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
     }
+    if (strcmp(rs.task, "math") && strcmp(rs.task, "choice") && strcmp(rs.task, "both"))
+        die("--task must be math, choice or both, got '%s'", rs.task);
+    Config student = parse_config(rs.config); // fail now, not after the data
+    if (student.maxT < 256) die("--config: the reproduction needs maxT >= 256 (its --seq), got %d", student.maxT);
     if (strcmp(rs.pairs, "cot-vs-plain") && strcmp(rs.pairs, "correct-vs-incorrect") && strcmp(rs.pairs, "both"))
         die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", rs.pairs);
     parse_float("--rpo-alpha", rs.rpo_alpha); // fail now, not after phase 1
@@ -6079,7 +6102,8 @@ int cmd_reproduce(int argc, char **argv) {
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
         if (!name_given) rs.name = "quick";
-        rs.config = "2,2,32,256,1024", rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
+        if (!config_given) rs.config = "2,2,32,256,1024";
+        rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
         rs.samples = "2", rs.max_new = "100";
     }
     char dir[1024], seed_dir[1100];
@@ -6087,7 +6111,8 @@ int cmd_reproduce(int argc, char **argv) {
     mkdir_p(dir);
     ReproRow rows[REPRO_MAX_ROWS];
     int n_rows = repro_rows(&rs, rows);
-    Score *scores = xmalloc((size_t)rs.seeds * n_rows * REPRO_COLUMNS * sizeof(Score));
+    // every row has room for REPRO_COLUMNS columns; --task math or choice fills the first three
+    Score *scores = xcalloc((size_t)rs.seeds * n_rows * REPRO_COLUMNS, sizeof(Score));
     double start = now_seconds();
     for (int s = 0; s < rs.seeds; s++) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);

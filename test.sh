@@ -242,6 +242,16 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --seeds 2 --train 40 --name t
         ok "reproduce --seeds 2: a directory per seed, mean ± sd, six gains over SFT with intervals"
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
+# --task math --config: one family (three columns), the student's size from the flag
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,256,1024 --name onefam >"$work/repro3.txt" 2>&1); then
+    r="$work/runs/onefam"
+    if [ -s "$r/math_test.jsonl" ] && [ ! -e "$r/choice_test.jsonl" ] && grep -q '"task": "math"' "$r/results.json" \
+        && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 3 ] \
+        && grep -q 'L=1 NH=2 C=32' "$work/repro3.txt"; then
+        ok "reproduce --task math --config 1,2,32,256,1024: math data and columns only, a 1-layer student"
+    else bad "reproduce --task math: output wrong"; fi
+else bad "reproduce --task math failed"; tail -5 "$work/repro3.txt"; fi
+expect_error "reproduce: an unknown task" "^sirt: error: --task must be math, choice or both, got 'poetry'$" ./sirt reproduce --task poetry
 
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)

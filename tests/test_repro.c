@@ -76,12 +76,12 @@ static void write_text(const char *path, const char *text) {
 static void test_join_heads(void) {
     write_text("test_repro_a.tmp", "a1\na2\na3\n");
     write_text("test_repro_b.tmp", "b1\nb2");
-    join_heads("test_repro_out.tmp", "test_repro_a.tmp", "test_repro_b.tmp", 2);
+    join_heads("test_repro_out.tmp", (const char *const[]){"test_repro_a.tmp", "test_repro_b.tmp"}, 2, 2);
     size_t bytes;
     char *got = (char *)read_whole_file("test_repro_out.tmp", &bytes);
     check(got && !strcmp(got, "a1\na2\nb1\nb2"), "join_heads: two lines of each file");
     free(got);
-    join_heads("test_repro_out.tmp", "test_repro_a.tmp", "test_repro_b.tmp", -1);
+    join_heads("test_repro_out.tmp", (const char *const[]){"test_repro_a.tmp", "test_repro_b.tmp"}, 2, -1);
     got = (char *)read_whole_file("test_repro_out.tmp", &bytes);
     check(got && !strcmp(got, "a1\na2\na3\nb1\nb2"), "join_heads: all of both files");
     free(got);
