@@ -233,6 +233,15 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); the
         ok "reproduce --quick runs end to end: table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
     else bad "reproduce --quick: missing$missing"; fi
 else bad "reproduce --quick failed"; tail -5 "$work/repro.txt"; fi
+# the same seed reproduces the same run: data, tokenizer, checkpoints and results, byte for byte
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again >"$work/repro_again.txt" 2>&1); then
+    differ=""
+    for f in math_train.jsonl tokenizer.bin sft.bin refined.bin results.json results.svg; do
+        cmp -s "$work/runs/quick/$f" "$work/runs/again/$f" || differ="$differ $f"
+    done
+    [ -z "$differ" ] && ok "reproduce --quick again with the same seed: data, tokenizer, checkpoints, results.json and .svg identical" ||
+        bad "reproduce --quick again differs:$differ"
+else bad "reproduce --quick (again) failed"; fi
 # two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then
     r="$work/runs/two"
