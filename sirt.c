@@ -5576,7 +5576,7 @@ int cmd_refine(int argc, char **argv) {
 // new models) and the summary gives mean ± sd over seeds and, for every refined row, the gain
 // over its SFT row with a paired bootstrap 95% interval. --ablations adds the rows of the
 // paper's analyses: the other pair rule, DPO with the NLL term (RPO), and phase 1 on 50% and
-// 25% of the demonstrations, each with and without phase 2.
+// 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
 // =============================================================================================
 
 typedef int (*CommandFn)(int argc, char **argv);
