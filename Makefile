@@ -25,7 +25,7 @@ else
 endif
 
 BIN ?= sirt
-SOURCES = sirt.c model.h tokenizer.c
+SOURCES = sirt.c model.h tokenizer.c $(wildcard lib/*.h)
 TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo tests/test_repro
 # the parsers with a fuzz harness tests/fuzz/fuzz_NAME.c, and its replay program (see below)
 FUZZERS = jsonl tokenizer gpt2 checkpoint shard state answer

@@ -1,4 +1,4 @@
-// test_answer.c — tests of section 8 of sirt.c (answer checking): extracting the final answer
+// test_answer.c — tests of lib/answer.h (answer checking): extracting the final answer
 // from completions, comparing answers, GSM8K's real answer lines, and step-level truth on the
 // built-in task. Built from the program's own translation unit (sirt.c without its main). Run:
 //   test_answer [GSM8K_DIR]   (default ../shared/data/gsm8k; skipped with a message if absent)
@@ -249,7 +249,7 @@ static void test_gsm8k_file(const char *dir, const char *name) {
 
 #define N_ITEMS 2000
 
-// The teacher's completion for an item, rendered through section 6's cot template.
+// The teacher's completion for an item, rendered through lib/templates.h's cot template.
 static Example task_example(const TaskItem *it) {
     TemplateOptions opt = {TEMPLATE_COT, 0};
     Example ex;

@@ -1,4 +1,4 @@
-// tests/test_dpo.c — tests of section 13 of sirt.c: the preference losses, their per-token
+// tests/test_dpo.c — tests of section 8 of sirt.c: the preference losses, their per-token
 // coefficients, and their gradients through the whole model.
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN

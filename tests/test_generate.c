@@ -1,4 +1,4 @@
-// tests/test_generate.c — tests of section 10 of sirt.c: KV-cache decoding and the sampler.
+// tests/test_generate.c — tests of section 6 of sirt.c: KV-cache decoding and the sampler.
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"

@@ -1,4 +1,4 @@
-// test_repro.c — tests of section 15 of sirt.c (the reproduction's statistics and files): the
+// test_repro.c — tests of section 10 of sirt.c (the reproduction's statistics and files): the
 // paired bootstrap of a gain against hand-computed cases and against the normal approximation,
 // and join_heads. Built from the program's own translation unit (sirt.c without its main).
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.

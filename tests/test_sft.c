@@ -1,4 +1,4 @@
-// tests/test_sft.c — tests of section 8 of sirt.c: SFT batches, masking and truncation.
+// tests/test_sft.c — tests of section 5 of sirt.c: SFT batches, masking and truncation.
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"

@@ -1,7 +1,7 @@
 // test_task.c — tests of the built-in task (task.c): determinism and the prefix property,
 // disjoint splits, held-out names and templates, longer test-long items, the oracle teacher's
 // correctness (checked by an independent solver), teacher noise, and the step checker.
-// Built from sirt.c itself (section 7).
+// Built from sirt.c itself (the task is lib/task.h).
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"

@@ -1,4 +1,4 @@
-// tests/test_text.c — tests of section 6 of sirt.c: JSON lines, templates, training examples.
+// tests/test_text.c — tests of lib/jsonl.h and lib/templates.h: JSON lines, templates, training examples.
 // Built from the program's own translation unit (sirt.c without its main). Run:
 //   tests/test_text [GSM8K_DIR]   (default ../shared/data/gsm8k; skipped with a message if absent)
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.

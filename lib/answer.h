@@ -1,0 +1,281 @@
+// lib/answer.h — answer checking: the final answer of a completion, whether it is right,
+// and which step went wrong.
+// Part of sirt (one translation unit: sirt.c includes this file); it knows nothing of the model.
+
+#ifndef SIRT_LIB_ANSWER_H
+#define SIRT_LIB_ANSWER_H
+
+// =============================================================================================
+//
+// Every result of the project is an accuracy, so this is the one place that decides what a
+// model's completion answered. The rules, and why:
+//
+// The final answer (answer_extract).
+//   - A completion ends at its first "<|endoftext|>", if it has one: text that a sampler let
+//     through after the end-of-text token is not part of the answer.
+//   - Preferred: the LAST "the answer is" (any case, as whole words: "So the answer is" counts,
+//     "the answer isn't" does not), then an optional ':', an optional "option " or "choice ", and
+//     an answer (below). The student is trained to end with "The answer is N."; the last one wins
+//     because a model that corrects itself ("... Wait, the answer is 9.") commits to its last word.
+//   - Otherwise the last "####" followed by an answer: GSM8K's own form (and the teacher's).
+//   - An occurrence not followed by an answer ("The answer is therefore 3", "the answer is
+//     <<8=8>>8": both are in GSM8K's train set) is passed over for the one before it.
+//   - No answer found: the completion is wrong.
+//
+// What an answer is: a number or a choice letter, written in canonical form.
+//   number  [sign] [$] [sign], digits with optional thousands separators (groups of three, as
+//           gsm8k_normalize_number of lib/templates.h checks them) and optional decimals; ".5" reads as
+//           0.5. A '.' or ',' not followed by a digit ends the sentence, not the number, and
+//           units or '%' may follow ("The answer is 18 dollars."). A number glued to a letter or
+//           digit ("3x", "12th", "1.2.3") or followed by an operator or '=' ("3 + 5 = 8", "2/3")
+//           is not an answer. Canonical: no separators, '+' or '$', no leading zeros, no trailing
+//           decimal zeros, no "-0": "$1,080.50" -> "1080.5", "-3.00" -> "-3", ".5" -> "0.5".
+//           Two decimal numbers are equal exactly when their canonical texts are: this compares
+//           them as exact rationals, with none of the rounding of doubles.
+//   letter  A-E, alone ("B"), in parentheses ("(B)") or closed by one ("B)"), in either case;
+//           canonical: the capital. Mid-text, a bare letter followed by a word is a word ("a
+//           lot", "A person"), not an answer.
+//
+// Comparing (answer_equal): both sides are read as whole answers (then a lone "b" is B).
+// Two answers are equal when their canonical forms are, so a number never equals a letter; two
+// texts that are not answers (a gold such as "yes") must be the same once trimmed.
+//
+// Steps (answer_check_steps). The steps are the non-empty lines (trimmed) before the final
+// answer's marker; a completion without an answer is all steps. Each is judged twice:
+//   arithmetic_ok  task_check_step: is its closing "A OP B = C" right? (1, 0, or -1: none)
+//   on_path        with a math TaskItem: is C the true running value after as many operations as
+//                  there are arithmetic steps before it, plus one? (1, 0, or -1: no arithmetic,
+//                  or no item to compare with.) Only the result is compared, so "2 * 8 = 16" for
+//                  "8 * 2 = 16" is on the path; a step past the true path's end is off it. Lines
+//                  without arithmetic are not counted, so chatter does not shift the steps.
+//   first_error    the first step with arithmetic_ok 0 or on_path 0 (-1: none). A wrong value
+//                  never rejoins the path on this task (no operation by 0 or 1), so every step
+//                  after a teacher's slip is off the path, however right its arithmetic.
+// The item of a sample is recovered by regenerating it: task_make_item(family, split, seed,
+// noise, index) depends only on those, and its start/ops/operands do not depend on the noise.
+// The choice family has no step truth here: its true order is not kept in a TaskItem.
+// =============================================================================================
+
+#define ANSWER_MAX 64       // the longest canonical answer, its NUL included; longer is no answer
+#define ANSWER_MAX_STEPS 16 // steps judged one by one (GSM8K has at most 11); later ones are counted
+
+typedef struct {
+    int num_steps;                       // every step line, those beyond ANSWER_MAX_STEPS included
+    int arithmetic_ok[ANSWER_MAX_STEPS]; // 1 right, 0 wrong, -1 no "A OP B = C" in the line
+    int on_path[ANSWER_MAX_STEPS];       // 1 on the item's true path, 0 off it, -1 unknown
+    int first_error;                     // index of the first wrong step (any index), or -1
+} StepReport;
+
+static int answer_is_alnum(int c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+static int answer_upper(int c) { return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c; }
+
+// Does s start with word, ignoring ASCII case?
+static int answer_starts_with(const char *s, const char *word) {
+    for (; *word; s++, word++)
+        if (answer_upper((unsigned char)*s) != answer_upper((unsigned char)*word)) return 0;
+    return 1;
+}
+
+// Reads a number at s into out (canonical). Returns the end of its text, or NULL.
+static const char *answer_scan_number(const char *s, char out[ANSWER_MAX]) {
+    const char *p = s;
+    int negative = 0, signs = 0; // one sign, before or after a '$': "-5", "-$5", "$-5"
+    for (int i = 0; i < 2; i++) {
+        if (!signs && (*p == '+' || *p == '-')) {
+            negative = *p++ == '-';
+            signs = 1;
+        }
+        if (i == 0 && *p == '$') p++;
+    }
+    const char *begin = p;
+    while (json_is_digit(*p) || (*p == ',' && json_is_digit(p[1]))) p++;
+    if (*p == '.' && json_is_digit(p[1]))
+        for (p++; json_is_digit(*p); p++) {}
+    size_t n = (size_t)(p - begin), bare_point = *begin == '.'; // ".5" is written "0.5"
+    // no digits, or too long to be an answer. The "0" that a bare point gains counts, so that
+    // a canonical answer always reads back as itself (found by fuzzing: ".7…7" of 61 characters
+    // was an answer, its canonical form "0.7…7" of 62 was not).
+    if (n == 0 || n + bare_point > ANSWER_MAX - 3) return NULL;
+    // glued to a letter or digit, or the start of an expression: not an answer
+    if (answer_is_alnum((unsigned char)*p) || *p == '_' || (*p == '.' && json_is_digit(p[1]))) return NULL;
+    const char *after = p;
+    while (*after == ' ') after++;
+    if (*after && strchr("+-*/=^", *after)) return NULL;
+
+    char text[ANSWER_MAX];
+    snprintf(text, sizeof text, "%s%.*s", *begin == '.' ? "0" : "", (int)n, begin);
+    char *plain = gsm8k_normalize_number(text); // separators checked and removed, as in lib/templates.h
+    if (!plain) return NULL;
+    const char *digits = plain;
+    while (digits[0] == '0' && json_is_digit(digits[1])) digits++; // leading zeros
+    size_t len = strlen(digits);
+    if (strchr(digits, '.')) { // trailing decimal zeros, and the point when nothing is left
+        while (digits[len - 1] == '0') len--;
+        if (digits[len - 1] == '.') len--;
+    }
+    int zero = len == 1 && digits[0] == '0';
+    snprintf(out, ANSWER_MAX, "%s%.*s", negative && !zero ? "-" : "", (int)len, digits);
+    free(plain);
+    return p;
+}
+
+// Reads a choice letter at s into out ("B"). whole: s is the entire answer, so a bare letter
+// needs no check against a following word. Returns the end of its text, or NULL.
+static const char *answer_scan_letter(const char *s, char out[ANSWER_MAX], int whole) {
+    const char *p = s;
+    int open = *p == '(';
+    if (open) p++;
+    int letter = answer_upper((unsigned char)*p);
+    if (letter < 'A' || letter > 'E' || answer_is_alnum((unsigned char)p[1])) return NULL;
+    p++;
+    int closed = *p == ')';
+    if (open && !closed) return NULL;
+    if (closed) p++;
+    if (!closed && !whole) { // "The answer is a lot of ..." names no option
+        const char *q = p;
+        while (*q == ' ') q++;
+        if (answer_is_alnum((unsigned char)*q)) return NULL;
+    }
+    out[0] = (char)letter;
+    out[1] = '\0';
+    return p;
+}
+
+static const char *answer_scan(const char *s, char out[ANSWER_MAX], int whole) {
+    const char *end = answer_scan_number(s, out);
+    return end ? end : answer_scan_letter(s, out, whole);
+}
+
+// The completion up to its first end-of-text marker (a malloc'd copy).
+static char *answer_cut(const char *completion) {
+    const char *eot = strstr(completion, "<|endoftext|>");
+    return json_strndup(completion, eot ? (size_t)(eot - completion) : strlen(completion));
+}
+
+// Finds the final answer of text (canonical, into out). Returns the offset where its marker
+// ("the answer is", or the run of '#') begins, or -1 when the text has no answer.
+static long answer_find(const char *text, char out[ANSWER_MAX]) {
+    char got[ANSWER_MAX];
+    long found = -1;
+    for (const char *p = text; *p; p++) {
+        if (!answer_starts_with(p, "the answer is")) continue;
+        if ((p > text && answer_is_alnum((unsigned char)p[-1])) || answer_is_alnum((unsigned char)p[13]))
+            continue; // not whole words: "bathe answer is", "the answer isn't"
+        const char *q = p + 13;
+        while (*q == ' ' || *q == '\t') q++;
+        if (*q == ':') q++;
+        while (*q == ' ' || *q == '\t') q++;
+        if (answer_starts_with(q, "option ") || answer_starts_with(q, "choice ")) q += 7;
+        if (answer_scan(q, got, 0)) {
+            found = (long)(p - text);
+            memcpy(out, got, sizeof got);
+        }
+    }
+    if (found >= 0) return found;
+    for (const char *p = strstr(text, "####"); p; p = strstr(p + 1, "####")) {
+        const char *q = p + 4;
+        while (*q == ' ' || *q == '\t') q++;
+        if (answer_scan(q, got, 0)) {
+            const char *run = p;
+            while (run > text && run[-1] == '#') run--;
+            found = (long)(run - text);
+            memcpy(out, got, sizeof got);
+        }
+    }
+    return found;
+}
+
+static void answer_copy_out(const char *answer, char *out, size_t cap) {
+    size_t n = strlen(answer);
+    if (n >= cap) die("answer: a buffer of %zu bytes cannot hold the answer '%s'", cap, answer);
+    memcpy(out, answer, n + 1);
+}
+
+// The final answer of a completion, canonical, into out (ANSWER_MAX bytes always suffice).
+// Returns 1, or 0 (and out = "") when the completion has none.
+int answer_extract(const char *completion, char *out, size_t cap) {
+    char *text = answer_cut(completion), got[ANSWER_MAX];
+    long at = answer_find(text, got);
+    free(text);
+    if (at < 0) {
+        if (cap) out[0] = '\0';
+        return 0;
+    }
+    answer_copy_out(got, out, cap);
+    return 1;
+}
+
+// The canonical form of a text that is one answer and nothing else ("1,080", " -3.00 ", "(b)",
+// "7."). Returns 1, or 0 when the text is not an answer.
+int answer_normalize(const char *text, char *out, size_t cap) {
+    char got[ANSWER_MAX];
+    while (json_is_space(*text)) text++;
+    const char *end = answer_scan(text, got, 1);
+    if (!end) return 0;
+    if (*end == '.') end++;
+    while (json_is_space(*end)) end++;
+    if (*end) return 0;
+    answer_copy_out(got, out, cap);
+    return 1;
+}
+
+// Numbers as numbers, letters as letters; see the rules at the top of the section.
+int answer_equal(const char *predicted, const char *gold) {
+    char a[ANSWER_MAX], b[ANSWER_MAX];
+    int is_a = answer_normalize(predicted, a, sizeof a), is_b = answer_normalize(gold, b, sizeof b);
+    if (is_a || is_b) return is_a && is_b && strcmp(a, b) == 0;
+    char *x = json_trimmed(predicted, strlen(predicted)), *y = json_trimmed(gold, strlen(gold));
+    int same = *x && strcmp(x, y) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+// Is the completion's final answer the gold one? 0 when it has no answer.
+int answer_is_correct(const char *completion, const char *gold) {
+    char got[ANSWER_MAX];
+    return answer_extract(completion, got, sizeof got) && answer_equal(got, gold);
+}
+
+// Judges the steps of a completion; item may be NULL (or a choice item): arithmetic only.
+void answer_check_steps(const char *completion, const TaskItem *item, StepReport *out) {
+    memset(out, 0, sizeof *out);
+    out->first_error = -1;
+    long truth[TASK_MAX_OPS]; // the true running value after each operation
+    int path_len = 0;
+    if (item && item->family == TASK_MATH)
+        for (long v = item->start; path_len < item->num_ops; path_len++)
+            truth[path_len] = v = task_apply(item->ops[path_len], v, item->operands[path_len]);
+
+    char *text = answer_cut(completion), got[ANSWER_MAX];
+    long at = answer_find(text, got);
+    size_t end = at >= 0 ? (size_t)at : strlen(text), pos = 0;
+    int arithmetic_steps = 0; // steps with "A OP B = C" seen so far
+    while (pos < end) {
+        const char *line = text + pos, *nl = memchr(line, '\n', end - pos);
+        size_t len = nl ? (size_t)(nl - line) : end - pos;
+        pos += len + 1;
+        while (len && json_is_space(*line)) line++, len--;
+        while (len && json_is_space(line[len - 1])) len--;
+        if (len == 0) continue;
+        int j = out->num_steps++, ok = task_check_step(line, len), on = -1;
+        if (ok >= 0 && path_len > 0) {
+            long a, b, c;
+            char op;
+            task_parse_step(line, len, &a, &op, &b, &c);
+            on = arithmetic_steps < path_len && c == truth[arithmetic_steps];
+        }
+        if (ok >= 0) arithmetic_steps++;
+        if (j < ANSWER_MAX_STEPS) {
+            out->arithmetic_ok[j] = ok;
+            out->on_path[j] = on;
+        }
+        if (out->first_error < 0 && (ok == 0 || on == 0)) out->first_error = j;
+    }
+    free(text);
+}
+
+
+#endif // SIRT_LIB_ANSWER_H
