@@ -100,8 +100,10 @@ void residual_backward(float *da, float *db, const float *dout, size_t N);
 void classifier_forward(float *logprobs, float *lse, const float *logits, const int *targets,
                         int N, int V, int Vp);
 // Backward, in place: logits (N,Vp) become dlogits = coef[i] * (softmax - onehot(target)).
-// This is the gradient of the loss Σ_i coef[i] · (−logprobs[i]); every objective of the program
-// (SFT, DPO, IPO, RPO, ORPO) is expressed by its per-token coefficients (METHOD.md §3).
+// This is the gradient of the loss Σ_i coef[i] · (−logprobs[i]), since ∂logprobs[i]/∂logits =
+// onehot − softmax; so coef[i] = −∂L/∂logprobs[i]. Every objective of the program (next-token
+// NLL, SFT, DPO, cDPO, IPO, RPO) is a function of the per-token log-probs and is expressed by
+// these coefficients (sirt.c, sections 4, 5 and 8).
 // Rows with coef 0 (padding, prompt tokens) and the padded columns V..Vp-1 become zero.
 void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
                          int N, int V, int Vp);

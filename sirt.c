@@ -1032,9 +1032,23 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 
 // =============================================================================================
 // 3. Checkpoints
-// A model file is llm.c's (FORMATS.md): a 256 × int32 header — magic 20240326, version 3
-// (float32), maxT, V, L, NH, C, Vp — then the 16 parameter tensors in the order of
-// ParamTensors. Beside it, PATH.state holds what a run needs to resume exactly:
+// A model is saved in llm.c's GPT-2 checkpoint format, so that a model can come in from llm.c
+// (GPT-2 124M loads as is) and a student can go back out to llm.c's tools. Numbers are in the
+// machine's byte order: little-endian on x86 and ARM, as in llm.c's files.
+//   header 256 × int32: [0] magic 20240326, [1] version 3 (float32 weights; llm.c's version 5,
+//     bfloat16, is refused), [2] maxT (context length), [3] V (vocabulary), [4] L (layers),
+//     [5] NH (heads), [6] C (channels), [7] Vp (V padded up; the rest zero)
+//   then the 16 parameter tensors as float32, back to back, in the order of ParamTensors:
+//     wte (Vp,C) wpe (maxT,C) ln1w ln1b (L,C) qkvw (L,3C,C) qkvb (L,3C) attprojw (L,C,C)
+//     attprojb (L,C) ln2w ln2b (L,C) fcw (L,4C,C) fcb (L,4C) fcprojw (L,C,4C) fcprojb (L,C)
+//     lnfw lnfb (C); each holds all layers, layer 0 first, and a matrix is (out, in) as in
+//     PyTorch's nn.Linear. The file is exactly 1024 + 4 × (number of parameters) bytes.
+// The padded vocabulary: wte has Vp rows (GPT-2: 50304 for V = 50257; a fresh model pads V up
+// to a multiple of 128), llm.c's choice, for matrix products of a round size. Rows V..Vp-1 are
+// zero (in a fresh model and in llm.c's files) and stay zero: no input id is V or above, and the
+// softmax and its gradient cover only the first V columns (classifier_forward/backward).
+// Beside the model, PATH.state holds what a run needs to resume exactly (llm.c's magic number
+// for a training state, our own layout):
 //   header 256 × int32: [0] magic 20240527, [1] version 1, [2] step (steps done, skipped ones
 //     included), [3..4] the random generator's state (uint64), [5..6] number of parameters
 //     (uint64), [7..8] hash of the parameters it belongs with (uint64), [9] B, [10] T,
@@ -1356,9 +1370,22 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
 
 // =============================================================================================
 // 4. Training
-// `./sirt train`: plain language modelling on token shards. Each step is forward → loss →
-// backward → AdamW; the loss is Σ_t c_t · (−log p_t) with every c_t = 1/(B·T), the mean token
-// NLL. Later objectives reuse this loop's pieces and only change the coefficients.
+// `./sirt train`: plain language modelling on token shards (lib/tokens.h), and the pieces every
+// trainer shares: the step (forward → loss → backward → AdamW), the schedule, the log, resume.
+// One mechanism serves every objective. The forward pass ends in the per-token log-probs
+// ℓ_t = log softmax(logits_t)[target_t]; a trainer gives each position a coefficient c_t, and
+// the step's loss is L = Σ_t c_t · (−ℓ_t), so ∂L/∂ℓ_t = −c_t. Since ∂ℓ_t/∂logits_t =
+// onehot(target_t) − softmax(logits_t), the gradient at the logits is c_t · (softmax − onehot):
+// what classifier_backward (model.h) writes, and all the rest of the backward pass starts from.
+// Here every c_t = 1/(B·T): L is the mean next-token NLL, ∂L/∂ℓ_t = −1/(B·T). SFT (section 5)
+// puts its coefficients on completion tokens only. A preference loss (section 8) is not linear
+// in the ℓ_t: its c_t = −∂L/∂ℓ_t is taken at this forward pass, so Σ_t c_t · (−ℓ_t) has the
+// same gradient as L (the chain rule) though not the same value, and its step reports L.
+// The metrics log (--log) is JSON lines, one per step: {"step" (from 1), "loss" (the step's
+// forward pass, before its update), "lr", "grad_norm" (before clipping), "tok_per_s"}, plus
+// "skipped": true on a skipped step (numbers that are not finite are written as null); sft
+// adds "val_loss" when it validates, dpo its preference metrics (section 8). On --resume the
+// lines after the checkpoint's step are dropped, so the log always matches the weights.
 // =============================================================================================
 
 // The learning-rate schedule: linear warm-up over `warmup` steps, then either constant or a
@@ -1785,10 +1812,19 @@ int cmd_train(int argc, char **argv) {
 // =============================================================================================
 // 5. Supervised fine-tuning (phase 1)
 // `./sirt sft`: instruction tuning on prompt/completion examples — the student learns from the
-// teacher's demonstrations. One example per row of the batch, padded to the longest row; the
-// loss is the mean NLL of the completion tokens and the end-of-text token after them:
-//   c_t = 1/N on completion targets (N = completion tokens in the batch), 0 on prompt and padding.
-// Rows are independent sequences, so examples never attend to each other.
+// teacher's demonstrations. This is phase 1 of SIRT (Ranaldi & Freitas 2024, "Self-Refine
+// Instruction-Tuning for Aligning Reasoning in Language Models"): the completions are the
+// teacher's step-by-step answers, so the student learns to write the reasoning, not only the
+// final answer. One example per row of the batch, padded to the longest row; the loss is the
+// mean NLL of the completion tokens and the end-of-text token after them (the prompt is given,
+// not predicted, so it carries no loss):
+//   L = −(1/N) Σ_t m_t ℓ_t,  m_t = 1 where target t is a completion token, 0 on prompt and
+//   padding, N = Σ_t m_t over the whole batch;  c_t = −∂L/∂ℓ_t = m_t / N.
+// Rows are independent sequences, so examples never attend to each other. The data formats
+// (prompt/completion, text, GSM8K question/answer) and the prompt templates: lib/templates.h.
+// With --valid, the mean completion NLL over the validation set (every token weighing the same)
+// is computed every --eval-every steps (default: each epoch) and at the end, and the lowest
+// one's checkpoint is kept beside --out (sft.bin -> sft.best.bin).
 // =============================================================================================
 
 static Tokenizer *load_tokenizer(const char *path) {
@@ -2375,6 +2411,17 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 // `./sirt sample` turns prompts into completions; `./sirt eval` scores a model on reasoning
 // items: greedy accuracy with a 95% interval and, with K samples, maj@K and pass@K.
 // Reasoning items go through the same prompt template as SFT.
+// Every result of the method is such an accuracy. As in the paper, the model must commit to an
+// answer: a completion is right when the final answer extracted from it (lib/answer.h) equals
+// the gold one. Greedy accuracy (temperature 0) comes with a 95% Wilson score interval; with
+// --samples K, maj@K counts an item right when the most frequent answer of its K samples is
+// right, pass@K when any of them is.
+// Files, JSON lines. `sample --data` reads one item a line (its "prompt" verbatim, else its
+// "text", else its "question" through the template) and writes the line back with every field
+// kept and "samples": [K completions] added. `eval --out` writes one line per item: {"index"
+// (from 0), "gold", "prediction" (null when no answer was found), "correct", "completion" (the
+// greedy one), and with K samples "samples", "majority" ("" when no sample has an answer),
+// "majority_correct", "pass"}.
 // =============================================================================================
 
 // Writes the fields of obj as the start of a JSON object: `{"k": v, ...` (no closing brace), so
@@ -2694,17 +2741,49 @@ int cmd_eval(int argc, char **argv) {
 // =============================================================================================
 // 8. Preference training: DPO and its relatives
 // `./sirt dpo` trains a policy on (prompt, chosen, rejected) pairs against a frozen reference,
-// as TRL's DPO trainer does. Each objective is a function of the summed log-probs of the two
-// completions, S_w (chosen) and S_l (rejected), so — METHOD.md §3 — its gradient reaches every
-// completion token through the same per-token coefficient as SFT's: c = −∂L/∂S. The classifier
-// kernel and the backward pass do not know which objective they serve.
-//   dpo   L = −log σ(βh),  h = (S_w − S_w^ref) − (S_l − S_l^ref)
-//   cdpo  L = −(1−ε) log σ(βh) − ε log σ(−βh)           (label smoothing ε)
-//   ipo   L = (ĥ − 1/(2β))², ĥ as h with mean log-probs a = S/n instead of sums
-//   RPO   adds α·NLL of the chosen completions (--rpo-alpha α), against the fall of their
-//         log-probs that DPO tends to cause.
-// Losses are averaged over the B pairs of a batch. The reference's log-probs are computed once
-// per pair before training (or read from the file's ref_chosen_logps / ref_rejected_logps).
+// as TRL's DPO trainer does: phase 2's optimizer, also usable on its own. DPO (Rafailov et al.
+// 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model") skips
+// RLHF's reward model and sampling loop: the policy that maximizes a reward under a KL penalty
+// towards the reference has the reward r = β·log(π/π_ref) built in (up to a term that depends
+// only on the prompt), so the Bradley-Terry likelihood σ(r_w − r_l) that the chosen completion
+// beats the rejected one can be maximized directly over the policy's own log-probs.
+// Notation, per pair: ℓ_i the policy's log-prob of completion token i (the completion's tokens
+// and the end-of-text after them; prompt tokens never count), S = Σ_i ℓ_i over a completion,
+// n its number of tokens, w chosen, l rejected, R the frozen reference's S (computed once per
+// pair before training, or read from the pairs file; no gradient), h = (S_w − R_w) − (S_l − R_l),
+// σ the logistic function. Per pair:
+//   dpo   L_b = −log σ(βh)                          ∂L_b/∂h = −β σ(−βh)
+//   cdpo  L_b = −(1−ε) log σ(βh) − ε log σ(−βh)     ∂L_b/∂h = β (σ(βh) − (1−ε))
+//         DPO with label smoothing: each preference is taken to be flipped with probability ε
+//         (--label-smoothing; Mitchell 2023, "A note on DPO with noisy preferences &
+//         relationship to IPO").
+//   ipo   L_b = (ĥ − 1/(2β))²                       ∂L_b/∂ĥ = 2 (ĥ − 1/(2β))
+//         ĥ is h with mean log-probs S/n and R/n in place of the sums. DPO can drive h without
+//         bound when a preference is always the same; IPO (Azar et al. 2023, "A General
+//         Theoretical Paradigm to Understand Learning from Human Preferences") regresses it to
+//         the fixed target 1/(2β) instead.
+// The batch loss is the mean over its B pairs, so ∂L/∂S_w = (∂L_b/∂h)/B and ∂L/∂S_l =
+// −(∂L_b/∂h)/B (ipo: also divided by n_w, resp. n_l). RPO (--rpo-alpha α; Pang et al. 2024,
+// "Iterative Reasoning Preference Optimization") adds α times the mean NLL of the chosen tokens
+// of the batch, α · (−Σ_b S_w) / N_c with N_c = Σ_b n_w, which adds −α/N_c to every ∂L/∂S_w: it
+// holds up the chosen log-probs, which DPO tends to lower along with the rejected ones. (The
+// paper divides each chosen sequence's NLL by its own length; here all chosen tokens of the
+// batch weigh the same.)
+// Every token of a completion has ∂S/∂ℓ_i = 1, so its coefficient (section 4) is c_i = −∂L/∂S of
+// its sequence: for dpo, +β σ(−βh)/B on each chosen token (raised, as by an NLL) and −β σ(−βh)/B
+// on each rejected one (lowered). The classifier kernel and the backward pass do not know which
+// objective they serve. With policy = reference, h = 0: the dpo loss is ln 2 and each chosen
+// token's coefficient is β/(2B), not zero (tests/test_dpo.c checks these and hand-computed cases).
+// The metrics logged per step (TRL's names), means over the pairs of the batch: rewards/chosen
+// β(S_w − R_w) and rewards/rejected β(S_l − R_l) (ipo: with the means S/n, R/n), rewards/margins
+// their difference, rewards/accuracies the fraction of pairs whose chosen reward is strictly
+// higher (0 when policy = reference), logps/chosen and logps/rejected the mean S, and nll the
+// mean NLL of the chosen tokens (logged also when α = 0).
+// The pairs file (TRL's format), JSON lines: {"prompt", "chosen", "rejected"}, and optionally
+// both "ref_chosen_logps" and "ref_rejected_logps": the reference's S of each completion
+// (end-of-text included), finite and <= 0; a pair that has them needs no --ref. Prompt and
+// completions are tokenized and truncated as in SFT (section 5). A pair whose chosen or rejected
+// text is empty, or whose two texts are equal, is dropped and counted.
 // =============================================================================================
 
 typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO } PreferenceLoss;
@@ -3052,15 +3131,27 @@ int cmd_dpo(int argc, char **argv) {
 // 9. Self-refinement (phase 2)
 // `./sirt refine`: the student answers the training questions itself, the ground truth scores
 // the answers, and DPO against a frozen reference (the phase-1 model) prefers the good ones.
+// This is phase 2 of SIRT (Ranaldi & Freitas 2024): a student tuned on demonstrations only
+// imitates them; preferring its own correct reasoning paths over its failures, with the reward
+// taken from the ground truth instead of a reward model, is meant to make it generalize beyond
+// them. The reward is the outcome only: a right final answer after a wrong step counts as right.
 // Each round: sample K chain-of-thought answers per question (and, for cot-vs-plain, one
 // answer to the plain prompt) → score them → build pairs → the reference's log-probs → DPO →
 // greedy accuracy on --valid. The checkpoint with the best validation accuracy (the phase-1
-// model included) is kept.
+// model included) is kept as --out; without --valid, the last round's.
 //   cot-vs-plain          the paper's DPO_CoT: a correct CoT answer (chosen) over the plain
-//                         answer (rejected), both under the CoT prompt
-//   correct-vs-incorrect  a correct over an incorrect CoT sample (Iterative RPO / DPO-ST);
-//                         questions whose samples are all right or all wrong give no pair
+//                         answer (rejected, whether or not it is right), both under the CoT
+//                         prompt
+//   correct-vs-incorrect  a correct over an incorrect CoT sample (Iterative RPO, Pang et al.
+//                         2024; DPO-ST, Wang et al. 2024): each distinct correct sample takes
+//                         the next unused incorrect one, in sample order; questions whose
+//                         samples are all right or all wrong give no pair
+//   both                  the pairs of both rules
 // Identical texts are dropped, and each rule makes at most --max-pairs pairs per question.
+// Each round's DPO starts from the policy as the last round left it (not from the kept best),
+// with fresh AdamW moments and schedule; the reference stays the phase-1 model, or with
+// --ref previous becomes each round's result. --keep-pairs DIR writes a round's pairs as
+// DIR/pairs_roundN.jsonl in the pairs format of section 8, reference log-probs included.
 // =============================================================================================
 
 // 1 when every "A OP B = C" step of a completion computes right, 0 when one does not, -1 when
