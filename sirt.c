@@ -2331,8 +2331,9 @@ static void generation_progress(long done, long total, long tokens, double start
 
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
 // NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish. Up to g->batch sequences are decoded together;
-// when one finishes, the next prompt takes its cache slot at once (continuous batching). A
+// draws a progress line as sequences finish. Prompts are decoded in waves of up to g->batch
+// sequences: a wave is prefilled together, a sequence that finishes leaves it, and the next wave
+// starts when the wave's last sequence has finished (freed cache slots wait until then). A
 // sequence's text depends only on its prompt, its index and the seed: rows never mix, so the
 // batch size and the order in which sequences finish change nothing.
 static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
