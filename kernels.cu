@@ -1,6 +1,6 @@
 // kernels.cu — the kernel interface of model.h for NVIDIA GPUs.
 //
-// sirt.c holds the CPU kernels (section "2. Kernels (CPU)"); compiled with -DSIRT_CUDA it leaves
+// sirt.c holds the CPU kernels (section "1. Kernels (CPU)"); compiled with -DSIRT_CUDA it leaves
 // them out and links against this file instead, and the rest of the program runs unchanged: the
 // training, sampling and preference code only ever calls the functions of model.h. Read the CPU
 // version of a kernel first; the one here computes the same thing, split over GPU threads.

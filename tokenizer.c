@@ -56,7 +56,13 @@
  *     20      the merges in rank order, 8 bytes each: left id, right id. Merge k makes id 256 + k,
  *             and may only use ids below 256 + k.
  * The file is exactly 20 + 8 * n_merges bytes. tok_save_llmc() also writes llm.c's decode table
- * (see FORMATS.md: magic 20240328, version 2, then per token a length byte and the bytes).
+ * (`./sirt tokenizer --llmc-out`), which llm.c's programs read to print the tokens they sample:
+ *     header  256 little-endian uint32 (1024 bytes): [0] magic 20240328, [1] version 2,
+ *             [2] vocab_size, [3] end-of-text id (llm.c's version 1 has no [3]: it is then
+ *             50256); the rest zero
+ *     then    for every id 0 .. vocab_size-1: one uint8 length (1..255), then that many bytes
+ *             (the end-of-text token's bytes are "<|endoftext|>").
+ * It holds no merges, so it can only decode: tok_load refuses it.
  *
  * GPT-2's own tokenizer loads from encoder.json + vocab.bpe (tok_load on their directory) and
  * encodes exactly as OpenAI's encoder.py does; there ids follow encoder.json, not the rule above.

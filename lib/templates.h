@@ -11,8 +11,11 @@
 // The data formats, detected from the fields a line has (checked in this order):
 //   {"prompt": P, "completion": C}  ->  prompt P, completion C, verbatim.
 //   {"text": T}                     ->  prompt "", completion T (the loss is on every token).
-//   {"question": Q, "answer": A}    ->  a reasoning item in GSM8K's form, rendered as below.
-// Other fields (such as "options") are ignored.
+//   {"question": Q, "answer": A}    ->  a reasoning item in GSM8K's form, rendered as below;
+//                                       an optional string "gold" is its true final answer,
+//                                       scored against in place of the `#### N` of a teacher
+//                                       that may be wrong (the completion still ends with N).
+// Other fields (such as "options") are ignored. `./sirt data` writes the third form (lib/task.h).
 //
 // The prompt template (SIPF's format), with one instruction slot:
 //

@@ -5,8 +5,11 @@
 #define SIRT_LIB_TOKENS_H
 
 // =============================================================================================
-// llm.c token shards: a 256 × int32 header (magic 20240520, version 1, number of tokens) and
-// then the tokens as uint16. A run reads windows of B·T+1 tokens: the first B·T are the inputs,
+// llm.c token shards: a 256 × int32 header ([0] magic 20240520, [1] version 1, [2] number of
+// tokens) and then the tokens as uint16, in the machine's (little-endian) byte order. The file
+// must be exactly 1024 + 2 × count bytes and every token below the model's V. sirt reads shards
+// and does not write them: llm.c's data scripts make them, documents separated by the
+// end-of-text token. A run reads windows of B·T+1 tokens: the first B·T are the inputs,
 // the same shifted by one the targets. Window k of a shard starts at token k·B·T, so batch i of
 // an unshuffled run is window i (then the next shard, and round again), as llm.c reads them.
 // With --shuffle, each epoch visits every window of every shard once, in an order drawn from
