@@ -1037,7 +1037,7 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 // machine's byte order: little-endian on x86 and ARM, as in llm.c's files.
 //   header 256 × int32: [0] magic 20240326, [1] version 3 (float32 weights; llm.c's version 5,
 //     bfloat16, is refused), [2] maxT (context length), [3] V (vocabulary), [4] L (layers),
-//     [5] NH (heads), [6] C (channels), [7] Vp (V padded up; the rest zero)
+//     [5] NH (heads), [6] C (channels), [7] Vp (V padded up, below), [8..255] zero
 //   then the 16 parameter tensors as float32, back to back, in the order of ParamTensors:
 //     wte (Vp,C) wpe (maxT,C) ln1w ln1b (L,C) qkvw (L,3C,C) qkvb (L,3C) attprojw (L,C,C)
 //     attprojb (L,C) ln2w ln2b (L,C) fcw (L,4C,C) fcb (L,4C) fcprojw (L,C,4C) fcprojb (L,C)
