@@ -1,9 +1,7 @@
-// sirt.c — Self-Refine Instruction-Tuning, from scratch, in one C file.
+// sirt.c — Self-Refine Instruction-Tuning, from scratch, in one translation unit.
 //
 // A small GPT-2-shaped student learns to reason from a teacher's demonstrations and then improves
-// itself. This file is the whole program: it reads top to bottom in the order the data flows.
-//
-// This file is the method, read top to bottom in the order the data flows. The support code that
+// itself. This file is the method, read top to bottom in the order the data flows. The support code that
 // does not know the model (files, JSON, the built-in task, answer checking, reports, the tuned
 // matrix product) lives in the headers of lib/, included below, each saying what it defines.
 //
