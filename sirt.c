@@ -50,6 +50,7 @@
 #include "lib/templates.h" // Example: the prompt templates, GSM8K-style items as prompt/completion
 #include "lib/task.h"      // TaskItem: the built-in word problems and their teacher; `./sirt data`
 #include "lib/answer.h"    // answer_extract, answer_is_correct, answer_check_steps
+#include "lib/report.h"    // wilson_interval, Score, paired_bootstrap: the statistics of reports
 
 
 // =============================================================================================
@@ -2533,18 +2534,7 @@ int cmd_sample(int argc, char **argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Evaluation. An item is correct when the final answer extracted from the completion equals the
-// gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval.
-typedef struct {
-    double low, high;
-} Interval;
-
-static Interval wilson_interval(long correct, long n) {
-    if (n == 0) return (Interval){0, 0};
-    double z = 1.959964, p = (double)correct / n, z2n = z * z / n;
-    double center = (p + z2n / 2) / (1 + z2n);
-    double half = z * sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n);
-    return (Interval){center - half > 0 ? center - half : 0, center + half < 1 ? center + half : 1};
-}
+// gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval (lib/report.h).
 
 // The majority answer among k completions (no-answer samples do not vote; a tie goes to the
 // answer seen first). Returns 0 when no sample has an answer.
@@ -3490,12 +3480,6 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     return n;
 }
 
-// One evaluation: how many items a row answered correctly, and which (for the paired bootstrap).
-typedef struct {
-    long correct, n;
-    unsigned char *hit;  // hit[i]: item i answered correctly
-} Score;
-
 // Accuracy of a model (or, with model_path NULL, of the data's own demonstrations).
 static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
                         const GenerateSettings *g) {
@@ -3605,42 +3589,6 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
         }
     tok_free(tok);
     printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
-}
-
-// Paired bootstrap of the gain of one row over another on one column: the test items of every
-// seed are resampled with replacement — the same draw for both rows, which is the pairing — and
-// the statistic is the mean over seeds of the accuracy difference. 95% percentile interval of
-// 2,000 resamples, from a fixed seed (the same data give the same interval).
-typedef struct { double gain, low, high; } Gain;
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static Gain paired_bootstrap(const Score *row, const Score *base, int seeds, int stride) {
-    enum { RESAMPLES = 2000 };
-    double *stats = xmalloc(RESAMPLES * sizeof(double)), gain = 0;
-    for (int s = 0; s < seeds; s++)
-        gain += (double)(row[s * stride].correct - base[s * stride].correct) / row[s * stride].n / seeds;
-    Rng rng = rng_seeded(2024);
-    for (int k = 0; k < RESAMPLES; k++) {
-        double total = 0;
-        for (int s = 0; s < seeds; s++) {
-            const Score *x = &row[s * stride], *y = &base[s * stride];
-            long diff = 0;
-            for (long i = 0; i < x->n; i++) {
-                long j = rng_u32(&rng) % x->n;
-                diff += x->hit[j] - y->hit[j];
-            }
-            total += (double)diff / x->n;
-        }
-        stats[k] = total / seeds;
-    }
-    qsort(stats, RESAMPLES, sizeof(double), compare_doubles);
-    Gain out = {gain, stats[(int)(0.025 * RESAMPLES)], stats[(int)(0.975 * RESAMPLES) - 1]};
-    free(stats);
-    return out;
 }
 
 // scores are laid out [seed][row][column]
