@@ -48,6 +48,7 @@
 #include "lib/templates.h" // Example: the prompt templates, GSM8K-style items as prompt/completion
 #include "lib/task.h"      // TaskItem: the built-in word problems and their teacher; `./sirt data`
 #include "lib/answer.h"    // answer_extract, answer_is_correct, answer_check_steps
+#include "lib/report.h"    // wilson_interval, Score, paired_bootstrap, ReportTable: tables, JSON, SVG
 
 
 // =============================================================================================
@@ -2579,18 +2580,7 @@ int cmd_sample(int argc, char **argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Evaluation. An item is correct when the final answer extracted from the completion equals the
-// gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval.
-typedef struct {
-    double low, high;
-} Interval;
-
-static Interval wilson_interval(long correct, long n) {
-    if (n == 0) return (Interval){0, 0};
-    double z = 1.959964, p = (double)correct / n, z2n = z * z / n;
-    double center = (p + z2n / 2) / (1 + z2n);
-    double half = z * sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n);
-    return (Interval){center - half > 0 ? center - half : 0, center + half < 1 ? center + half : 1};
-}
+// gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval (lib/report.h).
 
 // The majority answer among k completions (no-answer samples do not vote; a tie goes to the
 // answer seen first). Returns 0 when no sample has an answer.
@@ -3580,12 +3570,6 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     return n;
 }
 
-// One evaluation: how many items a row answered correctly, and which (for the paired bootstrap).
-typedef struct {
-    long correct, n;
-    unsigned char *hit;  // hit[i]: item i answered correctly
-} Score;
-
 // Accuracy of a model (or, with model_path NULL, of the data's own demonstrations).
 static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
                         const GenerateSettings *g) {
@@ -3610,8 +3594,7 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
     return s;
 }
 
-// Runs the whole pipeline for one seed in dir and fills scores[row * REPRO_COLUMNS + column]
-// for the columns of --task.
+// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column].
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
                            int n_rows, Score *scores) {
     char path[1200], seedtxt[32], ntxt[32];
@@ -3691,213 +3674,40 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
         for (int c = 0; c < repro_columns(rs); c++) {
             snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
                      REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
-            scores[r * REPRO_COLUMNS + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
+            scores[r * repro_columns(rs) + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
         }
     tok_free(tok);
     printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
 }
 
-// Paired bootstrap of the gain of one row over another on one column: the test items of every
-// seed are resampled with replacement — the same draw for both rows, which is the pairing — and
-// the statistic is the mean over seeds of the accuracy difference. 95% percentile interval of
-// 2,000 resamples, from a fixed seed (the same data give the same interval).
-typedef struct { double gain, low, high; } Gain;
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static Gain paired_bootstrap(const Score *row, const Score *base, int seeds, int stride) {
-    enum { RESAMPLES = 2000 };
-    double *stats = xmalloc(RESAMPLES * sizeof(double)), gain = 0;
-    for (int s = 0; s < seeds; s++)
-        gain += (double)(row[s * stride].correct - base[s * stride].correct) / row[s * stride].n / seeds;
-    Rng rng = rng_seeded(2024);
-    for (int k = 0; k < RESAMPLES; k++) {
-        double total = 0;
-        for (int s = 0; s < seeds; s++) {
-            const Score *x = &row[s * stride], *y = &base[s * stride];
-            long diff = 0;
-            for (long i = 0; i < x->n; i++) {
-                long j = rng_u32(&rng) % x->n;
-                diff += x->hit[j] - y->hit[j];
-            }
-            total += (double)diff / x->n;
-        }
-        stats[k] = total / seeds;
-    }
-    qsort(stats, RESAMPLES, sizeof(double), compare_doubles);
-    Gain out = {gain, stats[(int)(0.025 * RESAMPLES)], stats[(int)(0.975 * RESAMPLES) - 1]};
-    free(stats);
-    return out;
-}
-
-// scores are laid out [seed][row][column]
-static Score *repro_score(Score *scores, int n_rows, int seed, int row, int column) {
-    return &scores[((size_t)seed * n_rows + row) * REPRO_COLUMNS + column];
-}
-
-static void print_columns_header(const ReproSettings *rs, const char *title) {
-    printf("\n%-32s", title);
-    for (int c = 0; c < repro_columns(rs); c++)
-        printf(" %7s %-10s", repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
-    printf("\n");
-}
-
-// results.svg: grouped bars (one per row) per family and split: the mean accuracy over seeds,
-// whiskers the 95% Wilson interval of the pooled counts.
-static void write_svg(const ReproSettings *rs, const char *path, const ReproRow *rows, int n_rows,
-                      Score *scores, int seeds) {
-    static const char *const colors[REPRO_MAX_ROWS] = {"#999999", "#4c72b0", "#dd8452", "#55a868",
-        "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"};
-    int bar = 24, group = bar * n_rows + 36, W = group * repro_columns(rs) + 100, top = 40, base = 300;
-    int legend_rows = (n_rows + 2) / 3, H = base + 50 + 18 * legend_rows;
-    SafeFile sf;
-    safe_open(&sf, path);
-    FILE *f = sf.file;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
-               "fill=\"white\"/>\n<text x=\"60\" y=\"22\" font-size=\"15\">Accuracy on the built-in "
-               "task, %d seed%s (95%% intervals)</text>\n", W, H, seeds, seeds > 1 ? "s" : "");
-    for (int p = 0; p <= 100; p += 25) {
-        double y = base - (base - top) * p / 100.0;
-        fprintf(f, "<line x1=\"55\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"50\" "
-                   "y=\"%.1f\" text-anchor=\"end\">%d%%</text>\n", W - 30, y, y, y + 4, p);
-    }
-    for (int c = 0; c < repro_columns(rs); c++) {
-        int gx = 70 + group * c;
-        for (int r = 0; r < n_rows; r++) {
-            long correct = 0, n = 0;
-            for (int s = 0; s < seeds; s++) {
-                correct += repro_score(scores, n_rows, s, r, c)->correct;
-                n += repro_score(scores, n_rows, s, r, c)->n;
-            }
-            if (!n) continue;
-            double acc = (double)correct / n;
-            Interval ci = wilson_interval(correct, n);
-            double x = gx + bar * r, y = base - (base - top) * acc;
-            fprintf(f, "<rect x=\"%.0f\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"/>\n",
-                    x, y, bar - 3, base - y, colors[r]);
-            fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
-                    x + (bar - 3) / 2.0, x + (bar - 3) / 2.0, base - (base - top) * ci.low,
-                    base - (base - top) * ci.high);
-        }
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text><text x=\"%d\" "
-                   "y=\"%d\" text-anchor=\"middle\">%s</text>\n", gx + bar * n_rows / 2, base + 18,
-                repro_family(rs, c / REPRO_SPLITS), gx + bar * n_rows / 2, base + 33,
-                REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
-    }
-    for (int r = 0; r < n_rows; r++) {
-        int x = 70 + 250 * (r % 3), y = base + 50 + 18 * (r / 3);
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
-                   "y=\"%d\">", x, y - 10, colors[r], x + 18, y);
-        const char *label = rows[r].label;
-        while (*label == ' ') label++; // the table indents the ablations' rows
-        fprintf(f, "%s</text>\n", label);
-    }
-    fputs("</svg>\n", f);
-    safe_commit(&sf);
-}
-
-// Prints the tables (per seed when there are several; mean ± sd; gains with paired bootstrap
-// intervals) and writes results.json.
+// The report (lib/report.h): the table's rows, its columns (each family's test splits) and the
+// scores, printed, written into DIR/results.json with the run's settings, and drawn in results.svg.
 static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
-                         Score *scores) {
-    char path[1200];
-    int S = rs->seeds;
-    for (int s = 0; s < S; s++) {
-        char title[64];
-        snprintf(title, sizeof title, S > 1 ? "seed %ld: accuracy (%%)" : "accuracy (%%)", rs->seed + s);
-        print_columns_header(rs, title);
-        for (int r = 0; r < n_rows; r++) {
-            printf("%-32s", rows[r].label);
-            for (int c = 0; c < repro_columns(rs); c++) {
-                const Score *x = repro_score(scores, n_rows, s, r, c);
-                Interval ci = wilson_interval(x->correct, x->n);
-                printf(" %5.1f [%4.1f,%5.1f]", 100.0 * x->correct / x->n, 100 * ci.low, 100 * ci.high);
-            }
-            printf("\n");
-        }
-    }
-    if (S > 1) {
-        print_columns_header(rs, "mean ± sd over seeds (%)");
-        for (int r = 0; r < n_rows; r++) {
-            printf("%-32s", rows[r].label);
-            for (int c = 0; c < repro_columns(rs); c++) {
-                double sum = 0, sq = 0;
-                for (int s = 0; s < S; s++) {
-                    const Score *x = repro_score(scores, n_rows, s, r, c);
-                    double acc = 100.0 * x->correct / x->n;
-                    sum += acc, sq += acc * acc;
-                }
-                double mean = sum / S, sd = sqrt(fmax(0.0, (sq - S * mean * mean) / (S - 1)));
-                printf(" %6.1f ± %-10.1f", mean, sd);
-            }
-            printf("\n");
-        }
-    }
-    Gain gains[REPRO_MAX_ROWS][REPRO_COLUMNS]; // each refined row over its SFT row
-    print_columns_header(rs, "gain over SFT (points)");
-    for (int r = 0; r < n_rows; r++) {
-        if (rows[r].baseline < 0) continue;
-        printf("%-32s", rows[r].label);
-        for (int c = 0; c < repro_columns(rs); c++) {
-            Gain gn = gains[r][c] = paired_bootstrap(repro_score(scores, n_rows, 0, r, c),
-                                                     repro_score(scores, n_rows, 0, rows[r].baseline, c),
-                                                     S, n_rows * REPRO_COLUMNS);
-            printf(" %+5.1f [%+4.1f,%+5.1f]", 100 * gn.gain, 100 * gn.low, 100 * gn.high);
-        }
-        printf("\n");
-    }
-    printf("(paired bootstrap 95%% intervals over the test items%s)\n", S > 1 ? " of every seed" : "");
+                         const Score *scores) {
+    ReportRow report_rows[REPRO_MAX_ROWS];
+    ReportColumn columns[REPRO_COLUMNS];
+    for (int r = 0; r < n_rows; r++) report_rows[r] = (ReportRow){rows[r].label, rows[r].key, rows[r].baseline};
+    for (int c = 0; c < repro_columns(rs); c++)
+        columns[c] = (ReportColumn){repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS]};
+    ReportTable table = {report_rows, n_rows, columns, repro_columns(rs), rs->seeds, rs->seed, scores};
+    report_print_accuracy(&table);
+    report_print_mean_sd(&table);
+    Gain *gains = report_gains(&table); // each refined row over its SFT row
+    report_print_gains(&table, gains, "gain over SFT (points)");
 
+    char path[1200];
     snprintf(path, sizeof path, "%s/results.json", dir);
     SafeFile sf;
     safe_open(&sf, path);
-    FILE *f = sf.file;
-    fprintf(f, "{\"seeds\": [");
-    for (int s = 0; s < S; s++) fprintf(f, "%s%ld", s ? ", " : "", rs->seed + s);
-    fprintf(f, "], \"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
-               "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n\"results\": [",
+    report_json_begin(&table, sf.file);
+    fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
+                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n",
             rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha);
-    int first = 1;
-    for (int s = 0; s < S; s++)
-        for (int r = 0; r < n_rows; r++)
-            for (int c = 0; c < repro_columns(rs); c++) {
-                const Score *x = repro_score(scores, n_rows, s, r, c);
-                Interval ci = wilson_interval(x->correct, x->n);
-                fprintf(f, "%s\n  {\"model\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
-                           "\"correct\": %ld, \"n\": %ld, \"seed\": %ld, \"accuracy\": %.6f, "
-                           "\"ci95\": [%.6f, %.6f]}", first ? "" : ",", rows[r].key,
-                        repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
-                        x->correct, x->n, rs->seed + s, (double)x->correct / x->n, ci.low, ci.high);
-                first = 0;
-            }
-    fprintf(f, "\n],\n\"gains\": [");
-    first = 1;
-    for (int r = 0; r < n_rows; r++) {
-        if (rows[r].baseline < 0) continue;
-        for (int c = 0; c < repro_columns(rs); c++) {
-            Gain gn = gains[r][c];
-            fprintf(f, "%s\n  {\"model\": \"%s\", \"over\": \"%s\", \"family\": \"%s\", \"split\": "
-                       "\"%s\", \"gain\": %.6f, \"ci95\": [%.6f, %.6f], \"per_seed\": [",
-                    first ? "" : ",", rows[r].key, rows[rows[r].baseline].key,
-                    repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS],
-                    gn.gain, gn.low, gn.high);
-            for (int s = 0; s < S; s++) {
-                const Score *x = repro_score(scores, n_rows, s, r, c);
-                const Score *y = repro_score(scores, n_rows, s, rows[r].baseline, c);
-                fprintf(f, "%s%.6f", s ? ", " : "", (double)(x->correct - y->correct) / x->n);
-            }
-            fprintf(f, "]}");
-            first = 0;
-        }
-    }
-    fputs("\n]}\n", f);
+    report_json_finish(&table, gains, sf.file);
     safe_commit(&sf);
     snprintf(path, sizeof path, "%s/results.svg", dir);
-    write_svg(rs, path, rows, n_rows, scores, S);
+    report_write_svg(&table, path, "Accuracy on the built-in task");
+    free(gains);
 }
 
 static void repro_usage(void) {
@@ -3960,17 +3770,17 @@ int cmd_reproduce(int argc, char **argv) {
     mkdir_p(dir);
     ReproRow rows[REPRO_MAX_ROWS];
     int n_rows = repro_rows(&rs, rows);
-    // every row has room for REPRO_COLUMNS columns; --task math or choice fills the first three
-    Score *scores = xcalloc((size_t)rs.seeds * n_rows * REPRO_COLUMNS, sizeof(Score));
+    size_t per_seed = (size_t)n_rows * repro_columns(&rs); // scores are [seed][row][column]
+    Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
     double start = now_seconds();
     for (int s = 0; s < rs.seeds; s++) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
-        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, repro_score(scores, n_rows, s, 0, 0));
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, scores + s * per_seed);
     }
     repro_report(&rs, dir, rows, n_rows, scores);
     printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
-    for (size_t i = 0; i < (size_t)rs.seeds * n_rows * REPRO_COLUMNS; i++) free(scores[i].hit);
+    for (size_t i = 0; i < rs.seeds * per_seed; i++) free(scores[i].hit);
     free(scores);
     return 0;
 }

@@ -1,6 +1,8 @@
-// test_repro.c — tests of section 10 of sirt.c (the reproduction's statistics and files): the
-// paired bootstrap of a gain against hand-computed cases and against the normal approximation,
-// and join_heads. Built from the program's own translation unit (sirt.c without its main).
+// test_repro.c — tests of the reproduction's statistics and files: lib/report.h's Wilson
+// interval against hand-computed values, its paired bootstrap of a gain against hand-computed
+// cases and against the normal approximation, and the gains that its results.json writer writes
+// against paired_bootstrap's own; and join_heads of section 10 of sirt.c. Built from the
+// program's own translation unit (sirt.c without its main).
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.
 #define SIRT_NO_MAIN
 #include "../sirt.c"
@@ -10,6 +12,20 @@ static Score make_score(const unsigned char *hit, long n) {
     Score s = {0, n, xmalloc(n)};
     for (long i = 0; i < n; i++) s.correct += (s.hit[i] = hit[i]);
     return s;
+}
+
+// The Wilson interval, z = 1.959964, by hand: at 0/n the interval is [0, z²/(n + z²)]; at n/n it
+// is [n/(n + z²), 1]; at 5/10 it is 1/2 ± z·sqrt(n/4 + z²/4)/(n + z²). For n = 10 (z² = 3.841459):
+// [0, 0.277533], [0.722467, 1] and [0.236593, 0.763407]. No items: [0, 0].
+static void test_wilson(void) {
+    struct { long correct, n; double low, high; } cases[] = {
+        {0, 10, 0.0, 0.2775328}, {10, 10, 0.7224672, 1.0}, {5, 10, 0.2365931, 0.7634069}, {0, 0, 0, 0}};
+    for (int i = 0; i < 4; i++) {
+        Interval ci = wilson_interval(cases[i].correct, cases[i].n);
+        check(fabs(ci.low - cases[i].low) < 1e-6 && fabs(ci.high - cases[i].high) < 1e-6,
+              "wilson_interval: %ld/%ld is [%.6f, %.6f], expected [%.6f, %.6f]", cases[i].correct,
+              cases[i].n, ci.low, ci.high, cases[i].low, cases[i].high);
+    }
 }
 
 // Hand-computed cases: equal rows gain exactly 0 with the interval [0, 0]; a row right on every
@@ -65,6 +81,85 @@ static void test_bootstrap_normal(void) {
     for (int i = 0; i < 2 * ROWS; i++) free(scores[i].hit), free(hit[i]);
 }
 
+// The results.json writer of lib/report.h: a table of 2 seeds, 3 rows (a baseline and two rows
+// compared with it) and 2 columns of random hits, written with report_json_begin/finish into a
+// directory of its own; every entry of its "gains" array, in order, must carry the gain and
+// interval that paired_bootstrap gives for that row, baseline and column (to the 6 decimals
+// written) and each seed's own difference, and "results" one entry a seed, row and column.
+static void test_json_gains(void) {
+    enum { SEEDS = 2, ROWS = 3, COLUMNS = 2 };
+    const ReportRow rows[ROWS] = {{"base", "base", -1}, {"  better", "better", 0}, {"other", "other", 0}};
+    const ReportColumn columns[COLUMNS] = {{"math", "test"}, {"choice", "test-ood"}};
+    Score scores[SEEDS * ROWS * COLUMNS]; // [seed][row][column]
+    Rng rng = rng_seeded(3);
+    for (int s = 0; s < SEEDS; s++)
+        for (int c = 0; c < COLUMNS; c++) {
+            long n = 40 + 17 * c + 5 * s; // columns and seeds of different sizes
+            for (int r = 0; r < ROWS; r++) {
+                unsigned char hit[100];
+                for (long i = 0; i < n; i++) hit[i] = rng_uniform(&rng) < 0.3f + 0.2f * r;
+                scores[(s * ROWS + r) * COLUMNS + c] = make_score(hit, n);
+            }
+        }
+    ReportTable t = {rows, ROWS, columns, COLUMNS, SEEDS, 7, scores};
+    Gain *gains = report_gains(&t);
+
+    const char *tmp = getenv("TMPDIR");
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/test_repro_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) die("cannot create a directory from %s", dir);
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f) die("cannot write %s", path);
+    report_json_begin(&t, f);
+    fprintf(f, "\"task\": \"test\",\n");
+    report_json_finish(&t, gains, f);
+    if (fclose(f)) die("cannot write %s", path);
+    size_t bytes;
+    char *text = (char *)read_whole_file(path, &bytes);
+    if (!text) die("cannot read %s", path);
+    const char *opening = "{\"seeds\": [7, 8], \"task\": \"test\",\n\"results\": [";
+    check(!strncmp(text, opening, strlen(opening)),
+          "results.json: opens with the seeds, the caller's fields, then the results");
+
+    int results = 0;
+    for (char *p = strstr(text, "{\"model\""); p; p = strstr(p + 1, "{\"model\"")) results++;
+    char *g = strstr(text, "\"gains\": [");
+    int entries = 0, all_match = 1;
+    for (char *line = g ? strchr(g, '\n') : NULL; line && line[1] == ' '; line = strchr(line + 1, '\n')) {
+        char model[32], over[32], family[32], split[32];
+        double gain, low, high, seed_gain[SEEDS];
+        int got = sscanf(line + 1, "  {\"model\": \"%31[^\"]\", \"over\": \"%31[^\"]\", \"family\": "
+                                   "\"%31[^\"]\", \"split\": \"%31[^\"]\", \"gain\": %lf, \"ci95\": "
+                                   "[%lf, %lf], \"per_seed\": [%lf, %lf]}",
+                         model, over, family, split, &gain, &low, &high, &seed_gain[0], &seed_gain[1]);
+        int r = 1 + entries / COLUMNS, c = entries % COLUMNS; // rows 1 and 2, every column
+        if (r >= ROWS) { // more entries than compared rows and columns
+            all_match = 0, entries++;
+            continue;
+        }
+        Gain want = paired_bootstrap(&scores[r * COLUMNS + c], &scores[c], SEEDS, ROWS * COLUMNS);
+        int ok = got == 9 && !strcmp(model, rows[r].key) && !strcmp(over, "base") &&
+                 !strcmp(family, columns[c].family) && !strcmp(split, columns[c].split) &&
+                 fabs(gain - want.gain) < 6e-7 && fabs(low - want.low) < 6e-7 && fabs(high - want.high) < 6e-7;
+        for (int s = 0; s < SEEDS && ok; s++) {
+            const Score *x = &scores[(s * ROWS + r) * COLUMNS + c], *y = &scores[s * ROWS * COLUMNS + c];
+            ok = fabs(seed_gain[s] - (double)(x->correct - y->correct) / x->n) < 6e-7;
+        }
+        if (!ok) all_match = 0;
+        entries++;
+    }
+    check(results == SEEDS * ROWS * COLUMNS + 2 * COLUMNS,
+          "results.json: %d entries, one a seed, row and column, and one a compared row and column", results);
+    check(entries == 2 * COLUMNS && all_match,
+          "results.json: %d gains, each paired_bootstrap's gain and interval, and each seed's difference",
+          entries);
+    free(text);
+    free(gains);
+    for (int i = 0; i < SEEDS * ROWS * COLUMNS; i++) free(scores[i].hit);
+    if (remove(path) || rmdir(dir)) die("cannot remove %s", dir);
+}
+
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f) die("cannot write %s", path);
@@ -89,8 +184,10 @@ static void test_join_heads(void) {
 }
 
 int main(void) {
+    test_wilson();
     test_bootstrap_exact();
     test_bootstrap_normal();
+    test_json_gains();
     test_join_heads();
     return checks_finish();
 }
