@@ -84,11 +84,26 @@
  * 10 command line.
  */
 
+/* What lib/util.h needs, so that this file also compiles on its own
+   (tests/test_tokenizer.c); inside sirt.c all of it is already there (include guards). */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#include <errno.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "lib/util.h"   /* utf8_decode, utf8_encode */
 
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_EOT_TEXT_LEN 13
@@ -646,52 +661,6 @@ static int tok_ascii_class(unsigned char c) {
     return TOK_OTHER;
 }
 
-/* Decodes the UTF-8 character at s[0..n), n >= 1. Returns its length (1..4) and stores the code
-   point, or returns 0 if the bytes there are not well-formed UTF-8 (Unicode Table 3-7): a stray
-   continuation byte, an overlong form, a surrogate, a value above U+10FFFF or a cut-off sequence. */
-static size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char b = s[0], lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
-    size_t need;
-    uint32_t v;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    }
-    if (b >= 0xC2 && b <= 0xDF) { need = 2; v = b & 0x1F; }
-    else if (b >= 0xE0 && b <= 0xEF) { need = 3; v = b & 0x0F; lo = b == 0xE0 ? 0xA0 : 0x80; hi = b == 0xED ? 0x9F : 0xBF; }
-    else if (b >= 0xF0 && b <= 0xF4) { need = 4; v = b & 0x07; lo = b == 0xF0 ? 0x90 : 0x80; hi = b == 0xF4 ? 0x8F : 0xBF; }
-    else return 0;
-    if (n < need || s[1] < lo || s[1] > hi) return 0;
-    v = v << 6 | (s[1] & 0x3F);
-    for (size_t i = 2; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    *cp = v;
-    return need;
-}
-
-/* Writes code point cp (at most U+10FFFF) as UTF-8 into out; returns the length. */
-static size_t tok_utf8_encode(uint32_t cp, unsigned char out[4]) {
-    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xC0 | cp >> 6);
-        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | cp >> 12);
-        out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | cp >> 18);
-    out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* The character at s[pos] (pos < len): returns its length in bytes and stores its class. An
    invalid byte is a one-byte character of class TOK_OTHER. */
 static size_t tok_next_char(const unsigned char *s, size_t len, size_t pos, int *cls) {
@@ -700,7 +669,7 @@ static size_t tok_next_char(const unsigned char *s, size_t len, size_t pos, int 
         *cls = tok_ascii_class(s[pos]);
         return 1;
     }
-    size_t n = tok_utf8_decode(s + pos, len - pos, &cp);
+    size_t n = utf8_decode(s + pos, len - pos, &cp);
     if (n == 0) {
         *cls = TOK_OTHER;
         return 1;
@@ -1611,7 +1580,7 @@ static void tok_gpt2_byte_map(int unicode_to_byte[TOK_GPT2_MAP_SIZE]) {
 static int tok_gpt2_unmap(const unsigned char *s, size_t n, const int *unicode_to_byte, TokBytes *out) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = tok_utf8_decode(s + i, n - i, &cp);
+        size_t k = utf8_decode(s + i, n - i, &cp);
         if (k == 0 || cp >= TOK_GPT2_MAP_SIZE || unicode_to_byte[cp] < 0) return -1;
         if (tok_bytes_push(out, (unsigned char)unicode_to_byte[cp]) != 0) return -1;
         i += k;
@@ -1699,7 +1668,7 @@ static int tok_json_string(TokJson *j, TokBytes *out) {
             case 't': utf8[0] = '\t'; break;
             case 'u':
                 if (tok_json_unicode_escape(j, &cp) != 0) return -1;
-                n = tok_utf8_encode(cp, utf8);
+                n = utf8_encode(cp, utf8);
                 break;
             default: j->pos--; return tok_json_fail(j, "unknown escape");
             }

@@ -6,8 +6,8 @@
 
 // =============================================================================================
 // Every data file is JSON lines: one JSON object a line (the Hugging Face / TRL convention).
-// The reader is written by hand; it needs only die/xmalloc/xcalloc/read_whole_file from lib/util.h
-// and <stdio.h> <stdlib.h> <string.h> <stdarg.h> <errno.h>.
+// The reader is written by hand; it needs only die, xmalloc, read_whole_file, utf8_encode and
+// utf8_decode from lib/util.h, and <stdio.h> <stdlib.h> <string.h> <stdarg.h> <errno.h>.
 //
 // What the reader accepts, and what it decided where JSON leaves a choice:
 //   - Each non-empty line must be one JSON object. Lines that are empty or only spaces/tabs/CR are
@@ -89,27 +89,6 @@ static void json_skip_space(JsonParser *p) {
     while (p->pos < p->len && json_is_space(p->s[p->pos])) p->pos++;
 }
 
-// Writes code point cp as 1-4 bytes of UTF-8; returns how many.
-static int json_utf8_encode(unsigned long cp, unsigned char out[4]) {
-    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xC0 | (cp >> 6));
-        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | (cp >> 12));
-        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | (cp >> 18));
-    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 // Reads the four hex digits of a \u escape (the cursor is just past the 'u').
 static int json_hex4(JsonParser *p, unsigned long *value) {
     *value = 0;
@@ -166,7 +145,7 @@ static int json_parse_string(JsonParser *p, JsonBuf *out) {
             unsigned long cp;
             unsigned char utf8[4];
             if (json_unicode_escape(p, &cp) != 0) return -1;
-            if (out) json_buf_put(out, utf8, (size_t)json_utf8_encode(cp, utf8));
+            if (out) json_buf_put(out, utf8, utf8_encode((uint32_t)cp, utf8));
         } else {
             p->pos--;
             return json_fail(p, c >= 0x20 && c < 0x7F ? "invalid escape \\%c" : "invalid escape (byte 0x%02X)", c);
@@ -420,22 +399,6 @@ const char *jsonl_string(const JsonlFile *f, int i, const char *key) {
 
 // ---- writing --------------------------------------------------------------------------------
 
-// Length of the valid UTF-8 sequence starting at s (1-4), or 0 when the bytes there are not one
-// (bad lead byte, missing continuation, overlong form, surrogate, or above U+10FFFF).
-static size_t json_utf8_valid(const unsigned char *s, size_t n) {
-    if (s[0] < 0x80) return 1;
-    size_t len = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-               : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    if (len == 0 || len > n) return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (s[0] == 0xE0 && s[1] < 0xA0) return 0; // overlong 3-byte
-    if (s[0] == 0xED && s[1] >= 0xA0) return 0; // UTF-16 surrogates
-    if (s[0] == 0xF0 && s[1] < 0x90) return 0; // overlong 4-byte
-    if (s[0] == 0xF4 && s[1] >= 0x90) return 0; // above U+10FFFF
-    return len;
-}
-
 // Writes s[0..len) as a JSON string literal: " and \ escaped, control characters as \n \r \t
 // \b \f or \u00XX, valid UTF-8 kept as it is, and each byte of invalid UTF-8 as \ufffd
 // (so the output is always valid JSON; such bytes do not survive a round trip).
@@ -446,7 +409,8 @@ static void json_write_string(FILE *out, const char *s, size_t len) {
         unsigned char c = u[i];
         const char *named = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
                           : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
-        size_t n = json_utf8_valid(u + i, len - i);
+        uint32_t cp;
+        size_t n = utf8_decode(u + i, len - i, &cp); // 0: not valid UTF-8 there
         if (named) fputs(named, out);
         else if (c < 0x20) fprintf(out, "\\u%04x", c);
         else if (n == 0) fputs("\\ufffd", out);
