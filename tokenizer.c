@@ -103,7 +103,7 @@
 #include <omp.h>
 #endif
 
-#include "lib/util.h"   /* utf8_decode, utf8_encode */
+#include "lib/util.h"   /* hash_bytes, utf8_decode, utf8_encode */
 
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_EOT_TEXT_LEN 13
@@ -339,11 +339,9 @@ typedef struct {
     size_t arena_len, arena_cap;
 } TokBytesIndex;
 
-/* FNV-1a: simple and good enough for short strings. */
-static uint64_t tok_hash_bytes(const unsigned char *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h;
+/* lib/util.h's hash_bytes, mixed so that the low bits, the slot, depend on every byte. */
+static uint64_t tok_hash_string(const void *p, size_t n) {
+    return tok_hash_u64(hash_bytes(p, n));
 }
 
 static int tok_strings_find_hashed(const TokBytesIndex *ix, const unsigned char *p, size_t n,
@@ -360,7 +358,7 @@ static int tok_strings_find_hashed(const TokBytesIndex *ix, const unsigned char 
 }
 
 static int tok_strings_find(const TokBytesIndex *ix, const void *p, size_t n) {
-    return tok_strings_find_hashed(ix, p, n, tok_hash_bytes(p, n));
+    return tok_strings_find_hashed(ix, p, n, tok_hash_string(p, n));
 }
 
 static void tok_strings_place(TokBytesIndex *ix, int32_t number) {
@@ -383,7 +381,7 @@ static int tok_strings_resize(TokBytesIndex *ix, size_t nslots) {
 
 /* Finds or adds the string p[0..n). Returns 1 if added, 0 if already there, -1 out of memory. */
 static int tok_strings_insert(TokBytesIndex *ix, const void *p, size_t n, int *number) {
-    uint64_t hash = tok_hash_bytes(p, n);
+    uint64_t hash = tok_hash_string(p, n);
     int found = tok_strings_find_hashed(ix, p, n, hash);
     if (found >= 0) {
         *number = found;

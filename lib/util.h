@@ -195,7 +195,9 @@ static unsigned char *read_whole_file(const char *path, size_t *bytes) {
     return data;
 }
 
-// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint.
+// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint (so
+// its values must never change), and keys the tokenizer's tables of byte strings. Bit k of the
+// hash depends only on bits 0..k of each word: a table indexed by the low bits mixes it first.
 static uint64_t hash_bytes(const void *data, size_t bytes) {
     const unsigned char *p = data;
     uint64_t h = 0xcbf29ce484222325ull;
