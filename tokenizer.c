@@ -84,7 +84,7 @@
  * 10 command line.
  */
 
-/* What lib/util.h needs, so that this file also compiles on its own
+/* What lib/util.h and lib/jsonl.h need, so that this file also compiles on its own
    (tests/test_tokenizer.c); inside sirt.c all of it is already there (include guards). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -103,7 +103,8 @@
 #include <omp.h>
 #endif
 
-#include "lib/util.h"   /* hash_bytes, utf8_decode, utf8_encode */
+#include "lib/util.h"   /* hash_bytes, utf8_decode */
+#include "lib/jsonl.h"  /* the JSON reader, for GPT-2's encoder.json */
 
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_EOT_TEXT_LEN 13
@@ -1586,156 +1587,56 @@ static int tok_gpt2_unmap(const unsigned char *s, size_t n, const int *unicode_t
     return 0;
 }
 
-/* A tiny JSON reader: just what encoder.json needs (one object of string keys and integer
-   values), with full string escapes. */
+/* What tok_gpt2_encoder_member needs while lib/jsonl.h reads encoder.json. */
 typedef struct {
-    const unsigned char *s;
-    size_t len, pos;
-    const char *name;
-    char *err;
-    size_t errlen;
-} TokJson;
+    const int *unicode_to_byte;
+    TokBytesIndex *tokens;  /* every token's bytes; its number is its place in the file */
+    TokIds *ids;            /* ids[number]: the token's id */
+    TokBytes bytes;         /* work space */
+    int bad_token;          /* the member is valid JSON but not a token */
+} TokEncoderReader;
 
-static int tok_json_fail(TokJson *j, const char *what) {
-    TOK_ERRORF(j->err, j->errlen, "%s: malformed JSON at byte %zu: %s", j->name, j->pos, what);
+/* One member of encoder.json, "token": id. Returns 0, or -1 with what is wrong. */
+static int tok_gpt2_encoder_member(void *ctx, JsonField *f, char *what, size_t whatlen) {
+    TokEncoderReader *r = ctx;
+    const char *problem = NULL;
+    int number, added = 0;
+    r->bytes.len = 0;
+    if (tok_gpt2_unmap((const unsigned char *)f->key, strlen(f->key), r->unicode_to_byte, &r->bytes) != 0)
+        problem = "token has a character that is not one of GPT-2's byte characters";
+    else if (r->bytes.len == 0 || r->bytes.len > TOK_MAX_TOKEN_BYTES)
+        problem = "token must have 1..255 bytes";
+    else if (f->type != JSON_NUMBER) problem = "expected a token id (a non-negative integer)";
+    else if (f->text[0] == '-') problem = "token id must be a non-negative integer";
+    else if (strspn(f->text, "0123456789") != f->len) problem = "token id must be an integer";
+    else if (f->number > TOK_MAX_VOCAB - 1) problem = "token id is too large";
+    else if ((added = tok_strings_insert(r->tokens, r->bytes.data, r->bytes.len, &number)) < 0 ||
+             tok_ids_push(r->ids, (int)f->number) != 0) problem = "out of memory";
+    else if (added == 0) problem = "the same token appears twice";
+    else if (r->tokens->count > TOK_MAX_VOCAB) problem = "more than 65536 tokens";
+    json_field_free(f);
+    if (problem == NULL) return 0;
+    TOK_ERRORF(what, whatlen, "%s", problem);
+    r->bad_token = 1;
     return -1;
 }
 
-static void tok_json_skip_space(TokJson *j) {
-    while (j->pos < j->len && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' ||
-                               j->s[j->pos] == '\n' || j->s[j->pos] == '\r')) j->pos++;
-}
-
-/* Skips space, then consumes character c if it is next. */
-static int tok_json_accept(TokJson *j, char c) {
-    tok_json_skip_space(j);
-    if (j->pos < j->len && j->s[j->pos] == (unsigned char)c) {
-        j->pos++;
-        return 1;
+/* Reads encoder.json, one JSON object of "token": id, with lib/jsonl.h's reader: every token's
+   bytes go into `tokens` (number = order in the file) and its id into ids[number]. */
+static int tok_gpt2_read_encoder(const unsigned char *json, size_t len, const char *name,
+                                 const int *unicode_to_byte, TokBytesIndex *tokens, TokIds *ids,
+                                 char *err, size_t errlen) {
+    TokEncoderReader r = {unicode_to_byte, tokens, ids, {0}, 0};
+    char what[256];
+    int status = json_parse_object_each((const char *)json, len, "the file", tok_gpt2_encoder_member,
+                                        &r, what, sizeof what);
+    tok_bytes_free(&r.bytes);
+    if (status != 0)
+        TOK_ERRORF(err, errlen, "%s: %s%s", name, r.bad_token ? "" : "malformed JSON: ", what);
+    else if (tokens->count == 0) {
+        TOK_ERRORF(err, errlen, "%s: the object has no tokens", name);
+        status = -1;
     }
-    return 0;
-}
-
-static int tok_json_hex4(TokJson *j, uint32_t *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++, j->pos++) {
-        if (j->pos >= j->len) return tok_json_fail(j, "\\u escape is cut off");
-        unsigned char c = j->s[j->pos];
-        int d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
-        if (d < 0) return tok_json_fail(j, "\\u escape needs four hex digits");
-        *v = *v << 4 | (uint32_t)d;
-    }
-    return 0;
-}
-
-/* A \uXXXX escape (the "\u" already read), with UTF-16 surrogate pairs, as one code point. */
-static int tok_json_unicode_escape(TokJson *j, uint32_t *cp) {
-    if (tok_json_hex4(j, cp) != 0) return -1;
-    if (*cp >= 0xDC00 && *cp <= 0xDFFF) return tok_json_fail(j, "lone low surrogate in \\u escape");
-    if (*cp < 0xD800 || *cp > 0xDBFF) return 0;
-    uint32_t low;
-    if (j->pos + 2 > j->len || j->s[j->pos] != '\\' || j->s[j->pos + 1] != 'u')
-        return tok_json_fail(j, "high surrogate \\u escape without a low one after it");
-    j->pos += 2;
-    if (tok_json_hex4(j, &low) != 0) return -1;
-    if (low < 0xDC00 || low > 0xDFFF) return tok_json_fail(j, "high surrogate followed by a non-surrogate");
-    *cp = 0x10000 + ((*cp - 0xD800) << 10) + (low - 0xDC00);
-    return 0;
-}
-
-/* Reads a JSON string; appends its value (UTF-8) to out. */
-static int tok_json_string(TokJson *j, TokBytes *out) {
-    if (!tok_json_accept(j, '"')) return tok_json_fail(j, "expected a string");
-    for (;;) {
-        if (j->pos >= j->len) return tok_json_fail(j, "string is not closed");
-        unsigned char c = j->s[j->pos++], utf8[4];
-        size_t n = 1;
-        if (c == '"') return 0;
-        if (c < 0x20) return tok_json_fail(j, "control character inside a string");
-        utf8[0] = c;
-        if (c == '\\') {
-            if (j->pos >= j->len) return tok_json_fail(j, "string is not closed");
-            c = j->s[j->pos++];
-            uint32_t cp;
-            switch (c) {
-            case '"': case '\\': case '/': utf8[0] = c; break;
-            case 'b': utf8[0] = '\b'; break;
-            case 'f': utf8[0] = '\f'; break;
-            case 'n': utf8[0] = '\n'; break;
-            case 'r': utf8[0] = '\r'; break;
-            case 't': utf8[0] = '\t'; break;
-            case 'u':
-                if (tok_json_unicode_escape(j, &cp) != 0) return -1;
-                n = utf8_encode(cp, utf8);
-                break;
-            default: j->pos--; return tok_json_fail(j, "unknown escape");
-            }
-        }
-        if (tok_bytes_append(out, utf8, n) != 0) return tok_json_fail(j, "out of memory");
-    }
-}
-
-/* Reads a non-negative integer no larger than max. */
-static int tok_json_uint(TokJson *j, uint32_t max, uint32_t *v) {
-    tok_json_skip_space(j);
-    size_t start = j->pos;
-    *v = 0;
-    while (j->pos < j->len && j->s[j->pos] >= '0' && j->s[j->pos] <= '9') {
-        *v = *v * 10 + (uint32_t)(j->s[j->pos++] - '0');
-        if (*v > max) {
-            j->pos = start;
-            return tok_json_fail(j, "token id is too large");
-        }
-    }
-    if (j->pos == start) return tok_json_fail(j, "expected a token id (a non-negative integer)");
-    if (j->pos < j->len && (j->s[j->pos] == '.' || j->s[j->pos] == 'e' || j->s[j->pos] == 'E'))
-        return tok_json_fail(j, "token id must be an integer");
-    return 0;
-}
-
-/* Reads encoder.json: every token's bytes go into `tokens` (number = order in the file) and its
-   id into ids[number]. */
-static int tok_gpt2_read_encoder(TokJson *j, const int *unicode_to_byte, TokBytesIndex *tokens, TokIds *ids) {
-    TokBytes key = {0}, bytes = {0};
-    int status = -1;
-    if (!tok_json_accept(j, '{')) { tok_json_fail(j, "expected '{'"); goto done; }
-    if (tok_json_accept(j, '}')) { tok_json_fail(j, "the object has no tokens"); goto done; }
-    for (;;) {
-        size_t key_pos = j->pos;
-        key.len = bytes.len = 0;
-        if (tok_json_string(j, &key) != 0) goto done;
-        if (tok_gpt2_unmap((const unsigned char *)key.data, key.len, unicode_to_byte, &bytes) != 0) {
-            j->pos = key_pos;
-            tok_json_fail(j, "token has a character that is not one of GPT-2's byte characters");
-            goto done;
-        }
-        if (bytes.len == 0 || bytes.len > TOK_MAX_TOKEN_BYTES) {
-            j->pos = key_pos;
-            tok_json_fail(j, "token must have 1..255 bytes");
-            goto done;
-        }
-        if (!tok_json_accept(j, ':')) { tok_json_fail(j, "expected ':' after the token"); goto done; }
-        uint32_t id;
-        if (tok_json_uint(j, TOK_MAX_VOCAB - 1, &id) != 0) goto done;
-        int number, added = tok_strings_insert(tokens, bytes.data, bytes.len, &number);
-        if (added < 0 || tok_ids_push(ids, (int)id) != 0) { tok_json_fail(j, "out of memory"); goto done; }
-        if (added == 0) {
-            j->pos = key_pos;
-            tok_json_fail(j, "the same token appears twice");
-            goto done;
-        }
-        if (tokens->count > TOK_MAX_VOCAB) { tok_json_fail(j, "more than 65536 tokens"); goto done; }
-        if (tok_json_accept(j, ',')) continue;
-        if (tok_json_accept(j, '}')) break;
-        tok_json_fail(j, "expected ',' or '}' after a token id");
-        goto done;
-    }
-    tok_json_skip_space(j);
-    if (j->pos != j->len) { tok_json_fail(j, "unexpected data after the object"); goto done; }
-    status = 0;
-done:
-    tok_bytes_free(&key);
-    tok_bytes_free(&bytes);
     return status;
 }
 
@@ -1866,9 +1767,9 @@ static Tokenizer *tok_gpt2_parse(const unsigned char *json, size_t json_len, con
     TokBytesIndex tokens = {0};
     TokIds ids = {0};
     Tokenizer *tok = NULL;
-    TokJson j = {json, json_len, 0, json_name, err, errlen};
     tok_gpt2_byte_map(unicode_to_byte);
-    if (tok_gpt2_read_encoder(&j, unicode_to_byte, &tokens, &ids) != 0) goto done;
+    if (tok_gpt2_read_encoder(json, json_len, json_name, unicode_to_byte, &tokens, &ids, err, errlen) != 0)
+        goto done;
     tok = tok_gpt2_vocab(&tokens, &ids, json_name, err, errlen);
     if (tok == NULL) goto done;
     if (tok_gpt2_read_merges(tok, bpe, bpe_len, bpe_name, unicode_to_byte, &tokens, &ids, err, errlen) != 0 ||

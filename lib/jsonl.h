@@ -8,6 +8,8 @@
 // Every data file is JSON lines: one JSON object a line (the Hugging Face / TRL convention).
 // The reader is written by hand; it needs only die, xmalloc, read_whole_file, utf8_encode and
 // utf8_decode from lib/util.h, and <stdio.h> <stdlib.h> <string.h> <stdarg.h> <errno.h>.
+// It also reads one whole JSON object that is too large to keep as a JsonObject, member by member
+// (json_parse_object_each): tokenizer.c reads GPT-2's encoder.json with it.
 //
 // What the reader accepts, and what it decided where JSON leaves a choice:
 //   - Each non-empty line must be one JSON object. Lines that are empty or only spaces/tabs/CR are
@@ -71,13 +73,18 @@ static char *json_strndup(const char *s, size_t n) {
 typedef struct { const char *s; size_t len, pos; char *err; size_t errlen; } JsonParser;
 
 // Records "what (column N)" and returns -1, so that callers can write `return json_fail(...)`.
+// (In text of several lines, a whole file's object, it records "what (line L, column N)".)
 static int json_fail(JsonParser *p, const char *fmt, ...) {
     char what[160];
     va_list args;
     va_start(args, fmt);
     vsnprintf(what, sizeof what, fmt, args);
     va_end(args);
-    snprintf(p->err, p->errlen, "%s (column %zu)", what, p->pos + 1);
+    size_t line = 1, column = p->pos + 1;
+    for (size_t i = 0; i < p->pos; i++)
+        if (p->s[i] == '\n') line++, column = p->pos - i;
+    if (line > 1) snprintf(p->err, p->errlen, "%s (line %zu, column %zu)", what, line, column);
+    else snprintf(p->err, p->errlen, "%s (column %zu)", what, column);
     return -1;
 }
 
@@ -274,12 +281,17 @@ static void json_object_free(JsonObject *obj) {
     obj->count = 0;
 }
 
-static int json_parse_members(JsonParser *p, JsonObject *out) {
+// What json_parse_object_each hands each member to. It takes the field over (keeps or frees it)
+// and returns 0, or -1 with what is wrong in `what` (the reader adds the member's column).
+typedef int (*JsonMemberFn)(void *ctx, JsonField *f, char *what, size_t whatlen);
+
+static int json_parse_members(JsonParser *p, JsonMemberFn each, void *ctx) {
     p->pos++; // '{'
     json_skip_space(p);
     if (json_peek(p) == '}') { p->pos++; return 0; }
     for (;;) {
         if (json_peek(p) != '"') return json_fail(p, "expected a string key");
+        size_t start = p->pos;
         JsonBuf key = {0};
         JsonField f = {0};
         int rc = json_parse_string(p, &key);
@@ -288,7 +300,11 @@ static int json_parse_members(JsonParser *p, JsonObject *out) {
         if (rc == 0 && json_peek(p) != ':') rc = json_fail(p, "expected ':' after key");
         if (rc == 0) { p->pos++; rc = json_parse_member_value(p, &f); }
         if (rc != 0) { json_field_free(&f); return -1; }
-        json_object_add(out, &f);
+        char what[160];
+        if (each(ctx, &f, what, sizeof what) != 0) {
+            p->pos = start;
+            return json_fail(p, "%s", what);
+        }
         json_skip_space(p);
         int c = json_peek(p);
         if (c == '}') { p->pos++; return 0; }
@@ -298,18 +314,33 @@ static int json_parse_members(JsonParser *p, JsonObject *out) {
     }
 }
 
-// Parses one line holding one JSON object. Returns 0, or -1 with a message in err (no file/line).
-static int json_parse_object(const char *line, size_t len, JsonObject *out, char *err, size_t errlen) {
-    JsonParser p = {line, len, 0, err, errlen};
-    out->fields = NULL;
-    out->count = 0;
+// Parses one JSON object from s[0..len), handing each member in order to each(ctx, ...) as soon
+// as it is read. whole names s in a message ("each line", "the file"). Returns 0, or -1 with a
+// message in err (no file/line).
+static int json_parse_object_each(const char *s, size_t len, const char *whole, JsonMemberFn each,
+                                  void *ctx, char *err, size_t errlen) {
+    JsonParser p = {s, len, 0, err, errlen};
     json_skip_space(&p);
-    if (json_peek(&p) != '{') return json_fail(&p, "expected '{' (each line must be one JSON object)");
-    int rc = json_parse_members(&p, out);
+    if (json_peek(&p) != '{') return json_fail(&p, "expected '{' (%s must be one JSON object)", whole);
+    int rc = json_parse_members(&p, each, ctx);
     if (rc == 0) {
         json_skip_space(&p);
         if (p.pos < p.len) rc = json_fail(&p, "trailing characters after the object");
     }
+    return rc;
+}
+
+static int json_object_add_member(void *obj, JsonField *f, char *what, size_t whatlen) {
+    (void)what, (void)whatlen;
+    json_object_add(obj, f);
+    return 0;
+}
+
+// Parses one line holding one JSON object. Returns 0, or -1 with a message in err (no file/line).
+static int json_parse_object(const char *line, size_t len, JsonObject *out, char *err, size_t errlen) {
+    out->fields = NULL;
+    out->count = 0;
+    int rc = json_parse_object_each(line, len, "each line", json_object_add_member, out, err, errlen);
     if (rc != 0) json_object_free(out);
     return rc;
 }
