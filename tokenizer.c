@@ -63,9 +63,15 @@
  *
  * Conventions: functions return 0 / a pointer on success and -1 / NULL on failure; the ones that
  * take (err, errlen) then leave a one-line message there ("FILE: what is wrong"); err may be NULL
- * when errlen is 0. Parsers check every size before they allocate and never trust a count from a
- * file. Encoding updates the tokenizer's piece cache and work space, so one Tokenizer must not be
- * used by two threads at the same time.
+ * when errlen is 0. This is the convention of every reader of sirt (state_parse, shard_parse,
+ * jsonl_parse_buffer, ...): a parser returns its error and never ends the program, so the fuzzers
+ * (tests/fuzz) can drive it; only the commands die() with the message ("sirt: error: ..."), as
+ * section 10 does. Running out of memory is an error here too, except inside lib/jsonl.h's
+ * reader of encoder.json, which dies then, as the rest of sirt does. Parsers check every size
+ * before they allocate and never trust a count from a file. Encoding updates the tokenizer's
+ * piece cache and work space, so one Tokenizer must not be used by two threads at the same time.
+ * The helpers the whole program shares come from lib/util.h (die, xmalloc, read_whole_file,
+ * check_writable, hash_bytes, utf8_decode, flag parsing) and lib/jsonl.h (the JSON reader).
  *
  * API (everything public starts with tok_, apart from the two command-line entry points):
  *   Tokenizer *tok_load(path, err, errlen)       a sirt file, or a directory with GPT-2's files
@@ -103,7 +109,7 @@
 #include <omp.h>
 #endif
 
-#include "lib/util.h"   /* hash_bytes, utf8_decode */
+#include "lib/util.h"   /* die, xmalloc, read_whole_file, check_writable, hash_bytes, utf8_decode, flags */
 #include "lib/jsonl.h"  /* the JSON reader, for GPT-2's encoder.json */
 
 #define TOK_EOT_TEXT "<|endoftext|>"
@@ -1842,124 +1848,74 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
  *     each line (text containing a newline then spans several output lines).
  * ============================================================================================ */
 
-static int tok_cli_usage(void) {
-    fprintf(stderr,
-            "usage: sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
-            "                      [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
-            "       sirt tokenize --tokenizer PATH [--decode] < input\n"
-            "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
-    return 1;
-}
-
-/* Reads the training files named in a comma-separated list. */
-static int tok_cli_read_texts(const char *list, char ***texts, size_t **lens, int *n) {
-    char err[512];
-    char *copy = malloc(strlen(list) + 1);
-    if (copy == NULL) return -1;
-    strcpy(copy, list);
-    int status = 0;
-    *texts = NULL;
-    *lens = NULL;
-    *n = 0;
-    size_t cap_t = 0, cap_l = 0;
-    for (char *name = copy, *comma; name != NULL && status == 0; name = comma ? comma + 1 : NULL) {
-        comma = strchr(name, ',');
-        if (comma != NULL) *comma = '\0';
-        if (*name == '\0') continue;
-        char **t = tok_grow(*texts, &cap_t, (size_t)*n + 1, sizeof *t);
-        if (t != NULL) *texts = t;
-        size_t *l = tok_grow(*lens, &cap_l, (size_t)*n + 1, sizeof *l);
-        if (l != NULL) *lens = l;
-        if (t == NULL || l == NULL) {
-            fprintf(stderr, "error: out of memory\n");
-            status = -1;
-        } else if (tok_read_file(name, SIZE_MAX / 2, &(*texts)[*n], &(*lens)[*n], err, sizeof err) != 0) {
-            fprintf(stderr, "error: %s\n", err);
-            status = -1;
-        } else {
-            (*n)++;
-        }
-    }
-    free(copy);
-    return status;
+static void tok_cli_usage(void) {
+    printf("usage: ./sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
+           "                        [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
+           "       ./sirt tokenize --tokenizer PATH [--decode] < input\n"
+           "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
 }
 
 int cmd_tokenizer(int argc, char **argv) {
     const char *train = NULL, *out = NULL, *llmc_out = NULL;
     long vocab = 0;
     int split_digits = 0;
-    for (int i = 0; i < argc; i += 2) {  /* every option but --split-digits takes a value */
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { tok_cli_usage(); return 0; }
-        if (strcmp(argv[i], "--split-digits") == 0) {
-            split_digits = 1;
-            i--;
-            continue;
-        }
-        if (value == NULL) {
-            fprintf(stderr, "error: %s needs a value\n", argv[i]);
-            return tok_cli_usage();
-        }
-        if (strcmp(argv[i], "--train") == 0) train = value;
-        else if (strcmp(argv[i], "--out") == 0) out = value;
-        else if (strcmp(argv[i], "--llmc-out") == 0) llmc_out = value;
-        else if (strcmp(argv[i], "--vocab") == 0) {
-            char *end;
-            vocab = strtol(value, &end, 10);
-            if (*end != '\0' || end == value) vocab = -1;
-        } else {
-            fprintf(stderr, "error: unknown option %s\n", argv[i]);
-            return tok_cli_usage();
-        }
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--train")) train = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--out")) out = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--llmc-out")) llmc_out = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--vocab")) vocab = parse_long(f, flag_value(argc, argv, &i), 257, TOK_MAX_VOCAB);
+        else if (!strcmp(f, "--split-digits")) split_digits = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
+        else die("tokenizer: unknown flag '%s' (see ./sirt tokenizer --help)", f);
     }
-    if (train == NULL || out == NULL || vocab == 0) {
-        fprintf(stderr, "error: --train, --vocab and --out are required\n");
-        return tok_cli_usage();
+    if (train == NULL || out == NULL || vocab == 0) die("tokenizer: --train, --vocab and --out are required");
+    check_writable(out); // before the training, not after it
+    if (llmc_out != NULL) check_writable(llmc_out);
+
+    /* the training files, named in a comma-separated list */
+    size_t max_files = 1, total = 0;
+    for (const char *c = train; *c; c++) max_files += *c == ',';
+    char *list = xmalloc(strlen(train) + 1), **texts = xmalloc(max_files * sizeof *texts);
+    size_t *lens = xmalloc(max_files * sizeof *lens);
+    int n_texts = 0;
+    strcpy(list, train);
+    for (char *name = list, *comma; name != NULL; name = comma ? comma + 1 : NULL) {
+        comma = strchr(name, ',');
+        if (comma != NULL) *comma = '\0';
+        if (*name == '\0') continue;
+        texts[n_texts] = (char *)read_whole_file(name, &lens[n_texts]);
+        if (texts[n_texts] == NULL) die("cannot open %s: %s", name, strerror(errno));
+        total += lens[n_texts++];
     }
-    if (vocab < 257 || vocab > TOK_MAX_VOCAB) {
-        fprintf(stderr, "error: --vocab must be a number in 257..%d\n", TOK_MAX_VOCAB);
-        return 1;
-    }
-    char **texts = NULL;
-    size_t *lens = NULL, total = 0;
-    int n_texts = 0, status = 1;
+    free(list);
+
     char err[512];
-    Tokenizer *tok = NULL;
-    if (tok_cli_read_texts(train, &texts, &lens, &n_texts) != 0) goto done;
-    for (int i = 0; i < n_texts; i++) total += lens[i];
-    tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, split_digits, err, sizeof err);
-    if (tok == NULL) {
-        fprintf(stderr, "error: %s\n", err);
-        goto done;
-    }
+    Tokenizer *tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, split_digits, err, sizeof err);
+    if (tok == NULL) die("%s", err);
     printf("trained a tokenizer of %d tokens (%d merges + 256 bytes + <|endoftext|> = id %d) on %zu bytes "
            "from %d file(s)\n", tok->vocab_size, tok->n_merges, tok->eot_id, total, n_texts);
     if (tok->vocab_size < vocab)
         printf("note: the text ran out of pairs to merge before %ld tokens\n", vocab);
-    if (tok_save(tok, out, err, sizeof err) != 0 ||
-        (llmc_out != NULL && tok_save_llmc(tok, llmc_out, err, sizeof err) != 0)) {
-        fprintf(stderr, "error: %s\n", err);
-        goto done;
-    }
+    if (tok_save(tok, out, err, sizeof err) != 0) die("%s", err);
+    if (llmc_out != NULL && tok_save_llmc(tok, llmc_out, err, sizeof err) != 0) die("%s", err);
     printf("wrote %s%s%s\n", out, llmc_out ? " and " : "", llmc_out ? llmc_out : "");
-    status = 0;
-done:
     for (int i = 0; i < n_texts; i++) free(texts[i]);
     free(texts);
     free(lens);
     tok_free(tok);
-    return status;
+    return 0;
 }
 
 /* Reads one line of f into line, without its '\n'. Returns 1 if a line was read, 0 at the end
-   of the input, -1 on a read error or out of memory. */
+   of the input, -1 on a read error. */
 static int tok_cli_read_line(FILE *f, TokBytes *line) {
     int c, any = 0;
     line->len = 0;
     while ((c = getc(f)) != EOF) {
         any = 1;
         if (c == '\n') return 1;
-        if (tok_bytes_push(line, (unsigned char)c) != 0) return -1;
+        if (tok_bytes_push(line, (unsigned char)c) != 0) die("out of memory");
     }
     if (ferror(f)) return -1;
     return any;
@@ -1977,7 +1933,7 @@ static int tok_cli_parse_ids(const TokBytes *line, TokIds *ids) {
             v = v * 10 + (line->data[i++] - '0');
             if (v > INT32_MAX) return -1;
         }
-        if (tok_ids_push(ids, (int)v) != 0) return -1;
+        if (tok_ids_push(ids, (int)v) != 0) die("out of memory");
     }
     return 0;
 }
@@ -1986,68 +1942,43 @@ int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
     int decode = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--decode") == 0) decode = 1;
-        else if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { tok_cli_usage(); return 0; }
-        else {
-            fprintf(stderr, "error: unexpected argument %s\n", argv[i]);
-            return tok_cli_usage();
-        }
+        const char *f = argv[i];
+        if (!strcmp(f, "--tokenizer")) path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--decode")) decode = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
+        else die("tokenize: unknown flag '%s' (see ./sirt tokenize --help)", f);
     }
-    if (path == NULL) {
-        fprintf(stderr, "error: --tokenizer PATH is required\n");
-        return tok_cli_usage();
-    }
+    if (path == NULL) die("tokenize: --tokenizer is required");
     char err[512];
     Tokenizer *tok = tok_load(path, err, sizeof err);
-    if (tok == NULL) {
-        fprintf(stderr, "error: %s\n", err);
-        return 1;
-    }
+    if (tok == NULL) die("%s", err);
     TokBytes line = {0}, text = {0};
     TokIds ids = {0};
-    int status = 0, got;
+    int got;
     size_t line_no = 0;
-    while (status == 0 && (got = tok_cli_read_line(stdin, &line)) == 1) {
+    while ((got = tok_cli_read_line(stdin, &line)) == 1) {
         line_no++;
         ids.len = text.len = 0;
         if (decode) {
-            if (tok_cli_parse_ids(&line, &ids) != 0 || tok_decode(tok, ids.data, ids.len, &text) != 0) {
-                fprintf(stderr, "error: line %zu: expected token ids in 0..%d separated by spaces\n",
-                        line_no, tok->vocab_size - 1);
-                status = 1;
-                break;
-            }
+            if (tok_cli_parse_ids(&line, &ids) != 0 || tok_decode(tok, ids.data, ids.len, &text) != 0)
+                die("tokenize --decode: input line %zu: expected token ids in 0..%d separated by spaces",
+                    line_no, tok->vocab_size - 1);
         } else {
-            if (tok_encode(tok, line.data ? line.data : "", line.len, &ids) != 0) {
-                fprintf(stderr, "error: out of memory\n");
-                status = 1;
-                break;
-            }
+            if (tok_encode(tok, line.data ? line.data : "", line.len, &ids) != 0) die("out of memory");
             for (size_t i = 0; i < ids.len; i++) {
                 char num[16];
                 int k = snprintf(num, sizeof num, i ? " %d" : "%d", ids.data[i]);
-                tok_bytes_append(&text, num, (size_t)k);
+                if (tok_bytes_append(&text, num, (size_t)k) != 0) die("out of memory");
             }
         }
-        if (tok_bytes_push(&text, '\n') != 0) {
-            fprintf(stderr, "error: out of memory\n");
-            status = 1;
-            break;
-        }
+        if (tok_bytes_push(&text, '\n') != 0) die("out of memory");
         fwrite(text.data, 1, text.len, stdout);
     }
-    if (status == 0 && got < 0) {
-        fprintf(stderr, "error: cannot read the input\n");
-        status = 1;
-    }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "error: cannot write the output\n");
-        status = 1;
-    }
+    if (got < 0) die("tokenize: cannot read the input: %s", strerror(errno));
+    if (fflush(stdout) != 0 || ferror(stdout)) die("tokenize: cannot write the output");
     tok_bytes_free(&line);
     tok_bytes_free(&text);
     tok_ids_free(&ids);
     tok_free(tok);
-    return status;
+    return 0;
 }
