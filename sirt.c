@@ -42,9 +42,9 @@
 #ifndef SIRT_CUDA              // the CPU kernels' matrix product (the GPU build has cuBLAS):
 #include "lib/gemm.h"      // gemm, tuned for the cache, and gemm_reference, the plain loop
 #endif
+#include "lib/jsonl.h"     // JsonObject, JsonlFile: reading and writing JSON lines
 #include "tokenizer.c"     // Tokenizer: byte-level BPE, ours and GPT-2's; `./sirt tokenizer`
 #include "lib/tokens.h"    // Shard, DataLoader: llm.c token shards and their batches
-#include "lib/jsonl.h"     // JsonObject, JsonlFile: reading and writing JSON lines
 #include "lib/templates.h" // Example: the prompt templates, GSM8K-style items as prompt/completion
 #include "lib/task.h"      // TaskItem: the built-in word problems and their teacher; `./sirt data`
 #include "lib/answer.h"    // answer_extract, answer_is_correct, answer_check_steps

@@ -101,6 +101,13 @@ back=$(echo "$ids" | ./sirt tokenize --tokenizer "$work/tok.bin" --decode)
 if [ "$back" = "$(printf 'Tom buys 5 more.\n\xff\xfe raw bytes')" ] && [ "$(echo "$ids" | wc -l)" -eq 2 ]; then
     ok "tokenize: one line of ids per input line, --decode gives the text back"
 else bad "tokenize round trip: $ids"; fi
+expect_error "tokenize: a missing tokenizer, named" "^sirt: error: $work/nope.bin: cannot open" ./sirt tokenize --tokenizer "$work/nope.bin"
+mkdir -p "$work/badgpt2" && printf '{"a" 1}' >"$work/badgpt2/encoder.json" && : >"$work/badgpt2/vocab.bpe"
+expect_error "tokenize: a malformed encoder.json, named with the column" "^sirt: error: $work/badgpt2/encoder.json: malformed JSON: expected ':' after key (column 6)$" ./sirt tokenize --tokenizer "$work/badgpt2"
+expect_error "tokenize --decode: an id outside the vocabulary, with its input line" "^sirt: error: tokenize --decode: input line 2: expected token ids in 0\.\." sh -c "printf '1 2\n1 70000\n' | ./sirt tokenize --tokenizer '$work/tok.bin' --decode"
+expect_error "tokenize: an unknown flag" "^sirt: error: tokenize: unknown flag '--bogus'" ./sirt tokenize --bogus
+expect_error "tokenizer: --vocab below 257" "^sirt: error: --vocab: 256 is outside \[257, 65536\]" ./sirt tokenizer --train "$work/corpus.txt" --vocab 256 --out "$work/x.bin"
+expect_error "tokenizer: a missing training file, named" "^sirt: error: cannot open $work/nope.txt" ./sirt tokenizer --train "$work/corpus.txt,$work/nope.txt" --vocab 300 --out "$work/x.bin"
 if [ -d ../shared/data/gpt2 ]; then
     got=$(echo "Hello world" | ./sirt tokenize --tokenizer ../shared/data/gpt2)
     [ "$got" = "15496 995" ] && ok "GPT-2 tokenizer: 'Hello world' -> 15496 995" || bad "GPT-2 'Hello world' -> $got"

@@ -69,9 +69,15 @@
  *
  * Conventions: functions return 0 / a pointer on success and -1 / NULL on failure; the ones that
  * take (err, errlen) then leave a one-line message there ("FILE: what is wrong"); err may be NULL
- * when errlen is 0. Parsers check every size before they allocate and never trust a count from a
- * file. Encoding updates the tokenizer's piece cache and work space, so one Tokenizer must not be
- * used by two threads at the same time.
+ * when errlen is 0. This is the convention of every reader of sirt (state_parse, shard_parse,
+ * jsonl_parse_buffer, ...): a parser returns its error and never ends the program, so the fuzzers
+ * (tests/fuzz) can drive it; only the commands die() with the message ("sirt: error: ..."), as
+ * section 10 does. Running out of memory is an error here too, except inside lib/jsonl.h's
+ * reader of encoder.json, which dies then, as the rest of sirt does. Parsers check every size
+ * before they allocate and never trust a count from a file. Encoding updates the tokenizer's
+ * piece cache and work space, so one Tokenizer must not be used by two threads at the same time.
+ * The helpers the whole program shares come from lib/util.h (die, xmalloc, read_whole_file,
+ * check_writable, hash_bytes, utf8_decode, flag parsing) and lib/jsonl.h (the JSON reader).
  *
  * API (everything public starts with tok_, apart from the two command-line entry points):
  *   Tokenizer *tok_load(path, err, errlen)       a sirt file, or a directory with GPT-2's files
@@ -90,11 +96,27 @@
  * 10 command line.
  */
 
+/* What lib/util.h and lib/jsonl.h need, so that this file also compiles on its own
+   (tests/test_tokenizer.c); inside sirt.c all of it is already there (include guards). */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#include <errno.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "lib/util.h"   /* die, xmalloc, read_whole_file, check_writable, hash_bytes, utf8_decode, flags */
+#include "lib/jsonl.h"  /* the JSON reader, for GPT-2's encoder.json */
 
 #define TOK_EOT_TEXT "<|endoftext|>"
 #define TOK_EOT_TEXT_LEN 13
@@ -330,11 +352,9 @@ typedef struct {
     size_t arena_len, arena_cap;
 } TokBytesIndex;
 
-/* FNV-1a: simple and good enough for short strings. */
-static uint64_t tok_hash_bytes(const unsigned char *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h;
+/* lib/util.h's hash_bytes, mixed so that the low bits, the slot, depend on every byte. */
+static uint64_t tok_hash_string(const void *p, size_t n) {
+    return tok_hash_u64(hash_bytes(p, n));
 }
 
 static int tok_strings_find_hashed(const TokBytesIndex *ix, const unsigned char *p, size_t n,
@@ -351,7 +371,7 @@ static int tok_strings_find_hashed(const TokBytesIndex *ix, const unsigned char 
 }
 
 static int tok_strings_find(const TokBytesIndex *ix, const void *p, size_t n) {
-    return tok_strings_find_hashed(ix, p, n, tok_hash_bytes(p, n));
+    return tok_strings_find_hashed(ix, p, n, tok_hash_string(p, n));
 }
 
 static void tok_strings_place(TokBytesIndex *ix, int32_t number) {
@@ -374,7 +394,7 @@ static int tok_strings_resize(TokBytesIndex *ix, size_t nslots) {
 
 /* Finds or adds the string p[0..n). Returns 1 if added, 0 if already there, -1 out of memory. */
 static int tok_strings_insert(TokBytesIndex *ix, const void *p, size_t n, int *number) {
-    uint64_t hash = tok_hash_bytes(p, n);
+    uint64_t hash = tok_hash_string(p, n);
     int found = tok_strings_find_hashed(ix, p, n, hash);
     if (found >= 0) {
         *number = found;
@@ -652,52 +672,6 @@ static int tok_ascii_class(unsigned char c) {
     return TOK_OTHER;
 }
 
-/* Decodes the UTF-8 character at s[0..n), n >= 1. Returns its length (1..4) and stores the code
-   point, or returns 0 if the bytes there are not well-formed UTF-8 (Unicode Table 3-7): a stray
-   continuation byte, an overlong form, a surrogate, a value above U+10FFFF or a cut-off sequence. */
-static size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char b = s[0], lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
-    size_t need;
-    uint32_t v;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    }
-    if (b >= 0xC2 && b <= 0xDF) { need = 2; v = b & 0x1F; }
-    else if (b >= 0xE0 && b <= 0xEF) { need = 3; v = b & 0x0F; lo = b == 0xE0 ? 0xA0 : 0x80; hi = b == 0xED ? 0x9F : 0xBF; }
-    else if (b >= 0xF0 && b <= 0xF4) { need = 4; v = b & 0x07; lo = b == 0xF0 ? 0x90 : 0x80; hi = b == 0xF4 ? 0x8F : 0xBF; }
-    else return 0;
-    if (n < need || s[1] < lo || s[1] > hi) return 0;
-    v = v << 6 | (s[1] & 0x3F);
-    for (size_t i = 2; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    *cp = v;
-    return need;
-}
-
-/* Writes code point cp (at most U+10FFFF) as UTF-8 into out; returns the length. */
-static size_t tok_utf8_encode(uint32_t cp, unsigned char out[4]) {
-    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xC0 | cp >> 6);
-        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | cp >> 12);
-        out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | cp >> 18);
-    out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* The character at s[pos] (pos < len): returns its length in bytes and stores its class. An
    invalid byte is a one-byte character of class TOK_OTHER. */
 static size_t tok_next_char(const unsigned char *s, size_t len, size_t pos, int *cls) {
@@ -706,7 +680,7 @@ static size_t tok_next_char(const unsigned char *s, size_t len, size_t pos, int 
         *cls = tok_ascii_class(s[pos]);
         return 1;
     }
-    size_t n = tok_utf8_decode(s + pos, len - pos, &cp);
+    size_t n = utf8_decode(s + pos, len - pos, &cp);
     if (n == 0) {
         *cls = TOK_OTHER;
         return 1;
@@ -1617,7 +1591,7 @@ static void tok_gpt2_byte_map(int unicode_to_byte[TOK_GPT2_MAP_SIZE]) {
 static int tok_gpt2_unmap(const unsigned char *s, size_t n, const int *unicode_to_byte, TokBytes *out) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = tok_utf8_decode(s + i, n - i, &cp);
+        size_t k = utf8_decode(s + i, n - i, &cp);
         if (k == 0 || cp >= TOK_GPT2_MAP_SIZE || unicode_to_byte[cp] < 0) return -1;
         if (tok_bytes_push(out, (unsigned char)unicode_to_byte[cp]) != 0) return -1;
         i += k;
@@ -1625,156 +1599,56 @@ static int tok_gpt2_unmap(const unsigned char *s, size_t n, const int *unicode_t
     return 0;
 }
 
-/* A tiny JSON reader: just what encoder.json needs (one object of string keys and integer
-   values), with full string escapes. */
+/* What tok_gpt2_encoder_member needs while lib/jsonl.h reads encoder.json. */
 typedef struct {
-    const unsigned char *s;
-    size_t len, pos;
-    const char *name;
-    char *err;
-    size_t errlen;
-} TokJson;
+    const int *unicode_to_byte;
+    TokBytesIndex *tokens;  /* every token's bytes; its number is its place in the file */
+    TokIds *ids;            /* ids[number]: the token's id */
+    TokBytes bytes;         /* work space */
+    int bad_token;          /* the member is valid JSON but not a token */
+} TokEncoderReader;
 
-static int tok_json_fail(TokJson *j, const char *what) {
-    TOK_ERRORF(j->err, j->errlen, "%s: malformed JSON at byte %zu: %s", j->name, j->pos, what);
+/* One member of encoder.json, "token": id. Returns 0, or -1 with what is wrong. */
+static int tok_gpt2_encoder_member(void *ctx, JsonField *f, char *what, size_t whatlen) {
+    TokEncoderReader *r = ctx;
+    const char *problem = NULL;
+    int number, added = 0;
+    r->bytes.len = 0;
+    if (tok_gpt2_unmap((const unsigned char *)f->key, strlen(f->key), r->unicode_to_byte, &r->bytes) != 0)
+        problem = "token has a character that is not one of GPT-2's byte characters";
+    else if (r->bytes.len == 0 || r->bytes.len > TOK_MAX_TOKEN_BYTES)
+        problem = "token must have 1..255 bytes";
+    else if (f->type != JSON_NUMBER) problem = "expected a token id (a non-negative integer)";
+    else if (f->text[0] == '-') problem = "token id must be a non-negative integer";
+    else if (strspn(f->text, "0123456789") != f->len) problem = "token id must be an integer";
+    else if (f->number > TOK_MAX_VOCAB - 1) problem = "token id is too large";
+    else if ((added = tok_strings_insert(r->tokens, r->bytes.data, r->bytes.len, &number)) < 0 ||
+             tok_ids_push(r->ids, (int)f->number) != 0) problem = "out of memory";
+    else if (added == 0) problem = "the same token appears twice";
+    else if (r->tokens->count > TOK_MAX_VOCAB) problem = "more than 65536 tokens";
+    json_field_free(f);
+    if (problem == NULL) return 0;
+    TOK_ERRORF(what, whatlen, "%s", problem);
+    r->bad_token = 1;
     return -1;
 }
 
-static void tok_json_skip_space(TokJson *j) {
-    while (j->pos < j->len && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' ||
-                               j->s[j->pos] == '\n' || j->s[j->pos] == '\r')) j->pos++;
-}
-
-/* Skips space, then consumes character c if it is next. */
-static int tok_json_accept(TokJson *j, char c) {
-    tok_json_skip_space(j);
-    if (j->pos < j->len && j->s[j->pos] == (unsigned char)c) {
-        j->pos++;
-        return 1;
+/* Reads encoder.json, one JSON object of "token": id, with lib/jsonl.h's reader: every token's
+   bytes go into `tokens` (number = order in the file) and its id into ids[number]. */
+static int tok_gpt2_read_encoder(const unsigned char *json, size_t len, const char *name,
+                                 const int *unicode_to_byte, TokBytesIndex *tokens, TokIds *ids,
+                                 char *err, size_t errlen) {
+    TokEncoderReader r = {unicode_to_byte, tokens, ids, {0}, 0};
+    char what[256];
+    int status = json_parse_object_each((const char *)json, len, "the file", tok_gpt2_encoder_member,
+                                        &r, what, sizeof what);
+    tok_bytes_free(&r.bytes);
+    if (status != 0)
+        TOK_ERRORF(err, errlen, "%s: %s%s", name, r.bad_token ? "" : "malformed JSON: ", what);
+    else if (tokens->count == 0) {
+        TOK_ERRORF(err, errlen, "%s: the object has no tokens", name);
+        status = -1;
     }
-    return 0;
-}
-
-static int tok_json_hex4(TokJson *j, uint32_t *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++, j->pos++) {
-        if (j->pos >= j->len) return tok_json_fail(j, "\\u escape is cut off");
-        unsigned char c = j->s[j->pos];
-        int d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
-        if (d < 0) return tok_json_fail(j, "\\u escape needs four hex digits");
-        *v = *v << 4 | (uint32_t)d;
-    }
-    return 0;
-}
-
-/* A \uXXXX escape (the "\u" already read), with UTF-16 surrogate pairs, as one code point. */
-static int tok_json_unicode_escape(TokJson *j, uint32_t *cp) {
-    if (tok_json_hex4(j, cp) != 0) return -1;
-    if (*cp >= 0xDC00 && *cp <= 0xDFFF) return tok_json_fail(j, "lone low surrogate in \\u escape");
-    if (*cp < 0xD800 || *cp > 0xDBFF) return 0;
-    uint32_t low;
-    if (j->pos + 2 > j->len || j->s[j->pos] != '\\' || j->s[j->pos + 1] != 'u')
-        return tok_json_fail(j, "high surrogate \\u escape without a low one after it");
-    j->pos += 2;
-    if (tok_json_hex4(j, &low) != 0) return -1;
-    if (low < 0xDC00 || low > 0xDFFF) return tok_json_fail(j, "high surrogate followed by a non-surrogate");
-    *cp = 0x10000 + ((*cp - 0xD800) << 10) + (low - 0xDC00);
-    return 0;
-}
-
-/* Reads a JSON string; appends its value (UTF-8) to out. */
-static int tok_json_string(TokJson *j, TokBytes *out) {
-    if (!tok_json_accept(j, '"')) return tok_json_fail(j, "expected a string");
-    for (;;) {
-        if (j->pos >= j->len) return tok_json_fail(j, "string is not closed");
-        unsigned char c = j->s[j->pos++], utf8[4];
-        size_t n = 1;
-        if (c == '"') return 0;
-        if (c < 0x20) return tok_json_fail(j, "control character inside a string");
-        utf8[0] = c;
-        if (c == '\\') {
-            if (j->pos >= j->len) return tok_json_fail(j, "string is not closed");
-            c = j->s[j->pos++];
-            uint32_t cp;
-            switch (c) {
-            case '"': case '\\': case '/': utf8[0] = c; break;
-            case 'b': utf8[0] = '\b'; break;
-            case 'f': utf8[0] = '\f'; break;
-            case 'n': utf8[0] = '\n'; break;
-            case 'r': utf8[0] = '\r'; break;
-            case 't': utf8[0] = '\t'; break;
-            case 'u':
-                if (tok_json_unicode_escape(j, &cp) != 0) return -1;
-                n = tok_utf8_encode(cp, utf8);
-                break;
-            default: j->pos--; return tok_json_fail(j, "unknown escape");
-            }
-        }
-        if (tok_bytes_append(out, utf8, n) != 0) return tok_json_fail(j, "out of memory");
-    }
-}
-
-/* Reads a non-negative integer no larger than max. */
-static int tok_json_uint(TokJson *j, uint32_t max, uint32_t *v) {
-    tok_json_skip_space(j);
-    size_t start = j->pos;
-    *v = 0;
-    while (j->pos < j->len && j->s[j->pos] >= '0' && j->s[j->pos] <= '9') {
-        *v = *v * 10 + (uint32_t)(j->s[j->pos++] - '0');
-        if (*v > max) {
-            j->pos = start;
-            return tok_json_fail(j, "token id is too large");
-        }
-    }
-    if (j->pos == start) return tok_json_fail(j, "expected a token id (a non-negative integer)");
-    if (j->pos < j->len && (j->s[j->pos] == '.' || j->s[j->pos] == 'e' || j->s[j->pos] == 'E'))
-        return tok_json_fail(j, "token id must be an integer");
-    return 0;
-}
-
-/* Reads encoder.json: every token's bytes go into `tokens` (number = order in the file) and its
-   id into ids[number]. */
-static int tok_gpt2_read_encoder(TokJson *j, const int *unicode_to_byte, TokBytesIndex *tokens, TokIds *ids) {
-    TokBytes key = {0}, bytes = {0};
-    int status = -1;
-    if (!tok_json_accept(j, '{')) { tok_json_fail(j, "expected '{'"); goto done; }
-    if (tok_json_accept(j, '}')) { tok_json_fail(j, "the object has no tokens"); goto done; }
-    for (;;) {
-        size_t key_pos = j->pos;
-        key.len = bytes.len = 0;
-        if (tok_json_string(j, &key) != 0) goto done;
-        if (tok_gpt2_unmap((const unsigned char *)key.data, key.len, unicode_to_byte, &bytes) != 0) {
-            j->pos = key_pos;
-            tok_json_fail(j, "token has a character that is not one of GPT-2's byte characters");
-            goto done;
-        }
-        if (bytes.len == 0 || bytes.len > TOK_MAX_TOKEN_BYTES) {
-            j->pos = key_pos;
-            tok_json_fail(j, "token must have 1..255 bytes");
-            goto done;
-        }
-        if (!tok_json_accept(j, ':')) { tok_json_fail(j, "expected ':' after the token"); goto done; }
-        uint32_t id;
-        if (tok_json_uint(j, TOK_MAX_VOCAB - 1, &id) != 0) goto done;
-        int number, added = tok_strings_insert(tokens, bytes.data, bytes.len, &number);
-        if (added < 0 || tok_ids_push(ids, (int)id) != 0) { tok_json_fail(j, "out of memory"); goto done; }
-        if (added == 0) {
-            j->pos = key_pos;
-            tok_json_fail(j, "the same token appears twice");
-            goto done;
-        }
-        if (tokens->count > TOK_MAX_VOCAB) { tok_json_fail(j, "more than 65536 tokens"); goto done; }
-        if (tok_json_accept(j, ',')) continue;
-        if (tok_json_accept(j, '}')) break;
-        tok_json_fail(j, "expected ',' or '}' after a token id");
-        goto done;
-    }
-    tok_json_skip_space(j);
-    if (j->pos != j->len) { tok_json_fail(j, "unexpected data after the object"); goto done; }
-    status = 0;
-done:
-    tok_bytes_free(&key);
-    tok_bytes_free(&bytes);
     return status;
 }
 
@@ -1905,9 +1779,9 @@ static Tokenizer *tok_gpt2_parse(const unsigned char *json, size_t json_len, con
     TokBytesIndex tokens = {0};
     TokIds ids = {0};
     Tokenizer *tok = NULL;
-    TokJson j = {json, json_len, 0, json_name, err, errlen};
     tok_gpt2_byte_map(unicode_to_byte);
-    if (tok_gpt2_read_encoder(&j, unicode_to_byte, &tokens, &ids) != 0) goto done;
+    if (tok_gpt2_read_encoder(json, json_len, json_name, unicode_to_byte, &tokens, &ids, err, errlen) != 0)
+        goto done;
     tok = tok_gpt2_vocab(&tokens, &ids, json_name, err, errlen);
     if (tok == NULL) goto done;
     if (tok_gpt2_read_merges(tok, bpe, bpe_len, bpe_name, unicode_to_byte, &tokens, &ids, err, errlen) != 0 ||
@@ -1980,124 +1854,74 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
  *     each line (text containing a newline then spans several output lines).
  * ============================================================================================ */
 
-static int tok_cli_usage(void) {
-    fprintf(stderr,
-            "usage: sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
-            "                      [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
-            "       sirt tokenize --tokenizer PATH [--decode] < input\n"
-            "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
-    return 1;
-}
-
-/* Reads the training files named in a comma-separated list. */
-static int tok_cli_read_texts(const char *list, char ***texts, size_t **lens, int *n) {
-    char err[512];
-    char *copy = malloc(strlen(list) + 1);
-    if (copy == NULL) return -1;
-    strcpy(copy, list);
-    int status = 0;
-    *texts = NULL;
-    *lens = NULL;
-    *n = 0;
-    size_t cap_t = 0, cap_l = 0;
-    for (char *name = copy, *comma; name != NULL && status == 0; name = comma ? comma + 1 : NULL) {
-        comma = strchr(name, ',');
-        if (comma != NULL) *comma = '\0';
-        if (*name == '\0') continue;
-        char **t = tok_grow(*texts, &cap_t, (size_t)*n + 1, sizeof *t);
-        if (t != NULL) *texts = t;
-        size_t *l = tok_grow(*lens, &cap_l, (size_t)*n + 1, sizeof *l);
-        if (l != NULL) *lens = l;
-        if (t == NULL || l == NULL) {
-            fprintf(stderr, "error: out of memory\n");
-            status = -1;
-        } else if (tok_read_file(name, SIZE_MAX / 2, &(*texts)[*n], &(*lens)[*n], err, sizeof err) != 0) {
-            fprintf(stderr, "error: %s\n", err);
-            status = -1;
-        } else {
-            (*n)++;
-        }
-    }
-    free(copy);
-    return status;
+static void tok_cli_usage(void) {
+    printf("usage: ./sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
+           "                        [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
+           "       ./sirt tokenize --tokenizer PATH [--decode] < input\n"
+           "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
 }
 
 int cmd_tokenizer(int argc, char **argv) {
     const char *train = NULL, *out = NULL, *llmc_out = NULL;
     long vocab = 0;
     int split_digits = 0;
-    for (int i = 0; i < argc; i += 2) {  /* every option but --split-digits takes a value */
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { tok_cli_usage(); return 0; }
-        if (strcmp(argv[i], "--split-digits") == 0) {
-            split_digits = 1;
-            i--;
-            continue;
-        }
-        if (value == NULL) {
-            fprintf(stderr, "error: %s needs a value\n", argv[i]);
-            return tok_cli_usage();
-        }
-        if (strcmp(argv[i], "--train") == 0) train = value;
-        else if (strcmp(argv[i], "--out") == 0) out = value;
-        else if (strcmp(argv[i], "--llmc-out") == 0) llmc_out = value;
-        else if (strcmp(argv[i], "--vocab") == 0) {
-            char *end;
-            vocab = strtol(value, &end, 10);
-            if (*end != '\0' || end == value) vocab = -1;
-        } else {
-            fprintf(stderr, "error: unknown option %s\n", argv[i]);
-            return tok_cli_usage();
-        }
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--train")) train = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--out")) out = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--llmc-out")) llmc_out = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--vocab")) vocab = parse_long(f, flag_value(argc, argv, &i), 257, TOK_MAX_VOCAB);
+        else if (!strcmp(f, "--split-digits")) split_digits = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
+        else die("tokenizer: unknown flag '%s' (see ./sirt tokenizer --help)", f);
     }
-    if (train == NULL || out == NULL || vocab == 0) {
-        fprintf(stderr, "error: --train, --vocab and --out are required\n");
-        return tok_cli_usage();
+    if (train == NULL || out == NULL || vocab == 0) die("tokenizer: --train, --vocab and --out are required");
+    check_writable(out); // before the training, not after it
+    if (llmc_out != NULL) check_writable(llmc_out);
+
+    /* the training files, named in a comma-separated list */
+    size_t max_files = 1, total = 0;
+    for (const char *c = train; *c; c++) max_files += *c == ',';
+    char *list = xmalloc(strlen(train) + 1), **texts = xmalloc(max_files * sizeof *texts);
+    size_t *lens = xmalloc(max_files * sizeof *lens);
+    int n_texts = 0;
+    strcpy(list, train);
+    for (char *name = list, *comma; name != NULL; name = comma ? comma + 1 : NULL) {
+        comma = strchr(name, ',');
+        if (comma != NULL) *comma = '\0';
+        if (*name == '\0') continue;
+        texts[n_texts] = (char *)read_whole_file(name, &lens[n_texts]);
+        if (texts[n_texts] == NULL) die("cannot open %s: %s", name, strerror(errno));
+        total += lens[n_texts++];
     }
-    if (vocab < 257 || vocab > TOK_MAX_VOCAB) {
-        fprintf(stderr, "error: --vocab must be a number in 257..%d\n", TOK_MAX_VOCAB);
-        return 1;
-    }
-    char **texts = NULL;
-    size_t *lens = NULL, total = 0;
-    int n_texts = 0, status = 1;
+    free(list);
+
     char err[512];
-    Tokenizer *tok = NULL;
-    if (tok_cli_read_texts(train, &texts, &lens, &n_texts) != 0) goto done;
-    for (int i = 0; i < n_texts; i++) total += lens[i];
-    tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, split_digits, err, sizeof err);
-    if (tok == NULL) {
-        fprintf(stderr, "error: %s\n", err);
-        goto done;
-    }
+    Tokenizer *tok = tok_train((const char *const *)texts, lens, n_texts, (int)vocab, split_digits, err, sizeof err);
+    if (tok == NULL) die("%s", err);
     printf("trained a tokenizer of %d tokens (%d merges + 256 bytes + <|endoftext|> = id %d) on %zu bytes "
            "from %d file(s)\n", tok->vocab_size, tok->n_merges, tok->eot_id, total, n_texts);
     if (tok->vocab_size < vocab)
         printf("note: the text ran out of pairs to merge before %ld tokens\n", vocab);
-    if (tok_save(tok, out, err, sizeof err) != 0 ||
-        (llmc_out != NULL && tok_save_llmc(tok, llmc_out, err, sizeof err) != 0)) {
-        fprintf(stderr, "error: %s\n", err);
-        goto done;
-    }
+    if (tok_save(tok, out, err, sizeof err) != 0) die("%s", err);
+    if (llmc_out != NULL && tok_save_llmc(tok, llmc_out, err, sizeof err) != 0) die("%s", err);
     printf("wrote %s%s%s\n", out, llmc_out ? " and " : "", llmc_out ? llmc_out : "");
-    status = 0;
-done:
     for (int i = 0; i < n_texts; i++) free(texts[i]);
     free(texts);
     free(lens);
     tok_free(tok);
-    return status;
+    return 0;
 }
 
 /* Reads one line of f into line, without its '\n'. Returns 1 if a line was read, 0 at the end
-   of the input, -1 on a read error or out of memory. */
+   of the input, -1 on a read error. */
 static int tok_cli_read_line(FILE *f, TokBytes *line) {
     int c, any = 0;
     line->len = 0;
     while ((c = getc(f)) != EOF) {
         any = 1;
         if (c == '\n') return 1;
-        if (tok_bytes_push(line, (unsigned char)c) != 0) return -1;
+        if (tok_bytes_push(line, (unsigned char)c) != 0) die("out of memory");
     }
     if (ferror(f)) return -1;
     return any;
@@ -2115,7 +1939,7 @@ static int tok_cli_parse_ids(const TokBytes *line, TokIds *ids) {
             v = v * 10 + (line->data[i++] - '0');
             if (v > INT32_MAX) return -1;
         }
-        if (tok_ids_push(ids, (int)v) != 0) return -1;
+        if (tok_ids_push(ids, (int)v) != 0) die("out of memory");
     }
     return 0;
 }
@@ -2124,68 +1948,43 @@ int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
     int decode = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--decode") == 0) decode = 1;
-        else if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { tok_cli_usage(); return 0; }
-        else {
-            fprintf(stderr, "error: unexpected argument %s\n", argv[i]);
-            return tok_cli_usage();
-        }
+        const char *f = argv[i];
+        if (!strcmp(f, "--tokenizer")) path = flag_value(argc, argv, &i);
+        else if (!strcmp(f, "--decode")) decode = 1;
+        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
+        else die("tokenize: unknown flag '%s' (see ./sirt tokenize --help)", f);
     }
-    if (path == NULL) {
-        fprintf(stderr, "error: --tokenizer PATH is required\n");
-        return tok_cli_usage();
-    }
+    if (path == NULL) die("tokenize: --tokenizer is required");
     char err[512];
     Tokenizer *tok = tok_load(path, err, sizeof err);
-    if (tok == NULL) {
-        fprintf(stderr, "error: %s\n", err);
-        return 1;
-    }
+    if (tok == NULL) die("%s", err);
     TokBytes line = {0}, text = {0};
     TokIds ids = {0};
-    int status = 0, got;
+    int got;
     size_t line_no = 0;
-    while (status == 0 && (got = tok_cli_read_line(stdin, &line)) == 1) {
+    while ((got = tok_cli_read_line(stdin, &line)) == 1) {
         line_no++;
         ids.len = text.len = 0;
         if (decode) {
-            if (tok_cli_parse_ids(&line, &ids) != 0 || tok_decode(tok, ids.data, ids.len, &text) != 0) {
-                fprintf(stderr, "error: line %zu: expected token ids in 0..%d separated by spaces\n",
-                        line_no, tok->vocab_size - 1);
-                status = 1;
-                break;
-            }
+            if (tok_cli_parse_ids(&line, &ids) != 0 || tok_decode(tok, ids.data, ids.len, &text) != 0)
+                die("tokenize --decode: input line %zu: expected token ids in 0..%d separated by spaces",
+                    line_no, tok->vocab_size - 1);
         } else {
-            if (tok_encode(tok, line.data ? line.data : "", line.len, &ids) != 0) {
-                fprintf(stderr, "error: out of memory\n");
-                status = 1;
-                break;
-            }
+            if (tok_encode(tok, line.data ? line.data : "", line.len, &ids) != 0) die("out of memory");
             for (size_t i = 0; i < ids.len; i++) {
                 char num[16];
                 int k = snprintf(num, sizeof num, i ? " %d" : "%d", ids.data[i]);
-                tok_bytes_append(&text, num, (size_t)k);
+                if (tok_bytes_append(&text, num, (size_t)k) != 0) die("out of memory");
             }
         }
-        if (tok_bytes_push(&text, '\n') != 0) {
-            fprintf(stderr, "error: out of memory\n");
-            status = 1;
-            break;
-        }
+        if (tok_bytes_push(&text, '\n') != 0) die("out of memory");
         fwrite(text.data, 1, text.len, stdout);
     }
-    if (status == 0 && got < 0) {
-        fprintf(stderr, "error: cannot read the input\n");
-        status = 1;
-    }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "error: cannot write the output\n");
-        status = 1;
-    }
+    if (got < 0) die("tokenize: cannot read the input: %s", strerror(errno));
+    if (fflush(stdout) != 0 || ferror(stdout)) die("tokenize: cannot write the output");
     tok_bytes_free(&line);
     tok_bytes_free(&text);
     tok_ids_free(&ids);
     tok_free(tok);
-    return status;
+    return 0;
 }

@@ -6,8 +6,10 @@
 
 // =============================================================================================
 // Every data file is JSON lines: one JSON object a line (the Hugging Face / TRL convention).
-// The reader is written by hand; it needs only die/xmalloc/xcalloc/read_whole_file from lib/util.h
-// and <stdio.h> <stdlib.h> <string.h> <stdarg.h> <errno.h>.
+// The reader is written by hand; it needs only die, xmalloc, read_whole_file, utf8_encode and
+// utf8_decode from lib/util.h, and <stdio.h> <stdlib.h> <string.h> <stdarg.h> <errno.h>.
+// It also reads one whole JSON object that is too large to keep as a JsonObject, member by member
+// (json_parse_object_each): tokenizer.c reads GPT-2's encoder.json with it.
 //
 // What the reader accepts, and what it decided where JSON leaves a choice:
 //   - Each non-empty line must be one JSON object. Lines that are empty or only spaces/tabs/CR are
@@ -71,13 +73,18 @@ static char *json_strndup(const char *s, size_t n) {
 typedef struct { const char *s; size_t len, pos; char *err; size_t errlen; } JsonParser;
 
 // Records "what (column N)" and returns -1, so that callers can write `return json_fail(...)`.
+// (In text of several lines, a whole file's object, it records "what (line L, column N)".)
 static int json_fail(JsonParser *p, const char *fmt, ...) {
     char what[160];
     va_list args;
     va_start(args, fmt);
     vsnprintf(what, sizeof what, fmt, args);
     va_end(args);
-    snprintf(p->err, p->errlen, "%s (column %zu)", what, p->pos + 1);
+    size_t line = 1, column = p->pos + 1;
+    for (size_t i = 0; i < p->pos; i++)
+        if (p->s[i] == '\n') line++, column = p->pos - i;
+    if (line > 1) snprintf(p->err, p->errlen, "%s (line %zu, column %zu)", what, line, column);
+    else snprintf(p->err, p->errlen, "%s (column %zu)", what, column);
     return -1;
 }
 
@@ -87,27 +94,6 @@ static int json_is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || 
 
 static void json_skip_space(JsonParser *p) {
     while (p->pos < p->len && json_is_space(p->s[p->pos])) p->pos++;
-}
-
-// Writes code point cp as 1-4 bytes of UTF-8; returns how many.
-static int json_utf8_encode(unsigned long cp, unsigned char out[4]) {
-    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xC0 | (cp >> 6));
-        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | (cp >> 12));
-        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | (cp >> 18));
-    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 // Reads the four hex digits of a \u escape (the cursor is just past the 'u').
@@ -166,7 +152,7 @@ static int json_parse_string(JsonParser *p, JsonBuf *out) {
             unsigned long cp;
             unsigned char utf8[4];
             if (json_unicode_escape(p, &cp) != 0) return -1;
-            if (out) json_buf_put(out, utf8, (size_t)json_utf8_encode(cp, utf8));
+            if (out) json_buf_put(out, utf8, utf8_encode((uint32_t)cp, utf8));
         } else {
             p->pos--;
             return json_fail(p, c >= 0x20 && c < 0x7F ? "invalid escape \\%c" : "invalid escape (byte 0x%02X)", c);
@@ -295,12 +281,17 @@ static void json_object_free(JsonObject *obj) {
     obj->count = 0;
 }
 
-static int json_parse_members(JsonParser *p, JsonObject *out) {
+// What json_parse_object_each hands each member to. It takes the field over (keeps or frees it)
+// and returns 0, or -1 with what is wrong in `what` (the reader adds the member's column).
+typedef int (*JsonMemberFn)(void *ctx, JsonField *f, char *what, size_t whatlen);
+
+static int json_parse_members(JsonParser *p, JsonMemberFn each, void *ctx) {
     p->pos++; // '{'
     json_skip_space(p);
     if (json_peek(p) == '}') { p->pos++; return 0; }
     for (;;) {
         if (json_peek(p) != '"') return json_fail(p, "expected a string key");
+        size_t start = p->pos;
         JsonBuf key = {0};
         JsonField f = {0};
         int rc = json_parse_string(p, &key);
@@ -309,7 +300,11 @@ static int json_parse_members(JsonParser *p, JsonObject *out) {
         if (rc == 0 && json_peek(p) != ':') rc = json_fail(p, "expected ':' after key");
         if (rc == 0) { p->pos++; rc = json_parse_member_value(p, &f); }
         if (rc != 0) { json_field_free(&f); return -1; }
-        json_object_add(out, &f);
+        char what[160];
+        if (each(ctx, &f, what, sizeof what) != 0) {
+            p->pos = start;
+            return json_fail(p, "%s", what);
+        }
         json_skip_space(p);
         int c = json_peek(p);
         if (c == '}') { p->pos++; return 0; }
@@ -319,18 +314,33 @@ static int json_parse_members(JsonParser *p, JsonObject *out) {
     }
 }
 
-// Parses one line holding one JSON object. Returns 0, or -1 with a message in err (no file/line).
-static int json_parse_object(const char *line, size_t len, JsonObject *out, char *err, size_t errlen) {
-    JsonParser p = {line, len, 0, err, errlen};
-    out->fields = NULL;
-    out->count = 0;
+// Parses one JSON object from s[0..len), handing each member in order to each(ctx, ...) as soon
+// as it is read. whole names s in a message ("each line", "the file"). Returns 0, or -1 with a
+// message in err (no file/line).
+static int json_parse_object_each(const char *s, size_t len, const char *whole, JsonMemberFn each,
+                                  void *ctx, char *err, size_t errlen) {
+    JsonParser p = {s, len, 0, err, errlen};
     json_skip_space(&p);
-    if (json_peek(&p) != '{') return json_fail(&p, "expected '{' (each line must be one JSON object)");
-    int rc = json_parse_members(&p, out);
+    if (json_peek(&p) != '{') return json_fail(&p, "expected '{' (%s must be one JSON object)", whole);
+    int rc = json_parse_members(&p, each, ctx);
     if (rc == 0) {
         json_skip_space(&p);
         if (p.pos < p.len) rc = json_fail(&p, "trailing characters after the object");
     }
+    return rc;
+}
+
+static int json_object_add_member(void *obj, JsonField *f, char *what, size_t whatlen) {
+    (void)what, (void)whatlen;
+    json_object_add(obj, f);
+    return 0;
+}
+
+// Parses one line holding one JSON object. Returns 0, or -1 with a message in err (no file/line).
+static int json_parse_object(const char *line, size_t len, JsonObject *out, char *err, size_t errlen) {
+    out->fields = NULL;
+    out->count = 0;
+    int rc = json_parse_object_each(line, len, "each line", json_object_add_member, out, err, errlen);
     if (rc != 0) json_object_free(out);
     return rc;
 }
@@ -420,22 +430,6 @@ const char *jsonl_string(const JsonlFile *f, int i, const char *key) {
 
 // ---- writing --------------------------------------------------------------------------------
 
-// Length of the valid UTF-8 sequence starting at s (1-4), or 0 when the bytes there are not one
-// (bad lead byte, missing continuation, overlong form, surrogate, or above U+10FFFF).
-static size_t json_utf8_valid(const unsigned char *s, size_t n) {
-    if (s[0] < 0x80) return 1;
-    size_t len = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-               : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    if (len == 0 || len > n) return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (s[0] == 0xE0 && s[1] < 0xA0) return 0; // overlong 3-byte
-    if (s[0] == 0xED && s[1] >= 0xA0) return 0; // UTF-16 surrogates
-    if (s[0] == 0xF0 && s[1] < 0x90) return 0; // overlong 4-byte
-    if (s[0] == 0xF4 && s[1] >= 0x90) return 0; // above U+10FFFF
-    return len;
-}
-
 // Writes s[0..len) as a JSON string literal: " and \ escaped, control characters as \n \r \t
 // \b \f or \u00XX, valid UTF-8 kept as it is, and each byte of invalid UTF-8 as \ufffd
 // (so the output is always valid JSON; such bytes do not survive a round trip).
@@ -446,7 +440,8 @@ static void json_write_string(FILE *out, const char *s, size_t len) {
         unsigned char c = u[i];
         const char *named = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
                           : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
-        size_t n = json_utf8_valid(u + i, len - i);
+        uint32_t cp;
+        size_t n = utf8_decode(u + i, len - i, &cp); // 0: not valid UTF-8 there
         if (named) fputs(named, out);
         else if (c < 0x20) fprintf(out, "\\u%04x", c);
         else if (n == 0) fputs("\\ufffd", out);

@@ -1,5 +1,5 @@
 // lib/util.h — utilities: errors (die), allocation, timing, the random generator,
-// crash-safe files (SafeFile), whole-file reads, a hash, and command-line value parsing.
+// crash-safe files (SafeFile), whole-file reads, a hash, UTF-8, and command-line value parsing.
 // Part of sirt (one translation unit: sirt.c includes this file); it knows nothing of the model.
 
 #ifndef SIRT_LIB_UTIL_H
@@ -195,7 +195,9 @@ static unsigned char *read_whole_file(const char *path, size_t *bytes) {
     return data;
 }
 
-// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint.
+// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint (so
+// its values must never change), and keys the tokenizer's tables of byte strings. Bit k of the
+// hash depends only on bits 0..k of each word: a table indexed by the low bits mixes it first.
 static uint64_t hash_bytes(const void *data, size_t bytes) {
     const unsigned char *p = data;
     uint64_t h = 0xcbf29ce484222325ull;
@@ -207,6 +209,53 @@ static uint64_t hash_bytes(const void *data, size_t bytes) {
     }
     for (; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+// UTF-8, strictly (Unicode Table 3-7). Decodes the character at s[0..n), n >= 1: returns its
+// length (1..4) and stores its code point, or returns 0 when the bytes there are not well-formed
+// UTF-8 (a stray continuation byte, an overlong form, a surrogate, a value above U+10FFFF or a
+// cut-off sequence).
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char b = s[0], lo = 0x80, hi = 0xBF; // the allowed range of the second byte
+    size_t need;
+    uint32_t v;
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    }
+    if (b >= 0xC2 && b <= 0xDF) { need = 2; v = b & 0x1F; }
+    else if (b >= 0xE0 && b <= 0xEF) { need = 3; v = b & 0x0F; lo = b == 0xE0 ? 0xA0 : 0x80; hi = b == 0xED ? 0x9F : 0xBF; }
+    else if (b >= 0xF0 && b <= 0xF4) { need = 4; v = b & 0x07; lo = b == 0xF0 ? 0x90 : 0x80; hi = b == 0xF4 ? 0x8F : 0xBF; }
+    else return 0;
+    if (n < need || s[1] < lo || s[1] > hi) return 0;
+    v = v << 6 | (s[1] & 0x3F);
+    for (size_t i = 2; i < need; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    *cp = v;
+    return need;
+}
+
+// Writes code point cp (at most U+10FFFF) as 1-4 bytes of UTF-8; returns how many.
+static size_t utf8_encode(uint32_t cp, unsigned char out[4]) {
+    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xC0 | cp >> 6);
+        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | cp >> 12);
+        out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (unsigned char)(0xF0 | cp >> 18);
+    out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 // Command-line parsing: every command reads `--flag value` pairs with these helpers, which die

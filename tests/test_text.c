@@ -370,7 +370,7 @@ static void test_writing(void) {
                              : kind == 2 ? 0x800 + (r >> 8) % 0xF800 : 0x10000 + (r >> 8) % 0x100000;
             if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD; // surrogates are not characters
             unsigned char utf8[4];
-            json_buf_put(&b, utf8, (size_t)json_utf8_encode(cp, utf8));
+            json_buf_put(&b, utf8, utf8_encode((uint32_t)cp, utf8));
         }
         json_buf_put(&b, "", 0);
         char *text = write_to_string(b.data, b.len, &n);

@@ -11,7 +11,8 @@
 
 static int valid_utf8(const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
-        size_t len = json_utf8_valid((const unsigned char *)s + i, n - i);
+        uint32_t cp;
+        size_t len = utf8_decode((const unsigned char *)s + i, n - i, &cp);
         if (!len) return 0;
         i += len;
     }
