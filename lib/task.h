@@ -305,9 +305,7 @@ static uint64_t task_item_key(uint64_t seed, TaskFamily family, TaskSplit split,
 // Which of train, valid and test owns a question: a fixed function of its text alone (no seed),
 // so one text can only ever belong to one of them. Buckets of 32: valid 0-1, test 2-3, train 4-31.
 static TaskSplit task_owner(const char *text) {
-    uint64_t h = 0xcbf29ce484222325ull; // FNV-1a
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
-    int bucket = (int)(task_mix64(h) % 32);
+    int bucket = (int)(task_mix64(hash_text(text)) % 32);
     return bucket < 2 ? TASK_SPLIT_VALID : bucket < 4 ? TASK_SPLIT_TEST : TASK_SPLIT_TRAIN;
 }
 

@@ -195,19 +195,33 @@ static unsigned char *read_whole_file(const char *path, size_t *bytes) {
     return data;
 }
 
-// A 64-bit FNV-1a hash over 8-byte words: pairs a training-state file with its checkpoint (so
-// its values must never change), and keys the tokenizer's tables of byte strings. Bit k of the
-// hash depends only on bits 0..k of each word: a table indexed by the low bits mixes it first.
+// Hashes: 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime 0x100000001b3), in two forms
+// whose values are stored or decide data, so neither may ever change (and one cannot replace
+// the other without changing every state file or every data split).
+#define FNV_BASIS 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+// Over 8-byte words (then the tail byte by byte): pairs a training-state file with its checkpoint,
+// and keys the tokenizer's tables of byte strings. Bit k of the hash depends only on bits 0..k of
+// each word: a table indexed by the low bits mixes it first.
 static uint64_t hash_bytes(const void *data, size_t bytes) {
     const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = FNV_BASIS;
     size_t i = 0;
     for (; i + 8 <= bytes; i += 8) {
         uint64_t word;
         memcpy(&word, p + i, 8);
-        h = (h ^ word) * 0x100000001b3ull;
+        h = (h ^ word) * FNV_PRIME;
     }
-    for (; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (; i < bytes; i++) h = (h ^ p[i]) * FNV_PRIME;
+    return h;
+}
+
+// Byte by byte over a C string (the textbook FNV-1a): decides which split owns a generated
+// question (lib/task.h).
+static uint64_t hash_text(const char *text) {
+    uint64_t h = FNV_BASIS;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * FNV_PRIME;
     return h;
 }
 
