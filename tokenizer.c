@@ -1422,31 +1422,21 @@ fail:
 // Writes PATH.tmp and renames it over PATH only once it is complete, so a crash or a full disk
 // never leaves a half-written tokenizer behind (the previous file stays intact).
 static int tok_write_file(const char *path, const void *data, size_t len, char *err, size_t errlen) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    if (tmp == NULL) {
-        TOK_ERRORF(err, errlen, "%s: out of memory", path);
+    SafeFile sf; // lib/util.h: PATH.tmp, written, flushed, synced, then renamed over PATH
+    if (strlen(path) >= sizeof sf.final_path) {
+        TOK_ERRORF(err, errlen, "%s: path too long", path);
         return -1;
     }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (f == NULL) {
-        TOK_ERRORF(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
+    safe_open_deferred(&sf, path);
+    safe_write(&sf, data, len);
+    int e = safe_finish(&sf);
+    if (!e && rename(sf.temp_path, sf.final_path) != 0) {
+        e = errno;
+        remove(sf.temp_path);
     }
-    int ok = fwrite(data, 1, len, f) == len;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        TOK_ERRORF(err, errlen, "%s: cannot write: %s (the previous file is untouched)", path,
-                   strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
-    return ok ? 0 : -1;
+    if (e) TOK_ERRORF(err, errlen, "%s: cannot write: %s (the previous file is untouched)", path,
+                      strerror(e));
+    return e ? -1 : 0;
 }
 
 /* Appends tok in our file format to out. Only our own tokenizers (trained, or loaded from our
