@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,8 @@
 #endif
 
 #include "model.h"         // Config and the kernel interface: what a port re-implements
-#include "lib/util.h"      // die, xmalloc, now_seconds, Rng, SafeFile (crash-safe writes), flags
+#include "lib/util.h"      // die, xmalloc, now_seconds, Rng, SafeFile (crash-safe writes)
+#include "lib/flags.h"     // Flag, flags_parse, flags_usage: each command's flags and its --help
 #ifndef SIRT_CUDA              // the CPU kernels' matrix product (the GPU build has cuBLAS):
 #include "lib/gemm.h"      // gemm, tuned for the cache, and gemm_reference, the plain loop
 #endif
@@ -1502,23 +1504,18 @@ static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
     return tok_per_s;
 }
 
-// The flags every trainer shares (train, sft, and later dpo).
+// The flags every trainer shares (train, sft, dpo and refine).
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
     int max_bad_steps;  // stop after this many skipped (non-finite) steps in a row
     int detect_anomaly; // check every kernel's output (Model.detect_anomaly)
     float lr, lr_floor;
-    int cosine;
+    int cosine;         // --schedule: 1 cosine, 0 constant
     uint64_t seed;
     OptimizerSettings opt;
+    int threads;        // OpenMP threads (0: OMP_NUM_THREADS, or all cores)
 } TrainArgs;
-
-static const char *TRAIN_FLAGS_HELP =
-    "  (--init model.bin | --config L,NH,C,maxT,V) --batch B --seq T --lr 1e-3\n"
-    "  [--wd 0.0] [--clip 1.0] [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
-    "  [--seed 1337] [--out model.bin] [--resume] [--log metrics.jsonl] [--save-every N]\n"
-    "  [--stop-after K] [--max-bad-steps 5] [--detect-anomaly] [--threads N]\n";
 
 static TrainArgs train_args_defaults(void) {
     TrainArgs a = {0};
@@ -1533,42 +1530,49 @@ static TrainArgs train_args_defaults(void) {
     return a;
 }
 
-// Consumes argv[*i] (and its value) when it is one of the shared flags; returns 0 otherwise.
-static int parse_train_flag(TrainArgs *a, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--init")) a->init = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--config")) a->config = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--out")) a->out = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--log")) a->log = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--batch")) a->B = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--seq")) a->T = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--steps")) a->steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
-    else if (!strcmp(f, "--warmup")) a->warmup = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--save-every")) a->save_every = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--stop-after")) a->stop_after = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--seed")) a->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
-    else if (!strcmp(f, "--lr")) a->lr = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--lr-floor")) a->lr_floor = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--wd")) a->opt.weight_decay = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--clip")) a->opt.clip = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--max-bad-steps")) a->max_bad_steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
-    else if (!strcmp(f, "--detect-anomaly")) a->detect_anomaly = 1;
-    else if (!strcmp(f, "--resume")) a->resume = 1;
-    else if (!strcmp(f, "--schedule")) {
-        const char *s = flag_value(argc, argv, i);
-        if (!strcmp(s, "cosine")) a->cosine = 1;
-        else if (!strcmp(s, "constant")) a->cosine = 0;
-        else die("--schedule must be cosine or constant, got '%s'", s);
-    } else if (!strcmp(f, "--threads")) {
-        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
-#ifdef _OPENMP
-        omp_set_num_threads(n);
-#else
-        (void)n;
-#endif
-    } else return 0;
-    return 1;
-}
+static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
+
+// Their table (lib/flags.h), with a TrainArgs.
+#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
+static const Flag TRAIN_FLAGS[] = {
+    {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
+     "start from this llm.c checkpoint"},
+    {"--config", "L,NH,C,maxT,V", FLAG_STRING, .offset = offsetof(TrainArgs, config),
+     "start from GPT-2's random initialisation of this shape"},
+    {"--batch", "B", FLAG_INT, .offset = offsetof(TrainArgs, B), "sequences per step", 1, 1 << 20},
+    {"--seq", "T", FLAG_INT, .offset = offsetof(TrainArgs, T), "tokens per sequence", 1, 1 << 20},
+    {"--steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, steps), "optimizer steps", 1, 1 << 30},
+    {"--lr", "LR", FLAG_FLOAT, .offset = offsetof(TrainArgs, lr), "the peak learning rate", 0,
+     INFINITY},
+    {"--wd", "WD", FLAG_FLOAT, .offset = offsetof(TrainArgs, opt.weight_decay),
+     "AdamW's weight decay of the matrices and embeddings", -INFINITY, INFINITY},
+    {"--clip", "NORM", FLAG_FLOAT, .offset = offsetof(TrainArgs, opt.clip),
+     "clip the gradient's global norm to NORM; 0: no clipping", -INFINITY, INFINITY},
+    {"--schedule", NULL, FLAG_CHOICE, .offset = offsetof(TrainArgs, cosine),
+     "the learning rate after the warm-up", .choices = SCHEDULE_NAMES},
+    {"--warmup", "N", FLAG_INT, .offset = offsetof(TrainArgs, warmup),
+     "steps of linear warm-up", 0, 1 << 30},
+    {"--lr-floor", "F", FLAG_FLOAT, .offset = offsetof(TrainArgs, lr_floor),
+     "cosine ends at F x lr", 0, 1},
+    {"--seed", "S", FLAG_U64, .offset = offsetof(TrainArgs, seed),
+     "seed of the initialisation and the data order", 0, 0x7fffffffL},
+    {"--out", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, out),
+     "the trained model (and FILE.state to resume from)"},
+    {"--resume", NULL, FLAG_SWITCH, .offset = offsetof(TrainArgs, resume),
+     "continue from --out and its state, exactly as if never stopped"},
+    {"--log", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, log),
+     "metrics, one JSON line per step"},
+    {"--save-every", "N", FLAG_INT, .offset = offsetof(TrainArgs, save_every),
+     "save a checkpoint every N steps; 0: at the end only", 0, 1 << 30},
+    {"--stop-after", "K", FLAG_INT, .offset = offsetof(TrainArgs, stop_after),
+     "save and stop after K steps of this run; 0: at --steps", 0, 1 << 30},
+    {"--max-bad-steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, max_bad_steps),
+     "save and stop after N skipped (non-finite) steps in a row", 1, 1 << 30},
+    {"--detect-anomaly", NULL, FLAG_SWITCH, .offset = offsetof(TrainArgs, detect_anomaly),
+     "check every kernel's output for NaN and infinity (slow)"},
+    {"--threads", "N", FLAG_INT, .offset = offsetof(TrainArgs, threads),
+     "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+    {0}};
 
 static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->B || !a->T) die("%s: --batch and --seq are required", command);
@@ -1576,7 +1580,6 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->init && !a->config && !a->resume)
         die("%s: give --init model.bin or --config L,NH,C,maxT,V", command);
     if (a->init && a->config) die("%s: give either --init or --config, not both", command);
-    if (a->lr_floor < 0 || a->lr_floor > 1) die("--lr-floor must be in [0, 1]");
 }
 
 // The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
@@ -1745,16 +1748,17 @@ int cmd_train(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     const char *data = NULL;
     int shuffle = 0;
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (!strcmp(argv[i], "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(argv[i], "--shuffle")) shuffle = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: ./sirt train --data shard.bin[,more.bin] --steps N [--shuffle]\n%s",
-                   TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("train: unknown flag '%s' (see ./sirt train --help)", argv[i]);
-    }
+    const Flag flags[] = {
+        {"--data", "FILE[,FILE]", FLAG_STRING, .value = &data, "llm.c token shards"},
+        {"--shuffle", NULL, FLAG_SWITCH, .value = &shuffle,
+         "each epoch visits the windows in an order drawn from (seed, epoch)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "train", "train --data shard.bin[,more.bin] --steps N --batch B "
+                    "--seq T --lr LR\n                    (--init model.bin | --config "
+                    "L,NH,C,maxT,V) [more flags below]", tables))
+        return 0;
+    use_threads(args.threads);
     if (!data) die("train: --data is required");
     if (!args.steps) die("train: --steps is required");
     check_train_args(&args, "train");
@@ -1969,6 +1973,9 @@ static void best_path(char *out, size_t size, const char *path) {
         die("path too long: %s", path);
 }
 
+// --template: the names of the TemplateKinds, in their order
+static const char *const TEMPLATE_NAMES[] = {"cot", "plain", "none", NULL};
+
 static TemplateKind parse_template(const char *name) {
     if (!strcmp(name, "cot")) return TEMPLATE_COT;
     if (!strcmp(name, "plain")) return TEMPLATE_PLAIN;
@@ -1981,26 +1988,33 @@ int cmd_sft(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "sft.bin";
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL;
-    int epochs = 1, eval_every = 0, group_lengths = 0;
+    int epochs = 1, eval_every = 0, group_lengths = 0, template_kind = TEMPLATE_COT;
     TemplateOptions template = {TEMPLATE_COT, 0};
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--eval-every")) eval_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
-        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
-        else if (!strcmp(f, "--group-by-length")) group_lengths = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt sft --tokenizer PATH --data train.jsonl [--valid valid.jsonl]\n"
-                   "  [--epochs 1] [--steps N] [--eval-every N] [--template cot|plain|none]\n"
-                   "  [--strip-calc] [--group-by-length]\n%s", TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("sft: unknown flag '%s' (see ./sirt sft --help)", f);
-    }
+    const Flag flags[] = {
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "JSONL of prompt/completion or question/answer items"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "items whose loss is logged as val_loss; the best checkpoint is kept"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the data, unless --steps is given",
+         1, 1 << 20},
+        {"--eval-every", "N", FLAG_INT, .value = &eval_every,
+         "steps between validations; 0: once an epoch", 0, 1 << 30},
+        {"--template", NULL, FLAG_CHOICE, .value = &template_kind,
+         "how a question/answer item becomes a prompt", .choices = TEMPLATE_NAMES},
+        {"--strip-calc", NULL, FLAG_SWITCH, .value = &template.strip_calculator_notes,
+         "remove GSM8K's calculator notes <<48/2=24>>"},
+        {"--group-by-length", NULL, FLAG_SWITCH, .value = &group_lengths,
+         "batches of similar lengths (less padding), in megabatches of 50"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "sft", "sft --tokenizer PATH --data train.jsonl --batch B --seq T "
+                    "--lr LR\n                  (--init model.bin | --config L,NH,C,maxT,V) [more "
+                    "flags below]", tables))
+        return 0;
+    use_threads(args.threads);
+    template.kind = template_kind;
     if (!tokenizer) die("sft: --tokenizer is required");
     if (!data_path) die("sft: --data is required");
     check_train_args(&args, "sft");
@@ -2710,7 +2724,7 @@ int cmd_eval(int argc, char **argv) {
 typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO } PreferenceLoss;
 
 typedef struct {
-    PreferenceLoss loss;
+    int loss;              // a PreferenceLoss (an int, which --loss sets)
     float beta;            // β
     float label_smoothing; // ε (cdpo)
     float rpo_alpha;       // α of the NLL term on the chosen completions (0: none)
@@ -2962,21 +2976,20 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
     free(order);
 }
 
-// The flags of the preference losses, shared by dpo and refine.
-static int parse_preference_flag(PreferenceSettings *p, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--beta")) p->beta = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--label-smoothing")) p->label_smoothing = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--rpo-alpha")) p->rpo_alpha = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--loss")) {
-        const char *name = flag_value(argc, argv, i);
-        if (!strcmp(name, "dpo")) p->loss = LOSS_DPO;
-        else if (!strcmp(name, "cdpo")) p->loss = LOSS_CDPO;
-        else if (!strcmp(name, "ipo")) p->loss = LOSS_IPO;
-        else die("--loss must be dpo, cdpo or ipo, got '%s'", name);
-    } else return 0;
-    return 1;
-}
+// The flags of the preference losses, shared by dpo and refine: a table (lib/flags.h) with a
+// PreferenceSettings.
+static const char *const LOSS_NAMES[] = {"dpo", "cdpo", "ipo", NULL}; // in PreferenceLoss order
+#define PREFERENCE_FLAGS_TITLE "the flags of the preference loss (dpo, refine)"
+static const Flag PREFERENCE_FLAGS[] = {
+    {"--loss", NULL, FLAG_CHOICE, .offset = offsetof(PreferenceSettings, loss),
+     "DPO, DPO with label smoothing (cDPO), or IPO", .choices = LOSS_NAMES},
+    {"--beta", "B", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, beta),
+     "β, > 0: larger keeps the policy nearer the reference", -INFINITY, INFINITY},
+    {"--label-smoothing", "E", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, label_smoothing),
+     "cdpo's share of wrongly labelled pairs, in [0, 0.5)", -INFINITY, INFINITY},
+    {"--rpo-alpha", "A", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, rpo_alpha),
+     "RPO: adds A x the mean NLL of the chosen completions", 0, INFINITY},
+    {0}};
 
 // Checks the settings once all flags are read; a label smoothing with --loss dpo means cdpo, as
 // in TRL.
@@ -2984,7 +2997,6 @@ static void check_preference(PreferenceSettings *p) {
     if (!(p->beta > 0)) die("--beta must be positive");
     if (p->label_smoothing < 0 || p->label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
     if (p->label_smoothing > 0 && p->loss == LOSS_DPO) p->loss = LOSS_CDPO;
-    if (p->rpo_alpha < 0) die("--rpo-alpha must be >= 0");
 }
 
 int cmd_dpo(int argc, char **argv) {
@@ -2993,22 +3005,24 @@ int cmd_dpo(int argc, char **argv) {
     const char *ref_path = NULL, *tokenizer = NULL, *pairs_path = NULL;
     int epochs = 1;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--ref")) ref_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--pairs")) pairs_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt dpo --model POLICY.bin --ref REF.bin --tokenizer PATH --pairs pairs.jsonl\n"
-                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0]\n"
-                   "  [--steps N | --epochs E]\n%s", TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("dpo: unknown flag '%s' (see ./sirt dpo --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &args.init, "the policy to train (= --init)"},
+        {"--ref", "FILE", FLAG_STRING, .value = &ref_path,
+         "the frozen reference (unless the pairs carry its log-probs)"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--pairs", "FILE", FLAG_STRING, .value = &pairs_path,
+         "JSONL of prompt/chosen/rejected (TRL's format)"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the pairs, unless --steps is given",
+         1, 1 << 20},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
+                                {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "dpo", "dpo --model POLICY.bin --ref REF.bin --tokenizer PATH "
+                    "--pairs pairs.jsonl\n                  --batch B --seq T --lr LR [more flags "
+                    "below] (--batch counts pairs)", tables))
+        return 0;
+    use_threads(args.threads);
     if (!args.init && !args.resume) die("dpo: --model POLICY.bin is required");
     if (!tokenizer || !pairs_path) die("dpo: --tokenizer and --pairs are required");
     check_preference(&pref);
@@ -3090,6 +3104,9 @@ static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, i
 }
 
 typedef enum { PAIRS_COT_VS_PLAIN = 1, PAIRS_CORRECT_VS_INCORRECT = 2, PAIRS_BOTH = 3 } PairRule;
+// --pairs: the names of the rules, and the rules
+static const char *const PAIR_RULE_NAMES[] = {"cot-vs-plain", "correct-vs-incorrect", "both", NULL};
+static const PairRule PAIR_RULES[] = {PAIRS_COT_VS_PLAIN, PAIRS_CORRECT_VS_INCORRECT, PAIRS_BOTH};
 
 // Builds the pairs of one round from the scored samples. cot[i*k + j] are the CoT samples of
 // question i, plain[i] its plain answer (NULL when the rule does not need it).
@@ -3169,47 +3186,42 @@ int cmd_refine(int argc, char **argv) {
     args.T = 256;
     args.lr = 1e-5f;
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep_pairs = NULL;
-    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0;
-    PairRule rule = PAIRS_COT_VS_PLAIN;
+    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0, rule_index = 0;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--keep-pairs")) keep_pairs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
-        else if (!strcmp(f, "--rounds")) rounds = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--max-pairs")) max_pairs = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
-        else if (!strcmp(f, "--temperature")) g.sampler.temperature = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--max-new")) g.max_new = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--gen-batch")) g.batch = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--ref")) {
-            const char *which = flag_value(argc, argv, &i);
-            if (!strcmp(which, "previous")) ref_previous = 1;
-            else if (strcmp(which, "initial")) die("--ref must be initial or previous, got '%s'", which);
-        } else if (!strcmp(f, "--pairs")) {
-            const char *name = flag_value(argc, argv, &i);
-            if (!strcmp(name, "cot-vs-plain")) rule = PAIRS_COT_VS_PLAIN;
-            else if (!strcmp(name, "correct-vs-incorrect")) rule = PAIRS_CORRECT_VS_INCORRECT;
-            else if (!strcmp(name, "both")) rule = PAIRS_BOTH;
-            else die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", name);
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt refine --model SFT.bin --tokenizer PATH --data train.jsonl "
-                   "[--valid valid.jsonl]\n  [--pairs cot-vs-plain|correct-vs-incorrect|both] "
-                   "[--samples 4] [--temperature 0.8] [--rounds 1]\n  [--ref initial|previous] "
-                   "[--max-pairs 1] [--max-new 256] [--gen-batch 64] [--keep-pairs DIR]\n"
-                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0] "
-                   "[--epochs 1] [--steps N]\n  [--batch 8] [--seq 256] [--lr 1e-5] [--out "
-                   "refined.bin] (+ --wd --clip --schedule --warmup --seed --log --threads)\n");
-            return 0;
-        } else die("refine: unknown flag '%s' (see ./sirt refine --help)", f);
-    }
+    static const char *const REF_NAMES[] = {"initial", "previous", NULL};
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &args.init,
+         "the phase-1 model: the first policy and the reference"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "question/answer JSONL: the questions the student answers"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "greedy accuracy on these items picks the best round"},
+        {"--pairs", NULL, FLAG_CHOICE, .value = &rule_index, "how answers are paired",
+         .choices = PAIR_RULE_NAMES},
+        {"--samples", "K", FLAG_INT, .value = &k, "samples per question", 1, 1024},
+        {"--temperature", "T", FLAG_FLOAT, .value = &g.sampler.temperature,
+         "of the samples", -INFINITY, INFINITY},
+        {"--rounds", "N", FLAG_INT, .value = &rounds, "rounds of sampling, pairing and DPO", 1, 1000},
+        {"--ref", NULL, FLAG_CHOICE, .value = &ref_previous,
+         "the reference: phase 1's model, or the last round's", .choices = REF_NAMES},
+        {"--max-pairs", "N", FLAG_INT, .value = &max_pairs, "pairs per question and rule", 1, 1024},
+        {"--max-new", "N", FLAG_INT, .value = &g.max_new, "new tokens per answer at most", 1, 1 << 20},
+        {"--gen-batch", "N", FLAG_INT, .value = &g.batch, "sequences decoded together", 1, 1 << 16},
+        {"--keep-pairs", "DIR", FLAG_STRING, .value = &keep_pairs,
+         "write each round's pairs as DIR/pairs_roundN.jsonl"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs,
+         "passes over a round's pairs, unless --steps is given", 1, 1000},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
+                                {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "refine", "refine --model SFT.bin --tokenizer PATH --data train.jsonl "
+                    "[more flags below]", tables))
+        return 0;
+    use_threads(args.threads);
+    PairRule rule = PAIR_RULES[rule_index];
     if (!args.init || !tokenizer || !data_path) die("refine: --model, --tokenizer and --data are required");
     if (args.resume) die("refine: --resume is not supported (each round is short; rerun it)");
     check_preference(&pref);
