@@ -1976,13 +1976,6 @@ static void best_path(char *out, size_t size, const char *path) {
 // --template: the names of the TemplateKinds, in their order
 static const char *const TEMPLATE_NAMES[] = {"cot", "plain", "none", NULL};
 
-static TemplateKind parse_template(const char *name) {
-    if (!strcmp(name, "cot")) return TEMPLATE_COT;
-    if (!strcmp(name, "plain")) return TEMPLATE_PLAIN;
-    if (!strcmp(name, "none")) return TEMPLATE_NONE;
-    die("--template must be cot, plain or none, got '%s'", name);
-}
-
 
 int cmd_sft(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
@@ -2439,56 +2432,58 @@ static char **sample_items(Model *model, Tokenizer *tok, const Example *items, i
     return outs;
 }
 
-// The flags of generation, shared by sample and eval.
-static int parse_generate_flag(GenerateSettings *g, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--temperature")) g->sampler.temperature = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--top-k")) g->sampler.top_k = parse_long(f, flag_value(argc, argv, i), 0, 1 << 24);
-    else if (!strcmp(f, "--top-p")) g->sampler.top_p = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--max-new")) g->max_new = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--seed")) g->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
-    else if (!strcmp(f, "--batch")) g->batch = parse_long(f, flag_value(argc, argv, i), 1, 1 << 16);
-    else if (!strcmp(f, "--stop")) g->stop = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--threads")) {
-        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
-#ifdef _OPENMP
-        omp_set_num_threads(n);
-#else
-        (void)n;
-#endif
-    } else return 0;
-    if (g->sampler.temperature < 0) die("--temperature must be >= 0");
+// The flags of generation, shared by sample and eval: a table (lib/flags.h) with a
+// GenerateSettings. --top-p's range is half open, so check_generate checks it after parsing.
+#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval)"
+static const Flag GENERATE_FLAGS[] = {
+    {"--temperature", "T", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.temperature),
+     "the sampling temperature; 0: greedy", 0, INFINITY},
+    {"--top-k", "K", FLAG_INT, .offset = offsetof(GenerateSettings, sampler.top_k),
+     "sample from the K most likely tokens; 0: all", 0, 1 << 24},
+    {"--top-p", "P", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.top_p),
+     "keep the likeliest tokens up to probability P, in (0, 1]", -INFINITY, INFINITY},
+    {"--max-new", "N", FLAG_INT, .offset = offsetof(GenerateSettings, max_new),
+     "new tokens per completion at most", 1, 1 << 20},
+    {"--seed", "S", FLAG_U64, .offset = offsetof(GenerateSettings, seed),
+     "sequence i draws from a generator seeded by (S, i)", 0, 0x7fffffffL},
+    {"--batch", "N", FLAG_INT, .offset = offsetof(GenerateSettings, batch),
+     "sequences decoded together", 1, 1 << 16},
+    {"--stop", "STR", FLAG_STRING, .offset = offsetof(GenerateSettings, stop),
+     "a completion ends before this text"},
+    {0}};
+
+static void check_generate(const GenerateSettings *g) {
     if (g->sampler.top_p <= 0 || g->sampler.top_p > 1) die("--top-p must be in (0, 1]");
-    return 1;
 }
 
 static const GenerateSettings GENERATE_DEFAULTS = {{0.8f, 0, 1.0f}, 256, NULL, 1337, 64};
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer = NULL, *prompt = NULL, *data = NULL, *out_path = NULL;
-    int k = 1, template_given = 0;
-    TemplateKind kind = TEMPLATE_COT;
+    int k = 1, template_given = 0, kind = TEMPLATE_COT, threads = 0;
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_generate_flag(&g, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--prompt")) prompt = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "-n")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--template")) {
-            kind = parse_template(flag_value(argc, argv, &i));
-            template_given = 1;
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt sample --model M --tokenizer PATH (--prompt TEXT | --data in.jsonl "
-                   "--out out.jsonl)\n  [-n K] [--temperature 0.8] [--top-k 0] [--top-p 1.0] "
-                   "[--max-new 256] [--seed 1337]\n  [--template cot|plain|none] [--batch 64] "
-                   "[--stop STR] [--threads N]\n");
-            return 0;
-        } else die("sample: unknown flag '%s' (see ./sirt sample --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--prompt", "TEXT", FLAG_STRING, .value = &prompt, "complete this text"},
+        {"--data", "FILE", FLAG_STRING, .value = &data,
+         "complete each line's prompt, question (templated) or text"},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path,
+         "with --data: the lines with their \"samples\" added"},
+        {"-n", "K", FLAG_INT, .value = &k, "completions per prompt", 1, 1 << 20},
+        {"--template", NULL, FLAG_CHOICE, .value = &kind,
+         "for questions; --prompt is verbatim unless given", .choices = TEMPLATE_NAMES,
+         .given = &template_given},
+        {"--threads", "N", FLAG_INT, .value = &threads,
+         "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {GENERATE_FLAGS_TITLE, GENERATE_FLAGS, &g}, {0}};
+    if (flags_parse(argc, argv, "sample", "sample --model M --tokenizer PATH (--prompt TEXT | --data "
+                    "in.jsonl --out out.jsonl)\n                     [more flags below]", tables))
+        return 0;
+    use_threads(threads);
+    check_generate(&g);
     if (!model_path || !tokenizer) die("sample: --model and --tokenizer are required");
     if (!prompt == !data) die("sample: give either --prompt TEXT or --data prompts.jsonl");
     if (data && !out_path) die("sample: --data needs --out samples.jsonl");
@@ -2597,28 +2592,35 @@ static void print_eval(const EvalResult *r, const char *what) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL;
-    int k = 0, teacher = 0;
+    int k = 0, teacher = 0, template_kind = TEMPLATE_COT, threads = 0;
     TemplateOptions template = {TEMPLATE_COT, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_generate_flag(&g, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 16);
-        else if (!strcmp(f, "--teacher")) teacher = 1;
-        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt eval --model M --tokenizer PATH --data test.jsonl [--samples K]\n"
-                   "  [--temperature 0.8] [--top-k 0] [--top-p 1.0] [--max-new 256] [--seed 1337]\n"
-                   "  [--template cot|plain] [--strip-calc] [--batch 64] [--out preds.jsonl]\n"
-                   "  ./sirt eval --teacher --data test.jsonl   scores the data's own answers\n");
-            return 0;
-        } else die("eval: unknown flag '%s' (see ./sirt eval --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data, "question/answer JSONL with gold answers"},
+        {"--samples", "K", FLAG_INT, .value = &k,
+         "K samples per item besides the greedy one: maj@K, pass@K", 0, 1 << 16},
+        {"--teacher", NULL, FLAG_SWITCH, .value = &teacher,
+         "score the data's own answers (the oracle teacher's)"},
+        {"--template", NULL, FLAG_CHOICE, .value = &template_kind,
+         "how a question becomes a prompt", .choices = TEMPLATE_NAMES},
+        {"--strip-calc", NULL, FLAG_SWITCH, .value = &template.strip_calculator_notes,
+         "remove GSM8K's calculator notes <<48/2=24>>"},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path,
+         "one line per item: gold, prediction, correct, completion, samples"},
+        {"--threads", "N", FLAG_INT, .value = &threads,
+         "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {GENERATE_FLAGS_TITLE, GENERATE_FLAGS, &g}, {0}};
+    if (flags_parse(argc, argv, "eval", "eval --model M --tokenizer PATH --data test.jsonl [more "
+                    "flags below]\n       ./sirt eval --teacher --data test.jsonl",
+                    tables))
+        return 0;
+    use_threads(threads);
+    check_generate(&g);
+    template.kind = template_kind;
     if (!data) die("eval: --data is required");
     if (!teacher && (!model_path || !tokenizer))
         die("eval: --model and --tokenizer are required (or --teacher)");
