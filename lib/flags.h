@@ -122,42 +122,46 @@ static void flag_read(const Flag *f, void *place, const char *text) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// --help: "usage: ./sirt " and the usage text (the required flags, written by the command), then
-// one line per flag: its name and value, its help, and the value it holds now — the default,
-// since --help is answered before any value is read. A number outside its range (--lr's -1 when
-// a command needs it given), a NULL string and a switch show no default.
+// --help: "usage: ./sirt " and the usage text (the command's required flags), then one line per
+// flag: its name and value, its help, and the value that its variable holds — the default, since
+// --help is answered before any value is read.
+
+// That value as text; "" when there is none to show: a switch, a NULL string, or a number outside
+// its range (such as --lr's -1 in a command that needs --lr given).
+static const char *flag_default(const Flag *f, const void *place, char *out, size_t size) {
+    double x = 0.0; // a number's value
+    out[0] = '\0';
+    switch (f->kind) {
+    case FLAG_SWITCH: return out;
+    case FLAG_INT: x = *(const int *)place; break;
+    case FLAG_LONG: x = *(const long *)place; break;
+    case FLAG_U64: x = (double)*(const uint64_t *)place; break;
+    case FLAG_FLOAT: x = *(const float *)place; break;
+    case FLAG_STRING:
+        if (*(const char *const *)place) snprintf(out, size, "%s", *(const char *const *)place);
+        return out;
+    case FLAG_CHOICE: snprintf(out, size, "%s", f->choices[*(const int *)place]); return out;
+    }
+    if (x >= f->lo && x <= f->hi) snprintf(out, size, f->kind == FLAG_FLOAT ? "%g" : "%.0f", x);
+    return out;
+}
+
 static void flags_usage(const char *usage, const FlagTable *tables) {
     printf("usage: ./sirt %s\n", usage);
     for (const FlagTable *t = tables; t->flags; t++) {
         printf("\n");
         if (t->title) printf("%s:\n", t->title);
         for (const Flag *f = t->flags; f->name; f++) {
-            void *place = t->base ? (char *)t->base + f->offset : f->value;
-            char names[512], shown[600], def[512] = "";
+            const void *place = t->base ? (char *)t->base + f->offset : f->value;
+            char names[512], shown[600], def[512];
             const char *arg = f->arg;
             if (!arg && f->kind == FLAG_CHOICE)
                 arg = flag_choices_text(f->choices, "|", "|", names, sizeof names);
             snprintf(shown, sizeof shown, "%s%s%s", f->name, arg ? " " : "", arg ? arg : "");
-            double x = 0.0; // a number's value, to compare with its range
-            switch (f->kind) {
-            case FLAG_SWITCH: break;
-            case FLAG_INT: x = *(int *)place; snprintf(def, sizeof def, "%d", *(int *)place); break;
-            case FLAG_LONG: x = *(long *)place; snprintf(def, sizeof def, "%ld", *(long *)place); break;
-            case FLAG_U64:
-                x = (double)*(uint64_t *)place;
-                snprintf(def, sizeof def, "%llu", (unsigned long long)*(uint64_t *)place);
-                break;
-            case FLAG_FLOAT: x = *(float *)place; snprintf(def, sizeof def, "%g", x); break;
-            case FLAG_STRING:
-                if (*(const char **)place) snprintf(def, sizeof def, "%s", *(const char **)place);
-                break;
-            case FLAG_CHOICE: snprintf(def, sizeof def, "%s", f->choices[*(int *)place]); break;
-            }
-            int numeric = f->kind != FLAG_SWITCH && f->kind != FLAG_STRING && f->kind != FLAG_CHOICE;
-            if (numeric && (x < f->lo || x > f->hi)) def[0] = '\0';
-            // the name and value in a column, the help beside it (below, when they are longer)
+            // the name and value in a column, the help beside them (below, when they are longer)
             if (strlen(shown) <= 25) printf("  %-25s %s", shown, f->help);
             else printf("  %s\n%28s%s", shown, "", f->help);
+            flag_default(f, place, def, sizeof def);
             printf(def[0] ? " (default %s)\n" : "\n", def);
         }
     }
