@@ -3824,42 +3824,45 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     write_svg(rs, path, rows, n_rows, scores, S);
 }
 
-static void repro_usage(void) {
-    const ReproSettings d = REPRO_DEFAULTS;
-    printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--task %s (or math, choice)]\n"
-           "  [--config %s (the student: L,NH,C,maxT,V)] [--train %d] [--epochs %d]\n"
-           "  [--pairs %s (or cot-vs-plain, both)] [--rpo-alpha %s]\n"
-           "  [--refine-lr %s] [--refine-epochs %s] [--beta %s]"
-           " [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
-           "  (./sirt with no arguments runs it with the defaults)\n",
-           d.name, d.seed, d.seeds, d.task, d.config, d.n_train, d.epochs, d.pairs, d.rpo_alpha,
-           d.refine_lr, d.refine_epochs, d.beta, d.samples, d.n_refine);
-}
-
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
     int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--name")) rs.name = flag_value(argc, argv, &i), name_given = 1;
-        else if (!strcmp(f, "--quick")) rs.quick = 1;
-        else if (!strcmp(f, "--ablations")) rs.ablations = 1;
-        else if (!strcmp(f, "--seed")) rs.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL - 1000);
-        else if (!strcmp(f, "--task")) rs.task = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--config")) rs.config = flag_value(argc, argv, &i), config_given = 1;
-        else if (!strcmp(f, "--seeds")) rs.seeds = parse_long(f, flag_value(argc, argv, &i), 1, 100);
-        else if (!strcmp(f, "--train")) rs.n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000), train_given = 1;
-        else if (!strcmp(f, "--epochs")) rs.epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000), epochs_given = 1;
-        else if (!strcmp(f, "--refine-questions")) rs.n_refine = parse_long(f, flag_value(argc, argv, &i), 1, 10000000);
-        else if (!strcmp(f, "--pairs")) rs.pairs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--rpo-alpha")) rs.rpo_alpha = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--refine-lr")) rs.refine_lr = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--refine-epochs")) rs.refine_epochs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--beta")) rs.beta = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) rs.samples = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return repro_usage(), 0;
-        else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
-    }
+    // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
+    // text; they are checked below, before any work
+    const Flag flags[] = {
+        {"--name", "NAME", FLAG_STRING, .value = &rs.name, "the run's directory is runs/NAME",
+         .given = &name_given},
+        {"--seed", "S", FLAG_LONG, .value = &rs.seed, "the seed of the data and the models", 0,
+         0x7fffffffL - 1000},
+        {"--seeds", "N", FLAG_INT, .value = &rs.seeds,
+         "the whole pipeline for seeds S .. S+N-1, in runs/NAME/seedK", 1, 100},
+        {"--task", "both|math|choice", FLAG_STRING, .value = &rs.task,
+         "the families trained on and evaluated"},
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
+         "the student (maxT >= 256)", .given = &config_given},
+        {"--train", "N", FLAG_INT, .value = &rs.n_train, "demonstrations per family", 10, 10000000,
+         .given = &train_given},
+        {"--epochs", "E", FLAG_INT, .value = &rs.epochs, "phase 1's epochs", 1, 1000,
+         .given = &epochs_given},
+        {"--pairs", "correct-vs-incorrect|cot-vs-plain|both", FLAG_STRING, .value = &rs.pairs,
+         "phase 2's pair rule"},
+        {"--rpo-alpha", "A", FLAG_STRING, .value = &rs.rpo_alpha, "phase 2's NLL term"},
+        {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
+        {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
+         "phase 2's epochs over the pairs"},
+        {"--beta", "B", FLAG_STRING, .value = &rs.beta, "phase 2's DPO beta"},
+        {"--samples", "K", FLAG_STRING, .value = &rs.samples, "phase 2's samples per question"},
+        {"--refine-questions", "N", FLAG_INT, .value = &rs.n_refine,
+         "questions per family that phase 2 answers", 1, 10000000},
+        {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
+         "adds the rows of the paper's analyses"},
+        {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
+         "the same pipeline at tiny sizes (the tests run it)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "reproduce", "reproduce [flags below]\n"
+                    "(./sirt with no arguments runs it with the defaults)", tables))
+        return 0;
     if (strcmp(rs.task, "math") && strcmp(rs.task, "choice") && strcmp(rs.task, "both"))
         die("--task must be math, choice or both, got '%s'", rs.task);
     Config student = parse_config(rs.config); // fail now, not after the data
@@ -4025,19 +4028,23 @@ static void bench_tokenizer(const char *tokenizer, const char *path) {
 
 int cmd_bench(int argc, char **argv) {
     const char *config = NULL, *tokenizer = NULL, *text = NULL;
-    int B = 4, T = 64, steps = 5, decoding = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--config")) config = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--batch")) B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--seq")) T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--steps")) steps = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--train-only")) decoding = 0;
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--text")) text = flag_value(argc, argv, &i);
-        else die("bench: unknown flag '%s' (usage: ./sirt bench [--config L,NH,C,maxT,V] "
-                 "[--batch B] [--seq T] [--steps N] [--train-only] | --tokenizer PATH --text FILE)", f);
-    }
+    int B = 4, T = 64, steps = 5, train_only = 0;
+    const Flag flags[] = {
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &config,
+         "this shape instead of the two benchmark shapes"},
+        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16},
+        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16},
+        {"--steps", "N", FLAG_INT, .value = &steps, "timed steps; the best counts", 1, 1000},
+        {"--train-only", NULL, FLAG_SWITCH, .value = &train_only, "no decoding benchmark"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "with --text: time this tokenizer's encoding instead"},
+        {"--text", "FILE", FLAG_STRING, .value = &text, "the text the tokenizer encodes"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "bench", "bench [--config L,NH,C,maxT,V] [--batch B] [--seq T] "
+                    "[--steps N] [--train-only]\n       ./sirt bench --tokenizer PATH --text FILE",
+                    tables))
+        return 0;
     if (tokenizer || text) {
         if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
         bench_tokenizer(tokenizer, text);
@@ -4059,7 +4066,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
                r.ms_per_step, r.tok_per_s, r.gflops);
     }
-    if (!decoding) return 0;
+    if (train_only) return 0;
     int prompt = 16, total = 256;
     for (int s = 0; s < count; s++) { // shorter contexts: generate within them
         Config cfg = parse_config(config ? config : shapes[s].config);
