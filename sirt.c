@@ -4109,7 +4109,7 @@ void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
            "commands:\n"
            "  ./sirt             the reproduction on the built-in task (= ./sirt reproduce)\n"
-           "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
+           "  ./sirt train ...   language-model training on llm.c token shards\n"
            "  ./sirt data ...    generate the built-in task (math or choice) as JSONL\n"
            "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
            "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
@@ -4121,7 +4121,9 @@ void usage(void) {
            "                     train a byte-level BPE tokenizer\n"
            "  ./sirt tokenize --tokenizer PATH [--decode]\n"
            "                     stdin lines -> token ids per line (or back with --decode)\n"
-           "  ./sirt help        this text\n");
+           "  ./sirt help        this text\n"
+           "  ./sirt COMMAND --help\n"
+           "                     the command's flags (and their defaults)\n");
 }
 
 #ifndef SIRT_NO_MAIN
