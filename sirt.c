@@ -1557,7 +1557,7 @@ static const Flag TRAIN_FLAGS[] = {
     {"--seed", "S", FLAG_U64, .offset = offsetof(TrainArgs, seed),
      "seed of the initialisation and the data order", 0, 0x7fffffffL},
     {"--out", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, out),
-     "the trained model (and FILE.state to resume from)"},
+     "the trained model; FILE.state beside it, for --resume"},
     {"--resume", NULL, FLAG_SWITCH, .offset = offsetof(TrainArgs, resume),
      "continue from --out and its state, exactly as if never stopped"},
     {"--log", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, log),
