@@ -1532,7 +1532,7 @@ static TrainArgs train_args_defaults(void) {
 
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
 
-// Their table (lib/flags.h), with a TrainArgs.
+// The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
 #define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
