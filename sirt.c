@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@
 #endif
 
 #include "model.h"         // Config and the kernel interface: what a port re-implements
-#include "lib/util.h"      // die, xmalloc, now_seconds, Rng, SafeFile (crash-safe writes), flags
+#include "lib/util.h"      // die, xmalloc, now_seconds, Rng, SafeFile (crash-safe writes)
+#include "lib/flags.h"     // Flag, flags_parse, flags_usage: each command's flags and its --help
 #ifndef SIRT_CUDA              // the CPU kernels' matrix product (the GPU build has cuBLAS):
 #include "lib/gemm.h"      // gemm, tuned for the cache, and gemm_reference, the plain loop
 #endif
@@ -1528,23 +1530,18 @@ static double progress_step(Progress *p, int step, size_t tokens, double *eta) {
     return tok_per_s;
 }
 
-// The flags every trainer shares (train, sft, and later dpo).
+// The flags every trainer shares (train, sft, dpo and refine).
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
     int max_bad_steps;  // stop after this many skipped (non-finite) steps in a row
     int detect_anomaly; // check every kernel's output (Model.detect_anomaly)
     float lr, lr_floor;
-    int cosine;
+    int cosine;         // --schedule: 1 cosine, 0 constant
     uint64_t seed;
     OptimizerSettings opt;
+    int threads;        // OpenMP threads (0: OMP_NUM_THREADS, or all cores)
 } TrainArgs;
-
-static const char *TRAIN_FLAGS_HELP =
-    "  (--init model.bin | --config L,NH,C,maxT,V) --batch B --seq T --lr 1e-3\n"
-    "  [--wd 0.0] [--clip 1.0] [--schedule cosine|constant] [--warmup 0] [--lr-floor 0.1]\n"
-    "  [--seed 1337] [--out model.bin] [--resume] [--log metrics.jsonl] [--save-every N]\n"
-    "  [--stop-after K] [--max-bad-steps 5] [--detect-anomaly] [--threads N]\n";
 
 static TrainArgs train_args_defaults(void) {
     TrainArgs a = {0};
@@ -1559,42 +1556,49 @@ static TrainArgs train_args_defaults(void) {
     return a;
 }
 
-// Consumes argv[*i] (and its value) when it is one of the shared flags; returns 0 otherwise.
-static int parse_train_flag(TrainArgs *a, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--init")) a->init = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--config")) a->config = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--out")) a->out = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--log")) a->log = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--batch")) a->B = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--seq")) a->T = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--steps")) a->steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
-    else if (!strcmp(f, "--warmup")) a->warmup = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--save-every")) a->save_every = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--stop-after")) a->stop_after = parse_long(f, flag_value(argc, argv, i), 0, 1 << 30);
-    else if (!strcmp(f, "--seed")) a->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
-    else if (!strcmp(f, "--lr")) a->lr = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--lr-floor")) a->lr_floor = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--wd")) a->opt.weight_decay = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--clip")) a->opt.clip = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--max-bad-steps")) a->max_bad_steps = parse_long(f, flag_value(argc, argv, i), 1, 1 << 30);
-    else if (!strcmp(f, "--detect-anomaly")) a->detect_anomaly = 1;
-    else if (!strcmp(f, "--resume")) a->resume = 1;
-    else if (!strcmp(f, "--schedule")) {
-        const char *s = flag_value(argc, argv, i);
-        if (!strcmp(s, "cosine")) a->cosine = 1;
-        else if (!strcmp(s, "constant")) a->cosine = 0;
-        else die("--schedule must be cosine or constant, got '%s'", s);
-    } else if (!strcmp(f, "--threads")) {
-        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
-#ifdef _OPENMP
-        omp_set_num_threads(n);
-#else
-        (void)n;
-#endif
-    } else return 0;
-    return 1;
-}
+static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
+
+// The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
+#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
+static const Flag TRAIN_FLAGS[] = {
+    {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
+     "start from this llm.c checkpoint"},
+    {"--config", "L,NH,C,maxT,V", FLAG_STRING, .offset = offsetof(TrainArgs, config),
+     "start from GPT-2's random initialisation of this shape"},
+    {"--batch", "B", FLAG_INT, .offset = offsetof(TrainArgs, B), "sequences per step", 1, 1 << 20},
+    {"--seq", "T", FLAG_INT, .offset = offsetof(TrainArgs, T), "tokens per sequence", 1, 1 << 20},
+    {"--steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, steps), "optimizer steps", 1, 1 << 30},
+    {"--lr", "LR", FLAG_FLOAT, .offset = offsetof(TrainArgs, lr), "the peak learning rate", 0,
+     INFINITY},
+    {"--wd", "WD", FLAG_FLOAT, .offset = offsetof(TrainArgs, opt.weight_decay),
+     "AdamW's weight decay of the matrices and embeddings", -INFINITY, INFINITY},
+    {"--clip", "NORM", FLAG_FLOAT, .offset = offsetof(TrainArgs, opt.clip),
+     "clip the gradient's global norm to NORM; 0: no clipping", -INFINITY, INFINITY},
+    {"--schedule", NULL, FLAG_CHOICE, .offset = offsetof(TrainArgs, cosine),
+     "the learning rate after the warm-up", .choices = SCHEDULE_NAMES},
+    {"--warmup", "N", FLAG_INT, .offset = offsetof(TrainArgs, warmup),
+     "steps of linear warm-up", 0, 1 << 30},
+    {"--lr-floor", "F", FLAG_FLOAT, .offset = offsetof(TrainArgs, lr_floor),
+     "cosine ends at F x lr", 0, 1},
+    {"--seed", "S", FLAG_U64, .offset = offsetof(TrainArgs, seed),
+     "seed of the initialisation and the data order", 0, 0x7fffffffL},
+    {"--out", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, out),
+     "the trained model; FILE.state beside it, for --resume"},
+    {"--resume", NULL, FLAG_SWITCH, .offset = offsetof(TrainArgs, resume),
+     "continue from --out and its state, exactly as if never stopped"},
+    {"--log", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, log),
+     "metrics, one JSON line per step"},
+    {"--save-every", "N", FLAG_INT, .offset = offsetof(TrainArgs, save_every),
+     "save a checkpoint every N steps; 0: at the end only", 0, 1 << 30},
+    {"--stop-after", "K", FLAG_INT, .offset = offsetof(TrainArgs, stop_after),
+     "save and stop after K steps of this run; 0: at --steps", 0, 1 << 30},
+    {"--max-bad-steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, max_bad_steps),
+     "save and stop after N skipped (non-finite) steps in a row", 1, 1 << 30},
+    {"--detect-anomaly", NULL, FLAG_SWITCH, .offset = offsetof(TrainArgs, detect_anomaly),
+     "check every kernel's output for NaN and infinity (slow)"},
+    {"--threads", "N", FLAG_INT, .offset = offsetof(TrainArgs, threads),
+     "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+    {0}};
 
 static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->B || !a->T) die("%s: --batch and --seq are required", command);
@@ -1602,7 +1606,6 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->init && !a->config && !a->resume)
         die("%s: give --init model.bin or --config L,NH,C,maxT,V", command);
     if (a->init && a->config) die("%s: give either --init or --config, not both", command);
-    if (a->lr_floor < 0 || a->lr_floor > 1) die("--lr-floor must be in [0, 1]");
 }
 
 // The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
@@ -1771,16 +1774,17 @@ int cmd_train(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     const char *data = NULL;
     int shuffle = 0;
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (!strcmp(argv[i], "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(argv[i], "--shuffle")) shuffle = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: ./sirt train --data shard.bin[,more.bin] --steps N [--shuffle]\n%s",
-                   TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("train: unknown flag '%s' (see ./sirt train --help)", argv[i]);
-    }
+    const Flag flags[] = {
+        {"--data", "FILE[,FILE]", FLAG_STRING, .value = &data, "llm.c token shards"},
+        {"--shuffle", NULL, FLAG_SWITCH, .value = &shuffle,
+         "each epoch visits the windows in an order drawn from (seed, epoch)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "train", "train --data shard.bin[,more.bin] --steps N --batch B "
+                    "--seq T --lr LR\n                    (--init model.bin | --config "
+                    "L,NH,C,maxT,V) [more flags below]", tables))
+        return 0;
+    use_threads(args.threads);
     if (!data) die("train: --data is required");
     if (!args.steps) die("train: --steps is required");
     check_train_args(&args, "train");
@@ -2004,38 +2008,41 @@ static void best_path(char *out, size_t size, const char *path) {
         die("path too long: %s", path);
 }
 
-static TemplateKind parse_template(const char *name) {
-    if (!strcmp(name, "cot")) return TEMPLATE_COT;
-    if (!strcmp(name, "plain")) return TEMPLATE_PLAIN;
-    if (!strcmp(name, "none")) return TEMPLATE_NONE;
-    die("--template must be cot, plain or none, got '%s'", name);
-}
+// --template: the names of the TemplateKinds, in their order
+static const char *const TEMPLATE_NAMES[] = {"cot", "plain", "none", NULL};
 
 
 int cmd_sft(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "sft.bin";
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL;
-    int epochs = 1, eval_every = 0, group_lengths = 0;
+    int epochs = 1, eval_every = 0, group_lengths = 0, template_kind = TEMPLATE_COT;
     TemplateOptions template = {TEMPLATE_COT, 0};
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--eval-every")) eval_every = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 30);
-        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
-        else if (!strcmp(f, "--group-by-length")) group_lengths = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt sft --tokenizer PATH --data train.jsonl [--valid valid.jsonl]\n"
-                   "  [--epochs 1] [--steps N] [--eval-every N] [--template cot|plain|none]\n"
-                   "  [--strip-calc] [--group-by-length]\n%s", TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("sft: unknown flag '%s' (see ./sirt sft --help)", f);
-    }
+    const Flag flags[] = {
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "JSONL of prompt/completion or question/answer items"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "items whose loss is logged as val_loss; the best checkpoint is kept"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the data, unless --steps is given",
+         1, 1 << 20},
+        {"--eval-every", "N", FLAG_INT, .value = &eval_every,
+         "steps between validations; 0: once an epoch", 0, 1 << 30},
+        {"--template", NULL, FLAG_CHOICE, .value = &template_kind,
+         "how a question/answer item becomes a prompt", .choices = TEMPLATE_NAMES},
+        {"--strip-calc", NULL, FLAG_SWITCH, .value = &template.strip_calculator_notes,
+         "remove GSM8K's calculator notes <<48/2=24>>"},
+        {"--group-by-length", NULL, FLAG_SWITCH, .value = &group_lengths,
+         "batches of similar lengths (less padding), in megabatches of 50"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "sft", "sft --tokenizer PATH --data train.jsonl --batch B --seq T "
+                    "--lr LR\n                  (--init model.bin | --config L,NH,C,maxT,V) [more "
+                    "flags below]", tables))
+        return 0;
+    use_threads(args.threads);
+    template.kind = template_kind;
     if (!tokenizer) die("sft: --tokenizer is required");
     if (!data_path) die("sft: --data is required");
     check_train_args(&args, "sft");
@@ -2472,56 +2479,58 @@ static char **sample_items(Model *model, Tokenizer *tok, const Example *items, i
     return outs;
 }
 
-// The flags of generation, shared by sample and eval.
-static int parse_generate_flag(GenerateSettings *g, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--temperature")) g->sampler.temperature = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--top-k")) g->sampler.top_k = parse_long(f, flag_value(argc, argv, i), 0, 1 << 24);
-    else if (!strcmp(f, "--top-p")) g->sampler.top_p = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--max-new")) g->max_new = parse_long(f, flag_value(argc, argv, i), 1, 1 << 20);
-    else if (!strcmp(f, "--seed")) g->seed = parse_long(f, flag_value(argc, argv, i), 0, 0x7fffffffL);
-    else if (!strcmp(f, "--batch")) g->batch = parse_long(f, flag_value(argc, argv, i), 1, 1 << 16);
-    else if (!strcmp(f, "--stop")) g->stop = flag_value(argc, argv, i);
-    else if (!strcmp(f, "--threads")) {
-        int n = parse_long(f, flag_value(argc, argv, i), 1, 1024);
-#ifdef _OPENMP
-        omp_set_num_threads(n);
-#else
-        (void)n;
-#endif
-    } else return 0;
-    if (g->sampler.temperature < 0) die("--temperature must be >= 0");
+// The flags of generation, shared by sample and eval: a table (lib/flags.h) with a
+// GenerateSettings. --top-p's range is half open, so check_generate checks it after parsing.
+#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval)"
+static const Flag GENERATE_FLAGS[] = {
+    {"--temperature", "T", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.temperature),
+     "the sampling temperature; 0: greedy", 0, INFINITY},
+    {"--top-k", "K", FLAG_INT, .offset = offsetof(GenerateSettings, sampler.top_k),
+     "sample from the K most likely tokens; 0: all", 0, 1 << 24},
+    {"--top-p", "P", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.top_p),
+     "keep the likeliest tokens up to probability P, in (0, 1]", -INFINITY, INFINITY},
+    {"--max-new", "N", FLAG_INT, .offset = offsetof(GenerateSettings, max_new),
+     "new tokens per completion at most", 1, 1 << 20},
+    {"--seed", "S", FLAG_U64, .offset = offsetof(GenerateSettings, seed),
+     "sequence i draws from a generator seeded by (S, i)", 0, 0x7fffffffL},
+    {"--batch", "N", FLAG_INT, .offset = offsetof(GenerateSettings, batch),
+     "sequences decoded together", 1, 1 << 16},
+    {"--stop", "STR", FLAG_STRING, .offset = offsetof(GenerateSettings, stop),
+     "a completion ends before this text"},
+    {0}};
+
+static void check_generate(const GenerateSettings *g) {
     if (g->sampler.top_p <= 0 || g->sampler.top_p > 1) die("--top-p must be in (0, 1]");
-    return 1;
 }
 
 static const GenerateSettings GENERATE_DEFAULTS = {{0.8f, 0, 1.0f}, 256, NULL, 1337, 64};
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer = NULL, *prompt = NULL, *data = NULL, *out_path = NULL;
-    int k = 1, template_given = 0;
-    TemplateKind kind = TEMPLATE_COT;
+    int k = 1, template_given = 0, kind = TEMPLATE_COT, threads = 0;
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_generate_flag(&g, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--prompt")) prompt = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "-n")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--template")) {
-            kind = parse_template(flag_value(argc, argv, &i));
-            template_given = 1;
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt sample --model M --tokenizer PATH (--prompt TEXT | --data in.jsonl "
-                   "--out out.jsonl)\n  [-n K] [--temperature 0.8] [--top-k 0] [--top-p 1.0] "
-                   "[--max-new 256] [--seed 1337]\n  [--template cot|plain|none] [--batch 64] "
-                   "[--stop STR] [--threads N]\n");
-            return 0;
-        } else die("sample: unknown flag '%s' (see ./sirt sample --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--prompt", "TEXT", FLAG_STRING, .value = &prompt, "complete this text"},
+        {"--data", "FILE", FLAG_STRING, .value = &data,
+         "complete each line's prompt, question (templated) or text"},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path,
+         "with --data: the lines with their \"samples\" added"},
+        {"-n", "K", FLAG_INT, .value = &k, "completions per prompt", 1, 1 << 20},
+        {"--template", NULL, FLAG_CHOICE, .value = &kind,
+         "for questions; --prompt is verbatim unless given", .choices = TEMPLATE_NAMES,
+         .given = &template_given},
+        {"--threads", "N", FLAG_INT, .value = &threads,
+         "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {GENERATE_FLAGS_TITLE, GENERATE_FLAGS, &g}, {0}};
+    if (flags_parse(argc, argv, "sample", "sample --model M --tokenizer PATH (--prompt TEXT | --data "
+                    "in.jsonl --out out.jsonl)\n                     [more flags below]", tables))
+        return 0;
+    use_threads(threads);
+    check_generate(&g);
     if (!model_path || !tokenizer) die("sample: --model and --tokenizer are required");
     if (!prompt == !data) die("sample: give either --prompt TEXT or --data prompts.jsonl");
     if (data && !out_path) die("sample: --data needs --out samples.jsonl");
@@ -2619,28 +2628,35 @@ static void print_eval(const EvalResult *r, const char *what) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL;
-    int k = 0, teacher = 0;
+    int k = 0, teacher = 0, template_kind = TEMPLATE_COT, threads = 0;
     TemplateOptions template = {TEMPLATE_COT, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_generate_flag(&g, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) model_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) out_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 0, 1 << 16);
-        else if (!strcmp(f, "--teacher")) teacher = 1;
-        else if (!strcmp(f, "--template")) template.kind = parse_template(flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--strip-calc")) template.strip_calculator_notes = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt eval --model M --tokenizer PATH --data test.jsonl [--samples K]\n"
-                   "  [--temperature 0.8] [--top-k 0] [--top-p 1.0] [--max-new 256] [--seed 1337]\n"
-                   "  [--template cot|plain] [--strip-calc] [--batch 64] [--out preds.jsonl]\n"
-                   "  ./sirt eval --teacher --data test.jsonl   scores the data's own answers\n");
-            return 0;
-        } else die("eval: unknown flag '%s' (see ./sirt eval --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data, "question/answer JSONL with gold answers"},
+        {"--samples", "K", FLAG_INT, .value = &k,
+         "K samples per item besides the greedy one: maj@K, pass@K", 0, 1 << 16},
+        {"--teacher", NULL, FLAG_SWITCH, .value = &teacher,
+         "score the data's own answers (the oracle teacher's)"},
+        {"--template", NULL, FLAG_CHOICE, .value = &template_kind,
+         "how a question becomes a prompt", .choices = TEMPLATE_NAMES},
+        {"--strip-calc", NULL, FLAG_SWITCH, .value = &template.strip_calculator_notes,
+         "remove GSM8K's calculator notes <<48/2=24>>"},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path,
+         "one line per item: gold, prediction, correct, completion, samples"},
+        {"--threads", "N", FLAG_INT, .value = &threads,
+         "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {GENERATE_FLAGS_TITLE, GENERATE_FLAGS, &g}, {0}};
+    if (flags_parse(argc, argv, "eval", "eval --model M --tokenizer PATH --data test.jsonl [more "
+                    "flags below]\n       ./sirt eval --teacher --data test.jsonl",
+                    tables))
+        return 0;
+    use_threads(threads);
+    check_generate(&g);
+    template.kind = template_kind;
     if (!data) die("eval: --data is required");
     if (!teacher && (!model_path || !tokenizer))
         die("eval: --model and --tokenizer are required (or --teacher)");
@@ -2778,7 +2794,7 @@ int cmd_eval(int argc, char **argv) {
 typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO } PreferenceLoss;
 
 typedef struct {
-    PreferenceLoss loss;
+    int loss;              // a PreferenceLoss (an int, which --loss sets)
     float beta;            // β
     float label_smoothing; // ε (cdpo)
     float rpo_alpha;       // α of the NLL term on the chosen completions (0: none)
@@ -3030,21 +3046,20 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
     free(order);
 }
 
-// The flags of the preference losses, shared by dpo and refine.
-static int parse_preference_flag(PreferenceSettings *p, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--beta")) p->beta = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--label-smoothing")) p->label_smoothing = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--rpo-alpha")) p->rpo_alpha = parse_float(f, flag_value(argc, argv, i));
-    else if (!strcmp(f, "--loss")) {
-        const char *name = flag_value(argc, argv, i);
-        if (!strcmp(name, "dpo")) p->loss = LOSS_DPO;
-        else if (!strcmp(name, "cdpo")) p->loss = LOSS_CDPO;
-        else if (!strcmp(name, "ipo")) p->loss = LOSS_IPO;
-        else die("--loss must be dpo, cdpo or ipo, got '%s'", name);
-    } else return 0;
-    return 1;
-}
+// The flags of the preference losses, shared by dpo and refine: a table (lib/flags.h) with a
+// PreferenceSettings.
+static const char *const LOSS_NAMES[] = {"dpo", "cdpo", "ipo", NULL}; // in PreferenceLoss order
+#define PREFERENCE_FLAGS_TITLE "the flags of the preference loss (dpo, refine)"
+static const Flag PREFERENCE_FLAGS[] = {
+    {"--loss", NULL, FLAG_CHOICE, .offset = offsetof(PreferenceSettings, loss),
+     "DPO, DPO with label smoothing (cDPO), or IPO", .choices = LOSS_NAMES},
+    {"--beta", "B", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, beta),
+     "β, > 0: larger keeps the policy nearer the reference", -INFINITY, INFINITY},
+    {"--label-smoothing", "E", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, label_smoothing),
+     "cdpo's share of wrongly labelled pairs, in [0, 0.5)", -INFINITY, INFINITY},
+    {"--rpo-alpha", "A", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, rpo_alpha),
+     "RPO: adds A x the mean NLL of the chosen completions", 0, INFINITY},
+    {0}};
 
 // Checks the settings once all flags are read; a label smoothing with --loss dpo means cdpo, as
 // in TRL.
@@ -3052,7 +3067,6 @@ static void check_preference(PreferenceSettings *p) {
     if (!(p->beta > 0)) die("--beta must be positive");
     if (p->label_smoothing < 0 || p->label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
     if (p->label_smoothing > 0 && p->loss == LOSS_DPO) p->loss = LOSS_CDPO;
-    if (p->rpo_alpha < 0) die("--rpo-alpha must be >= 0");
 }
 
 int cmd_dpo(int argc, char **argv) {
@@ -3061,22 +3075,24 @@ int cmd_dpo(int argc, char **argv) {
     const char *ref_path = NULL, *tokenizer = NULL, *pairs_path = NULL;
     int epochs = 1;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--ref")) ref_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--pairs")) pairs_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt dpo --model POLICY.bin --ref REF.bin --tokenizer PATH --pairs pairs.jsonl\n"
-                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0]\n"
-                   "  [--steps N | --epochs E]\n%s", TRAIN_FLAGS_HELP);
-            return 0;
-        } else die("dpo: unknown flag '%s' (see ./sirt dpo --help)", f);
-    }
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &args.init, "the policy to train (= --init)"},
+        {"--ref", "FILE", FLAG_STRING, .value = &ref_path,
+         "the frozen reference (unless the pairs carry its log-probs)"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--pairs", "FILE", FLAG_STRING, .value = &pairs_path,
+         "JSONL of prompt/chosen/rejected (TRL's format)"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the pairs, unless --steps is given",
+         1, 1 << 20},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
+                                {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "dpo", "dpo --model POLICY.bin --ref REF.bin --tokenizer PATH "
+                    "--pairs pairs.jsonl\n                  --batch B --seq T --lr LR [more flags "
+                    "below] (--batch counts pairs)", tables))
+        return 0;
+    use_threads(args.threads);
     if (!args.init && !args.resume) die("dpo: --model POLICY.bin is required");
     if (!tokenizer || !pairs_path) die("dpo: --tokenizer and --pairs are required");
     check_preference(&pref);
@@ -3170,6 +3186,9 @@ static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, i
 }
 
 typedef enum { PAIRS_COT_VS_PLAIN = 1, PAIRS_CORRECT_VS_INCORRECT = 2, PAIRS_BOTH = 3 } PairRule;
+// --pairs: the names of the rules, and the rules
+static const char *const PAIR_RULE_NAMES[] = {"cot-vs-plain", "correct-vs-incorrect", "both", NULL};
+static const PairRule PAIR_RULES[] = {PAIRS_COT_VS_PLAIN, PAIRS_CORRECT_VS_INCORRECT, PAIRS_BOTH};
 
 // Builds the pairs of one round from the scored samples. cot[i*k + j] are the CoT samples of
 // question i, plain[i] its plain answer (NULL when the rule does not need it).
@@ -3249,47 +3268,42 @@ int cmd_refine(int argc, char **argv) {
     args.T = 256;
     args.lr = 1e-5f;
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep_pairs = NULL;
-    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0;
-    PairRule rule = PAIRS_COT_VS_PLAIN;
+    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0, rule_index = 0;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
     GenerateSettings g = GENERATE_DEFAULTS;
-    for (int i = 0; i < argc; i++) {
-        if (parse_train_flag(&args, argc, argv, &i)) continue;
-        if (parse_preference_flag(&pref, argc, argv, &i)) continue;
-        const char *f = argv[i];
-        if (!strcmp(f, "--model")) args.init = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--data")) data_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--valid")) valid_path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--keep-pairs")) keep_pairs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) k = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
-        else if (!strcmp(f, "--rounds")) rounds = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--epochs")) epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--max-pairs")) max_pairs = parse_long(f, flag_value(argc, argv, &i), 1, 1024);
-        else if (!strcmp(f, "--temperature")) g.sampler.temperature = parse_float(f, flag_value(argc, argv, &i));
-        else if (!strcmp(f, "--max-new")) g.max_new = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(f, "--gen-batch")) g.batch = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--ref")) {
-            const char *which = flag_value(argc, argv, &i);
-            if (!strcmp(which, "previous")) ref_previous = 1;
-            else if (strcmp(which, "initial")) die("--ref must be initial or previous, got '%s'", which);
-        } else if (!strcmp(f, "--pairs")) {
-            const char *name = flag_value(argc, argv, &i);
-            if (!strcmp(name, "cot-vs-plain")) rule = PAIRS_COT_VS_PLAIN;
-            else if (!strcmp(name, "correct-vs-incorrect")) rule = PAIRS_CORRECT_VS_INCORRECT;
-            else if (!strcmp(name, "both")) rule = PAIRS_BOTH;
-            else die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", name);
-        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf("usage: ./sirt refine --model SFT.bin --tokenizer PATH --data train.jsonl "
-                   "[--valid valid.jsonl]\n  [--pairs cot-vs-plain|correct-vs-incorrect|both] "
-                   "[--samples 4] [--temperature 0.8] [--rounds 1]\n  [--ref initial|previous] "
-                   "[--max-pairs 1] [--max-new 256] [--gen-batch 64] [--keep-pairs DIR]\n"
-                   "  [--loss dpo|ipo|cdpo] [--beta 0.1] [--label-smoothing 0] [--rpo-alpha 0] "
-                   "[--epochs 1] [--steps N]\n  [--batch 8] [--seq 256] [--lr 1e-5] [--out "
-                   "refined.bin] (+ --wd --clip --schedule --warmup --seed --log --threads)\n");
-            return 0;
-        } else die("refine: unknown flag '%s' (see ./sirt refine --help)", f);
-    }
+    static const char *const REF_NAMES[] = {"initial", "previous", NULL};
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &args.init,
+         "the phase-1 model: the first policy and the reference"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "question/answer JSONL: the questions the student answers"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "greedy accuracy on these items picks the best round"},
+        {"--pairs", NULL, FLAG_CHOICE, .value = &rule_index, "how answers are paired",
+         .choices = PAIR_RULE_NAMES},
+        {"--samples", "K", FLAG_INT, .value = &k, "samples per question", 1, 1024},
+        {"--temperature", "T", FLAG_FLOAT, .value = &g.sampler.temperature,
+         "of the samples", -INFINITY, INFINITY},
+        {"--rounds", "N", FLAG_INT, .value = &rounds, "rounds of sampling, pairing and DPO", 1, 1000},
+        {"--ref", NULL, FLAG_CHOICE, .value = &ref_previous,
+         "the reference: phase 1's model, or the last round's", .choices = REF_NAMES},
+        {"--max-pairs", "N", FLAG_INT, .value = &max_pairs, "pairs per question and rule", 1, 1024},
+        {"--max-new", "N", FLAG_INT, .value = &g.max_new, "new tokens per answer at most", 1, 1 << 20},
+        {"--gen-batch", "N", FLAG_INT, .value = &g.batch, "sequences decoded together", 1, 1 << 16},
+        {"--keep-pairs", "DIR", FLAG_STRING, .value = &keep_pairs,
+         "write each round's pairs as DIR/pairs_roundN.jsonl"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs,
+         "passes over a round's pairs, unless --steps is given", 1, 1000},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
+                                {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "refine", "refine --model SFT.bin --tokenizer PATH --data train.jsonl "
+                    "[more flags below]", tables))
+        return 0;
+    use_threads(args.threads);
+    PairRule rule = PAIR_RULES[rule_index];
     if (!args.init || !tokenizer || !data_path) die("refine: --model, --tokenizer and --data are required");
     if (args.resume) die("refine: --resume is not supported (each round is short; rerun it)");
     check_preference(&pref);
@@ -3710,42 +3724,45 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     free(gains);
 }
 
-static void repro_usage(void) {
-    const ReproSettings d = REPRO_DEFAULTS;
-    printf("usage: ./sirt reproduce [--name %s] [--seed %ld] [--seeds %d] [--task %s (or math, choice)]\n"
-           "  [--config %s (the student: L,NH,C,maxT,V)] [--train %d] [--epochs %d]\n"
-           "  [--pairs %s (or cot-vs-plain, both)] [--rpo-alpha %s]\n"
-           "  [--refine-lr %s] [--refine-epochs %s] [--beta %s]"
-           " [--samples %s] [--refine-questions %d] [--ablations] [--quick]\n"
-           "  (./sirt with no arguments runs it with the defaults)\n",
-           d.name, d.seed, d.seeds, d.task, d.config, d.n_train, d.epochs, d.pairs, d.rpo_alpha,
-           d.refine_lr, d.refine_epochs, d.beta, d.samples, d.n_refine);
-}
-
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
     int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--name")) rs.name = flag_value(argc, argv, &i), name_given = 1;
-        else if (!strcmp(f, "--quick")) rs.quick = 1;
-        else if (!strcmp(f, "--ablations")) rs.ablations = 1;
-        else if (!strcmp(f, "--seed")) rs.seed = parse_long(f, flag_value(argc, argv, &i), 0, 0x7fffffffL - 1000);
-        else if (!strcmp(f, "--task")) rs.task = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--config")) rs.config = flag_value(argc, argv, &i), config_given = 1;
-        else if (!strcmp(f, "--seeds")) rs.seeds = parse_long(f, flag_value(argc, argv, &i), 1, 100);
-        else if (!strcmp(f, "--train")) rs.n_train = parse_long(f, flag_value(argc, argv, &i), 10, 10000000), train_given = 1;
-        else if (!strcmp(f, "--epochs")) rs.epochs = parse_long(f, flag_value(argc, argv, &i), 1, 1000), epochs_given = 1;
-        else if (!strcmp(f, "--refine-questions")) rs.n_refine = parse_long(f, flag_value(argc, argv, &i), 1, 10000000);
-        else if (!strcmp(f, "--pairs")) rs.pairs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--rpo-alpha")) rs.rpo_alpha = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--refine-lr")) rs.refine_lr = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--refine-epochs")) rs.refine_epochs = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--beta")) rs.beta = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--samples")) rs.samples = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return repro_usage(), 0;
-        else die("reproduce: unknown flag '%s' (see ./sirt reproduce --help)", f);
-    }
+    // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
+    // text; they are checked below, before any work
+    const Flag flags[] = {
+        {"--name", "NAME", FLAG_STRING, .value = &rs.name, "the run's directory is runs/NAME",
+         .given = &name_given},
+        {"--seed", "S", FLAG_LONG, .value = &rs.seed, "the seed of the data and the models", 0,
+         0x7fffffffL - 1000},
+        {"--seeds", "N", FLAG_INT, .value = &rs.seeds,
+         "the whole pipeline for seeds S .. S+N-1, in runs/NAME/seedK", 1, 100},
+        {"--task", "both|math|choice", FLAG_STRING, .value = &rs.task,
+         "the families trained on and evaluated"},
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
+         "the student (maxT >= 256)", .given = &config_given},
+        {"--train", "N", FLAG_INT, .value = &rs.n_train, "demonstrations per family", 10, 10000000,
+         .given = &train_given},
+        {"--epochs", "E", FLAG_INT, .value = &rs.epochs, "phase 1's epochs", 1, 1000,
+         .given = &epochs_given},
+        {"--pairs", "correct-vs-incorrect|cot-vs-plain|both", FLAG_STRING, .value = &rs.pairs,
+         "phase 2's pair rule"},
+        {"--rpo-alpha", "A", FLAG_STRING, .value = &rs.rpo_alpha, "phase 2's NLL term"},
+        {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
+        {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
+         "phase 2's epochs over the pairs"},
+        {"--beta", "B", FLAG_STRING, .value = &rs.beta, "phase 2's DPO beta"},
+        {"--samples", "K", FLAG_STRING, .value = &rs.samples, "phase 2's samples per question"},
+        {"--refine-questions", "N", FLAG_INT, .value = &rs.n_refine,
+         "questions per family that phase 2 answers", 1, 10000000},
+        {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
+         "adds the rows of the paper's analyses"},
+        {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
+         "the same pipeline at tiny sizes (the tests run it)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "reproduce", "reproduce [flags below]\n"
+                    "(./sirt with no arguments runs it with the defaults)", tables))
+        return 0;
     if (strcmp(rs.task, "math") && strcmp(rs.task, "choice") && strcmp(rs.task, "both"))
         die("--task must be math, choice or both, got '%s'", rs.task);
     Config student = parse_config(rs.config); // fail now, not after the data
@@ -3911,19 +3928,23 @@ static void bench_tokenizer(const char *tokenizer, const char *path) {
 
 int cmd_bench(int argc, char **argv) {
     const char *config = NULL, *tokenizer = NULL, *text = NULL;
-    int B = 4, T = 64, steps = 5, decoding = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--config")) config = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--batch")) B = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--seq")) T = parse_long(f, flag_value(argc, argv, &i), 1, 1 << 16);
-        else if (!strcmp(f, "--steps")) steps = parse_long(f, flag_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(f, "--train-only")) decoding = 0;
-        else if (!strcmp(f, "--tokenizer")) tokenizer = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--text")) text = flag_value(argc, argv, &i);
-        else die("bench: unknown flag '%s' (usage: ./sirt bench [--config L,NH,C,maxT,V] "
-                 "[--batch B] [--seq T] [--steps N] [--train-only] | --tokenizer PATH --text FILE)", f);
-    }
+    int B = 4, T = 64, steps = 5, train_only = 0;
+    const Flag flags[] = {
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &config,
+         "this shape instead of the two benchmark shapes"},
+        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16},
+        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16},
+        {"--steps", "N", FLAG_INT, .value = &steps, "timed steps; the best counts", 1, 1000},
+        {"--train-only", NULL, FLAG_SWITCH, .value = &train_only, "no decoding benchmark"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "with --text: time this tokenizer's encoding instead"},
+        {"--text", "FILE", FLAG_STRING, .value = &text, "the text the tokenizer encodes"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "bench", "bench [--config L,NH,C,maxT,V] [--batch B] [--seq T] "
+                    "[--steps N] [--train-only]\n       ./sirt bench --tokenizer PATH --text FILE",
+                    tables))
+        return 0;
     if (tokenizer || text) {
         if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
         bench_tokenizer(tokenizer, text);
@@ -3945,7 +3966,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
                r.ms_per_step, r.tok_per_s, r.gflops);
     }
-    if (!decoding) return 0;
+    if (train_only) return 0;
     int prompt = 16, total = 256;
     for (int s = 0; s < count; s++) { // shorter contexts: generate within them
         Config cfg = parse_config(config ? config : shapes[s].config);
@@ -3988,7 +4009,7 @@ void usage(void) {
     printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
            "commands:\n"
            "  ./sirt             the reproduction on the built-in task (= ./sirt reproduce)\n"
-           "  ./sirt train ...   language-model training on llm.c token shards (--help for flags)\n"
+           "  ./sirt train ...   language-model training on llm.c token shards\n"
            "  ./sirt data ...    generate the built-in task (math or choice) as JSONL\n"
            "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
            "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
@@ -4000,7 +4021,9 @@ void usage(void) {
            "                     train a byte-level BPE tokenizer\n"
            "  ./sirt tokenize --tokenizer PATH [--decode]\n"
            "                     stdin lines -> token ids per line (or back with --decode)\n"
-           "  ./sirt help        this text\n");
+           "  ./sirt help        this text\n"
+           "  ./sirt COMMAND --help\n"
+           "                     the command's flags (and their defaults)\n");
 }
 
 #ifndef SIRT_NO_MAIN

@@ -115,7 +115,8 @@
 #include <omp.h>
 #endif
 
-#include "lib/util.h"   /* die, xmalloc, read_whole_file, check_writable, hash_bytes, utf8_decode, flags */
+#include "lib/util.h"   /* die, xmalloc, read_whole_file, check_writable, SafeFile, hash_bytes, utf8_decode */
+#include "lib/flags.h"  /* flag tables: the two commands at the end of this file */
 #include "lib/jsonl.h"  /* the JSON reader, for GPT-2's encoder.json */
 
 #define TOK_EOT_TEXT "<|endoftext|>"

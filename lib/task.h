@@ -646,51 +646,33 @@ void task_write_json(FILE *f, const TaskItem *it) {
             it->template_id);
 }
 
-static int task_lookup(const char *text, const char *const *names, int count) {
-    for (int i = 0; i < count; i++)
-        if (!strcmp(text, names[i])) return i;
-    return -1;
-}
-
-static void task_usage(void) {
-    printf("usage: ./sirt data [--task math|choice] [--split train|valid|test|test-ood|test-long]\n"
-           "                   [--n N] [--seed S] [--noise P] [--out FILE]\n"
-           "Writes N generated problems as GSM8K-style JSONL (stdout without --out), with the\n"
-           "oracle teacher's step-by-step answers. Defaults: math, train, 1000, seed 1, noise 0.\n"
-           "--noise P: a fraction P of the answers gets one wrong step (and a wrong final\n"
-           "answer); \"gold\" always holds the true answer and \"noisy\" marks those items.\n");
-}
-
 int cmd_data(int argc, char **argv) {
-    TaskFamily family = TASK_MATH;
-    TaskSplit split = TASK_SPLIT_TRAIN;
+    int family = TASK_MATH, split = TASK_SPLIT_TRAIN;
     long n = 1000;
     uint64_t seed = 1;
     float noise = 0.0f;
     const char *out_path = NULL;
-    for (int i = 0; i < argc; i++) {
-        const char *flag = argv[i];
-        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
-            task_usage();
-            return 0;
-        } else if (!strcmp(flag, "--task")) {
-            const char *value = flag_value(argc, argv, &i);
-            int f = task_lookup(value, task_family_names, 2);
-            if (f < 0) die("--task: '%s' is not math or choice", value);
-            family = (TaskFamily)f;
-        } else if (!strcmp(flag, "--split")) {
-            const char *value = flag_value(argc, argv, &i);
-            int s = task_lookup(value, task_split_names, TASK_NUM_SPLITS);
-            if (s < 0) die("--split: '%s' is not train, valid, test, test-ood or test-long", value);
-            split = (TaskSplit)s;
-        } else if (!strcmp(flag, "--n")) n = parse_long(flag, flag_value(argc, argv, &i), 0, 100000000);
-        else if (!strcmp(flag, "--seed")) seed = parse_long(flag, flag_value(argc, argv, &i), 0, 0x7fffffffL);
-        else if (!strcmp(flag, "--noise")) {
-            noise = parse_float(flag, flag_value(argc, argv, &i));
-            if (noise < 0.0f || noise > 1.0f) die("--noise must be in [0, 1]");
-        } else if (!strcmp(flag, "--out")) out_path = flag_value(argc, argv, &i);
-        else die("data: unknown flag '%s' (see ./sirt data --help)", flag);
-    }
+    // the names of the TaskFamily and TaskSplit values, in their order, then NULL
+    static const char *const families[] = {"math", "choice", NULL};
+    static const char *const splits[] = {"train", "valid", "test", "test-ood", "test-long", NULL};
+    const Flag flags[] = {
+        {"--task", NULL, FLAG_CHOICE, .value = &family, "the family of problems",
+         .choices = families},
+        {"--split", NULL, FLAG_CHOICE, .value = &split,
+         "test-ood: held-out phrasings; test-long: one step more", .choices = splits},
+        {"--n", "N", FLAG_LONG, .value = &n, "problems", 0, 100000000},
+        {"--seed", "S", FLAG_U64, .value = &seed,
+         "item i depends only on (S, split, i): --n 100 is a prefix", 0, 0x7fffffffL},
+        {"--noise", "P", FLAG_FLOAT, .value = &noise,
+         "a share P of the answers gets a wrong step and final answer", 0, 1},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path, "the JSONL (default: stdout)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "data", "data [flags below]\n"
+                    "Writes N generated problems as GSM8K-style JSONL, with the oracle teacher's\n"
+                    "step-by-step answers. \"gold\" always holds the true answer, and \"noisy\" "
+                    "marks the items\nwhose answer --noise made wrong.", tables))
+        return 0;
     SafeFile sf;
     if (out_path) safe_open(&sf, out_path);
     FILE *f = out_path ? sf.file : stdout;

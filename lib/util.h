@@ -1,5 +1,5 @@
-// lib/util.h — utilities: errors (die), allocation, timing, the random generator,
-// crash-safe files (SafeFile), whole-file reads, a hash, UTF-8, and command-line value parsing.
+// lib/util.h — utilities: errors (die), allocation, timing, threads, the random generator,
+// crash-safe files (SafeFile), whole-file reads, the hashes and UTF-8.
 // Part of sirt (one translation unit: sirt.c includes this file); it knows nothing of the model.
 
 #ifndef SIRT_LIB_UTIL_H
@@ -42,6 +42,15 @@ static int num_threads(void) {
     return omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+// --threads N: the parallel loops from now on run N threads (0: as they are).
+static void use_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
 #endif
 }
 
@@ -270,31 +279,6 @@ static size_t utf8_encode(uint32_t cp, unsigned char out[4]) {
     out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
     out[3] = (unsigned char)(0x80 | (cp & 0x3F));
     return 4;
-}
-
-// Command-line parsing: every command reads `--flag value` pairs with these helpers, which die
-// with a message naming the flag when a value is missing or malformed.
-static const char *flag_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static long parse_long(const char *flag, const char *text, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end) die("%s: '%s' is not an integer", flag, text);
-    if (value < lo || value > hi) die("%s: %ld is outside [%ld, %ld]", flag, value, lo, hi);
-    return value;
-}
-
-static float parse_float(const char *flag, const char *text) {
-    char *end;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (errno || end == text || *end || !isfinite(value))
-        die("%s: '%s' is not a number", flag, text);
-    return (float)value;
 }
 
 #endif // SIRT_LIB_UTIL_H
