@@ -1845,27 +1845,23 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
  *     each line (text containing a newline then spans several output lines).
  * ============================================================================================ */
 
-static void tok_cli_usage(void) {
-    printf("usage: ./sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]\n"
-           "                        [--split-digits]  (no token holds two digits: numbers digit by digit)\n"
-           "       ./sirt tokenize --tokenizer PATH [--decode] < input\n"
-           "  PATH is a sirt tokenizer file or a directory with GPT-2's encoder.json and vocab.bpe\n");
-}
-
 int cmd_tokenizer(int argc, char **argv) {
     const char *train = NULL, *out = NULL, *llmc_out = NULL;
     long vocab = 0;
     int split_digits = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--train")) train = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--out")) out = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--llmc-out")) llmc_out = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--vocab")) vocab = parse_long(f, flag_value(argc, argv, &i), 257, TOK_MAX_VOCAB);
-        else if (!strcmp(f, "--split-digits")) split_digits = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
-        else die("tokenizer: unknown flag '%s' (see ./sirt tokenizer --help)", f);
-    }
+    const Flag flags[] = {
+        {"--train", "FILE[,FILE...]", FLAG_STRING, .value = &train, "the training text, one document a file"},
+        {"--vocab", "N", FLAG_LONG, .value = &vocab, "tokens: 256 bytes + merges + <|endoftext|>",
+         257, TOK_MAX_VOCAB},
+        {"--out", "FILE", FLAG_STRING, .value = &out, "the tokenizer, in sirt's format"},
+        {"--llmc-out", "FILE", FLAG_STRING, .value = &llmc_out, "also llm.c's decode table"},
+        {"--split-digits", NULL, FLAG_SWITCH, .value = &split_digits,
+         "no token holds two digits: numbers go digit by digit"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "tokenizer", "tokenizer --train FILE[,FILE...] --vocab N --out tok.bin\n"
+                    "Trains a byte-level BPE tokenizer on the files.", tables))
+        return 0;
     if (train == NULL || out == NULL || vocab == 0) die("tokenizer: --train, --vocab and --out are required");
     check_writable(out); // before the training, not after it
     if (llmc_out != NULL) check_writable(llmc_out);
@@ -1938,13 +1934,16 @@ static int tok_cli_parse_ids(const TokBytes *line, TokIds *ids) {
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
     int decode = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--tokenizer")) path = flag_value(argc, argv, &i);
-        else if (!strcmp(f, "--decode")) decode = 1;
-        else if (!strcmp(f, "--help") || !strcmp(f, "-h")) return tok_cli_usage(), 0;
-        else die("tokenize: unknown flag '%s' (see ./sirt tokenize --help)", f);
-    }
+    const Flag flags[] = {
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &path,
+         "a sirt tokenizer file, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--decode", NULL, FLAG_SWITCH, .value = &decode, "read lines of ids, print their text"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode] < input\n"
+                    "Prints the token ids of each input line (with --decode, the text of each line of ids).",
+                    tables))
+        return 0;
     if (path == NULL) die("tokenize: --tokenizer is required");
     char err[512];
     Tokenizer *tok = tok_load(path, err, sizeof err);
