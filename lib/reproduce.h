@@ -1,0 +1,369 @@
+// lib/reproduce.h — `./sirt reproduce`, and `./sirt` with no arguments: the whole method on the
+// built-in task, run as a user would run it, one command after the other.
+// Part of sirt (one translation unit): sirt.c includes this file after the commands it runs
+// (section 10). It reaches the model only through those commands and score_file (section 7).
+
+#ifndef SIRT_LIB_REPRODUCE_H
+#define SIRT_LIB_REPRODUCE_H
+
+// =============================================================================================
+// The whole method on the built-in task, from nothing: generate the data → train the tokenizer →
+// phase 1 (SFT on the teacher's demonstrations) → evaluate → phase 2 (refine) → evaluate. It
+// writes runs/NAME/ (data, tokenizer, checkpoints, logs, pairs, results.json, results.svg) and
+// prints the table of the paper: rows teacher, SFT, SFT + self-refine; columns the in-domain
+// test, test-ood and test-long splits of each task family, with 95% intervals.
+// Every step is one of sirt.c's commands, run with the arguments it would get on a terminal.
+// With --seeds S the whole pipeline runs S times (seeds s, s+1, ...: new data, new tokenizer,
+// new models) and the summary gives mean ± sd over seeds and, for every refined row, the gain
+// over its SFT row with a paired bootstrap 95% interval. --ablations adds the rows of the
+// paper's analyses: the other pair rule, DPO with the NLL term (RPO), and phase 1 on 50% and
+// 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
+// =============================================================================================
+
+typedef int (*CommandFn)(int argc, char **argv);
+
+// Runs a command with a NULL-terminated list of arguments (after the command's name).
+static void run_command(CommandFn fn, const char *first, ...) {
+    char *args[64];
+    int n = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *)) {
+        if (n == 64) die("too many arguments");
+        args[n++] = (char *)a;
+    }
+    va_end(ap);
+    if (fn(n, args) != 0) die("a step of the reproduction failed");
+}
+
+// Writes the first `lines` lines of each of n files (all of a file when lines < 0) into out.
+static void join_heads(const char *out, const char *const *paths, int n, long lines) {
+    SafeFile sf;
+    safe_open(&sf, out);
+    for (int i = 0; i < n; i++) {
+        size_t bytes, end = 0;
+        char *data = (char *)read_whole_file(paths[i], &bytes);
+        if (!data) die("cannot open %s", paths[i]);
+        for (long k = 0; end < bytes && (lines < 0 || k < lines); k++) {
+            char *nl = memchr(data + end, '\n', bytes - end);
+            end = nl ? (size_t)(nl - data) + 1 : bytes;
+        }
+        safe_write(&sf, data, end);
+        free(data);
+    }
+    safe_commit(&sf);
+}
+
+// The tokenizer's training text: every training item as the student will see it, rendered with
+// the chain-of-thought and the plain templates, so the templates' words become single tokens.
+static void write_rendered_text(const char *out, const char *data) {
+    SafeFile sf;
+    safe_open(&sf, out);
+    for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN; kind++) {
+        TemplateOptions template = {(TemplateKind)kind, 0};
+        Example *items;
+        int n;
+        examples_load(data, &template, &items, &n);
+        for (int i = 0; i < n; i++) fprintf(sf.file, "%s%s\n", items[i].prompt, items[i].completion);
+        examples_free(items, n);
+    }
+    safe_commit(&sf);
+}
+
+// Everything the reproduction's flags choose. The defaults were chosen on `valid` (README).
+typedef struct {
+    const char *name;
+    long seed;
+    int seeds, quick, ablations;
+    const char *task;     // math, choice or both: the families trained on and evaluated
+    int n_train;          // demonstrations per family
+    int epochs;           // phase-1 epochs
+    const char *config;   // the student: L,NH,C,maxT,V
+    const char *vocab;    // BPE tokens
+    const char *sft_lr;
+    int n_refine;         // questions per family the student answers in phase 2
+    const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
+    int n_valid, n_test;  // items per family: valid; each test split
+    const char *max_new;  // generation budget for sampling and evaluation
+} ReproSettings;
+
+static const ReproSettings REPRO_DEFAULTS = {
+    .name = "default", .seed = 1, .seeds = 1, .task = "both", .n_train = 6000, .epochs = 2,
+    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
+    .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
+    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
+    .max_new = "160"};
+
+#define REPRO_FAMILIES 2
+#define REPRO_SPLITS 3
+#define REPRO_COLUMNS (REPRO_FAMILIES * REPRO_SPLITS)
+#define REPRO_MAX_ROWS 10
+static const char *const REPRO_SPLIT_NAMES[REPRO_SPLITS] = {"test", "test-ood", "test-long"};
+
+// The families of --task: how many, and the k-th (columns are family-major: column c is split
+// c % REPRO_SPLITS of family c / REPRO_SPLITS).
+static int repro_num_families(const ReproSettings *rs) { return strcmp(rs->task, "both") ? 1 : 2; }
+static const char *repro_family(const ReproSettings *rs, int k) {
+    return strcmp(rs->task, "both") ? rs->task : task_family_names[k];
+}
+static int repro_columns(const ReproSettings *rs) { return repro_num_families(rs) * REPRO_SPLITS; }
+
+// The first `lines` items (all: -1) of split `split` of every family, into out.
+static void join_families(const ReproSettings *rs, const char *dir, const char *split,
+                          const char *out, long lines) {
+    char paths[REPRO_FAMILIES][1200];
+    const char *list[REPRO_FAMILIES];
+    for (int k = 0; k < repro_num_families(rs); k++) {
+        snprintf(paths[k], sizeof paths[k], "%s/%s_%s.jsonl", dir, repro_family(rs, k), split);
+        list[k] = paths[k];
+    }
+    join_heads(out, list, repro_num_families(rs), lines);
+}
+
+// A row of the table. Every row but the teacher's is a student: phase 1 on a share of the
+// demonstrations and, for a phase-2 row, one `refine` with a pair rule and an RPO weight.
+typedef struct {
+    char label[64];
+    char key[32];          // the row's files in the run directory: KEY.bin, KEY_metrics.jsonl
+    int demos_percent;     // share of the demonstrations phase 1 trains on (0: the teacher)
+    const char *pairs;     // phase 2's pair rule; NULL for the teacher and SFT rows
+    const char *rpo_alpha;
+    int baseline;          // the SFT row a refined row is compared with (-1: none)
+} ReproRow;
+
+static int repro_add_row(ReproRow *rows, int n, const char *label, const char *key, int percent,
+                         const char *pairs, const char *rpo_alpha, int baseline) {
+    ReproRow *r = &rows[n];
+    snprintf(r->label, sizeof r->label, "%s", label);
+    snprintf(r->key, sizeof r->key, "%s", key);
+    r->demos_percent = percent;
+    r->pairs = pairs;
+    r->rpo_alpha = rpo_alpha;
+    r->baseline = baseline;
+    return n + 1;
+}
+
+// The rows: teacher, SFT, SFT + self-refine; with --ablations also the other pair rule, the
+// other loss (DPO ↔ DPO+NLL), and phase 1 on 50% and 25% of the demonstrations.
+static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
+    int n = 0;
+    n = repro_add_row(rows, n, "teacher", "teacher", 0, NULL, NULL, -1);
+    n = repro_add_row(rows, n, "SFT", "sft", 100, NULL, NULL, -1);
+    n = repro_add_row(rows, n, "SFT + self-refine", "refined", 100, rs->pairs, rs->rpo_alpha, 1);
+    if (!rs->ablations) return n;
+    int cvp = !strcmp(rs->pairs, "cot-vs-plain"), rpo = strcmp(rs->rpo_alpha, "0") != 0;
+    const char *other = cvp ? "correct-vs-incorrect" : "cot-vs-plain";
+    char label[64];
+    snprintf(label, sizeof label, "  refine, %s", other);
+    n = repro_add_row(rows, n, label, cvp ? "refined_cvi" : "refined_cvp", 100, other, rs->rpo_alpha, 1);
+    n = repro_add_row(rows, n, rpo ? "  refine, DPO (no NLL)" : "  refine, DPO+NLL (RPO)",
+                      rpo ? "refined_dpo" : "refined_rpo", 100, rs->pairs, rpo ? "0" : "1", 1);
+    int percents[2] = {50, 25};
+    for (int p = 0; p < 2; p++) {
+        char key[32];
+        snprintf(label, sizeof label, "SFT, %d%% of demos", percents[p]);
+        snprintf(key, sizeof key, "sft_d%d", percents[p]);
+        int sft_row = n;
+        n = repro_add_row(rows, n, label, key, percents[p], NULL, NULL, -1);
+        snprintf(label, sizeof label, "  + self-refine (%d%% of demos)", percents[p]);
+        snprintf(key, sizeof key, "refined_d%d", percents[p]);
+        n = repro_add_row(rows, n, label, key, percents[p], rs->pairs, rs->rpo_alpha, sft_row);
+    }
+    return n;
+}
+
+// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column].
+static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
+                           int n_rows, Score *scores) {
+    char path[1200], seedtxt[32], ntxt[32];
+    char train[1200], valid[1200], tokfile[1200], questions[1200];
+    snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
+    mkdir_p(dir);
+    double start = now_seconds();
+
+    printf("== 1. data: the built-in task, seed %ld, in %s/\n", seed, dir);
+    for (int fam = 0; fam < repro_num_families(rs); fam++)
+        for (int sp = 0; sp < TASK_NUM_SPLITS; sp++) {
+            const char *split = task_split_names[sp];
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, fam), split);
+            snprintf(ntxt, sizeof ntxt, "%d", sp == TASK_SPLIT_TRAIN ? rs->n_train
+                                              : sp == TASK_SPLIT_VALID ? rs->n_valid : rs->n_test);
+            run_command(cmd_data, "--task", repro_family(rs, fam), "--split", split, "--n", ntxt,
+                        "--seed", seedtxt, "--out", path, NULL);
+        }
+    snprintf(train, sizeof train, "%s/train.jsonl", dir);
+    join_families(rs, dir, "train", train, -1);
+    snprintf(questions, sizeof questions, "%s/refine_train.jsonl", dir); // phase 2's questions
+    join_families(rs, dir, "train", questions, rs->n_refine);
+    snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
+    join_families(rs, dir, "valid", valid, -1);
+
+    printf("== 2. tokenizer (%.0fs)\n", now_seconds() - start);
+    snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
+    snprintf(path, sizeof path, "%s/tokenizer_text.txt", dir);
+    write_rendered_text(path, train);
+    run_command(cmd_tokenizer, "--train", path, "--vocab", rs->vocab, "--split-digits", "--out",
+                tokfile, NULL);
+
+    // the models: each row's checkpoint, trained in row order (an SFT row before its refined rows)
+    char model_paths[REPRO_MAX_ROWS][1200];
+    for (int r = 0; r < n_rows; r++) {
+        const ReproRow *row = &rows[r];
+        char out[1200], log[1200];
+        snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
+        snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
+        if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
+        if (!row->pairs) {
+            printf("== 3. phase 1: SFT on %d%% of the teacher's demonstrations (%.0fs)\n",
+                   row->demos_percent, now_seconds() - start);
+            const char *demos = train;
+            if (row->demos_percent < 100) {
+                snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, row->key);
+                join_families(rs, dir, "train", path, (long)rs->n_train * row->demos_percent / 100);
+                demos = path;
+            }
+            char eptxt[32];
+            snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
+            run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", demos,
+                        "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
+                        rs->sft_lr, "--warmup", "20", "--seed", seedtxt, "--log", log, "--out", out, NULL);
+            best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
+        } else {
+            printf("== 4. phase 2: self-refinement (%s, rpo-alpha %s) of %s (%.0fs)\n", row->pairs,
+                   row->rpo_alpha, rows[row->baseline].label, now_seconds() - start);
+            char pairs_dir[1200];
+            snprintf(pairs_dir, sizeof pairs_dir, "%s/%s_pairs", dir, row->key);
+            mkdir_p(pairs_dir);
+            run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+                        "--data", questions, "--valid", valid, "--pairs", row->pairs, "--samples",
+                        rs->samples, "--max-new", rs->max_new, "--rounds", "1", "--epochs",
+                        rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->refine_lr,
+                        "--beta", rs->beta, "--rpo-alpha", row->rpo_alpha, "--seed", seedtxt,
+                        "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
+            snprintf(model_paths[r], sizeof model_paths[r], "%s", out);
+        }
+    }
+
+    printf("== 5. evaluation (%.0fs)\n", now_seconds() - start);
+    Tokenizer *tok = load_tokenizer(tokfile);
+    GenerateSettings g = GENERATE_DEFAULTS;
+    g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
+    for (int r = 0; r < n_rows; r++)
+        for (int c = 0; c < repro_columns(rs); c++) {
+            snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
+                     REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
+            scores[r * repro_columns(rs) + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
+        }
+    tok_free(tok);
+    printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
+}
+
+// The report (lib/report.h): the table's rows, its columns (each family's test splits) and the
+// scores, printed, written into DIR/results.json with the run's settings, and drawn in results.svg.
+static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
+                         const Score *scores) {
+    ReportRow report_rows[REPRO_MAX_ROWS];
+    ReportColumn columns[REPRO_COLUMNS];
+    for (int r = 0; r < n_rows; r++) report_rows[r] = (ReportRow){rows[r].label, rows[r].key, rows[r].baseline};
+    for (int c = 0; c < repro_columns(rs); c++)
+        columns[c] = (ReportColumn){repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS]};
+    ReportTable table = {report_rows, n_rows, columns, repro_columns(rs), rs->seeds, rs->seed, scores};
+    report_print_accuracy(&table);
+    report_print_mean_sd(&table);
+    Gain *gains = report_gains(&table); // each refined row over its SFT row
+    report_print_gains(&table, gains, "gain over SFT (points)");
+
+    char path[1200];
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    SafeFile sf;
+    safe_open(&sf, path);
+    report_json_begin(&table, sf.file);
+    fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
+                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n",
+            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha);
+    report_json_finish(&table, gains, sf.file);
+    safe_commit(&sf);
+    snprintf(path, sizeof path, "%s/results.svg", dir);
+    report_write_svg(&table, path, "Accuracy on the built-in task");
+    free(gains);
+}
+
+int cmd_reproduce(int argc, char **argv) {
+    ReproSettings rs = REPRO_DEFAULTS;
+    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0;
+    // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
+    // text; they are checked below, before any work
+    const Flag flags[] = {
+        {"--name", "NAME", FLAG_STRING, .value = &rs.name, "the run's directory is runs/NAME",
+         .given = &name_given},
+        {"--seed", "S", FLAG_LONG, .value = &rs.seed, "the seed of the data and the models", 0,
+         0x7fffffffL - 1000},
+        {"--seeds", "N", FLAG_INT, .value = &rs.seeds,
+         "the whole pipeline for seeds S .. S+N-1, in runs/NAME/seedK", 1, 100},
+        {"--task", "both|math|choice", FLAG_STRING, .value = &rs.task,
+         "the families trained on and evaluated"},
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
+         "the student (maxT >= 256)", .given = &config_given},
+        {"--train", "N", FLAG_INT, .value = &rs.n_train, "demonstrations per family", 10, 10000000,
+         .given = &train_given},
+        {"--epochs", "E", FLAG_INT, .value = &rs.epochs, "phase 1's epochs", 1, 1000,
+         .given = &epochs_given},
+        {"--pairs", "correct-vs-incorrect|cot-vs-plain|both", FLAG_STRING, .value = &rs.pairs,
+         "phase 2's pair rule"},
+        {"--rpo-alpha", "A", FLAG_STRING, .value = &rs.rpo_alpha, "phase 2's NLL term"},
+        {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
+        {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
+         "phase 2's epochs over the pairs"},
+        {"--beta", "B", FLAG_STRING, .value = &rs.beta, "phase 2's DPO beta"},
+        {"--samples", "K", FLAG_STRING, .value = &rs.samples, "phase 2's samples per question"},
+        {"--refine-questions", "N", FLAG_INT, .value = &rs.n_refine,
+         "questions per family that phase 2 answers", 1, 10000000},
+        {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
+         "adds the rows of the paper's analyses"},
+        {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
+         "the same pipeline at tiny sizes (the tests run it)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "reproduce", "reproduce [flags below]\n"
+                    "(./sirt with no arguments runs it with the defaults)", tables))
+        return 0;
+    if (strcmp(rs.task, "math") && strcmp(rs.task, "choice") && strcmp(rs.task, "both"))
+        die("--task must be math, choice or both, got '%s'", rs.task);
+    Config student = parse_config(rs.config); // fail now, not after the data
+    if (student.maxT < 256) die("--config: the reproduction needs maxT >= 256 (its --seq), got %d", student.maxT);
+    if (strcmp(rs.pairs, "cot-vs-plain") && strcmp(rs.pairs, "correct-vs-incorrect") && strcmp(rs.pairs, "both"))
+        die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", rs.pairs);
+    parse_float("--rpo-alpha", rs.rpo_alpha); // fail now, not after phase 1
+    parse_float("--refine-lr", rs.refine_lr);
+    parse_float("--beta", rs.beta);
+    parse_long("--samples", rs.samples, 1, 1024);
+    parse_long("--refine-epochs", rs.refine_epochs, 1, 1000);
+    if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
+        if (!train_given) rs.n_train = 60;
+        if (!epochs_given) rs.epochs = 1;
+        if (!name_given) rs.name = "quick";
+        if (!config_given) rs.config = "2,2,32,256,1024";
+        rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
+        rs.samples = "2", rs.max_new = "100";
+    }
+    char dir[1024], seed_dir[1100];
+    snprintf(dir, sizeof dir, "runs/%s", rs.name);
+    mkdir_p(dir);
+    ReproRow rows[REPRO_MAX_ROWS];
+    int n_rows = repro_rows(&rs, rows);
+    size_t per_seed = (size_t)n_rows * repro_columns(&rs); // scores are [seed][row][column]
+    Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
+    double start = now_seconds();
+    for (int s = 0; s < rs.seeds; s++) {
+        if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
+        else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, scores + s * per_seed);
+    }
+    repro_report(&rs, dir, rows, n_rows, scores);
+    printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
+    for (size_t i = 0; i < rs.seeds * per_seed; i++) free(scores[i].hit);
+    free(scores);
+    return 0;
+}
+
+#endif // SIRT_LIB_REPRODUCE_H
