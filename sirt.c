@@ -2313,9 +2313,10 @@ static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new
 // join the live set. So every step decodes a full batch while prompts are waiting, and a long
 // completion holds up no other prompt.
 // A sequence's text depends only on its prompt, its index and the seed: it samples with its own
-// generator, and every kernel computes each row alone, in the same order whatever the other rows
-// (gemm's tiles, attention per row and slot), so the batch size, the slot a sequence gets and
-// the order in which sequences finish change nothing (tests/test_generate.c checks it).
+// generator, and every CPU kernel computes each row alone, in the same order whatever the other
+// rows (gemm's tiles, attention per row and slot), so the batch size, the slot a sequence gets
+// and the order in which sequences finish change nothing (tests/test_generate.c checks it).
+// The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
 static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                      const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
