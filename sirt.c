@@ -2269,13 +2269,30 @@ static void generation_progress(long done, long total, long tokens, double start
     fflush(stdout);
 }
 
+// The sequence has finished: its text goes to out[seq->index], a line of progress if asked.
+static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new_tokens, long n,
+                            double start, int show_progress_line) {
+    if (!seq->text.data && tok_bytes_append(&seq->text, "", 0) != 0) die("out of memory");
+    out[seq->index] = seq->text.data;
+    ++*done;
+    *new_tokens += seq->produced;
+    if (show_progress_line) generation_progress(*done, n, *new_tokens, start);
+}
+
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
 // NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish. Prompts are decoded in waves of up to g->batch
-// sequences: a wave is prefilled together, a sequence that finishes leaves it, and the next wave
-// starts when the wave's last sequence has finished (freed cache slots wait until then). A
-// sequence's text depends only on its prompt, its index and the seed: rows never mix, so the
-// batch size and the order in which sequences finish change nothing.
+// draws a progress line as sequences finish.
+// Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
+// prompts take them in order. Each decoding step feeds every live sequence one token; a
+// sequence that finishes frees its slot, and before the next step the next waiting prompts are
+// prefilled into the freed slots (all those freed at the same step in one decode_prefill) and
+// join the live set. So every step decodes a full batch while prompts are waiting, and a long
+// completion holds up no other prompt.
+// A sequence's text depends only on its prompt, its index and the seed: it samples with its own
+// generator, and every CPU kernel computes each row alone, in the same order whatever the other
+// rows (gemm's tiles, attention per row and slot), so the batch size, the slot a sequence gets
+// and the order in which sequences finish change nothing (tests/test_generate.c checks it).
+// The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
 static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                      const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
@@ -2286,64 +2303,74 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     int slots = g->batch < n ? g->batch : (int)(n > 0 ? n : 1);
     KVCache kv;
     kv_cache_init(&kv, cfg, slots, Tc);
-    LiveSequence *live = xcalloc(slots, sizeof(LiveSequence));
+    LiveSequence *live = xcalloc(slots, sizeof(LiveSequence)); // the live ones: live[0..N)
     int **ids = xmalloc(slots * sizeof(int *)), *lengths = xmalloc(slots * sizeof(int));
-    int *slot_ids = xmalloc(slots * sizeof(int)), *tokens = xmalloc(slots * sizeof(int));
+    int *tokens = xmalloc(slots * sizeof(int)); // live[i]'s next token to feed
     int *slot = xmalloc(slots * sizeof(int)), *pos = xmalloc(slots * sizeof(int));
+    int *free_slots = xmalloc(slots * sizeof(int)), n_free = slots;
+    for (int s = 0; s < slots; s++) free_slots[s] = slots - 1 - s; // taken from the end: 0, 1, ...
     Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
-    long done = 0, new_tokens = 0;
+    long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
+    int N = 0;
     double start = now_seconds();
-    for (long first = 0; first < n; first += slots) { // one wave of up to `slots` prompts
-        int B = n - first < slots ? (int)(n - first) : slots;
-        for (int b = 0; b < B; b++) {
-            const TokenSequence *p = &prompts[first + b];
-            int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
-            if (keep < 1) die("prompt %ld is empty: there is nothing to continue", first + b);
-            ids[b] = p->ids + (p->length - keep);
-            lengths[b] = keep;
-            slot_ids[b] = b;
-            live[b] = (LiveSequence){first + b, b, keep, 0, sequence_rng(g->seed, first + b), {0}};
-        }
-        decode_prefill(model, &kv, ids, lengths, slot_ids, B);
-        int N = B; // live sequences, kept at the front of `live`
-        for (int b = 0; b < B; b++) tokens[b] = sample_token(kv.host_logits + (size_t)b * cfg->Vp,
-                                                             cfg->V, &g->sampler, &live[b].rng, scratch);
-        for (;;) {
-            // append the sampled tokens; finished sequences leave, the rest move up
-            int kept = 0;
-            for (int i = 0; i < N; i++) {
-                LiveSequence *seq = &live[i];
-                if (sequence_push(seq, tok, tokens[i], g, Tc)) {
-                    if (!seq->text.data && tok_bytes_append(&seq->text, "", 0) != 0) die("out of memory");
-                    out[seq->index] = seq->text.data;
-                    done++;
-                    new_tokens += seq->produced;
-                    if (show_progress_line) generation_progress(done, n, new_tokens, start);
-                    continue;
+    for (;;) {
+        // the waiting prompts take the free slots, prefilled together; each samples its first
+        // token, and one that finishes with it frees its slot for the next prompt at once
+        while (next < n && n_free > 0) {
+            int B = n - next < n_free ? (int)(n - next) : n_free;
+            for (int b = 0; b < B; b++) {
+                const TokenSequence *p = &prompts[next + b];
+                int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
+                if (keep < 1) die("prompt %ld is empty: there is nothing to continue", next + b);
+                ids[b] = p->ids + (p->length - keep);
+                lengths[b] = keep;
+                slot[b] = free_slots[--n_free];
+            }
+            decode_prefill(model, &kv, ids, lengths, slot, B);
+            for (int b = 0; b < B; b++) {
+                LiveSequence seq = {next + b, slot[b], lengths[b], 0, sequence_rng(g->seed, next + b), {0}};
+                int id = sample_token(kv.host_logits + (size_t)b * cfg->Vp, cfg->V, &g->sampler,
+                                      &seq.rng, scratch);
+                if (sequence_push(&seq, tok, id, g, Tc)) {
+                    sequence_finish(&seq, out, &done, &new_tokens, n, start, show_progress_line);
+                    free_slots[n_free++] = seq.slot;
+                } else {
+                    live[N] = seq;
+                    tokens[N++] = id;
                 }
-                tokens[kept] = tokens[i];
-                live[kept++] = *seq;
             }
-            N = kept;
-            if (N == 0) break;
-            for (int i = 0; i < N; i++) {
-                slot[i] = live[i].slot;
-                pos[i] = live[i].pos++;
-            }
-            decode_step(model, &kv, tokens, slot, pos, N);
-            for (int i = 0; i < N; i++)
-                tokens[i] = sample_token(kv.host_logits + (size_t)i * cfg->Vp, cfg->V,
-                                         &g->sampler, &live[i].rng, scratch);
+            next += B;
         }
+        if (N == 0) break; // nothing live and nothing waiting
+        // one step: every live sequence's token at its position; then each samples the next
+        for (int i = 0; i < N; i++) {
+            slot[i] = live[i].slot;
+            pos[i] = live[i].pos++;
+        }
+        decode_step(model, &kv, tokens, slot, pos, N);
+        int kept = 0; // finished sequences leave, the rest move up (in order)
+        for (int i = 0; i < N; i++) {
+            LiveSequence *seq = &live[i];
+            int id = sample_token(kv.host_logits + (size_t)i * cfg->Vp, cfg->V, &g->sampler,
+                                  &seq->rng, scratch);
+            if (sequence_push(seq, tok, id, g, Tc)) {
+                sequence_finish(seq, out, &done, &new_tokens, n, start, show_progress_line);
+                free_slots[n_free++] = seq->slot;
+                continue;
+            }
+            tokens[kept] = id;
+            live[kept++] = *seq;
+        }
+        N = kept;
     }
     kv_cache_free(&kv);
     free(live);
     free(ids);
     free(lengths);
-    free(slot_ids);
     free(tokens);
     free(slot);
     free(pos);
+    free(free_slots);
     free(scratch);
 }
 

@@ -5,8 +5,10 @@ set -u
 cd "$(dirname "$0")"
 passed=0
 failed=0
+skipped=0
 ok()   { passed=$((passed + 1)); echo "ok: $*"; }
 bad()  { failed=$((failed + 1)); echo "FAIL: $*"; }
+skip() { skipped=$((skipped + 1)); echo "skip: $*"; }
 expect() { # expect DESCRIPTION COMMAND...: the command succeeds
     local desc=$1; shift
     if "$@" >"$work/out.txt" 2>&1; then ok "$desc"; else bad "$desc"; tail -5 "$work/out.txt"; fi
@@ -28,10 +30,18 @@ expect_error() {
 # jobs (a CI runner) spinning threads slow every test tenfold. It changes no result.
 export OMP_WAIT_POLICY=passive
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Every file of the run goes in $work, a fresh directory, removed at the end (chmod first: a
+# check below makes a read-only directory in it). The programs run here make their own scratch
+# directories in $TMPDIR: it is $work/tmp, and the last checks find anything left in it, or in
+# the checkout.
+work=$(mktemp -d) || { echo "cannot make a scratch directory in TMPDIR=${TMPDIR-}"; echo "0 passed, 1 failed"; exit 1; }
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir "$work/tmp" && export TMPDIR="$work/tmp"
 
 make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+# the files in the checkout that git does not track, and the tracked files changed, before the tests
+in_checkout() { { git ls-files --others; git diff --name-only; } 2>/dev/null | sort -u; }
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 && in_checkout >"$work/checkout_before.txt"
 
 # Adds the "ok"/"FAIL" lines of a test program's output ($1, the program $2 ended with status
 # $3) to the totals. It must end with "N passed, 0 failed" and exit 0: under the sanitizers a
@@ -40,6 +50,7 @@ count_unit() {
     grep -v '^[0-9]* passed' "$1"
     passed=$((passed + $(grep -c '^ok' "$1")))
     failed=$((failed + $(grep -c '^FAIL' "$1")))
+    skipped=$((skipped + $(grep -c '^skip' "$1")))
     if ! grep -q '^[0-9]* passed, 0 failed$' "$1" || [ "$3" -ne 0 ]; then
         failed=$((failed + 1)); echo "FAIL: $2 did not finish cleanly (exit $3)"; tail -20 "$1"
     fi
@@ -52,23 +63,20 @@ unit() {
     "./$unit_dir/$name" "$@" >"$work/$name.txt" 2>&1
     count_unit "$work/$name.txt" "$unit_dir/$name" $?
 }
-# The unit tests, run twice: by the normal build here, under the sanitizers further down.
+# The unit tests, run twice: by the normal build here, under the sanitizers further down. Each
+# writes only in a scratch directory it makes in $TMPDIR (tests/check.h: scratch_make).
 unit_tests() {
-    unit test_core "$1"                     # kernels, gradients, AdamW, checkpoints
+    unit test_core                          # kernels, gradients, AdamW, checkpoints
     unit test_tokenizer ../shared/data      # BPE, GPT-2 encoding, file formats
     unit test_text ../shared/data/gsm8k     # JSON lines, templates, GSM8K
     unit test_sft                           # SFT batches, masking, truncation
     unit test_generate                      # KV-cache decoding, the sampler, determinism
     unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
     unit test_dpo                           # preference losses and their gradients
-    # these two write scratch files in the current directory: run them in $1
-    for name in test_task test_repro; do    # the built-in task; the reproduction's statistics
-        echo "== unit tests ($unit_dir/$name)"
-        (cd "$1" && "$OLDPWD/$unit_dir/$name" >"$1/$name.txt" 2>&1)
-        count_unit "$1/$name.txt" "$unit_dir/$name" $?
-    done
+    unit test_task                          # the built-in task
+    unit test_repro                         # the reproduction's statistics
 }
-unit_tests "$work"
+unit_tests
 
 # Feeds every seed-corpus and saved-crash input of the fuzz harnesses (tests/fuzz) to its harness
 # through the replay programs in $1 (tests/fuzz/replay.c, no clang needed). A file named ok_* must
@@ -111,7 +119,7 @@ expect_error "tokenizer: a missing training file, named" "^sirt: error: cannot o
 if [ -d ../shared/data/gpt2 ]; then
     got=$(echo "Hello world" | ./sirt tokenize --tokenizer ../shared/data/gpt2)
     [ "$got" = "15496 995" ] && ok "GPT-2 tokenizer: 'Hello world' -> 15496 995" || bad "GPT-2 'Hello world' -> $got"
-else echo "skip: ../shared/data/gpt2 is absent, GPT-2 CLI check skipped"; fi
+else skip "../shared/data/gpt2 is absent, GPT-2 CLI check skipped"; fi
 
 # ---- phase 1 on the built-in task: data -> tokenizer -> sft -----------------------------------
 echo "== ./sirt data / sft"
@@ -276,7 +284,7 @@ if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
     ./tests/test_core --write-shard "$work/gpt2ish_tokens.bin" 100 50257 1
     ./sirt train --config 1,2,64,1024,50257 --data "$work/gpt2ish_tokens.bin" --batch 1 --seq 8 --steps 1 --lr 0 --out "$work/gpt2ish.bin" >/dev/null
     expect "sft from an llm.c checkpoint with the GPT-2 tokenizer on GSM8K" ./sirt sft --init "$work/gpt2ish.bin" --tokenizer ../shared/data/gpt2 --data "$work/gsm8.jsonl" --batch 4 --seq 256 --steps 2 --lr 1e-4 --out "$work/gpt2sft.bin"
-else echo "skip: ../shared/data/gpt2 or gsm8k is absent, GPT-2 SFT check skipped"; fi
+else skip "../shared/data/gpt2 or gsm8k is absent, GPT-2 SFT check skipped"; fi
 
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"
@@ -350,15 +358,16 @@ mkdir "$work/f.bin.state.tmp"
 expect_error "a directory in the way of the state's .tmp" "cannot write .*/f.bin.state.tmp: Is a directory (.*/f.bin and .*/f.bin.state are left as they were)" ./sirt train $wflags --resume --save-every 2
 rmdir "$work/f.bin.state.tmp"
 intact "a directory in the way"
-# a read-only directory; root writes anywhere, so as root the run goes as user nobody
-ro=$(mktemp -d); chmod 755 "$ro"; cp "$work/f_saved.bin" "$ro/m.bin"; cp "$work/f_saved.state" "$ro/m.bin.state"; cp "$work/train.bin" "$ro/"
+# a read-only directory (in $work); root writes anywhere, so as root the run goes without the
+# capabilities that override file permissions (as the directory's owner, it may still reach it)
+ro="$work/ro"; mkdir "$ro"; cp "$work/f_saved.bin" "$ro/m.bin"; cp "$work/f_saved.state" "$ro/m.bin.state"; cp "$work/train.bin" "$ro/"
 chmod 644 "$ro"/*; chmod 555 "$ro"
-as_user=""; [ "$(id -u)" -eq 0 ] && as_user="setpriv --reuid=65534 --regid=65534 --clear-groups"
-if [ "$(id -u)" -ne 0 ] || command -v setpriv >/dev/null 2>&1; then
+as_user=""; [ "$(id -u)" -eq 0 ] && as_user="setpriv --bounding-set -dac_override,-dac_read_search,-fowner --"
+if [ "$(id -u)" -ne 0 ] || $as_user true 2>/dev/null; then
     expect_error "a read-only directory" "cannot write $ro/m.bin.tmp: Permission denied" $as_user ./sirt train $cfg --data "$ro/train.bin" --batch 4 --seq 32 --lr 3e-3 --steps 20 --out "$ro/m.bin" --resume
     cmp -s "$ro/m.bin" "$work/f_saved.bin" && cmp -s "$ro/m.bin.state" "$work/f_saved.state" && [ "$(ls "$ro" | wc -l)" -eq 3 ] &&
         ok "a read-only directory: the checkpoint is intact" || bad "a read-only directory: the checkpoint changed"
-else echo "skip: running as root without setpriv, the read-only directory is not checked"; fi
+else skip "running as root and setpriv cannot drop capabilities: the read-only directory is not checked"; fi
 chmod 755 "$ro"; rm -rf "$ro"
 ./sirt train $wflags --resume >/dev/null 2>&1
 if cmp -s "$work/f.bin" "$work/f_full.bin" && [ "$(strip "$work/f.jsonl")" = "$(strip "$work/f_full.jsonl")" ]; then
@@ -444,7 +453,7 @@ if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined 
         [ "$live" = " 86 86 86" ] && ok "sanitizers are live: a heap overflow, a leak and a signed overflow each exit 86" ||
             bad "sanitizer probes exited with$live (expected 86 86 86)"
         unit_dir=tests/asan
-        unit_tests "$work/asan"
+        unit_tests
         echo "== fuzz corpus and crash replays under the sanitizers"
         replay tests/asan 0
         echo "== ./sirt_asan: every command for a few steps (tests/short_runs.sh)"
@@ -453,7 +462,7 @@ if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined 
         unset ASAN_OPTIONS UBSAN_OPTIONS
         unit_dir=tests
     else bad "make asan failed"; tail -20 "$work/asan_build.txt"; fi
-else echo "skip: ${CC:-cc} cannot build and run -fsanitize=address,undefined programs; sanitizer runs skipped"; fi
+else skip "${CC:-cc} cannot build and run -fsanitize=address,undefined programs; sanitizer runs skipped"; fi
 
 # ---- a build without OpenMP ------------------------------------------------------------------
 echo "== make NO_OMP=1"
@@ -469,7 +478,18 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
         ok "kernels.cu compiles without warnings and ./sirt_cuda links (sm_$(make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_ARCH = //p' | head -1))"
         if nvidia-smi >/dev/null 2>&1; then echo "note: a GPU is present, but the GPU tests are not written yet"; fi
     else bad "make cuda failed"; tail -20 "$work/cuda.txt"; fi
-else echo "skip: nvcc is absent, the CUDA build is not checked"; fi
+else skip "nvcc is absent, the CUDA build is not checked"; fi
 
+# ---- nothing left behind ------------------------------------------------------------------------
+echo "== files left behind"
+left=$(ls -A "$TMPDIR")
+[ -z "$left" ] && ok "no scratch directory or file left in TMPDIR" || bad "left in TMPDIR: $(echo "$left" | tr '\n' ' ')"
+if [ -f "$work/checkout_before.txt" ]; then
+    # new in the checkout: only what test.sh builds there (make asan, make cuda)
+    new=$(in_checkout | comm -13 "$work/checkout_before.txt" - | grep -v -x -e sirt_asan -e sirt_cuda -e 'tests/asan/[^/]*')
+    [ -z "$new" ] && ok "no file written or changed in the checkout, but the build outputs" || bad "written in the checkout: $(echo "$new" | tr '\n' ' ')"
+else skip "not a git checkout: files written in the checkout are not checked"; fi
+
+[ "$skipped" -eq 0 ] || echo "$skipped skipped (the skip lines above)"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -2,8 +2,9 @@
 //
 // Built from the same single translation unit as the program (it includes sirt.c without its
 // main), so it tests exactly the code that ships. Prints one line per check and ends with
-// "N passed, M failed". `tests/test_core --write-shard PATH NTOKENS V SEED` writes a random llm.c
-// token shard (for test.sh); `--write-cyclic-shard PATH NTOKENS V` a predictable one.
+// "N passed, M failed"; its files go in a scratch directory of its own, removed at the end.
+// `tests/test_core --write-shard PATH NTOKENS V SEED` writes a random llm.c token shard (for
+// test.sh); `--write-cyclic-shard PATH NTOKENS V` a predictable one.
 #define SIRT_NO_MAIN
 #include "../sirt.c"
 #include "check.h"
@@ -465,9 +466,9 @@ static void test_overfit_and_determinism(Rng *rng) {
 // ---------------------------------------------------------------------------------------------
 // Checkpoints: write → read gives the same bits, and writing again gives the same file.
 static void test_checkpoint_roundtrip(const char *dir) {
-    char path[512], path2[512];
-    snprintf(path, sizeof path, "%s/roundtrip.bin", dir);
-    snprintf(path2, sizeof path2, "%s/roundtrip2.bin", dir);
+    char path[4096], path2[4096];
+    scratch_path(path, sizeof path, dir, "roundtrip.bin");
+    scratch_path(path2, sizeof path2, dir, "roundtrip2.bin");
     Model a, b;
     model_build(&a, parse_config("3,2,24,32,100"));
     model_init_random(&a, 99);
@@ -480,8 +481,8 @@ static void test_checkpoint_roundtrip(const char *dir) {
     size_t n1, n2;
     unsigned char *f1 = read_whole_file(path, &n1), *f2 = read_whole_file(path2, &n2);
     int same_file = f1 && f2 && n1 == n2 && !memcmp(f1, f2, n1);
-    int32_t header[8];
-    memcpy(header, f1, sizeof header);
+    int32_t header[8] = {0};
+    if (f1 && n1 >= sizeof header) memcpy(header, f1, sizeof header);
     int header_ok = header[0] == 20240326 && header[1] == 3 && header[2] == 32 &&
                     header[3] == 100 && header[4] == 3 && header[5] == 2 && header[6] == 24 &&
                     header[7] == 128 && n1 == 1024 + 4 * a.num_parameters;
@@ -597,7 +598,8 @@ int main(int argc, char **argv) {
         return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), atol(argv[5]), 0);
     if (argc == 5 && !strcmp(argv[1], "--write-cyclic-shard"))
         return write_shard(argv[2], atol(argv[3]), atoi(argv[4]), 0, 1);
-    const char *dir = argc > 1 ? argv[1] : "/tmp";
+    char dir[4096]; // the checkpoint round trip's files
+    scratch_make(dir, sizeof dir, "test_core");
     Rng rng = rng_seeded(2024);
     test_gemm();
     test_encoder(&rng);
@@ -613,5 +615,6 @@ int main(int argc, char **argv) {
     test_checkpoint_roundtrip(dir);
     test_count_nonfinite();
     test_guard(&rng);
+    scratch_remove(dir);
     return checks_finish();
 }

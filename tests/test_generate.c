@@ -1,4 +1,4 @@
-// tests/test_generate.c — tests of section 6 of sirt.c: KV-cache decoding and the sampler.
+// tests/test_generate.c — tests of section 6 of sirt.c: KV-cache decoding, the sampler, generate().
 // Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"
@@ -82,28 +82,81 @@ static void test_kv_cache_matches_full_forward(void) {
     model_free(&model);
 }
 
+// Rows never mix: prefilling prompts of different lengths together (right-padded to the
+// longest) and then decoding them together gives the same bits as prefilling and decoding each
+// prompt alone, in another cache slot. This is what lets generate() put any prompt in any slot
+// next to any others without changing its text.
+static void test_rows_independent(void) {
+    Model model;
+    random_model(&model, "2,4,32,64,71", 21);
+    const Config *cfg = &model.config;
+    enum { S = 5, STEPS = 12 };
+    int lengths[S] = {23, 1, 40, 7, 16}, together_slots[S] = {3, 0, 4, 2, 1};
+    int *seqs[S];
+    Rng rng = rng_seeded(8);
+    for (int s = 0; s < S; s++) {
+        seqs[s] = xmalloc((lengths[s] + STEPS) * sizeof(int));
+        for (int t = 0; t < lengths[s] + STEPS; t++) seqs[s][t] = rng_u32(&rng) % cfg->V;
+    }
+    size_t row = (size_t)cfg->Vp * sizeof(float);
+    float *together = xmalloc(S * row);
+    KVCache kv, alone;
+    kv_cache_init(&kv, cfg, S, cfg->maxT);
+    kv_cache_init(&alone, cfg, S, cfg->maxT);
+    int same = 1, compared = 0;
+    decode_prefill(&model, &kv, seqs, lengths, together_slots, S);
+    memcpy(together, kv.host_logits, S * row);
+    for (int s = 0; s < S; s++) { // alone: slot s, a batch of one
+        decode_prefill(&model, &alone, &seqs[s], &lengths[s], &s, 1);
+        same &= !memcmp(alone.host_logits, together + s * cfg->Vp, row);
+        compared++;
+    }
+    for (int step = 0; step < STEPS; step++) {
+        int tokens[S], pos[S];
+        for (int s = 0; s < S; s++) tokens[s] = seqs[s][lengths[s] + step], pos[s] = lengths[s] + step;
+        decode_step(&model, &kv, tokens, together_slots, pos, S);
+        memcpy(together, kv.host_logits, S * row);
+        for (int s = 0; s < S; s++) {
+            decode_step(&model, &alone, &tokens[s], &s, &pos[s], 1);
+            same &= !memcmp(alone.host_logits, together + s * cfg->Vp, row);
+            compared++;
+        }
+    }
+    check(same, "prefill and decoding of 5 prompts of 1 to 40 tokens together (other slots) give "
+          "bit-identical logits to each prompt alone (%d rows compared)", compared);
+    kv_cache_free(&kv);
+    kv_cache_free(&alone);
+    free(together);
+    for (int s = 0; s < S; s++) free(seqs[s]);
+    model_free(&model);
+}
+
 // Generation: greedy is deterministic; sampling gives the same text for any batch size and any
-// number of threads, because sequence i draws from its own generator (seed, i).
+// number of threads, because sequence i draws from its own generator (seed, i) and rows never
+// mix. With more prompts than slots, prompts of 1 to 90 tokens and completions that end early
+// (a stop string) or run to max_new, finished sequences hand their slots to waiting prompts
+// throughout (continuous batching): every batch size must give the text of batch 1.
 static void test_generation_determinism(void) {
     Model model;
-    random_model(&model, "2,2,32,64,300", 3);
+    random_model(&model, "2,2,32,128,300", 3);
     char err[256];
     const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
     size_t len = strlen(text);
     Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
-    enum { P = 20 };
+    enum { P = 40, RUNS = 6 };
     TokenSequence prompts[P];
     Rng rng = rng_seeded(9);
     for (int i = 0; i < P; i++) {
-        prompts[i].length = 1 + rng_u32(&rng) % 12;
+        prompts[i].length = i % 4 == 0 ? 40 + rng_u32(&rng) % 51 : 1 + rng_u32(&rng) % 12;
         prompts[i].prompt_length = prompts[i].length;
         prompts[i].ids = xmalloc(prompts[i].length * sizeof(int));
         for (int t = 0; t < prompts[i].length; t++) prompts[i].ids[t] = rng_u32(&rng) % 256;
     }
-    GenerateSettings g = {{1.0f, 0, 1.0f}, 20, NULL, 42, 16};
-    char *runs[4][P];
-    int batches[4] = {16, 1, 7, 16}, threads[4] = {2, 2, 2, 1};
-    for (int r = 0; r < 4; r++) {
+    GenerateSettings g = {{1.0f, 0, 1.0f}, 24, NULL, 42, 1};
+    // run 0 is the reference: one sequence at a time
+    char *runs[RUNS][P];
+    int batches[RUNS] = {1, 16, 7, 3, 40, 16}, threads[RUNS] = {2, 2, 2, 2, 2, 1};
+    for (int r = 0; r < RUNS; r++) {
         set_threads(threads[r]);
         g.batch = batches[r];
         generate(&model, tok, prompts, P, &g, runs[r], 0);
@@ -111,11 +164,11 @@ static void test_generation_determinism(void) {
     set_threads(2);
     int same = 1, nonempty = 0;
     for (int i = 0; i < P; i++) {
-        for (int r = 1; r < 4; r++) same &= !strcmp(runs[0][i], runs[r][i]);
+        for (int r = 1; r < RUNS; r++) same &= !strcmp(runs[0][i], runs[r][i]);
         nonempty += runs[0][i][0] != 0;
     }
-    check(same && nonempty > P / 2, "sampling at temperature 1: identical text with batch 16, 1 "
-          "and 7 and with 1 or 2 threads (%d prompts, %d non-empty)", P, nonempty);
+    check(same && nonempty > P / 2, "sampling at temperature 1: batch 16, 7, 3 and 40 and 1 or 2 "
+          "threads give the text of batch 1 (%d prompts of 1 to 90 tokens, %d non-empty)", P, nonempty);
     char *greedy[2][P];
     g.sampler.temperature = 0.0f;
     for (int r = 0; r < 2; r++) {
@@ -126,22 +179,33 @@ static void test_generation_determinism(void) {
     same = 1;
     for (int i = 0; i < P; i++) same &= !strcmp(greedy[0][i], greedy[1][i]);
     check(same, "greedy decoding is deterministic (any batch, any seed)");
-    // stop strings end the completion before them; max_new bounds its length in tokens
+    // stop strings end the completion before them; the sequences end at very different steps
     g.stop = "e";
     g.seed = 42;
     g.sampler.temperature = 1.0f;
-    char *stopped[P];
-    generate(&model, tok, prompts, P, &g, stopped, 0);
-    int stop_ok = 1;
+    char *stopped[3][P];
+    int stop_batches[3] = {1, 5, 16};
+    for (int r = 0; r < 3; r++) {
+        g.batch = stop_batches[r];
+        generate(&model, tok, prompts, P, &g, stopped[r], 0);
+    }
+    int stop_ok = 1, early = 0, full = 0;
     for (int i = 0; i < P; i++) {
-        stop_ok &= strchr(stopped[i], 'e') == NULL;
-        stop_ok &= !strncmp(stopped[i], runs[0][i], strlen(stopped[i])); // a prefix of the free run
+        stop_ok &= strchr(stopped[0][i], 'e') == NULL;
+        stop_ok &= !strncmp(stopped[0][i], runs[0][i], strlen(stopped[0][i])); // a prefix of the free run
+        early += strchr(runs[0][i], 'e') != NULL;  // this one stopped before max_new
+        full += strchr(runs[0][i], 'e') == NULL;   // this one ran to max_new (or end-of-text)
     }
     check(stop_ok, "a stop string ends the completion before it (and the text is otherwise the same)");
+    same = 1;
+    for (int i = 0; i < P; i++)
+        for (int r = 1; r < 3; r++) same &= !strcmp(stopped[0][i], stopped[r][i]);
+    check(same && early >= 5 && full >= 5, "with a stop string (%d completions end early, %d do not), "
+          "batch 5 and 16 give the text of batch 1", early, full);
     for (int i = 0; i < P; i++) {
-        for (int r = 0; r < 4; r++) free(runs[r][i]);
+        for (int r = 0; r < RUNS; r++) free(runs[r][i]);
         for (int r = 0; r < 2; r++) free(greedy[r][i]);
-        free(stopped[i]);
+        for (int r = 0; r < 3; r++) free(stopped[r][i]);
         free(prompts[i].ids);
     }
     tok_free(tok);
@@ -195,6 +259,7 @@ static void test_sampler(void) {
 
 int main(void) {
     test_kv_cache_matches_full_forward();
+    test_rows_independent();
     test_generation_determinism();
     test_sampler();
     return checks_finish();

@@ -164,23 +164,29 @@ static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f) die("cannot write %s", path);
     fputs(text, f);
-    fclose(f);
+    if (fclose(f) != 0) die("cannot write %s", path);
 }
 
-// join_heads: the first k lines of each file, a last line without '\n' kept as it is.
+// join_heads: the first k lines of each file, a last line without '\n' kept as it is. The files
+// are in a scratch directory of the test's own.
 static void test_join_heads(void) {
-    write_text("test_repro_a.tmp", "a1\na2\na3\n");
-    write_text("test_repro_b.tmp", "b1\nb2");
-    join_heads("test_repro_out.tmp", (const char *const[]){"test_repro_a.tmp", "test_repro_b.tmp"}, 2, 2);
+    char dir[4096], a[4096], b[4096], out[4096];
+    scratch_make(dir, sizeof dir, "test_repro");
+    scratch_path(a, sizeof a, dir, "a.txt");
+    scratch_path(b, sizeof b, dir, "b.txt");
+    scratch_path(out, sizeof out, dir, "out.txt");
+    write_text(a, "a1\na2\na3\n");
+    write_text(b, "b1\nb2");
+    join_heads(out, (const char *const[]){a, b}, 2, 2);
     size_t bytes;
-    char *got = (char *)read_whole_file("test_repro_out.tmp", &bytes);
+    char *got = (char *)read_whole_file(out, &bytes);
     check(got && !strcmp(got, "a1\na2\nb1\nb2"), "join_heads: two lines of each file");
     free(got);
-    join_heads("test_repro_out.tmp", (const char *const[]){"test_repro_a.tmp", "test_repro_b.tmp"}, 2, -1);
-    got = (char *)read_whole_file("test_repro_out.tmp", &bytes);
+    join_heads(out, (const char *const[]){a, b}, 2, -1);
+    got = (char *)read_whole_file(out, &bytes);
     check(got && !strcmp(got, "a1\na2\na3\nb1\nb2"), "join_heads: all of both files");
     free(got);
-    remove("test_repro_a.tmp"), remove("test_repro_b.tmp"), remove("test_repro_out.tmp");
+    scratch_remove(dir);
 }
 
 int main(void) {

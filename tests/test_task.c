@@ -1,8 +1,8 @@
-// test_task.c — tests of the built-in task (task.c): determinism and the prefix property,
+// test_task.c — tests of the built-in task (lib/task.h): determinism and the prefix property,
 // disjoint splits, held-out names and templates, longer test-long items, the oracle teacher's
 // correctness (checked by an independent solver), teacher noise, and the step checker.
-// Built from sirt.c itself (the task is lib/task.h).
-// Prints one line per check and ends with "N passed, M failed".
+// Built from sirt.c itself (the task is lib/task.h). Writes only in a scratch directory of its
+// own. Prints one line per check and ends with "N passed, M failed".
 #define SIRT_NO_MAIN
 #include "../sirt.c"
 #include "check.h"
@@ -23,11 +23,13 @@ static char *read_file(const char *path, size_t *bytes) {
     return data;
 }
 
-static char *run_data(const char *task, const char *split, const char *n, const char *seed,
-                      const char *noise, size_t *bytes) {
-    const char *path = "test_task.tmp.jsonl";
+// `./sirt data` with these flags, writing into the scratch directory dir; the file's text.
+static char *run_data(const char *dir, const char *task, const char *split, const char *n,
+                      const char *seed, const char *noise, size_t *bytes) {
+    char path[4096];
+    scratch_path(path, sizeof path, dir, "data.jsonl");
     char *argv[] = {"--task", (char *)task, "--split", (char *)split, "--n", (char *)n,
-                    "--seed", (char *)seed, "--noise", (char *)noise, "--out", (char *)path};
+                    "--seed", (char *)seed, "--noise", (char *)noise, "--out", path};
     cmd_data(12, argv);
     char *data = read_file(path, bytes);
     remove(path);
@@ -190,6 +192,8 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 int main(void) {
+    char dir[4096];
+    scratch_make(dir, sizeof dir, "test_task");
     // --- the step checker
     struct { const char *line; int want; } steps[] = {
         {"Tom buys 5 more marbles: 3 + 5 = 8.", 1}, {"Tom buys 5 more marbles: 3 + 5 = 9.", 0},
@@ -228,10 +232,10 @@ int main(void) {
     for (int f = 0; f < 2; f++)
         for (int s = 0; s < TASK_NUM_SPLITS; s++) {
             size_t b1, b2, b3, b4;
-            char *a = run_data(family_names[f], task_split_names[s], "1000", "7", "0.3", &b1);
-            char *b = run_data(family_names[f], task_split_names[s], "1000", "7", "0.3", &b2);
-            char *c = run_data(family_names[f], task_split_names[s], "100", "7", "0.3", &b3);
-            char *d = run_data(family_names[f], task_split_names[s], "1000", "8", "0.3", &b4);
+            char *a = run_data(dir, family_names[f], task_split_names[s], "1000", "7", "0.3", &b1);
+            char *b = run_data(dir, family_names[f], task_split_names[s], "1000", "7", "0.3", &b2);
+            char *c = run_data(dir, family_names[f], task_split_names[s], "100", "7", "0.3", &b3);
+            char *d = run_data(dir, family_names[f], task_split_names[s], "1000", "8", "0.3", &b4);
             int lines = 0;
             for (size_t i = 0; i < b1; i++) lines += a[i] == '\n';
             check(b1 == b2 && !memcmp(a, b, b1) && lines == 1000 && b3 < b1 && !memcmp(a, c, b3) &&
@@ -411,12 +415,15 @@ int main(void) {
         it.question = "a \"b\" \\ c\n";
         it.answer = "x\ny\n#### 3";
         strcpy(it.gold, "3");
-        FILE *f = fopen("/tmp/task/test_json.txt", "w");
+        char path[4096];
+        scratch_path(path, sizeof path, dir, "json.txt");
+        FILE *f = fopen(path, "w");
+        if (!f) die("cannot write %s: %s", path, strerror(errno));
         task_write_json(f, &it);
-        fclose(f);
+        if (fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
         size_t bytes;
-        char *text = read_file("/tmp/task/test_json.txt", &bytes);
-        remove("/tmp/task/test_json.txt");
+        char *text = read_file(path, &bytes);
+        remove(path);
         check(!strcmp(text, "{\"question\": \"a \\\"b\\\" \\\\ c\\n\", \"answer\": \"x\\ny\\n#### 3\", "
                             "\"gold\": \"3\", \"noisy\": false, \"template\": 0}\n"),
               "JSON line escapes quotes, backslashes and newlines");
@@ -428,5 +435,6 @@ int main(void) {
             for (int i = 0; i < N_ITEMS; i++) task_item_free(&items[f][s][i]);
         for (int i = 0; i < N_ITEMS; i++) task_item_free(&noisy_items[f][i]);
     }
+    scratch_remove(dir);
     return checks_finish();
 }

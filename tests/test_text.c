@@ -1,5 +1,6 @@
-// tests/test_text.c — tests of lib/jsonl.h and lib/templates.h: JSON lines, templates, training examples.
-// Built from the program's own translation unit (sirt.c without its main). Run:
+// tests/test_text.c — tests of lib/jsonl.h and lib/templates.h: JSON lines, templates, training
+// examples. Built from the program's own translation unit (sirt.c without its main); writes only
+// in a scratch directory of its own. Run:
 //   tests/test_text [GSM8K_DIR]   (default ../shared/data/gsm8k; skipped with a message if absent)
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.
 #define SIRT_NO_MAIN
@@ -31,6 +32,20 @@ static char die_message[1024];
             memmove(die_message, die_message + 13, strlen(die_message + 13) + 1); \
         died = WIFEXITED(status) && WEXITSTATUS(status) == 1; \
     } while (0)
+
+// Whether the child died with the message "PATH" followed by rest.
+static int died_with(const char *path, const char *rest) {
+    size_t n = strlen(path);
+    return died && strncmp(die_message, path, n) == 0 && strcmp(die_message + n, rest) == 0;
+}
+
+// Writes text to path; a file that cannot be written ends the program (exit 1).
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) die("cannot write %s: %s", path, strerror(errno));
+    fputs(text, f);
+    if (fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
+}
 
 // s with newlines shown as \n, so that each check prints on one line.
 static const char *shown(const char *s) {
@@ -194,53 +209,40 @@ static void test_files(void) {
     rc = jsonl_parse_buffer("train.jsonl", bad, sizeof bad - 1, &f, err, sizeof err);
     check(rc != 0 && strncmp(err, "train.jsonl:3: unterminated string", 34) == 0, "malformed line -> \"%s\"", err);
 
-    // Through the file reader, whose failures die().
-    const char *path = "test_jsonl.tmp.jsonl";
-    FILE *out = fopen(path, "wb");
-    fputs("{\"prompt\":\"p\",\"completion\":\"c\"}\n{\"prompt\":\"p\" \"completion\":\"c\"}\n", out);
-    fclose(out);
+    // Through the file reader, whose failures die(); the files are in a scratch directory.
+    char dir[4096], path[4096];
+    scratch_make(dir, sizeof dir, "test_text");
+    scratch_path(path, sizeof path, dir, "items.jsonl");
+    write_text(path, "{\"prompt\":\"p\",\"completion\":\"c\"}\n{\"prompt\":\"p\" \"completion\":\"c\"}\n");
     EXPECT_DIE(jsonl_read(path, &f));
-    check(died && strcmp(die_message, "test_jsonl.tmp.jsonl:2: expected ',' or '}' after a value (column 15)") == 0,
+    check(died_with(path, ":2: expected ',' or '}' after a value (column 15)"),
           "jsonl_read dies with \"%s\"", die_message);
     EXPECT_DIE(jsonl_read("/nonexistent/x.jsonl", &f));
     check(died && strstr(die_message, "cannot open /nonexistent/x.jsonl"),
           "missing file dies with \"%s\"", die_message);
 
-    out = fopen(path, "wb");
-    fputs("{\"question\":\"q\",\"answer\":\"#### 1\"}\n\n{\"prompt\":\"p\"}\n{\"question\":\"q\",\"answer\":3}\n", out);
-    fclose(out);
+    write_text(path, "{\"question\":\"q\",\"answer\":\"#### 1\"}\n\n{\"prompt\":\"p\"}\n{\"question\":\"q\",\"answer\":3}\n");
     jsonl_read(path, &f);
     EXPECT_DIE(jsonl_string(&f, 1, "completion"));
-    check(died &&
-          strcmp(die_message, "test_jsonl.tmp.jsonl:3: missing field \"completion\"") == 0,
-          "missing field dies with \"%s\"", die_message);
+    check(died_with(path, ":3: missing field \"completion\""), "missing field dies with \"%s\"", die_message);
     EXPECT_DIE(jsonl_string(&f, 2, "answer"));
-    check(died &&
-          strcmp(die_message, "test_jsonl.tmp.jsonl:4: \"answer\" must be a string") == 0,
-          "wrong type dies with \"%s\"", die_message);
+    check(died_with(path, ":4: \"answer\" must be a string"), "wrong type dies with \"%s\"", die_message);
     jsonl_free(&f);
     TemplateOptions opt = {TEMPLATE_COT, 0};
     Example *ex;
     int count;
     EXPECT_DIE(examples_load(path, &opt, &ex, &count));
-    check(died &&
-          strcmp(die_message, "test_jsonl.tmp.jsonl:3: missing field \"completion\"") == 0,
-          "examples_load dies with \"%s\"", die_message);
-    out = fopen(path, "wb");
-    fputs("{\"question\":\"q\",\"answer\":\"4\"}\n", out);
-    fclose(out);
+    check(died_with(path, ":3: missing field \"completion\""), "examples_load dies with \"%s\"", die_message);
+    write_text(path, "{\"question\":\"q\",\"answer\":\"4\"}\n");
     EXPECT_DIE(examples_load(path, &opt, &ex, &count));
-    check(died &&
-          strcmp(die_message, "test_jsonl.tmp.jsonl:1: the answer has no final '#### N' line") == 0,
+    check(died_with(path, ":1: the answer has no final '#### N' line"),
           "examples_load dies with \"%s\"", die_message);
-    out = fopen(path, "wb");
-    fputs("{\"text\":\"hello\"}\r\n{\"prompt\":\"p\",\"completion\":\"c\",\"extra\":[1]}", out);
-    fclose(out);
+    write_text(path, "{\"text\":\"hello\"}\r\n{\"prompt\":\"p\",\"completion\":\"c\",\"extra\":[1]}");
     examples_load(path, &opt, &ex, &count);
     check(count == 2 && strcmp(ex[0].completion, "hello") == 0 && strcmp(ex[1].prompt, "p") == 0,
           "examples_load reads text and prompt/completion items");
     examples_free(ex, count);
-    remove(path);
+    scratch_remove(dir);
 }
 
 static void expect_answer(const char *answer, const char *want_steps, const char *want_final) {
@@ -333,17 +335,16 @@ static void test_templates(void) {
 // ---- writing and round trips -----------------------------------------------------------------
 
 static char *write_to_string(const char *s, size_t len, size_t *out_len) {
-    FILE *f = tmpfile();
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    if (!f) die("open_memstream: %s", strerror(errno));
     fputs("{\"k\":", f);
     json_write_string(f, s, len);
     fputs("}", f);
-    long n = ftell(f);
-    rewind(f);
-    char *buf = xmalloc((size_t)n + 1);
-    *out_len = fread(buf, 1, (size_t)n, f);
-    buf[*out_len] = 0;
-    fclose(f);
-    return buf;
+    if (fclose(f) != 0) die("open_memstream: cannot write");
+    *out_len = text_len;
+    return text; // NUL-terminated by open_memstream
 }
 
 static uint64_t rng_next(uint64_t *state) { // xorshift64*

@@ -4,12 +4,13 @@
  *   ./tests/test_tokenizer [DATA_DIR]      (DATA_DIR defaults to ../shared/data)
  * Prints one line per check and ends with "N passed, M failed"; exits non-zero on any failure.
  * The GPT-2 checks need DATA_DIR/gpt2/{encoder.json,vocab.bpe} and DATA_DIR/gsm8k/test.jsonl;
- * without them they are reported as skipped.
+ * without them they are reported as skipped. Its files go in a scratch directory of its own.
  * Expected GPT-2 ids were produced by OpenAI's encoder.py algorithm (python3-regex 2022.10.31)
  * and are baked in below; the test itself needs no Python.
  */
-/* tokenizer.c on its own, with the parts of lib/util.h and lib/jsonl.h it includes; the helpers
-   there that only the rest of sirt uses are not warned about. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp and opendir, for check.h's scratch directory */
+/* tokenizer.c on its own, with the parts of lib/util.h, lib/flags.h and lib/jsonl.h it includes;
+   the helpers there that only the rest of sirt uses are not warned about. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "../tokenizer.c"
@@ -219,7 +220,7 @@ static void test_pretokenizer(void) {
  * Our trained tokenizers
  * --------------------------------------------------------------------------------------------- */
 static void test_training(const char *tmpdir) {
-    char err[512], path[512], llmc_path[512];
+    char err[512], path[4096], llmc_path[4096];
     TokBytes text = {0}, file1 = {0}, file2 = {0}, saved = {0};
     TokIds a = {0}, b = {0};
     training_text(&text);
@@ -242,8 +243,8 @@ static void test_training(const char *tmpdir) {
     const unsigned char *first = tok_token_bytes(t1, 256, &len);
     check(first != NULL && len == 2, "merge 0 makes a two-byte token");
 
-    snprintf(path, sizeof path, "%s/sirt_test_tok.bin", tmpdir);
-    snprintf(llmc_path, sizeof llmc_path, "%s/sirt_test_tok_llmc.bin", tmpdir);
+    scratch_path(path, sizeof path, tmpdir, "sirt_test_tok.bin");
+    scratch_path(llmc_path, sizeof llmc_path, tmpdir, "sirt_test_tok_llmc.bin");
     Tokenizer *loaded = NULL;
     if (tok_save(t1, path, err, sizeof err) == 0) loaded = tok_load(path, err, sizeof err);
     check(loaded != NULL, "save then load");
@@ -401,8 +402,8 @@ static void tiny_encoder_json(TokBytes *out, int with_eot) {
 }
 
 static void test_errors(const char *tmpdir) {
-    char path[512], err[512];
-    snprintf(path, sizeof path, "%s/sirt_test_no_such_file.bin", tmpdir);
+    char path[4096], err[512];
+    scratch_path(path, sizeof path, tmpdir, "sirt_test_no_such_file.bin");
     check(load_fails_with(path, "cannot open"), "missing file: clear error naming the file");
 
     unsigned char header[20];
@@ -418,13 +419,13 @@ static void test_errors(const char *tmpdir) {
     check(abc != NULL && len == 3 && memcmp(abc, "abc", 3) == 0, "a hand-made valid file loads (merge 1 = \"abc\")");
     tok_free(tok);
 
-    snprintf(path, sizeof path, "%s/sirt_test_bad_magic.bin", tmpdir);
+    scratch_path(path, sizeof path, tmpdir, "sirt_test_bad_magic.bin");
     unsigned char bad[36];
     memcpy(bad, good, sizeof bad);
     bad[0] ^= 0xFF;
     check(write_bytes(path, bad, sizeof bad) == 0 && load_fails_with(path, "bad magic"), "bad magic: clear error");
     remove(path);
-    snprintf(path, sizeof path, "%s/sirt_test_truncated.bin", tmpdir);
+    scratch_path(path, sizeof path, tmpdir, "sirt_test_truncated.bin");
     check(write_bytes(path, good, 30) == 0 && load_fails_with(path, "truncated"), "truncated merges: clear error");
     check(write_bytes(path, good, 10) == 0 && load_fails_with(path, "truncated"), "truncated header: clear error");
     remove(path);
@@ -521,7 +522,7 @@ static int read_questions(const char *path, TokBytes *questions, int *count) {
 }
 
 static void test_gpt2(const char *data_dir, const char *tmpdir) {
-    char path[1024], json_path[1024], err[512];
+    char path[4096], json_path[1024], err[512];
     snprintf(path, sizeof path, "%s/gpt2", data_dir);
     snprintf(json_path, sizeof json_path, "%s/gpt2/encoder.json", data_dir);
     if (!file_exists(json_path)) {
@@ -550,7 +551,7 @@ static void test_gpt2(const char *data_dir, const char *tmpdir) {
     }
     check(roundtrip_failures(tok, 99, 5000) == 0, "GPT-2: decode(encode(x)) == x for 5000 random byte strings");
 
-    snprintf(path, sizeof path, "%s/sirt_test_gpt2_llmc.bin", tmpdir);
+    scratch_path(path, sizeof path, tmpdir, "sirt_test_gpt2_llmc.bin");
     char *llmc = NULL;
     size_t llmc_len = 0;
     int ok = tok_save_llmc(tok, path, err, sizeof err) == 0 &&
@@ -594,12 +595,13 @@ static void test_gpt2(const char *data_dir, const char *tmpdir) {
 
 int main(int argc, char **argv) {
     const char *data_dir = argc > 1 ? argv[1] : "../shared/data";
-    const char *tmpdir = getenv("TMPDIR");
-    if (tmpdir == NULL || *tmpdir == '\0') tmpdir = "/tmp";
+    char tmpdir[4096]; /* the files written go in a scratch directory of the test's own */
+    scratch_make(tmpdir, sizeof tmpdir, "test_tokenizer");
     test_unicode();
     test_pretokenizer();
     test_training(tmpdir);
     test_errors(tmpdir);
     test_gpt2(data_dir, tmpdir);
+    scratch_remove(tmpdir);
     return checks_finish();
 }

@@ -11,7 +11,7 @@ set -u
 cd "$(dirname "$0")/.."
 if ! command -v valgrind >/dev/null 2>&1; then echo "skip: valgrind is not installed"; exit 0; fi
 make -s sirt tests/test_core || exit 1
-build=$(mktemp -d)
+build=$(mktemp -d) || { echo "cannot make a scratch directory in TMPDIR=${TMPDIR-}"; exit 1; }
 trap 'rm -rf "$build"' EXIT
 flags=(-std=c11 -Wall -Wextra -Wno-unknown-pragmas -O1 -g)
 cc "${flags[@]}" -o "$build/sirt_vg" sirt.c -lm || exit 1

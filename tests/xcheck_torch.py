@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 torch.set_default_dtype(torch.float64)
-import tempfile
-HERE = tempfile.mkdtemp(prefix="sirt_xcheck_")  # the cases' files go here
+import atexit, shutil, tempfile
+HERE = tempfile.mkdtemp(prefix="sirt_xcheck_")  # the cases' files go here, removed at exit
+atexit.register(shutil.rmtree, HERE, ignore_errors=True)
 SIRT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sirt")
 NAMES = ["wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
          "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"]

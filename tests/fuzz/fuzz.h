@@ -4,8 +4,9 @@
 //
 // How a parser's errors come back to the harness. Every parser of file bytes in sirt.c has a form
 // that works on memory and returns 0, or -1 with "what is wrong" in an err buffer and nothing
-// left allocated: model_read_header, state_parse, shard_parse, jsonl_parse_buffer,
-// examples_from_jsonl (sirt.c), tok_from_memory and tok_from_gpt2_memory (tokenizer.c). The
+// left allocated: model_read_header, state_parse (sirt.c), shard_parse (lib/tokens.h),
+// jsonl_parse_buffer (lib/jsonl.h), examples_from_jsonl (lib/templates.h), tok_from_memory and
+// tok_from_gpt2_memory (tokenizer.c). The
 // program's file loaders are thin wrappers that die() with that message. So die() is never meant
 // to be reached from a harness, and the build needs no special die(): if a harness does reach it,
 // the process exits, which libFuzzer reports as a finding ("fuzz target exited"), as it reports

@@ -1,7 +1,7 @@
-// tests/fuzz/fuzz_answer.c — fuzzes the answer checker (sirt.c section 8: answer_extract,
+// tests/fuzz/fuzz_answer.c — fuzzes the answer checker (lib/answer.h: answer_extract,
 // answer_normalize, answer_equal, answer_is_correct, answer_check_steps, and the step parser
-// task_check_step under it) and GSM8K's answer handling of section 6 (gsm8k_parse_answer,
-// gsm8k_normalize_number, gsm8k_strip_calculator_notes). The input is a completion, as a model
+// task_check_step of lib/task.h under it) and GSM8K's answer handling of lib/templates.h
+// (gsm8k_parse_answer, gsm8k_normalize_number, gsm8k_strip_calculator_notes). The input is a completion, as a model
 // might write it. Properties:
 //   - an extracted answer is canonical: answer_normalize gives it back unchanged, it equals
 //     itself, and the completion is correct against it as gold;

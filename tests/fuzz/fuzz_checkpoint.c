@@ -1,5 +1,5 @@
 // tests/fuzz/fuzz_checkpoint.c — fuzzes the reader of llm.c model checkpoints
-// (model_read_header, sirt.c section 4: what model_load checks before it allocates). The input
+// (model_read_header, sirt.c section 3: what model_load checks before it allocates). The input
 // is a whole checkpoint file. An accepted one is loaded as model_load loads it, and must then
 // work as a model: a forward and a backward pass over a few tokens (whatever the weights hold,
 // NaN included) must run without a memory error or undefined behaviour.

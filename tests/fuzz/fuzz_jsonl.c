@@ -1,5 +1,5 @@
-// tests/fuzz/fuzz_jsonl.c — fuzzes section 6 of sirt.c: the JSON-lines reader
-// (jsonl_parse_buffer) and the example loader (examples_from_jsonl: prompt/completion, text,
+// tests/fuzz/fuzz_jsonl.c — fuzzes the JSON-lines reader (lib/jsonl.h: jsonl_parse_buffer) and
+// the example loader (lib/templates.h: examples_from_jsonl: prompt/completion, text,
 // question/answer in GSM8K's form with "#### N", the "gold" field), with every template.
 // The input is a whole JSONL file. Properties of an accepted file:
 //   - each object, written back with json_write_fields (as sample/eval write their output),

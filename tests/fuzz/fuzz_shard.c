@@ -1,5 +1,5 @@
-// tests/fuzz/fuzz_shard.c — fuzzes the reader of llm.c token shards (shard_parse, sirt.c
-// section 5: what shard_load checks), for a model with a vocabulary of 1000 tokens. The input is
+// tests/fuzz/fuzz_shard.c — fuzzes the reader of llm.c token shards (shard_parse, lib/tokens.h:
+// what shard_load checks), for a model with a vocabulary of 1000 tokens. The input is
 // a whole shard file. An accepted shard then feeds the batch loader as `./sirt train --shuffle
 // --batch 2 --seq 3` would (when it holds a batch): across two epochs, every batch must hold
 // tokens of the vocabulary, with each row's targets its inputs shifted by one.

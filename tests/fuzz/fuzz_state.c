@@ -1,5 +1,5 @@
 // tests/fuzz/fuzz_state.c — fuzzes the reader of training-state files, OUT.state (state_parse,
-// sirt.c section 4: what state_load checks before --resume uses the state). A state belongs with
+// sirt.c section 3: what state_load checks before --resume uses the state). A state belongs with
 // one checkpoint (its parameter count and weight hash), so the input holds both: a checkpoint
 // file, the marker "\nSIRT-STATE\n", then the state file. The checkpoint is read as
 // fuzz_checkpoint.c reads it; when it is rejected, so is the input. An accepted state's moments
