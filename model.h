@@ -89,9 +89,9 @@ void gelu_forward(float *out, const float *inp, size_t N);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
 
 // Residual connection. a (N), b (N) -> out (N) = a + b
+// It has no backward kernel: the gradient of out reaches a and b unchanged, so the backward pass
+// keeps one gradient of the residual stream that both branches add into.
 void residual_forward(float *out, const float *a, const float *b, size_t N);
-// dout (N) -> da (N) +=, db (N) +=
-void residual_backward(float *da, float *db, const float *dout, size_t N);
 
 // The classifier head's loss, in two halves around the caller's choice of coefficients.
 // Forward: logits (N,Vp) -> logprobs (N) = log softmax(logits)[target] over the first V

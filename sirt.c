@@ -379,15 +379,6 @@ void residual_forward(float *out, const float *a, const float *b, size_t N) {
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
-// dout (N) -> da (N) +=, db (N) +=. The gradient of a sum reaches both of its inputs unchanged.
-void residual_backward(float *da, float *db, const float *dout, size_t N) {
-#pragma omp parallel for
-    for (size_t i = 0; i < N; i++) {
-        da[i] += dout[i];
-        db[i] += dout[i];
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // logits (N,Vp) -> logprobs (N), lse (N). Padded columns V..Vp-1 are not part of the softmax.
 void classifier_forward(float *logprobs, float *lse, const float *logits, const int *targets,
