@@ -652,11 +652,8 @@ typedef struct {
 // Fills in what follows from the five numbers (call it only on a config that config_problem
 // accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
 static void config_finish(Config *cfg) {
-    cfg->arch = ARCH_GPT2;
-    cfg->n_kv_heads = cfg->NH;
     cfg->hidden = 4 * cfg->C;
     cfg->norm_eps = 1e-5f;
-    cfg->rope_theta = 10000.0f;
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
 
