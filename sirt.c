@@ -469,54 +469,8 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
 // GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
 // attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
 // Parameters, gradients, the two AdamW moments and the activations are each ONE allocation,
-// carved into the named tensors below.
+// carved into the tensors that the tables below describe.
 // =============================================================================================
-
-#define NUM_PARAM_TENSORS 16
-typedef struct {
-    float *wte;      // (Vp, C)   token embedding, also the classifier
-    float *wpe;      // (maxT, C) position embedding
-    float *ln1w;     // (L, C)
-    float *ln1b;     // (L, C)
-    float *qkvw;     // (L, 3C, C)
-    float *qkvb;     // (L, 3C)
-    float *attprojw; // (L, C, C)
-    float *attprojb; // (L, C)
-    float *ln2w;     // (L, C)
-    float *ln2b;     // (L, C)
-    float *fcw;      // (L, 4C, C)
-    float *fcb;      // (L, 4C)
-    float *fcprojw;  // (L, C, 4C)
-    float *fcprojb;  // (L, C)
-    float *lnfw;     // (C)
-    float *lnfb;     // (C)
-} ParamTensors;
-
-static const char *PARAM_NAMES[NUM_PARAM_TENSORS] = {
-    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
-
-// Weight decay applies to matrices and embeddings (1), not to biases and LayerNorm gains (0):
-// the GPT-2/nanoGPT convention, since decaying a gain towards zero only fights the norm.
-static const int PARAM_DECAYS[NUM_PARAM_TENSORS] = {1, 1, 0, 0, 1, 0, 1, 0,
-                                                    0, 0, 1, 0, 1, 0, 0, 0};
-
-static void param_sizes(const Config *cfg, size_t sizes[NUM_PARAM_TENSORS]) {
-    size_t L = cfg->L, C = cfg->C, H = cfg->hidden;
-    size_t list[NUM_PARAM_TENSORS] = {(size_t)cfg->Vp * C, (size_t)cfg->maxT * C, L * C, L * C,
-                                      L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-                                      L * C, L * C, L * H * C, L * H,
-                                      L * C * H, L * C, C, C};
-    memcpy(sizes, list, sizeof list);
-}
-
-static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) {
-    float **list[NUM_PARAM_TENSORS] = {
-        &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
-        &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
-    memcpy(ptrs, list, sizeof list);
-    return *ptrs;
-}
 
 // Memory. Sizes that come from flags and data (B, T, the model's shape) are checked against the
 // device's memory before anything is allocated, in double precision so that an absurd request
@@ -544,86 +498,167 @@ static void *alloc_check(void *ptr, const char *who, double bytes, const char *w
     return ptr;
 }
 
-// Carves one allocation of `total` floats into the named tensors; returns the allocation.
-// `what` says what they hold (parameters, gradients) for the message when memory runs out.
-static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
-                           size_t total, const char *what) {
-    float *memory = alloc_check(dev_alloc(total), "the model", (double)total * sizeof(float), what);
-    float **ptrs[NUM_PARAM_TENSORS];
-    param_pointers(p, ptrs);
-    float *next = memory;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        *ptrs[i] = next;
-        next += sizes[i];
+// ---------------------------------------------------------------------------------------------
+// Tensor tables. Each kind of tensor (parameters, activations, their gradients) is a struct of
+// pointers, described by a table with one row per tensor: its name, the offset of its pointer in
+// the struct (so that one loop carves an allocation into all of them, in table order), and its
+// shape, written with the symbolic sizes below, outermost first. A shape that starts with D_L
+// holds one slice per layer.
+typedef enum { D_END, D_L, D_NH, D_C, D_3C, D_hidden, D_Vp, D_maxT, D_B, D_T } Dim;
+#define MAX_DIMS 5
+
+// How model_init_random fills a parameter: zeros, ones, N(0, 0.02), or N(0, 0.02/sqrt(2L)).
+typedef enum { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_NORMAL_SCALED } Init;
+
+typedef struct {
+    const char *name;
+    size_t offset;       // offsetof(the struct, name)
+    Dim shape[MAX_DIMS]; // ends at the first D_END
+    int decay;           // parameters: 1 when AdamW's weight decay applies
+    Init init;           // parameters: the initialisation
+} TensorSpec;
+
+static double dim_size(Dim dim, const Config *cfg, int B, int T) {
+    switch (dim) {
+    case D_L: return cfg->L;
+    case D_NH: return cfg->NH;
+    case D_C: return cfg->C;
+    case D_3C: return 3.0 * cfg->C;
+    case D_hidden: return cfg->hidden;
+    case D_Vp: return cfg->Vp;
+    case D_maxT: return cfg->maxT;
+    case D_B: return B;
+    case D_T: return T;
+    default: return 1.0;
     }
-    return memory;
 }
 
-// The activations of one forward pass at batch B and sequence length T, kept for the backward.
-#define NUM_ACT_TENSORS 22
+// The floats of a tensor for this config at batch B, sequence length T (parameters ignore B and
+// T), in double so that it cannot overflow (see "Memory"): any size that is allocated is below
+// the device's memory, so it is an exact integer.
+static double tensor_count(const TensorSpec *spec, const Config *cfg, int B, int T) {
+    double count = 1.0;
+    for (int i = 0; i < MAX_DIMS && spec->shape[i] != D_END; i++)
+        count *= dim_size(spec->shape[i], cfg, B, T);
+    return count;
+}
+
+// The floats of all the tensors of a table.
+static double table_count(const TensorSpec *table, int n, const Config *cfg, int B, int T) {
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += tensor_count(&table[i], cfg, B, T);
+    return total;
+}
+
+// Carves `memory` into the tensors of a table: sets the pointers of `tensors` (a struct the table
+// describes) to consecutive pieces of it, in table order.
+static void carve(void *tensors, const TensorSpec *table, int n, float *memory,
+                  const Config *cfg, int B, int T) {
+    for (int i = 0; i < n; i++) {
+        *(float **)((char *)tensors + table[i].offset) = memory;
+        memory += (size_t)tensor_count(&table[i], cfg, B, T);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parameters, in the order of llm.c's checkpoint files. wte is the token embedding and also
+// the classifier; wpe the position embedding.
 typedef struct {
-    float *encoded;   // (B,T,C)      embeddings, the input of block 0
-    float *ln1;       // (L,B,T,C)
-    float *ln1_mean;  // (L,B,T)
-    float *ln1_rstd;  // (L,B,T)
-    float *qkv;       // (L,B,T,3C)
-    float *atty;      // (L,B,T,C)    attention output, before its projection
-    float *att;       // (L,B,NH,T,T) attention weights
-    float *attproj;   // (L,B,T,C)
-    float *residual2; // (L,B,T,C)    residual stream after attention
-    float *ln2;       // (L,B,T,C)
-    float *ln2_mean;  // (L,B,T)
-    float *ln2_rstd;  // (L,B,T)
-    float *fch;       // (L,B,T,4C)   MLP hidden, before GELU
-    float *fch_gelu;  // (L,B,T,4C)
-    float *fcproj;    // (L,B,T,C)
-    float *residual3; // (L,B,T,C)    residual stream after the MLP: the block's output
-    float *lnf;       // (B,T,C)
-    float *lnf_mean;  // (B,T)
-    float *lnf_rstd;  // (B,T)
-    float *logits;    // (B,T,Vp)     becomes dlogits during the backward
-    float *logprobs;  // (B,T)        log p(target) at each position
-    float *lse;       // (B,T)        logsumexp of each row of logits
+    float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb,
+        *fcprojw, *fcprojb, *lnfw, *lnfb;
+} ParamTensors;
+
+// GPT-2's parameters. Initialisation: weights ~ N(0, 0.02), the two projections into the
+// residual stream ~ N(0, 0.02/sqrt(2L)) so that the stream's variance does not grow with depth;
+// biases zero, LayerNorm gains one; the padded rows V..Vp-1 of wte zero. Weight decay applies to
+// matrices and embeddings, not to biases and LayerNorm gains: the GPT-2/nanoGPT convention,
+// since decaying a gain towards zero only fights the norm.
+#define PARAM(name) #name, offsetof(ParamTensors, name)
+static const TensorSpec GPT2_PARAMS[] = {
+    {PARAM(wte),      .shape = {D_Vp, D_C},          .decay = 1, .init = INIT_NORMAL},
+    {PARAM(wpe),      .shape = {D_maxT, D_C},        .decay = 1, .init = INIT_NORMAL},
+    {PARAM(ln1w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {PARAM(ln1b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(qkvw),     .shape = {D_L, D_3C, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {PARAM(qkvb),     .shape = {D_L, D_3C},          .decay = 0, .init = INIT_ZEROS},
+    {PARAM(attprojw), .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
+    {PARAM(attprojb), .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(ln2w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {PARAM(ln2b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(fcw),      .shape = {D_L, D_hidden, D_C}, .decay = 1, .init = INIT_NORMAL},
+    {PARAM(fcb),      .shape = {D_L, D_hidden},      .decay = 0, .init = INIT_ZEROS},
+    {PARAM(fcprojw),  .shape = {D_L, D_C, D_hidden}, .decay = 1, .init = INIT_NORMAL_SCALED},
+    {PARAM(fcprojb),  .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
+    {PARAM(lnfb),     .shape = {D_C},                .decay = 0, .init = INIT_ZEROS}};
+#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0])
+
+// The number of parameters of a model of this shape.
+static size_t count_parameters(const Config *cfg) {
+    return (size_t)table_count(GPT2_PARAMS, NUM_PARAM_TENSORS, cfg, 0, 0);
+}
+
+// The activations of one forward pass at batch B and sequence length T, kept for the backward,
+// in the order the forward pass writes them. encoded: the embeddings, block 0's input; att: the
+// attention weights; atty: the attention's output before its projection; residual2, residual3:
+// the residual stream after the attention and after the MLP (the block's output); fch: the
+// MLP's hidden layer before GELU; logits: overwritten by dlogits in the backward; logprobs:
+// log p(target) at each position; lse: the logsumexp of each row of logits.
+typedef struct {
+    float *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *residual2, *ln2,
+        *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3, *lnf, *lnf_mean, *lnf_rstd,
+        *logits, *logprobs, *lse;
 } ActTensors;
+
+#define ACT(name) #name, offsetof(ActTensors, name)
+static const TensorSpec GPT2_ACTS[] = {
+    {ACT(encoded),   .shape = {D_B, D_T, D_C}},
+    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(ln1_mean),  .shape = {D_L, D_B, D_T}},
+    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T}},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C}},
+    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}},
+    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(ln2_mean),  .shape = {D_L, D_B, D_T}},
+    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T}},
+    {ACT(fch),       .shape = {D_L, D_B, D_T, D_hidden}},
+    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden}},
+    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C}},
+    {ACT(lnf),       .shape = {D_B, D_T, D_C}},
+    {ACT(lnf_mean),  .shape = {D_B, D_T}},
+    {ACT(lnf_rstd),  .shape = {D_B, D_T}},
+    {ACT(logits),    .shape = {D_B, D_T, D_Vp}},
+    {ACT(logprobs),  .shape = {D_B, D_T}},
+    {ACT(lse),       .shape = {D_B, D_T}}};
+#define NUM_ACT_TENSORS (int)(sizeof GPT2_ACTS / sizeof GPT2_ACTS[0])
 
 // Gradients flowing backward through the activations. Only the residual stream's gradient
 // lives through the whole backward pass; the rest is scratch reused by every layer.
-#define NUM_GRAD_ACT_TENSORS 6
 typedef struct {
-    float *residual; // (B,T,C)  d loss / d residual stream (both branches of every residual
-                     //          connection add into it, so a residual needs no backward kernel)
-    float *ln;       // (B,T,C)  d of a LayerNorm output (ln1, ln2 or lnf)
-    float *qkv;      // (B,T,3C)
-    float *atty;     // (B,T,C)
-    float *fch;      // (B,T,4C)
-    float *fch_gelu; // (B,T,4C)
+    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu;
 } GradActTensors;
 
-// The activations' sizes in floats, in double so that they cannot overflow (see "Memory").
-static void act_sizes(const Config *cfg, int B, int T, double sizes[NUM_ACT_TENSORS]) {
-    double BT = (double)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
-    double list[NUM_ACT_TENSORS] = {
-        BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C,
-        L * B * cfg->NH * (double)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
-        L * BT * H, L * BT * H, L * BT * C, L * BT * C, BT * C, BT, BT, BT * cfg->Vp, BT, BT};
-    memcpy(sizes, list, sizeof list);
-}
-
-// The gradients of the activations (GradActTensors) in floats.
-static void grad_act_sizes(const Config *cfg, int B, int T, double sizes[NUM_GRAD_ACT_TENSORS]) {
-    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
-    double list[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
-    memcpy(sizes, list, sizeof list);
-}
+#define GRAD_ACT(name) #name, offsetof(GradActTensors, name)
+static const TensorSpec GPT2_GRAD_ACTS[] = {
+    // d loss / d residual stream: both branches of every residual connection add into it, so a
+    // residual needs no backward kernel
+    {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of a LayerNorm output (ln1, ln2 or lnf)
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_3C}},
+    {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(fch),      .shape = {D_B, D_T, D_hidden}},
+    {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
+#define NUM_GRAD_ACT_TENSORS (int)(sizeof GPT2_GRAD_ACTS / sizeof GPT2_GRAD_ACTS[0])
 
 // Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
 // (inputs, targets, coefficients).
 static double activation_bytes(const Config *cfg, int B, int T) {
-    double a[NUM_ACT_TENSORS], g[NUM_GRAD_ACT_TENSORS], floats = 3.0 * B * T;
-    act_sizes(cfg, B, T, a);
-    grad_act_sizes(cfg, B, T, g);
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) floats += a[i];
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) floats += g[i];
+    double floats = table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T) +
+                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 3.0 * B * T;
     return floats * sizeof(float);
 }
 
@@ -671,39 +706,45 @@ static const char *config_problem(const Config *cfg) {
     return NULL;
 }
 
+// One allocation for all the parameters (or their gradients), carved into `tensors`.
+// `what` says what they hold, for the message when memory runs out.
+static float *model_alloc_params(const Model *model, ParamTensors *tensors, const char *what) {
+    size_t n = model->num_parameters;
+    float *memory = alloc_check(dev_alloc(n), "the model", (double)n * sizeof(float), what);
+    carve(tensors, GPT2_PARAMS, NUM_PARAM_TENSORS, memory, &model->config, 0, 0);
+    return memory;
+}
+
 static void model_build(Model *model, Config cfg) {
     memset(model, 0, sizeof *model);
     model->config = cfg;
-    param_sizes(&cfg, model->param_sizes);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->num_parameters += model->param_sizes[i];
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        model->param_sizes[i] = (size_t)tensor_count(&GPT2_PARAMS[i], &cfg, 0, 0);
+    model->num_parameters = count_parameters(&cfg);
     double bytes = (double)model->num_parameters * sizeof(float);
     if (!fits_memory(bytes))
         die("the model (L=%d NH=%d C=%d maxT=%d V=%d) needs %.1f GiB of parameters; " DEVICE_HAS
             " %.1f GiB", cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.V, bytes / GIB, device_gib());
-    model->params_memory = carve_params(&model->params, model->param_sizes,
-                                        model->num_parameters, "parameters");
+    model->params_memory = model_alloc_params(model, &model->params, "parameters");
 }
 
-// GPT-2's initialisation: weights ~ N(0, 0.02), the two projections into the residual stream
-// scaled by 1/sqrt(2L) so that the stream's variance does not grow with depth; biases zero,
-// LayerNorm gains one; the padded rows of wte zero.
+// Fills the parameters as the table's `init` says, drawing the normal values tensor after
+// tensor in table order from a generator seeded with `seed`.
 static void model_init_random(Model *model, uint64_t seed) {
     const Config *cfg = &model->config;
-    float *host = xcalloc(model->num_parameters, sizeof(float));
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // INIT_ZEROS: nothing to do
     Rng rng = rng_seeded(seed);
     float *next = host;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const TensorSpec *spec = &GPT2_PARAMS[i];
         size_t n = model->param_sizes[i];
-        const char *name = PARAM_NAMES[i];
-        if (!strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw")) {
+        // the padded rows V..Vp-1 of a (Vp, ...) tensor are not drawn: they stay zero
+        size_t live = spec->shape[0] == D_Vp ? n / cfg->Vp * cfg->V : n;
+        float std = spec->init == INIT_NORMAL_SCALED ? 0.02f / sqrtf(2.0f * cfg->L) : 0.02f;
+        if (spec->init == INIT_ONES)
             for (size_t j = 0; j < n; j++) next[j] = 1.0f;
-        } else if (PARAM_DECAYS[i]) { // the weight matrices and embeddings
-            float std = 0.02f;
-            if (!strcmp(name, "attprojw") || !strcmp(name, "fcprojw"))
-                std /= sqrtf(2.0f * cfg->L);
-            size_t live = !strcmp(name, "wte") ? (size_t)cfg->V * cfg->C : n;
+        if (spec->init == INIT_NORMAL || spec->init == INIT_NORMAL_SCALED)
             for (size_t j = 0; j < live; j++) next[j] = std * rng_normal(&rng);
-        }
         next += n;
     }
     dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
@@ -742,34 +783,13 @@ static void model_alloc_activations(Model *model, int B, int T) {
         die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
             device_gib());
     // below the device's memory, every size is an exact integer in double and fits size_t
-    double sizes[NUM_ACT_TENSORS], grad_sizes[NUM_GRAD_ACT_TENSORS], total = 0;
-    act_sizes(cfg, B, T, sizes);
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
-    model->acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
-    ActTensors *a = &model->acts;
-    float **acts[NUM_ACT_TENSORS] = {
-        &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
-        &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
-        &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits,
-        &a->logprobs, &a->lse};
-    float *next = model->acts_memory;
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) {
-        *acts[i] = next;
-        next += (size_t)sizes[i];
-    }
-
-    grad_act_sizes(cfg, B, T, grad_sizes);
-    total = 0;
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
-    model->grad_acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
-    GradActTensors *d = &model->grad_acts;
-    float **grads[NUM_GRAD_ACT_TENSORS] = {&d->residual, &d->ln, &d->qkv, &d->atty, &d->fch,
-                                           &d->fch_gelu};
-    next = model->grad_acts_memory;
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
-        *grads[i] = next;
-        next += (size_t)grad_sizes[i];
-    }
+    size_t acts = (size_t)table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T);
+    model->acts_memory = alloc_check(dev_alloc(acts), who, bytes, "activations");
+    carve(&model->acts, GPT2_ACTS, NUM_ACT_TENSORS, model->acts_memory, cfg, B, T);
+    size_t grad_acts = (size_t)table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T);
+    model->grad_acts_memory = alloc_check(dev_alloc(grad_acts), who, bytes, "activations");
+    carve(&model->grad_acts, GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, model->grad_acts_memory, cfg,
+          B, T);
 
     size_t BT = (size_t)B * T;
     model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
@@ -886,8 +906,7 @@ static void model_backward(Model *model, const float *coefs) {
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     if (!model->grads_memory)
-        model->grads_memory = carve_params(&model->grads, model->param_sizes,
-                                           model->num_parameters, "gradients");
+        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
     dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
@@ -995,17 +1014,17 @@ static void model_apply_update(Model *model, const OptimizerSettings *opt, float
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t n = model->param_sizes[i];
-        float wd = PARAM_DECAYS[i] ? opt->weight_decay : 0.0f;
+        float wd = GPT2_PARAMS[i].decay ? opt->weight_decay : 0.0f;
         float *param = model->params_memory + offset, *m = model->m_memory + offset;
         float *v = model->v_memory + offset;
         adamw_update(param, model->grads_memory + offset, m, v, n, opt->lr, opt->beta1,
                      opt->beta2, opt->eps, wd, scale, t);
         if (model->detect_anomaly) {
             char m_name[32], v_name[32];
-            snprintf(m_name, sizeof m_name, "m of %s", PARAM_NAMES[i]);
-            snprintf(v_name, sizeof v_name, "v of %s", PARAM_NAMES[i]);
+            snprintf(m_name, sizeof m_name, "m of %s", GPT2_PARAMS[i].name);
+            snprintf(v_name, sizeof v_name, "v of %s", GPT2_PARAMS[i].name);
             check_kernel(model, "adamw_update", -1, 3, (KernelOutput[]){
-                {PARAM_NAMES[i], param, n}, {m_name, m, n}, {v_name, v, n}});
+                {GPT2_PARAMS[i].name, param, n}, {m_name, m, n}, {v_name, v, n}});
         }
         offset += n;
     }
@@ -1120,10 +1139,7 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
         return -1;
     }
     config_finish(&cfg);
-    size_t sizes[NUM_PARAM_TENSORS], count = 0;
-    param_sizes(&cfg, sizes);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) count += sizes[i];
-    size_t expected = sizeof header + count * sizeof(float);
+    size_t expected = sizeof header + count_parameters(&cfg) * sizeof(float);
     if (file_bytes != expected) {
         snprintf(err, errlen, "%s: file is %zu bytes but its header (L=%d NH=%d C=%d maxT=%d "
                  "Vp=%d) needs %zu%s", path, file_bytes, cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.Vp,
@@ -4026,9 +4042,7 @@ int cmd_bench(int argc, char **argv) {
     for (int s = 0; s < count; s++) {
         Config cfg = parse_config(config ? config : shapes[s].config);
         if (T > cfg.maxT) die("--seq %d exceeds maxT %d", T, cfg.maxT);
-        size_t sizes[NUM_PARAM_TENSORS], params = 0;
-        param_sizes(&cfg, sizes);
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) params += sizes[i];
+        size_t params = count_parameters(&cfg);
         BenchResult r = bench_training_step(cfg, B, T, steps);
         printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
                r.ms_per_step, r.tok_per_s, r.gflops);

@@ -398,7 +398,7 @@ static void test_model_gradients(Rng *rng) {
     size_t offset = 0;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         char name[64];
-        snprintf(name, sizeof name, "model gradient of %s", PARAM_NAMES[t]);
+        snprintf(name, sizeof name, "model gradient of %s", GPT2_PARAMS[t].name);
         size_t n = model.param_sizes[t];
         if (t == 0) n = (size_t)cfg.V * cfg.C; // the live rows of wte
         check_gradient(name, model_objective, &k, model.params_memory + offset, grads + offset,
@@ -516,7 +516,7 @@ static int poke(const char *path, const char *tensor, long index, const char *va
     model_load(&model, path);
     size_t offset = 0;
     int t = 0;
-    while (t < NUM_PARAM_TENSORS && strcmp(PARAM_NAMES[t], tensor))
+    while (t < NUM_PARAM_TENSORS && strcmp(GPT2_PARAMS[t].name, tensor))
         offset += model.param_sizes[t++];
     if (t == NUM_PARAM_TENSORS || index < 0 || (size_t)index >= model.param_sizes[t])
         die("--poke: no element %ld in tensor '%s'", index, tensor);
