@@ -516,6 +516,7 @@ typedef struct {
     Dim shape[MAX_DIMS]; // ends at the first D_END
     int decay;           // parameters: 1 when AdamW's weight decay applies
     Init init;           // parameters: the initialisation
+    const char *kernel;  // activations: the kernel of the forward pass that writes it
 } TensorSpec;
 
 static double dim_size(Dim dim, const Config *cfg, int B, int T) {
@@ -560,6 +561,17 @@ static void carve(void *tensors, const TensorSpec *table, int n, float *memory,
     }
 }
 
+// The tensor of `spec` within `tensors` at batch (B, T) and its size in *count: all of it, or
+// for a per-layer tensor and layer >= 0, that layer's slice.
+static const float *tensor_slice(const void *tensors, const TensorSpec *spec, const Config *cfg,
+                                 int B, int T, int layer, size_t *count) {
+    const float *data = *(float *const *)((const char *)tensors + spec->offset);
+    *count = (size_t)tensor_count(spec, cfg, B, T);
+    if (spec->shape[0] != D_L || layer < 0) return data;
+    *count /= cfg->L;
+    return data + (size_t)layer * *count;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The parameters, in the order of llm.c's checkpoint files. wte is the token embedding and also
 // the classifier; wpe the position embedding.
@@ -599,11 +611,12 @@ static size_t count_parameters(const Config *cfg) {
 }
 
 // The activations of one forward pass at batch B and sequence length T, kept for the backward,
-// in the order the forward pass writes them. encoded: the embeddings, block 0's input; att: the
-// attention weights; atty: the attention's output before its projection; residual2, residual3:
-// the residual stream after the attention and after the MLP (the block's output); fch: the
-// MLP's hidden layer before GELU; logits: overwritten by dlogits in the backward; logprobs:
-// log p(target) at each position; lse: the logsumexp of each row of logits.
+// in the order the forward pass writes them, each with the kernel that writes it (for
+// --detect-anomaly). encoded: the embeddings, block 0's input; att: the attention weights; atty:
+// the attention's output before its projection; residual2, residual3: the residual stream after
+// the attention and after the MLP (the block's output); fch: the MLP's hidden layer before GELU;
+// logits: overwritten by dlogits in the backward; logprobs: log p(target) at each position; lse:
+// the logsumexp of each row of logits.
 typedef struct {
     float *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *residual2, *ln2,
         *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3, *lnf, *lnf_mean, *lnf_rstd,
@@ -612,28 +625,28 @@ typedef struct {
 
 #define ACT(name) #name, offsetof(ActTensors, name)
 static const TensorSpec GPT2_ACTS[] = {
-    {ACT(encoded),   .shape = {D_B, D_T, D_C}},
-    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(ln1_mean),  .shape = {D_L, D_B, D_T}},
-    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T}},
-    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C}},
-    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}},
-    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(ln2_mean),  .shape = {D_L, D_B, D_T}},
-    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T}},
-    {ACT(fch),       .shape = {D_L, D_B, D_T, D_hidden}},
-    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden}},
-    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C}},
-    {ACT(lnf),       .shape = {D_B, D_T, D_C}},
-    {ACT(lnf_mean),  .shape = {D_B, D_T}},
-    {ACT(lnf_rstd),  .shape = {D_B, D_T}},
-    {ACT(logits),    .shape = {D_B, D_T, D_Vp}},
-    {ACT(logprobs),  .shape = {D_B, D_T}},
-    {ACT(lse),       .shape = {D_B, D_T}}};
+    {ACT(encoded),   .shape = {D_B, D_T, D_C},            .kernel = "encoder_forward"},
+    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
+    {ACT(ln1_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C},      .kernel = "matmul_forward"},
+    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
+    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
+    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
+    {ACT(ln2_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(fch),       .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "matmul_forward"},
+    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "gelu_forward"},
+    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(lnf),       .shape = {D_B, D_T, D_C},            .kernel = "layernorm_forward"},
+    {ACT(lnf_mean),  .shape = {D_B, D_T},                 .kernel = "layernorm_forward"},
+    {ACT(lnf_rstd),  .shape = {D_B, D_T},                 .kernel = "layernorm_forward"},
+    {ACT(logits),    .shape = {D_B, D_T, D_Vp},           .kernel = "matmul_forward"},
+    {ACT(logprobs),  .shape = {D_B, D_T},                 .kernel = "classifier_forward"},
+    {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
 #define NUM_ACT_TENSORS (int)(sizeof GPT2_ACTS / sizeof GPT2_ACTS[0])
 
 // Gradients flowing backward through the activations. Only the residual stream's gradient
@@ -800,28 +813,128 @@ static void model_alloc_activations(Model *model, int B, int T) {
     model->act_T = T;
 }
 
-// --detect-anomaly: after each kernel of the forward and backward passes (and of AdamW), the
-// tensors it wrote are searched for NaN and infinity through the kernel interface
-// (dev_count_nonfinite). The first kernel whose output is not finite stops the program with its
-// name, its layer and the tensor — the place where the numbers went wrong, rather than the loss
-// many kernels later. Off (the default), a check costs one test of a flag.
-typedef struct {
-    const char *name; // the tensor as ActTensors and ParamTensors name it; "d" + name: its gradient
-    const float *data;
-    size_t count;
-} KernelOutput;
+// ---------------------------------------------------------------------------------------------
+// --detect-anomaly: the tensors that the kernels of the forward and backward passes (and of
+// AdamW) wrote are searched for NaN and infinity through the kernel interface
+// (dev_count_nonfinite), in the order the kernels wrote them. The first tensor that is not
+// finite stops the program with the kernel that wrote it, its layer and its name: the place
+// where the numbers went wrong, rather than the loss many kernels later. Off (the default), a
+// check costs one test of a flag.
 
-static void check_kernel(const Model *model, const char *kernel, int layer, int count,
-                         const KernelOutput *outputs) {
+// Stops the program if x (n) holds NaN or infinity; `kernel` wrote it into the tensor `name`.
+static void check_finite(const char *kernel, int layer, const char *name, const float *x,
+                         size_t n) {
+    size_t bad = dev_count_nonfinite(x, n);
+    if (!bad) return;
+    char where[32] = "";
+    if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
+    die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
+        "before it wrote finite values", kernel, where, bad, n, name);
+}
+
+// After the forward pass: it keeps every activation, so one pass over the table in the order
+// the kernels ran finds the first kernel that wrote a non-finite value — the embeddings, then
+// block 0's tensors, block 1's, ..., then the head's.
+static void detect_anomaly_forward(const Model *model) {
     if (!model->detect_anomaly) return;
-    for (int i = 0; i < count; i++) {
-        size_t bad = dev_count_nonfinite(outputs[i].data, outputs[i].count);
-        if (!bad) continue;
-        char where[32] = "";
-        if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
-        die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
-            "before it wrote finite values", kernel, where, bad, outputs[i].count,
-            outputs[i].name);
+    const Config *cfg = &model->config;
+    for (int i = 0; i < NUM_ACT_TENSORS;) {
+        int per_layer = GPT2_ACTS[i].shape[0] == D_L, end = i + 1;
+        while (per_layer && end < NUM_ACT_TENSORS && GPT2_ACTS[end].shape[0] == D_L) end++;
+        for (int l = 0; l < (per_layer ? cfg->L : 1); l++)
+            for (int k = i; k < end; k++) {
+                size_t n;
+                const float *x = tensor_slice(&model->acts, &GPT2_ACTS[k], cfg, model->B,
+                                              model->T, l, &n);
+                check_finite(GPT2_ACTS[k].kernel, per_layer ? l : -1, GPT2_ACTS[k].name, x, n);
+            }
+        i = end;
+    }
+}
+
+// The backward pass reuses its scratch gradients (GradActTensors) from stage to stage, so it is
+// checked as each stage ends: the head (classifier and final LayerNorm), each block's MLP and
+// then its attention (last block first), and the encoder. The table says what each kernel of a
+// stage writes, in the order the stage runs them: the logits (which dlogits overwrites), a
+// gradient of the activations, or the gradient of a parameter (of this layer, for a block).
+typedef enum { STAGE_HEAD, STAGE_MLP, STAGE_ATTENTION, STAGE_ENCODER } BackwardStage;
+typedef enum { IN_ACTS, IN_GRAD_ACTS, IN_GRADS } Holder;
+typedef struct {
+    BackwardStage stage;
+    const char *kernel, *name;
+    Holder holder;  // the struct that holds the tensor's pointer...
+    size_t offset;  // ...at this offset
+} BackwardOutput;
+
+#define DLOGITS IN_ACTS, offsetof(ActTensors, logits)
+#define DACT(name) IN_GRAD_ACTS, offsetof(GradActTensors, name)
+#define DPARAM(name) IN_GRADS, offsetof(ParamTensors, name)
+static const BackwardOutput GPT2_BACKWARD[] = {
+    {STAGE_HEAD, "classifier_backward", "dlogits", DLOGITS},
+    {STAGE_HEAD, "matmul_backward", "dlnf", DACT(ln)},
+    {STAGE_HEAD, "matmul_backward", "dwte", DPARAM(wte)},
+    {STAGE_HEAD, "layernorm_backward", "dresidual", DACT(residual)},
+    {STAGE_HEAD, "layernorm_backward", "dlnfw", DPARAM(lnfw)},
+    {STAGE_HEAD, "layernorm_backward", "dlnfb", DPARAM(lnfb)},
+    {STAGE_MLP, "matmul_backward", "dfch_gelu", DACT(fch_gelu)},
+    {STAGE_MLP, "matmul_backward", "dfcprojw", DPARAM(fcprojw)},
+    {STAGE_MLP, "matmul_backward", "dfcprojb", DPARAM(fcprojb)},
+    {STAGE_MLP, "gelu_backward", "dfch", DACT(fch)},
+    {STAGE_MLP, "matmul_backward", "dln2", DACT(ln)},
+    {STAGE_MLP, "matmul_backward", "dfcw", DPARAM(fcw)},
+    {STAGE_MLP, "matmul_backward", "dfcb", DPARAM(fcb)},
+    {STAGE_MLP, "layernorm_backward", "dresidual2", DACT(residual)},
+    {STAGE_MLP, "layernorm_backward", "dln2w", DPARAM(ln2w)},
+    {STAGE_MLP, "layernorm_backward", "dln2b", DPARAM(ln2b)},
+    {STAGE_ATTENTION, "matmul_backward", "datty", DACT(atty)},
+    {STAGE_ATTENTION, "matmul_backward", "dattprojw", DPARAM(attprojw)},
+    {STAGE_ATTENTION, "matmul_backward", "dattprojb", DPARAM(attprojb)},
+    {STAGE_ATTENTION, "attention_backward", "dqkv", DACT(qkv)},
+    {STAGE_ATTENTION, "matmul_backward", "dln1", DACT(ln)},
+    {STAGE_ATTENTION, "matmul_backward", "dqkvw", DPARAM(qkvw)},
+    {STAGE_ATTENTION, "matmul_backward", "dqkvb", DPARAM(qkvb)},
+    {STAGE_ATTENTION, "layernorm_backward", "dresidual", DACT(residual)},
+    {STAGE_ATTENTION, "layernorm_backward", "dln1w", DPARAM(ln1w)},
+    {STAGE_ATTENTION, "layernorm_backward", "dln1b", DPARAM(ln1b)},
+    {STAGE_ENCODER, "encoder_backward", "dwte", DPARAM(wte)},
+    {STAGE_ENCODER, "encoder_backward", "dwpe", DPARAM(wpe)}};
+#define NUM_BACKWARD_OUTPUTS (int)(sizeof GPT2_BACKWARD / sizeof GPT2_BACKWARD[0])
+
+// At the end of a stage of the backward pass (layer: the block's, or -1).
+static void detect_anomaly_backward(const Model *model, BackwardStage stage, int layer) {
+    if (!model->detect_anomaly) return;
+    for (int i = 0; i < NUM_BACKWARD_OUTPUTS; i++) {
+        const BackwardOutput *out = &GPT2_BACKWARD[i];
+        if (out->stage != stage) continue;
+        const void *tensors; // the struct that holds the tensor, and the first row of its table
+        const TensorSpec *spec;
+        switch (out->holder) {
+        case IN_ACTS: tensors = &model->acts; spec = GPT2_ACTS; break;
+        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = GPT2_GRAD_ACTS; break;
+        default: tensors = &model->grads; spec = GPT2_PARAMS; break;
+        }
+        while (spec->offset != out->offset) spec++; // the tensor's row
+        size_t n;
+        const float *x = tensor_slice(tensors, spec, &model->config, model->B, model->T, layer,
+                                      &n);
+        check_finite(out->kernel, layer, out->name, x, n);
+    }
+}
+
+// After AdamW: each parameter tensor, then its two moments, tensor after tensor.
+static void detect_anomaly_adamw(const Model *model) {
+    if (!model->detect_anomaly) return;
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const char *name = GPT2_PARAMS[i].name;
+        size_t n = model->param_sizes[i];
+        char m_name[32], v_name[32];
+        snprintf(m_name, sizeof m_name, "m of %s", name);
+        snprintf(v_name, sizeof v_name, "v of %s", name);
+        check_finite("adamw_update", -1, name, model->params_memory + offset, n);
+        check_finite("adamw_update", -1, m_name, model->m_memory + offset, n);
+        check_finite("adamw_update", -1, v_name, model->v_memory + offset, n);
+        offset += n;
     }
 }
 
@@ -836,7 +949,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
     for (int i = 0; i < BT; i++)
         if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
-            die("token id %d at position %d is outside the vocabulary of %d", 
+            die("token id %d at position %d is outside the vocabulary of %d",
                 inputs[i] < 0 || inputs[i] >= cfg->V ? inputs[i] : targets[i], i, cfg->V);
     dev_to_device(model->inputs, inputs, BT * sizeof(int));
     dev_to_device(model->targets, targets, BT * sizeof(int));
@@ -846,9 +959,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
-    size_t n = BT, nC = n * C, nH = n * H, natt = (size_t)B * NH * T * T; // sizes, for the checks
     encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
-    check_kernel(model, "encoder_forward", -1, 1, (KernelOutput[]){{"encoded", a.encoded, nC}});
     for (int l = 0; l < L; l++) {
         size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
@@ -861,41 +972,21 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
         float *ln2_mean = a.ln2_mean + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
-        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
-            {"ln1", ln1, nC}, {"ln1_mean", ln1_mean, n}, {"ln1_rstd", ln1_rstd, n}});
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"qkv", qkv, 3 * nC}});
         attention_forward(atty, att, qkv, B, T, C, NH);
-        check_kernel(model, "attention_forward", l, 2, (KernelOutput[]){
-            {"att", att, natt}, {"atty", atty, nC}});
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"attproj", attproj, nC}});
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
-        check_kernel(model, "residual_forward", l, 1,
-                     (KernelOutput[]){{"residual2", residual2, nC}});
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
-        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
-            {"ln2", ln2, nC}, {"ln2_mean", ln2_mean, n}, {"ln2_rstd", ln2_rstd, n}});
         matmul_forward(fch, ln2, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, BT, C, H);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fch", fch, nH}});
         gelu_forward(fch_gelu, fch, (size_t)BT * H);
-        check_kernel(model, "gelu_forward", l, 1, (KernelOutput[]){{"fch_gelu", fch_gelu, nH}});
         matmul_forward(fcproj, fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, BT, H, C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fcproj", fcproj, nC}});
         residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
-        check_kernel(model, "residual_forward", l, 1,
-                     (KernelOutput[]){{"residual3", residual3, nC}});
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
-    check_kernel(model, "layernorm_forward", -1, 3, (KernelOutput[]){
-        {"lnf", a.lnf, nC}, {"lnf_mean", a.lnf_mean, n}, {"lnf_rstd", a.lnf_rstd, n}});
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
-    check_kernel(model, "matmul_forward", -1, 1,
-                 (KernelOutput[]){{"logits", a.logits, n * cfg->Vp}});
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
-    check_kernel(model, "classifier_forward", -1, 2, (KernelOutput[]){
-        {"logprobs", a.logprobs, n}, {"lse", a.lse, n}});
+    detect_anomaly_forward(model);
     dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
 }
 
@@ -913,21 +1004,16 @@ static void model_backward(Model *model, const float *coefs) {
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
     GradActTensors d = model->grad_acts;
-    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, C2 = (size_t)C * C;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
 
     // classifier and final LayerNorm
     classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
-    check_kernel(model, "classifier_backward", -1, 1, (KernelOutput[]){
-        {"dlogits", a.logits, (size_t)BT * cfg->Vp}});
     dev_zero(d.residual, btc_size);
     dev_zero(d.ln, btc_size);
     matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
-    check_kernel(model, "matmul_backward", -1, 2, (KernelOutput[]){
-        {"dlnf", d.ln, btc_size}, {"dwte", g.wte, (size_t)cfg->Vp * C}});
     layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
                        p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
-    check_kernel(model, "layernorm_backward", -1, 3, (KernelOutput[]){
-        {"dresidual", d.residual, btc_size}, {"dlnfw", g.lnfw, C}, {"dlnfb", g.lnfb, C}});
+    detect_anomaly_backward(model, STAGE_HEAD, -1);
 
     // the blocks, last to first; d.residual holds d loss / d (output of block l)
     for (int l = L - 1; l >= 0; l--) {
@@ -944,43 +1030,25 @@ static void model_backward(Model *model, const float *coefs) {
         // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
         matmul_backward(d.fch_gelu, dfcprojw, g.fcprojb + c, d.residual, a.fch_gelu + bth,
                         p.fcprojw + (size_t)l * C * H, BT, H, C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dfch_gelu", d.fch_gelu, bth_size}, {"dfcprojw", dfcprojw, C * (size_t)H},
-            {"dfcprojb", g.fcprojb + c, C}});
         gelu_backward(d.fch, a.fch + bth, d.fch_gelu, bth_size);
-        check_kernel(model, "gelu_backward", l, 1, (KernelOutput[]){{"dfch", d.fch, bth_size}});
         matmul_backward(d.ln, dfcw, dfcb, d.fch, a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dln2", d.ln, btc_size}, {"dfcw", dfcw, H * (size_t)C}, {"dfcb", dfcb, H}});
         layernorm_backward(d.residual, g.ln2w + c, g.ln2b + c, d.ln, a.residual2 + btc,
                            p.ln2w + c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, BT, C);
-        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
-            {"dresidual2", d.residual, btc_size}, {"dln2w", g.ln2w + c, C},
-            {"dln2b", g.ln2b + c, C}});
+        detect_anomaly_backward(model, STAGE_MLP, l);
 
         // attention: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"datty", d.atty, btc_size}, {"dattprojw", g.attprojw + c * C, C2},
-            {"dattprojb", g.attprojb + c, C}});
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
                            B, T, C, NH);
-        check_kernel(model, "attention_backward", l, 1, (KernelOutput[]){
-            {"dqkv", d.qkv, 3 * btc_size}});
         dev_zero(d.ln, btc_size);
         matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dln1", d.ln, btc_size}, {"dqkvw", dqkvw, 3 * C2}, {"dqkvb", dqkvb, 3 * (size_t)C}});
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
-        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
-            {"dresidual", d.residual, btc_size}, {"dln1w", g.ln1w + c, C},
-            {"dln1b", g.ln1b + c, C}});
+        detect_anomaly_backward(model, STAGE_ATTENTION, l);
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
-    check_kernel(model, "encoder_backward", -1, 2, (KernelOutput[]){
-        {"dwte", g.wte, (size_t)cfg->Vp * C}, {"dwpe", g.wpe, (size_t)cfg->maxT * C}});
+    detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1012,22 +1080,15 @@ static void model_apply_update(Model *model, const OptimizerSettings *opt, float
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { // the weight decay differs between tensors
         size_t n = model->param_sizes[i];
         float wd = GPT2_PARAMS[i].decay ? opt->weight_decay : 0.0f;
-        float *param = model->params_memory + offset, *m = model->m_memory + offset;
-        float *v = model->v_memory + offset;
-        adamw_update(param, model->grads_memory + offset, m, v, n, opt->lr, opt->beta1,
+        adamw_update(model->params_memory + offset, model->grads_memory + offset,
+                     model->m_memory + offset, model->v_memory + offset, n, opt->lr, opt->beta1,
                      opt->beta2, opt->eps, wd, scale, t);
-        if (model->detect_anomaly) {
-            char m_name[32], v_name[32];
-            snprintf(m_name, sizeof m_name, "m of %s", GPT2_PARAMS[i].name);
-            snprintf(v_name, sizeof v_name, "v of %s", GPT2_PARAMS[i].name);
-            check_kernel(model, "adamw_update", -1, 3, (KernelOutput[]){
-                {GPT2_PARAMS[i].name, param, n}, {m_name, m, n}, {v_name, v, n}});
-        }
         offset += n;
     }
+    detect_anomaly_adamw(model);
 }
 
 // Both: one optimizer step; returns the gradient norm before clipping.
