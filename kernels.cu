@@ -636,20 +636,6 @@ extern "C" void residual_forward(float *out, const float *a, const float *b, siz
     LAUNCH_CHECK();
 }
 
-// dout (N) -> da (N) +=, db (N) +=
-__global__ void residual_backward_kernel(float *da, float *db, const float *dout, size_t N) {
-    const size_t i = thread_index();
-    if (i >= N) return;
-    da[i] += dout[i];
-    db[i] += dout[i];
-}
-
-extern "C" void residual_backward(float *da, float *db, const float *dout, size_t N) {
-    if (!N) return;
-    residual_backward_kernel<<<blocks_for(N), THREADS>>>(da, db, dout, N);
-    LAUNCH_CHECK();
-}
-
 // =============================================================================================
 // Classifier
 // =============================================================================================

@@ -21,22 +21,16 @@
 #include <stdint.h>
 
 // ---------------------------------------------------------------------------------------------
-// The configuration of a model. GPT-2 is the shape implemented now; the fields marked "Llama"
-// are reserved for the Llama shape (RMSNorm, RoPE, SwiGLU, grouped-query attention).
-typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } Arch;
-
+// The configuration of a model: GPT-2's shape.
 typedef struct {
-    Arch arch;
     int L;          // number of transformer blocks (layers)
     int NH;         // attention heads
-    int n_kv_heads; // key/value heads (Llama GQA); equals NH for GPT-2
     int C;          // channels (embedding width); head size is C / NH
     int hidden;     // MLP width: 4*C for GPT-2
     int maxT;       // context length: the number of learned positions
     int V;          // vocabulary size
     int Vp;         // vocabulary padded up to a multiple of 128 (rows V..Vp-1 of wte are zero)
     float norm_eps; // LayerNorm epsilon: 1e-5
-    float rope_theta; // Llama: RoPE base frequency (unused for GPT-2)
 } Config;
 
 // ---------------------------------------------------------------------------------------------
@@ -89,9 +83,9 @@ void gelu_forward(float *out, const float *inp, size_t N);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
 
 // Residual connection. a (N), b (N) -> out (N) = a + b
+// It has no backward kernel: the gradient of out reaches a and b unchanged, so the backward pass
+// keeps one gradient of the residual stream that both branches add into.
 void residual_forward(float *out, const float *a, const float *b, size_t N);
-// dout (N) -> da (N) +=, db (N) +=
-void residual_backward(float *da, float *db, const float *dout, size_t N);
 
 // The classifier head's loss, in two halves around the caller's choice of coefficients.
 // Forward: logits (N,Vp) -> logprobs (N) = log softmax(logits)[target] over the first V

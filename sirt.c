@@ -381,15 +381,6 @@ void residual_forward(float *out, const float *a, const float *b, size_t N) {
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
-// dout (N) -> da (N) +=, db (N) +=. The gradient of a sum reaches both of its inputs unchanged.
-void residual_backward(float *da, float *db, const float *dout, size_t N) {
-#pragma omp parallel for
-    for (size_t i = 0; i < N; i++) {
-        da[i] += dout[i];
-        db[i] += dout[i];
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // logits (N,Vp) -> logprobs (N), lse (N). Padded columns V..Vp-1 are not part of the softmax.
 void classifier_forward(float *logprobs, float *lse, const float *logits, const int *targets,
@@ -480,54 +471,8 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
 // GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
 // attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
 // Parameters, gradients, the two AdamW moments and the activations are each ONE allocation,
-// carved into the named tensors below.
+// carved into the tensors that the tables below describe.
 // =============================================================================================
-
-#define NUM_PARAM_TENSORS 16
-typedef struct {
-    float *wte;      // (Vp, C)   token embedding, also the classifier
-    float *wpe;      // (maxT, C) position embedding
-    float *ln1w;     // (L, C)
-    float *ln1b;     // (L, C)
-    float *qkvw;     // (L, 3C, C)
-    float *qkvb;     // (L, 3C)
-    float *attprojw; // (L, C, C)
-    float *attprojb; // (L, C)
-    float *ln2w;     // (L, C)
-    float *ln2b;     // (L, C)
-    float *fcw;      // (L, 4C, C)
-    float *fcb;      // (L, 4C)
-    float *fcprojw;  // (L, C, 4C)
-    float *fcprojb;  // (L, C)
-    float *lnfw;     // (C)
-    float *lnfb;     // (C)
-} ParamTensors;
-
-static const char *PARAM_NAMES[NUM_PARAM_TENSORS] = {
-    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
-
-// Weight decay applies to matrices and embeddings (1), not to biases and LayerNorm gains (0):
-// the GPT-2/nanoGPT convention, since decaying a gain towards zero only fights the norm.
-static const int PARAM_DECAYS[NUM_PARAM_TENSORS] = {1, 1, 0, 0, 1, 0, 1, 0,
-                                                    0, 0, 1, 0, 1, 0, 0, 0};
-
-static void param_sizes(const Config *cfg, size_t sizes[NUM_PARAM_TENSORS]) {
-    size_t L = cfg->L, C = cfg->C, H = cfg->hidden;
-    size_t list[NUM_PARAM_TENSORS] = {(size_t)cfg->Vp * C, (size_t)cfg->maxT * C, L * C, L * C,
-                                      L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-                                      L * C, L * C, L * H * C, L * H,
-                                      L * C * H, L * C, C, C};
-    memcpy(sizes, list, sizeof list);
-}
-
-static float **param_pointers(ParamTensors *p, float **ptrs[NUM_PARAM_TENSORS]) {
-    float **list[NUM_PARAM_TENSORS] = {
-        &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
-        &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
-    memcpy(ptrs, list, sizeof list);
-    return *ptrs;
-}
 
 // Memory. Sizes that come from flags and data (B, T, the model's shape) are checked against the
 // device's memory before anything is allocated, in double precision so that an absurd request
@@ -555,86 +500,180 @@ static void *alloc_check(void *ptr, const char *who, double bytes, const char *w
     return ptr;
 }
 
-// Carves one allocation of `total` floats into the named tensors; returns the allocation.
-// `what` says what they hold (parameters, gradients) for the message when memory runs out.
-static float *carve_params(ParamTensors *p, const size_t sizes[NUM_PARAM_TENSORS],
-                           size_t total, const char *what) {
-    float *memory = alloc_check(dev_alloc(total), "the model", (double)total * sizeof(float), what);
-    float **ptrs[NUM_PARAM_TENSORS];
-    param_pointers(p, ptrs);
-    float *next = memory;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        *ptrs[i] = next;
-        next += sizes[i];
+// ---------------------------------------------------------------------------------------------
+// Tensor tables. Each kind of tensor (parameters, activations, their gradients) is a struct of
+// pointers, described by a table with one row per tensor: its name, the offset of its pointer in
+// the struct (so that one loop carves an allocation into all of them, in table order), and its
+// shape, written with the symbolic sizes below, outermost first. A shape that starts with D_L
+// holds one slice per layer.
+typedef enum { D_END, D_L, D_NH, D_C, D_3C, D_hidden, D_Vp, D_maxT, D_B, D_T } Dim;
+#define MAX_DIMS 5
+
+// How model_init_random fills a parameter: zeros, ones, N(0, 0.02), or N(0, 0.02/sqrt(2L)).
+typedef enum { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_NORMAL_SCALED } Init;
+
+typedef struct {
+    const char *name;
+    size_t offset;       // offsetof(the struct, name)
+    Dim shape[MAX_DIMS]; // ends at the first D_END
+    int decay;           // parameters: 1 when AdamW's weight decay applies
+    Init init;           // parameters: the initialisation
+    const char *kernel;  // activations: the kernel of the forward pass that writes it
+} TensorSpec;
+
+static double dim_size(Dim dim, const Config *cfg, int B, int T) {
+    switch (dim) {
+    case D_L: return cfg->L;
+    case D_NH: return cfg->NH;
+    case D_C: return cfg->C;
+    case D_3C: return 3.0 * cfg->C;
+    case D_hidden: return cfg->hidden;
+    case D_Vp: return cfg->Vp;
+    case D_maxT: return cfg->maxT;
+    case D_B: return B;
+    case D_T: return T;
+    default: return 1.0;
     }
-    return memory;
 }
 
-// The activations of one forward pass at batch B and sequence length T, kept for the backward.
-#define NUM_ACT_TENSORS 22
+// The floats of a tensor for this config at batch B, sequence length T (parameters ignore B and
+// T), in double so that it cannot overflow (see "Memory"): any size that is allocated is below
+// the device's memory, so it is an exact integer.
+static double tensor_count(const TensorSpec *spec, const Config *cfg, int B, int T) {
+    double count = 1.0;
+    for (int i = 0; i < MAX_DIMS && spec->shape[i] != D_END; i++)
+        count *= dim_size(spec->shape[i], cfg, B, T);
+    return count;
+}
+
+// The floats of all the tensors of a table.
+static double table_count(const TensorSpec *table, int n, const Config *cfg, int B, int T) {
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += tensor_count(&table[i], cfg, B, T);
+    return total;
+}
+
+// Carves `memory` into the tensors of a table: sets the pointers of `tensors` (a struct the table
+// describes) to consecutive pieces of it, in table order.
+static void carve(void *tensors, const TensorSpec *table, int n, float *memory,
+                  const Config *cfg, int B, int T) {
+    for (int i = 0; i < n; i++) {
+        *(float **)((char *)tensors + table[i].offset) = memory;
+        memory += (size_t)tensor_count(&table[i], cfg, B, T);
+    }
+}
+
+// The tensor of `spec` within `tensors` at batch (B, T) and its size in *count: all of it, or
+// for a per-layer tensor and layer >= 0, that layer's slice.
+static const float *tensor_slice(const void *tensors, const TensorSpec *spec, const Config *cfg,
+                                 int B, int T, int layer, size_t *count) {
+    const float *data = *(float *const *)((const char *)tensors + spec->offset);
+    *count = (size_t)tensor_count(spec, cfg, B, T);
+    if (spec->shape[0] != D_L || layer < 0) return data;
+    *count /= cfg->L;
+    return data + (size_t)layer * *count;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parameters, in the order of llm.c's checkpoint files. wte is the token embedding and also
+// the classifier; wpe the position embedding.
 typedef struct {
-    float *encoded;   // (B,T,C)      embeddings, the input of block 0
-    float *ln1;       // (L,B,T,C)
-    float *ln1_mean;  // (L,B,T)
-    float *ln1_rstd;  // (L,B,T)
-    float *qkv;       // (L,B,T,3C)
-    float *atty;      // (L,B,T,C)    attention output, before its projection
-    float *att;       // (L,B,NH,T,T) attention weights
-    float *attproj;   // (L,B,T,C)
-    float *residual2; // (L,B,T,C)    residual stream after attention
-    float *ln2;       // (L,B,T,C)
-    float *ln2_mean;  // (L,B,T)
-    float *ln2_rstd;  // (L,B,T)
-    float *fch;       // (L,B,T,4C)   MLP hidden, before GELU
-    float *fch_gelu;  // (L,B,T,4C)
-    float *fcproj;    // (L,B,T,C)
-    float *residual3; // (L,B,T,C)    residual stream after the MLP: the block's output
-    float *lnf;       // (B,T,C)
-    float *lnf_mean;  // (B,T)
-    float *lnf_rstd;  // (B,T)
-    float *logits;    // (B,T,Vp)     becomes dlogits during the backward
-    float *logprobs;  // (B,T)        log p(target) at each position
-    float *lse;       // (B,T)        logsumexp of each row of logits
+    float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb,
+        *fcprojw, *fcprojb, *lnfw, *lnfb;
+} ParamTensors;
+
+// GPT-2's parameters. Initialisation: weights ~ N(0, 0.02), the two projections into the
+// residual stream ~ N(0, 0.02/sqrt(2L)) so that the stream's variance does not grow with depth;
+// biases zero, LayerNorm gains one; the padded rows V..Vp-1 of wte zero. Weight decay applies to
+// matrices and embeddings, not to biases and LayerNorm gains: the GPT-2/nanoGPT convention,
+// since decaying a gain towards zero only fights the norm.
+#define PARAM(name) #name, offsetof(ParamTensors, name)
+static const TensorSpec GPT2_PARAMS[] = {
+    {PARAM(wte),      .shape = {D_Vp, D_C},          .decay = 1, .init = INIT_NORMAL},
+    {PARAM(wpe),      .shape = {D_maxT, D_C},        .decay = 1, .init = INIT_NORMAL},
+    {PARAM(ln1w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {PARAM(ln1b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(qkvw),     .shape = {D_L, D_3C, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {PARAM(qkvb),     .shape = {D_L, D_3C},          .decay = 0, .init = INIT_ZEROS},
+    {PARAM(attprojw), .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
+    {PARAM(attprojb), .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(ln2w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {PARAM(ln2b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(fcw),      .shape = {D_L, D_hidden, D_C}, .decay = 1, .init = INIT_NORMAL},
+    {PARAM(fcb),      .shape = {D_L, D_hidden},      .decay = 0, .init = INIT_ZEROS},
+    {PARAM(fcprojw),  .shape = {D_L, D_C, D_hidden}, .decay = 1, .init = INIT_NORMAL_SCALED},
+    {PARAM(fcprojb),  .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
+    {PARAM(lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
+    {PARAM(lnfb),     .shape = {D_C},                .decay = 0, .init = INIT_ZEROS}};
+#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0])
+
+// The number of parameters of a model of this shape.
+static size_t count_parameters(const Config *cfg) {
+    return (size_t)table_count(GPT2_PARAMS, NUM_PARAM_TENSORS, cfg, 0, 0);
+}
+
+// The activations of one forward pass at batch B and sequence length T, kept for the backward,
+// in the order the forward pass writes them, each with the kernel that writes it (for
+// --detect-anomaly). encoded: the embeddings, block 0's input; att: the attention weights; atty:
+// the attention's output before its projection; residual2, residual3: the residual stream after
+// the attention and after the MLP (the block's output); fch: the MLP's hidden layer before GELU;
+// logits: overwritten by dlogits in the backward; logprobs: log p(target) at each position; lse:
+// the logsumexp of each row of logits.
+typedef struct {
+    float *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *residual2, *ln2,
+        *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3, *lnf, *lnf_mean, *lnf_rstd,
+        *logits, *logprobs, *lse;
 } ActTensors;
+
+#define ACT(name) #name, offsetof(ActTensors, name)
+static const TensorSpec GPT2_ACTS[] = {
+    {ACT(encoded),   .shape = {D_B, D_T, D_C},            .kernel = "encoder_forward"},
+    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
+    {ACT(ln1_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C},      .kernel = "matmul_forward"},
+    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
+    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
+    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
+    {ACT(ln2_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
+    {ACT(fch),       .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "matmul_forward"},
+    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "gelu_forward"},
+    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(lnf),       .shape = {D_B, D_T, D_C},            .kernel = "layernorm_forward"},
+    {ACT(lnf_mean),  .shape = {D_B, D_T},                 .kernel = "layernorm_forward"},
+    {ACT(lnf_rstd),  .shape = {D_B, D_T},                 .kernel = "layernorm_forward"},
+    {ACT(logits),    .shape = {D_B, D_T, D_Vp},           .kernel = "matmul_forward"},
+    {ACT(logprobs),  .shape = {D_B, D_T},                 .kernel = "classifier_forward"},
+    {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
+#define NUM_ACT_TENSORS (int)(sizeof GPT2_ACTS / sizeof GPT2_ACTS[0])
 
 // Gradients flowing backward through the activations. Only the residual stream's gradient
 // lives through the whole backward pass; the rest is scratch reused by every layer.
-#define NUM_GRAD_ACT_TENSORS 6
 typedef struct {
-    float *residual; // (B,T,C)  d loss / d residual stream (both branches of every residual
-                     //          connection add into it, so a residual needs no backward kernel)
-    float *ln;       // (B,T,C)  d of a LayerNorm output (ln1, ln2 or lnf)
-    float *qkv;      // (B,T,3C)
-    float *atty;     // (B,T,C)
-    float *fch;      // (B,T,4C)
-    float *fch_gelu; // (B,T,4C)
+    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu;
 } GradActTensors;
 
-// The activations' sizes in floats, in double so that they cannot overflow (see "Memory").
-static void act_sizes(const Config *cfg, int B, int T, double sizes[NUM_ACT_TENSORS]) {
-    double BT = (double)B * T, L = cfg->L, C = cfg->C, H = cfg->hidden;
-    double list[NUM_ACT_TENSORS] = {
-        BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C,
-        L * B * cfg->NH * (double)T * T, L * BT * C, L * BT * C, L * BT * C, L * BT, L * BT,
-        L * BT * H, L * BT * H, L * BT * C, L * BT * C, BT * C, BT, BT, BT * cfg->Vp, BT, BT};
-    memcpy(sizes, list, sizeof list);
-}
-
-// The gradients of the activations (GradActTensors) in floats.
-static void grad_act_sizes(const Config *cfg, int B, int T, double sizes[NUM_GRAD_ACT_TENSORS]) {
-    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
-    double list[NUM_GRAD_ACT_TENSORS] = {BT * C, BT * C, BT * 3 * C, BT * C, BT * H, BT * H};
-    memcpy(sizes, list, sizeof list);
-}
+#define GRAD_ACT(name) #name, offsetof(GradActTensors, name)
+static const TensorSpec GPT2_GRAD_ACTS[] = {
+    // d loss / d residual stream: both branches of every residual connection add into it, so a
+    // residual needs no backward kernel
+    {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of a LayerNorm output (ln1, ln2 or lnf)
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_3C}},
+    {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(fch),      .shape = {D_B, D_T, D_hidden}},
+    {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
+#define NUM_GRAD_ACT_TENSORS (int)(sizeof GPT2_GRAD_ACTS / sizeof GPT2_GRAD_ACTS[0])
 
 // Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
 // (inputs, targets, coefficients).
 static double activation_bytes(const Config *cfg, int B, int T) {
-    double a[NUM_ACT_TENSORS], g[NUM_GRAD_ACT_TENSORS], floats = 3.0 * B * T;
-    act_sizes(cfg, B, T, a);
-    grad_act_sizes(cfg, B, T, g);
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) floats += a[i];
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) floats += g[i];
+    double floats = table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T) +
+                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 3.0 * B * T;
     return floats * sizeof(float);
 }
 
@@ -663,11 +702,8 @@ typedef struct {
 // Fills in what follows from the five numbers (call it only on a config that config_problem
 // accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
 static void config_finish(Config *cfg) {
-    cfg->arch = ARCH_GPT2;
-    cfg->n_kv_heads = cfg->NH;
     cfg->hidden = 4 * cfg->C;
     cfg->norm_eps = 1e-5f;
-    cfg->rope_theta = 10000.0f;
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
 
@@ -685,39 +721,45 @@ static const char *config_problem(const Config *cfg) {
     return NULL;
 }
 
+// One allocation for all the parameters (or their gradients), carved into `tensors`.
+// `what` says what they hold, for the message when memory runs out.
+static float *model_alloc_params(const Model *model, ParamTensors *tensors, const char *what) {
+    size_t n = model->num_parameters;
+    float *memory = alloc_check(dev_alloc(n), "the model", (double)n * sizeof(float), what);
+    carve(tensors, GPT2_PARAMS, NUM_PARAM_TENSORS, memory, &model->config, 0, 0);
+    return memory;
+}
+
 static void model_build(Model *model, Config cfg) {
     memset(model, 0, sizeof *model);
     model->config = cfg;
-    param_sizes(&cfg, model->param_sizes);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) model->num_parameters += model->param_sizes[i];
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        model->param_sizes[i] = (size_t)tensor_count(&GPT2_PARAMS[i], &cfg, 0, 0);
+    model->num_parameters = count_parameters(&cfg);
     double bytes = (double)model->num_parameters * sizeof(float);
     if (!fits_memory(bytes))
         die("the model (L=%d NH=%d C=%d maxT=%d V=%d) needs %.1f GiB of parameters; " DEVICE_HAS
             " %.1f GiB", cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.V, bytes / GIB, device_gib());
-    model->params_memory = carve_params(&model->params, model->param_sizes,
-                                        model->num_parameters, "parameters");
+    model->params_memory = model_alloc_params(model, &model->params, "parameters");
 }
 
-// GPT-2's initialisation: weights ~ N(0, 0.02), the two projections into the residual stream
-// scaled by 1/sqrt(2L) so that the stream's variance does not grow with depth; biases zero,
-// LayerNorm gains one; the padded rows of wte zero.
+// Fills the parameters as the table's `init` says, drawing the normal values tensor after
+// tensor in table order from a generator seeded with `seed`.
 static void model_init_random(Model *model, uint64_t seed) {
     const Config *cfg = &model->config;
-    float *host = xcalloc(model->num_parameters, sizeof(float));
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // INIT_ZEROS: nothing to do
     Rng rng = rng_seeded(seed);
     float *next = host;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const TensorSpec *spec = &GPT2_PARAMS[i];
         size_t n = model->param_sizes[i];
-        const char *name = PARAM_NAMES[i];
-        if (!strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw")) {
+        // the padded rows V..Vp-1 of a (Vp, ...) tensor are not drawn: they stay zero
+        size_t live = spec->shape[0] == D_Vp ? n / cfg->Vp * cfg->V : n;
+        float std = spec->init == INIT_NORMAL_SCALED ? 0.02f / sqrtf(2.0f * cfg->L) : 0.02f;
+        if (spec->init == INIT_ONES)
             for (size_t j = 0; j < n; j++) next[j] = 1.0f;
-        } else if (PARAM_DECAYS[i]) { // the weight matrices and embeddings
-            float std = 0.02f;
-            if (!strcmp(name, "attprojw") || !strcmp(name, "fcprojw"))
-                std /= sqrtf(2.0f * cfg->L);
-            size_t live = !strcmp(name, "wte") ? (size_t)cfg->V * cfg->C : n;
+        if (spec->init == INIT_NORMAL || spec->init == INIT_NORMAL_SCALED)
             for (size_t j = 0; j < live; j++) next[j] = std * rng_normal(&rng);
-        }
         next += n;
     }
     dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
@@ -756,34 +798,13 @@ static void model_alloc_activations(Model *model, int B, int T) {
         die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
             device_gib());
     // below the device's memory, every size is an exact integer in double and fits size_t
-    double sizes[NUM_ACT_TENSORS], grad_sizes[NUM_GRAD_ACT_TENSORS], total = 0;
-    act_sizes(cfg, B, T, sizes);
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) total += sizes[i];
-    model->acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
-    ActTensors *a = &model->acts;
-    float **acts[NUM_ACT_TENSORS] = {
-        &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
-        &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
-        &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits,
-        &a->logprobs, &a->lse};
-    float *next = model->acts_memory;
-    for (int i = 0; i < NUM_ACT_TENSORS; i++) {
-        *acts[i] = next;
-        next += (size_t)sizes[i];
-    }
-
-    grad_act_sizes(cfg, B, T, grad_sizes);
-    total = 0;
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) total += grad_sizes[i];
-    model->grad_acts_memory = alloc_check(dev_alloc((size_t)total), who, bytes, "activations");
-    GradActTensors *d = &model->grad_acts;
-    float **grads[NUM_GRAD_ACT_TENSORS] = {&d->residual, &d->ln, &d->qkv, &d->atty, &d->fch,
-                                           &d->fch_gelu};
-    next = model->grad_acts_memory;
-    for (int i = 0; i < NUM_GRAD_ACT_TENSORS; i++) {
-        *grads[i] = next;
-        next += (size_t)grad_sizes[i];
-    }
+    size_t acts = (size_t)table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T);
+    model->acts_memory = alloc_check(dev_alloc(acts), who, bytes, "activations");
+    carve(&model->acts, GPT2_ACTS, NUM_ACT_TENSORS, model->acts_memory, cfg, B, T);
+    size_t grad_acts = (size_t)table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T);
+    model->grad_acts_memory = alloc_check(dev_alloc(grad_acts), who, bytes, "activations");
+    carve(&model->grad_acts, GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, model->grad_acts_memory, cfg,
+          B, T);
 
     size_t BT = (size_t)B * T;
     model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
@@ -794,28 +815,128 @@ static void model_alloc_activations(Model *model, int B, int T) {
     model->act_T = T;
 }
 
-// --detect-anomaly: after each kernel of the forward and backward passes (and of AdamW), the
-// tensors it wrote are searched for NaN and infinity through the kernel interface
-// (dev_count_nonfinite). The first kernel whose output is not finite stops the program with its
-// name, its layer and the tensor — the place where the numbers went wrong, rather than the loss
-// many kernels later. Off (the default), a check costs one test of a flag.
-typedef struct {
-    const char *name; // the tensor as ActTensors and ParamTensors name it; "d" + name: its gradient
-    const float *data;
-    size_t count;
-} KernelOutput;
+// ---------------------------------------------------------------------------------------------
+// --detect-anomaly: the tensors that the kernels of the forward and backward passes (and of
+// AdamW) wrote are searched for NaN and infinity through the kernel interface
+// (dev_count_nonfinite), in the order the kernels wrote them. The first tensor that is not
+// finite stops the program with the kernel that wrote it, its layer and its name: the place
+// where the numbers went wrong, rather than the loss many kernels later. Off (the default), a
+// check costs one test of a flag.
 
-static void check_kernel(const Model *model, const char *kernel, int layer, int count,
-                         const KernelOutput *outputs) {
+// Stops the program if x (n) holds NaN or infinity; `kernel` wrote it into the tensor `name`.
+static void check_finite(const char *kernel, int layer, const char *name, const float *x,
+                         size_t n) {
+    size_t bad = dev_count_nonfinite(x, n);
+    if (!bad) return;
+    char where[32] = "";
+    if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
+    die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
+        "before it wrote finite values", kernel, where, bad, n, name);
+}
+
+// After the forward pass: it keeps every activation, so one pass over the table in the order
+// the kernels ran finds the first kernel that wrote a non-finite value — the embeddings, then
+// block 0's tensors, block 1's, ..., then the head's.
+static void detect_anomaly_forward(const Model *model) {
     if (!model->detect_anomaly) return;
-    for (int i = 0; i < count; i++) {
-        size_t bad = dev_count_nonfinite(outputs[i].data, outputs[i].count);
-        if (!bad) continue;
-        char where[32] = "";
-        if (layer >= 0) snprintf(where, sizeof where, " in layer %d", layer);
-        die("--detect-anomaly: %s%s wrote %zu non-finite values (of %zu) into %s; every kernel "
-            "before it wrote finite values", kernel, where, bad, outputs[i].count,
-            outputs[i].name);
+    const Config *cfg = &model->config;
+    for (int i = 0; i < NUM_ACT_TENSORS;) {
+        int per_layer = GPT2_ACTS[i].shape[0] == D_L, end = i + 1;
+        while (per_layer && end < NUM_ACT_TENSORS && GPT2_ACTS[end].shape[0] == D_L) end++;
+        for (int l = 0; l < (per_layer ? cfg->L : 1); l++)
+            for (int k = i; k < end; k++) {
+                size_t n;
+                const float *x = tensor_slice(&model->acts, &GPT2_ACTS[k], cfg, model->B,
+                                              model->T, l, &n);
+                check_finite(GPT2_ACTS[k].kernel, per_layer ? l : -1, GPT2_ACTS[k].name, x, n);
+            }
+        i = end;
+    }
+}
+
+// The backward pass reuses its scratch gradients (GradActTensors) from stage to stage, so it is
+// checked as each stage ends: the head (classifier and final LayerNorm), each block's MLP and
+// then its attention (last block first), and the encoder. The table says what each kernel of a
+// stage writes, in the order the stage runs them: the logits (which dlogits overwrites), a
+// gradient of the activations, or the gradient of a parameter (of this layer, for a block).
+typedef enum { STAGE_HEAD, STAGE_MLP, STAGE_ATTENTION, STAGE_ENCODER } BackwardStage;
+typedef enum { IN_ACTS, IN_GRAD_ACTS, IN_GRADS } Holder;
+typedef struct {
+    BackwardStage stage;
+    const char *kernel, *name;
+    Holder holder;  // the struct that holds the tensor's pointer...
+    size_t offset;  // ...at this offset
+} BackwardOutput;
+
+#define DLOGITS IN_ACTS, offsetof(ActTensors, logits)
+#define DACT(name) IN_GRAD_ACTS, offsetof(GradActTensors, name)
+#define DPARAM(name) IN_GRADS, offsetof(ParamTensors, name)
+static const BackwardOutput GPT2_BACKWARD[] = {
+    {STAGE_HEAD, "classifier_backward", "dlogits", DLOGITS},
+    {STAGE_HEAD, "matmul_backward", "dlnf", DACT(ln)},
+    {STAGE_HEAD, "matmul_backward", "dwte", DPARAM(wte)},
+    {STAGE_HEAD, "layernorm_backward", "dresidual", DACT(residual)},
+    {STAGE_HEAD, "layernorm_backward", "dlnfw", DPARAM(lnfw)},
+    {STAGE_HEAD, "layernorm_backward", "dlnfb", DPARAM(lnfb)},
+    {STAGE_MLP, "matmul_backward", "dfch_gelu", DACT(fch_gelu)},
+    {STAGE_MLP, "matmul_backward", "dfcprojw", DPARAM(fcprojw)},
+    {STAGE_MLP, "matmul_backward", "dfcprojb", DPARAM(fcprojb)},
+    {STAGE_MLP, "gelu_backward", "dfch", DACT(fch)},
+    {STAGE_MLP, "matmul_backward", "dln2", DACT(ln)},
+    {STAGE_MLP, "matmul_backward", "dfcw", DPARAM(fcw)},
+    {STAGE_MLP, "matmul_backward", "dfcb", DPARAM(fcb)},
+    {STAGE_MLP, "layernorm_backward", "dresidual2", DACT(residual)},
+    {STAGE_MLP, "layernorm_backward", "dln2w", DPARAM(ln2w)},
+    {STAGE_MLP, "layernorm_backward", "dln2b", DPARAM(ln2b)},
+    {STAGE_ATTENTION, "matmul_backward", "datty", DACT(atty)},
+    {STAGE_ATTENTION, "matmul_backward", "dattprojw", DPARAM(attprojw)},
+    {STAGE_ATTENTION, "matmul_backward", "dattprojb", DPARAM(attprojb)},
+    {STAGE_ATTENTION, "attention_backward", "dqkv", DACT(qkv)},
+    {STAGE_ATTENTION, "matmul_backward", "dln1", DACT(ln)},
+    {STAGE_ATTENTION, "matmul_backward", "dqkvw", DPARAM(qkvw)},
+    {STAGE_ATTENTION, "matmul_backward", "dqkvb", DPARAM(qkvb)},
+    {STAGE_ATTENTION, "layernorm_backward", "dresidual", DACT(residual)},
+    {STAGE_ATTENTION, "layernorm_backward", "dln1w", DPARAM(ln1w)},
+    {STAGE_ATTENTION, "layernorm_backward", "dln1b", DPARAM(ln1b)},
+    {STAGE_ENCODER, "encoder_backward", "dwte", DPARAM(wte)},
+    {STAGE_ENCODER, "encoder_backward", "dwpe", DPARAM(wpe)}};
+#define NUM_BACKWARD_OUTPUTS (int)(sizeof GPT2_BACKWARD / sizeof GPT2_BACKWARD[0])
+
+// At the end of a stage of the backward pass (layer: the block's, or -1).
+static void detect_anomaly_backward(const Model *model, BackwardStage stage, int layer) {
+    if (!model->detect_anomaly) return;
+    for (int i = 0; i < NUM_BACKWARD_OUTPUTS; i++) {
+        const BackwardOutput *out = &GPT2_BACKWARD[i];
+        if (out->stage != stage) continue;
+        const void *tensors; // the struct that holds the tensor, and the first row of its table
+        const TensorSpec *spec;
+        switch (out->holder) {
+        case IN_ACTS: tensors = &model->acts; spec = GPT2_ACTS; break;
+        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = GPT2_GRAD_ACTS; break;
+        default: tensors = &model->grads; spec = GPT2_PARAMS; break;
+        }
+        while (spec->offset != out->offset) spec++; // the tensor's row
+        size_t n;
+        const float *x = tensor_slice(tensors, spec, &model->config, model->B, model->T, layer,
+                                      &n);
+        check_finite(out->kernel, layer, out->name, x, n);
+    }
+}
+
+// After AdamW: each parameter tensor, then its two moments, tensor after tensor.
+static void detect_anomaly_adamw(const Model *model) {
+    if (!model->detect_anomaly) return;
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        const char *name = GPT2_PARAMS[i].name;
+        size_t n = model->param_sizes[i];
+        char m_name[32], v_name[32];
+        snprintf(m_name, sizeof m_name, "m of %s", name);
+        snprintf(v_name, sizeof v_name, "v of %s", name);
+        check_finite("adamw_update", -1, name, model->params_memory + offset, n);
+        check_finite("adamw_update", -1, m_name, model->m_memory + offset, n);
+        check_finite("adamw_update", -1, v_name, model->v_memory + offset, n);
+        offset += n;
     }
 }
 
@@ -830,7 +951,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
     for (int i = 0; i < BT; i++)
         if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
-            die("token id %d at position %d is outside the vocabulary of %d", 
+            die("token id %d at position %d is outside the vocabulary of %d",
                 inputs[i] < 0 || inputs[i] >= cfg->V ? inputs[i] : targets[i], i, cfg->V);
     dev_to_device(model->inputs, inputs, BT * sizeof(int));
     dev_to_device(model->targets, targets, BT * sizeof(int));
@@ -840,9 +961,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
-    size_t n = BT, nC = n * C, nH = n * H, natt = (size_t)B * NH * T * T; // sizes, for the checks
     encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
-    check_kernel(model, "encoder_forward", -1, 1, (KernelOutput[]){{"encoded", a.encoded, nC}});
     for (int l = 0; l < L; l++) {
         size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
@@ -855,41 +974,21 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
         float *ln2_mean = a.ln2_mean + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
-        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
-            {"ln1", ln1, nC}, {"ln1_mean", ln1_mean, n}, {"ln1_rstd", ln1_rstd, n}});
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"qkv", qkv, 3 * nC}});
         attention_forward(atty, att, qkv, B, T, C, NH);
-        check_kernel(model, "attention_forward", l, 2, (KernelOutput[]){
-            {"att", att, natt}, {"atty", atty, nC}});
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"attproj", attproj, nC}});
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
-        check_kernel(model, "residual_forward", l, 1,
-                     (KernelOutput[]){{"residual2", residual2, nC}});
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
-        check_kernel(model, "layernorm_forward", l, 3, (KernelOutput[]){
-            {"ln2", ln2, nC}, {"ln2_mean", ln2_mean, n}, {"ln2_rstd", ln2_rstd, n}});
         matmul_forward(fch, ln2, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, BT, C, H);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fch", fch, nH}});
         gelu_forward(fch_gelu, fch, (size_t)BT * H);
-        check_kernel(model, "gelu_forward", l, 1, (KernelOutput[]){{"fch_gelu", fch_gelu, nH}});
         matmul_forward(fcproj, fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, BT, H, C);
-        check_kernel(model, "matmul_forward", l, 1, (KernelOutput[]){{"fcproj", fcproj, nC}});
         residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
-        check_kernel(model, "residual_forward", l, 1,
-                     (KernelOutput[]){{"residual3", residual3, nC}});
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
-    check_kernel(model, "layernorm_forward", -1, 3, (KernelOutput[]){
-        {"lnf", a.lnf, nC}, {"lnf_mean", a.lnf_mean, n}, {"lnf_rstd", a.lnf_rstd, n}});
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
-    check_kernel(model, "matmul_forward", -1, 1,
-                 (KernelOutput[]){{"logits", a.logits, n * cfg->Vp}});
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
-    check_kernel(model, "classifier_forward", -1, 2, (KernelOutput[]){
-        {"logprobs", a.logprobs, n}, {"lse", a.lse, n}});
+    detect_anomaly_forward(model);
     dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
 }
 
@@ -900,29 +999,23 @@ static void model_backward(Model *model, const float *coefs) {
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     if (!model->grads_memory)
-        model->grads_memory = carve_params(&model->grads, model->param_sizes,
-                                           model->num_parameters, "gradients");
+        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
     dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
     GradActTensors d = model->grad_acts;
-    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, C2 = (size_t)C * C;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
 
     // classifier and final LayerNorm
     classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
-    check_kernel(model, "classifier_backward", -1, 1, (KernelOutput[]){
-        {"dlogits", a.logits, (size_t)BT * cfg->Vp}});
     dev_zero(d.residual, btc_size);
     dev_zero(d.ln, btc_size);
     matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
-    check_kernel(model, "matmul_backward", -1, 2, (KernelOutput[]){
-        {"dlnf", d.ln, btc_size}, {"dwte", g.wte, (size_t)cfg->Vp * C}});
     layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
                        p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
-    check_kernel(model, "layernorm_backward", -1, 3, (KernelOutput[]){
-        {"dresidual", d.residual, btc_size}, {"dlnfw", g.lnfw, C}, {"dlnfb", g.lnfb, C}});
+    detect_anomaly_backward(model, STAGE_HEAD, -1);
 
     // the blocks, last to first; d.residual holds d loss / d (output of block l)
     for (int l = L - 1; l >= 0; l--) {
@@ -939,43 +1032,25 @@ static void model_backward(Model *model, const float *coefs) {
         // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
         matmul_backward(d.fch_gelu, dfcprojw, g.fcprojb + c, d.residual, a.fch_gelu + bth,
                         p.fcprojw + (size_t)l * C * H, BT, H, C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dfch_gelu", d.fch_gelu, bth_size}, {"dfcprojw", dfcprojw, C * (size_t)H},
-            {"dfcprojb", g.fcprojb + c, C}});
         gelu_backward(d.fch, a.fch + bth, d.fch_gelu, bth_size);
-        check_kernel(model, "gelu_backward", l, 1, (KernelOutput[]){{"dfch", d.fch, bth_size}});
         matmul_backward(d.ln, dfcw, dfcb, d.fch, a.ln2 + btc, p.fcw + (size_t)l * H * C, BT, C, H);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dln2", d.ln, btc_size}, {"dfcw", dfcw, H * (size_t)C}, {"dfcb", dfcb, H}});
         layernorm_backward(d.residual, g.ln2w + c, g.ln2b + c, d.ln, a.residual2 + btc,
                            p.ln2w + c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, BT, C);
-        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
-            {"dresidual2", d.residual, btc_size}, {"dln2w", g.ln2w + c, C},
-            {"dln2b", g.ln2b + c, C}});
+        detect_anomaly_backward(model, STAGE_MLP, l);
 
         // attention: residual2 = residual + attproj(attention(qkv(ln1(residual))))
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"datty", d.atty, btc_size}, {"dattprojw", g.attprojw + c * C, C2},
-            {"dattprojb", g.attprojb + c, C}});
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
                            B, T, C, NH);
-        check_kernel(model, "attention_backward", l, 1, (KernelOutput[]){
-            {"dqkv", d.qkv, 3 * btc_size}});
         dev_zero(d.ln, btc_size);
         matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
-        check_kernel(model, "matmul_backward", l, 3, (KernelOutput[]){
-            {"dln1", d.ln, btc_size}, {"dqkvw", dqkvw, 3 * C2}, {"dqkvb", dqkvb, 3 * (size_t)C}});
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
-        check_kernel(model, "layernorm_backward", l, 3, (KernelOutput[]){
-            {"dresidual", d.residual, btc_size}, {"dln1w", g.ln1w + c, C},
-            {"dln1b", g.ln1b + c, C}});
+        detect_anomaly_backward(model, STAGE_ATTENTION, l);
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
-    check_kernel(model, "encoder_backward", -1, 2, (KernelOutput[]){
-        {"dwte", g.wte, (size_t)cfg->Vp * C}, {"dwpe", g.wpe, (size_t)cfg->maxT * C}});
+    detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1007,22 +1082,15 @@ static void model_apply_update(Model *model, const OptimizerSettings *opt, float
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { // the weight decay differs between tensors
         size_t n = model->param_sizes[i];
-        float wd = PARAM_DECAYS[i] ? opt->weight_decay : 0.0f;
-        float *param = model->params_memory + offset, *m = model->m_memory + offset;
-        float *v = model->v_memory + offset;
-        adamw_update(param, model->grads_memory + offset, m, v, n, opt->lr, opt->beta1,
+        float wd = GPT2_PARAMS[i].decay ? opt->weight_decay : 0.0f;
+        adamw_update(model->params_memory + offset, model->grads_memory + offset,
+                     model->m_memory + offset, model->v_memory + offset, n, opt->lr, opt->beta1,
                      opt->beta2, opt->eps, wd, scale, t);
-        if (model->detect_anomaly) {
-            char m_name[32], v_name[32];
-            snprintf(m_name, sizeof m_name, "m of %s", PARAM_NAMES[i]);
-            snprintf(v_name, sizeof v_name, "v of %s", PARAM_NAMES[i]);
-            check_kernel(model, "adamw_update", -1, 3, (KernelOutput[]){
-                {PARAM_NAMES[i], param, n}, {m_name, m, n}, {v_name, v, n}});
-        }
         offset += n;
     }
+    detect_anomaly_adamw(model);
 }
 
 // Both: one optimizer step; returns the gradient norm before clipping.
@@ -1148,10 +1216,7 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
         return -1;
     }
     config_finish(&cfg);
-    size_t sizes[NUM_PARAM_TENSORS], count = 0;
-    param_sizes(&cfg, sizes);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) count += sizes[i];
-    size_t expected = sizeof header + count * sizeof(float);
+    size_t expected = sizeof header + count_parameters(&cfg) * sizeof(float);
     if (file_bytes != expected) {
         snprintf(err, errlen, "%s: file is %zu bytes but its header (L=%d NH=%d C=%d maxT=%d "
                  "Vp=%d) needs %zu%s", path, file_bytes, cfg.L, cfg.NH, cfg.C, cfg.maxT, cfg.Vp,
@@ -3570,9 +3635,7 @@ int cmd_bench(int argc, char **argv) {
     for (int s = 0; s < count; s++) {
         Config cfg = parse_config(config ? config : shapes[s].config);
         if (T > cfg.maxT) die("--seq %d exceeds maxT %d", T, cfg.maxT);
-        size_t sizes[NUM_PARAM_TENSORS], params = 0;
-        param_sizes(&cfg, sizes);
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) params += sizes[i];
+        size_t params = count_parameters(&cfg);
         BenchResult r = bench_training_step(cfg, B, T, steps);
         printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
                r.ms_per_step, r.tok_per_s, r.gflops);

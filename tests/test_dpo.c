@@ -133,7 +133,7 @@ static void test_gradients_through_model(void) {
         int before = checks_failed;
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             char name[96];
-            snprintf(name, sizeof name, "%s gradient of %s", names[s], PARAM_NAMES[t]);
+            snprintf(name, sizeof name, "%s gradient of %s", names[s], GPT2_PARAMS[t].name);
             size_t n = t == 0 ? (size_t)40 * 16 : model.param_sizes[t];
             check_gradient(name, preference_objective, &k, model.params_memory + offset,
                            grads + offset, n, tol, &rng);
