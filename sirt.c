@@ -53,7 +53,6 @@
 #include "lib/progress.h"  // show_progress, Progress, open_metrics_log: progress lines, the metrics log
 #include "lib/report.h"    // wilson_interval, Score, paired_bootstrap, ReportTable: tables, JSON, SVG
 
-
 // =============================================================================================
 // 1. Kernels (CPU)
 // The CPU implementation of the kernel interface declared in model.h, in forward/backward pairs.
@@ -1941,12 +1940,7 @@ static int sft_fill_batch(const SftData *data, const int *order, int rows, int B
 static void epoch_order(int *order, int count, uint64_t seed, int epoch) {
     Rng rng = rng_seeded(seed * 1000003u + 0x5f7u + (uint64_t)epoch);
     for (int i = 0; i < count; i++) order[i] = i;
-    for (int i = count - 1; i > 0; i--) {
-        int j = (int)(rng_u32(&rng) % (uint32_t)(i + 1));
-        int tmp = order[i];
-        order[i] = order[j];
-        order[j] = tmp;
-    }
+    rng_shuffle(&rng, order, count);
 }
 
 // --group-by-length, as in Hugging Face's Trainer: the epoch's shuffled order is cut into
@@ -2325,15 +2319,6 @@ static int sequence_push(LiveSequence *seq, Tokenizer *tok, int id, const Genera
     return seq->produced >= g->max_new || seq->pos >= Tc; // no room to feed it back
 }
 
-static void generation_progress(long done, long total, long tokens, double start) {
-    int tty = isatty(fileno(stdout));
-    if (!tty && done != total && done % (total >= 10 ? total / 10 : 1)) return;
-    double elapsed = now_seconds() - start;
-    printf("%sgenerated %ld/%ld | %.0f tok/s | ETA %.0fs%s", tty ? "\r" : "", done, total,
-           tokens / elapsed, elapsed / done * (total - done), tty && done < total ? "   " : "\n");
-    fflush(stdout);
-}
-
 // The sequence has finished: its text goes to out[seq->index], a line of progress if asked.
 static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new_tokens, long n,
                             double start, int show_progress_line) {
@@ -2456,20 +2441,6 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 // greedy one), and with K samples "samples", "majority" ("" when no sample has an answer),
 // "majority_correct", "pass"}.
 // =============================================================================================
-
-// Writes the fields of obj as the start of a JSON object: `{"k": v, ...` (no closing brace), so
-// that a command can keep every input field and add its own.
-static void json_write_fields(FILE *out, const JsonObject *obj) {
-    fputc('{', out);
-    for (int i = 0; i < obj->count; i++) {
-        const JsonField *f = &obj->fields[i];
-        if (i) fputs(", ", out);
-        json_write_string(out, f->key, strlen(f->key));
-        fputs(": ", out);
-        if (f->type == JSON_STRING) json_write_string(out, f->text, f->len);
-        else fwrite(f->text, 1, f->len, out); // numbers, literals, nested values: as written
-    }
-}
 
 // The prompt of a JSONL item: "prompt" verbatim, or "question" through the template, or "text".
 static char *prompt_of_item(const JsonlFile *f, int i, TemplateKind kind) {
@@ -3479,246 +3450,50 @@ int cmd_refine(int argc, char **argv) {
 #include "lib/reproduce.h" // cmd_reproduce, ReproSettings, the rows of the table
 
 // =============================================================================================
-// 11. Benchmark
-// `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
-// tokens, and reports the arithmetic rate that the matrix products and attention achieve.
+// 11. Benchmark: `./sirt bench` times training steps, decoding and the tokenizer on random
+// weights (lib/bench.h, included here because it calls the model's functions above).
 // =============================================================================================
-
-// FLOPs of one training step: the backward does twice the forward's products.
-static double training_flops(const Config *cfg, int B, int T) {
-    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
-    double per_token = 2.0 * (cfg->L * (3 * C * C + C * C + 2 * H * C) + C * cfg->Vp);
-    double attention = 2.0 * 2.0 * B * C * (T * (T + 1.0) / 2.0) * cfg->L; // causal: QKᵀ, AV
-    return 3.0 * (BT * per_token + attention);
-}
-
-typedef struct {
-    double ms_per_step, tok_per_s, gflops;
-} BenchResult;
-
-static BenchResult bench_training_step(Config cfg, int B, int T, int steps) {
-    Model model;
-    model_build(&model, cfg);
-    model_init_random(&model, 42);
-    size_t BT = (size_t)B * T;
-    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
-    float *coefs = xmalloc(BT * sizeof(float));
-    Rng rng = rng_seeded(7);
-    for (size_t i = 0; i < BT; i++) {
-        inputs[i] = rng_u32(&rng) % cfg.V;
-        targets[i] = rng_u32(&rng) % cfg.V;
-        coefs[i] = 1.0f / BT;
-    }
-    OptimizerSettings opt = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
-    double best = 1e30;
-    for (int s = 0; s <= steps; s++) { // step 0 warms up (allocation, page faults)
-        double t0 = now_seconds();
-        model_forward(&model, inputs, targets, B, T);
-        model_backward(&model, coefs);
-        model_update(&model, &opt, s + 1);
-        double dt = now_seconds() - t0;
-        if (s > 0 && dt < best) best = dt;
-    }
-    BenchResult r = {best * 1e3, BT / best, training_flops(&cfg, B, T) / best * 1e-9};
-    free(inputs);
-    free(targets);
-    free(coefs);
-    model_free(&model);
-    return r;
-}
-
-// Decoding throughput in generated tokens per second for B sequences. With the cache: prefill
-// `prompt` tokens, then greedy steps up to position `total`, averaged over the steps. Without:
-// the cost of generating one token by re-running the full forward over `total` positions,
-// measured on up to 8 rows at a time (the work per row is the same, and 64 rows of activations
-// of a 124M model would not fit in memory).
-static double bench_decode(Model *model, int B, int prompt, int total, int cached) {
-    const Config *cfg = &model->config;
-    Rng rng = rng_seeded(3);
-    if (!cached) {
-        int rows = B < 8 ? B : 8;
-        int *inputs = xmalloc((size_t)rows * total * sizeof(int));
-        int *targets = xmalloc((size_t)rows * total * sizeof(int));
-        for (int i = 0; i < rows * total; i++) inputs[i] = rng_u32(&rng) % cfg->V, targets[i] = -1;
-        model_forward(model, inputs, targets, rows, total); // warm-up
-        double t0 = now_seconds();
-        model_forward(model, inputs, targets, rows, total);
-        double per_row = (now_seconds() - t0) / rows;
-        free(inputs);
-        free(targets);
-        return 1.0 / per_row; // each row yields one new token per forward pass
-    }
-    KVCache kv;
-    kv_cache_init(&kv, cfg, B, total);
-    int **prompts = xmalloc(B * sizeof(int *)), *lengths = xmalloc(B * sizeof(int));
-    int *slots = xmalloc(B * sizeof(int)), *tokens = xmalloc(B * sizeof(int)), *pos = xmalloc(B * sizeof(int));
-    for (int b = 0; b < B; b++) {
-        prompts[b] = xmalloc(prompt * sizeof(int));
-        for (int t = 0; t < prompt; t++) prompts[b][t] = rng_u32(&rng) % cfg->V;
-        lengths[b] = prompt;
-        slots[b] = b;
-    }
-    decode_prefill(model, &kv, prompts, lengths, slots, B);
-    double t0 = now_seconds();
-    for (int p = prompt; p < total; p++) {
-        for (int b = 0; b < B; b++) { // greedy: the argmax of each row
-            const float *z = kv.host_logits + (size_t)b * cfg->Vp;
-            int best = 0;
-            for (int i = 1; i < cfg->V; i++) best = z[i] > z[best] ? i : best;
-            tokens[b] = best;
-            pos[b] = p;
-        }
-        decode_step(model, &kv, tokens, slots, pos, B);
-    }
-    double tok_per_s = (double)B * (total - prompt) / (now_seconds() - t0);
-    for (int b = 0; b < B; b++) free(prompts[b]);
-    free(prompts);
-    free(lengths);
-    free(slots);
-    free(tokens);
-    free(pos);
-    kv_cache_free(&kv);
-    return tok_per_s;
-}
-
-// Tokenizer encoding speed on a file: MB/s of the first pass (cold piece cache) and of a
-// second pass (warm cache).
-static void bench_tokenizer(const char *tokenizer, const char *path) {
-    Tokenizer *tok = load_tokenizer(tokenizer);
-    size_t bytes;
-    char *text = (char *)read_whole_file(path, &bytes);
-    if (!text) die("cannot open %s: %s", path, strerror(errno));
-    for (int pass = 0; pass < 2; pass++) {
-        TokIds ids = {0};
-        double t0 = now_seconds();
-        if (tok_encode_ordinary(tok, text, bytes, &ids) != 0) die("out of memory");
-        double dt = now_seconds() - t0;
-        printf("%s pass: %zu bytes -> %zu tokens (%.2f bytes/token) in %.3fs: %.1f MB/s\n",
-               pass ? "second" : "first", bytes, ids.len, (double)bytes / ids.len, dt,
-               bytes / dt * 1e-6);
-        tok_ids_free(&ids);
-    }
-    free(text);
-    tok_free(tok);
-}
-
-int cmd_bench(int argc, char **argv) {
-    const char *config = NULL, *tokenizer = NULL, *text = NULL;
-    int B = 4, T = 64, steps = 5, train_only = 0;
-    const Flag flags[] = {
-        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &config,
-         "this shape instead of the two benchmark shapes"},
-        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16},
-        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16},
-        {"--steps", "N", FLAG_INT, .value = &steps, "timed steps; the best counts", 1, 1000},
-        {"--train-only", NULL, FLAG_SWITCH, .value = &train_only, "no decoding benchmark"},
-        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "with --text: time this tokenizer's encoding instead"},
-        {"--text", "FILE", FLAG_STRING, .value = &text, "the text the tokenizer encodes"},
-        {0}};
-    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
-    if (flags_parse(argc, argv, "bench", "bench [--config L,NH,C,maxT,V] [--batch B] [--seq T] "
-                    "[--steps N] [--train-only]\n       ./sirt bench --tokenizer PATH --text FILE",
-                    tables))
-        return 0;
-    if (tokenizer || text) {
-        if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
-        bench_tokenizer(tokenizer, text);
-        return 0;
-    }
-    struct { const char *name, *config; } shapes[] = {
-        {"small (a)", "4,4,128,256,512"}, {"GPT-2 124M (b)", "12,12,768,1024,50257"}};
-    int count = config ? 1 : 2;
-    printf("training step (forward + backward + AdamW), B=%d T=%d, %d threads, best of %d\n",
-           B, T, num_threads(), steps);
-    printf("%-16s %12s %12s %12s %10s\n", "shape", "params", "ms/step", "tok/s", "GFLOP/s");
-    for (int s = 0; s < count; s++) {
-        Config cfg = parse_config(config ? config : shapes[s].config);
-        if (T > cfg.maxT) die("--seq %d exceeds maxT %d", T, cfg.maxT);
-        size_t params = count_parameters(&cfg);
-        BenchResult r = bench_training_step(cfg, B, T, steps);
-        printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
-               r.ms_per_step, r.tok_per_s, r.gflops);
-    }
-    if (train_only) return 0;
-    int prompt = 16, total = 256;
-    for (int s = 0; s < count; s++) { // shorter contexts: generate within them
-        Config cfg = parse_config(config ? config : shapes[s].config);
-        if (total > cfg.maxT) total = cfg.maxT;
-    }
-    if (prompt > total / 2) prompt = total / 2 > 1 ? total / 2 : 1;
-    printf("\ndecoding, generated tokens/s: prompt %d tokens, generating up to position %d; "
-           "'full' re-runs the forward over %d positions per token\n", prompt, total, total);
-    printf("%-16s %12s %12s %12s %12s %12s\n", "shape", "B=1 cache", "B=1 full", "B=64 cache",
-           "B=64 full", "weights GB/s");
-    for (int s = 0; s < count; s++) {
-        Model model;
-        model_build(&model, parse_config(config ? config : shapes[s].config));
-        model_init_random(&model, 42);
-        double rates[4];
-        for (int i = 0; i < 4; i++) rates[i] = bench_decode(&model, i < 2 ? 1 : 64, prompt, total, i % 2 == 0);
-        // reading every weight once, the floor of batch-1 decoding (memory bandwidth)
-        double read_gbs = 0.0;
-        for (int rep = 0; rep < 3; rep++) {
-            double t0 = now_seconds();
-            volatile double sink = sum_squares(model.params_memory, model.num_parameters);
-            (void)sink;
-            double gbs = model.num_parameters * 4.0 / (now_seconds() - t0) * 1e-9;
-            read_gbs = gbs > read_gbs ? gbs : read_gbs;
-        }
-        printf("%-16s %12.0f %12.1f %12.0f %12.1f %12.1f\n", config ? config : shapes[s].name,
-               rates[0], rates[1], rates[2], rates[3], read_gbs);
-        if (s == count - 1 || config)
-            printf("batch-1 bound from bandwidth: %.0f tok/s (%zu MB of weights per token)\n",
-                   read_gbs * 1e9 / (model.num_parameters * 4.0), model.num_parameters * 4 / 1000000);
-        model_free(&model);
-    }
-    return 0;
-}
+#include "lib/bench.h" // cmd_bench
 
 // =============================================================================================
 // 12. Main
 // =============================================================================================
-void usage(void) {
-    printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\n"
-           "commands:\n"
-           "  ./sirt             the reproduction on the built-in task (= ./sirt reproduce)\n"
-           "  ./sirt train ...   language-model training on llm.c token shards\n"
-           "  ./sirt data ...    generate the built-in task (math or choice) as JSONL\n"
-           "  ./sirt sft ...     phase 1: supervised fine-tuning on prompt/completion JSONL\n"
-           "  ./sirt sample ...  complete prompts (KV-cache decoding, temperature, top-k, top-p)\n"
-           "  ./sirt eval ...    accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)\n"
-           "  ./sirt dpo ...     preference training (dpo, cdpo, ipo, rpo) against a reference\n"
-           "  ./sirt refine ...  phase 2: sample, score, pair and DPO, in rounds\n"
-           "  ./sirt bench ...   time a training step at the benchmark shapes\n"
-           "  ./sirt tokenizer --train FILE[,FILE] --vocab N --out tok.bin [--llmc-out F] [--split-digits]\n"
-           "                     train a byte-level BPE tokenizer\n"
-           "  ./sirt tokenize --tokenizer PATH [--decode]\n"
-           "                     stdin lines -> token ids per line (or back with --decode)\n"
-           "  ./sirt help        this text\n"
-           "  ./sirt COMMAND --help\n"
-           "                     the command's flags (and their defaults)\n");
+// The commands: one table serves the dispatch and `./sirt help`.
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv); // the words after the command's name
+    const char *help;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"reproduce", cmd_reproduce, "the reproduction on the built-in task (also: ./sirt alone)"},
+    {"train", cmd_train, "language-model training on llm.c token shards"},
+    {"data", cmd_data, "generate the built-in task (math or choice) as JSONL"},
+    {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
+    {"tokenize", cmd_tokenize, "stdin lines -> token ids per line (or back with --decode)"},
+    {"sft", cmd_sft, "phase 1: supervised fine-tuning on prompt/completion JSONL"},
+    {"sample", cmd_sample, "complete prompts (KV-cache decoding, temperature, top-k, top-p)"},
+    {"eval", cmd_eval, "accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)"},
+    {"dpo", cmd_dpo, "preference training (dpo, cdpo, ipo, rpo) against a reference"},
+    {"refine", cmd_refine, "phase 2: sample, score, pair and DPO, in rounds"},
+    {"bench", cmd_bench, "time training steps, decoding and the tokenizer"},
+    {NULL, NULL, NULL}};
+
+static void usage(void) {
+    printf("sirt — Self-Refine Instruction-Tuning, from scratch in C\n\ncommands:\n");
+    for (const Command *c = COMMANDS; c->name; c++) printf("  ./sirt %-10s %s\n", c->name, c->help);
+    printf("  ./sirt help       this text; ./sirt COMMAND --help: the command's flags and defaults\n");
 }
 
 #ifndef SIRT_NO_MAIN
 int main(int argc, char **argv) {
     if (argc < 2) return cmd_reproduce(0, argv + 1); // the main job
-    const char *command = argv[1];
-    if (!strcmp(command, "train")) return cmd_train(argc - 2, argv + 2);
-    if (!strcmp(command, "sft")) return cmd_sft(argc - 2, argv + 2);
-    if (!strcmp(command, "data")) return cmd_data(argc - 2, argv + 2);
-    if (!strcmp(command, "sample")) return cmd_sample(argc - 2, argv + 2);
-    if (!strcmp(command, "eval")) return cmd_eval(argc - 2, argv + 2);
-    if (!strcmp(command, "dpo")) return cmd_dpo(argc - 2, argv + 2);
-    if (!strcmp(command, "refine")) return cmd_refine(argc - 2, argv + 2);
-    if (!strcmp(command, "reproduce")) return cmd_reproduce(argc - 2, argv + 2);
-    if (!strcmp(command, "bench")) return cmd_bench(argc - 2, argv + 2);
-    if (!strcmp(command, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
-    if (!strcmp(command, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
-    if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
+    for (const Command *c = COMMANDS; c->name; c++)
+        if (!strcmp(argv[1], c->name)) return c->run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage();
         return 0;
     }
-    die("unknown command '%s' (see ./sirt help)", command);
+    die("unknown command '%s' (see ./sirt help)", argv[1]);
 }
 #endif

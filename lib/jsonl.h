@@ -451,5 +451,18 @@ static void json_write_string(FILE *out, const char *s, size_t len) {
     fputc('"', out);
 }
 
+// Writes the fields of obj as the start of a JSON object: `{"k": v, ...` (no closing brace), so
+// that a command can keep every input field and add its own.
+static void json_write_fields(FILE *out, const JsonObject *obj) {
+    fputc('{', out);
+    for (int i = 0; i < obj->count; i++) {
+        const JsonField *f = &obj->fields[i];
+        if (i) fputs(", ", out);
+        json_write_string(out, f->key, strlen(f->key));
+        fputs(": ", out);
+        if (f->type == JSON_STRING) json_write_string(out, f->text, f->len);
+        else fwrite(f->text, 1, f->len, out); // numbers, literals, nested values: as written
+    }
+}
 
 #endif // SIRT_LIB_JSONL_H

@@ -73,4 +73,14 @@ static const char *json_number(char buf[32], double value) {
     return buf;
 }
 
+// The progress line of generation: sequences done, tokens/s and the ETA.
+static void generation_progress(long done, long total, long tokens, double start) {
+    int tty = isatty(fileno(stdout));
+    if (!tty && done != total && done % (total >= 10 ? total / 10 : 1)) return;
+    double elapsed = now_seconds() - start;
+    printf("%sgenerated %ld/%ld | %.0f tok/s | ETA %.0fs%s", tty ? "\r" : "", done, total,
+           tokens / elapsed, elapsed / done * (total - done), tty && done < total ? "   " : "\n");
+    fflush(stdout);
+}
+
 #endif // SIRT_LIB_PROGRESS_H

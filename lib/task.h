@@ -279,14 +279,6 @@ static void task_expand(TaskText *t, const char *tmpl, const TaskName *who, int 
 
 static int task_below(Rng *rng, int n) { return (int)(rng_u32(rng) % (uint32_t)n); }
 
-static void task_shuffle(Rng *rng, int *a, int n) {
-    for (int i = n - 1; i > 0; i--) {
-        int j = task_below(rng, i + 1), tmp = a[i];
-        a[i] = a[j];
-        a[j] = tmp;
-    }
-}
-
 static uint64_t task_mix64(uint64_t z) { // the splitmix64 finaliser
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -419,7 +411,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     int pool[TASK_COUNT(task_names)], pool_n = 0; // the split's names, shuffled; take the first n
     for (int i = ood ? TASK_NAMES_IN : 0; i < (ood ? TASK_COUNT(task_names) : TASK_NAMES_IN); i++)
         pool[pool_n++] = i;
-    task_shuffle(rng, pool, pool_n);
+    rng_shuffle(rng, pool, pool_n);
     memcpy(c->order, pool, (size_t)c->n * sizeof(int));
     it->name_id = c->order[0];
     int facts[TASK_MAX_PEOPLE - 1];
@@ -427,7 +419,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
         c->stated_less[k] = task_below(rng, 2);
         facts[k] = k;
     }
-    task_shuffle(rng, facts, c->n - 1);
+    rng_shuffle(rng, facts, c->n - 1);
     int query = c->query = task_below(rng, 4);
     c->rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
     int answer = c->order[c->rank];
@@ -436,10 +428,10 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     int others[TASK_MAX_PEOPLE], no = 0;
     for (int k = 0; k < c->n; k++)
         if (k != c->rank) others[no++] = c->order[k];
-    task_shuffle(rng, others, no);
+    rng_shuffle(rng, others, no);
     c->options[0] = answer;
     memcpy(c->options + 1, others, (size_t)(c->num_options - 1) * sizeof(int));
-    task_shuffle(rng, c->options, c->num_options);
+    rng_shuffle(rng, c->options, c->num_options);
 
     const TaskRelation *r = &task_relations[it->template_id];
     task_putf(q, "%s friends %s.", task_counts[c->n], r->scene);
@@ -538,7 +530,7 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
         if (noisy) { // the first step, in a random order, whose slip changes the letter named
             int steps[TASK_MAX_PEOPLE - 1], list[TASK_MAX_PEOPLE];
             for (int k = 0; k < choice.n - 1; k++) steps[k] = k;
-            task_shuffle(&noise_rng, steps, choice.n - 1);
+            rng_shuffle(&noise_rng, steps, choice.n - 1);
             for (int s = 0; s < choice.n - 1 && it->wrong_step < 0; s++) {
                 int named = task_choice_walk(&choice, steps[s], list);
                 if (named != choice.order[choice.rank] && task_choice_letter(&choice, named))

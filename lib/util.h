@@ -81,6 +81,16 @@ static float rng_normal(Rng *rng) { // Box-Muller
     return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853071795864f * u2);
 }
 
+// Fisher-Yates: a uniformly random order of a[0..n), drawn from rng (the same draws, in the same
+// order, everywhere: the task's tables, the order in which trainers visit their examples).
+static void rng_shuffle(Rng *rng, int *a, int n) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_u32(rng) % (uint32_t)(i + 1)), tmp = a[i];
+        a[i] = a[j];
+        a[j] = tmp;
+    }
+}
+
 // Crash-safe output. Every file the program writes goes to PATH.tmp first; only a complete,
 // flushed and synced file is renamed over PATH, so a crash leaves the previous file intact.
 // A failure to create or write PATH.tmp (a read-only directory, a full disk) is remembered in

@@ -1,0 +1,206 @@
+// lib/bench.h — `./sirt bench`: how fast a training step, decoding and the tokenizer run.
+// Part of sirt (one translation unit): sirt.c includes this file after the method (section 11),
+// since it times the model's own functions (model_build, model_forward, model_backward, decode_step)
+// on random weights; it is a measuring instrument, not part of the method.
+
+#ifndef SIRT_LIB_BENCH_H
+#define SIRT_LIB_BENCH_H
+
+// =============================================================================================
+// `./sirt bench` times full training steps (forward + backward + AdamW) on random weights and
+// tokens, and reports the arithmetic rate that the matrix products and attention achieve.
+// =============================================================================================
+
+// FLOPs of one training step: the backward does twice the forward's products.
+static double training_flops(const Config *cfg, int B, int T) {
+    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
+    double per_token = 2.0 * (cfg->L * (3 * C * C + C * C + 2 * H * C) + C * cfg->Vp);
+    double attention = 2.0 * 2.0 * B * C * (T * (T + 1.0) / 2.0) * cfg->L; // causal: QKᵀ, AV
+    return 3.0 * (BT * per_token + attention);
+}
+
+typedef struct {
+    double ms_per_step, tok_per_s, gflops;
+} BenchResult;
+
+static BenchResult bench_training_step(Config cfg, int B, int T, int steps) {
+    Model model;
+    model_build(&model, cfg);
+    model_init_random(&model, 42);
+    size_t BT = (size_t)B * T;
+    int *inputs = xmalloc(BT * sizeof(int)), *targets = xmalloc(BT * sizeof(int));
+    float *coefs = xmalloc(BT * sizeof(float));
+    Rng rng = rng_seeded(7);
+    for (size_t i = 0; i < BT; i++) {
+        inputs[i] = rng_u32(&rng) % cfg.V;
+        targets[i] = rng_u32(&rng) % cfg.V;
+        coefs[i] = 1.0f / BT;
+    }
+    OptimizerSettings opt = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    double best = 1e30;
+    for (int s = 0; s <= steps; s++) { // step 0 warms up (allocation, page faults)
+        double t0 = now_seconds();
+        model_forward(&model, inputs, targets, B, T);
+        model_backward(&model, coefs);
+        model_update(&model, &opt, s + 1);
+        double dt = now_seconds() - t0;
+        if (s > 0 && dt < best) best = dt;
+    }
+    BenchResult r = {best * 1e3, BT / best, training_flops(&cfg, B, T) / best * 1e-9};
+    free(inputs);
+    free(targets);
+    free(coefs);
+    model_free(&model);
+    return r;
+}
+
+// Decoding throughput in generated tokens per second for B sequences. With the cache: prefill
+// `prompt` tokens, then greedy steps up to position `total`, averaged over the steps. Without:
+// the cost of generating one token by re-running the full forward over `total` positions,
+// measured on up to 8 rows at a time (the work per row is the same, and 64 rows of activations
+// of a 124M model would not fit in memory).
+static double bench_decode(Model *model, int B, int prompt, int total, int cached) {
+    const Config *cfg = &model->config;
+    Rng rng = rng_seeded(3);
+    if (!cached) {
+        int rows = B < 8 ? B : 8;
+        int *inputs = xmalloc((size_t)rows * total * sizeof(int));
+        int *targets = xmalloc((size_t)rows * total * sizeof(int));
+        for (int i = 0; i < rows * total; i++) inputs[i] = rng_u32(&rng) % cfg->V, targets[i] = -1;
+        model_forward(model, inputs, targets, rows, total); // warm-up
+        double t0 = now_seconds();
+        model_forward(model, inputs, targets, rows, total);
+        double per_row = (now_seconds() - t0) / rows;
+        free(inputs);
+        free(targets);
+        return 1.0 / per_row; // each row yields one new token per forward pass
+    }
+    KVCache kv;
+    kv_cache_init(&kv, cfg, B, total);
+    int **prompts = xmalloc(B * sizeof(int *)), *lengths = xmalloc(B * sizeof(int));
+    int *slots = xmalloc(B * sizeof(int)), *tokens = xmalloc(B * sizeof(int)), *pos = xmalloc(B * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        prompts[b] = xmalloc(prompt * sizeof(int));
+        for (int t = 0; t < prompt; t++) prompts[b][t] = rng_u32(&rng) % cfg->V;
+        lengths[b] = prompt;
+        slots[b] = b;
+    }
+    decode_prefill(model, &kv, prompts, lengths, slots, B);
+    double t0 = now_seconds();
+    for (int p = prompt; p < total; p++) {
+        for (int b = 0; b < B; b++) { // greedy: the argmax of each row
+            const float *z = kv.host_logits + (size_t)b * cfg->Vp;
+            int best = 0;
+            for (int i = 1; i < cfg->V; i++) best = z[i] > z[best] ? i : best;
+            tokens[b] = best;
+            pos[b] = p;
+        }
+        decode_step(model, &kv, tokens, slots, pos, B);
+    }
+    double tok_per_s = (double)B * (total - prompt) / (now_seconds() - t0);
+    for (int b = 0; b < B; b++) free(prompts[b]);
+    free(prompts);
+    free(lengths);
+    free(slots);
+    free(tokens);
+    free(pos);
+    kv_cache_free(&kv);
+    return tok_per_s;
+}
+
+// Tokenizer encoding speed on a file: MB/s of the first pass (cold piece cache) and of a
+// second pass (warm cache).
+static void bench_tokenizer(const char *tokenizer, const char *path) {
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    size_t bytes;
+    char *text = (char *)read_whole_file(path, &bytes);
+    if (!text) die("cannot open %s: %s", path, strerror(errno));
+    for (int pass = 0; pass < 2; pass++) {
+        TokIds ids = {0};
+        double t0 = now_seconds();
+        if (tok_encode_ordinary(tok, text, bytes, &ids) != 0) die("out of memory");
+        double dt = now_seconds() - t0;
+        printf("%s pass: %zu bytes -> %zu tokens (%.2f bytes/token) in %.3fs: %.1f MB/s\n",
+               pass ? "second" : "first", bytes, ids.len, (double)bytes / ids.len, dt,
+               bytes / dt * 1e-6);
+        tok_ids_free(&ids);
+    }
+    free(text);
+    tok_free(tok);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *config = NULL, *tokenizer = NULL, *text = NULL;
+    int B = 4, T = 64, steps = 5, train_only = 0;
+    const Flag flags[] = {
+        {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &config,
+         "this shape instead of the two benchmark shapes"},
+        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16},
+        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16},
+        {"--steps", "N", FLAG_INT, .value = &steps, "timed steps; the best counts", 1, 1000},
+        {"--train-only", NULL, FLAG_SWITCH, .value = &train_only, "no decoding benchmark"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "with --text: time this tokenizer's encoding instead"},
+        {"--text", "FILE", FLAG_STRING, .value = &text, "the text the tokenizer encodes"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "bench", "bench [--config L,NH,C,maxT,V] [--batch B] [--seq T] "
+                    "[--steps N] [--train-only]\n       ./sirt bench --tokenizer PATH --text FILE",
+                    tables))
+        return 0;
+    if (tokenizer || text) {
+        if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
+        bench_tokenizer(tokenizer, text);
+        return 0;
+    }
+    struct { const char *name, *config; } shapes[] = {
+        {"small (a)", "4,4,128,256,512"}, {"GPT-2 124M (b)", "12,12,768,1024,50257"}};
+    int count = config ? 1 : 2;
+    printf("training step (forward + backward + AdamW), B=%d T=%d, %d threads, best of %d\n",
+           B, T, num_threads(), steps);
+    printf("%-16s %12s %12s %12s %10s\n", "shape", "params", "ms/step", "tok/s", "GFLOP/s");
+    for (int s = 0; s < count; s++) {
+        Config cfg = parse_config(config ? config : shapes[s].config);
+        if (T > cfg.maxT) die("--seq %d exceeds maxT %d", T, cfg.maxT);
+        size_t params = count_parameters(&cfg);
+        BenchResult r = bench_training_step(cfg, B, T, steps);
+        printf("%-16s %12zu %12.1f %12.0f %10.1f\n", config ? config : shapes[s].name, params,
+               r.ms_per_step, r.tok_per_s, r.gflops);
+    }
+    if (train_only) return 0;
+    int prompt = 16, total = 256;
+    for (int s = 0; s < count; s++) { // shorter contexts: generate within them
+        Config cfg = parse_config(config ? config : shapes[s].config);
+        if (total > cfg.maxT) total = cfg.maxT;
+    }
+    if (prompt > total / 2) prompt = total / 2 > 1 ? total / 2 : 1;
+    printf("\ndecoding, generated tokens/s: prompt %d tokens, generating up to position %d; "
+           "'full' re-runs the forward over %d positions per token\n", prompt, total, total);
+    printf("%-16s %12s %12s %12s %12s %12s\n", "shape", "B=1 cache", "B=1 full", "B=64 cache",
+           "B=64 full", "weights GB/s");
+    for (int s = 0; s < count; s++) {
+        Model model;
+        model_build(&model, parse_config(config ? config : shapes[s].config));
+        model_init_random(&model, 42);
+        double rates[4];
+        for (int i = 0; i < 4; i++) rates[i] = bench_decode(&model, i < 2 ? 1 : 64, prompt, total, i % 2 == 0);
+        // reading every weight once, the floor of batch-1 decoding (memory bandwidth)
+        double read_gbs = 0.0;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now_seconds();
+            volatile double sink = sum_squares(model.params_memory, model.num_parameters);
+            (void)sink;
+            double gbs = model.num_parameters * 4.0 / (now_seconds() - t0) * 1e-9;
+            read_gbs = gbs > read_gbs ? gbs : read_gbs;
+        }
+        printf("%-16s %12.0f %12.1f %12.0f %12.1f %12.1f\n", config ? config : shapes[s].name,
+               rates[0], rates[1], rates[2], rates[3], read_gbs);
+        if (s == count - 1 || config)
+            printf("batch-1 bound from bandwidth: %.0f tok/s (%zu MB of weights per token)\n",
+                   read_gbs * 1e9 / (model.num_parameters * 4.0), model.num_parameters * 4 / 1000000);
+        model_free(&model);
+    }
+    return 0;
+}
+
+#endif // SIRT_LIB_BENCH_H
