@@ -3458,6 +3458,7 @@ int cmd_refine(int argc, char **argv) {
 // =============================================================================================
 // 12. Main
 // =============================================================================================
+#ifndef SIRT_NO_MAIN // (the tests include this file and bring their own main)
 // The commands: one table serves the dispatch and `./sirt help`.
 typedef struct {
     const char *name;
@@ -3485,7 +3486,6 @@ static void usage(void) {
     printf("  ./sirt help       this text; ./sirt COMMAND --help: the command's flags and defaults\n");
 }
 
-#ifndef SIRT_NO_MAIN
 int main(int argc, char **argv) {
     if (argc < 2) return cmd_reproduce(0, argv + 1); // the main job
     for (const Command *c = COMMANDS; c->name; c++)
