@@ -1994,11 +1994,7 @@ static float sft_validation_loss(Model *model, const SftData *data, int B, int p
 
 // "sft.bin" -> "sft.best.bin": where the lowest-validation-loss checkpoint is kept.
 static void best_path(char *out, size_t size, const char *path) {
-    size_t n = strlen(path);
-    int has_bin = n > 4 && !strcmp(path + n - 4, ".bin");
-    if ((size_t)snprintf(out, size, "%.*s.best%s", (int)(has_bin ? n - 4 : n), path,
-                         has_bin ? ".bin" : "") >= size)
-        die("path too long: %s", path);
+    path_tagged(out, size, path, "best", ".bin");
 }
 
 // --template: the names of the TemplateKinds, in their order
@@ -2442,18 +2438,6 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 // "majority_correct", "pass"}.
 // =============================================================================================
 
-// The prompt of a JSONL item: "prompt" verbatim, or "question" through the template, or "text".
-static char *prompt_of_item(const JsonlFile *f, int i, TemplateKind kind) {
-    const JsonObject *obj = &f->objects[i];
-    const JsonField *field;
-    if ((field = json_get(obj, "prompt")) || (field = json_get(obj, "text"))) {
-        if (field->type != JSON_STRING)
-            die("%s:%d: \"%s\" must be a string", f->path, f->line_numbers[i], field->key);
-        return json_strndup(field->text, field->len);
-    }
-    return template_prompt(kind, jsonl_string(f, i, "question"));
-}
-
 static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
     TokIds ids = {0};
     if (tok_encode_ordinary(tok, prompt, strlen(prompt), &ids) != 0) die("out of memory");
@@ -2588,23 +2572,6 @@ int cmd_sample(int argc, char **argv) {
 // Evaluation. An item is correct when the final answer extracted from the completion equals the
 // gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval (lib/report.h).
 
-// The majority answer among k completions (no-answer samples do not vote; a tie goes to the
-// answer seen first). Returns 0 when no sample has an answer.
-static int majority_answer(char *const *completions, int k, char *out, size_t cap) {
-    char (*answers)[ANSWER_MAX] = xmalloc((size_t)k * ANSWER_MAX);
-    int *found = xmalloc(k * sizeof(int)), best = -1, best_votes = 0;
-    for (int j = 0; j < k; j++) found[j] = answer_extract(completions[j], answers[j], ANSWER_MAX);
-    for (int j = 0; j < k; j++) {
-        if (!found[j]) continue;
-        int votes = 0;
-        for (int m = 0; m < k; m++) votes += found[m] && answer_equal(answers[m], answers[j]);
-        if (votes > best_votes) best_votes = votes, best = j;
-    }
-    if (best >= 0) snprintf(out, cap, "%s", answers[best]);
-    free(answers);
-    free(found);
-    return best >= 0;
-}
 
 typedef struct {
     long n, greedy, majority, pass; // items, and how many are right by each measure
@@ -2767,7 +2734,7 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 }
 
 // =============================================================================================
-// 8. Preference training: DPO and its relatives
+// 8. Preference training: DPO and its relatives, and ORPO
 // `./sirt dpo` trains a policy on (prompt, chosen, rejected) pairs against a frozen reference,
 // as TRL's DPO trainer does: phase 2's optimizer, also usable on its own. DPO (Rafailov et al.
 // 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model") skips
@@ -2797,6 +2764,10 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 // holds up the chosen log-probs, which DPO tends to lower along with the rejected ones. (The
 // paper divides each chosen sequence's NLL by its own length; here all chosen tokens of the
 // batch weigh the same.)
+//   orpo  (--loss orpo, --beta λ; Hong et al. 2024, "ORPO: Monolithic Preference Optimization
+//         without Reference Model"), no reference: a = S/n, log_odds = (a_w − a_l) −
+//         (log(1 − e^{a_w}) − log(1 − e^{a_l})), L = NLL − λ (1/B) Σ_b log σ(log_odds), NLL as
+//         RPO's with α = 1 (chosen completion tokens only; TRL's ORPO also counts the prompt's).
 // Every token of a completion has ∂S/∂ℓ_i = 1, so its coefficient (section 4) is c_i = −∂L/∂S of
 // its sequence: for dpo, +β σ(−βh)/B on each chosen token (raised, as by an NLL) and −β σ(−βh)/B
 // on each rejected one (lowered). The classifier kernel and the backward pass do not know which
@@ -2805,8 +2776,10 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 // The metrics logged per step (TRL's names), means over the pairs of the batch: rewards/chosen
 // β(S_w − R_w) and rewards/rejected β(S_l − R_l) (ipo: with the means S/n, R/n), rewards/margins
 // their difference, rewards/accuracies the fraction of pairs whose chosen reward is strictly
-// higher (0 when policy = reference), logps/chosen and logps/rejected the mean S, and nll the
-// mean NLL of the chosen tokens (logged also when α = 0).
+// higher (exactly 0 when policy = reference: the log-ratios are formed as (S − R)·scale, so no
+// rounding is left to compare), logps/chosen and logps/rejected the mean S, and nll the mean NLL
+// of the chosen tokens (logged also when α = 0). orpo, as TRL: rewards λ·a, logps the mean a,
+// and also log_odds_ratio (mean log σ(log_odds)), log_odds_chosen (mean log_odds), nll_loss.
 // The pairs file (TRL's format), JSON lines: {"prompt", "chosen", "rejected"}, and optionally
 // both "ref_chosen_logps" and "ref_rejected_logps": the reference's S of each completion
 // (end-of-text included), finite and <= 0; a pair that has them needs no --ref. Prompt and
@@ -2814,7 +2787,7 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 // text is empty, or whose two texts are equal, is dropped and counted.
 // =============================================================================================
 
-typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO } PreferenceLoss;
+typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO, LOSS_ORPO } PreferenceLoss;
 
 typedef struct {
     int loss;              // a PreferenceLoss (an int, which --loss sets)
@@ -2842,10 +2815,20 @@ typedef struct {
 typedef struct {
     double loss, reward_chosen, reward_rejected, margin, accuracy, logp_chosen, logp_rejected,
         nll_chosen;
+    double log_odds_ratio, log_odds_chosen; // orpo: the means of log σ(log_odds) and log_odds
 } PreferenceMetrics;
 
-static double sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
-static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+// ORPO's log odds ratio of a pair from the mean log-probs a_w, a_l (a ≤ 0; held at or below
+// −1e-20, ours, so that a certain completion stays finite), and its derivatives
+// *g_w = ∂ log σ(log_odds)/∂a_w = σ(−log_odds)/(1 − e^{a_w}), *g_l = −σ(−log_odds)/(1 − e^{a_l}).
+static double orpo_log_odds(double a_w, double a_l, double *g_w, double *g_l) {
+    a_w = fmin(a_w, -1e-20);
+    a_l = fmin(a_l, -1e-20);
+    double log_odds = (a_w - a_l) - (log1mexp(a_w) - log1mexp(a_l));
+    *g_w = sigmoid(-log_odds) / -expm1(a_w);
+    *g_l = -sigmoid(-log_odds) / -expm1(a_l);
+    return log_odds;
+}
 
 // The loss of B pairs from their summed log-probs S (policy) and R (reference) and completion
 // lengths n (w: chosen, l: rejected). Writes dS_w[b] = ∂L/∂S_w and dS_l[b] = ∂L/∂S_l: the
@@ -2858,35 +2841,48 @@ static PreferenceMetrics preference_loss(const PreferenceSettings *p, int B, con
     double beta = p->beta;
     long chosen_tokens = 0;
     for (int b = 0; b < B; b++) chosen_tokens += n_w[b];
+    double alpha = p->loss == LOSS_ORPO ? 1.0 : p->rpo_alpha; // ORPO's NLL term has weight 1
     for (int b = 0; b < B; b++) {
-        // IPO compares mean log-probs; the others compare sums
-        double scale_w = p->loss == LOSS_IPO ? 1.0 / n_w[b] : 1.0;
-        double scale_l = p->loss == LOSS_IPO ? 1.0 / n_l[b] : 1.0;
-        double lw = S_w[b] * scale_w, ll = S_l[b] * scale_l;
-        double rw = R_w[b] * scale_w, rl = R_l[b] * scale_l;
-        double h = (lw - rw) - (ll - rl), dh; // dh = ∂L_b/∂h
-        if (p->loss == LOSS_IPO) {
-            double gap = h - 1.0 / (2.0 * beta);
-            m.loss += gap * gap;
-            dh = 2.0 * gap;
+        // IPO and ORPO compare mean log-probs; the others compare sums
+        int means = p->loss == LOSS_IPO || p->loss == LOSS_ORPO;
+        double scale_w = means ? 1.0 / n_w[b] : 1.0, scale_l = means ? 1.0 / n_l[b] : 1.0;
+        // each side's log-ratio against the reference, differences first: policy = reference
+        // gives exactly 0 (no rounding leftovers of S·scale − R·scale)
+        double dw = (S_w[b] - R_w[b]) * scale_w, dl = (S_l[b] - R_l[b]) * scale_l;
+        double h = dw - dl, dh; // dh = ∂L_b/∂h
+        double reward_w = beta * dw, reward_l = beta * dl;
+        if (p->loss == LOSS_ORPO) { // no reference: L_b = −λ log σ(log_odds), λ = β
+            double a_w = S_w[b] * scale_w, a_l = S_l[b] * scale_l, g_w, g_l;
+            double log_odds = orpo_log_odds(a_w, a_l, &g_w, &g_l);
+            m.loss += -beta * log_sigmoid(log_odds);
+            m.log_odds_ratio += log_sigmoid(log_odds) / B;
+            m.log_odds_chosen += log_odds / B;
+            dS_w[b] = -beta * g_w * scale_w / B;
+            dS_l[b] = -beta * g_l * scale_l / B;
+            reward_w = beta * a_w, reward_l = beta * a_l; // TRL's rewards for ORPO: λ·a
         } else {
-            double eps = p->loss == LOSS_CDPO ? p->label_smoothing : 0.0;
-            m.loss += -(1.0 - eps) * log_sigmoid(beta * h) - eps * log_sigmoid(-beta * h);
-            dh = beta * (sigmoid(beta * h) - (1.0 - eps));
+            if (p->loss == LOSS_IPO) {
+                double gap = h - 1.0 / (2.0 * beta);
+                m.loss += gap * gap;
+                dh = 2.0 * gap;
+            } else {
+                double eps = p->loss == LOSS_CDPO ? p->label_smoothing : 0.0;
+                m.loss += -(1.0 - eps) * log_sigmoid(beta * h) - eps * log_sigmoid(-beta * h);
+                dh = beta * (sigmoid(beta * h) - (1.0 - eps));
+            }
+            dS_w[b] = dh * scale_w / B;
+            dS_l[b] = -dh * scale_l / B;
         }
-        dS_w[b] = dh * scale_w / B;
-        dS_l[b] = -dh * scale_l / B;
-        // RPO: α · (−Σ S_w / N_c), the mean NLL of the chosen tokens in the batch
-        dS_w[b] += -p->rpo_alpha / chosen_tokens;
-        double reward_w = beta * (lw - rw), reward_l = beta * (ll - rl);
+        // RPO's (and ORPO's) NLL: α · (−Σ S_w / N_c), the mean NLL of the chosen tokens in the batch
+        dS_w[b] += -alpha / chosen_tokens;
         m.reward_chosen += reward_w / B;
         m.reward_rejected += reward_l / B;
         m.accuracy += (reward_w > reward_l) / (double)B; // strictly: 0 when policy = reference
-        m.logp_chosen += S_w[b] / B;
-        m.logp_rejected += S_l[b] / B;
+        m.logp_chosen += S_w[b] * (p->loss == LOSS_ORPO ? scale_w : 1.0) / B; // orpo: means a
+        m.logp_rejected += S_l[b] * (p->loss == LOSS_ORPO ? scale_l : 1.0) / B;
         m.nll_chosen += -S_w[b] / chosen_tokens;
     }
-    m.loss = m.loss / B + p->rpo_alpha * m.nll_chosen;
+    m.loss = m.loss / B + alpha * m.nll_chosen;
     m.margin = m.reward_chosen - m.reward_rejected;
     return m;
 }
@@ -3055,7 +3051,7 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
         int T = pairs_fill_batch(data, order + first, B, pad, run.inputs, run.targets, run.coefs);
         PreferenceMetrics m;
         StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, T, &m);
-        char extra[400], v[7][32];
+        char extra[600], v[7][32];
         snprintf(extra, sizeof extra,
                  ", \"rewards/chosen\": %s, \"rewards/rejected\": %s, \"rewards/margins\": %s, "
                  "\"rewards/accuracies\": %s, \"logps/chosen\": %s, \"logps/rejected\": %s, "
@@ -3063,6 +3059,11 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
                  json_number(v[1], m.reward_rejected), json_number(v[2], m.margin),
                  json_number(v[3], m.accuracy), json_number(v[4], m.logp_chosen),
                  json_number(v[5], m.logp_rejected), json_number(v[6], m.nll_chosen));
+        if (pref->loss == LOSS_ORPO) // TRL's ORPO names (its nll_loss is our nll)
+            snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                     ", \"log_odds_ratio\": %s, \"log_odds_chosen\": %s, \"nll_loss\": %s",
+                     json_number(v[0], m.log_odds_ratio), json_number(v[1], m.log_odds_chosen),
+                     json_number(v[2], m.nll_chosen));
         if (run_after_step(model, st, args, &run, &r, 2 * (size_t)B * T, extra)) break;
     }
     run_close(model, st, args, &run);
@@ -3071,11 +3072,11 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
 
 // The flags of the preference losses, shared by dpo and refine: a table (lib/flags.h) with a
 // PreferenceSettings.
-static const char *const LOSS_NAMES[] = {"dpo", "cdpo", "ipo", NULL}; // in PreferenceLoss order
+static const char *const LOSS_NAMES[] = {"dpo", "cdpo", "ipo", "orpo", NULL}; // PreferenceLoss order
 #define PREFERENCE_FLAGS_TITLE "the flags of the preference loss (dpo, refine)"
 static const Flag PREFERENCE_FLAGS[] = {
     {"--loss", NULL, FLAG_CHOICE, .offset = offsetof(PreferenceSettings, loss),
-     "DPO, DPO with label smoothing (cDPO), or IPO", .choices = LOSS_NAMES},
+     "DPO, DPO with label smoothing (cDPO), IPO, or ORPO (no reference)", .choices = LOSS_NAMES},
     {"--beta", "B", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, beta),
      "β, > 0: larger keeps the policy nearer the reference", -INFINITY, INFINITY},
     {"--label-smoothing", "E", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, label_smoothing),
@@ -3090,6 +3091,9 @@ static void check_preference(PreferenceSettings *p) {
     if (!(p->beta > 0)) die("--beta must be positive");
     if (p->label_smoothing < 0 || p->label_smoothing >= 0.5f) die("--label-smoothing must be in [0, 0.5)");
     if (p->label_smoothing > 0 && p->loss == LOSS_DPO) p->loss = LOSS_CDPO;
+    if (p->loss == LOSS_ORPO && (p->rpo_alpha != 0 || p->label_smoothing != 0))
+        die("--loss orpo has its own NLL term and no label smoothing: drop --rpo-alpha and "
+            "--label-smoothing");
 }
 
 int cmd_dpo(int argc, char **argv) {
@@ -3130,6 +3134,7 @@ int cmd_dpo(int argc, char **argv) {
     pairs_load(&data, pairs_path, tok, model.config.V, args.T);
     int missing = 0;
     for (int i = 0; i < data.count; i++) missing += isnan(data.pairs[i].ref_chosen);
+    if (pref.loss == LOSS_ORPO) missing = 0; // ORPO needs no reference
     if (missing) { // the frozen reference: forward passes only, then it is freed
         if (!ref_path) die("dpo: %d pairs have no reference log-probs: give --ref REF.bin", missing);
         Model ref;
@@ -3267,15 +3272,6 @@ static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
     safe_commit(&sf);
 }
 
-// "refined.bin", 2, ".bin" -> "refined.round2.bin"
-static void round_path(char *out, size_t size, const char *base, int round, const char *suffix) {
-    size_t n = strlen(base), k = strlen(suffix);
-    int has = n > k && !strcmp(base + n - k, suffix);
-    if ((size_t)snprintf(out, size, "%.*s.round%d%s", (int)(has ? n - k : n), base, round,
-                         has ? suffix : "") >= size)
-        die("path too long: %s", base);
-}
-
 static void copy_params(Model *dst, const Model *src) {
     size_t bytes = src->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
@@ -3403,10 +3399,12 @@ int cmd_refine(int argc, char **argv) {
         // DPO on this round's pairs, from a fresh optimizer
         char out[4200], log[4200];
         TrainArgs round_args = args;
-        round_path(out, sizeof out, args.out, round, ".bin");
+        char tag[32];
+        snprintf(tag, sizeof tag, "round%d", round);
+        path_tagged(out, sizeof out, args.out, tag, ".bin"); // refined.bin -> refined.round2.bin
         round_args.out = out;
         if (args.log) {
-            round_path(log, sizeof log, args.log, round, ".jsonl");
+            path_tagged(log, sizeof log, args.log, tag, ".jsonl");
             round_args.log = log;
         }
         round_args.steps =

@@ -209,7 +209,22 @@ for key in rewards/chosen rewards/rejected rewards/margins rewards/accuracies lo
 done
 margin=$(tail -1 "$work/dpo.jsonl" | sed 's/.*"rewards\/margins": \([^,]*\),.*/\1/')
 awk -v m="$margin" 'BEGIN { exit !(m > 0) }' && ok "dpo: the reward margin grows (last step: $margin); the log has all of TRL's metrics" || bad "dpo margin $margin"
-dpo --steps 12 --loss ipo --out "$work/ipo.bin" >/dev/null && ok "dpo --loss ipo runs" || bad "dpo --loss ipo"
+dpo --steps 12 --loss ipo --out "$work/ipo.bin" --log "$work/ipo.jsonl" >/dev/null && ok "dpo --loss ipo runs" || bad "dpo --loss ipo"
+# every reward is exactly 0 at step 1 (policy = reference) under every loss, so accuracy is 0
+for loss in dpo cdpo ipo; do
+    extra=""; [ $loss = cdpo ] && extra="--label-smoothing 0.1"
+    dpo --steps 1 --loss $loss $extra --out "$work/zero.bin" --log "$work/zero.jsonl" >/dev/null
+    grep -q '"rewards/chosen": 0, "rewards/rejected": 0, "rewards/margins": 0, "rewards/accuracies": 0,' "$work/zero.jsonl" &&
+        ok "dpo --loss $loss step 1 (policy = reference): rewards exactly 0, accuracy 0" ||
+        bad "dpo --loss $loss step 1 rewards: $(head -1 "$work/zero.jsonl")"
+done
+# ORPO: no reference, its NLL term, TRL's metric names; the loss falls
+./sirt dpo --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --pairs "$work/pairs.jsonl" --batch 4 --seq 128 --lr 1e-3 --schedule constant --loss orpo --steps 12 --log "$work/orpo.jsonl" --out "$work/orpo.bin" >/dev/null &&
+    grep -q '"log_odds_ratio": .*"log_odds_chosen": .*"nll_loss": ' "$work/orpo.jsonl" &&
+    awk -F'"loss": ' 'NR == 1 { split($2, a, ","); first = a[1] } END { split($2, a, ","); exit !(a[1] < first) }' "$work/orpo.jsonl" &&
+    ok "dpo --loss orpo: no --ref needed, logs log_odds_ratio, log_odds_chosen, nll_loss; the loss falls over 12 steps" ||
+    bad "dpo --loss orpo: $(tail -1 "$work/orpo.jsonl" 2>/dev/null)"
+expect_error "dpo --loss orpo with --rpo-alpha" "orpo has its own NLL term" dpo --steps 1 --loss orpo --rpo-alpha 1 --out "$work/x.bin"
 dpo --steps 12 --out "$work/dr.bin" --log "$work/dr.jsonl" --stop-after 5 >/dev/null
 dpo --steps 12 --out "$work/dr.bin" --log "$work/dr.jsonl" --resume >/dev/null
 cmp -s "$work/dpo.bin" "$work/dr.bin" && ok "dpo resume: 5 steps + --resume = 12 steps in one run, bit for bit" || bad "dpo resume differs"

@@ -278,4 +278,22 @@ void answer_check_steps(const char *completion, const TaskItem *item, StepReport
 }
 
 
+// The majority answer among k completions (no-answer samples do not vote; a tie goes to the
+// answer seen first). Returns 0 when no sample has an answer.
+static int majority_answer(char *const *completions, int k, char *out, size_t cap) {
+    char (*answers)[ANSWER_MAX] = xmalloc((size_t)k * ANSWER_MAX);
+    int *found = xmalloc(k * sizeof(int)), best = -1, best_votes = 0;
+    for (int j = 0; j < k; j++) found[j] = answer_extract(completions[j], answers[j], ANSWER_MAX);
+    for (int j = 0; j < k; j++) {
+        if (!found[j]) continue;
+        int votes = 0;
+        for (int m = 0; m < k; m++) votes += found[m] && answer_equal(answers[m], answers[j]);
+        if (votes > best_votes) best_votes = votes, best = j;
+    }
+    if (best >= 0) snprintf(out, cap, "%s", answers[best]);
+    free(answers);
+    free(found);
+    return best >= 0;
+}
+
 #endif // SIRT_LIB_ANSWER_H

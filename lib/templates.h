@@ -255,4 +255,16 @@ static void examples_load(const char *path, const TemplateOptions *opt, Example 
 }
 
 
+// The prompt of a JSONL item: "prompt" verbatim, or "question" through the template, or "text".
+static char *prompt_of_item(const JsonlFile *f, int i, TemplateKind kind) {
+    const JsonObject *obj = &f->objects[i];
+    const JsonField *field;
+    if ((field = json_get(obj, "prompt")) || (field = json_get(obj, "text"))) {
+        if (field->type != JSON_STRING)
+            die("%s:%d: \"%s\" must be a string", f->path, f->line_numbers[i], field->key);
+        return json_strndup(field->text, field->len);
+    }
+    return template_prompt(kind, jsonl_string(f, i, "question"));
+}
+
 #endif // SIRT_LIB_TEMPLATES_H

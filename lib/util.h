@@ -81,6 +81,12 @@ static float rng_normal(Rng *rng) { // Box-Muller
     return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853071795864f * u2);
 }
 
+// The logistic function σ, log σ and log(1 − eˣ) (x < 0), each computed where it does not
+// overflow or lose its digits.
+static double sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+static double log1mexp(double x) { return x < -0.693147180559945 ? log1p(-exp(x)) : log(-expm1(x)); }
+
 // Fisher-Yates: a uniformly random order of a[0..n), drawn from rng (the same draws, in the same
 // order, everywhere: the task's tables, the order in which trainers visit their examples).
 static void rng_shuffle(Rng *rng, int *a, int n) {
@@ -186,6 +192,15 @@ static void mkdir_p(const char *path) {
             if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("cannot create %s: %s", buf, strerror(errno));
             if (!(*p = c)) break;
         }
+}
+
+// PATH with ".TAG" before its extension EXT ("sft.bin", "best", ".bin" -> "sft.best.bin"), or
+// after it when PATH does not end in EXT.
+static void path_tagged(char *out, size_t size, const char *path, const char *tag, const char *ext) {
+    size_t n = strlen(path), k = strlen(ext);
+    int has = n > k && !strcmp(path + n - k, ext);
+    if ((size_t)snprintf(out, size, "%.*s.%s%s", (int)(has ? n - k : n), path, tag, has ? ext : "") >= size)
+        die("path too long: %s", path);
 }
 
 // Reads a whole file; returns NULL (and sets *bytes to 0) when it cannot be opened. The data is

@@ -42,6 +42,59 @@ static void test_losses_by_hand(void) {
           "rpo (α = 0.5): loss %.9f = dpo + 1.25, dL/dS_w %.9f", m.loss, dw);
 }
 
+// ORPO by hand (λ = β = 0.1, no reference): S_w = −2 over n_w = 4 tokens, S_l = −6 over 3, so
+// a_w = −0.5, a_l = −2 and log_odds = (−0.5 + 2) − (log(1 − e^−0.5) − log(1 − e^−2))
+// = 2.28733867169833; loss = NLL 2/4 + 0.1 · (−log σ(2.28733867)) = 0.509670586509043;
+// ∂L/∂S_w = −λ σ(−lo)/(1 − e^{a_w})/4 − 1/4 = −0.255856683185172,
+// ∂L/∂S_l = +λ σ(−lo)/(1 − e^{a_l})/3 = 0.00355347797354735 (computed separately in double).
+static void test_orpo_by_hand(void) {
+    double S_w = -2, S_l = -6, unused = NAN, dw, dl;
+    int n_w = 4, n_l = 3;
+    PreferenceSettings orpo = {LOSS_ORPO, 0.1f, 0, 0};
+    PreferenceMetrics m = preference_loss(&orpo, 1, &S_w, &S_l, &unused, &unused, &n_w, &n_l, &dw, &dl);
+    check(close_to(m.loss, 0.509670586509043, 1e-7) && close_to(dw, -0.255856683185172, 1e-8) &&
+          close_to(dl, 0.00355347797354735, 1e-9) &&
+          close_to(m.log_odds_chosen, 2.28733867169833, 1e-12) &&
+          close_to(m.log_odds_ratio, -0.0967058636493997, 1e-9) && close_to(m.nll_chosen, 0.5, 1e-15) &&
+          close_to(m.reward_chosen, 0.1f * -0.5, 1e-12) && m.accuracy == 1.0 &&
+          close_to(m.logp_chosen, -0.5, 1e-15),
+          "orpo: loss %.9f (by hand 0.509670587), dL/dS_w %.9f, dL/dS_l %.9f, log_odds %.6f",
+          m.loss, dw, dl, m.log_odds_chosen);
+    // a near-certain chosen completion (a_w = 0 in floating point) and a near-certain rejected one
+    double S0[3] = {0.0, -1e-30, -3.0}, S1[3] = {-1.0, 0.0, -1e-300}, d0[3], d1[3];
+    int n[3] = {5, 2, 7};
+    m = preference_loss(&orpo, 3, S0, S1, S0, S1, n, n, d0, d1);
+    int finite = isfinite(m.loss) && isfinite(m.log_odds_chosen) && isfinite(m.log_odds_ratio);
+    for (int b = 0; b < 3; b++) finite &= isfinite(d0[b]) && isfinite(d1[b]);
+    check(finite, "orpo: completions with a = 0 (certain) keep a finite loss %.6f and gradients",
+          m.loss);
+}
+
+// Every reward is exactly 0 when policy = reference (dpo, cdpo, ipo, and rpo): the log-ratios are
+// formed as (S − R)·scale, so no rounding of S·scale − R·scale is left to compare; accuracy is
+// then exactly 0. ORPO has no reference: there, chosen = rejected log-probs give log_odds 0 and
+// accuracy 0.
+static void test_rewards_exactly_zero(void) {
+    enum { B = 6 };
+    double S_w[B] = {-5.3, -7.51, -3.09, -11.7, -0.33, -8.125}, S_l[B], dw[B], dl[B];
+    int n_w[B] = {3, 4, 5, 7, 11, 13}, n_l[B] = {2, 6, 7, 9, 3, 5};
+    for (int b = 0; b < B; b++) S_l[b] = S_w[b] * n_l[b] / n_w[b]; // orpo: equal means
+    PreferenceSettings all[5] = {{LOSS_DPO, 0.1f, 0, 0}, {LOSS_CDPO, 0.1f, 0.1f, 0},
+                                 {LOSS_IPO, 0.1f, 0, 0}, {LOSS_DPO, 0.1f, 0, 1.0f},
+                                 {LOSS_ORPO, 0.1f, 0, 0}};
+    const char *names[5] = {"dpo", "cdpo", "ipo", "rpo", "orpo"};
+    for (int k = 0; k < 5; k++) {
+        PreferenceMetrics m = preference_loss(&all[k], B, S_w, S_l, S_w, S_l, n_w, n_l, dw, dl);
+        int ok = all[k].loss == LOSS_ORPO
+                     ? fabs(m.log_odds_chosen) < 1e-15 && m.accuracy == 0.0
+                     : m.reward_chosen == 0.0 && m.reward_rejected == 0.0 && m.margin == 0.0 &&
+                           m.accuracy == 0.0;
+        check(ok, "%s, policy = reference: rewards %g and %g, accuracy %g%s", names[k],
+              m.reward_chosen, m.reward_rejected, m.accuracy,
+              all[k].loss == LOSS_ORPO ? " (orpo: equal means, log_odds 0)" : "");
+    }
+}
+
 // Policy = reference: the loss is ln 2, accuracy 0 (strictly greater), and the per-token
 // gradient on the chosen tokens is −β/(2B), not zero.
 static void test_policy_equals_reference(void) {
@@ -115,11 +168,12 @@ static void test_gradients_through_model(void) {
     int inputs[2 * P * 32], targets[2 * P * 32];
     float mask[2 * P * 32], coefs[2 * P * 32];
     int T = pairs_fill_batch(&data, order, P, 0, inputs, targets, mask);
-    PreferenceSettings settings[4] = {{LOSS_DPO, 0.5f, 0, 0}, {LOSS_CDPO, 0.5f, 0.2f, 0},
-                                      {LOSS_IPO, 0.5f, 0, 0}, {LOSS_DPO, 0.5f, 0, 1.0f}};
-    const char *names[4] = {"dpo", "cdpo", "ipo", "dpo + rpo"};
+    PreferenceSettings settings[5] = {{LOSS_DPO, 0.5f, 0, 0}, {LOSS_CDPO, 0.5f, 0.2f, 0},
+                                      {LOSS_IPO, 0.5f, 0, 0}, {LOSS_DPO, 0.5f, 0, 1.0f},
+                                      {LOSS_ORPO, 0.5f, 0, 0}};
+    const char *names[5] = {"dpo", "cdpo", "ipo", "dpo + rpo", "orpo"};
     GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < 5; s++) {
         PreferenceCase k = {&model, &data, &settings[s], order, P, T, inputs, targets, mask};
         double dS[2 * P];
         preference_objective_with(&k, dS);
@@ -187,6 +241,8 @@ static void test_build_pairs(void) {
 int main(void) {
     test_build_pairs();
     test_losses_by_hand();
+    test_orpo_by_hand();
+    test_rewards_exactly_zero();
     test_policy_equals_reference();
     test_gradients_through_model();
     return checks_finish();
