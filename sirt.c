@@ -3078,7 +3078,7 @@ static const Flag PREFERENCE_FLAGS[] = {
     {"--loss", NULL, FLAG_CHOICE, .offset = offsetof(PreferenceSettings, loss),
      "DPO, DPO with label smoothing (cDPO), IPO, or ORPO (no reference)", .choices = LOSS_NAMES},
     {"--beta", "B", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, beta),
-     "β, > 0: larger keeps the policy nearer the reference", -INFINITY, INFINITY},
+     "β > 0: larger keeps the policy nearer the reference (orpo: λ, the odds ratio's weight)", -INFINITY, INFINITY},
     {"--label-smoothing", "E", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, label_smoothing),
      "cdpo's share of wrongly labelled pairs, in [0, 0.5)", -INFINITY, INFINITY},
     {"--rpo-alpha", "A", FLAG_FLOAT, .offset = offsetof(PreferenceSettings, rpo_alpha),
