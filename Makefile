@@ -60,6 +60,28 @@ sirt_cuda.o: $(SOURCES)
 sirt_cuda: sirt_cuda.o kernels.o
 	$(NVCC) -arch=sm_$(CUDA_ARCH) $^ $(CUDA_LIBS) -o $@
 
+# `make gpu-check` builds tests/gpu_kernels: every kernel of model.h on the GPU against its CPU
+# version. The CPU kernels come from sirt.c compiled with each model.h function renamed cpu_NAME;
+# objcopy then makes every other symbol of that object local, so that it links beside kernels.o.
+# tests/gpu.sh runs it on a GPU machine (with the training, sampling and timing checks).
+MODEL_FUNCS = dev_alloc dev_free dev_zero dev_to_device dev_to_host dev_alloc_int \
+  dev_memory_bytes encoder_forward encoder_backward layernorm_forward layernorm_backward \
+  matmul_forward matmul_backward attention_forward attention_backward gelu_forward \
+  gelu_backward residual_forward classifier_forward classifier_backward encoder_forward_at \
+  kv_cache_store attention_decode dev_count_nonfinite sum_squares adamw_update
+
+tests/cpu_kernels.o: $(SOURCES)
+	$(CC) $(CFLAGS) -DSIRT_NO_MAIN $(foreach f,$(MODEL_FUNCS),-D$(f)=cpu_$(f)) -c sirt.c -o $@.tmp.o
+	objcopy -w --keep-global-symbol='cpu_*' $@.tmp.o $@
+	rm -f $@.tmp.o
+
+tests/gpu_kernels: tests/gpu_kernels.c tests/cpu_kernels.o kernels.o model.h
+	$(CC) $(CFLAGS) -c tests/gpu_kernels.c -o tests/gpu_kernels.o
+	$(NVCC) -arch=sm_$(CUDA_ARCH) tests/gpu_kernels.o tests/cpu_kernels.o kernels.o $(CUDA_LIBS) -lm -o $@
+
+gpu-check: sirt_cuda tests/gpu_kernels
+	tests/gpu.sh
+
 tests: $(TESTS) $(REPLAYS)
 
 test: all tests
@@ -115,10 +137,10 @@ fuzz: $(FUZZERS:%=tests/fuzz/bin/fuzz_%)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUN_FLAGS="$(FUZZ_RUN_FLAGS)" tests/fuzz/run.sh $(FUZZERS)
 
 clean:
-	rm -f sirt sirt_cuda sirt_asan *.o $(TESTS)
+	rm -f sirt sirt_cuda sirt_asan *.o $(TESTS) tests/gpu_kernels tests/*.o
 	rm -rf tests/asan tests/fuzz/bin tests/fuzz/work
 
 # the objects of the GPU build are intermediate: make removes them once ./sirt_cuda is linked
 .INTERMEDIATE: kernels.o sirt_cuda.o
 
-.PHONY: all tests test clean cuda asan fuzz replay
+.PHONY: all tests test clean cuda asan fuzz replay gpu-check

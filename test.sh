@@ -491,8 +491,12 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
     command -v nvcc >/dev/null 2>&1 || export PATH=/usr/local/cuda/bin:$PATH
     if make -s cuda >"$work/cuda.txt" 2>&1 && [ -x sirt_cuda ] && ! grep -qi warning "$work/cuda.txt"; then
         ok "kernels.cu compiles without warnings and ./sirt_cuda links (sm_$(make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_ARCH = //p' | head -1))"
-        if nvidia-smi >/dev/null 2>&1; then echo "note: a GPU is present, but the GPU tests are not written yet"; fi
     else bad "make cuda failed"; tail -20 "$work/cuda.txt"; fi
+    # the kernel-by-kernel GPU test (tests/gpu_kernels.c), compiled and linked, not run here
+    if make -s tests/gpu_kernels >"$work/gpu_kernels.txt" 2>&1 && [ -x tests/gpu_kernels ] && ! grep -qi warning "$work/gpu_kernels.txt"; then
+        ok "tests/gpu_kernels (every kernel, GPU against CPU) compiles without warnings and links"
+    else bad "make tests/gpu_kernels failed"; tail -20 "$work/gpu_kernels.txt"; fi
+    if nvidia-smi >/dev/null 2>&1; then echo "note: a GPU is present: tests/gpu.sh (make gpu-check) runs the GPU checks"; fi
 else skip "nvcc is absent, the CUDA build is not checked"; fi
 
 # ---- nothing left behind ------------------------------------------------------------------------
@@ -500,8 +504,8 @@ echo "== files left behind"
 left=$(ls -A "$TMPDIR")
 [ -z "$left" ] && ok "no scratch directory or file left in TMPDIR" || bad "left in TMPDIR: $(echo "$left" | tr '\n' ' ')"
 if [ -f "$work/checkout_before.txt" ]; then
-    # new in the checkout: only what test.sh builds there (make asan, make cuda)
-    new=$(in_checkout | comm -13 "$work/checkout_before.txt" - | grep -v -x -e sirt_asan -e sirt_cuda -e 'tests/asan/[^/]*')
+    # new in the checkout: only what test.sh builds there (make asan, make cuda, tests/gpu_kernels)
+    new=$(in_checkout | comm -13 "$work/checkout_before.txt" - | grep -v -x -e sirt_asan -e sirt_cuda -e 'tests/asan/[^/]*' -e tests/gpu_kernels -e tests/gpu_kernels.o -e tests/cpu_kernels.o)
     [ -z "$new" ] && ok "no file written or changed in the checkout, but the build outputs" || bad "written in the checkout: $(echo "$new" | tr '\n' ' ')"
 else skip "not a git checkout: files written in the checkout are not checked"; fi
 
