@@ -80,6 +80,17 @@ if [ -s "$work/train_sirt.jsonl" ] && [ -s "$work/train_sirt_cuda.jsonl" ]; then
         ok "train 20 steps, config 2,4,64,64,512, B8 T64: CPU and GPU losses within 1e-4 relative (max $m)"
     else bad "train: $n steps, max relative loss difference $m (limit 1e-4)"; fi
 fi
+# the same on the GPU with TF32 matrix products (SIRT_TF32=1): reported, not checked
+SIRT_TF32=1 bounded 60 ./sirt_cuda train --config 2,4,64,64,512 --data "$work/cyclic.bin,$work/random.bin" \
+    --batch 8 --seq 64 --steps 20 --lr 3e-3 --warmup 2 --seed 5 --log "$work/train_tf32.jsonl" \
+    --out "$work/train_tf32.bin" >"$work/train_tf32.txt" 2>&1 || tail -3 "$work/train_tf32.txt"
+if [ -s "$work/train_sirt.jsonl" ] && [ -s "$work/train_tf32.jsonl" ]; then
+    paste -d' ' <(sed 's/.*"loss": \([^,]*\),.*/\1/' "$work/train_sirt.jsonl") \
+                <(sed 's/.*"loss": \([^,]*\),.*/\1/' "$work/train_tf32.jsonl") |
+        awk '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > m) m = d }
+             END { printf "TF32 (SIRT_TF32=1): max relative loss difference to the CPU %.3e over %d steps\n", m, NR }' |
+        tee -a "$work/lossdiff.txt"
+fi
 elapsed
 # a small SFT model (on the CPU), then DPO against itself and greedy sampling on both builds
 ./sirt data --task math --split train --n 300 --seed 3 --out "$work/math.jsonl" >/dev/null
