@@ -13,7 +13,7 @@
 //   5. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //   6. Generation ............ KV-cache decoding, the sampler, batched generation
 //   7. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
-//   8. Preference training ... `./sirt dpo`: DPO, cDPO, IPO and RPO against a frozen reference
+//   8. Preference training ... `./sirt dpo`: DPO, cDPO, IPO, RPO (frozen reference), ORPO
 //   9. Self-refinement ....... `./sirt refine`: phase 2, the student's own answers, scored
 //  10. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
 //  11. Benchmark ............. `./sirt bench`: how fast a training step runs
@@ -3473,7 +3473,7 @@ static const Command COMMANDS[] = {
     {"sft", cmd_sft, "phase 1: supervised fine-tuning on prompt/completion JSONL"},
     {"sample", cmd_sample, "complete prompts (KV-cache decoding, temperature, top-k, top-p)"},
     {"eval", cmd_eval, "accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)"},
-    {"dpo", cmd_dpo, "preference training (dpo, cdpo, ipo, rpo) against a reference"},
+    {"dpo", cmd_dpo, "preference training: dpo, cdpo, ipo, rpo (against a reference), orpo"},
     {"refine", cmd_refine, "phase 2: sample, score, pair and DPO, in rounds"},
     {"bench", cmd_bench, "time training steps, decoding and the tokenizer"},
     {NULL, NULL, NULL}};
