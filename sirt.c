@@ -2006,7 +2006,7 @@ int cmd_sft(int argc, char **argv) {
     args.out = "sft.bin";
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL;
     int epochs = 1, eval_every = 0, group_lengths = 0, template_kind = TEMPLATE_COT;
-    TemplateOptions template = {TEMPLATE_COT, 0};
+    TemplateOptions template = {TEMPLATE_COT, 0, 0};
     const Flag flags[] = {
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
          "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
@@ -2022,6 +2022,8 @@ int cmd_sft(int argc, char **argv) {
          "how a question/answer item becomes a prompt", .choices = TEMPLATE_NAMES},
         {"--strip-calc", NULL, FLAG_SWITCH, .value = &template.strip_calculator_notes,
          "remove GSM8K's calculator notes <<48/2=24>>"},
+        {"--plain-share", "P", FLAG_FLOAT, .value = &template.plain_share,
+         "a share P of the questions (by a hash of their text) gets the plain template", 0, 1},
         {"--group-by-length", NULL, FLAG_SWITCH, .value = &group_lengths,
          "batches of similar lengths (less padding), in megabatches of 50"},
         {0}};
@@ -2573,27 +2575,53 @@ int cmd_sample(int argc, char **argv) {
 // gold answer (lib/answer.h). Accuracy comes with a 95% Wilson score interval (lib/report.h).
 
 
-typedef struct {
-    long n, greedy, majority, pass; // items, and how many are right by each measure
-    int k;                          // samples per item (0: greedy only)
-} EvalResult;
+#define EVAL_MAX_TRUTH 64 // true steps of one item
 
-static void print_eval(const EvalResult *r, const char *what) {
-    Interval ci = wilson_interval(r->greedy, r->n);
+static void print_eval(const Diagnosis *d, const char *what) {
+    Interval ci = wilson_interval(d->greedy, d->n);
     printf("%s: accuracy %.2f%% (%ld/%ld), 95%% interval [%.2f%%, %.2f%%]\n", what,
-           100.0 * r->greedy / r->n, r->greedy, r->n, 100 * ci.low, 100 * ci.high);
-    if (r->k > 0) {
-        Interval m = wilson_interval(r->majority, r->n), p = wilson_interval(r->pass, r->n);
-        printf("  maj@%d %.2f%% [%.2f%%, %.2f%%]   pass@%d %.2f%% [%.2f%%, %.2f%%]\n", r->k,
-               100.0 * r->majority / r->n, 100 * m.low, 100 * m.high, r->k,
-               100.0 * r->pass / r->n, 100 * p.low, 100 * p.high);
+           100.0 * d->greedy / d->n, d->greedy, d->n, 100 * ci.low, 100 * ci.high);
+    if (d->with_truth > 0) {
+        Interval v = wilson_interval(d->verified, d->with_truth);
+        printf("  verified (right, every step the true one) %.2f%% [%.2f%%, %.2f%%] of %ld items "
+               "with true steps; right by luck: %.1f%% of the right answers\n",
+               100.0 * d->verified / d->with_truth, 100 * v.low, 100 * v.high, d->with_truth,
+               d->greedy_with_truth ? diagnosis_luck(d) : 0.0);
     }
+    for (int l = 0; l < d->num_levels; l++) {
+        Interval m = wilson_interval(d->majority[l], d->n), p = wilson_interval(d->pass[l], d->n);
+        printf("  maj@%-3d %6.2f%% [%.2f%%, %.2f%%]   pass@%-3d %6.2f%% [%.2f%%, %.2f%%]\n",
+               d->levels[l], 100.0 * d->majority[l] / d->n, 100 * m.low, 100 * m.high,
+               d->levels[l], 100.0 * d->pass[l] / d->n, 100 * p.low, 100 * p.high);
+    }
+    int any = 0;
+    for (int o = 0; o < 4; o++) any |= d->op_total[o] > 0;
+    if (any) {
+        printf("  arithmetic of the %s:", d->k ? "samples" : "greedy completions");
+        for (int o = 0; o < 4; o++)
+            if (d->op_total[o])
+                printf("  %c %.1f%% of %ld", ANSWER_OPS[o], 100.0 * d->op_right[o] / d->op_total[o],
+                       d->op_total[o]);
+        printf("\n");
+    }
+    if (d->k > 0 && d->with_truth > 0)
+        printf("  samples right %.1f%%, right on the true path %.1f%%\n",
+               100.0 * d->sample_right / d->samples, 100.0 * d->sample_verified / d->samples);
+}
+
+// The true steps of an example, from its "truth" field (0 when it has none).
+static int example_truth(const Example *ex, const char *data, int i, TaskStep *out) {
+    if (!ex->truth) return 0;
+    int n = task_parse_truth(ex->truth, out, EVAL_MAX_TRUTH);
+    if (n < 0) die("%s: item %d: \"truth\" must be lines of \"A OP B = C\" (at most %d)", data, i + 1,
+                   EVAL_MAX_TRUTH);
+    return n;
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL;
+    const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL, *summary_path = NULL;
     int k = 0, teacher = 0, template_kind = TEMPLATE_COT, threads = 0;
-    TemplateOptions template = {TEMPLATE_COT, 0};
+    TemplateOptions template = {TEMPLATE_COT, 0, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
         {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
@@ -2610,6 +2638,8 @@ int cmd_eval(int argc, char **argv) {
          "remove GSM8K's calculator notes <<48/2=24>>"},
         {"--out", "FILE", FLAG_STRING, .value = &out_path,
          "one line per item: gold, prediction, correct, completion, samples"},
+        {"--summary", "FILE", FLAG_STRING, .value = &summary_path,
+         "the diagnosis as one JSON object: accuracies, pass@k, maj@k, arithmetic"},
         {"--threads", "N", FLAG_INT, .value = &threads,
          "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
         {0}};
@@ -2625,6 +2655,7 @@ int cmd_eval(int argc, char **argv) {
     if (!teacher && (!model_path || !tokenizer))
         die("eval: --model and --tokenizer are required (or --teacher)");
     if (out_path) check_writable(out_path);
+    if (summary_path) check_writable(summary_path);
     Example *items;
     int n;
     examples_load(data, &template, &items, &n);
@@ -2652,31 +2683,25 @@ int cmd_eval(int argc, char **argv) {
         }
     }
 
-    EvalResult r = {n, 0, 0, 0, k};
+    Diagnosis d;
+    diagnosis_init(&d, k);
     SafeFile sf;
     if (out_path) safe_open(&sf, out_path);
     for (int i = 0; i < n; i++) {
-        char predicted[ANSWER_MAX], majority[ANSWER_MAX] = "";
-        int found = answer_extract(greedy[i], predicted, sizeof predicted);
-        int correct = found && answer_equal(predicted, items[i].gold);
-        int maj_ok = 0, pass_ok = 0;
-        r.greedy += correct;
-        if (k > 0) {
-            char *const *mine = samples + (long)i * k;
-            maj_ok = majority_answer(mine, k, majority, sizeof majority) &&
-                     answer_equal(majority, items[i].gold);
-            for (int j = 0; j < k; j++) pass_ok |= answer_is_correct(mine[j], items[i].gold);
-            r.majority += maj_ok;
-            r.pass += pass_ok;
-        }
+        TaskStep truth[EVAL_MAX_TRUTH];
+        int num_truth = example_truth(&items[i], data, i, truth);
+        ItemVerdict v;
+        diagnosis_add(&d, items[i].gold, truth, num_truth, greedy[i], samples ? samples + (long)i * k : NULL, &v);
         if (out_path) {
             FILE *o = sf.file;
             fprintf(o, "{\"index\": %d, \"gold\": ", i);
             json_write_string(o, items[i].gold, strlen(items[i].gold));
             fputs(", \"prediction\": ", o);
-            if (found) json_write_string(o, predicted, strlen(predicted));
+            if (v.found) json_write_string(o, v.predicted, strlen(v.predicted));
             else fputs("null", o);
-            fprintf(o, ", \"correct\": %s, \"completion\": ", correct ? "true" : "false");
+            fprintf(o, ", \"correct\": %s", v.correct ? "true" : "false");
+            if (num_truth) fprintf(o, ", \"verified\": %s", v.verified ? "true" : "false");
+            fputs(", \"completion\": ", o);
             json_write_string(o, greedy[i], strlen(greedy[i]));
             if (k > 0) {
                 fputs(", \"samples\": [", o);
@@ -2686,15 +2711,21 @@ int cmd_eval(int argc, char **argv) {
                     json_write_string(o, text, strlen(text));
                 }
                 fputs("], \"majority\": ", o);
-                json_write_string(o, majority, strlen(majority));
-                fprintf(o, ", \"majority_correct\": %s, \"pass\": %s", maj_ok ? "true" : "false",
-                        pass_ok ? "true" : "false");
+                json_write_string(o, v.majority, strlen(v.majority));
+                fprintf(o, ", \"majority_correct\": %s, \"pass\": %s", v.majority_correct ? "true" : "false",
+                        v.pass ? "true" : "false");
             }
             fputs("}\n", o);
         }
     }
     if (out_path) safe_commit(&sf);
-    print_eval(&r, teacher ? "teacher" : data);
+    print_eval(&d, teacher ? "teacher" : data);
+    if (summary_path) {
+        safe_open(&sf, summary_path);
+        diagnosis_write_json(sf.file, &d);
+        fputs("\n", sf.file);
+        safe_commit(&sf);
+    }
     for (int i = 0; i < n; i++) free(greedy[i]);
     for (long j = 0; samples && j < (long)n * k; j++) free(samples[j]);
     free(greedy);
@@ -2709,10 +2740,11 @@ int cmd_eval(int argc, char **argv) {
 
 // Greedy accuracy of a model on a file of reasoning items, item by item (Score, lib/report.h), or
 // with model_path NULL that of the data's own demonstrations (the teacher). The reproduction's
-// table is made of these.
+// table is made of these. With d, also the diagnosis of the model on those items: k samples
+// each (settings g) besides the greedy completion.
 static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
-                        const GenerateSettings *g) {
-    TemplateOptions cot = {TEMPLATE_COT, 0};
+                        const GenerateSettings *g, int k, Diagnosis *d) {
+    TemplateOptions cot = {TEMPLATE_COT, 0, 0};
     Example *items;
     int n;
     examples_load(data, &cot, &items, &n);
@@ -2722,12 +2754,22 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
     GenerateSettings greedy = *g;
     greedy.sampler.temperature = 0.0f;
     char **outs = model_path ? sample_items(&model, tok, items, n, 1, &greedy) : NULL;
+    char **samples = model_path && d && k > 0 ? sample_items(&model, tok, items, n, k, g) : NULL;
+    if (d) diagnosis_init(d, samples ? k : 0);
     for (int i = 0; i < n; i++) {
-        s.hit[i] = (unsigned char)answer_is_correct(outs ? outs[i] : items[i].completion, items[i].gold);
+        const char *completion = outs ? outs[i] : items[i].completion;
+        s.hit[i] = (unsigned char)answer_is_correct(completion, items[i].gold);
         s.correct += s.hit[i];
-        if (outs) free(outs[i]);
+        if (d) {
+            TaskStep truth[EVAL_MAX_TRUTH];
+            int num_truth = example_truth(&items[i], data, i, truth);
+            diagnosis_add(d, items[i].gold, truth, num_truth, completion, samples ? samples + (long)i * k : NULL, NULL);
+        }
     }
+    for (long j = 0; outs && j < n; j++) free(outs[j]);
+    for (long j = 0; samples && j < (long)n * k; j++) free(samples[j]);
     free(outs);
+    free(samples);
     if (model_path) model_free(&model);
     examples_free(items, n);
     return s;
@@ -3187,17 +3229,6 @@ int cmd_dpo(int argc, char **argv) {
 // DIR/pairs_roundN.jsonl in the pairs format of section 8, reference log-probs included.
 // =============================================================================================
 
-// 1 when every "A OP B = C" step of a completion computes right, 0 when one does not, -1 when
-// it has no such step (a choice item).
-static int arithmetic_steps_right(const char *completion) {
-    StepReport report;
-    answer_check_steps(completion, NULL, &report);
-    if (report.first_error >= 0) return 0; // without an item, only arithmetic can be wrong
-    for (int j = 0; j < report.num_steps && j < ANSWER_MAX_STEPS; j++)
-        if (report.arithmetic_ok[j] == 1) return 1;
-    return -1;
-}
-
 // Greedy accuracy of a model on items (their prompts and gold answers).
 static long greedy_correct(Model *model, Tokenizer *tok, const Example *items, int n,
                            const GenerateSettings *g) {
@@ -3338,7 +3369,7 @@ int cmd_refine(int argc, char **argv) {
     Tokenizer *tok = load_tokenizer(tokenizer);
     check_tokenizer_fits(tok, policy.config.V);
     int pad = tok_eot(tok);
-    TemplateOptions cot_template = {TEMPLATE_COT, 0}, plain_template = {TEMPLATE_PLAIN, 0};
+    TemplateOptions cot_template = {TEMPLATE_COT, 0, 0}, plain_template = {TEMPLATE_PLAIN, 0, 0};
     Example *items, *plain_items = NULL, *valid = NULL;
     int n, n_valid = 0;
     examples_load(data_path, &cot_template, &items, &n);
@@ -3357,15 +3388,14 @@ int cmd_refine(int argc, char **argv) {
     for (int round = 1; round <= rounds; round++) {
         printf("round %d: sampling %d chain-of-thought answers for %d questions\n", round, k, n);
         char **cot = sample_items(&policy, tok, items, n, k, &g), **plain = NULL;
-        // how many are right, and how many of those right for the right reason: a correct sample
-        // whose arithmetic steps are all true (a lucky final answer after a wrong step is not)
-        long correct_samples = 0, with_arithmetic = 0, steps_right = 0;
-        for (long j = 0; j < (long)n * k; j++) {
-            if (!answer_is_correct(cot[j], items[j / k].gold)) continue;
-            correct_samples++;
-            int arithmetic = arithmetic_steps_right(cot[j]);
-            with_arithmetic += arithmetic >= 0;
-            steps_right += arithmetic == 1;
+        // how many are right, and how many of those right for the right reason: on the true
+        // path (where the data has true steps; a lucky final answer after a wrong step is not)
+        Diagnosis sampled;
+        diagnosis_init(&sampled, k);
+        for (int i = 0; i < n; i++) {
+            TaskStep truth[EVAL_MAX_TRUTH];
+            int num_truth = example_truth(&items[i], data_path, i, truth);
+            diagnosis_add(&sampled, items[i].gold, truth, num_truth, NULL, cot + (long)i * k, NULL);
         }
         if (plain_items) {
             printf("round %d: one answer to the plain prompt per question\n", round);
@@ -3374,11 +3404,14 @@ int cmd_refine(int argc, char **argv) {
         PairData pairs = {0};
         build_pairs(&pairs, tok, items, n, k, cot, plain, rule, max_pairs, args.T);
         printf("round %d: %.1f%% of the samples are correct", round,
-               100.0 * correct_samples / ((long)n * k));
-        if (with_arithmetic)
-            printf(" (of the %ld correct ones with arithmetic, %.1f%% compute every step right)",
-                   with_arithmetic, 100.0 * steps_right / with_arithmetic);
-        printf("; %d pairs (dropped: %d empty, %d identical; %d cut)\n", pairs.count,
+               100.0 * sampled.sample_right / sampled.samples);
+        if (sampled.with_truth && sampled.sample_right)
+            printf(", %.1f%% of those on the true path", 100.0 * sampled.sample_verified / sampled.sample_right);
+        printf("; pass@%d %.1f%%", k, 100.0 * sampled.pass[sampled.num_levels - 1] / n);
+        for (int o = 0; o < 4; o++)
+            if (sampled.op_total[o])
+                printf("; arithmetic %c %.1f%%", ANSWER_OPS[o], 100.0 * sampled.op_right[o] / sampled.op_total[o]);
+        printf("\nround %d: %d pairs (dropped: %d empty, %d identical; %d cut)\n", round, pairs.count,
                pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
         for (long j = 0; j < (long)n * k; j++) free(cot[j]);
         for (int i = 0; plain && i < n; i++) free(plain[i]);

@@ -43,24 +43,30 @@
 // Steps (answer_check_steps). The steps are the non-empty lines (trimmed) before the final
 // answer's marker; a completion without an answer is all steps. Each is judged twice:
 //   arithmetic_ok  task_check_step: is its closing "A OP B = C" right? (1, 0, or -1: none)
-//   on_path        with a math TaskItem: is C the true running value after as many operations as
-//                  there are arithmetic steps before it, plus one? (1, 0, or -1: no arithmetic,
-//                  or no item to compare with.) Only the result is compared, so "2 * 8 = 16" for
-//                  "8 * 2 = 16" is on the path; a step past the true path's end is off it. Lines
-//                  without arithmetic are not counted, so chatter does not shift the steps.
-//   first_error    the first step with arithmetic_ok 0 or on_path 0 (-1: none). A wrong value
-//                  never rejoins the path on this task (no operation by 0 or 1), so every step
-//                  after a teacher's slip is off the path, however right its arithmetic.
-// The item of a sample is recovered by regenerating it: task_make_item(family, split, seed,
-// noise, index) depends only on those, and its start/ops/operands do not depend on the noise.
-// The choice family has no step truth here: its true order is not kept in a TaskItem.
+//   on_path        against the true steps (the built-in math task writes them in each item's
+//                  "truth" field, one "A OP B = C" a line): is the k-th arithmetic line the k-th
+//                  true step, the same operation on the same numbers with the same result (a sum
+//                  or product may swap its operands)? (1, 0, or -1: no arithmetic, or no truth.)
+//                  Lines without arithmetic are not counted, so chatter does not shift the steps;
+//                  a step past the true path's end is off it, and since each true step starts
+//                  from the last one's result, every step after a wrong one is off the path too.
+//   first_error    the first step with arithmetic_ok 0 or on_path 0 (-1: none).
+// Over the whole completion: the arithmetic lines, per operation how many compute right, and
+// true_path: the arithmetic lines are exactly the true steps. A completion whose final answer is
+// right and whose path is true is *verified*; a right answer on another path is right by luck.
+// The choice family has no step truth: its steps are orders, not arithmetic.
 // =============================================================================================
 
 #define ANSWER_MAX 64       // the longest canonical answer, its NUL included; longer is no answer
 #define ANSWER_MAX_STEPS 16 // steps judged one by one (GSM8K has at most 11); later ones are counted
 
+#define ANSWER_OPS "+-*/"  // the operations of "A OP B = C", in the order of op_right/op_total
+
 typedef struct {
     int num_steps;                       // every step line, those beyond ANSWER_MAX_STEPS included
+    int arithmetic_steps;                // the lines with "A OP B = C"
+    int op_right[4], op_total[4];        // of those, per operation (ANSWER_OPS): right, all
+    int true_path;                       // 1: the arithmetic steps are the true steps, all of them
     int arithmetic_ok[ANSWER_MAX_STEPS]; // 1 right, 0 wrong, -1 no "A OP B = C" in the line
     int on_path[ANSWER_MAX_STEPS];       // 1 on the item's true path, 0 off it, -1 unknown
     int first_error;                     // index of the first wrong step (any index), or -1
@@ -239,20 +245,23 @@ int answer_is_correct(const char *completion, const char *gold) {
     return answer_extract(completion, got, sizeof got) && answer_equal(got, gold);
 }
 
-// Judges the steps of a completion; item may be NULL (or a choice item): arithmetic only.
-void answer_check_steps(const char *completion, const TaskItem *item, StepReport *out) {
+// Is a parsed step the true one: the same operation on the same numbers with the same result
+// (a + b may be written b + a, a * b as b * a)?
+static int answer_step_is(long a, char op, long b, long c, const TaskStep *truth) {
+    if (op != truth->op || c != truth->c) return 0;
+    if (a == truth->a && b == truth->b) return 1;
+    return (op == '+' || op == '*') && a == truth->b && b == truth->a;
+}
+
+// Judges the steps of a completion against the true steps (truth NULL or num_truth 0:
+// arithmetic only).
+void answer_check_steps(const char *completion, const TaskStep *truth, int num_truth,
+                        StepReport *out) {
     memset(out, 0, sizeof *out);
     out->first_error = -1;
-    long truth[TASK_MAX_OPS]; // the true running value after each operation
-    int path_len = 0;
-    if (item && item->family == TASK_MATH)
-        for (long v = item->start; path_len < item->num_ops; path_len++)
-            truth[path_len] = v = task_apply(item->ops[path_len], v, item->operands[path_len]);
-
     char *text = answer_cut(completion), got[ANSWER_MAX];
     long at = answer_find(text, got);
     size_t end = at >= 0 ? (size_t)at : strlen(text), pos = 0;
-    int arithmetic_steps = 0; // steps with "A OP B = C" seen so far
     while (pos < end) {
         const char *line = text + pos, *nl = memchr(line, '\n', end - pos);
         size_t len = nl ? (size_t)(nl - line) : end - pos;
@@ -261,22 +270,28 @@ void answer_check_steps(const char *completion, const TaskItem *item, StepReport
         while (len && json_is_space(line[len - 1])) len--;
         if (len == 0) continue;
         int j = out->num_steps++, ok = task_check_step(line, len), on = -1;
-        if (ok >= 0 && path_len > 0) {
+        if (ok >= 0) {
             long a, b, c;
             char op;
             task_parse_step(line, len, &a, &op, &b, &c);
-            on = arithmetic_steps < path_len && c == truth[arithmetic_steps];
+            if (num_truth > 0)
+                on = out->arithmetic_steps < num_truth &&
+                     answer_step_is(a, op, b, c, &truth[out->arithmetic_steps]);
+            int o = (int)(strchr(ANSWER_OPS, op) - ANSWER_OPS);
+            out->op_right[o] += ok;
+            out->op_total[o]++;
+            out->arithmetic_steps++;
         }
-        if (ok >= 0) arithmetic_steps++;
         if (j < ANSWER_MAX_STEPS) {
             out->arithmetic_ok[j] = ok;
             out->on_path[j] = on;
         }
         if (out->first_error < 0 && (ok == 0 || on == 0)) out->first_error = j;
     }
+    // every true step taken, in order, and nothing else: the path is the true one
+    out->true_path = num_truth > 0 && out->first_error < 0 && out->arithmetic_steps == num_truth;
     free(text);
 }
-
 
 // The majority answer among k completions (no-answer samples do not vote; a tie goes to the
 // answer seen first). Returns 0 when no sample has an answer.
@@ -294,6 +309,121 @@ static int majority_answer(char *const *completions, int k, char *out, size_t ca
     free(answers);
     free(found);
     return best >= 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnosis: what a set of completions says about the student, beyond greedy accuracy. Per item,
+// its greedy completion and optionally K samples; accumulated over the items:
+//   greedy      greedy accuracy;
+//   verified    greedy right *and* on the true path (every step the true one: answer_check_steps)
+//               — only items with true steps can be verified; right - verified is right by luck;
+//   pass@k, maj@k   for k = 1, 2, 4, ... below K and K itself: any of the first k samples right;
+//               the majority answer of the first k samples right (majority_answer);
+//   arithmetic  of the "A OP B = C" lines in the student's own samples (the greedy completions
+//               when K = 0), how many compute right, per operation;
+//   samples     how many samples are right, and right on the true path.
+#define DIAGNOSIS_MAX_LEVELS 24
+
+typedef struct {
+    long n, with_truth;              // items; items with true steps
+    long greedy, verified;           // greedy completions right; right on the true path
+    long greedy_with_truth;          // greedy right among the items with true steps
+    int k, num_levels;               // samples per item; the k of pass@k and maj@k
+    int levels[DIAGNOSIS_MAX_LEVELS];
+    long pass[DIAGNOSIS_MAX_LEVELS], majority[DIAGNOSIS_MAX_LEVELS];
+    long op_right[4], op_total[4];   // arithmetic lines of the samples, per ANSWER_OPS
+    long sample_right, sample_verified, samples;
+} Diagnosis;
+
+static void diagnosis_init(Diagnosis *d, int k) {
+    memset(d, 0, sizeof *d);
+    d->k = k;
+    for (int level = 1; level < k && d->num_levels < DIAGNOSIS_MAX_LEVELS - 1; level *= 2)
+        d->levels[d->num_levels++] = level;
+    if (k > 0) d->levels[d->num_levels++] = k;
+}
+
+// One item's verdict, for eval's per-item output.
+typedef struct { int found, correct, verified, majority_correct, pass; char predicted[ANSWER_MAX],
+                 majority[ANSWER_MAX]; } ItemVerdict;
+
+// Adds one item: its gold answer, its true steps (num_truth 0: none), its greedy completion
+// (NULL: none, then the greedy figures stay 0) and its k samples (samples NULL when k = 0); v,
+// when not NULL, gets the item's verdict.
+static void diagnosis_add(Diagnosis *d, const char *gold, const TaskStep *truth, int num_truth,
+                          const char *greedy, char *const *samples, ItemVerdict *v) {
+    ItemVerdict unused;
+    if (!v) v = &unused;
+    memset(v, 0, sizeof *v);
+    StepReport steps;
+    d->n++;
+    d->with_truth += num_truth > 0;
+    if (greedy) {
+        v->found = answer_extract(greedy, v->predicted, sizeof v->predicted);
+        v->correct = v->found && answer_equal(v->predicted, gold);
+        answer_check_steps(greedy, truth, num_truth, &steps);
+        v->verified = v->correct && steps.true_path;
+        d->greedy += v->correct;
+        d->greedy_with_truth += num_truth > 0 && v->correct;
+        d->verified += v->verified;
+    }
+    for (int l = 0; l < d->num_levels; l++) {
+        int any = 0;
+        for (int j = 0; j < d->levels[l]; j++) any |= answer_is_correct(samples[j], gold);
+        char majority[ANSWER_MAX];
+        int voted = majority_answer(samples, d->levels[l], majority, sizeof majority);
+        d->pass[l] += any;
+        d->majority[l] += voted && answer_equal(majority, gold);
+        if (d->levels[l] == d->k) {
+            v->pass = any;
+            v->majority_correct = voted && answer_equal(majority, gold);
+            if (voted) snprintf(v->majority, sizeof v->majority, "%s", majority);
+        }
+    }
+    int own = d->k > 0 ? d->k : 1; // the student's own samples: the greedy one when k = 0
+    for (int j = 0; j < own; j++) {
+        const char *text = d->k > 0 ? samples[j] : greedy;
+        if (d->k > 0) answer_check_steps(text, truth, num_truth, &steps);
+        int right = answer_is_correct(text, gold);
+        d->samples++;
+        d->sample_right += right;
+        d->sample_verified += right && steps.true_path;
+        for (int o = 0; o < 4; o++) {
+            d->op_right[o] += steps.op_right[o];
+            d->op_total[o] += steps.op_total[o];
+        }
+    }
+}
+
+// The share a/b in percent, or -1 when b is 0 (printed as "n/a", stored as null).
+static double diagnosis_percent(long a, long b) { return b > 0 ? 100.0 * a / b : -1; }
+
+// Right by luck: of the right greedy answers on items with true steps, the share off the true path.
+static double diagnosis_luck(const Diagnosis *d) {
+    return diagnosis_percent(d->greedy_with_truth - d->verified, d->greedy_with_truth);
+}
+
+// The diagnosis as one JSON object.
+static void diagnosis_write_json(FILE *f, const Diagnosis *d) {
+    double values[3] = {diagnosis_percent(d->greedy, d->n),
+                        diagnosis_percent(d->verified, d->with_truth), diagnosis_luck(d)};
+    const char *names[3] = {"greedy", "verified", "right_by_luck"};
+    fprintf(f, "{\"items\": %ld, \"samples_per_item\": %d", d->n, d->k);
+    for (int i = 0; i < 3; i++) {
+        if (values[i] < 0) fprintf(f, ", \"%s\": null", names[i]);
+        else fprintf(f, ", \"%s\": %.2f", names[i], values[i]);
+    }
+    for (int l = 0; l < d->num_levels; l++)
+        fprintf(f, ", \"pass@%d\": %.2f, \"maj@%d\": %.2f", d->levels[l],
+                diagnosis_percent(d->pass[l], d->n), d->levels[l], diagnosis_percent(d->majority[l], d->n));
+    fputs(", \"arithmetic\": {", f);
+    for (int o = 0, first = 1; o < 4; o++) {
+        if (!d->op_total[o]) continue;
+        fprintf(f, "%s\"%c\": {\"right\": %ld, \"steps\": %ld}", first ? "" : ", ", ANSWER_OPS[o],
+                d->op_right[o], d->op_total[o]);
+        first = 0;
+    }
+    fputs("}}", f);
 }
 
 #endif // SIRT_LIB_ANSWER_H

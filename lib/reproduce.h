@@ -60,7 +60,7 @@ static void write_rendered_text(const char *out, const char *data) {
     SafeFile sf;
     safe_open(&sf, out);
     for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN; kind++) {
-        TemplateOptions template = {(TemplateKind)kind, 0};
+        TemplateOptions template = {(TemplateKind)kind, 0, 0};
         Example *items;
         int n;
         examples_load(data, &template, &items, &n);
@@ -85,6 +85,8 @@ typedef struct {
     const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
     int n_valid, n_test;  // items per family: valid; each test split
     const char *max_new;  // generation budget for sampling and evaluation
+    int diagnose_k;       // samples per valid item for the diagnosis (pass@k, maj@k, ...)
+    const char *plain_share; // phase 1: the share of demonstrations with the plain template
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
@@ -92,7 +94,7 @@ static const ReproSettings REPRO_DEFAULTS = {
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
-    .max_new = "160"};
+    .max_new = "160", .diagnose_k = 16, .plain_share = "0.25"};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
@@ -172,9 +174,10 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     return n;
 }
 
-// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column].
+// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column]
+// and, for every student row, diagnoses[row * REPRO_FAMILIES + family] (on valid).
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
-                           int n_rows, Score *scores) {
+                           int n_rows, Score *scores, Diagnosis *diagnoses) {
     char path[1200], seedtxt[32], ntxt[32];
     char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
@@ -226,7 +229,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
             run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", demos,
                         "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
-                        rs->sft_lr, "--warmup", "20", "--seed", seedtxt, "--log", log, "--out", out, NULL);
+                        rs->sft_lr, "--warmup", "20", "--plain-share", rs->plain_share, "--seed", seedtxt,
+                        "--log", log, "--out", out, NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
         } else {
             printf("== 4. phase 2: self-refinement (%s, rpo-alpha %s) of %s (%.0fs)\n", row->pairs,
@@ -248,20 +252,63 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
     Tokenizer *tok = load_tokenizer(tokfile);
     GenerateSettings g = GENERATE_DEFAULTS;
     g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
+    for (int r = 0; r < n_rows; r++) // the diagnosis of every student, on valid
+        for (int f = 0; f < repro_num_families(rs) && model_paths[r][0]; f++) {
+            snprintf(path, sizeof path, "%s/%s_valid.jsonl", dir, repro_family(rs, f));
+            printf("diagnosis of %s on %s (%d samples per item)\n", rows[r].label, path, rs->diagnose_k);
+            Score s = score_file(model_paths[r], tok, path, &g, rs->diagnose_k, &diagnoses[r * REPRO_FAMILIES + f]);
+            free(s.hit);
+        }
     for (int r = 0; r < n_rows; r++)
         for (int c = 0; c < repro_columns(rs); c++) {
             snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
                      REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
-            scores[r * repro_columns(rs) + c] = score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g);
+            scores[r * repro_columns(rs) + c] =
+                score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL);
         }
     tok_free(tok);
     printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
 }
 
+// The diagnoses on valid, a line per student row and family, as the mean over seeds.
+static void repro_print_diagnoses(const ReproSettings *rs, const ReproRow *rows, int n_rows,
+                                  const Diagnosis *diagnoses) {
+    printf("\nDiagnosis on valid (%d items per family, greedy and %d samples at temperature 0.8; "
+           "mean over %d seed%s):\n", rs->n_valid, rs->diagnose_k, rs->seeds, rs->seeds > 1 ? "s" : "");
+    printf("%-34s %-7s %7s %9s %8s %7s %8s %10s\n", "row", "family", "greedy", "verified", "by luck",
+           "maj@K", "pass@K", "arithmetic");
+    for (int r = 0; r < n_rows; r++)
+        for (int f = 0; f < repro_num_families(rs) && rows[r].demos_percent; f++) {
+            double sum[6] = {0};
+            int counted[6] = {0};
+            for (int s = 0; s < rs->seeds; s++) {
+                const Diagnosis *d = &diagnoses[((size_t)s * n_rows + r) * REPRO_FAMILIES + f];
+                long right = 0, all = 0;
+                for (int o = 0; o < 4; o++) right += d->op_right[o], all += d->op_total[o];
+                double v[6] = {diagnosis_percent(d->greedy, d->n), diagnosis_percent(d->verified, d->with_truth),
+                               diagnosis_luck(d), diagnosis_percent(d->majority[d->num_levels - 1], d->n),
+                               diagnosis_percent(d->pass[d->num_levels - 1], d->n), diagnosis_percent(right, all)};
+                for (int i = 0; i < 6; i++)
+                    if (v[i] >= 0) sum[i] += v[i], counted[i]++;
+            }
+            printf("%-34s %-7s", rows[r].label, repro_family(rs, f));
+            for (int i = 0; i < 6; i++) {
+                int width = i == 1 ? 9 : i == 2 ? 8 : i == 5 ? 10 : i == 4 ? 8 : 7;
+                if (counted[i]) printf(" %*.1f", width, sum[i] / counted[i]);
+                else printf(" %*s", width, "n/a");
+            }
+            printf("\n");
+        }
+    printf("(verified: right with every step the true one; by luck: the share of right greedy answers "
+           "that are not verified; arithmetic: the samples' \"A OP B = C\" lines computed right; K = %d)\n",
+           rs->diagnose_k);
+}
+
 // The report (lib/report.h): the table's rows, its columns (each family's test splits) and the
-// scores, printed, written into DIR/results.json with the run's settings, and drawn in results.svg.
+// scores, printed, written into DIR/results.json with the run's settings and the diagnoses, and
+// drawn in results.svg.
 static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
-                         const Score *scores) {
+                         const Score *scores, const Diagnosis *diagnoses) {
     ReportRow report_rows[REPRO_MAX_ROWS];
     ReportColumn columns[REPRO_COLUMNS];
     for (int r = 0; r < n_rows; r++) report_rows[r] = (ReportRow){rows[r].label, rows[r].key, rows[r].baseline};
@@ -272,6 +319,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     report_print_mean_sd(&table);
     Gain *gains = report_gains(&table); // each refined row over its SFT row
     report_print_gains(&table, gains, "gain over SFT (points)");
+    repro_print_diagnoses(rs, rows, n_rows, diagnoses);
 
     char path[1200];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -281,6 +329,17 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
                      "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n",
             rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha);
+    fputs("\"diagnoses_on_valid\": [", sf.file);
+    for (int s = 0, first = 1; s < rs->seeds; s++)
+        for (int r = 0; r < n_rows; r++)
+            for (int f = 0; f < repro_num_families(rs) && rows[r].demos_percent; f++) {
+                fprintf(sf.file, "%s\n  {\"seed\": %ld, \"row\": \"%s\", \"family\": \"%s\", \"diagnosis\": ",
+                        first ? "" : ",", rs->seed + s, rows[r].key, repro_family(rs, f));
+                diagnosis_write_json(sf.file, &diagnoses[((size_t)s * n_rows + r) * REPRO_FAMILIES + f]);
+                fputs("}", sf.file);
+                first = 0;
+            }
+    fputs("],\n", sf.file);
     report_json_finish(&table, gains, sf.file);
     safe_commit(&sf);
     snprintf(path, sizeof path, "%s/results.svg", dir);
@@ -344,7 +403,7 @@ int cmd_reproduce(int argc, char **argv) {
         if (!name_given) rs.name = "quick";
         if (!config_given) rs.config = "2,2,32,256,1024";
         rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
-        rs.samples = "2", rs.max_new = "100";
+        rs.samples = "2", rs.max_new = "100", rs.diagnose_k = 4;
     }
     char dir[1024], seed_dir[1100];
     snprintf(dir, sizeof dir, "runs/%s", rs.name);
@@ -353,16 +412,19 @@ int cmd_reproduce(int argc, char **argv) {
     int n_rows = repro_rows(&rs, rows);
     size_t per_seed = (size_t)n_rows * repro_columns(&rs); // scores are [seed][row][column]
     Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
+    Diagnosis *diagnoses = xcalloc((size_t)rs.seeds * n_rows * REPRO_FAMILIES, sizeof(Diagnosis));
     double start = now_seconds();
     for (int s = 0; s < rs.seeds; s++) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
-        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, scores + s * per_seed);
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, scores + s * per_seed,
+                       diagnoses + (size_t)s * n_rows * REPRO_FAMILIES);
     }
-    repro_report(&rs, dir, rows, n_rows, scores);
+    repro_report(&rs, dir, rows, n_rows, scores, diagnoses);
     printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
     for (size_t i = 0; i < rs.seeds * per_seed; i++) free(scores[i].hit);
     free(scores);
+    free(diagnoses);
     return 0;
 }
 

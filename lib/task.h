@@ -11,47 +11,58 @@
 // download and so that the truth of every step is known. Two families, as the paper has math
 // and commonsense:
 //
-//   math    GSM8K-like word problems. A start value (2..20) and a chain of 2-4 operations
-//           (+ and - with operands 2..20, * and exact / with operands 2..9). Every intermediate
-//           result stays in 1..999: no negative or zero values, no remainders. 30 templates
-//           (scenarios; 24 in-domain, 6 held out) phrase each operation their own way, with
-//           40 in-domain and 12 held-out names; the oracle teacher writes one
-//           step per line, "Tom buys 5 more marbles: 3 + 5 = 8.", and ends with "#### 8".
-//           The arithmetic always closes a line as "A OP B = C." so task_check_step can tell
-//           whether any step line (the teacher's or a student's) computes right.
-//   choice  CSQA/OBQA-like multiple choice: 3-5 people and a shuffled chain of comparison facts
+//   math    GSM8K-like word problems about people and their things. 2-3 people start with
+//           2..12 things each; then events, one a sentence: a person gains things, loses them,
+//           or gives some to another (2..9 at a time; every count stays in 0..20, so each step's
+//           arithmetic is a small sum or difference that a small student can learn exactly).
+//           The question asks how many one of them has at the end. 2-4 events involve that
+//           person, 1-2 do not (distractors): the difficulty is in the composition — whose count
+//           moves, which way, and carrying it from step to step — not in the arithmetic.
+//           The oracle teacher writes the asked person's start, then one line per event that
+//           involves them, in its own words and ending in the arithmetic ("Ann gives 3 apples to
+//           Tom: 5 + 3 = 8."), then "#### 8". The arithmetic always closes a line as
+//           "A OP B = C." so task_check_step can judge any step line (the teacher's or a
+//           student's), and each item also records its true steps (TaskItem.truth; the JSONL's
+//           "truth"), against which a student's steps are judged one by one (lib/answer.h).
+//           16 kinds of things, 40 names, 3 in-domain phrasings of each kind of event.
+//   choice  CSQA/OBQA-like multiple choice: 3-4 people and a shuffled chain of comparison facts
 //           ("Bob is shorter than Ann."), the question asks for the first, last, second or
-//           second-to-last in the order, and the options A) .. E) name the people. The teacher
+//           second-to-last in the order, and the options A) .. D) name the people. The teacher
 //           walks the chain from the top, one fact per line ("..., so from tallest to shortest:
-//           Ann, Bob."), then names the letter: "#### B". 6 in-domain relations (taller,
-//           older, ...), 3 held out.
+//           Ann, Bob."), then names the letter: "#### B". 6 relations (taller, older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
 // same arguments give the same bytes.
-//   train, valid, test  the in-domain templates and names; 2-4 operations (3-5 people).
-//   test-ood            held-out templates and held-out names that no other split ever uses.
-//   test-long           in-domain templates and names, one step more than any training item:
-//                       5 operations (6 people, of whom 5 are options).
+//   train, valid, test  the in-domain phrasings; math: 2-4 steps, choice: 3-4 people.
+//   test-ood            held-out phrasings, made of words the training text uses: math events
+//                       such as "Ann buys 3 apples from Tom." (in training, "buys" only adds
+//                       things) and the question "How many apples does Ann end with?"; choice
+//                       facts in the form "Ann: taller than Bob." (the colon is the teacher's,
+//                       "so from tallest to shortest: Ann, Bob."). Same names.
+//   test-long           in-domain phrasings, more steps than any training item: math 5-6 steps,
+//                       choice 5 people.
 // No question text appears in two splits, by construction. train, valid and test share one
 // generator, so a fixed hash of the question text (no seed in it) names the one of them that
 // owns it (buckets of 32: 28 train, 2 valid, 2 test) and a split keeps only the questions it
 // owns, drawing again otherwise; this holds across any seeds and sizes. test-ood and test-long
-// cannot meet any other split: every test-ood question names a held-out person that no other
-// split's text contains, and only test-long questions have 5 operations (6 people). Each test
-// split can hold millions of distinct questions.
+// cannot meet any other split: every test-ood question has a held-out phrasing that no other
+// split's text contains, and only test-long questions have 5-6 steps (5 people). Each split can
+// hold millions of distinct questions.
 //
 // Teacher noise (--noise P, default 0): with probability P (an independent stream, so the
 // question does not change with P) the teacher makes one wrong step. Math: one result is off
-// by a small amount (chosen so that later divisions stay exact) and the wrong value carries
-// through the later, correctly computed steps to a wrong final answer. Choice: one step puts
+// by 1-3 (never below 0 later on) and the wrong value carries through the later, correctly
+// computed steps to a wrong final answer. Choice: one step puts
 // the new person on the wrong side of the other, the order carries the swap, and the letter
 // named at the end is wrong (in the rare item where no slip would change the letter, the
-// teacher stays right, so the noisy fraction is a little under P: 0.29 for 0.3). The item
+// teacher stays right, so the noisy fraction is a little under P). The item
 // records noisy, wrong_step, and the true answer (gold).
 //
-// JSONL: {"question": ..., "answer": ..., "gold": ..., "noisy": ..., "template": ...}; the first
-// two are GSM8K's; gold is the true answer (it differs from the answer's "####" when noisy).
+// JSONL: {"question": ..., "answer": ..., "gold": ..., "truth": ..., "noisy": ..., "template":
+// ...}; the first two are GSM8K's; gold is the true answer (it differs from the answer's "####"
+// when noisy); truth (math only) the true steps, one "A OP B = C" a line; template the things
+// (math) or the relation (choice).
 // =============================================================================================
 
 typedef enum { TASK_MATH, TASK_CHOICE } TaskFamily;
@@ -63,10 +74,27 @@ static const char *const task_split_names[TASK_NUM_SPLITS] = {"train", "valid", 
                                                               "test-ood", "test-long"};
 static const char *const task_family_names[2] = {"math", "choice"};
 
-#define TASK_MAX_OPS 5      // test-long; the other splits use 2-4
-#define TASK_MAX_PEOPLE 6   // test-long; the other splits use 3-5
+#define TASK_MAX_STEPS 6            // test-long's steps (math: 5-6 events of the asked person)
+#define TASK_MATH_MIN_RELEVANT 2    // the events that involve the asked person: the answer's steps
+#define TASK_MATH_MAX_RELEVANT 4    //   (test-long: TASK_MATH_MAX_RELEVANT + 1 .. TASK_MAX_STEPS)
+#define TASK_MATH_MIN_DISTRACTORS 1 // the events that do not
+#define TASK_MATH_MAX_DISTRACTORS 2
+#define TASK_MATH_MAX_EVENTS (TASK_MAX_STEPS + TASK_MATH_MAX_DISTRACTORS)
+#define TASK_MATH_MAX_PEOPLE 3      // 2-3 people in every split
+#define TASK_MATH_MIN_START 2       // each person's count at the start
+#define TASK_MATH_MAX_START 12
+#define TASK_MATH_MAX_VALUE 20      // every count stays in 0..20
+#define TASK_MATH_MIN_AMOUNT 2      // an event moves 2..9 things ("1 apples" would read badly)
+#define TASK_MATH_MAX_AMOUNT 9
+#define TASK_MAX_PEOPLE 5           // choice: test-long; the other splits use 3-4
 #define TASK_MAX_OPTIONS 5
 #define TASK_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+typedef enum { TASK_EVENT_GAIN, TASK_EVENT_LOSS, TASK_EVENT_GIVE } TaskEventKind;
+// x gains or loses `amount`, or gives it to y; phrase: its index in task_phrasings[kind]
+typedef struct { int kind, x, y, amount, phrase; } TaskEvent;
+// One step of arithmetic, "a op b = c".
+typedef struct { long a, b, c; char op; } TaskStep;
 
 typedef struct {
     char *question;     // the problem, one line
@@ -75,21 +103,22 @@ typedef struct {
     int num_steps;      // lines before "####"
     int noisy;          // 1 when the teacher made one wrong step (then the final is wrong)
     int wrong_step;     // its line index (0-based), or -1
-    int template_id;    // math: task_math_templates; choice: task_relations (ids < *_IN: in-domain)
-    int name_id;        // the protagonist (math) or the first person of the order (choice)
+    int template_id;    // math: the things (task_objects); choice: the relation (task_relations)
+    int name_id;        // the asked person (math) or the first person of the order (choice)
     TaskFamily family;
     TaskSplit split;
-    // math only: the problem as an expression, value = start, then value = value ops[k] operands[k]
-    int start, num_ops;
-    char ops[TASK_MAX_OPS];
-    int operands[TASK_MAX_OPS];
+    // math only: the people (name ids) and their counts at the start, the events in order, and
+    // the true steps: truth[k] is the asked person's arithmetic at event step_event[k]
+    int num_people, asked, num_events, num_truth;
+    int people[TASK_MATH_MAX_PEOPLE], counts[TASK_MATH_MAX_PEOPLE];
+    TaskEvent events[TASK_MATH_MAX_EVENTS];
+    TaskStep truth[TASK_MAX_STEPS];
+    int step_event[TASK_MAX_STEPS];
 } TaskItem;
 
-// --- Tables: names, math templates, comparison relations. The first *_IN entries are in-domain
-// (train, valid, test, test-long); the rest are held out for test-ood.
+// --- Tables: names, things, phrasings, comparison relations.
 
 typedef struct { const char *name; int female; } TaskName;
-#define TASK_NAMES_IN 40
 static const TaskName task_names[] = {
     {"Tom", 0},  {"Ann", 1},  {"Ben", 0},  {"Lucy", 1}, {"Sam", 0},  {"Mia", 1},  {"Jack", 0},
     {"Emma", 1}, {"Leo", 0},  {"Zoe", 1},  {"Max", 0},  {"Lily", 1}, {"Omar", 0}, {"Nina", 1},
@@ -97,121 +126,39 @@ static const TaskName task_names[] = {
     {"Beth", 1}, {"Dev", 0},  {"Kate", 1}, {"Finn", 0}, {"Jade", 1}, {"Luis", 0}, {"Tara", 1},
     {"Noah", 0}, {"Ella", 1}, {"Kai", 0},  {"Iris", 1}, {"Owen", 0}, {"Ruth", 1}, {"Paul", 0},
     {"Vera", 1}, {"Eric", 0}, {"Dora", 1}, {"Adam", 0}, {"Gina", 1},
-    // held out
-    {"Yusuf", 0}, {"Ingrid", 1}, {"Quentin", 0}, {"Freya", 1}, {"Bjorn", 0}, {"Priya", 1},
-    {"Tobias", 0}, {"Greta", 1}, {"Wendell", 0}, {"Xena", 1}, {"Ezra", 0}, {"Olga", 1},
 };
 
-// A scenario. {N} the name, {H} his/her, {a} the start value, {b} the operand. The operation
-// phrases are verb phrases: the question says "He buys 5 more marbles.", the step says
-// "Tom buys 5 more marbles: 3 + 5 = 8."
-typedef struct { const char *start, *add, *sub, *mul, *div, *ask; } TaskMathTemplate;
-#define TASK_MATH_IN 24
-static const TaskMathTemplate task_math_templates[] = {
-    {"{N} has {a} marbles.", "buys {b} more marbles", "loses {b} marbles",
-     "trades them for {b} times as many marbles",
-     "splits the marbles into {b} equal bags and keeps one bag", "How many marbles does {N} have now?"},
-    {"{N} picks {a} apples.", "picks {b} more apples", "eats {b} of the apples",
-     "ends up with {b} times as many apples",
-     "shares the apples equally among {b} baskets and keeps one basket",
-     "How many apples does {N} have at the end?"},
-    {"{N} owns {a} stickers.", "gets {b} new stickers", "gives {b} stickers to a friend",
-     "collects until {H} album holds {b} times as many stickers",
-     "sorts the stickers into {b} equal stacks and keeps one stack", "How many stickers does {N} own now?"},
-    {"{N} bakes {a} cookies.", "bakes {b} more cookies", "sells {b} cookies",
-     "bakes until there are {b} times as many cookies",
-     "packs the cookies into {b} equal boxes and keeps one box", "How many cookies does {N} keep?"},
-    {"{N} saves {a} coins.", "saves {b} more coins", "spends {b} coins",
-     "sees {H} savings grow to {b} times as many coins",
-     "puts the coins into {b} equal jars and keeps one jar", "How many coins does {N} have left?"},
-    {"{N} has {a} pencils in a case.", "adds {b} pencils to the case", "lends {b} pencils to classmates",
-     "refills the case with {b} times as many pencils",
-     "divides the pencils equally among {b} cases and keeps one case",
-     "How many pencils are in {N}'s case now?"},
-    {"{N} collects {a} trading cards.", "wins {b} more cards", "trades away {b} cards",
-     "grows the collection to {b} times as many cards",
-     "deals the cards into {b} equal hands and keeps one hand", "How many cards does {N} have now?"},
-    {"{N} gathers {a} eggs.", "finds {b} more eggs", "breaks {b} eggs",
-     "gathers until there are {b} times as many eggs",
-     "puts the eggs into {b} equal cartons and keeps one carton", "How many eggs does {N} have?"},
-    {"{N} grows {a} flowers.", "plants {b} more flowers", "picks {b} flowers for a vase",
-     "sees the garden grow to {b} times as many flowers",
-     "divides the flowers into {b} equal beds and keeps one bed",
-     "How many flowers does {N} have in the end?"},
-    {"{N} finds {a} shells on the beach.", "finds {b} more shells", "drops {b} shells",
-     "ends the day with {b} times as many shells",
-     "splits the shells into {b} equal buckets and keeps one bucket",
-     "How many shells does {N} take home?"},
-    {"{N} has {a} stamps.", "buys {b} more stamps", "uses {b} stamps on letters",
-     "gets {b} times as many stamps as before",
-     "sorts the stamps into {b} equal albums and keeps one album", "How many stamps does {N} have now?"},
-    {"{N} gets {a} candies.", "gets {b} more candies", "eats {b} candies",
-     "swaps them for {b} times as many candies",
-     "splits the candies into {b} equal bags and keeps one bag", "How many candies does {N} have left?"},
-    {"{N} owns {a} toy cars.", "gets {b} more toy cars for {H} birthday", "gives {b} toy cars to a cousin",
-     "grows the fleet to {b} times as many cars",
-     "parks the cars in {b} equal rows and keeps one row", "How many toy cars does {N} have?"},
-    {"{N} has {a} books on a shelf.", "puts {b} more books on the shelf", "takes {b} books off the shelf",
-     "fills the shelf with {b} times as many books",
-     "spreads the books evenly over {b} shelves and keeps one shelf",
-     "How many books does {N} have on the shelf?"},
-    {"{N} catches {a} fish.", "catches {b} more fish", "lets {b} fish go",
-     "keeps fishing until {H} catch is {b} times as many fish",
-     "shares the fish equally among {b} coolers and keeps one cooler", "How many fish does {N} have now?"},
-    {"{N} has {a} beads.", "buys {b} more beads", "loses {b} beads",
-     "ends up with {b} times as many beads",
-     "threads the beads onto {b} equal strings and keeps one string", "How many beads does {N} have now?"},
-    {"{N} blows up {a} balloons.", "blows up {b} more balloons", "pops {b} balloons",
-     "ends up with {b} times as many balloons",
-     "ties the balloons into {b} equal bunches and keeps one bunch", "How many balloons does {N} have?"},
-    {"{N} has {a} crayons.", "finds {b} more crayons", "breaks {b} crayons and throws them away",
-     "gets {b} times as many crayons as before",
-     "sorts the crayons into {b} equal boxes and keeps one box", "How many crayons does {N} have now?"},
-    {"{N} scores {a} points in a game.", "scores {b} more points", "loses {b} points",
-     "has {H} score multiplied by {b} in a bonus round",
-     "has {H} score divided by {b} as a penalty", "What is {N}'s score at the end?"},
-    {"{N} has {a} dollars.", "earns {b} more dollars", "spends {b} dollars",
-     "invests and ends up with {b} times as many dollars",
-     "splits the dollars equally among {b} envelopes and keeps one envelope",
-     "How many dollars does {N} have now?"},
-    {"{N} makes {a} cupcakes.", "makes {b} more cupcakes", "gives {b} cupcakes to the neighbours",
-     "makes enough to have {b} times as many cupcakes",
-     "puts the cupcakes on {b} equal trays and keeps one tray", "How many cupcakes does {N} have left?"},
-    {"{N} has {a} seeds.", "buys a packet of {b} more seeds", "plants {b} seeds",
-     "harvests {b} times as many seeds as {H} had",
-     "divides the seeds into {b} equal pots and keeps one pot", "How many seeds does {N} have now?"},
-    {"{N} takes {a} photos.", "takes {b} more photos", "deletes {b} photos",
-     "copies them until there are {b} times as many photos",
-     "sorts the photos into {b} equal albums and keeps one album", "How many photos does {N} have now?"},
-    {"{N} stacks {a} blocks.", "adds {b} more blocks", "removes {b} blocks",
-     "builds until there are {b} times as many blocks",
-     "splits the blocks into {b} equal towers and keeps one tower", "How many blocks does {N} have?"},
-    // held out
-    {"{N} keeps {a} sheep on a farm.", "buys {b} more sheep", "sells {b} sheep at the market",
-     "breeds the flock up to {b} times as many sheep",
-     "divides the flock into {b} equal fields and keeps one field", "How many sheep does {N} keep now?"},
-    {"{N} holds {a} raffle tickets.", "wins {b} extra tickets", "hands in {b} tickets",
-     "trades up to {b} times as many tickets",
-     "splits the tickets into {b} equal rolls and keeps one roll", "How many tickets does {N} hold?"},
-    {"{N} orders {a} bricks for a wall.", "orders {b} more bricks", "returns {b} cracked bricks",
-     "reorders until there are {b} times as many bricks",
-     "spreads the bricks evenly over {b} pallets and keeps one pallet",
-     "How many bricks does {N} have for the wall?"},
-    {"{N} receives {a} emails in the morning.", "receives {b} more emails", "deletes {b} emails",
-     "sees the inbox grow to {b} times as many emails",
-     "files the emails into {b} equal folders and keeps one folder in the inbox",
-     "How many emails are in {N}'s inbox?"},
-    {"{N} folds {a} paper stars.", "folds {b} more stars", "gives {b} stars to {H} teacher",
-     "multiplies the pile to {b} times as many stars",
-     "hangs the stars on {b} equal strings and keeps one string", "How many paper stars does {N} have?"},
-    {"{N} fills {a} jars of jam.", "fills {b} more jars", "gives away {b} jars",
-     "stocks up to {b} times as many jars",
-     "splits the jars into {b} equal crates and keeps one crate", "How many jars of jam does {N} have?"},
+static const char *const task_objects[] = {
+    "apples", "marbles", "stickers", "coins", "cards", "pencils", "eggs", "books",
+    "candies", "shells", "stamps", "beads", "balloons", "crayons", "cookies", "flowers",
 };
+
+// The phrasings of each kind of event: {X} gains, loses or gives, {Y} receives, {b} the amount,
+// {o} the things. The first `in_domain` of each list are used by train, valid, test and
+// test-long; the rest only by test-ood. A held-out phrasing is a new sentence made of words the
+// in-domain phrasings and the teacher's answers use ("buys ... from" moves things between two
+// people where "buys ... more" adds them), so test-ood measures reading, not unseen tokens.
+static const char *const task_gain_phrases[] = {
+    "{X} finds {b} more {o}.", "{X} buys {b} more {o}.", "{X} gets {b} more {o}.",
+    "{X} takes {b} more {o}."};
+static const char *const task_loss_phrases[] = {
+    "{X} loses {b} {o}.", "{X} uses up {b} {o}.", "{X} gives away {b} {o}.",
+    "{X} gives {b} {o} away."};
+static const char *const task_give_phrases[] = {
+    "{X} gives {b} {o} to {Y}.", "{Y} takes {b} {o} from {X}.", "{X} hands {b} {o} to {Y}.",
+    "{X} gives {Y} {b} {o}.", "{Y} gets {b} {o} from {X}.", "{Y} buys {b} {o} from {X}."};
+typedef struct { const char *const *phrases; int count, in_domain; } TaskPhrasing;
+static const TaskPhrasing task_phrasings[3] = { // indexed by TaskEventKind
+    {task_gain_phrases, TASK_COUNT(task_gain_phrases), 3},
+    {task_loss_phrases, TASK_COUNT(task_loss_phrases), 3},
+    {task_give_phrases, TASK_COUNT(task_give_phrases), 3}};
+#define TASK_QUESTIONS_IN 2
+static const char *const task_questions[] = {
+    "How many {o} does {X} have now?", "How many {o} does {X} have at the end?",
+    "How many {o} does {X} end with?"}; // held out: "end" and "with" are in the others and the answers
 
 // A comparison: "X is <more> than Y", "Y is <less> than X"; "Who is the <most>?".
 typedef struct { const char *more, *less, *most, *least, *scene; } TaskRelation;
-#define TASK_RELATIONS_IN 6
 static const TaskRelation task_relations[] = {
     {"taller", "shorter", "tallest", "shortest", "compare their heights"},
     {"older", "younger", "oldest", "youngest", "compare their ages"},
@@ -219,14 +166,9 @@ static const TaskRelation task_relations[] = {
     {"heavier", "lighter", "heaviest", "lightest", "step on a scale"},
     {"stronger", "weaker", "strongest", "weakest", "test their strength"},
     {"richer", "poorer", "richest", "poorest", "compare their savings"},
-    // held out
-    {"louder", "quieter", "loudest", "quietest", "sing in a choir"},
-    {"happier", "sadder", "happiest", "saddest", "talk about their week"},
-    {"luckier", "unluckier", "luckiest", "unluckiest", "play a board game"},
 };
 
-static const char *const task_connectors[] = {"Then", "After that,", "Next,", "Later,"};
-static const char *const task_counts[] = {"", "", "", "Three", "Four", "Five", "Six"};
+static const char *const task_counts[] = {"", "", "", "Three", "Four", "Five"};
 
 // --- Small helpers: a growing string, random picks, hashes.
 
@@ -257,24 +199,6 @@ static void task_putf(TaskText *t, const char *fmt, ...) {
     va_end(args);
     if (n < 0 || n >= (int)sizeof buf) die("task: formatted text too long");
     task_put(t, buf, (size_t)n);
-}
-
-// Expands a template's placeholders: {N} name, {H} his/her, {a} start value, {b} operand.
-static void task_expand(TaskText *t, const char *tmpl, const TaskName *who, int a, int b) {
-    for (const char *p = tmpl; *p; p++) {
-        if (p[0] == '{' && p[1] && p[2] == '}') {
-            switch (p[1]) {
-            case 'N': task_puts(t, who->name); break;
-            case 'H': task_puts(t, who->female ? "her" : "his"); break;
-            case 'a': task_putf(t, "%d", a); break;
-            case 'b': task_putf(t, "%d", b); break;
-            default: die("task: bad placeholder in '%s'", tmpl);
-            }
-            p += 2;
-        } else {
-            task_put(t, p, 1);
-        }
-    }
 }
 
 static int task_below(Rng *rng, int n) { return (int)(rng_u32(rng) % (uint32_t)n); }
@@ -312,81 +236,140 @@ static long task_apply(char op, long a, long b) {
     }
 }
 
-static const char *task_op_phrase(const TaskMathTemplate *t, char op) {
-    return op == '+' ? t->add : op == '-' ? t->sub : op == '*' ? t->mul : t->div;
+// Expands a phrase: {X} the person who gains, loses or gives, {Y} who receives, {b} the
+// amount, {o} the things.
+static void task_expand(TaskText *t, const char *phrase, const char *x, const char *y, int b,
+                        const char *things) {
+    for (const char *p = phrase; *p; p++) {
+        if (p[0] == '{' && p[1] && p[2] == '}') {
+            switch (p[1]) {
+            case 'X': task_puts(t, x); break;
+            case 'Y': task_puts(t, y); break;
+            case 'b': task_putf(t, "%d", b); break;
+            case 'o': task_puts(t, things); break;
+            default: die("task: bad placeholder in '%s'", phrase);
+            }
+            p += 2;
+        } else {
+            task_put(t, p, 1);
+        }
+    }
 }
 
-// Draws the problem (template, name, start, operations) and writes the question.
+// The largest amount event kind `kind` can move, from x (to y), keeping every count in
+// 0..TASK_MATH_MAX_VALUE; 0 when it cannot move TASK_MATH_MIN_AMOUNT.
+static int task_event_room(const int *counts, int kind, int x, int y) {
+    int room = kind == TASK_EVENT_GAIN ? TASK_MATH_MAX_VALUE - counts[x] : counts[x];
+    if (kind == TASK_EVENT_GIVE && TASK_MATH_MAX_VALUE - counts[y] < room)
+        room = TASK_MATH_MAX_VALUE - counts[y];
+    if (room < TASK_MATH_MIN_AMOUNT) return 0;
+    return room < TASK_MATH_MAX_AMOUNT ? room : TASK_MATH_MAX_AMOUNT;
+}
+
+// Draws the problem and writes the question: the people and their counts, then the events in
+// order, then the question about one person. `relevant` events involve the asked person (they
+// are the steps of the answer), the others are distractors.
 static void task_math_question(Rng *rng, TaskSplit split, TaskItem *it, TaskText *q) {
     int ood = split == TASK_SPLIT_TEST_OOD;
-    int num_templates = TASK_COUNT(task_math_templates) - TASK_MATH_IN;
-    it->template_id = ood ? TASK_MATH_IN + task_below(rng, num_templates) : task_below(rng, TASK_MATH_IN);
-    it->name_id = ood ? TASK_NAMES_IN + task_below(rng, TASK_COUNT(task_names) - TASK_NAMES_IN)
-                      : task_below(rng, TASK_NAMES_IN);
-    it->num_ops = split == TASK_SPLIT_TEST_LONG ? 5 : 2 + task_below(rng, 3);
-    it->start = 2 + task_below(rng, 19);
-    int v = it->start;
-    for (int k = 0; k < it->num_ops; k++) {
-        // the operations that keep the value in 1..999 and exact, then a valid operand for one
-        char feasible[4];
-        int nf = 0, divisors[8], nd = 0;
-        for (int d = 2; d <= 9; d++)
-            if (v % d == 0) divisors[nd++] = d;
-        if (v <= 997) feasible[nf++] = '+';
-        if (v >= 3) feasible[nf++] = '-';
-        if (v <= 499) feasible[nf++] = '*';
-        if (nd > 0) feasible[nf++] = '/';
-        char op = feasible[task_below(rng, nf)];
-        int cap = op == '+' || op == '-' ? 20 : 9;
-        int hi = op == '+' ? 999 - v : op == '-' ? v - 1 : 999 / v; // the largest operand allowed
-        if (hi > cap) hi = cap;
-        int b = op == '/' ? divisors[task_below(rng, nd)] : 2 + task_below(rng, hi - 1);
-        it->ops[k] = op;
-        it->operands[k] = b;
-        v = (int)task_apply(op, v, b);
+    it->template_id = task_below(rng, TASK_COUNT(task_objects));
+    it->num_people = 2 + task_below(rng, TASK_MATH_MAX_PEOPLE - 1);
+    int pool[TASK_COUNT(task_names)];
+    for (int i = 0; i < TASK_COUNT(task_names); i++) pool[i] = i;
+    rng_shuffle(rng, pool, TASK_COUNT(task_names));
+    int counts[TASK_MATH_MAX_PEOPLE];
+    for (int p = 0; p < it->num_people; p++) {
+        it->people[p] = pool[p];
+        counts[p] = it->counts[p] = TASK_MATH_MIN_START + task_below(rng, TASK_MATH_MAX_START - TASK_MATH_MIN_START + 1);
     }
-    const TaskMathTemplate *t = &task_math_templates[it->template_id];
-    const TaskName *who = &task_names[it->name_id];
-    const char *pronoun = who->female ? "she" : "he";
-    task_expand(q, t->start, who, it->start, 0);
-    for (int k = 0; k < it->num_ops; k++) {
-        if (k == 0) task_putf(q, " %s ", who->female ? "She" : "He");
-        else task_putf(q, " %s %s ", task_connectors[task_below(rng, TASK_COUNT(task_connectors))], pronoun);
-        task_expand(q, task_op_phrase(t, it->ops[k]), who, 0, it->operands[k]);
-        task_puts(q, ".");
+    int asked = it->asked = task_below(rng, it->num_people);
+    it->name_id = it->people[asked];
+    int relevant = split == TASK_SPLIT_TEST_LONG
+                       ? TASK_MATH_MAX_RELEVANT + 1 + task_below(rng, TASK_MAX_STEPS - TASK_MATH_MAX_RELEVANT)
+                       : TASK_MATH_MIN_RELEVANT + task_below(rng, TASK_MATH_MAX_RELEVANT - TASK_MATH_MIN_RELEVANT + 1);
+    int distractors = TASK_MATH_MIN_DISTRACTORS +
+                      task_below(rng, TASK_MATH_MAX_DISTRACTORS - TASK_MATH_MIN_DISTRACTORS + 1);
+    it->num_events = relevant + distractors;
+    int is_relevant[TASK_MATH_MAX_EVENTS];
+    for (int e = 0; e < it->num_events; e++) is_relevant[e] = e < relevant;
+    rng_shuffle(rng, is_relevant, it->num_events);
+    it->num_truth = 0;
+    for (int e = 0; e < it->num_events; e++) {
+        TaskEvent *ev = &it->events[e];
+        int other = (asked + 1 + task_below(rng, it->num_people - 1)) % it->num_people, third = -1;
+        if (it->num_people > 2)
+            while (third < 0 || third == other || third == asked) third = task_below(rng, it->num_people);
+        // the possible events, then one of them: a relevant event moves the asked person's
+        // count (gain, loss, giving to or receiving from another person), a distractor another's
+        TaskEvent options[4];
+        int n = 0;
+        int who = is_relevant[e] ? asked : other;
+        for (int kind = TASK_EVENT_GAIN; kind <= TASK_EVENT_LOSS; kind++)
+            if (task_event_room(counts, kind, who, -1)) options[n++] = (TaskEvent){kind, who, -1, 0, 0};
+        if (is_relevant[e]) {
+            if (task_event_room(counts, TASK_EVENT_GIVE, asked, other))
+                options[n++] = (TaskEvent){TASK_EVENT_GIVE, asked, other, 0, 0};
+            if (task_event_room(counts, TASK_EVENT_GIVE, other, asked))
+                options[n++] = (TaskEvent){TASK_EVENT_GIVE, other, asked, 0, 0};
+        } else if (third >= 0 && task_event_room(counts, TASK_EVENT_GIVE, other, third)) {
+            options[n++] = (TaskEvent){TASK_EVENT_GIVE, other, third, 0, 0};
+        }
+        *ev = options[task_below(rng, n)]; // n >= 1: a count in 0..20 can grow or shrink by 2
+        ev->amount = TASK_MATH_MIN_AMOUNT +
+                     task_below(rng, task_event_room(counts, ev->kind, ev->x, ev->y) - TASK_MATH_MIN_AMOUNT + 1);
+        const TaskPhrasing *ph = &task_phrasings[ev->kind];
+        ev->phrase = ood ? ph->in_domain + task_below(rng, ph->count - ph->in_domain)
+                         : task_below(rng, ph->in_domain);
+        int before = counts[asked];
+        counts[ev->x] += ev->kind == TASK_EVENT_GAIN ? ev->amount : -ev->amount;
+        if (ev->kind == TASK_EVENT_GIVE) counts[ev->y] += ev->amount;
+        if (is_relevant[e]) {
+            TaskStep *s = &it->truth[it->num_truth];
+            it->step_event[it->num_truth++] = e;
+            *s = (TaskStep){before, ev->amount, counts[asked], counts[asked] > before ? '+' : '-'};
+        }
+    }
+    const char *things = task_objects[it->template_id];
+    for (int p = 0; p < it->num_people; p++)
+        task_putf(q, "%s%s has %d %s.", p ? " " : "", task_names[it->people[p]].name, it->counts[p], things);
+    for (int e = 0; e < it->num_events; e++) {
+        const TaskEvent *ev = &it->events[e];
+        task_puts(q, " ");
+        task_expand(q, task_phrasings[ev->kind].phrases[ev->phrase], task_names[it->people[ev->x]].name,
+                    ev->y >= 0 ? task_names[it->people[ev->y]].name : "", ev->amount, things);
     }
     task_puts(q, " ");
-    task_expand(q, t->ask, who, it->start, 0);
-    snprintf(it->gold, sizeof it->gold, "%d", v);
+    int ask = ood ? TASK_QUESTIONS_IN + task_below(rng, TASK_COUNT(task_questions) - TASK_QUESTIONS_IN)
+                  : task_below(rng, TASK_QUESTIONS_IN);
+    task_expand(q, task_questions[ask], task_names[it->name_id].name, "", 0, things);
+    snprintf(it->gold, sizeof it->gold, "%d", counts[asked]);
 }
 
-// Replays the problem with `delta` added to the result of step j: is every later division still
-// exact and every value still non-negative?
-static int task_math_delta_ok(const TaskItem *it, int j, long delta) {
-    long v = it->start;
-    for (int k = 0; k < it->num_ops; k++) {
-        if (it->ops[k] == '/' && v % it->operands[k] != 0) return 0;
-        v = task_apply(it->ops[k], v, it->operands[k]) + (k == j ? delta : 0);
-        if (v < 0) return 0;
-    }
-    return 1;
-}
-
-// The teacher's demonstration; step wrong_step (or none, -1) is off by delta.
+// The teacher's demonstration: the asked person's start, then one line per event that involves
+// them, in the teacher's own words, ending in its arithmetic. Step wrong_step (an index into the
+// truth, or -1 for none) is off by delta, and the wrong value carries through the later steps.
 static void task_math_answer(const TaskItem *it, int wrong_step, long delta, TaskText *a) {
-    const TaskMathTemplate *t = &task_math_templates[it->template_id];
-    const TaskName *who = &task_names[it->name_id];
-    long left = it->start;
-    for (int k = 0; k < it->num_ops; k++) {
-        long right = it->operands[k];
-        long result = task_apply(it->ops[k], left, right) + (k == wrong_step ? delta : 0);
-        task_puts(a, who->name);
-        task_puts(a, " ");
-        task_expand(a, task_op_phrase(t, it->ops[k]), who, 0, it->operands[k]);
-        task_putf(a, ": %ld %c %ld = %ld.\n", left, it->ops[k], right, result);
-        left = result;
+    const char *things = task_objects[it->template_id];
+    long value = it->counts[it->asked];
+    task_putf(a, "%s starts with %ld %s.\n", task_names[it->name_id].name, value, things);
+    for (int k = 0; k < it->num_truth; k++) {
+        const TaskEvent *ev = &it->events[it->step_event[k]];
+        const TaskStep *s = &it->truth[k];
+        const char *x = task_names[it->people[ev->x]].name;
+        if (ev->kind == TASK_EVENT_GAIN) task_putf(a, "%s gets %d more %s", x, ev->amount, things);
+        else if (ev->kind == TASK_EVENT_LOSS) task_putf(a, "%s loses %d %s", x, ev->amount, things);
+        else task_putf(a, "%s gives %d %s to %s", x, ev->amount, things, task_names[it->people[ev->y]].name);
+        long result = task_apply(s->op, value, s->b) + (k == wrong_step ? delta : 0);
+        task_putf(a, ": %ld %c %ld = %ld.\n", value, s->op, s->b, result);
+        value = result;
     }
-    task_putf(a, "#### %ld", left);
+    task_putf(a, "#### %ld", value);
+}
+
+// The true steps as text, one "A OP B = C" a line: the "truth" field of the JSONL.
+static void task_truth_text(const TaskItem *it, TaskText *t) {
+    for (int k = 0; k < it->num_truth; k++)
+        task_putf(t, "%s%ld %c %ld = %ld", k ? "\n" : "", it->truth[k].a, it->truth[k].op,
+                  it->truth[k].b, it->truth[k].c);
 }
 
 // --- Multiple choice.
@@ -404,14 +387,11 @@ typedef struct {
 static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskChoice *c,
                                  TaskText *q) {
     int ood = split == TASK_SPLIT_TEST_OOD;
-    int num_relations = TASK_COUNT(task_relations) - TASK_RELATIONS_IN;
-    it->template_id = ood ? TASK_RELATIONS_IN + task_below(rng, num_relations)
-                          : task_below(rng, TASK_RELATIONS_IN);
-    c->n = split == TASK_SPLIT_TEST_LONG ? 6 : 3 + task_below(rng, 3);
-    int pool[TASK_COUNT(task_names)], pool_n = 0; // the split's names, shuffled; take the first n
-    for (int i = ood ? TASK_NAMES_IN : 0; i < (ood ? TASK_COUNT(task_names) : TASK_NAMES_IN); i++)
-        pool[pool_n++] = i;
-    rng_shuffle(rng, pool, pool_n);
+    it->template_id = task_below(rng, TASK_COUNT(task_relations));
+    c->n = split == TASK_SPLIT_TEST_LONG ? TASK_MAX_PEOPLE : 3 + task_below(rng, TASK_MAX_PEOPLE - 3);
+    int pool[TASK_COUNT(task_names)]; // every name, shuffled; take the first n
+    for (int i = 0; i < TASK_COUNT(task_names); i++) pool[i] = i;
+    rng_shuffle(rng, pool, TASK_COUNT(task_names));
     memcpy(c->order, pool, (size_t)c->n * sizeof(int));
     it->name_id = c->order[0];
     int facts[TASK_MAX_PEOPLE - 1];
@@ -438,8 +418,12 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     for (int f = 0; f < c->n - 1; f++) {
         int k = facts[f];
         const char *hi = task_names[c->order[k]].name, *lo = task_names[c->order[k + 1]].name;
-        if (c->stated_less[k]) task_putf(q, " %s is %s than %s.", lo, r->less, hi);
-        else task_putf(q, " %s is %s than %s.", hi, r->more, lo);
+        const char *word = c->stated_less[k] ? r->less : r->more;
+        const char *subject = c->stated_less[k] ? lo : hi, *object = c->stated_less[k] ? hi : lo;
+        if (ood) // a held-out form made of the training text's words and signs: "Ann: taller than Bob."
+            task_putf(q, " %s: %s than %s.", subject, word, object);
+        else
+            task_putf(q, " %s is %s than %s.", subject, word, object);
     }
     task_putf(q, " Who is the %s%s?", query >= 2 ? "second " : "", query % 2 ? r->least : r->most);
     for (int o = 0; o < c->num_options; o++)
@@ -514,18 +498,21 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
     int noisy = noise > 0 && rng_uniform(&noise_rng) < noise;
     if (family == TASK_MATH) {
         long delta = 0;
-        if (noisy) { // a small error at a random step, among those that keep later steps exact
-            it->wrong_step = task_below(&noise_rng, it->num_ops);
-            long small[20];
+        int wrong = -1;
+        if (noisy) { // a small error at a random step: the asked person's count is off by 1-3
+            wrong = task_below(&noise_rng, it->num_truth);
+            long lowest = it->truth[wrong].c; // the smallest count it carries to
+            for (int k = wrong + 1; k < it->num_truth; k++)
+                if (it->truth[k].c < lowest) lowest = it->truth[k].c;
+            long small[6];
             int ns = 0;
-            for (long d = -10; d <= 10; d++)
-                if (d != 0 && task_math_delta_ok(it, it->wrong_step, d)) small[ns++] = d;
-            if (ns > 0) delta = small[task_below(&noise_rng, ns)];
-            else
-                for (delta = 11; !task_math_delta_ok(it, it->wrong_step, delta); delta++) {}
+            for (long d = -3; d <= 3; d++)
+                if (d != 0 && lowest + d >= 0) small[ns++] = d;
+            delta = small[task_below(&noise_rng, ns)];
+            it->wrong_step = wrong + 1; // the answer's line 0 is the start
         }
-        task_math_answer(it, it->wrong_step, delta, &a);
-        it->num_steps = it->num_ops;
+        task_math_answer(it, wrong, delta, &a);
+        it->num_steps = it->num_truth + 1;
     } else {
         if (noisy) { // the first step, in a random order, whose slip changes the letter named
             int steps[TASK_MAX_PEOPLE - 1], list[TASK_MAX_PEOPLE];
@@ -609,6 +596,21 @@ int task_check_step(const char *line, size_t len) {
     return task_apply(op, a, b) == c;
 }
 
+// Reads the true steps of a "truth" field, one "A OP B = C" a line, into out[0..max). Returns
+// how many, or -1 when a line is not such a step or there are more than max.
+int task_parse_truth(const char *text, TaskStep *out, int max) {
+    int n = 0;
+    for (const char *line = text; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (n == max || !task_parse_step(line, len, &out[n].a, &out[n].op, &out[n].b, &out[n].c))
+            return -1;
+        n++;
+        line += len + (nl != NULL);
+    }
+    return n;
+}
+
 // The final answer of a demonstration or completion: the text after its last "####", trimmed.
 // Returns 1 and copies it to out (truncated to cap-1 bytes), or 0 when there is no "####".
 int task_final_answer(const char *answer, char *out, size_t cap) {
@@ -634,6 +636,13 @@ void task_write_json(FILE *f, const TaskItem *it) {
     json_write_string(f, it->answer, strlen(it->answer));
     fputs(", \"gold\": ", f);
     json_write_string(f, it->gold, strlen(it->gold));
+    if (it->family == TASK_MATH) { // the true steps, for judging a student's (lib/answer.h)
+        TaskText truth = {0};
+        task_truth_text(it, &truth);
+        fputs(", \"truth\": ", f);
+        json_write_string(f, truth.data, truth.len);
+        free(truth.data);
+    }
     fprintf(f, ", \"noisy\": %s, \"template\": %d}\n", it->noisy ? "true" : "false",
             it->template_id);
 }

@@ -14,7 +14,8 @@
 //   {"question": Q, "answer": A}    ->  a reasoning item in GSM8K's form, rendered as below;
 //                                       an optional string "gold" is its true final answer,
 //                                       scored against in place of the `#### N` of a teacher
-//                                       that may be wrong (the completion still ends with N).
+//                                       that may be wrong (the completion still ends with N);
+//                                       an optional string "truth" holds its true steps.
 // Other fields (such as "options") are ignored. `./sirt data` writes the third form (lib/task.h).
 //
 // The prompt template (SIPF's format), with one instruction slot:
@@ -43,10 +44,15 @@
 // =============================================================================================
 
 typedef enum { TEMPLATE_COT, TEMPLATE_PLAIN, TEMPLATE_NONE } TemplateKind;
-typedef struct { TemplateKind kind; int strip_calculator_notes; } TemplateOptions;
+// plain_share: the share of question/answer items rendered with the plain template whatever
+// `kind` says (phase 1 teaches both forms); an item is one of them when a fixed hash of its
+// question text says so, so the choice does not depend on the file's order or on a seed.
+typedef struct { TemplateKind kind; int strip_calculator_notes; float plain_share; } TemplateOptions;
 // gold: the final answer ("1080", "-3", "B"); from the item's "gold" field when it has one, else
 // from the answer's "#### N" line; NULL for prompt/completion and text items.
-typedef struct { char *prompt; char *completion; char *gold; } Example;
+// truth: the true steps of the built-in task's items ("A OP B = C" lines; lib/task.h), NULL
+// when the line has no "truth" field.
+typedef struct { char *prompt; char *completion; char *gold; char *truth; } Example;
 
 static const char *template_instruction(TemplateKind kind) {
     return kind == TEMPLATE_COT ? "Let's think step by step to answer the following question."
@@ -164,7 +170,8 @@ static void example_free(Example *ex) {
     free(ex->prompt);
     free(ex->completion);
     free(ex->gold);
-    ex->prompt = ex->completion = ex->gold = NULL;
+    free(ex->truth);
+    ex->prompt = ex->completion = ex->gold = ex->truth = NULL;
 }
 
 static int example_from_question(const char *question, const char *answer, const TemplateOptions *opt,
@@ -174,9 +181,13 @@ static int example_from_question(const char *question, const char *answer, const
     int rc = gsm8k_parse_answer(stripped ? stripped : answer, &steps, &final_answer, err, errlen);
     free(stripped);
     if (rc != 0) return -1;
-    out->prompt = template_prompt(opt->kind, question);
-    out->completion = template_completion(opt->kind, steps, final_answer);
+    TemplateKind kind = opt->kind;
+    if (opt->plain_share > 0 && (double)(hash_text(question) >> 11) * 0x1p-53 < opt->plain_share)
+        kind = TEMPLATE_PLAIN;
+    out->prompt = template_prompt(kind, question);
+    out->completion = template_completion(kind, steps, final_answer);
     out->gold = final_answer;
+    out->truth = NULL;
     free(steps);
     return 0;
 }
@@ -210,6 +221,8 @@ static int example_from_json(const JsonObject *obj, const TemplateOptions *opt, 
             free(out->gold);
             out->gold = normal ? normal : json_strndup(gold->text, gold->len);
         }
+        const JsonField *truth = json_get(obj, "truth");
+        if (truth && truth->type == JSON_STRING) out->truth = json_strndup(truth->text, truth->len);
         return 0;
     }
     snprintf(err, errlen, "no known fields (expected \"prompt\" and \"completion\", \"text\", or "

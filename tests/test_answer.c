@@ -120,81 +120,113 @@ static void test_equal(void) {
 
 // ---- steps ----------------------------------------------------------------------------------
 
-static TaskItem math_item(int start, const char *ops, const int *operands) {
-    TaskItem it;
-    memset(&it, 0, sizeof it);
-    it.family = TASK_MATH;
-    it.wrong_step = -1;
-    it.start = start;
-    it.num_ops = (int)strlen(ops);
-    for (int k = 0; k < it.num_ops; k++) {
-        it.ops[k] = ops[k];
-        it.operands[k] = operands[k];
-    }
-    return it;
-}
-
 static void test_steps(void) {
-    int operands[] = {5, 2, 4};
-    TaskItem it = math_item(3, "+*/", operands); // 3 + 5 = 8, 8 * 2 = 16, 16 / 4 = 4
+    // the true path: 3 + 5 = 8, 8 * 2 = 16, 16 / 4 = 4
+    const TaskStep truth[] = {{3, 5, 8, '+'}, {8, 2, 16, '*'}, {16, 4, 4, '/'}};
+    TaskStep parsed[4];
+    check(task_parse_truth("3 + 5 = 8\n8 * 2 = 16\n16 / 4 = 4", parsed, 4) == 3 &&
+              parsed[1].a == 8 && parsed[1].op == '*' && parsed[1].b == 2 && parsed[1].c == 16 && task_parse_truth("3 + 5 = 8\nhello", parsed, 4) == -1 &&
+              task_parse_truth("1 + 1 = 2\n1 + 1 = 2", parsed, 1) == -1 && task_parse_truth("", parsed, 4) == 0,
+          "task_parse_truth: 3 steps read back; a line that is not a step, or too many, is -1; empty is 0");
     StepReport r;
 
-    answer_check_steps("Tom buys 5: 3 + 5 = 8.\n8 * 2 = 16.\n\n  16 / 4 = 4.\nThe answer is 4.", &it, &r);
+    answer_check_steps("Tom buys 5: 3 + 5 = 8.\n8 * 2 = 16.\n\n  16 / 4 = 4.\nThe answer is 4.", truth, 3, &r);
     check(r.num_steps == 3 && r.first_error == -1 && r.arithmetic_ok[0] == 1 && r.arithmetic_ok[2] == 1 &&
-              r.on_path[0] == 1 && r.on_path[1] == 1 && r.on_path[2] == 1,
-          "steps: a right path (3 steps, blank line skipped, answer line excluded)");
+              r.on_path[0] == 1 && r.on_path[1] == 1 && r.on_path[2] == 1 && r.true_path && r.arithmetic_steps == 3,
+          "steps: a right path (3 steps, blank line skipped, answer line excluded): true_path");
 
-    answer_check_steps("3 + 5 = 8.\n2 x 8 = 16.\n16 / 4 = 4.\nThe answer is 4.", &it, &r);
-    check(r.first_error == -1 && r.on_path[1] == 1, "steps: a reordered operation with the true result is on the path");
+    answer_check_steps("5 + 3 = 8.\n2 x 8 = 16.\n16 / 4 = 4.\nThe answer is 4.", truth, 3, &r);
+    check(r.first_error == -1 && r.on_path[0] == 1 && r.on_path[1] == 1 && r.true_path,
+          "steps: a sum or product with its operands swapped is the true step");
 
-    answer_check_steps("3 + 5 = 9.\n9 * 2 = 18.\n18 / 4 = 4.\nThe answer is 4.", &it, &r);
+    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.\n4 * 4 = 16.\n16 / 4 = 4.\nThe answer is 4.", truth, 3, &r);
+    check(r.first_error == 2 && r.on_path[2] == 0 && !r.true_path,
+          "steps: a right equation that is not the true step is off the path");
+
+    answer_check_steps("3 + 5 = 9.\n9 * 2 = 18.\n18 / 4 = 4.\nThe answer is 4.", truth, 3, &r);
     check(r.first_error == 0 && r.arithmetic_ok[0] == 0 && r.on_path[0] == 0 && r.arithmetic_ok[1] == 1 &&
-              r.on_path[1] == 0 && r.arithmetic_ok[2] == 0,
+              r.on_path[1] == 0 && r.arithmetic_ok[2] == 0 && !r.true_path,
           "steps: a slip at step 0 carries: later steps right in arithmetic but off the path");
 
-    answer_check_steps("3 + 5 = 8.\n8 + 2 = 10.\n10 / 4 = 2.\nThe answer is 2.", &it, &r);
+    answer_check_steps("3 + 5 = 8.\n8 + 2 = 10.\n10 / 4 = 2.\nThe answer is 2.", truth, 3, &r);
     check(r.first_error == 1 && r.arithmetic_ok[1] == 1 && r.on_path[1] == 0,
           "steps: right arithmetic, wrong operation: off the path (first_error 1)");
 
     answer_check_steps("Let me think.\n3 + 5 = 8.\nSo far so good.\n8 * 2 = 16.\n16 / 4 = 4. The answer is 4.",
-                       &it, &r);
+                       truth, 3, &r);
     check(r.num_steps == 5 && r.first_error == -1 && r.arithmetic_ok[0] == -1 && r.on_path[0] == -1 &&
-              r.on_path[1] == 1 && r.on_path[3] == 1 && r.on_path[4] == 1,
+              r.on_path[1] == 1 && r.on_path[3] == 1 && r.on_path[4] == 1 && r.true_path,
           "steps: chatter lines have no arithmetic and do not shift the path; text before the marker is a step");
 
-    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.\n16 / 4 = 4.\n4 + 0 = 4.\nThe answer is 4.", &it, &r);
-    check(r.first_error == 3 && r.on_path[3] == 0, "steps: a step past the path's end is off it");
+    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.\n16 / 4 = 4.\n4 + 0 = 4.\nThe answer is 4.", truth, 3, &r);
+    check(r.first_error == 3 && r.on_path[3] == 0 && !r.true_path, "steps: a step past the path's end is off it");
 
-    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.", &it, &r);
+    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.\nThe answer is 4.", truth, 3, &r);
+    check(r.first_error == -1 && !r.true_path, "steps: a path that stops short is not the true path");
+
+    answer_check_steps("3 + 5 = 8.\n8 * 2 = 16.", truth, 3, &r);
     check(r.num_steps == 2 && r.first_error == -1, "steps: no answer: every line is a step");
 
-    answer_check_steps("3 + 5 = 9.\n9 * 2 = 18.\nThe answer is 18.", NULL, &r);
-    check(r.first_error == 0 && r.on_path[0] == -1 && r.on_path[1] == -1 && r.arithmetic_ok[1] == 1,
-          "steps: without an item, arithmetic only");
+    answer_check_steps("3 + 5 = 9.\n9 * 2 = 18.\n18 - 4 = 14.\n14 / 2 = 7.\nThe answer is 7.", NULL, 0, &r);
+    check(r.first_error == 0 && r.on_path[0] == -1 && r.on_path[1] == -1 && r.arithmetic_ok[1] == 1 && !r.true_path &&
+              r.op_total[0] == 1 && r.op_right[0] == 0 && r.op_total[1] == 1 && r.op_right[1] == 1 &&
+              r.op_total[2] == 1 && r.op_right[2] == 1 && r.op_total[3] == 1 && r.op_right[3] == 1,
+          "steps: without true steps, arithmetic only, counted per operation (+ 0/1, - 1/1, * 1/1, / 1/1)");
 
-    // refine's count of correct samples that are right for the right reason
-    char late_error[512] = "";
-    for (int j = 0; j < ANSWER_MAX_STEPS + 2; j++) strcat(late_error, "2 + 2 = 4.\n");
-    strcat(late_error, "4 + 4 = 9.\nThe answer is 9.");
-    check(arithmetic_steps_right("Tom buys 5: 3 + 5 = 8.\n8 * 2 = 16.\nThe answer is 16.") == 1 &&
-              arithmetic_steps_right("14 / 2 = 3.\n3 * 7 = 21.\nThe answer is 21.") == 0 &&
-              arithmetic_steps_right(late_error) == 0 &&
-              arithmetic_steps_right("Ann is taller than Bob, so from tallest to shortest: Ann, Bob.\n"
-                                     "The answer is B.") == -1,
-          "arithmetic_steps_right: all right 1, a wrong step 0 (also past step %d), no arithmetic -1",
-          ANSWER_MAX_STEPS);
-
-    answer_check_steps("3 + 5 = 8.\nThe answer is 8.<|endoftext|>1 + 1 = 3.", &it, &r);
+    answer_check_steps("3 + 5 = 8.\nThe answer is 8.<|endoftext|>1 + 1 = 3.", truth, 3, &r);
     check(r.num_steps == 1 && r.first_error == -1, "steps: nothing after end-of-text counts");
 
-    answer_check_steps("", &it, &r);
-    check(r.num_steps == 0 && r.first_error == -1, "steps: an empty completion has none");
+    answer_check_steps("", truth, 3, &r);
+    check(r.num_steps == 0 && r.first_error == -1 && !r.true_path, "steps: an empty completion has none");
 
     char many[1024] = "";
     for (int i = 0; i < 20; i++) strcat(many, i == 18 ? "1 + 1 = 3.\n" : "Hmm.\n");
     strcat(many, "The answer is 4.");
-    answer_check_steps(many, &it, &r);
+    answer_check_steps(many, truth, 3, &r);
     check(r.num_steps == 20 && r.first_error == 18, "steps: 20 steps counted (16 reported), first_error 18 beyond them");
+}
+
+// The diagnosis of a set of completions, against counts made by hand.
+static void test_diagnosis(void) {
+    const TaskStep truth[] = {{3, 5, 8, '+'}, {8, 2, 6, '-'}};
+    const char *right = "3 + 5 = 8.\n8 - 2 = 6.\nThe answer is 6.";
+    const char *lucky = "3 + 5 = 7.\n7 - 1 = 6.\nThe answer is 6.";   // right answer, wrong steps
+    const char *wrong = "3 + 5 = 8.\n8 - 3 = 5.\nThe answer is 5.";
+    const char *none = "I do not know.";
+    Diagnosis d;
+    diagnosis_init(&d, 4);
+    check(d.num_levels == 3 && d.levels[0] == 1 && d.levels[1] == 2 && d.levels[2] == 4,
+          "diagnosis: with K = 4, pass@k and maj@k at k = 1, 2, 4");
+    // item 1: greedy right; samples wrong, right, right, none -> pass@1 0, pass@2 1, maj@2 tie -> first (5): 0,
+    //         maj@4: 6 has 2 votes -> right
+    char *s1[] = {(char *)wrong, (char *)right, (char *)lucky, (char *)none};
+    // item 2: greedy lucky; samples none x4 -> nothing right, no majority
+    char *s2[] = {(char *)none, (char *)none, (char *)none, (char *)none};
+    // item 3 (no true steps): greedy wrong; samples right x4
+    char *s3[] = {(char *)right, (char *)right, (char *)right, (char *)right};
+    ItemVerdict v1, v2, v3;
+    diagnosis_add(&d, "6", truth, 2, right, s1, &v1);
+    diagnosis_add(&d, "6", truth, 2, lucky, s2, &v2);
+    diagnosis_add(&d, "6", NULL, 0, wrong, s3, &v3);
+    check(d.n == 3 && d.with_truth == 2 && d.greedy == 2 && d.verified == 1 && diagnosis_luck(&d) == 50.0,
+          "diagnosis: 3 items, 2 with true steps; greedy 2 right, 1 verified: 50%% of the right ones by luck");
+    check(d.pass[0] == 1 && d.pass[1] == 2 && d.pass[2] == 2 && d.majority[0] == 1 && d.majority[1] == 1 &&
+              d.majority[2] == 2,
+          "diagnosis: pass@1,2,4 = 1, 2, 2 and maj@1,2,4 = 1, 1, 2 (ties go to the first answer seen)");
+    check(d.samples == 12 && d.sample_right == 6 && d.sample_verified == 1,
+          "diagnosis: 12 samples, 6 right, 1 of them on the true path (item 3 has no true steps)");
+    // samples' arithmetic: wrong (+ ok, - ok), right x5 (+, -), lucky (+ wrong, - ok); "none" has none
+    check(d.op_total[0] == 7 && d.op_right[0] == 6 && d.op_total[1] == 7 && d.op_right[1] == 7,
+          "diagnosis: the samples' arithmetic per operation (+ 6/7, - 7/7)");
+    check(v1.correct && v1.verified && !v1.pass == 0 && v1.majority_correct && !v2.verified && v2.correct &&
+              !v2.pass && !v3.correct && v3.pass && !strcmp(v3.majority, "6"),
+          "diagnosis: the per-item verdicts");
+    Diagnosis none_given;
+    diagnosis_init(&none_given, 0);
+    diagnosis_add(&none_given, "6", truth, 2, lucky, NULL, NULL);
+    check(none_given.num_levels == 0 && none_given.samples == 1 && none_given.op_total[0] == 1 &&
+              none_given.op_right[0] == 0 && none_given.greedy == 1 && none_given.verified == 0,
+          "diagnosis: without samples, the greedy completion is the student's own sample");
 }
 
 // ---- GSM8K's real answer lines --------------------------------------------------------------
@@ -212,7 +244,7 @@ static void test_gsm8k_file(const char *dir, const char *name) {
         char err[256], got[ANSWER_MAX];
         Example ex;
         for (int variant = 0; variant < 3; variant++) { // cot, cot without calculator notes, plain
-            TemplateOptions opt = {variant == 2 ? TEMPLATE_PLAIN : TEMPLATE_COT, variant == 1};
+            TemplateOptions opt = {variant == 2 ? TEMPLATE_PLAIN : TEMPLATE_COT, variant == 1, 0};
             if (example_from_json(&f.objects[i], &opt, &ex, err, sizeof err) != 0) die("%s: %s", path, err);
             int ok = answer_extract(ex.completion, got, sizeof got) && answer_equal(got, ex.gold);
             if (variant == 0) {
@@ -251,7 +283,7 @@ static void test_gsm8k_file(const char *dir, const char *name) {
 
 // The teacher's completion for an item, rendered through lib/templates.h's cot template.
 static Example task_example(const TaskItem *it) {
-    TemplateOptions opt = {TEMPLATE_COT, 0};
+    TemplateOptions opt = {TEMPLATE_COT, 0, 0};
     Example ex;
     char err[256];
     if (example_from_question(it->question, it->answer, &opt, &ex, err, sizeof err) != 0) die("%s", err);
@@ -266,10 +298,11 @@ static void test_task_clean(TaskFamily family) {
         Example ex = task_example(&it);
         correct += answer_is_correct(ex.completion, it.gold);
         StepReport r;
-        answer_check_steps(ex.completion, &it, &r);
-        int ok = r.num_steps == it.num_steps && r.first_error == -1;
+        answer_check_steps(ex.completion, it.truth, it.num_truth, &r);
+        int ok = r.num_steps == it.num_steps && r.first_error == -1 && r.true_path == (family == TASK_MATH);
         for (int j = 0; j < r.num_steps && j < ANSWER_MAX_STEPS; j++) {
-            int want = family == TASK_MATH ? 1 : -1; // the choice family has no arithmetic, no path
+            // math: line 0 (the start) has no arithmetic; the choice family has none at all
+            int want = family == TASK_MATH && j > 0 ? 1 : -1;
             ok = ok && r.arithmetic_ok[j] == want && r.on_path[j] == want;
         }
         steps_ok += ok;
@@ -279,7 +312,7 @@ static void test_task_clean(TaskFamily family) {
     const char *name = task_family_names[family];
     check(correct == N_ITEMS, "%s, noise 0: %d/%d teacher completions judged correct", name, correct, N_ITEMS);
     check(steps_ok == N_ITEMS, "%s, noise 0: %d/%d with every step %s and no first_error", name, steps_ok,
-          N_ITEMS, family == TASK_MATH ? "arithmetic_ok and on_path" : "without arithmetic (-1)");
+          N_ITEMS, family == TASK_MATH ? "but the start arithmetic_ok and on_path, the true path" : "without arithmetic (-1)");
 }
 
 static void test_task_noisy(TaskFamily family) {
@@ -292,12 +325,12 @@ static void test_task_noisy(TaskFamily family) {
         agree += wrong == it.noisy;
         noisy += it.noisy;
         StepReport r;
-        answer_check_steps(ex.completion, &it, &r);
+        answer_check_steps(ex.completion, it.truth, it.num_truth, &r);
         if (family == TASK_MATH) {
             first_error_ok += r.first_error == it.wrong_step; // -1 == -1 for clean items
-            int off = 1; // every step from the slip on is off the path; all before it on it
+            int off = r.true_path == !it.noisy; // from the slip on off the path; before it on it
             for (int j = 0; j < r.num_steps; j++)
-                off = off && r.on_path[j] == (it.noisy && j >= it.wrong_step ? 0 : 1);
+                off = off && r.on_path[j] == (j == 0 ? -1 : it.noisy && j >= it.wrong_step ? 0 : 1);
             carried += off;
         }
         example_free(&ex);
@@ -314,23 +347,28 @@ static void test_task_noisy(TaskFamily family) {
     }
 }
 
-// The item of a sample, regenerated from (family, split, seed, index): the path does not depend
-// on the noise, so a noisy item judges a student's steps against the same truth.
-static void test_task_regenerate(void) {
+// The true steps do not depend on the noise, so a noisy item judges a student's steps against the
+// same truth; and they survive the JSONL: task_truth_text, then task_parse_truth.
+static void test_task_truth(void) {
     int same = 0;
     for (int i = 0; i < 200; i++) {
         TaskItem clean, noisy;
         task_make_item(TASK_MATH, TASK_SPLIT_TEST, 7, 0.0f, i, &clean);
         task_make_item(TASK_MATH, TASK_SPLIT_TEST, 7, 0.9f, i, &noisy);
         Example ex = task_example(&clean);
+        TaskText text = {0};
+        task_truth_text(&noisy, &text);
+        TaskStep back[TASK_MAX_STEPS];
+        int n = task_parse_truth(text.data, back, TASK_MAX_STEPS);
         StepReport r;
-        answer_check_steps(ex.completion, &noisy, &r);
-        same += r.first_error == -1 && !strcmp(clean.gold, noisy.gold);
+        answer_check_steps(ex.completion, back, n, &r);
+        same += r.first_error == -1 && r.true_path && n == clean.num_truth && !strcmp(clean.gold, noisy.gold);
+        free(text.data);
         example_free(&ex);
         task_item_free(&clean);
         task_item_free(&noisy);
     }
-    check(same == 200, "regenerated items: the true path does not depend on the noise (%d/200)", same);
+    check(same == 200, "true steps: written and read back, the same for a noisy item, the clean teacher on them (%d/200)", same);
 }
 
 int main(int argc, char **argv) {
@@ -338,12 +376,13 @@ int main(int argc, char **argv) {
     test_extract();
     test_equal();
     test_steps();
+    test_diagnosis();
     test_gsm8k_file(gsm8k_dir, "train.jsonl");
     test_gsm8k_file(gsm8k_dir, "test.jsonl");
     for (int f = 0; f < 2; f++) {
         test_task_clean((TaskFamily)f);
         test_task_noisy((TaskFamily)f);
     }
-    test_task_regenerate();
+    test_task_truth();
     return checks_finish();
 }

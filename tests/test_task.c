@@ -70,16 +70,27 @@ static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_ou
     int nw = words_of(copy, w, 128);
     int below[TASK_COUNT(task_names)], seen[TASK_COUNT(task_names)], n = 0, rank = -1, opt[8], no = 0;
     for (int i = 0; i < TASK_COUNT(task_names); i++) below[i] = -1, seen[i] = 0;
-    for (int i = 0; i + 4 < nw; i++)
-        if (!strcmp(w[i + 1], "is") && !strcmp(w[i + 3], "than")) {
-            int x = name_lookup(w[i]), y = name_lookup(w[i + 4]);
-            int more = !strcmp(w[i + 2], r->more), less = !strcmp(w[i + 2], r->less);
+    for (int i = 0; i + 4 < nw; i++) {
+        int x, y;
+        char word[32];
+        if (!strcmp(w[i + 1], "is") && !strcmp(w[i + 3], "than")) { // "X is taller than Y."
+            x = name_lookup(w[i]), y = name_lookup(w[i + 4]);
+            snprintf(word, sizeof word, "%s", w[i + 2]);
+        } else if (w[i][strlen(w[i]) - 1] == ':' && !strcmp(w[i + 2], "than")) { // "X: taller than Y."
+            x = name_lookup(w[i]), y = name_lookup(w[i + 3]);
+            snprintf(word, sizeof word, "%s", w[i + 1]);
+        } else {
+            continue;
+        }
+        {
+            int more = !strcmp(word, r->more), less = !strcmp(word, r->less);
             if (x < 0 || y < 0 || more == less) return 0;
             if (more) below[x] = y;
             else below[y] = x;
             n += !seen[x] + !seen[y];
             seen[x] = seen[y] = 1;
         }
+    }
     int top = -1;
     for (int i = 0; i < TASK_COUNT(task_names); i++) {
         int has_above = 0;
@@ -148,38 +159,130 @@ static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
     return wrong;
 }
 
-// Checks one math item against its own expression and its question text. Returns the number
-// of steps whose arithmetic is wrong (by task_check_step), or -1 if the item is malformed.
-static int math_item_wrong_steps(const TaskItem *it, int *first_wrong, int *chained) {
-    // the numbers of the question, in order, are the start and the operands
-    const char *p = it->question;
-    int nums[16], nn = 0;
-    while (*p) {
-        if (*p >= '0' && *p <= '9') {
-            nums[nn++] = (int)strtol(p, (char **)&p, 10);
-            if (nn == 16) return -1;
-        } else p++;
+// --- An independent solver for math questions: reads the question text alone, sentence by
+// sentence, matching each against the phrasings of lib/task.h's tables, simulates every
+// person's count, and gives the asked person's steps. The simulation here, not the generator's,
+// decides what is true.
+typedef struct {
+    int people, events, steps, asked, held_out_phrases, in_domain_phrases, range_ok;
+    long final;          // the asked person's count at the end
+    int kinds_seen[4];   // gain, loss, giving away, receiving (of the asked person)
+    TaskStep step[16];
+} MathSolution;
+
+// Does the sentence (words w[0..nw)) read as `phrase`? Fills the names and the amount.
+static int match_phrase(const char *phrase, char **w, int nw, const char *things, int *x, int *y,
+                        int *b) {
+    char copy[128], *pw[16];
+    snprintf(copy, sizeof copy, "%s", phrase);
+    int np = words_of(copy, pw, 16);
+    if (np != nw) return 0;
+    for (int i = 0; i < np; i++) {
+        size_t len = strlen(pw[i]);
+        if (len && (pw[i][len - 1] == '.' || pw[i][len - 1] == '?')) pw[i][len - 1] = '\0';
+        if (!strcmp(pw[i], "{X}")) { if ((*x = name_lookup(w[i])) < 0) return 0; }
+        else if (!strcmp(pw[i], "{Y}")) { if ((*y = name_lookup(w[i])) < 0) return 0; }
+        else if (!strcmp(pw[i], "{b}")) { char *end; *b = (int)strtol(w[i], &end, 10); if (*end) return 0; }
+        else if (!strcmp(pw[i], "{o}")) { if (strcmp(w[i], things)) return 0; }
+        else if (strcmp(pw[i], w[i])) return 0;
     }
-    if (nn != it->num_ops + 1 || nums[0] != it->start) return -1;
-    for (int k = 0; k < it->num_ops; k++)
-        if (nums[k + 1] != it->operands[k]) return -1;
+    return 1;
+}
+
+// Returns 0 and fills s, or -1 when a sentence is not understood.
+static int solve_math(const char *question, MathSolution *s) {
+    memset(s, 0, sizeof *s);
+    s->range_ok = 1;
+    s->asked = -1;
+    enum { MAX_EVENTS = 16 };
+    int ex[MAX_EVENTS], ey[MAX_EVENTS], eb[MAX_EVENTS], ekind[MAX_EVENTS];
+    int start[TASK_COUNT(task_names)], count[TASK_COUNT(task_names)], has[TASK_COUNT(task_names)] = {0};
+    char *copy = strdup(question), *sentences[32], things[32] = "";
+    int ns = 0, rc = 0;
+    for (char *p = copy; *p && ns < 32;) { // split after every '.' and '?'
+        sentences[ns++] = p;
+        char *end = p;
+        while (*end && *end != '.' && *end != '?') end++;
+        if (!*end) break;
+        *end = '\0';
+        p = end + 1;
+        while (*p == ' ') p++;
+    }
+    for (int k = 0; k < ns && rc == 0; k++) {
+        char *w[16];
+        int nw = words_of(sentences[k], w, 16), x = -1, y = -1, b = -1, matched = 0;
+        if (nw == 4 && !strcmp(w[1], "has") && (x = name_lookup(w[0])) >= 0 && !s->events) {
+            snprintf(things, sizeof things, "%s", w[3]); // "Ann has 7 apples"
+            start[x] = count[x] = atoi(w[2]);
+            has[x] = 1;
+            s->people++;
+            s->range_ok &= count[x] >= 2 && count[x] <= 12;
+            continue;
+        }
+        for (int q = 0; q < TASK_COUNT(task_questions) && !matched; q++)
+            if (match_phrase(task_questions[q], w, nw, things, &x, &y, &b)) {
+                matched = 1;
+                s->asked = x;
+                *(q < TASK_QUESTIONS_IN ? &s->in_domain_phrases : &s->held_out_phrases) += 1;
+            }
+        for (int kind = 0; kind < 3 && !matched; kind++)
+            for (int p = 0; p < task_phrasings[kind].count && !matched; p++) {
+                if (!match_phrase(task_phrasings[kind].phrases[p], w, nw, things, &x, &y, &b)) continue;
+                matched = 1;
+                *(p < task_phrasings[kind].in_domain ? &s->in_domain_phrases : &s->held_out_phrases) += 1;
+                if (s->events == MAX_EVENTS || !has[x] || (kind == TASK_EVENT_GIVE && (!has[y] || x == y))) {
+                    rc = -1;
+                    break;
+                }
+                s->range_ok &= b >= 2 && b <= 9;
+                count[x] += kind == TASK_EVENT_GAIN ? b : -b;
+                if (kind == TASK_EVENT_GIVE) count[y] += b;
+                s->range_ok &= count[x] >= 0 && count[x] <= 20 && (y < 0 || (count[y] >= 0 && count[y] <= 20));
+                ex[s->events] = x, ey[s->events] = kind == TASK_EVENT_GIVE ? y : -1;
+                eb[s->events] = b, ekind[s->events] = kind;
+                s->events++;
+            }
+        if (!matched) rc = -1;
+    }
+    free(copy);
+    if (rc != 0 || s->events == 0 || s->asked < 0 || !has[s->asked]) return -1;
+    long value = start[s->asked]; // replay the events that move the asked person's count
+    for (int e = 0; e < s->events; e++) {
+        if (ex[e] != s->asked && ey[e] != s->asked) continue;
+        int receives = ey[e] == s->asked;
+        char op = ekind[e] == TASK_EVENT_GAIN || receives ? '+' : '-';
+        s->kinds_seen[ekind[e] == TASK_EVENT_GIVE ? 2 + receives : ekind[e]]++;
+        if (s->steps == 16) return -1;
+        s->step[s->steps++] = (TaskStep){value, eb[e], op == '+' ? value + eb[e] : value - eb[e], op};
+        value = s->step[s->steps - 1].c;
+    }
+    s->final = value;
+    return 0;
+}
+
+// Checks a math item's demonstration against a solution: line 0 the asked person's start, then
+// one line per step whose arithmetic parses; counts the lines whose arithmetic is wrong (by
+// task_check_step), sets *first_wrong (the line) and *chained (each line starts from the last
+// line's result, the operation and amount are the solution's, the final is the last result).
+// Returns -1 when the demonstration's shape is wrong.
+static int math_item_wrong_steps(const TaskItem *it, const MathSolution *sol, int *first_wrong,
+                                 int *chained) {
     char *copy = strdup(it->answer), *lines[16];
     int nl = split_lines(copy, lines, 16), wrong = 0;
     *first_wrong = -1;
-    *chained = nl == it->num_ops + 1;
-    long prev = it->start;
-    for (int k = 0; k < nl - 1 && k < it->num_ops; k++) {
+    *chained = nl == sol->steps + 2 && !strncmp(lines[0], task_names[sol->asked].name,
+                                                  strlen(task_names[sol->asked].name));
+    long prev = sol->step[0].a;
+    for (int k = 0; k < sol->steps && k + 1 < nl - 1; k++) {
         long a, b, c;
         char op;
-        int ok = task_check_step(lines[k], strlen(lines[k]));
-        if (!task_parse_step(lines[k], strlen(lines[k]), &a, &op, &b, &c)) ok = -1;
-        if (ok < 0) wrong = -1000;
-        else {
-            *chained &= a == prev && op == it->ops[k] && b == it->operands[k];
-            if (!ok && *first_wrong < 0) *first_wrong = k;
-            wrong += !ok;
-            prev = c;
-        }
+        const char *line = lines[k + 1];
+        if (!task_parse_step(line, strlen(line), &a, &op, &b, &c)) { wrong = -1000; break; }
+        int ok = task_check_step(line, strlen(line));
+        *chained &= a == prev && op == sol->step[k].op && b == sol->step[k].b;
+        if (!ok && *first_wrong < 0) *first_wrong = k + 1;
+        wrong += !ok;
+        prev = c;
     }
     char final[16];
     *chained &= task_final_answer(it->answer, final, sizeof final) && atol(final) == prev;
@@ -215,18 +318,12 @@ int main(void) {
               !task_final_answer("The answer is 4", fin, sizeof fin),
           "task_final_answer takes the text after the last ####");
 
-    // --- names and templates are separable by text
+    // --- names are separable by text
     int names_ok = 1;
     for (int i = 0; i < TASK_COUNT(task_names); i++)
         for (int j = 0; j < TASK_COUNT(task_names); j++)
             if (i != j && strstr(task_names[i].name, task_names[j].name)) names_ok = 0;
-    for (int i = TASK_NAMES_IN; i < TASK_COUNT(task_names); i++)
-        for (int t = 0; t < TASK_MATH_IN; t++) {
-            const TaskMathTemplate *m = &task_math_templates[t];
-            const char *parts[] = {m->start, m->add, m->sub, m->mul, m->div, m->ask};
-            for (int k = 0; k < 6; k++) names_ok &= !strstr(parts[k], task_names[i].name);
-        }
-    check(names_ok, "no name contains another; no held-out name inside an in-domain template");
+    check(names_ok, "no name contains another");
 
     // --- determinism and the prefix property, through ./sirt data
     for (int f = 0; f < 2; f++)
@@ -283,27 +380,54 @@ int main(void) {
               repeats[TASK_SPLIT_TEST_LONG], N_ITEMS);
     }
 
-    // --- out of domain: held-out names and templates
+    // --- out of domain: every word of a test-ood question occurs in the training text (questions
+    // and the teacher's answers), and the test-ood text is new: math, every sentence a held-out
+    // phrasing (checked below); choice, every fact in the inverted order, which no other split has
     for (int f = 0; f < 2; f++) {
-        int in_ids = f == TASK_MATH ? TASK_MATH_IN : TASK_RELATIONS_IN, leak = 0, ids_ok = 1, ood_ok = 1;
+        static char *vocab[1 << 16];
+        int nv = 0, unseen = 0, inverted_elsewhere = 0, inverted_ood = 1;
+        for (int i = 0; i < N_ITEMS; i++) {
+            const char *texts[2] = {items[f][TASK_SPLIT_TRAIN][i].question, items[f][TASK_SPLIT_TRAIN][i].answer};
+            for (int t = 0; t < 2; t++) {
+                char *copy = strdup(texts[t]), *w[256];
+                for (char *c = copy; *c; c++)
+                    if (strchr(".,?:\n", *c)) *c = ' ';
+                int nw = words_of(copy, w, 256);
+                for (int k = 0; k < nw && nv < (1 << 16); k++) {
+                    int known = 0;
+                    for (int v = 0; v < nv && !known; v++) known = !strcmp(vocab[v], w[k]);
+                    if (!known) vocab[nv++] = strdup(w[k]);
+                }
+                free(copy);
+            }
+        }
         for (int s = 0; s < TASK_NUM_SPLITS; s++)
             for (int i = 0; i < N_ITEMS; i++) {
-                const TaskItem *it = &items[f][s][i];
-                int ood = s == TASK_SPLIT_TEST_OOD, has_held_out = 0;
-                for (int k = TASK_NAMES_IN; k < TASK_COUNT(task_names); k++) {
-                    int found = strstr(it->question, task_names[k].name) || strstr(it->answer, task_names[k].name);
-                    has_held_out |= found;
-                    if (!ood && found) leak++;
+                const char *q = items[f][s][i].question;
+                if (f == TASK_CHOICE) {
+                    int inverted = strstr(q, ": ") != NULL; // "Ann: taller than Bob."
+                    if (s == TASK_SPLIT_TEST_OOD) inverted_ood &= inverted;
+                    else inverted_elsewhere += inverted;
                 }
-                for (int k = 0; k < TASK_NAMES_IN && ood; k++)
-                    ood_ok &= !strstr(it->question, task_names[k].name);
-                if (ood) ood_ok &= has_held_out && it->template_id >= in_ids && it->name_id >= TASK_NAMES_IN;
-                else ids_ok &= it->template_id < in_ids && it->name_id < TASK_NAMES_IN;
+                if (s != TASK_SPLIT_TEST_OOD) continue;
+                char *copy = strdup(q), *w[256];
+                for (char *c = copy; *c; c++)
+                    if (strchr(".,?:\n", *c)) *c = ' ';
+                int nw = words_of(copy, w, 256);
+                for (int k = 0; k < nw; k++) {
+                    int known = !strcmp(w[k], "A)") || !strcmp(w[k], "B)") || !strcmp(w[k], "C)") ||
+                                !strcmp(w[k], "D)") || !strcmp(w[k], "E)");
+                    for (int v = 0; v < nv && !known; v++) known = !strcmp(vocab[v], w[k]);
+                    if (!known && unseen++ < 3) printf("  unseen word '%s' in %s\n", w[k], q);
+                }
+                free(copy);
             }
-        check(leak == 0 && ids_ok, "%s: no held-out name in train/valid/test/test-long text; their templates are in-domain",
-              family_names[f]);
-        check(ood_ok, "%s: test-ood uses only held-out templates (id >= %d) and held-out names",
-              family_names[f], in_ids);
+        check(unseen == 0, "%s: every word of %d test-ood questions occurs in %d training items (%d distinct words)",
+              family_names[f], N_ITEMS, N_ITEMS, nv);
+        if (f == TASK_CHOICE)
+            check(inverted_ood && inverted_elsewhere == 0,
+                  "choice: every test-ood fact has the held-out form \"Ann: taller than Bob.\", no other split has it");
+        for (int v = 0; v < nv; v++) free(vocab[v]);
     }
 
     // --- test-long is longer than anything in train
@@ -317,41 +441,51 @@ int main(void) {
               min_long, max_train);
     }
 
-    // --- the oracle teacher, math: every step right, final answer = the expression's value
+    // --- the oracle teacher, math: the independent solver agrees with the gold answer, the true
+    // steps and every line of the demonstration; the ranges and the split's phrasings hold
     {
-        int bad = 0, used[TASK_COUNT(task_math_templates)] = {0}, ops_seen[4] = {0}, range_ok = 1;
+        int bad = 0, used[TASK_COUNT(task_objects)] = {0}, kinds[4] = {0}, range_ok = 1, phrasing_ok = 1,
+            shape_ok = 1;
         for (int s = 0; s < TASK_NUM_SPLITS; s++)
             for (int i = 0; i < N_ITEMS; i++) {
                 const TaskItem *it = &items[TASK_MATH][s][i];
-                long v = it->start;
-                range_ok &= v >= 2 && v <= 20;
-                for (int k = 0; k < it->num_ops; k++) {
-                    char op = it->ops[k];
-                    long b = it->operands[k];
-                    if (op == '/') range_ok &= v % b == 0;
-                    v = op == '+' ? v + b : op == '-' ? v - b : op == '*' ? v * b : v / b;
-                    range_ok &= v >= 1 && v <= 999 && (op == '+' || op == '-' ? b >= 2 && b <= 20 : b >= 2 && b <= 9);
-                    ops_seen[op == '+' ? 0 : op == '-' ? 1 : op == '*' ? 2 : 3]++;
-                }
+                MathSolution sol;
                 char gold[16], final[16];
-                snprintf(gold, sizeof gold, "%ld", v);
-                int first, chained, wrong = math_item_wrong_steps(it, &first, &chained);
-                if (wrong != 0 || !chained || strcmp(gold, it->gold) || it->noisy ||
+                int solved = solve_math(it->question, &sol) == 0, first = -1, chained = 0, wrong = -1;
+                int truth_ok = solved && sol.steps == it->num_truth;
+                for (int k = 0; truth_ok && k < sol.steps; k++)
+                    truth_ok = it->truth[k].a == sol.step[k].a && it->truth[k].op == sol.step[k].op &&
+                               it->truth[k].b == sol.step[k].b && it->truth[k].c == sol.step[k].c;
+                if (solved) {
+                    snprintf(gold, sizeof gold, "%ld", sol.final);
+                    wrong = math_item_wrong_steps(it, &sol, &first, &chained);
+                }
+                if (!solved || !truth_ok || wrong != 0 || !chained || strcmp(gold, it->gold) || it->noisy ||
                     !task_final_answer(it->answer, final, sizeof final) || strcmp(final, gold)) {
                     if (bad++ < 3) printf("  bad: %s\n  %s\n", it->question, it->answer);
+                    continue;
                 }
+                range_ok &= sol.range_ok && sol.people >= 2 && sol.people <= 3;
+                int ood = s == TASK_SPLIT_TEST_OOD, lng = s == TASK_SPLIT_TEST_LONG;
+                phrasing_ok &= ood ? sol.in_domain_phrases == 0 : sol.held_out_phrases == 0;
+                int distractors = sol.events - sol.steps;
+                shape_ok &= distractors >= 1 && distractors <= 2 &&
+                            (lng ? sol.steps >= 5 && sol.steps <= 6 : sol.steps >= 2 && sol.steps <= 4);
+                for (int k = 0; k < 4; k++) kinds[k] += sol.kinds_seen[k];
                 if (s == TASK_SPLIT_TRAIN) used[it->template_id]++;
             }
-        check(bad == 0, "math, noise 0: %d items: question numbers = the expression, every step "
-              "right by task_check_step and chained, final = recomputed gold (%d bad)",
+        check(bad == 0, "math, noise 0: %d items: an independent solver of the question text gives the gold "
+              "answer and the true steps; every line of the demonstration is its step, right and chained (%d bad)",
               TASK_NUM_SPLITS * N_ITEMS, bad);
-        check(range_ok, "math: start 2..20, +/- operands 2..20, * and / operands 2..9, every value in 1..999, divisions exact");
-        check(ops_seen[0] && ops_seen[1] && ops_seen[2] && ops_seen[3],
-              "math: all four operations occur (+ %d, - %d, * %d, / %d)", ops_seen[0], ops_seen[1],
-              ops_seen[2], ops_seen[3]);
+        check(range_ok, "math: 2-3 people, starts 2..12, amounts 2..9, every count of every person in 0..20");
+        check(shape_ok, "math: 1-2 distractor events; 2-4 steps (test-long 5-6)");
+        check(phrasing_ok, "math: test-ood uses only held-out phrasings, the other splits only in-domain ones");
+        check(kinds[0] && kinds[1] && kinds[2] && kinds[3],
+              "math: the asked person gains (%d), loses (%d), gives (%d) and receives (%d)", kinds[0], kinds[1],
+              kinds[2], kinds[3]);
         int distinct = 0;
         for (int t = 0; t < TASK_COUNT(used); t++) distinct += used[t] > 0;
-        check(distinct >= 20, "math: %d distinct templates used in %d train items", distinct, N_ITEMS);
+        check(distinct == TASK_COUNT(task_objects), "math: all %d kinds of things used in %d train items", distinct, N_ITEMS);
     }
 
     // --- the oracle teacher, choice: an independent solver agrees; steps follow the facts
@@ -377,7 +511,7 @@ int main(void) {
         check(options_ok, "choice: 3-5 options, the answer letter within them");
         int distinct = 0;
         for (int t = 0; t < TASK_COUNT(used); t++) distinct += used[t] > 0;
-        check(distinct == TASK_RELATIONS_IN, "choice: all %d in-domain relations used in train", distinct);
+        check(distinct == TASK_COUNT(task_relations), "choice: all %d relations used in train", distinct);
     }
 
     // --- teacher noise 0.3
@@ -387,9 +521,11 @@ int main(void) {
             const TaskItem *it = &noisy_items[f][i];
             same_question &= !strcmp(it->question, items[f][TASK_SPLIT_TRAIN][i].question) &&
                              !strcmp(it->gold, items[f][TASK_SPLIT_TRAIN][i].gold);
-            int first, chained = 1, wrong, order[8], n, rank, no;
-            if (f == TASK_MATH) wrong = math_item_wrong_steps(it, &first, &chained);
-            else {
+            int first, chained = 1, wrong = -1, order[8], n, rank, no;
+            MathSolution sol;
+            if (f == TASK_MATH) {
+                if (solve_math(it->question, &sol) == 0) wrong = math_item_wrong_steps(it, &sol, &first, &chained);
+            } else {
                 solve_choice(it, order, &n, &rank, &no);
                 wrong = choice_wrong_steps(it, rank, &first);
             }
@@ -415,6 +551,9 @@ int main(void) {
         it.question = "a \"b\" \\ c\n";
         it.answer = "x\ny\n#### 3";
         strcpy(it.gold, "3");
+        it.num_truth = 2;
+        it.truth[0] = (TaskStep){3, 4, 7, '+'};
+        it.truth[1] = (TaskStep){7, 4, 3, '-'};
         char path[4096];
         scratch_path(path, sizeof path, dir, "json.txt");
         FILE *f = fopen(path, "w");
@@ -425,8 +564,9 @@ int main(void) {
         char *text = read_file(path, &bytes);
         remove(path);
         check(!strcmp(text, "{\"question\": \"a \\\"b\\\" \\\\ c\\n\", \"answer\": \"x\\ny\\n#### 3\", "
-                            "\"gold\": \"3\", \"noisy\": false, \"template\": 0}\n"),
-              "JSON line escapes quotes, backslashes and newlines");
+                            "\"gold\": \"3\", \"truth\": \"3 + 4 = 7\\n7 - 4 = 3\", \"noisy\": false, "
+                            "\"template\": 0}\n"),
+              "JSON line escapes quotes, backslashes and newlines; a math item's true steps, a line each");
         free(text);
     }
 

@@ -228,7 +228,7 @@ static void test_files(void) {
     EXPECT_DIE(jsonl_string(&f, 2, "answer"));
     check(died_with(path, ":4: \"answer\" must be a string"), "wrong type dies with \"%s\"", die_message);
     jsonl_free(&f);
-    TemplateOptions opt = {TEMPLATE_COT, 0};
+    TemplateOptions opt = {TEMPLATE_COT, 0, 0};
     Example *ex;
     int count;
     EXPECT_DIE(examples_load(path, &opt, &ex, &count));
@@ -258,7 +258,7 @@ static void expect_example(const char *line, TemplateKind kind, int strip, const
     JsonObject obj;
     char err[256] = "";
     Example ex = {0};
-    TemplateOptions opt = {kind, strip};
+    TemplateOptions opt = {kind, strip, 0};
     int rc = parse(line, &obj, err);
     if (rc == 0) rc = example_from_json(&obj, &opt, &ex, err, sizeof err);
     int ok = rc == 0 && strcmp(ex.prompt, prompt) == 0 && strcmp(ex.completion, completion) == 0 &&
@@ -273,7 +273,7 @@ static void expect_example_error(const char *line, const char *want) {
     JsonObject obj;
     char err[256] = "";
     Example ex;
-    TemplateOptions opt = {TEMPLATE_COT, 0};
+    TemplateOptions opt = {TEMPLATE_COT, 0, 0};
     int rc = parse(line, &obj, err);
     check(rc == 0 && example_from_json(&obj, &opt, &ex, err, sizeof err) != 0 && strcmp(err, want) == 0,
           "example error \"%s\"", err);
@@ -411,7 +411,7 @@ static void test_gsm8k_file(const char *dir, const char *name, int want_count) {
     }
     jsonl_free(&f);
 
-    TemplateOptions opt = {TEMPLATE_COT, 1};
+    TemplateOptions opt = {TEMPLATE_COT, 1, 0};
     Example *ex;
     int count, plain_numbers = 0, clean = 0;
     examples_load(path, &opt, &ex, &count);
