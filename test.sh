@@ -256,20 +256,24 @@ expect_error "refine: --seq above the model's context" "--seq 300 is longer than
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
     missing=""
-    for f in results.json results.svg sft.bin sft.best.bin refined.bin tokenizer.bin sft_metrics.jsonl math_test.jsonl choice_test-ood.jsonl; do
+    for f in results.json results.svg sft.bin sft.best.bin refined.bin sft_metrics.jsonl math_test.jsonl choice_test-ood.jsonl; do
         [ -s "$work/runs/quick/$f" ] || missing="$missing $f"
     done
+    for f in settings.txt base.bin tokenizer.bin stories.jsonl base_metrics.jsonl; do # phase 0's base
+        [ -s "$work"/runs/base/*/"$f" ] || missing="$missing base/$f"
+    done
     if [ -z "$missing" ] && grep -q "^SFT + self-refine" "$work/repro.txt" && grep -q '"model": "teacher", "family": "math", "split": "test", "correct": 30, "n": 30' "$work/runs/quick/results.json"; then
-        ok "reproduce --quick runs end to end: table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
+        ok "reproduce --quick runs end to end: phase 0's base in runs/base/KEY/, table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
     else bad "reproduce --quick: missing$missing"; fi
 else bad "reproduce --quick failed"; tail -5 "$work/repro.txt"; fi
 # the same seed reproduces the same run: data, tokenizer, checkpoints and results, byte for byte
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again >"$work/repro_again.txt" 2>&1); then
     differ=""
-    for f in math_train.jsonl tokenizer.bin sft.bin refined.bin results.json results.svg; do
+    for f in math_train.jsonl sft.bin refined.bin results.json results.svg; do
         cmp -s "$work/runs/quick/$f" "$work/runs/again/$f" || differ="$differ $f"
     done
-    [ -z "$differ" ] && ok "reproduce --quick again with the same seed: data, tokenizer, checkpoints, results.json and .svg identical" ||
+    grep -q "== 0. phase 0: the base student, kept in runs/base/" "$work/repro_again.txt" || differ="$differ (the base was not reused)"
+    [ -z "$differ" ] && ok "reproduce --quick again with the same seed: the base reused; data, checkpoints, results.json and .svg identical" ||
         bad "reproduce --quick again differs:$differ"
 else bad "reproduce --quick (again) failed"; fi
 # two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
@@ -282,12 +286,13 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --seeds 2 --train 40 --name t
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
 # --task math --config: one family (three columns), the student's size from the flag
-if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,256,1024 --name onefam >"$work/repro3.txt" 2>&1); then
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,256,1024 --base-stories 0 --name onefam >"$work/repro3.txt" 2>&1); then
     r="$work/runs/onefam"
     if [ -s "$r/math_test.jsonl" ] && [ ! -e "$r/choice_test.jsonl" ] && grep -q '"task": "math"' "$r/results.json" \
+        && [ -s "$r/tokenizer.bin" ] && ! grep -q "== 0. phase 0" "$work/repro3.txt" \
         && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 3 ] \
         && grep -q 'L=1 NH=2 C=32' "$work/repro3.txt"; then
-        ok "reproduce --task math --config 1,2,32,256,1024: math data and columns only, a 1-layer student"
+        ok "reproduce --task math --config 1,2,32,256,1024 --base-stories 0: math data and columns only, a 1-layer student from random weights, its own tokenizer"
     else bad "reproduce --task math: output wrong"; fi
 else bad "reproduce --task math failed"; tail -5 "$work/repro3.txt"; fi
 expect_error "reproduce: an unknown task" "^sirt: error: --task must be math, choice or both, got 'poetry'$" ./sirt reproduce --task poetry

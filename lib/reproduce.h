@@ -55,15 +55,16 @@ static void join_heads(const char *out, const char *const *paths, int n, long li
 }
 
 // The tokenizer's training text: every training item as the student will see it, rendered with
-// the chain-of-thought and the plain templates, so the templates' words become single tokens.
-static void write_rendered_text(const char *out, const char *data) {
+// the chain-of-thought and the plain templates, so the templates' words become single tokens;
+// then, when stories is not NULL, phase 0's stories.
+static void write_rendered_text(const char *out, const char *data, const char *stories) {
     SafeFile sf;
     safe_open(&sf, out);
-    for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN; kind++) {
+    for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN + (stories != NULL); kind++) {
         TemplateOptions template = {(TemplateKind)kind, 0, 0};
         Example *items;
         int n;
-        examples_load(data, &template, &items, &n);
+        examples_load(kind <= TEMPLATE_PLAIN ? data : stories, &template, &items, &n);
         for (int i = 0; i < n; i++) fprintf(sf.file, "%s%s\n", items[i].prompt, items[i].completion);
         examples_free(items, n);
     }
@@ -80,21 +81,27 @@ typedef struct {
     int epochs;           // phase-1 epochs
     const char *config;   // the student: L,NH,C,maxT,V
     const char *vocab;    // BPE tokens
-    const char *sft_lr;
+    const char *sft_lr;   // phase 1's learning rate from the base
+    const char *scratch_lr; // ... and from random weights (--base-stories 0)
     int n_refine;         // questions per family the student answers in phase 2
     const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
     int n_valid, n_test;  // items per family: valid; each test split
     const char *max_new;  // generation budget for sampling and evaluation
     int diagnose_k;       // samples per valid item for the diagnosis (pass@k, maj@k, ...)
     const char *plain_share; // phase 1: the share of demonstrations with the plain template
+    int n_base;           // phase 0: stories per family (0: no phase 0, phase 1 from random weights)
+    int base_epochs;
+    const char *base_lr;
+    long base_seed;       // the base's data and weights: one base for every seed of the run
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "both", .n_train = 6000, .epochs = 2,
-    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "3e-3", .n_refine = 400,
+    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
-    .max_new = "160", .diagnose_k = 16, .plain_share = "0.25"};
+    .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 1,
+    .base_lr = "3e-3", .base_seed = 1000};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
@@ -174,10 +181,79 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     return n;
 }
 
+// Phase 0: the base student, our stand-in for the paper's pretrained model. The paper starts from
+// models that already read and compute; ours would start from random weights, and a few thousand
+// demonstrations do not teach a random network to compute (README). So phase 0 trains the student
+// as a language model (loss on every token) on stories of the task's world — each problem told
+// with every count or order stated ("Tom gives 3 apples to Ann: Tom has 7 - 3 = 4 and Ann has
+// 5 + 3 = 8."), never a question, never the teacher's answer format — and the tokenizer is
+// trained on those stories and the rendered demonstrations. One base serves every seed (as the
+// paper's seeds share one pretrained model): its data come from --base-seed, not --seed, and it
+// is kept in runs/base/KEY/ (KEY: a hash of every setting that shapes it) and reused when
+// settings.txt, written last, is there: a later run with the same settings starts at phase 1.
+// The stories are train-owned problems (lib/task.h), so no valid or test question is among them.
+static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
+    char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
+    snprintf(settings, sizeof settings, "task %s\nconfig %s\nvocab %s\nstories per family %d\n"
+             "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
+             rs->task, rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr, rs->base_seed);
+    snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
+    snprintf(tokfile, cap, "%s/tokenizer.bin", dir);
+    snprintf(base_model, cap, "%s/base.bin", dir);
+    snprintf(path, sizeof path, "%s/settings.txt", dir);
+    size_t bytes;
+    char *kept = (char *)read_whole_file(path, &bytes);
+    if (kept && bytes == strlen(settings) && !memcmp(kept, settings, bytes)) {
+        printf("== 0. phase 0: the base student, kept in %s/ (its settings.txt says how it was made)\n", dir);
+        free(kept);
+        return;
+    }
+    free(kept);
+    double start = now_seconds();
+    printf("== 0. phase 0: the base student in %s/ (built once for these settings, then reused)\n", dir);
+    mkdir_p(dir);
+    snprintf(seedtxt, sizeof seedtxt, "%ld", rs->base_seed);
+    char stories[1200], demos[1200], text[1200];
+    const char *story_files[REPRO_FAMILIES], *demo_files[REPRO_FAMILIES];
+    char story_paths[REPRO_FAMILIES][1200], demo_paths[REPRO_FAMILIES][1200];
+    for (int f = 0; f < repro_num_families(rs); f++) {
+        snprintf(story_paths[f], sizeof story_paths[f], "%s/%s_stories.jsonl", dir, repro_family(rs, f));
+        snprintf(demo_paths[f], sizeof demo_paths[f], "%s/%s_train.jsonl", dir, repro_family(rs, f));
+        snprintf(ntxt, sizeof ntxt, "%d", rs->n_base);
+        run_command(cmd_data, "--task", repro_family(rs, f), "--split", "train", "--n", ntxt, "--seed", seedtxt,
+                    "--stories", "--out", story_paths[f], NULL);
+        snprintf(ntxt, sizeof ntxt, "%d", rs->n_train);
+        run_command(cmd_data, "--task", repro_family(rs, f), "--split", "train", "--n", ntxt, "--seed", seedtxt,
+                    "--out", demo_paths[f], NULL);
+        story_files[f] = story_paths[f];
+        demo_files[f] = demo_paths[f];
+    }
+    snprintf(stories, sizeof stories, "%s/stories.jsonl", dir);
+    join_heads(stories, story_files, repro_num_families(rs), -1);
+    snprintf(demos, sizeof demos, "%s/train.jsonl", dir);
+    join_heads(demos, demo_files, repro_num_families(rs), -1);
+    // the tokenizer's text: the demonstrations rendered with both templates, and the stories
+    snprintf(text, sizeof text, "%s/tokenizer_text.txt", dir);
+    write_rendered_text(text, demos, stories);
+    run_command(cmd_tokenizer, "--train", text, "--vocab", rs->vocab, "--split-digits", "--out", tokfile, NULL);
+    snprintf(eptxt, sizeof eptxt, "%d", rs->base_epochs);
+    snprintf(path, sizeof path, "%s/base_metrics.jsonl", dir);
+    run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", stories, "--epochs", eptxt,
+                "--batch", "16", "--seq", "256", "--lr", rs->base_lr, "--warmup", "20", "--seed", seedtxt,
+                "--log", path, "--out", base_model, NULL);
+    SafeFile sf;
+    snprintf(path, sizeof path, "%s/settings.txt", dir);
+    safe_open(&sf, path);
+    fputs(settings, sf.file);
+    safe_commit(&sf);
+    printf("phase 0 done in %.0fs\n", now_seconds() - start);
+}
+
 // Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column]
 // and, for every student row, diagnoses[row * REPRO_FAMILIES + family] (on valid).
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
-                           int n_rows, Score *scores, Diagnosis *diagnoses) {
+                           int n_rows, const char *base_model, const char *base_tokenizer, Score *scores,
+                           Diagnosis *diagnoses) {
     char path[1200], seedtxt[32], ntxt[32];
     char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
@@ -201,12 +277,16 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
     snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
     join_families(rs, dir, "valid", valid, -1);
 
-    printf("== 2. tokenizer (%.0fs)\n", now_seconds() - start);
-    snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
-    snprintf(path, sizeof path, "%s/tokenizer_text.txt", dir);
-    write_rendered_text(path, train);
-    run_command(cmd_tokenizer, "--train", path, "--vocab", rs->vocab, "--split-digits", "--out",
-                tokfile, NULL);
+    if (base_model) { // the base's tokenizer
+        snprintf(tokfile, sizeof tokfile, "%s", base_tokenizer);
+    } else {
+        printf("== 2. tokenizer (%.0fs)\n", now_seconds() - start);
+        snprintf(tokfile, sizeof tokfile, "%s/tokenizer.bin", dir);
+        snprintf(path, sizeof path, "%s/tokenizer_text.txt", dir);
+        write_rendered_text(path, train, NULL);
+        run_command(cmd_tokenizer, "--train", path, "--vocab", rs->vocab, "--split-digits", "--out",
+                    tokfile, NULL);
+    }
 
     // the models: each row's checkpoint, trained in row order (an SFT row before its refined rows)
     char model_paths[REPRO_MAX_ROWS][1200];
@@ -227,9 +307,11 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             }
             char eptxt[32];
             snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
-            run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", demos,
+            run_command(cmd_sft, base_model ? "--init" : "--config", base_model ? base_model : rs->config,
+                        "--tokenizer", tokfile, "--data", demos,
                         "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
-                        rs->sft_lr, "--warmup", "20", "--plain-share", rs->plain_share, "--seed", seedtxt,
+                        base_model ? rs->sft_lr : rs->scratch_lr, "--warmup", "20", "--plain-share",
+                        rs->plain_share, "--seed", seedtxt,
                         "--log", log, "--out", out, NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
         } else {
@@ -349,7 +431,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
 
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
-    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0;
+    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0;
     // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
     // text; they are checked below, before any work
     const Flag flags[] = {
@@ -377,6 +459,12 @@ int cmd_reproduce(int argc, char **argv) {
         {"--samples", "K", FLAG_STRING, .value = &rs.samples, "phase 2's samples per question"},
         {"--refine-questions", "N", FLAG_INT, .value = &rs.n_refine,
          "questions per family that phase 2 answers", 1, 10000000},
+        {"--base-stories", "N", FLAG_INT, .value = &rs.n_base,
+         "phase 0: stories per family for the base student; 0: no phase 0", 0, 100000000,
+         .given = &base_given},
+        {"--base-epochs", "E", FLAG_INT, .value = &rs.base_epochs, "phase 0's epochs", 1, 1000},
+        {"--base-seed", "S", FLAG_LONG, .value = &rs.base_seed, "phase 0's data and weights", 0,
+         0x7fffffffL},
         {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
          "adds the rows of the paper's analyses"},
         {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
@@ -404,6 +492,7 @@ int cmd_reproduce(int argc, char **argv) {
         if (!config_given) rs.config = "2,2,32,256,1024";
         rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
         rs.samples = "2", rs.max_new = "100", rs.diagnose_k = 4;
+        if (!base_given) rs.n_base = 60;
     }
     char dir[1024], seed_dir[1100];
     snprintf(dir, sizeof dir, "runs/%s", rs.name);
@@ -414,10 +503,13 @@ int cmd_reproduce(int argc, char **argv) {
     Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
     Diagnosis *diagnoses = xcalloc((size_t)rs.seeds * n_rows * REPRO_FAMILIES, sizeof(Diagnosis));
     double start = now_seconds();
+    char base_model[1200], base_tokenizer[1200];
+    if (rs.n_base > 0) repro_base(&rs, base_tokenizer, base_model, sizeof base_model);
     for (int s = 0; s < rs.seeds; s++) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
-        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, scores + s * per_seed,
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, rs.n_base > 0 ? base_model : NULL,
+                       base_tokenizer, scores + s * per_seed,
                        diagnoses + (size_t)s * n_rows * REPRO_FAMILIES);
     }
     repro_report(&rs, dir, rows, n_rows, scores, diagnoses);

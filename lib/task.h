@@ -99,6 +99,8 @@ typedef struct { long a, b, c; char op; } TaskStep;
 typedef struct {
     char *question;     // the problem, one line
     char *answer;       // the teacher's demonstration: step lines, then "#### <final>"
+    char *story;        // the same problem told as a story with every count or order stated
+                        // (phase 0's text: the task's language, not its questions)
     char gold[8];       // the true final answer (a number, or a letter)
     int num_steps;      // lines before "####"
     int noisy;          // 1 when the teacher made one wrong step (then the final is wrong)
@@ -372,6 +374,39 @@ static void task_truth_text(const TaskItem *it, TaskText *t) {
                   it->truth[k].b, it->truth[k].c);
 }
 
+// The problem as a story: the starts, then each event in the question's words followed by the
+// arithmetic of every count it moves (the giver's, then the receiver's), then every final count.
+static void task_math_story(const TaskItem *it, TaskText *t) {
+    const char *things = task_objects[it->template_id];
+    int counts[TASK_MATH_MAX_PEOPLE];
+    for (int p = 0; p < it->num_people; p++) {
+        counts[p] = it->counts[p];
+        task_putf(t, "%s%s has %d %s.", p ? " " : "", task_names[it->people[p]].name, counts[p], things);
+    }
+    for (int e = 0; e < it->num_events; e++) {
+        const TaskEvent *ev = &it->events[e];
+        const char *x = task_names[it->people[ev->x]].name, *y = ev->y >= 0 ? task_names[it->people[ev->y]].name : "";
+        task_puts(t, "\n");
+        task_expand(t, task_phrasings[ev->kind].phrases[ev->phrase], x, y, ev->amount, things);
+        t->len--; // the phrase's period becomes a colon
+        int before = counts[ev->x];
+        counts[ev->x] += ev->kind == TASK_EVENT_GAIN ? ev->amount : -ev->amount;
+        task_putf(t, ": %s has %d %c %d = %d", x, before, ev->kind == TASK_EVENT_GAIN ? '+' : '-', ev->amount,
+                  counts[ev->x]);
+        if (ev->kind == TASK_EVENT_GIVE) {
+            before = counts[ev->y];
+            counts[ev->y] += ev->amount;
+            task_putf(t, " and %s has %d + %d = %d", y, before, ev->amount, counts[ev->y]);
+        }
+        task_puts(t, ".");
+    }
+    task_puts(t, "\nAt the end,");
+    for (int p = 0; p < it->num_people; p++)
+        task_putf(t, "%s %s has %d %s", p == 0 ? "" : p + 1 < it->num_people ? "," : " and",
+                  task_names[it->people[p]].name, counts[p], things);
+    task_puts(t, ".");
+}
+
 // --- Multiple choice.
 
 typedef struct {
@@ -484,7 +519,7 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
     it->split = split;
     it->wrong_step = -1;
     Rng rng = rng_seeded(task_item_key(seed, family, split, index, 0));
-    TaskText q = {0}, a = {0};
+    TaskText q = {0}, a = {0}, story = {0};
     TaskChoice choice = {0};
     int shared = split == TASK_SPLIT_TRAIN || split == TASK_SPLIT_VALID || split == TASK_SPLIT_TEST;
     for (int tries = 0;; tries++) { // draw until the question belongs to this split
@@ -512,6 +547,7 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
             it->wrong_step = wrong + 1; // the answer's line 0 is the start
         }
         task_math_answer(it, wrong, delta, &a);
+        task_math_story(it, &story);
         it->num_steps = it->num_truth + 1;
     } else {
         if (noisy) { // the first step, in a random order, whose slip changes the letter named
@@ -525,17 +561,28 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
             }
         }
         task_choice_answer(it, &choice, it->wrong_step, &a);
+        // the story: the question's facts, then the true walk (the clean teacher's lines but the
+        // last, which names an option)
+        const char *facts = strchr(q.data, '.') + 2, *ask = strstr(q.data, " Who is the ");
+        task_put(&story, facts, (size_t)(ask - facts));
+        TaskText walk = {0};
+        task_choice_answer(it, &choice, -1, &walk);
+        task_puts(&story, "\n");
+        task_put(&story, walk.data, (size_t)(strstr(walk.data, "\nSo the ") - walk.data));
+        free(walk.data);
         it->num_steps = choice.n;
     }
     it->noisy = it->wrong_step >= 0;
     it->question = q.data;
     it->answer = a.data;
+    it->story = story.data;
 }
 
 void task_item_free(TaskItem *it) {
     free(it->question);
     free(it->answer);
-    it->question = it->answer = NULL;
+    free(it->story);
+    it->question = it->answer = it->story = NULL;
 }
 
 // Items 0..n-1 of a split into out[0..n); free each with task_item_free.
@@ -652,6 +699,7 @@ int cmd_data(int argc, char **argv) {
     long n = 1000;
     uint64_t seed = 1;
     float noise = 0.0f;
+    int stories = 0;
     const char *out_path = NULL;
     // the names of the TaskFamily and TaskSplit values, in their order, then NULL
     static const char *const families[] = {"math", "choice", NULL};
@@ -666,6 +714,8 @@ int cmd_data(int argc, char **argv) {
          "item i depends only on (S, split, i): --n 100 is a prefix", 0, 0x7fffffffL},
         {"--noise", "P", FLAG_FLOAT, .value = &noise,
          "a share P of the answers gets a wrong step and final answer", 0, 1},
+        {"--stories", NULL, FLAG_SWITCH, .value = &stories,
+         "write each problem as a story, {\"text\": ...}: phase 0's text"},
         {"--out", "FILE", FLAG_STRING, .value = &out_path, "the JSONL (default: stdout)"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
@@ -680,7 +730,13 @@ int cmd_data(int argc, char **argv) {
     for (long i = 0; i < n; i++) {
         TaskItem it;
         task_make_item(family, split, seed, noise, i, &it);
-        task_write_json(f, &it);
+        if (stories) {
+            fputs("{\"text\": ", f);
+            json_write_string(f, it.story, strlen(it.story));
+            fputs("}\n", f);
+        } else {
+            task_write_json(f, &it);
+        }
         task_item_free(&it);
     }
     if (out_path) safe_commit(&sf);

@@ -488,6 +488,43 @@ int main(void) {
         check(distinct == TASK_COUNT(task_objects), "math: all %d kinds of things used in %d train items", distinct, N_ITEMS);
     }
 
+    // --- phase 0's stories: every count stated and computed right, the same final counts as the
+    // solver's; no question and no answer in the teacher's format
+    {
+        int bad = 0;
+        for (int f = 0; f < 2; f++)
+            for (int i = 0; i < N_ITEMS; i++) {
+                const TaskItem *it = &items[f][TASK_SPLIT_TRAIN][i];
+                const char *story = it->story;
+                int ok = story && !strstr(story, "How many") && !strstr(story, "Who is") && !strstr(story, "####") &&
+                         !strstr(story, "option") && !strstr(story, "The answer");
+                if (ok && f == TASK_MATH) {
+                    MathSolution sol;
+                    char *copy = strdup(story), *lines[16];
+                    int nl = split_lines(copy, lines, 16), equations = 0;
+                    for (int l = 1; l < nl - 1; l++) // an event: one or two "A OP B = C", each right
+                        for (char *p = lines[l]; (p = strstr(p, " = ")) != NULL; p += 3) {
+                            char *start = p;
+                            while (start > lines[l] && start[-1] != ':' && strncmp(start - 5, " and ", 5)) start--;
+                            char *end = p + 3;
+                            while (*end >= '0' && *end <= '9') end++;
+                            ok &= task_check_step(start, (size_t)(end - start)) == 1;
+                            equations++;
+                        }
+                    ok &= solve_math(it->question, &sol) == 0 && nl == sol.events + 2 && equations >= sol.events;
+                    char final[64];
+                    snprintf(final, sizeof final, " %s has %ld %s", task_names[it->name_id].name, sol.final,
+                             task_objects[it->template_id]);
+                    ok &= nl > 0 && !strncmp(lines[nl - 1], "At the end,", 11) && strstr(lines[nl - 1], final) != NULL;
+                    free(copy);
+                }
+                if (!ok && bad++ < 2) printf("  bad story: %s\n", story ? story : "(none)");
+            }
+        check(bad == 0, "stories (phase 0's text), both families, %d train items each: no question or answer format; "
+              "math: a line per event whose arithmetic is right, the asked person's final count the solver's",
+              N_ITEMS);
+    }
+
     // --- the oracle teacher, choice: an independent solver agrees; steps follow the facts
     {
         int bad = 0, options_ok = 1, used[TASK_COUNT(task_relations)] = {0};
