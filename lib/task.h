@@ -80,7 +80,7 @@ static const char *const task_family_names[2] = {"math", "choice"};
 #define TASK_MATH_MIN_DISTRACTORS 1 // the events that do not
 #define TASK_MATH_MAX_DISTRACTORS 2
 #define TASK_MATH_MAX_EVENTS (TASK_MAX_STEPS + TASK_MATH_MAX_DISTRACTORS)
-#define TASK_MATH_MAX_PEOPLE 3      // 2-3 people in every split
+#define TASK_MATH_MAX_PEOPLE 2      // 2 people in every split
 #define TASK_MATH_MIN_START 2       // each person's count at the start
 #define TASK_MATH_MAX_START 12
 #define TASK_MATH_MAX_VALUE 20      // every count stays in 0..20
@@ -283,13 +283,15 @@ static void task_math_question(Rng *rng, TaskSplit split, TaskItem *it, TaskText
         it->people[p] = pool[p];
         counts[p] = it->counts[p] = TASK_MATH_MIN_START + task_below(rng, TASK_MATH_MAX_START - TASK_MATH_MIN_START + 1);
     }
-    int asked = it->asked = task_below(rng, it->num_people);
+    int asked = it->asked = 0; // the first one introduced (the others are drawn in random order)
     it->name_id = it->people[asked];
     int relevant = split == TASK_SPLIT_TEST_LONG
                        ? TASK_MATH_MAX_RELEVANT + 1 + task_below(rng, TASK_MAX_STEPS - TASK_MATH_MAX_RELEVANT)
                        : TASK_MATH_MIN_RELEVANT + task_below(rng, TASK_MATH_MAX_RELEVANT - TASK_MATH_MIN_RELEVANT + 1);
-    int distractors = TASK_MATH_MIN_DISTRACTORS +
-                      task_below(rng, TASK_MATH_MAX_DISTRACTORS - TASK_MATH_MIN_DISTRACTORS + 1);
+    int distractors = split == TASK_SPLIT_TEST_LONG
+                          ? TASK_MATH_MAX_DISTRACTORS // so that it has more lines than any other item, too
+                          : TASK_MATH_MIN_DISTRACTORS +
+                                task_below(rng, TASK_MATH_MAX_DISTRACTORS - TASK_MATH_MIN_DISTRACTORS + 1);
     it->num_events = relevant + distractors;
     int is_relevant[TASK_MATH_MAX_EVENTS];
     for (int e = 0; e < it->num_events; e++) is_relevant[e] = e < relevant;
@@ -346,23 +348,29 @@ static void task_math_question(Rng *rng, TaskSplit split, TaskItem *it, TaskText
     snprintf(it->gold, sizeof it->gold, "%d", counts[asked]);
 }
 
-// The teacher's demonstration: the asked person's start, then one line per event that involves
-// them, in the teacher's own words, ending in its arithmetic. Step wrong_step (an index into the
-// truth, or -1 for none) is off by delta, and the wrong value carries through the later steps.
+// The teacher's demonstration: the asked person's start, then a line per event, in order: the
+// event's sentence as the question says it, then, when it involves the asked person, the
+// arithmetic of their count ("Tom takes 3 apples from Ann: 8 - 3 = 5."), and when it does not,
+// that the count stays ("Ben finds 4 more apples: Ann still has 5."). Step wrong_step (an index
+// into the truth, or -1 for none) is off by delta, and the wrong value carries through the rest.
 static void task_math_answer(const TaskItem *it, int wrong_step, long delta, TaskText *a) {
-    const char *things = task_objects[it->template_id];
+    const char *things = task_objects[it->template_id], *who = task_names[it->name_id].name;
     long value = it->counts[it->asked];
-    task_putf(a, "%s starts with %ld %s.\n", task_names[it->name_id].name, value, things);
-    for (int k = 0; k < it->num_truth; k++) {
-        const TaskEvent *ev = &it->events[it->step_event[k]];
-        const TaskStep *s = &it->truth[k];
-        const char *x = task_names[it->people[ev->x]].name;
-        if (ev->kind == TASK_EVENT_GAIN) task_putf(a, "%s gets %d more %s", x, ev->amount, things);
-        else if (ev->kind == TASK_EVENT_LOSS) task_putf(a, "%s loses %d %s", x, ev->amount, things);
-        else task_putf(a, "%s gives %d %s to %s", x, ev->amount, things, task_names[it->people[ev->y]].name);
-        long result = task_apply(s->op, value, s->b) + (k == wrong_step ? delta : 0);
-        task_putf(a, ": %ld %c %ld = %ld.\n", value, s->op, s->b, result);
-        value = result;
+    task_putf(a, "%s starts with %ld %s.\n", who, value, things);
+    for (int e = 0, k = 0; e < it->num_events; e++) {
+        const TaskEvent *ev = &it->events[e];
+        task_expand(a, task_phrasings[ev->kind].phrases[ev->phrase], task_names[it->people[ev->x]].name,
+                    ev->y >= 0 ? task_names[it->people[ev->y]].name : "", ev->amount, things);
+        a->len--; // the sentence's period becomes a colon
+        if (k < it->num_truth && it->step_event[k] == e) {
+            const TaskStep *s = &it->truth[k];
+            long result = task_apply(s->op, value, s->b) + (k == wrong_step ? delta : 0);
+            task_putf(a, ": %ld %c %ld = %ld.\n", value, s->op, s->b, result);
+            value = result;
+            k++;
+        } else {
+            task_putf(a, ": %s still has %ld.\n", who, value);
+        }
     }
     task_putf(a, "#### %ld", value);
 }
@@ -544,11 +552,11 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
             for (long d = -3; d <= 3; d++)
                 if (d != 0 && lowest + d >= 0) small[ns++] = d;
             delta = small[task_below(&noise_rng, ns)];
-            it->wrong_step = wrong + 1; // the answer's line 0 is the start
+            it->wrong_step = 1 + it->step_event[wrong]; // line 0 is the start, then a line per event
         }
         task_math_answer(it, wrong, delta, &a);
         task_math_story(it, &story);
-        it->num_steps = it->num_truth + 1;
+        it->num_steps = it->num_events + 1;
     } else {
         if (noisy) { // the first step, in a random order, whose slip changes the letter named
             int steps[TASK_MAX_PEOPLE - 1], list[TASK_MAX_PEOPLE];

@@ -290,6 +290,14 @@ static Example task_example(const TaskItem *it) {
     return ex;
 }
 
+// Does line j of a math item's demonstration have arithmetic? Line 0 is the start and line 1 + e
+// tells event e, with arithmetic when the event moves the asked person's count.
+static int math_line_has_step(const TaskItem *it, int j) {
+    for (int k = 0; k < it->num_truth; k++)
+        if (it->step_event[k] + 1 == j) return 1;
+    return 0;
+}
+
 static void test_task_clean(TaskFamily family) {
     int correct = 0, steps_ok = 0;
     for (int i = 0; i < N_ITEMS; i++) {
@@ -301,8 +309,9 @@ static void test_task_clean(TaskFamily family) {
         answer_check_steps(ex.completion, it.truth, it.num_truth, &r);
         int ok = r.num_steps == it.num_steps && r.first_error == -1 && r.true_path == (family == TASK_MATH);
         for (int j = 0; j < r.num_steps && j < ANSWER_MAX_STEPS; j++) {
-            // math: line 0 (the start) has no arithmetic; the choice family has none at all
-            int want = family == TASK_MATH && j > 0 ? 1 : -1;
+            // math: the lines of the asked person's events have arithmetic (line 0 is the start,
+            // line 1 + e event e); the choice family has none at all
+            int want = family == TASK_MATH && math_line_has_step(&it, j) ? 1 : -1;
             ok = ok && r.arithmetic_ok[j] == want && r.on_path[j] == want;
         }
         steps_ok += ok;
@@ -330,7 +339,7 @@ static void test_task_noisy(TaskFamily family) {
             first_error_ok += r.first_error == it.wrong_step; // -1 == -1 for clean items
             int off = r.true_path == !it.noisy; // from the slip on off the path; before it on it
             for (int j = 0; j < r.num_steps; j++)
-                off = off && r.on_path[j] == (j == 0 ? -1 : it.noisy && j >= it.wrong_step ? 0 : 1);
+                off = off && r.on_path[j] == (!math_line_has_step(&it, j) ? -1 : it.noisy && j >= it.wrong_step ? 0 : 1);
             carried += off;
         }
         example_free(&ex);

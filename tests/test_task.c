@@ -260,30 +260,39 @@ static int solve_math(const char *question, MathSolution *s) {
     return 0;
 }
 
-// Checks a math item's demonstration against a solution: line 0 the asked person's start, then
-// one line per step whose arithmetic parses; counts the lines whose arithmetic is wrong (by
-// task_check_step), sets *first_wrong (the line) and *chained (each line starts from the last
-// line's result, the operation and amount are the solution's, the final is the last result).
-// Returns -1 when the demonstration's shape is wrong.
+// Checks a math item's demonstration against a solution: line 0 the asked person's start, then a
+// line per event: the solution's next step (its arithmetic parsed from the line's end), or, for
+// an event that does not involve the asked person, "still has" the running count. Counts the
+// lines whose arithmetic is wrong (by task_check_step), sets *first_wrong (the line) and
+// *chained (each step starts from the running count, with the solution's operation and amount;
+// the final is the last result). Returns -1 when the demonstration's shape is wrong.
 static int math_item_wrong_steps(const TaskItem *it, const MathSolution *sol, int *first_wrong,
                                  int *chained) {
-    char *copy = strdup(it->answer), *lines[16];
-    int nl = split_lines(copy, lines, 16), wrong = 0;
+    char *copy = strdup(it->answer), *lines[32];
+    int nl = split_lines(copy, lines, 32), wrong = 0, k = 0;
     *first_wrong = -1;
-    *chained = nl == sol->steps + 2 && !strncmp(lines[0], task_names[sol->asked].name,
+    *chained = nl == sol->events + 2 && !strncmp(lines[0], task_names[sol->asked].name,
                                                   strlen(task_names[sol->asked].name));
-    long prev = sol->step[0].a;
-    for (int k = 0; k < sol->steps && k + 1 < nl - 1; k++) {
+    long prev = sol->steps ? sol->step[0].a : -1;
+    for (int l = 1; l < nl - 1; l++) {
         long a, b, c;
         char op;
-        const char *line = lines[k + 1];
-        if (!task_parse_step(line, strlen(line), &a, &op, &b, &c)) { wrong = -1000; break; }
+        const char *line = lines[l];
+        if (!task_parse_step(line, strlen(line), &a, &op, &b, &c)) {
+            char still[64];
+            snprintf(still, sizeof still, " still has %ld.", prev);
+            *chained &= strlen(line) > strlen(still) && !strcmp(line + strlen(line) - strlen(still), still);
+            continue;
+        }
+        if (k == sol->steps) { wrong = -1000; break; }
         int ok = task_check_step(line, strlen(line));
         *chained &= a == prev && op == sol->step[k].op && b == sol->step[k].b;
-        if (!ok && *first_wrong < 0) *first_wrong = k + 1;
+        if (!ok && *first_wrong < 0) *first_wrong = l;
         wrong += !ok;
         prev = c;
+        k++;
     }
+    *chained &= k == sol->steps;
     char final[16];
     *chained &= task_final_answer(it->answer, final, sizeof final) && atol(final) == prev;
     free(copy);
