@@ -186,7 +186,8 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // demonstrations do not teach a random network to compute (README). So phase 0 trains the student
 // as a language model (loss on every token) on stories of the task's world — each problem told
 // with every count or order stated ("Tom gives 3 apples to Ann: Tom has 7 - 3 = 4 and Ann has
-// 5 + 3 = 8."), never a question, never the teacher's answer format — and the tokenizer is
+// 5 + 3 = 8."), never a question, never the teacher's answer format — and on arithmetic drills
+// (every sum and difference the math family needs, lib/task.h), and the tokenizer is
 // trained on those stories and the rendered demonstrations. One base serves every seed (as the
 // paper's seeds share one pretrained model): its data come from --base-seed, not --seed, and it
 // is kept in runs/base/KEY/ (KEY: a hash of every setting that shapes it) and reused when
@@ -214,7 +215,7 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     mkdir_p(dir);
     snprintf(seedtxt, sizeof seedtxt, "%ld", rs->base_seed);
     char stories[1200], demos[1200], text[1200];
-    const char *story_files[REPRO_FAMILIES], *demo_files[REPRO_FAMILIES];
+    const char *story_files[REPRO_FAMILIES + 1], *demo_files[REPRO_FAMILIES];
     char story_paths[REPRO_FAMILIES][1200], demo_paths[REPRO_FAMILIES][1200];
     for (int f = 0; f < repro_num_families(rs); f++) {
         snprintf(story_paths[f], sizeof story_paths[f], "%s/%s_stories.jsonl", dir, repro_family(rs, f));
@@ -228,8 +229,16 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
         story_files[f] = story_paths[f];
         demo_files[f] = demo_paths[f];
     }
+    int n_files = repro_num_families(rs);
+    char drills[1200];
+    if (strcmp(rs->task, "choice")) { // the arithmetic drills (half as many as stories)
+        snprintf(drills, sizeof drills, "%s/drills.jsonl", dir);
+        snprintf(ntxt, sizeof ntxt, "%d", rs->n_base / 2);
+        run_command(cmd_data, "--drills", "--n", ntxt, "--seed", seedtxt, "--out", drills, NULL);
+        story_files[n_files++] = drills;
+    }
     snprintf(stories, sizeof stories, "%s/stories.jsonl", dir);
-    join_heads(stories, story_files, repro_num_families(rs), -1);
+    join_heads(stories, story_files, n_files, -1);
     snprintf(demos, sizeof demos, "%s/train.jsonl", dir);
     join_heads(demos, demo_files, repro_num_families(rs), -1);
     // the tokenizer's text: the demonstrations rendered with both templates, and the stories

@@ -11,17 +11,20 @@
 // download and so that the truth of every step is known. Two families, as the paper has math
 // and commonsense:
 //
-//   math    GSM8K-like word problems about people and their things. 2-3 people start with
+//   math    GSM8K-like word problems about people and their things. 2 people start with
 //           2..12 things each; then events, one a sentence: a person gains things, loses them,
 //           or gives some to another (2..9 at a time; every count stays in 0..20, so each step's
 //           arithmetic is a small sum or difference that a small student can learn exactly).
-//           The question asks how many one of them has at the end. 2-4 events involve that
-//           person, 1-2 do not (distractors): the difficulty is in the composition — whose count
-//           moves, which way, and carrying it from step to step — not in the arithmetic.
-//           The oracle teacher writes the asked person's start, then one line per event that
-//           involves them, in its own words and ending in the arithmetic ("Ann gives 3 apples to
-//           Tom: 5 + 3 = 8."), then "#### 8". The arithmetic always closes a line as
-//           "A OP B = C." so task_check_step can judge any step line (the teacher's or a
+//           The question asks how many the first person introduced has at the end (README:
+//           with a random one of them, the 1M-parameter student failed to tie the start count
+//           to the name half the time, a reading failure no feedback could fix). 2-4 events
+//           involve that person, 1-2 do not (distractors): the difficulty is in the
+//           composition — whose count moves, which way, and carrying it from step to step.
+//           The oracle teacher writes the asked person's start, then a line per event in the
+//           question's own words: with the arithmetic when it moves the asked person's count
+//           ("Tom gives 3 apples to Ann: 5 - 3 = 2."), else that the count stays ("Ann finds 4
+//           more apples: Tom still has 2."); then "#### 2". The arithmetic always closes a line
+//           as "A OP B = C." so task_check_step can judge any step line (the teacher's or a
 //           student's), and each item also records its true steps (TaskItem.truth; the JSONL's
 //           "truth"), against which a student's steps are judged one by one (lib/answer.h).
 //           16 kinds of things, 40 names, 3 in-domain phrasings of each kind of event.
@@ -80,7 +83,7 @@ static const char *const task_family_names[2] = {"math", "choice"};
 #define TASK_MATH_MIN_DISTRACTORS 1 // the events that do not
 #define TASK_MATH_MAX_DISTRACTORS 2
 #define TASK_MATH_MAX_EVENTS (TASK_MAX_STEPS + TASK_MATH_MAX_DISTRACTORS)
-#define TASK_MATH_MAX_PEOPLE 2      // 2 people in every split
+#define TASK_MATH_MAX_PEOPLE 2      // 2 people in every split (the generator takes 2..this many)
 #define TASK_MATH_MIN_START 2       // each person's count at the start
 #define TASK_MATH_MAX_START 12
 #define TASK_MATH_MAX_VALUE 20      // every count stays in 0..20
@@ -269,7 +272,7 @@ static int task_event_room(const int *counts, int kind, int x, int y) {
 }
 
 // Draws the problem and writes the question: the people and their counts, then the events in
-// order, then the question about one person. `relevant` events involve the asked person (they
+// order, then the question about the first person. `relevant` events involve the asked person (they
 // are the steps of the answer), the others are distractors.
 static void task_math_question(Rng *rng, TaskSplit split, TaskItem *it, TaskText *q) {
     int ood = split == TASK_SPLIT_TEST_OOD;
@@ -682,6 +685,38 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
     return 1;
 }
 
+// --- Arithmetic drills: phase 0's other text. Every fact the math family can need, "A + B = C"
+// and "A - B = C" with B in 2..9 and A, C in 0..20, in rounds: each round lists every fact once,
+// in an order drawn from (seed, round), and drill i is facts 16i .. 16i+15 of that endless list,
+// so N drills cover every fact about 16N / (the number of facts) times.
+#define TASK_DRILL_FACTS 16
+
+static int task_arithmetic_facts(TaskStep *facts) { // all of them, in a fixed order; returns how many
+    int n = 0;
+    for (int a = 0; a <= TASK_MATH_MAX_VALUE; a++)
+        for (int b = TASK_MATH_MIN_AMOUNT; b <= TASK_MATH_MAX_AMOUNT; b++) {
+            if (a + b <= TASK_MATH_MAX_VALUE) facts[n++] = (TaskStep){a, b, a + b, '+'};
+            if (a - b >= 0) facts[n++] = (TaskStep){a, b, a - b, '-'};
+        }
+    return n;
+}
+
+static void task_drill(uint64_t seed, long index, TaskText *t) {
+    TaskStep facts[2 * (TASK_MATH_MAX_VALUE + 1) * TASK_MATH_MAX_AMOUNT];
+    int n = task_arithmetic_facts(facts), order[TASK_COUNT(facts)];
+    long first = index * TASK_DRILL_FACTS, round = -1;
+    for (long j = first; j < first + TASK_DRILL_FACTS; j++) {
+        if (j / n != round) { // the order of this round
+            round = j / n;
+            Rng rng = rng_seeded(task_mix64(seed ^ 0x4452494C4C53ull) + (uint64_t)round); // "DRILLS"
+            for (int k = 0; k < n; k++) order[k] = k;
+            rng_shuffle(&rng, order, n);
+        }
+        const TaskStep *f = &facts[order[j % n]];
+        task_putf(t, "%s%ld %c %ld = %ld.", j > first ? " " : "", f->a, f->op, f->b, f->c);
+    }
+}
+
 // --- `./sirt data`.
 
 void task_write_json(FILE *f, const TaskItem *it) {
@@ -707,7 +742,7 @@ int cmd_data(int argc, char **argv) {
     long n = 1000;
     uint64_t seed = 1;
     float noise = 0.0f;
-    int stories = 0;
+    int stories = 0, drills = 0;
     const char *out_path = NULL;
     // the names of the TaskFamily and TaskSplit values, in their order, then NULL
     static const char *const families[] = {"math", "choice", NULL};
@@ -724,6 +759,8 @@ int cmd_data(int argc, char **argv) {
          "a share P of the answers gets a wrong step and final answer", 0, 1},
         {"--stories", NULL, FLAG_SWITCH, .value = &stories,
          "write each problem as a story, {\"text\": ...}: phase 0's text"},
+        {"--drills", NULL, FLAG_SWITCH, .value = &drills,
+         "write N arithmetic drills instead, {\"text\": ...} (--task and --split are ignored)"},
         {"--out", "FILE", FLAG_STRING, .value = &out_path, "the JSONL (default: stdout)"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
@@ -736,6 +773,15 @@ int cmd_data(int argc, char **argv) {
     if (out_path) safe_open(&sf, out_path);
     FILE *f = out_path ? sf.file : stdout;
     for (long i = 0; i < n; i++) {
+        if (drills) {
+            TaskText t = {0};
+            task_drill(seed, i, &t);
+            fputs("{\"text\": ", f);
+            json_write_string(f, t.data, t.len);
+            fputs("}\n", f);
+            free(t.data);
+            continue;
+        }
         TaskItem it;
         task_make_item(family, split, seed, noise, i, &it);
         if (stories) {

@@ -474,7 +474,7 @@ int main(void) {
                     if (bad++ < 3) printf("  bad: %s\n  %s\n", it->question, it->answer);
                     continue;
                 }
-                range_ok &= sol.range_ok && sol.people >= 2 && sol.people <= 3;
+                range_ok &= sol.range_ok && sol.people == 2 && sol.asked == it->people[0];
                 int ood = s == TASK_SPLIT_TEST_OOD, lng = s == TASK_SPLIT_TEST_LONG;
                 phrasing_ok &= ood ? sol.in_domain_phrases == 0 : sol.held_out_phrases == 0;
                 int distractors = sol.events - sol.steps;
@@ -486,7 +486,7 @@ int main(void) {
         check(bad == 0, "math, noise 0: %d items: an independent solver of the question text gives the gold "
               "answer and the true steps; every line of the demonstration is its step, right and chained (%d bad)",
               TASK_NUM_SPLITS * N_ITEMS, bad);
-        check(range_ok, "math: 2-3 people, starts 2..12, amounts 2..9, every count of every person in 0..20");
+        check(range_ok, "math: 2 people, the first one asked about; starts 2..12, amounts 2..9, every count of every person in 0..20");
         check(shape_ok, "math: 1-2 distractor events; 2-4 steps (test-long 5-6)");
         check(phrasing_ok, "math: test-ood uses only held-out phrasings, the other splits only in-domain ones");
         check(kinds[0] && kinds[1] && kinds[2] && kinds[3],
@@ -532,6 +532,34 @@ int main(void) {
         check(bad == 0, "stories (phase 0's text), both families, %d train items each: no question or answer format; "
               "math: a line per event whose arithmetic is right, the asked person's final count the solver's",
               N_ITEMS);
+    }
+
+    // --- arithmetic drills: every fact right, and N drills cover every fact of a round
+    {
+        TaskStep facts[512];
+        int n = task_arithmetic_facts(facts), wrong = 0, seen[512] = {0}, in_range = 1;
+        long drills = (n + TASK_DRILL_FACTS - 1) / TASK_DRILL_FACTS;
+        for (int k = 0; k < n; k++)
+            in_range &= facts[k].c >= 0 && facts[k].c <= 20 && facts[k].b >= 2 && facts[k].b <= 9;
+        for (long i = 0; i < drills; i++) {
+            TaskText t = {0};
+            task_drill(3, i, &t);
+            char *p = t.data;
+            for (char *dot; (dot = strchr(p, '.')) != NULL; p = dot + 1) {
+                wrong += task_check_step(p, (size_t)(dot - p + 1)) != 1;
+                long a, b, c;
+                char op;
+                if (task_parse_step(p, (size_t)(dot - p + 1), &a, &op, &b, &c))
+                    for (int k = 0; k < n; k++)
+                        seen[k] |= facts[k].a == a && facts[k].op == op && facts[k].b == b && facts[k].c == c;
+            }
+            free(t.data);
+        }
+        int covered = 0;
+        for (int k = 0; k < n; k++) covered += seen[k];
+        check(in_range && wrong == 0 && covered == n,
+              "drills: %d facts (+ and -, amounts 2..9, results 0..20), every one right, all covered by the first %ld drills",
+              n, drills);
     }
 
     // --- the oracle teacher, choice: an independent solver agrees; steps follow the facts
