@@ -256,7 +256,7 @@ expect_error "refine: --seq above the model's context" "--seq 300 is longer than
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
     missing=""
-    for f in results.json results.svg sft.bin sft.best.bin refined.bin sft_metrics.jsonl math_test.jsonl choice_test-ood.jsonl; do
+    for f in results.json results.svg sft.bin sft.best.bin refined.bin sft_metrics.jsonl math_test.jsonl math_test-ood.jsonl; do
         [ -s "$work/runs/quick/$f" ] || missing="$missing $f"
     done
     for f in settings.txt base.bin tokenizer.bin stories.jsonl base_metrics.jsonl; do # phase 0's base
@@ -277,12 +277,12 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again >"$work/repro_ag
         bad "reproduce --quick again differs:$differ"
 else bad "reproduce --quick (again) failed"; fi
 # two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
-if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then
     r="$work/runs/two"
     if [ -s "$r/seed1/refined.bin" ] && [ -s "$r/seed2/refined.bin" ] && ! cmp -s "$r/seed1/math_test.jsonl" "$r/seed2/math_test.jsonl" \
         && grep -q "mean ± sd over seeds" "$work/repro2.txt" && grep -q '"seeds": \[1, 2\]' "$r/results.json" \
         && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 6 ] && grep -q '"seed": 2' "$r/results.json"; then
-        ok "reproduce --seeds 2: a directory per seed, mean ± sd, six gains over SFT with intervals"
+        ok "reproduce --task both --seeds 2: a directory per seed, mean ± sd, six gains over SFT with intervals (both families)"
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
 # --task math --config: one family (three columns), the student's size from the flag

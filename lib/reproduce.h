@@ -96,7 +96,7 @@ typedef struct {
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
-    .name = "default", .seed = 1, .seeds = 1, .task = "both", .n_train = 6000, .epochs = 2,
+    .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
@@ -450,8 +450,8 @@ int cmd_reproduce(int argc, char **argv) {
          0x7fffffffL - 1000},
         {"--seeds", "N", FLAG_INT, .value = &rs.seeds,
          "the whole pipeline for seeds S .. S+N-1, in runs/NAME/seedK", 1, 100},
-        {"--task", "both|math|choice", FLAG_STRING, .value = &rs.task,
-         "the families trained on and evaluated"},
+        {"--task", "math|both|choice", FLAG_STRING, .value = &rs.task,
+         "the families trained on and evaluated (choice is not yet learned: README)"},
         {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
          "the student (maxT >= 256)", .given = &config_given},
         {"--train", "N", FLAG_INT, .value = &rs.n_train, "demonstrations per family", 10, 10000000,

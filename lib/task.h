@@ -385,14 +385,22 @@ static void task_truth_text(const TaskItem *it, TaskText *t) {
                   it->truth[k].b, it->truth[k].c);
 }
 
-// The problem as a story: the starts, then each event in the question's words followed by the
-// arithmetic of every count it moves (the giver's, then the receiver's), then every final count.
+// The problem as a story: the starts and the events as the question tells them; then each event
+// again, in the same words, followed by the arithmetic of every count it moves (the giver's,
+// then the receiver's); then every final count. (Telling the events twice teaches the copying
+// that the teacher's answers need: a line per event, in the question's words.)
 static void task_math_story(const TaskItem *it, TaskText *t) {
     const char *things = task_objects[it->template_id];
     int counts[TASK_MATH_MAX_PEOPLE];
     for (int p = 0; p < it->num_people; p++) {
         counts[p] = it->counts[p];
         task_putf(t, "%s%s has %d %s.", p ? " " : "", task_names[it->people[p]].name, counts[p], things);
+    }
+    for (int e = 0; e < it->num_events; e++) {
+        const TaskEvent *ev = &it->events[e];
+        task_puts(t, " ");
+        task_expand(t, task_phrasings[ev->kind].phrases[ev->phrase], task_names[it->people[ev->x]].name,
+                    ev->y >= 0 ? task_names[it->people[ev->y]].name : "", ev->amount, things);
     }
     for (int e = 0; e < it->num_events; e++) {
         const TaskEvent *ev = &it->events[e];
