@@ -60,6 +60,8 @@ static void join_heads(const char *out, const char *const *paths, int n, long li
 static void write_rendered_text(const char *out, const char *data, const char *stories) {
     SafeFile sf;
     safe_open(&sf, out);
+    // passes: the data with the cot template, with the plain one, then the stories ({"text"}
+    // lines, which no template changes)
     for (int kind = TEMPLATE_COT; kind <= TEMPLATE_PLAIN + (stories != NULL); kind++) {
         TemplateOptions template = {(TemplateKind)kind, 0, 0};
         Example *items;
@@ -186,18 +188,23 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // demonstrations do not teach a random network to compute (README). So phase 0 trains the student
 // as a language model (loss on every token) on stories of the task's world — each problem told
 // with every count or order stated ("Tom gives 3 apples to Ann: Tom has 7 - 3 = 4 and Ann has
-// 5 + 3 = 8."), never a question, never the teacher's answer format — and on arithmetic drills
+// 5 + 3 = 8."; lib/task.h), never a question, never the teacher's answer format — and on arithmetic drills
 // (every sum and difference the math family needs, lib/task.h), and the tokenizer is
 // trained on those stories and the rendered demonstrations. One base serves every seed (as the
 // paper's seeds share one pretrained model): its data come from --base-seed, not --seed, and it
 // is kept in runs/base/KEY/ (KEY: a hash of every setting that shapes it) and reused when
 // settings.txt, written last, is there: a later run with the same settings starts at phase 1.
 // The stories are train-owned problems (lib/task.h), so no valid or test question is among them.
+// The version of phase 0's text: change it whenever lib/task.h changes the stories, the drills
+// or the demonstrations, so that no base built from other text is reused.
+#define REPRO_BASE_DATA "task v2: stories told twice, drills of 16"
+
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
     char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
-    snprintf(settings, sizeof settings, "task %s\nconfig %s\nvocab %s\nstories per family %d\n"
+    snprintf(settings, sizeof settings, "data %s\ntask %s\nconfig %s\nvocab %s\nstories per family %d\n"
              "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
-             rs->task, rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr, rs->base_seed);
+             REPRO_BASE_DATA, rs->task, rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr,
+             rs->base_seed);
     snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
     snprintf(tokfile, cap, "%s/tokenizer.bin", dir);
     snprintf(base_model, cap, "%s/base.bin", dir);
