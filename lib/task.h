@@ -457,7 +457,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     int query = c->query = task_below(rng, 4);
     c->rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
     int answer = c->order[c->rank];
-    // options: everyone (3-5 people), or the answer and four others (6 people)
+    // options: everyone (at most TASK_MAX_OPTIONS people)
     c->num_options = c->n < TASK_MAX_OPTIONS ? c->n : TASK_MAX_OPTIONS;
     int others[TASK_MAX_PEOPLE], no = 0;
     for (int k = 0; k < c->n; k++)
