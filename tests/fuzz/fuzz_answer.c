@@ -5,16 +5,18 @@
 // might write it. Properties:
 //   - an extracted answer is canonical: answer_normalize gives it back unchanged, it equals
 //     itself, and the completion is correct against it as gold;
-//   - the step report counts within its bounds, with or without a math item to follow;
+//   - the step report counts within its bounds, with or without true steps to follow (a math
+//     item's, or the text's own read by task_parse_truth);
 //   - a GSM8K answer that parses has a non-empty final answer, and a normalized number
 //     normalizes to itself.
 // "accepted" means the completion has an answer; "rejected", that it has none.
 #include "fuzz.h"
 
-static void check_steps(const char *text, const TaskItem *item) {
+static void check_steps(const char *text, const TaskStep *truth, int num_truth) {
     StepReport report;
-    answer_check_steps(text, item, &report);
-    fuzz_require(report.num_steps >= 0);
+    answer_check_steps(text, truth, num_truth, &report);
+    fuzz_require(report.num_steps >= 0 && report.arithmetic_steps >= 0 && report.arithmetic_steps <= report.num_steps);
+    fuzz_require(!report.true_path || (num_truth > 0 && report.arithmetic_steps == num_truth));
     fuzz_require(report.first_error >= -1 && report.first_error < report.num_steps);
     for (int j = 0; j < report.num_steps && j < ANSWER_MAX_STEPS; j++) {
         fuzz_require(report.arithmetic_ok[j] >= -1 && report.arithmetic_ok[j] <= 1);
@@ -37,10 +39,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     answer_equal(text, "8"); // the whole text as a prediction (it is rarely one answer)
     if (answer_normalize(text, again, sizeof again)) fuzz_require(answer_equal(text, again));
 
-    check_steps(text, NULL);
-    TaskItem item; // a math item from the built-in task, its true path to compare the steps with
+    check_steps(text, NULL, 0);
+    TaskItem item; // a math item from the built-in task, its true steps to compare the steps with
     task_make_item(TASK_MATH, TASK_SPLIT_TRAIN, size ? data[0] : 0, 0.0f, 0, &item);
-    check_steps(text, &item);
+    check_steps(text, item.truth, item.num_truth);
+    TaskStep parsed[TASK_MAX_STEPS]; // the text read as a "truth" field
+    int n = task_parse_truth(text, parsed, TASK_MAX_STEPS);
+    fuzz_require(n >= -1 && n <= TASK_MAX_STEPS);
+    if (n > 0) check_steps(text, parsed, n);
     task_item_free(&item);
     char final[32];
     task_final_answer(text, final, sizeof final);

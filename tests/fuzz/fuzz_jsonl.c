@@ -76,10 +76,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             fuzz_require(value || strstr(err, keys[k]));
         }
     }
-    // the loader with each template, with and without calculator notes; the result reported is
-    // the first one's (the chain-of-thought template, as SFT reads its data)
+    // the loader with each template, with and without calculator notes, and with half the
+    // questions in the plain template; the result reported is the first one's (the
+    // chain-of-thought template, as SFT reads its data)
     static const TemplateOptions options[] = {
-        {TEMPLATE_COT, 0}, {TEMPLATE_PLAIN, 1}, {TEMPLATE_NONE, 0}, {TEMPLATE_COT, 1}};
+        {TEMPLATE_COT, 0, 0}, {TEMPLATE_PLAIN, 1, 0}, {TEMPLATE_NONE, 0, 0}, {TEMPLATE_COT, 1, 0},
+        {TEMPLATE_COT, 0, 0.5f}};
     for (size_t t = 0; t < sizeof options / sizeof options[0]; t++) {
         Example *examples = NULL;
         int count = 0;
