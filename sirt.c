@@ -2425,7 +2425,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 // =============================================================================================
 // 7. Sampling and evaluation
 // `./sirt sample` turns prompts into completions; `./sirt eval` scores a model on reasoning
-// items: greedy accuracy with a 95% interval and, with K samples, maj@K and pass@K.
+// items: greedy accuracy with a 95% interval and the diagnosis (lib/answer.h): with K samples
+// maj@k and pass@k, with true steps verified accuracy, and the samples' arithmetic.
 // Reasoning items go through the same prompt template as SFT.
 // Every result of the method is such an accuracy. As in the paper, the model must commit to an
 // answer: a completion is right when the final answer extracted from it (lib/answer.h) equals
@@ -2435,9 +2436,10 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 // Files, JSON lines. `sample --data` reads one item a line (its "prompt" verbatim, else its
 // "text", else its "question" through the template) and writes the line back with every field
 // kept and "samples": [K completions] added. `eval --out` writes one line per item: {"index"
-// (from 0), "gold", "prediction" (null when no answer was found), "correct", "completion" (the
-// greedy one), and with K samples "samples", "majority" ("" when no sample has an answer),
-// "majority_correct", "pass"}.
+// (from 0), "gold", "prediction" (null when no answer was found), "correct", "verified" (when
+// the item has true steps), "completion" (the greedy one), and with K samples "samples",
+// "majority" ("" when no sample has an answer), "majority_correct", "pass"}; `eval --summary`
+// the diagnosis (lib/answer.h) as one JSON object.
 // =============================================================================================
 
 static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
