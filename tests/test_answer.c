@@ -356,6 +356,35 @@ static void test_task_noisy(TaskFamily family) {
     }
 }
 
+// --plain-share: a share of the questions gets the plain template and an answer-only completion,
+// decided by the question text alone (the same items in every pass), none at 0, all at 1.
+static void test_plain_share(void) {
+    float shares[3] = {0.0f, 0.25f, 1.0f};
+    int plain[3] = {0}, answer_only = 1, same = 1;
+    for (int i = 0; i < N_ITEMS; i++) {
+        TaskItem it;
+        task_make_item(TASK_MATH, TASK_SPLIT_TRAIN, 1, 0.0f, i, &it);
+        for (int k = 0; k < 3; k++) {
+            int first = -1;
+            for (int pass = 0; pass < 2; pass++) { // the same item twice: the same choice
+                TemplateOptions opt = {TEMPLATE_COT, 0, shares[k]};
+                Example ex;
+                char err[256];
+                if (example_from_question(it.question, it.answer, &opt, &ex, err, sizeof err) != 0) die("%s", err);
+                int is_plain = strstr(ex.prompt, "Answer the following question.") != NULL;
+                if (is_plain) answer_only &= !strncmp(ex.completion, "The answer is ", 14) && !strchr(ex.completion, '\n');
+                if (pass == 0) plain[k] += first = is_plain;
+                else same &= is_plain == first;
+                example_free(&ex);
+            }
+        }
+        task_item_free(&it);
+    }
+    check(plain[0] == 0 && plain[2] == N_ITEMS && plain[1] > N_ITEMS / 5 && plain[1] < N_ITEMS * 3 / 10 && answer_only && same,
+          "--plain-share 0, 0.25, 1: %d, %d, %d of %d items plain, each with an answer-only completion, the "
+          "same ones when loaded again", plain[0], plain[1], plain[2], N_ITEMS);
+}
+
 // The true steps do not depend on the noise, so a noisy item judges a student's steps against the
 // same truth; and they survive the JSONL: task_truth_text, then task_parse_truth.
 static void test_task_truth(void) {
@@ -393,5 +422,6 @@ int main(int argc, char **argv) {
         test_task_noisy((TaskFamily)f);
     }
     test_task_truth();
+    test_plain_share();
     return checks_finish();
 }
