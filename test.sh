@@ -311,8 +311,8 @@ run() { ./sirt train $cfg --data "$work/train.bin,$work/more.bin" --batch 4 --se
 expect "train 40 steps" run --steps 40 --out "$work/a.bin" --log "$work/a.jsonl"
 n=$(wc -l <"$work/a.jsonl")
 first=$(head -1 "$work/a.jsonl")
-if [ "$n" -eq 40 ] && echo "$first" | grep -q '^{"step": 1, "loss": [0-9.e+-]*, "lr": [0-9.e+-]*, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*}$'; then
-    ok "metrics log: 40 lines, step counts from 1, loss/lr/grad_norm/tok_per_s"
+if [ "$n" -eq 40 ] && echo "$first" | grep -q '^{"step": 1, "loss": [0-9.e+-]*, "lr": [0-9.e+-]*, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*, "pad_frac": 0.0000}$'; then
+    ok "metrics log: 40 lines, step counts from 1, loss/lr/grad_norm/tok_per_s, pad_frac 0 (windows)"
 else bad "metrics log: $n lines, first: $first"; fi
 l1=$(sed -n 1p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
 l40=$(sed -n 40p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
@@ -396,7 +396,7 @@ echo "== numerical guards"
 ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --max-bad-steps 3 --out "$work/g.bin" --log "$work/g.jsonl" >/dev/null 2>"$work/err.txt"
 rc=$?
 state_int() { od -An -t d4 -j $((4 * $2)) -N 4 "$1" | tr -d ' '; } # state_int FILE INDEX: header[INDEX]
-if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
+if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "pad_frac": 0.0000, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
     [ "$(wc -l <"$work/g.jsonl")" -eq 3 ] && [ "$(grep -c '^sirt: warning: step [123]: loss -*nan, gradient norm -*nan: not finite, the update was skipped' "$work/err.txt")" -eq 3 ]; then
     ok "train on a NaN weight: 3 steps logged as skipped (loss and grad_norm null), 3 warnings, exit 1"
 else bad "train guard: exit $rc, $(head -c 300 "$work/g.jsonl")"; fi
