@@ -1982,34 +1982,59 @@ static void sft_data_free(SftData *data) {
 // ---------------------------------------------------------------------------------------------
 // Batches of examples. A sequence of a batch (prompt + completion + end-of-text, `length` tokens)
 // occupies length − 1 positions: its inputs ids[0..length−2], each with the next id as target.
-// --pack 1 (the default; TRL's padding_free): each sequence goes into the first row with room
-// for it among rows of T (= --seq) positions (first fit, in the batch's order), so a row holds
-// several sequences back to back, and the model keeps them apart (model.h, "Examples in a row"):
-// each sequence gets the log-probs it would have alone in a row. --pack 0: one sequence per
-// row. Either way the batch is as wide as its fullest row, and the rest of each row is padding:
-// the pad token, no target, coefficient 0, and positions that continue the row's last sequence
-// (attention is causal: no sequence's token reads them). The layout depends on the lengths and
-// their order only: the same batch gives the same rows, run after run.
+// --pack 1 (the default; TRL's padding_free): a row holds several sequences back to back, and
+// the model keeps them apart (model.h, "Examples in a row"): each sequence gets the log-probs
+// it would have alone in a row. The sequences go into rows of W positions by first fit (each
+// into the first row with room for it, in the batch's order), W chosen among the longest
+// sequence's length .. T (= --seq) so that rows × (the fullest row) is smallest, the first such
+// W on ties: the batch never holds more padding than one sequence per row would. --pack 0: one
+// sequence per row. Either way the batch is as wide as its fullest row, and the rest of each row
+// is padding: the pad token, no target, coefficient 0, and positions that continue the row's
+// last sequence (attention is causal: no sequence's token reads them). The layout depends on
+// the lengths and their order only: the same batch gives the same rows, run after run.
 // The batch's coefs become the completion mask: 1 where the target ids[t+1] belongs to the
 // completion (t + 1 >= prompt_length), 0 elsewhere. b needs room for n rows of T.
+
+// Places sequences of len[0..n) positions into rows of W by first fit (pack), or one per row;
+// fills at[] and fill[] (positions used per row) and returns the number of rows.
+static int place_sequences(const int *len, int n, int W, int pack, Placement *at, int *fill) {
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        int r = pack ? 0 : rows;
+        while (r < rows && fill[r] + len[i] > W) r++;
+        if (r == rows) fill[rows++] = 0;
+        at[i] = (Placement){r, fill[r], len[i]};
+        fill[r] += len[i];
+    }
+    return rows;
+}
+
 static void batch_fill(Batch *b, const TokenSequence *const *seqs, int n, int T, int pack,
                        int pad) {
-    int *fill = xcalloc((size_t)(n > 0 ? n : 1), sizeof(int)); // positions used in each row
-    int width = 1;
-    b->rows = 0;
-    b->tokens = 0;
+    int *len = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    int *fill = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int)); // positions used in each row
+    int longest = 1, best_W = T;
     for (int i = 0; i < n; i++) {
-        int len = seqs[i]->length - 1, r = pack ? 0 : b->rows;
-        if (len > T) die("a sequence of %d tokens does not fit --seq %d", len + 1, T);
-        while (r < b->rows && fill[r] + len > T) r++;
-        if (r == b->rows) b->rows++;
-        b->at[i] = (Placement){r, fill[r], len};
-        fill[r] += len;
-        width = fill[r] > width ? fill[r] : width;
-        b->tokens += len;
+        len[i] = seqs[i]->length - 1;
+        if (len[i] > T) die("a sequence of %d tokens does not fit --seq %d", len[i] + 1, T);
+        longest = len[i] > longest ? len[i] : longest;
     }
+    double best_area = INFINITY;
+    for (int W = longest; pack && W <= T; W++) { // the row width with the least padding
+        int rows = place_sequences(len, n, W, 1, b->at, fill), width = 1;
+        for (int r = 0; r < rows; r++) width = fill[r] > width ? fill[r] : width;
+        if ((double)rows * width < best_area) {
+            best_area = (double)rows * width;
+            best_W = W;
+        }
+    }
+    b->rows = place_sequences(len, n, best_W, pack, b->at, fill);
+    int width = 1;
+    for (int r = 0; r < b->rows; r++) width = fill[r] > width ? fill[r] : width;
     b->T = width;
     b->packed = pack;
+    b->tokens = 0;
+    for (int i = 0; i < n; i++) b->tokens += len[i];
     size_t cells = (size_t)b->rows * width;
     for (size_t i = 0; i < cells; i++) {
         b->inputs[i] = pad;
@@ -2020,7 +2045,7 @@ static void batch_fill(Batch *b, const TokenSequence *const *seqs, int n, int T,
     for (int i = 0; i < n; i++) {
         const TokenSequence *seq = seqs[i];
         size_t first = (size_t)b->at[i].row * width + b->at[i].start;
-        for (int t = 0; t + 1 < seq->length; t++) {
+        for (int t = 0; t < len[i]; t++) {
             b->inputs[first + t] = seq->ids[t];
             b->targets[first + t] = seq->ids[t + 1];
             b->coefs[first + t] = t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
@@ -2029,6 +2054,7 @@ static void batch_fill(Batch *b, const TokenSequence *const *seqs, int n, int T,
     }
     for (size_t i = 0; i < cells; i++) // padding continues the row's last sequence
         if (b->pos[i] < 0) b->pos[i] = i % width == 0 ? 0 : b->pos[i - 1] + 1;
+    free(len);
     free(fill);
 }
 
@@ -2894,8 +2920,10 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 // The pairs file (TRL's format), JSON lines: {"prompt", "chosen", "rejected"}, and optionally
 // both "ref_chosen_logps" and "ref_rejected_logps": the reference's S of each completion
 // (end-of-text included), finite and <= 0; a pair that has them needs no --ref. Prompt and
-// completions are tokenized and truncated as in SFT (section 5). A pair whose chosen or rejected
-// text is empty, or whose two texts are equal, is dropped and counted.
+// completions are tokenized and truncated as in SFT (section 5), and a batch's 2B sequences are
+// laid out in rows as SFT's examples: packed by default (--pack), each sequence's S summed over
+// its own positions. A pair whose chosen or rejected text is empty, or whose two texts are
+// equal, is dropped and counted.
 // =============================================================================================
 
 typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO, LOSS_ORPO } PreferenceLoss;

@@ -160,9 +160,11 @@ static void random_model(Model *model, Rng *rng) {
     memset(model->params.wte + (size_t)PACK_V * 16, 0, (size_t)(model->config.Vp - PACK_V) * 16 * 4);
 }
 
-// The layout: first fit into rows of T positions, every sequence where `at` says, positions
-// counting from 0 in each sequence and continuing into the padding; the loss and every
-// parameter gradient of the packed batch equal those of the same examples one per row.
+// The layout: first fit into rows of some width W <= T (batch_fill picks it; the batch is then
+// as wide as its fullest row, at most W), every sequence where `at` says, positions counting
+// from 0 in each sequence and continuing into the padding, no more positions than one example
+// per row; the loss and every parameter gradient of the packed batch equal those of the same
+// examples one per row.
 static void test_packed_equals_padded(void) {
     Rng rng = rng_seeded(31);
     SftData data;
@@ -184,8 +186,8 @@ static void test_packed_equals_padded(void) {
     for (int i = 0; i < PACK_COUNT; i++) {
         const TokenSequence *seq = &data.seqs[order[i]];
         Placement at = packed.at[i];
-        // first fit: no earlier row had room for it when it was placed
-        for (int r = 0; r < at.row; r++) ok &= fill[r] + seq->length - 1 > PACK_T;
+        // first fit: no earlier row had room for it when it was placed (room up to W >= T')
+        for (int r = 0; r < at.row; r++) ok &= fill[r] + seq->length - 1 > packed.T;
         ok &= at.start == fill[at.row] && at.length == seq->length - 1;
         fill[at.row] += at.length;
         tokens += at.length;
@@ -201,7 +203,8 @@ static void test_packed_equals_padded(void) {
             ok &= packed.targets[j] == -1 && packed.coefs[j] == 0.0f &&
                   packed.pos[j] == (t == 0 ? 0 : packed.pos[j - 1] + 1);
         }
-    ok &= tokens == packed.tokens && tokens == padded.tokens && n_packed == n_padded;
+    ok &= tokens == packed.tokens && tokens == padded.tokens && n_packed == n_padded &&
+          packed.rows * packed.T < padded.rows * padded.T;
     check(ok, "batch_fill --pack 1: %d examples first-fit into %d rows of %d (padded: %d rows of "
           "%d), positions restart at each example, %zu tokens", PACK_COUNT, packed.rows, packed.T,
           padded.rows, padded.T, tokens);
@@ -262,12 +265,23 @@ static void test_examples_isolated(void) {
     Batch batch;
     batch_alloc(&batch, PACK_COUNT, PACK_T);
     sft_fill_batch(&batch, &data, order, PACK_COUNT, PACK_T, 1, 0);
-    // the example to change: one that shares its row with examples before and after it
-    int victim = -1;
-    for (int i = 1; i + 1 < PACK_COUNT && victim < 0; i++)
-        if (batch.at[i - 1].row == batch.at[i].row && batch.at[i + 1].row == batch.at[i].row)
+    // the example to change: one with another example after it in its row (the one that would
+    // see it if attention leaked), and before it when there is such a one
+    int victim = -1, score = 0;
+    for (int i = 0; i < PACK_COUNT; i++) {
+        int before = 0, after = 0;
+        for (int j = 0; j < PACK_COUNT; j++)
+            if (j != i && batch.at[j].row == batch.at[i].row && batch.at[j].length > 0) {
+                before |= batch.at[j].start < batch.at[i].start;
+                after |= batch.at[j].start > batch.at[i].start;
+            }
+        if (after && 1 + before > score) {
             victim = i;
-    if (victim < 0) victim = 1; // (the layout check below then fails)
+            score = 1 + before;
+        }
+    }
+    int shares = victim >= 0;
+    if (victim < 0) victim = 0; // (the check below then fails)
     size_t Vp = model.config.Vp, cells = (size_t)batch.rows * batch.T;
     float *logits = xmalloc(cells * Vp * sizeof(float));
     batch_forward(&model, &batch);
@@ -285,11 +299,10 @@ static void test_examples_isolated(void) {
         if (i == victim) own_changed = !same;
         else others_same &= same;
     }
-    int shares = batch.at[victim - 1].row == at.row && batch.at[victim + 1].row == at.row;
     check(shares && others_same && own_changed, "packed row: changing example %d (row %d, "
-          "positions %d..%d, between two others) changes its logits and leaves those of all %d "
-          "others bit-identical", victim, at.row, at.start, at.start + at.length - 1,
-          PACK_COUNT - 1);
+          "positions %d..%d, %s) changes its logits and leaves those of all %d others "
+          "bit-identical", victim, at.row, at.start, at.start + at.length - 1,
+          score == 2 ? "between two others" : "before another", PACK_COUNT - 1);
     free(logits);
     batch_free(&batch);
     model_free(&model);
