@@ -67,7 +67,7 @@ sirt_cuda: sirt_cuda.o kernels.o
 MODEL_FUNCS = dev_alloc dev_free dev_zero dev_to_device dev_to_host dev_alloc_int \
   dev_memory_bytes encoder_forward encoder_backward layernorm_forward layernorm_backward \
   matmul_forward matmul_backward attention_forward attention_backward gelu_forward \
-  gelu_backward residual_forward classifier_forward classifier_backward encoder_forward_at \
+  gelu_backward residual_forward classifier_forward classifier_backward \
   kv_cache_store attention_decode dev_count_nonfinite sum_squares adamw_update
 
 tests/cpu_kernels.o: $(SOURCES)

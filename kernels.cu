@@ -219,57 +219,58 @@ extern "C" void dev_to_host(void *dst, const void *src, size_t bytes) {
 // Encoder
 // =============================================================================================
 
-// inp (B,T) -> out (B,T,C); wte (Vp,C), wpe (maxT,C). Element-wise over (bt, c).
-__global__ void encoder_forward_kernel(float *out, const int *inp, const float *wte,
-                                       const float *wpe, int BT, int T, int C) {
+// Where token bt sits in its example: pos[bt], or its place in the row when pos is NULL (one
+// example per row), as position_of in sirt.c.
+__device__ inline int position_of(const int *pos, size_t bt, int T) {
+    return pos ? pos[bt] : (int)(bt % T);
+}
+
+// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C). Element-wise over
+// (bt, c).
+__global__ void encoder_forward_kernel(float *out, const int *inp, const int *pos,
+                                       const float *wte, const float *wpe, int BT, int T, int C) {
     const size_t i = thread_index();
     if (i >= (size_t)BT * C) return;
     const size_t bt = i / C, c = i % C;
-    out[i] = wte[(size_t)inp[bt] * C + c] + wpe[(bt % T) * C + c];
+    out[i] = wte[(size_t)inp[bt] * C + c] + wpe[(size_t)position_of(pos, bt, T) * C + c];
 }
 
-extern "C" void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
-                                int B, int T, int C) {
+extern "C" void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
+                                const float *wpe, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
-    encoder_forward_kernel<<<blocks_for((size_t)B * T * C), THREADS>>>(out, inp, wte, wpe,
+    encoder_forward_kernel<<<blocks_for((size_t)B * T * C), THREADS>>>(out, inp, pos, wte, wpe,
                                                                        B * T, T, C);
     LAUNCH_CHECK();
 }
 
-// dout (B,T,C) -> dwte (Vp,C) += rows at the input ids. Two positions may hold the same token,
-// so threads cannot simply split positions. Decomposition: one thread per (channel c, shard s of
-// the vocabulary); it walks all positions bt in order and adds dout[bt][c] into dwte[id][c] for
-// the ids with id % ENC_SHARDS == s. Every element of dwte belongs to exactly one thread and
-// receives its terms in position order — the CPU's order — without atomics. The lanes of a warp
-// share s and read the same id, so the branch never diverges within a warp.
+// dout (B,T,C) -> dtable (rows,C) += dout[bt] at row index(bt), for the token table (index: the
+// input ids) and the position table (index: the positions). Two positions may share a row, so
+// threads cannot simply split positions. Decomposition: one thread per (channel c, shard s of
+// the table's rows); it walks all positions bt in order and adds dout[bt][c] into
+// dtable[row][c] for the rows with row % ENC_SHARDS == s. Every element of dtable belongs to
+// exactly one thread and receives its terms in position order — the CPU's order — without
+// atomics. The lanes of a warp share s and read the same row, so the branch never diverges
+// within a warp. ids NULL: row = position_of(pos, bt, T).
 #define ENC_SHARDS 64
-__global__ void encoder_backward_wte_kernel(float *dwte, const float *dout, const int *inp,
-                                            int BT, int C) {
+__global__ void embedding_backward_kernel(float *dtable, const float *dout, const int *ids,
+                                          const int *pos, int BT, int T, int C) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x, shard = blockIdx.y;
     if (c >= C) return;
     for (int bt = 0; bt < BT; bt++) {
-        const int id = inp[bt];
-        if (id % ENC_SHARDS != shard) continue;
-        dwte[(size_t)id * C + c] += dout[(size_t)bt * C + c];
+        const int row = ids ? ids[bt] : position_of(pos, bt, T);
+        if (row % ENC_SHARDS != shard) continue;
+        dtable[(size_t)row * C + c] += dout[(size_t)bt * C + c];
     }
 }
 
-// dout (B,T,C) -> dwpe (maxT,C) += rows 0..T-1. One thread per (t, c), summing over b in order.
-__global__ void encoder_backward_wpe_kernel(float *dwpe, const float *dout, int B, int T, int C) {
-    const size_t i = thread_index(); // = t*C + c
-    if (i >= (size_t)T * C) return;
-    float acc = dwpe[i];
-    for (int b = 0; b < B; b++) acc += dout[(size_t)b * T * C + i];
-    dwpe[i] = acc;
-}
-
+// dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows at the positions
 extern "C" void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
-                                 int B, int T, int C) {
+                                 const int *pos, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
     dim3 grid((unsigned int)((C + THREADS - 1) / THREADS), ENC_SHARDS);
-    encoder_backward_wte_kernel<<<grid, THREADS>>>(dwte, dout, inp, B * T, C);
+    embedding_backward_kernel<<<grid, THREADS>>>(dwte, dout, inp, NULL, B * T, T, C);
     LAUNCH_CHECK();
-    encoder_backward_wpe_kernel<<<blocks_for((size_t)T * C), THREADS>>>(dwpe, dout, B, T, C);
+    embedding_backward_kernel<<<grid, THREADS>>>(dwpe, dout, NULL, pos, B * T, T, C);
     LAUNCH_CHECK();
 }
 
@@ -479,55 +480,62 @@ __device__ void attend_query(float *out, float *row, const float *q, const float
     }
 }
 
-// qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T). One warp per query row (b, h, t); warp w is row
-// w of att viewed as (B*NH*T, T). The rest of the row, t2 > t, is zeroed.
-__global__ void attention_forward_kernel(float *out, float *att, const float *qkv, int B, int T,
-                                         int C, int NH, float scale) {
+// qkv (B,T,3C), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T). One warp per query row
+// (b, h, t); warp w is row w of att viewed as (B*NH*T, T). Query t attends to s..t, s = t − pos[t]
+// the first position of its example (0 when pos is NULL); the rest of the row is zeroed.
+__global__ void attention_forward_kernel(float *out, float *att, const float *qkv, const int *pos,
+                                         int B, int T, int C, int NH, float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)B * NH * T) return;
     const int t = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
     const int hs = C / NH, lane = lane_index();
+    const int s = t - position_of(pos, (size_t)b * T + t, T);
     const size_t stride = 3 * (size_t)C;
     const float *base = qkv + (size_t)b * T * stride + (size_t)h * hs; // position 0, this head
     float *row = att + w * T;
-    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row, base + t * stride,
-                 base + C, base + 2 * (size_t)C, stride, t, hs, scale);
+    for (int t2 = lane; t2 < s; t2 += WARP) row[t2] = 0.0f;
+    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row + s, base + t * stride,
+                 base + s * stride + C, base + s * stride + 2 * (size_t)C, stride, t - s, hs,
+                 scale);
     for (int t2 = t + 1 + lane; t2 < T; t2 += WARP) row[t2] = 0.0f;
 }
 
-extern "C" void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
-                                  int NH) {
+extern "C" void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B,
+                                  int T, int C, int NH) {
     if (B <= 0 || T <= 0 || NH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
     attention_forward_kernel<<<blocks_for_warps((size_t)B * NH * T), THREADS>>>(
-        out, att, qkv, B, T, C, NH, scale);
+        out, att, qkv, pos, B, T, C, NH, scale);
     LAUNCH_CHECK();
 }
 
 // The backward runs in two passes so that every gradient element has one writer. For query row
-// (b,h,t), with att the row of softmax weights and d = dout_t:
+// (b,h,t), with att the row of softmax weights, d = dout_t and s..t the positions it attends to:
 //   datt[t2] = d · v_t2,   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]) * scale
-//   dq_t  += Σ_{t2<=t} dpre[t2] k_t2                       (pass 1, per query)
-//   dk_t2 += Σ_{t>=t2} dpre_t[t2] q_t,  dv_t2 += Σ_{t>=t2} att_t[t2] dout_t   (pass 2, per key)
+//   dq_t  += Σ_{s<=t2<=t} dpre[t2] k_t2                     (pass 1, per query)
+//   dk_t2 += Σ_t dpre_t[t2] q_t,  dv_t2 += Σ_t att_t[t2] dout_t   (pass 2, per key; t runs from
+//            t2 to the end of t2's example: the queries that attend to it)
 // dpre (B,NH,T,T) lives in scratch between the passes.
 
 // Pass 1: one warp per query row (b, h, t). Lanes stride over t2 for datt and dpre (datt is
 // parked in dpre's row, each lane rereading only its own entries), then over the channels i of
 // dq, each summing over t2 in order.
 __global__ void attention_backward_query_kernel(float *dqkv, float *dpre, const float *dout,
-                                                const float *qkv, const float *att, int B,
-                                                int T, int C, int NH, float scale) {
+                                                const float *qkv, const float *att,
+                                                const int *pos, int B, int T, int C, int NH,
+                                                float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)B * NH * T) return;
     const int t = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
     const int hs = C / NH, lane = lane_index();
+    const int s = t - position_of(pos, (size_t)b * T + t, T);
     const size_t stride = 3 * (size_t)C;
     const float *base = qkv + (size_t)b * T * stride + (size_t)h * hs;
     const float *row = att + w * T;
     float *drow = dpre + w * T;
     const float *d = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
     float weighted = 0.0f; // Σ_j att[j] datt[j]
-    for (int t2 = lane; t2 <= t; t2 += WARP) {
+    for (int t2 = s + lane; t2 <= t; t2 += WARP) {
         const float *v = base + t2 * stride + 2 * (size_t)C;
         float datt = 0.0f;
         for (int i = 0; i < hs; i++) datt += d[i] * v[i];
@@ -535,25 +543,31 @@ __global__ void attention_backward_query_kernel(float *dqkv, float *dpre, const 
         weighted += row[t2] * datt;
     }
     weighted = warp_sum(weighted);
-    for (int t2 = lane; t2 <= t; t2 += WARP) drow[t2] = row[t2] * (drow[t2] - weighted) * scale;
+    for (int t2 = s + lane; t2 <= t; t2 += WARP)
+        drow[t2] = row[t2] * (drow[t2] - weighted) * scale;
     __syncwarp();
     float *dq = dqkv + ((size_t)b * T + t) * stride + (size_t)h * hs;
     for (int i = lane; i < hs; i += WARP) {
         float acc = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) acc += drow[t2] * base[t2 * stride + C + i];
+        for (int t2 = s; t2 <= t; t2++) acc += drow[t2] * base[t2 * stride + C + i];
         dq[i] += acc;
     }
 }
 
 // Pass 2: one warp per key position (b, h, t2). Lanes stride over the channels i; each sums over
-// the queries t = t2..T-1 in order (column t2 of dpre and att, read as broadcasts).
+// the queries t = t2.. to the end of t2's example, in order (column t2 of dpre and att, read as
+// broadcasts). The example ends before the next position whose pos is 0.
 __global__ void attention_backward_key_kernel(float *dqkv, const float *dpre, const float *dout,
-                                              const float *qkv, const float *att, int B, int T,
-                                              int C, int NH) {
+                                              const float *qkv, const float *att, const int *pos,
+                                              int B, int T, int C, int NH) {
     const size_t w = warp_index();
     if (w >= (size_t)B * NH * T) return;
     const int t2 = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
     const int hs = C / NH, lane = lane_index();
+    int end = t2 + 1; // one past the last query that attends to t2
+    if (pos)
+        while (end < T && pos[(size_t)b * T + end] != 0) end++;
+    else end = T;
     const size_t stride = 3 * (size_t)C;
     const size_t head = ((size_t)b * NH + h) * T; // row 0 of this head's att and dpre
     const float *q = qkv + (size_t)b * T * stride + (size_t)h * hs;       // q at position 0
@@ -562,7 +576,7 @@ __global__ void attention_backward_key_kernel(float *dqkv, const float *dpre, co
     float *dv = dk + C;
     for (int i = lane; i < hs; i += WARP) {
         float dk_acc = 0.0f, dv_acc = 0.0f;
-        for (int t = t2; t < T; t++) {
+        for (int t = t2; t < end; t++) {
             const size_t a = (head + t) * T + t2;
             dk_acc += dpre[a] * q[t * stride + i];
             dv_acc += att[a] * d[(size_t)t * C + i];
@@ -574,16 +588,17 @@ __global__ void attention_backward_key_kernel(float *dqkv, const float *dpre, co
 
 // dout (B,T,C) -> dqkv (B,T,3C) +=
 extern "C" void attention_backward(float *dqkv, const float *dout, const float *qkv,
-                                   const float *att, int B, int T, int C, int NH) {
+                                   const float *att, const int *pos, int B, int T, int C,
+                                   int NH) {
     if (B <= 0 || T <= 0 || NH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
     const size_t rows = (size_t)B * NH * T;
     float *dpre = (float *)gpu_scratch(rows * T * sizeof(float));
-    attention_backward_query_kernel<<<blocks_for_warps(rows), THREADS>>>(dqkv, dpre, dout, qkv,
-                                                                         att, B, T, C, NH, scale);
+    attention_backward_query_kernel<<<blocks_for_warps(rows), THREADS>>>(
+        dqkv, dpre, dout, qkv, att, pos, B, T, C, NH, scale);
     LAUNCH_CHECK();
     attention_backward_key_kernel<<<blocks_for_warps(rows), THREADS>>>(dqkv, dpre, dout, qkv, att,
-                                                                       B, T, C, NH);
+                                                                       pos, B, T, C, NH);
     LAUNCH_CHECK();
 }
 
@@ -732,23 +747,6 @@ extern "C" void classifier_backward(float *logits, const float *lse, const int *
 // =============================================================================================
 // Decoding with a key/value cache
 // =============================================================================================
-
-// inp (N), pos (N) -> out (N,C) = wte[inp] + wpe[pos]. Element-wise over (n, c).
-__global__ void encoder_forward_at_kernel(float *out, const int *inp, const int *pos,
-                                          const float *wte, const float *wpe, int N, int C) {
-    const size_t i = thread_index();
-    if (i >= (size_t)N * C) return;
-    const size_t n = i / C, c = i % C;
-    out[i] = wte[(size_t)inp[n] * C + c] + wpe[(size_t)pos[n] * C + c];
-}
-
-extern "C" void encoder_forward_at(float *out, const int *inp, const int *pos, const float *wte,
-                                   const float *wpe, int N, int C) {
-    if (N <= 0 || C <= 0) return;
-    encoder_forward_at_kernel<<<blocks_for((size_t)N * C), THREADS>>>(out, inp, pos, wte, wpe,
-                                                                      N, C);
-    LAUNCH_CHECK();
-}
 
 // qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]. Element-wise over (b, t, c).
 __global__ void kv_cache_store_kernel(float *kcache, float *vcache, const float *qkv,

@@ -45,12 +45,19 @@ size_t dev_memory_bytes(void); // the device's memory in all: the RAM on the CPU
 
 // ---------------------------------------------------------------------------------------------
 // Encoder: token embedding plus position embedding.
-// inp (B,T) token ids -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
-void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
-                     int B, int T, int C);
-// dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows 0..T-1
+// Examples in a row. A row of T tokens holds one example from position 0 (pos = NULL), or several
+// examples back to back ("packed", without padding between them): then pos (B,T) gives each
+// token's position within its own example, 0 at the example's first token and one more at each
+// next token (pos[t] = 0 or pos[t-1] + 1). Position embeddings restart at 0 with every example,
+// and attention stays within the example (below), so each example computes exactly what it
+// would alone in a row of its own.
+// inp (B,T) token ids, pos (B,T) or NULL -> out (B,T,C) = wte[inp] + wpe[pos]; wte (Vp,C),
+// wpe (maxT,C). Decoding calls it with T = 1 and each new token's position in pos.
+void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
+                     const float *wpe, int B, int T, int C);
+// dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows at the positions
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
-                      int B, int T, int C);
+                      const int *pos, int B, int T, int C);
 
 // LayerNorm over the last dimension, eps from the config.
 // inp (N,C) -> out (N,C), mean (N), rstd (N); weight (C), bias (C)
@@ -69,13 +76,17 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int C, int OC);
 
-// Causal multi-head self-attention with scale 1/sqrt(C/NH).
-// qkv (B,T,3C) holding q, k, v side by side -> out (B,T,C); att (B,NH,T,T) the softmax weights
-// (row t holds weights for positions 0..t; the rest of the row is zero), kept for the backward.
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+// Causal multi-head self-attention with scale 1/sqrt(C/NH), within each example of a row:
+// query t attends to positions s..t, s = t − pos[t] the first position of its example (s = 0
+// when pos is NULL: one example per row).
+// qkv (B,T,3C) holding q, k, v side by side, pos (B,T) or NULL -> out (B,T,C); att (B,NH,T,T)
+// the softmax weights (row t holds weights for positions s..t; the rest of the row is zero),
+// kept for the backward.
+void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
+                       int C, int NH);
 // dout (B,T,C) -> dqkv (B,T,3C) +=
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        int B, int T, int C, int NH);
+                        const int *pos, int B, int T, int C, int NH);
 
 // GELU, tanh approximation. inp (N) -> out (N)
 void gelu_forward(float *out, const float *inp, size_t N);
@@ -105,10 +116,8 @@ void classifier_backward(float *logits, const float *lse, const int *targets, co
 // ---------------------------------------------------------------------------------------------
 // Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns
 // cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,C) hold the keys and values of every
-// position 0..Tc-1 of every slot S. The forward-only kernels above serve the rest of the layer.
-// inp (N) token ids at positions pos (N) -> out (N,C) = wte[inp] + wpe[pos]
-void encoder_forward_at(float *out, const int *inp, const int *pos, const float *wte,
-                        const float *wpe, int N, int C);
+// position 0..Tc-1 of every slot S. The forward-only kernels above serve the rest of the layer
+// (encoder_forward with T = 1 embeds the new tokens at their positions).
 // Prefill: keys and values of qkv (B,T,3C) -> kcache, vcache[slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
                     int T, int Tc, int C);

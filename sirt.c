@@ -79,28 +79,34 @@ void dev_to_host(void *dst, const void *src, size_t bytes) { memcpy(dst, src, by
 
 
 // ---------------------------------------------------------------------------------------------
-// inp (B,T) -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
-void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
-                     int B, int T, int C) {
+// Where a token sits in its example: pos[bt] when the caller gives positions (packed rows), or
+// its place in the row, t = bt % T, when pos is NULL (one example per row).
+static inline int position_of(const int *pos, int bt, int T) { return pos ? pos[bt] : bt % T; }
+
+// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
+void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
+                     const float *wpe, int B, int T, int C) {
 #pragma omp parallel for
     for (int bt = 0; bt < B * T; bt++) {
-        const float *tok = wte + (size_t)inp[bt] * C, *pos = wpe + (size_t)(bt % T) * C;
+        const float *tok = wte + (size_t)inp[bt] * C;
+        const float *at = wpe + (size_t)position_of(pos, bt, T) * C;
         float *o = out + (size_t)bt * C;
-        for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
+        for (int c = 0; c < C; c++) o[c] = tok[c] + at[c];
     }
 }
 
 // dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) +=
 // Two positions may hold the same token, so threads split the channels, not the positions.
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
-                      int B, int T, int C) {
+                      const int *pos, int B, int T, int C) {
     const int chunk = 64;
 #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += chunk) {
         int c1 = c0 + chunk < C ? c0 + chunk : C;
         for (int bt = 0; bt < B * T; bt++) {
             const float *d = dout + (size_t)bt * C;
-            float *dtok = dwte + (size_t)inp[bt] * C, *dpos = dwpe + (size_t)(bt % T) * C;
+            float *dtok = dwte + (size_t)inp[bt] * C;
+            float *dpos = dwpe + (size_t)position_of(pos, bt, T) * C;
             for (int c = c0; c < c1; c++) {
                 dtok[c] += d[c];
                 dpos[c] += d[c];
@@ -232,32 +238,40 @@ static void attend_one_query(float *out, float *row, const float *q, const float
 }
 
 // ---------------------------------------------------------------------------------------------
-// qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)
-// For each batch row b, head h and query position t (all independent, so all parallel):
-//   att[t2] = softmax_{t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+// qkv (B,T,3C), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T)
+// Query t sees the keys of its own example up to itself: t2 = s..t with s = t − pos[t], the
+// example's first position (s = 0 when pos is NULL). For each batch row b, head h and query
+// position t (all independent, so all parallel):
+//   att[t2] = softmax_{s <= t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
+// and the rest of the row is zero.
+void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
+                       int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for collapse(3)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const float *base = qkv + (size_t)b * T * 3 * C + h * hs; // row 0 of this head
+                int s = t - position_of(pos, b * T + t, T);
+                // row s of this head: the example's first key and value are its keys[0], values[0]
+                const float *base = qkv + ((size_t)b * T + s) * 3 * C + h * hs;
                 float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row,
-                                 base + (size_t)t * 3 * C, base + C, base + 2 * C, 3 * C, t, hs,
-                                 scale);
+                for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
+                attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
+                                 qkv + ((size_t)b * T + t) * 3 * C + h * hs, base + C,
+                                 base + 2 * C, 3 * C, t - s, hs, scale);
                 for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
             }
 }
 
 // dout (B,T,C) -> dqkv (B,T,3C) +=
-// Position t's query reads the keys and values of every t2 <= t, so dk and dv of one head
-// collect contributions from many queries: threads split (b, h) pairs, and within one pair the
-// queries run in order. The gradient through the softmax, for one query row, is
+// Position t's query reads the keys and values of every t2 in s..t (s = t − pos[t], as in the
+// forward), so dk and dv of one head collect contributions from many queries: threads split
+// (b, h) pairs, and within one pair the queries run in order. The gradient through the softmax,
+// for one query row, is
 //   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]),  datt[t2] = dout_t · v_t2
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        int B, int T, int C, int NH) {
+                        const int *pos, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
@@ -267,19 +281,20 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int t = 0; t < T; t++) {
+                    int s = t - position_of(pos, b * T + t, T);
                     const float *row = att + (((size_t)b * NH + h) * T + t) * T;
                     const float *d = dout + ((size_t)b * T + t) * C + h * hs;
                     const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
                     float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
                     float weighted = 0.0f; // Σ_j att[j] datt[j]
-                    for (int t2 = 0; t2 <= t; t2++) {
+                    for (int t2 = s; t2 <= t; t2++) {
                         const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
                         float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
                         for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
                         datt[t2] = dot_product(d, v, hs);
                         weighted += row[t2] * datt[t2];
                     }
-                    for (int t2 = 0; t2 <= t; t2++) {
+                    for (int t2 = s; t2 <= t; t2++) {
                         float dpre = row[t2] * (datt[t2] - weighted) * scale;
                         const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
                         float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
@@ -294,20 +309,10 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoding kernels: the same arithmetic as encoder_forward and attention_forward, for one new
-// token per sequence with the keys and values of earlier positions read from the cache. The
-// dot products and the softmax run in the same order as in attention_forward, so cached
-// decoding reproduces the full forward pass.
-
-// inp (N), pos (N) -> out (N,C); wte (Vp,C), wpe (maxT,C)
-void encoder_forward_at(float *out, const int *inp, const int *pos, const float *wte,
-                        const float *wpe, int N, int C) {
-#pragma omp parallel for
-    for (int n = 0; n < N; n++) {
-        const float *tok = wte + (size_t)inp[n] * C, *p = wpe + (size_t)pos[n] * C;
-        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = tok[c] + p[c];
-    }
-}
+// Decoding kernels: the same arithmetic as attention_forward, for one new token per sequence
+// with the keys and values of earlier positions read from the cache. The dot products and the
+// softmax run in the same order as in attention_forward, so cached decoding reproduces the full
+// forward pass. (The new tokens' embeddings are encoder_forward's, with their positions.)
 
 // qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
@@ -669,10 +674,10 @@ static const TensorSpec GPT2_GRAD_ACTS[] = {
 #define NUM_GRAD_ACT_TENSORS (int)(sizeof GPT2_GRAD_ACTS / sizeof GPT2_GRAD_ACTS[0])
 
 // Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
-// (inputs, targets, coefficients).
+// (inputs, targets, positions, coefficients).
 static double activation_bytes(const Config *cfg, int B, int T) {
     double floats = table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T) +
-                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 3.0 * B * T;
+                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 4.0 * B * T;
     return floats * sizeof(float);
 }
 
@@ -690,8 +695,10 @@ typedef struct {
     GradActTensors grad_acts;
     float *acts_memory, *grad_acts_memory;
     int act_B, act_T;
-    // the current batch on the device, and the host copy of its log-probs
-    int *inputs, *targets;
+    // the current batch on the device, and the host copy of its log-probs; positions holds each
+    // token's position within its example when the last forward was given them (packed: 1)
+    int *inputs, *targets, *positions;
+    int packed;
     float *coefs;
     float *host_logprobs;
     int B, T; // shape of the last forward pass
@@ -774,6 +781,7 @@ static void model_free(Model *model) {
     dev_free(model->grad_acts_memory);
     dev_free(model->inputs);
     dev_free(model->targets);
+    dev_free(model->positions);
     dev_free(model->coefs);
     free(model->host_logprobs);
 }
@@ -786,6 +794,7 @@ static void model_alloc_activations(Model *model, int B, int T) {
     dev_free(model->grad_acts_memory);
     dev_free(model->inputs);
     dev_free(model->targets);
+    dev_free(model->positions);
     dev_free(model->coefs);
     free(model->host_logprobs);
 
@@ -808,6 +817,7 @@ static void model_alloc_activations(Model *model, int B, int T) {
     size_t BT = (size_t)B * T;
     model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
     model->targets = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
+    model->positions = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
     model->coefs = alloc_check(dev_alloc(BT), who, bytes, "activations");
     model->host_logprobs = xmalloc(BT * sizeof(float));
     model->act_B = B;
@@ -940,8 +950,11 @@ static void detect_anomaly_adamw(const Model *model) {
 }
 
 // The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
-// Afterwards model->host_logprobs (B,T) holds log p(target) at every position.
-static void model_forward(Model *model, const int *inputs, const int *targets, int B, int T) {
+// pos (B,T), a host array, gives each token's position within its example when a row packs
+// several examples (model.h, "Examples in a row"); NULL: one example per row. Afterwards
+// model->host_logprobs (B,T) holds log p(target) at every position.
+static void model_forward(Model *model, const int *inputs, const int *targets, const int *pos,
+                          int B, int T) {
     const Config *cfg = &model->config;
     if (T > cfg->maxT) die("sequence length %d exceeds the model's context %d", T, cfg->maxT);
     if (B > model->act_B || T > model->act_T)
@@ -954,13 +967,22 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
                 inputs[i] < 0 || inputs[i] >= cfg->V ? inputs[i] : targets[i], i, cfg->V);
     dev_to_device(model->inputs, inputs, BT * sizeof(int));
     dev_to_device(model->targets, targets, BT * sizeof(int));
+    if (pos) {
+        for (int i = 0; i < BT; i++) // a row is examples back to back, each counting from 0
+            if (pos[i] != 0 && (i % T == 0 || pos[i] != pos[i - 1] + 1))
+                die("position %d at token %d of row %d does not continue its example", pos[i],
+                    i % T, i / T);
+        dev_to_device(model->positions, pos, BT * sizeof(int));
+    }
+    model->packed = pos != NULL;
     model->B = B;
     model->T = T;
 
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
-    encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C);
+    const int *positions = model->packed ? model->positions : NULL;
+    encoder_forward(a.encoded, model->inputs, positions, p.wte, p.wpe, B, T, C);
     for (int l = 0; l < L; l++) {
         size_t c = (size_t)l * C, btc = (size_t)l * BT * C, bth = (size_t)l * BT * H;
         const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
@@ -974,7 +996,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, i
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, B, T, C, NH);
+        attention_forward(atty, att, qkv, positions, B, T, C, NH);
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
@@ -997,6 +1019,7 @@ static void model_backward(Model *model, const float *coefs) {
     const Config *cfg = &model->config;
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
+    const int *positions = model->packed ? model->positions : NULL;
     if (!model->grads_memory)
         model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
@@ -1041,14 +1064,14 @@ static void model_backward(Model *model, const float *coefs) {
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
-                           B, T, C, NH);
+                           positions, B, T, C, NH);
         dev_zero(d.ln, btc_size);
         matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, BT, C);
         detect_anomaly_backward(model, STAGE_ATTENTION, l);
     }
-    encoder_backward(g.wte, g.wpe, d.residual, model->inputs, B, T, C);
+    encoder_backward(g.wte, g.wpe, d.residual, model->inputs, positions, B, T, C);
     detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
@@ -1448,10 +1471,12 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
 // in the ℓ_t: its c_t = −∂L/∂ℓ_t is taken at this forward pass, so Σ_t c_t · (−ℓ_t) has the
 // same gradient as L (the chain rule) though not the same value, and its step reports L.
 // The metrics log (--log) is JSON lines, one per step: {"step" (from 1), "loss" (the step's
-// forward pass, before its update), "lr", "grad_norm" (before clipping), "tok_per_s"}, plus
-// "skipped": true on a skipped step (numbers that are not finite are written as null); sft
-// adds "val_loss" when it validates, dpo its preference metrics (section 8). On --resume the
-// lines after the checkpoint's step are dropped, so the log always matches the weights.
+// forward pass, before its update), "lr", "grad_norm" (before clipping), "tok_per_s" (the
+// tokens of examples per second: padding does not count), "pad_frac" (the share of the batch's
+// positions that were padding)}, plus "skipped": true on a skipped step (numbers that are not
+// finite are written as null); sft adds "val_loss" when it validates, dpo its preference
+// metrics (section 8). On --resume the lines after the checkpoint's step are dropped, so the
+// log always matches the weights.
 // =============================================================================================
 
 // The learning-rate schedule: linear warm-up over `warmup` steps, then either constant or a
@@ -1511,11 +1536,11 @@ static void backward_and_update(Model *model, const float *coefs, OptimizerSetti
     if (!r->skipped) model_apply_update(model, &opt, r->grad_norm, st->step - st->skipped + 1);
 }
 
-static StepResult train_step(Model *model, const int *inputs, const int *targets,
+static StepResult train_step(Model *model, const int *inputs, const int *targets, const int *pos,
                              const float *coefs, int B, int T, OptimizerSettings opt,
                              const Schedule *sched, const TrainState *st) {
     StepResult r;
-    model_forward(model, inputs, targets, B, T);
+    model_forward(model, inputs, targets, pos, B, T);
     r.loss = weighted_nll(model, coefs, B * T);
     backward_and_update(model, coefs, opt, sched, st, &r);
     return r;
@@ -1539,6 +1564,7 @@ typedef struct {
     uint64_t seed;
     OptimizerSettings opt;
     int threads;        // OpenMP threads (0: OMP_NUM_THREADS, or all cores)
+    int pack;           // --pack (sft, dpo, refine): several examples per row (section 5)
 } TrainArgs;
 
 static TrainArgs train_args_defaults(void) {
@@ -1549,6 +1575,7 @@ static TrainArgs train_args_defaults(void) {
     a.lr = -1.0f; // required
     a.lr_floor = 0.1f;
     a.max_bad_steps = 5;
+    a.pack = 1;
     a.opt = (OptimizerSettings){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                                 .weight_decay = 0.0f, .clip = 1.0f};
     return a;
@@ -1597,6 +1624,12 @@ static const Flag TRAIN_FLAGS[] = {
     {"--threads", "N", FLAG_INT, .offset = offsetof(TrainArgs, threads),
      "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
     {0}};
+
+// --pack, a row of the tables of sft, dpo and refine (not of train, whose rows are windows of a
+// token stream, without examples or padding): a TrainArgs.pack.
+#define PACK_FLAG(variable)                                                                     \
+    {"--pack", "0|1", FLAG_INT, .value = &(variable),                                          \
+     "1: examples share rows of --seq tokens, without padding; 0: one per row", 0, 1}
 
 static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->B || !a->T) die("%s: --batch and --seq are required", command);
@@ -1670,14 +1703,48 @@ static void print_model(const Model *model) {
            cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters, num_threads());
 }
 
+// A batch on the host: `rows` rows of T positions (row stride T). The trainers of examples
+// (sections 5 and 8) lay their sequences out in it with batch_fill; `at` then says where each
+// sequence starts, and pos gives every token's position within its example (model.h) when
+// `packed`. tokens counts the positions that hold an example's token: the rest is padding.
+typedef struct { int row, start, length; } Placement; // length: positions it occupies
+typedef struct {
+    int *inputs, *targets, *pos; // (rows,T)
+    float *coefs;                // (rows,T)
+    Placement *at;               // one per sequence of the batch
+    int rows, T, packed;
+    size_t tokens;
+} Batch;
+
+// Buffers for batches of up to `rows` rows (and sequences) of T positions.
+static void batch_alloc(Batch *b, int rows, int T) {
+    size_t n = (size_t)rows * T;
+    *b = (Batch){.inputs = xmalloc(n * sizeof(int)), .targets = xmalloc(n * sizeof(int)),
+                 .pos = xmalloc(n * sizeof(int)), .coefs = xmalloc(n * sizeof(float)),
+                 .at = xmalloc((size_t)rows * sizeof(Placement)), .rows = rows, .T = T,
+                 .tokens = n};
+}
+
+static void batch_free(Batch *b) {
+    free(b->inputs);
+    free(b->targets);
+    free(b->pos);
+    free(b->coefs);
+    free(b->at);
+}
+
+// The forward pass over a batch (its positions when packed).
+static void batch_forward(Model *model, const Batch *b) {
+    model_forward(model, b->inputs, b->targets, b->packed ? b->pos : NULL, b->rows, b->T);
+}
+
 // What a trainer's loop works with: the schedule, the metrics log, the timing, and host buffers
 // for one batch of at most rows x T tokens.
 typedef struct {
     Schedule sched;
     FILE *log;
     Progress progress;
-    int *inputs, *targets; // (rows,T)
-    float *coefs;          // (rows,T)
+    Batch batch;
 } Run;
 
 // Prepares the loop for batches of up to rows x T tokens; returns 0 (and says so) when the run
@@ -1691,35 +1758,38 @@ static int run_open(Run *run, Model *model, const TrainArgs *args, const TrainSt
     model_alloc_activations(model, rows, args->T); // the largest batch, allocated once
     run->sched = (Schedule){args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
     run->log = open_metrics_log(args->log, st->step);
-    size_t BT = (size_t)rows * args->T;
-    run->inputs = xmalloc(BT * sizeof(int));
-    run->targets = xmalloc(BT * sizeof(int));
-    run->coefs = xmalloc(BT * sizeof(float));
+    batch_alloc(&run->batch, rows, args->T);
     run->progress = progress_start(st->step, args->steps);
     return 1;
 }
 
-// One optimizer step on the batch in run's buffers (B rows of T tokens).
-static StepResult run_step(Model *model, TrainState *st, const TrainArgs *args, Run *run, int T) {
-    StepResult r = train_step(model, run->inputs, run->targets, run->coefs, args->B, T,
-                              args->opt, &run->sched, st);
+// One optimizer step on the batch in run's buffers.
+static StepResult run_step(Model *model, TrainState *st, const TrainArgs *args, Run *run) {
+    const Batch *b = &run->batch;
+    StepResult r = train_step(model, b->inputs, b->targets, b->packed ? b->pos : NULL, b->coefs,
+                              b->rows, b->T, args->opt, &run->sched, st);
     state_count_step(st, &r);
     return r;
 }
 
 // After each step: writes the log line, shows progress, saves every --save-every steps, and
-// returns 1 when --stop-after says this run ends here. extra_json, when not NULL, is appended
+// returns 1 when --stop-after says this run ends here. The step's batch is run->batch: the speed
+// counts its example tokens only (tok_per_s), and pad_frac is the share of its rows x T
+// positions that were padding. extra_json, when not NULL, is appended
 // to the log line (e.g. `, "val_loss": 1.23`). A skipped step (see backward_and_update) gets
 // `"skipped": true` in its line and a warning on stderr; after --max-bad-steps of them in a
 // row the run saves its checkpoint (the weights are those before the skipped steps) and stops.
 static int run_after_step(const Model *model, const TrainState *st, const TrainArgs *args,
-                          Run *run, const StepResult *r, size_t tokens, const char *extra_json) {
-    double eta, tok_per_s = progress_step(&run->progress, st->step, tokens, &eta);
+                          Run *run, const StepResult *r, const char *extra_json) {
+    const Batch *b = &run->batch;
+    double eta, tok_per_s = progress_step(&run->progress, st->step, b->tokens, &eta);
+    double pad_frac = 1.0 - (double)b->tokens / ((double)b->rows * b->T);
     if (run->log) {
         char loss[32], norm[32];
         fprintf(run->log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
-                          "\"tok_per_s\": %.1f%s%s}\n", st->step, json_number(loss, r->loss),
-                r->lr, json_number(norm, r->grad_norm), tok_per_s,
+                          "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s%s}\n", st->step,
+                json_number(loss, r->loss), r->lr, json_number(norm, r->grad_norm), tok_per_s,
+                pad_frac,
                 r->skipped ? ", \"skipped\": true" : "", extra_json ? extra_json : "");
         if (fflush(run->log) != 0 || ferror(run->log))
             die("cannot write log %s: %s", args->log, strerror(errno));
@@ -1761,9 +1831,7 @@ static void run_close(const Model *model, const TrainState *st, const TrainArgs 
         printf("%d of %d steps were skipped: a non-finite loss or gradient norm\n", st->skipped,
                st->step);
     if (run->log) fclose(run->log);
-    free(run->inputs);
-    free(run->targets);
-    free(run->coefs);
+    batch_free(&run->batch);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1796,12 +1864,13 @@ int cmd_train(int argc, char **argv) {
     printf("data: %zu batches of %dx%d per epoch\n", loader.num_windows, args.B, args.T);
     Run run;
     if (run_open(&run, &model, &args, &st, args.B)) {
+        // windows of the token stream: full rows, no padding, one sequence per row
         size_t BT = (size_t)args.B * args.T;
-        for (size_t i = 0; i < BT; i++) run.coefs[i] = 1.0f / (float)BT; // the mean over B·T
+        for (size_t i = 0; i < BT; i++) run.batch.coefs[i] = 1.0f / (float)BT; // the mean over B·T
         while (st.step < args.steps) {
-            loader_batch(&loader, (size_t)st.step, run.inputs, run.targets);
-            StepResult r = run_step(&model, &st, &args, &run, args.T);
-            if (run_after_step(&model, &st, &args, &run, &r, BT, NULL)) break;
+            loader_batch(&loader, (size_t)st.step, run.batch.inputs, run.batch.targets);
+            StepResult r = run_step(&model, &st, &args, &run);
+            if (run_after_step(&model, &st, &args, &run, &r, NULL)) break;
         }
         run_close(&model, &st, &args, &run);
     }
@@ -1816,12 +1885,14 @@ int cmd_train(int argc, char **argv) {
 // teacher's demonstrations. This is phase 1 of SIRT (Ranaldi & Freitas 2024, "Self-Refine
 // Instruction-Tuning for Aligning Reasoning in Language Models"): the completions are the
 // teacher's step-by-step answers, so the student learns to write the reasoning, not only the
-// final answer. One example per row of the batch, padded to the longest row; the loss is the
-// mean NLL of the completion tokens and the end-of-text token after them (the prompt is given,
-// not predicted, so it carries no loss):
+// final answer. A step takes --batch examples, packed several to a row of --seq tokens (or one
+// per row with --pack 0; "Batches of examples" below); the loss is the mean NLL of the
+// completion tokens and the end-of-text token after them (the prompt is given, not predicted,
+// so it carries no loss):
 //   L = −(1/N) Σ_t m_t ℓ_t,  m_t = 1 where target t is a completion token, 0 on prompt and
 //   padding, N = Σ_t m_t over the whole batch;  c_t = −∂L/∂ℓ_t = m_t / N.
-// Rows are independent sequences, so examples never attend to each other. The data formats
+// Examples never attend to each other, packed or not, so the loss does not depend on the
+// layout (tests/test_sft.c compares the two). The data formats
 // (prompt/completion, text, GSM8K question/answer) and the prompt templates: lib/templates.h.
 // With --valid, the mean completion NLL over the validation set (every token weighing the same)
 // is computed every --eval-every steps (default: each epoch) and at the end, and the lowest
@@ -1908,32 +1979,98 @@ static void sft_data_free(SftData *data) {
     free(data->seqs);
 }
 
-// Fills a batch with sequences seqs[order[0..rows)] (rows <= B; missing rows are padding) and
-// returns its length T (the longest row minus one). inputs, targets, coefs are (B, T) with the
-// row stride T. Padding reads the pad token and has target -1 and coefficient 0. The completion
-// coefficients are 1/N, N = completion targets in the batch; returns N in *num_targets.
-static int sft_fill_batch(const SftData *data, const int *order, int rows, int B, int pad,
-                          int *inputs, int *targets, float *coefs, int *num_targets) {
-    int T = 1;
-    for (int r = 0; r < rows; r++) {
-        int len = data->seqs[order[r]].length - 1;
-        if (len > T) T = len;
+// ---------------------------------------------------------------------------------------------
+// Batches of examples. A sequence of a batch (prompt + completion + end-of-text, `length` tokens)
+// occupies length − 1 positions: its inputs ids[0..length−2], each with the next id as target.
+// --pack 1 (the default; TRL's padding_free): a row holds several sequences back to back, and
+// the model keeps them apart (model.h, "Examples in a row"): each sequence gets the log-probs
+// it would have alone in a row. The sequences go into rows of W positions by first fit (each
+// into the first row with room for it, in the batch's order), W chosen among the longest
+// sequence's length .. T (= --seq) so that rows × (the fullest row) is smallest, the first such
+// W on ties: the batch never holds more padding than one sequence per row would. --pack 0: one
+// sequence per row. Either way the batch is as wide as its fullest row, and the rest of each row
+// is padding: the pad token, no target, coefficient 0, and positions that continue the row's
+// last sequence (attention is causal: no sequence's token reads them). The layout depends on
+// the lengths and their order only: the same batch gives the same rows, run after run.
+// The batch's coefs become the completion mask: 1 where the target ids[t+1] belongs to the
+// completion (t + 1 >= prompt_length), 0 elsewhere. b needs room for n rows of T.
+
+// Places sequences of len[0..n) positions into rows of W by first fit (pack), or one per row;
+// fills at[] and fill[] (positions used per row) and returns the number of rows.
+static int place_sequences(const int *len, int n, int W, int pack, Placement *at, int *fill) {
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        int r = pack ? 0 : rows;
+        while (r < rows && fill[r] + len[i] > W) r++;
+        if (r == rows) fill[rows++] = 0;
+        at[i] = (Placement){r, fill[r], len[i]};
+        fill[r] += len[i];
     }
-    int n = 0;
-    for (int r = 0; r < B; r++) {
-        const TokenSequence *seq = r < rows ? &data->seqs[order[r]] : NULL;
-        for (int t = 0; t < T; t++) {
-            int i = r * T + t, has_target = seq && t + 1 < seq->length;
-            inputs[i] = seq && t < seq->length ? seq->ids[t] : pad;
-            targets[i] = has_target ? seq->ids[t + 1] : -1;
-            // the target ids[t+1] belongs to the completion when t + 1 >= prompt_length
-            coefs[i] = has_target && t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
-            n += coefs[i] != 0.0f;
+    return rows;
+}
+
+static void batch_fill(Batch *b, const TokenSequence *const *seqs, int n, int T, int pack,
+                       int pad) {
+    int *len = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    int *fill = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int)); // positions used in each row
+    int longest = 1, best_W = T;
+    for (int i = 0; i < n; i++) {
+        len[i] = seqs[i]->length - 1;
+        if (len[i] > T) die("a sequence of %d tokens does not fit --seq %d", len[i] + 1, T);
+        longest = len[i] > longest ? len[i] : longest;
+    }
+    double best_area = INFINITY;
+    for (int W = longest; pack && W <= T; W++) { // the row width with the least padding
+        int rows = place_sequences(len, n, W, 1, b->at, fill), width = 1;
+        for (int r = 0; r < rows; r++) width = fill[r] > width ? fill[r] : width;
+        if ((double)rows * width < best_area) {
+            best_area = (double)rows * width;
+            best_W = W;
         }
     }
-    for (int i = 0; i < B * T; i++) coefs[i] /= n > 0 ? n : 1;
-    *num_targets = n;
-    return T;
+    b->rows = place_sequences(len, n, best_W, pack, b->at, fill);
+    int width = 1;
+    for (int r = 0; r < b->rows; r++) width = fill[r] > width ? fill[r] : width;
+    b->T = width;
+    b->packed = pack;
+    b->tokens = 0;
+    for (int i = 0; i < n; i++) b->tokens += len[i];
+    size_t cells = (size_t)b->rows * width;
+    for (size_t i = 0; i < cells; i++) {
+        b->inputs[i] = pad;
+        b->targets[i] = -1;
+        b->coefs[i] = 0.0f;
+        b->pos[i] = -1; // padding, until the pass below
+    }
+    for (int i = 0; i < n; i++) {
+        const TokenSequence *seq = seqs[i];
+        size_t first = (size_t)b->at[i].row * width + b->at[i].start;
+        for (int t = 0; t < len[i]; t++) {
+            b->inputs[first + t] = seq->ids[t];
+            b->targets[first + t] = seq->ids[t + 1];
+            b->coefs[first + t] = t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
+            b->pos[first + t] = t;
+        }
+    }
+    for (size_t i = 0; i < cells; i++) // padding continues the row's last sequence
+        if (b->pos[i] < 0) b->pos[i] = i % width == 0 ? 0 : b->pos[i - 1] + 1;
+    free(len);
+    free(fill);
+}
+
+// The batch of examples data->seqs[order[0..n)] (n <= the batch's rows), laid out by batch_fill;
+// the mask becomes the coefficients 1/N, N = completion targets in the batch. Returns N.
+static int sft_fill_batch(Batch *b, const SftData *data, const int *order, int n, int T,
+                          int pack, int pad) {
+    const TokenSequence **seqs = xmalloc((size_t)n * sizeof(TokenSequence *));
+    for (int i = 0; i < n; i++) seqs[i] = &data->seqs[order[i]];
+    batch_fill(b, seqs, n, T, pack, pad);
+    free(seqs);
+    size_t cells = (size_t)b->rows * b->T;
+    int count = 0;
+    for (size_t i = 0; i < cells; i++) count += b->coefs[i] != 0.0f;
+    for (size_t i = 0; i < cells; i++) b->coefs[i] /= count > 0 ? count : 1;
+    return count;
 }
 
 // The visiting order of epoch `epoch`: a permutation drawn from (seed, epoch).
@@ -1945,8 +2082,9 @@ static void epoch_order(int *order, int count, uint64_t seed, int epoch) {
 
 // --group-by-length, as in Hugging Face's Trainer: the epoch's shuffled order is cut into
 // megabatches of GROUP_BATCHES batches and each is sorted by length, longest first (ties keep
-// their shuffled order). A batch is padded to its longest row, so rows of similar length waste
-// less compute on padding, while which examples meet in a megabatch is still random.
+// their shuffled order). A batch is as wide as its fullest row, so rows of similar length waste
+// less compute on padding (most of all with --pack 0), while which examples meet in a
+// megabatch is still random.
 #define GROUP_BATCHES 50
 typedef struct { int length, position, index; } LengthKey;
 
@@ -1969,26 +2107,26 @@ static void group_by_length(int *order, int count, int B, const SftData *data) {
     free(keys);
 }
 
-// Mean completion NLL over a whole data set (forward passes only).
-static float sft_validation_loss(Model *model, const SftData *data, int B, int pad) {
+// Mean completion NLL over a whole data set (forward passes only), B examples at a time in
+// rows of up to T positions, packed or not.
+static float sft_validation_loss(Model *model, const SftData *data, int B, int T, int pack,
+                                 int pad) {
     int *order = xmalloc((size_t)data->count * sizeof(int));
     for (int i = 0; i < data->count; i++) order[i] = i;
-    size_t cap = (size_t)B * model->act_T;
-    int *inputs = xmalloc(cap * sizeof(int)), *targets = xmalloc(cap * sizeof(int));
-    float *coefs = xmalloc(cap * sizeof(float));
+    Batch batch;
+    batch_alloc(&batch, B, T);
     double total = 0.0;
     long tokens = 0;
     for (int first = 0; first < data->count; first += B) {
-        int rows = data->count - first < B ? data->count - first : B, n;
-        int T = sft_fill_batch(data, order + first, rows, B, pad, inputs, targets, coefs, &n);
-        model_forward(model, inputs, targets, B, T);
-        total += (double)weighted_nll(model, coefs, B * T) * n; // coefs are 1/n: undo the mean
-        tokens += n;
+        int n = data->count - first < B ? data->count - first : B;
+        int count = sft_fill_batch(&batch, data, order + first, n, T, pack, pad);
+        batch_forward(model, &batch);
+        // coefs are 1/count: undo the mean
+        total += (double)weighted_nll(model, batch.coefs, batch.rows * batch.T) * count;
+        tokens += count;
     }
     free(order);
-    free(inputs);
-    free(targets);
-    free(coefs);
+    batch_free(&batch);
     return tokens ? (float)(total / tokens) : 0.0f;
 }
 
@@ -2026,6 +2164,7 @@ int cmd_sft(int argc, char **argv) {
          "a share P of the questions (by a hash of their text) gets the plain template", 0, 1},
         {"--group-by-length", NULL, FLAG_SWITCH, .value = &group_lengths,
          "batches of similar lengths (less padding), in megabatches of 50"},
+        PACK_FLAG(args.pack),
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
     if (flags_parse(argc, argv, "sft", "sft --tokenizer PATH --data train.jsonl --batch B --seq T "
@@ -2067,14 +2206,13 @@ int cmd_sft(int argc, char **argv) {
                 epoch_order(order, train.count, args.seed, order_epoch = epoch);
                 if (group_lengths) group_by_length(order, train.count, args.B, &train);
             }
-            int rows = train.count - first < args.B ? train.count - first : args.B, n;
-            int T = sft_fill_batch(&train, order + first, rows, args.B, pad, run.inputs,
-                                   run.targets, run.coefs, &n);
-            StepResult r = run_step(&model, &st, &args, &run, T);
+            int n = train.count - first < args.B ? train.count - first : args.B;
+            sft_fill_batch(&run.batch, &train, order + first, n, args.T, args.pack, pad);
+            StepResult r = run_step(&model, &st, &args, &run);
             char extra[96] = "";
             if (valid.count && (st.step % eval_every == 0 || st.step == args.steps)) {
                 double t0 = now_seconds();
-                float val = sft_validation_loss(&model, &valid, args.B, pad);
+                float val = sft_validation_loss(&model, &valid, args.B, args.T, args.pack, pad);
                 progress_pause(&run.progress, now_seconds() - t0);
                 char number[32];
                 snprintf(extra, sizeof extra, ", \"val_loss\": %s", json_number(number, val));
@@ -2086,8 +2224,7 @@ int cmd_sft(int argc, char **argv) {
                     model_save(&model, best);
                 }
             }
-            if (run_after_step(&model, &st, &args, &run, &r, (size_t)args.B * T,
-                               extra[0] ? extra : NULL))
+            if (run_after_step(&model, &st, &args, &run, &r, extra[0] ? extra : NULL))
                 break;
         }
         run_close(&model, &st, &args, &run);
@@ -2174,7 +2311,7 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
             inputs[b * T + t] = t < lengths[b] ? prompts[b][t] : 0;
             targets[b * T + t] = -1;
         }
-    model_forward(model, inputs, targets, B, T);
+    model_forward(model, inputs, targets, NULL, B, T);
     dev_to_device(kv->slot, slots, B * sizeof(int));
     size_t layer_cache = (size_t)kv->slots * kv->Tc * cfg->C;
     for (int l = 0; l < cfg->L; l++)
@@ -2200,7 +2337,7 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     dev_to_device(kv->slot, slot, N * sizeof(int));
     dev_to_device(kv->pos, pos, N * sizeof(int));
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
-    encoder_forward_at(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, C);
+    encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, 1, C);
     for (int l = 0; l < cfg->L; l++) {
         size_t c = (size_t)l * C;
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w + c, p.ln1b + c, N, C,
@@ -2827,8 +2964,10 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
 // The pairs file (TRL's format), JSON lines: {"prompt", "chosen", "rejected"}, and optionally
 // both "ref_chosen_logps" and "ref_rejected_logps": the reference's S of each completion
 // (end-of-text included), finite and <= 0; a pair that has them needs no --ref. Prompt and
-// completions are tokenized and truncated as in SFT (section 5). A pair whose chosen or rejected
-// text is empty, or whose two texts are equal, is dropped and counted.
+// completions are tokenized and truncated as in SFT (section 5), and a batch's 2B sequences are
+// laid out in rows as SFT's examples: packed by default (--pack), each sequence's S summed over
+// its own positions. A pair whose chosen or rejected text is empty, or whose two texts are
+// equal, is dropped and counted.
 // =============================================================================================
 
 typedef enum { LOSS_DPO, LOSS_CDPO, LOSS_IPO, LOSS_ORPO } PreferenceLoss;
@@ -2989,89 +3128,84 @@ static void pairs_free(PairData *d) {
     free(d->pairs);
 }
 
-// Rows of a batch of B pairs (order[0..B)): row b holds pair b's chosen sequence, row B + b its
-// rejected one, padded to the longest. mask (2B, T) is 1 on completion targets and 0 elsewhere.
-// Returns T.
-static int pairs_fill_batch(const PairData *d, const int *order, int B, int pad, int *inputs,
-                            int *targets, float *mask) {
-    const TokenSequence **rows = xmalloc(2 * (size_t)B * sizeof(TokenSequence *));
-    for (int b = 0; b < B; b++) {
-        rows[b] = &d->pairs[order[b]].chosen;
-        rows[B + b] = &d->pairs[order[b]].rejected;
+// A batch of B pairs (order[0..B)): sequence b is pair b's chosen completion, sequence B + b
+// its rejected one, laid out by batch_fill (section 5: packed, or one per row), which leaves the
+// completion mask in b->coefs and each sequence's place in b->at. b needs room for 2B rows of T.
+static void pairs_fill_batch(Batch *b, const PairData *d, const int *order, int B, int T,
+                             int pack, int pad) {
+    const TokenSequence **seqs = xmalloc(2 * (size_t)B * sizeof(TokenSequence *));
+    for (int i = 0; i < B; i++) {
+        seqs[i] = &d->pairs[order[i]].chosen;
+        seqs[B + i] = &d->pairs[order[i]].rejected;
     }
-    int T = 1;
-    for (int r = 0; r < 2 * B; r++) T = rows[r]->length - 1 > T ? rows[r]->length - 1 : T;
-    for (int r = 0; r < 2 * B; r++)
-        for (int t = 0; t < T; t++) {
-            const TokenSequence *seq = rows[r];
-            int i = r * T + t, has_target = t + 1 < seq->length;
-            inputs[i] = t < seq->length ? seq->ids[t] : pad;
-            targets[i] = has_target ? seq->ids[t + 1] : -1;
-            mask[i] = has_target && t + 1 >= seq->prompt_length ? 1.0f : 0.0f;
-        }
-    free(rows);
-    return T;
+    batch_fill(b, seqs, 2 * B, T, pack, pad);
+    free(seqs);
 }
 
-// After a forward pass over R rows of T: each row's summed completion log-prob and token count.
-static void row_logps(const Model *model, const float *mask, int R, int T, double *S, int *n) {
-    for (int r = 0; r < R; r++) {
-        S[r] = 0.0;
-        n[r] = 0;
-        for (int t = 0; t < T; t++)
-            if (mask[r * T + t] != 0.0f) {
-                S[r] += model->host_logprobs[r * T + t];
-                n[r]++;
+// After a forward pass over a batch of n sequences that pairs_fill_batch laid out (its mask
+// still in b->coefs): each sequence's summed completion log-prob S and completion token count,
+// read at the sequence's own positions.
+static void sequence_logps(const Model *model, const Batch *b, int n, double *S, int *count) {
+    for (int i = 0; i < n; i++) {
+        size_t first = (size_t)b->at[i].row * b->T + b->at[i].start;
+        S[i] = 0.0;
+        count[i] = 0;
+        for (size_t j = first; j < first + b->at[i].length; j++)
+            if (b->coefs[j] != 0.0f) {
+                S[i] += model->host_logprobs[j];
+                count[i]++;
             }
     }
 }
 
-// The frozen reference's log-probs of every pair still without them: forward passes only.
-static void compute_reference_logps(Model *ref, PairData *d, int B, int pad) {
+// The frozen reference's log-probs of every pair still without them: forward passes only, B
+// pairs at a time in rows of up to T positions, packed or not.
+static void compute_reference_logps(Model *ref, PairData *d, int B, int T, int pack, int pad) {
     int *order = xmalloc((size_t)d->count * sizeof(int)), todo = 0;
     for (int i = 0; i < d->count; i++)
         if (isnan(d->pairs[i].ref_chosen)) order[todo++] = i;
-    size_t cap = 2 * (size_t)B * ref->config.maxT;
-    int *inputs = xmalloc(cap * sizeof(int)), *targets = xmalloc(cap * sizeof(int)), *n = xmalloc(2 * B * sizeof(int));
-    float *mask = xmalloc(cap * sizeof(float));
-    double *S = xmalloc(2 * B * sizeof(double));
+    Batch batch;
+    batch_alloc(&batch, 2 * B, T);
+    int *n = xmalloc(2 * (size_t)B * sizeof(int));
+    double *S = xmalloc(2 * (size_t)B * sizeof(double));
     for (int first = 0; first < todo; first += B) {
-        int rows = todo - first < B ? todo - first : B;
-        int T = pairs_fill_batch(d, order + first, rows, pad, inputs, targets, mask);
-        model_forward(ref, inputs, targets, 2 * rows, T);
-        row_logps(ref, mask, 2 * rows, T, S, n);
-        for (int b = 0; b < rows; b++) {
+        int pairs = todo - first < B ? todo - first : B;
+        pairs_fill_batch(&batch, d, order + first, pairs, T, pack, pad);
+        batch_forward(ref, &batch);
+        sequence_logps(ref, &batch, 2 * pairs, S, n);
+        for (int b = 0; b < pairs; b++) {
             d->pairs[order[first + b]].ref_chosen = S[b];
-            d->pairs[order[first + b]].ref_rejected = S[rows + b];
+            d->pairs[order[first + b]].ref_rejected = S[pairs + b];
         }
     }
     free(order);
-    free(inputs);
-    free(targets);
+    batch_free(&batch);
     free(n);
-    free(mask);
     free(S);
 }
 
-// One DPO step on B pairs whose rows are in run's buffers (filled by pairs_fill_batch, with the
-// mask in run->coefs): forward, the preference loss, the coefficients, backward and update.
+// One DPO step on B pairs whose sequences are in run's batch (filled by pairs_fill_batch, with
+// the mask in its coefs): forward, the preference loss, the coefficients, backward and update.
 static StepResult dpo_step(Model *model, TrainState *st, const TrainArgs *args, Run *run,
                            const PreferenceSettings *pref, const PairData *d, const int *order,
-                           int B, int T, PreferenceMetrics *metrics) {
-    model_forward(model, run->inputs, run->targets, 2 * B, T);
+                           int B, PreferenceMetrics *metrics) {
+    Batch *batch = &run->batch;
+    batch_forward(model, batch);
     double *S = xmalloc(2 * B * sizeof(double)), *R = xmalloc(2 * B * sizeof(double));
     double *dS = xmalloc(2 * B * sizeof(double));
     int *n = xmalloc(2 * B * sizeof(int));
-    row_logps(model, run->coefs, 2 * B, T, S, n);
+    sequence_logps(model, batch, 2 * B, S, n);
     for (int b = 0; b < B; b++) {
         R[b] = d->pairs[order[b]].ref_chosen;
         R[B + b] = d->pairs[order[b]].ref_rejected;
     }
     *metrics = preference_loss(pref, B, S, S + B, R, R + B, n, n + B, dS, dS + B);
-    for (int r = 0; r < 2 * B; r++) // the mask becomes the coefficients: −∂L/∂S on each token
-        for (int t = 0; t < T; t++) run->coefs[r * T + t] *= (float)-dS[r];
+    for (int i = 0; i < 2 * B; i++) { // the mask becomes the coefficients: −∂L/∂S on each token
+        float *coefs = batch->coefs + (size_t)batch->at[i].row * batch->T + batch->at[i].start;
+        for (int t = 0; t < batch->at[i].length; t++) coefs[t] *= (float)-dS[i];
+    }
     StepResult result = {.loss = (float)metrics->loss};
-    backward_and_update(model, run->coefs, args->opt, &run->sched, st, &result);
+    backward_and_update(model, batch->coefs, args->opt, &run->sched, st, &result);
     state_count_step(st, &result);
     free(S);
     free(R);
@@ -3092,9 +3226,9 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
         int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
         if (epoch != order_epoch) epoch_order(order, data->count, args->seed, order_epoch = epoch);
         int B = data->count - first < args->B ? data->count - first : args->B;
-        int T = pairs_fill_batch(data, order + first, B, pad, run.inputs, run.targets, run.coefs);
+        pairs_fill_batch(&run.batch, data, order + first, B, args->T, args->pack, pad);
         PreferenceMetrics m;
-        StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, T, &m);
+        StepResult r = dpo_step(model, st, args, &run, pref, data, order + first, B, &m);
         char extra[600], v[7][32];
         snprintf(extra, sizeof extra,
                  ", \"rewards/chosen\": %s, \"rewards/rejected\": %s, \"rewards/margins\": %s, "
@@ -3108,7 +3242,7 @@ static void dpo_train(Model *model, TrainState *st, const TrainArgs *args,
                      ", \"log_odds_ratio\": %s, \"log_odds_chosen\": %s, \"nll_loss\": %s",
                      json_number(v[0], m.log_odds_ratio), json_number(v[1], m.log_odds_chosen),
                      json_number(v[2], m.nll_chosen));
-        if (run_after_step(model, st, args, &run, &r, 2 * (size_t)B * T, extra)) break;
+        if (run_after_step(model, st, args, &run, &r, extra)) break;
     }
     run_close(model, st, args, &run);
     free(order);
@@ -3156,6 +3290,7 @@ int cmd_dpo(int argc, char **argv) {
          "JSONL of prompt/chosen/rejected (TRL's format)"},
         {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the pairs, unless --steps is given",
          1, 1 << 20},
+        PACK_FLAG(args.pack),
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
                                 {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
@@ -3186,7 +3321,7 @@ int cmd_dpo(int argc, char **argv) {
         ref.detect_anomaly = args.detect_anomaly;
         if (ref.config.V != model.config.V || ref.config.maxT < args.T)
             die("the reference %s does not match the policy (vocabulary or context)", ref_path);
-        compute_reference_logps(&ref, &data, args.B, pad);
+        compute_reference_logps(&ref, &data, args.B, args.T, args.pack, pad);
         model_free(&ref);
     }
     int steps_per_epoch = (data.count + args.B - 1) / args.B;
@@ -3348,6 +3483,7 @@ int cmd_refine(int argc, char **argv) {
          "write each round's pairs as DIR/pairs_roundN.jsonl"},
         {"--epochs", "E", FLAG_INT, .value = &epochs,
          "passes over a round's pairs, unless --steps is given", 1, 1000},
+        PACK_FLAG(args.pack),
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {PREFERENCE_FLAGS_TITLE, PREFERENCE_FLAGS, &pref},
                                 {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
@@ -3424,7 +3560,7 @@ int cmd_refine(int argc, char **argv) {
             free(pairs.pairs);
             break;
         }
-        compute_reference_logps(&ref, &pairs, args.B, pad);
+        compute_reference_logps(&ref, &pairs, args.B, args.T, args.pack, pad);
         if (keep_pairs) {
             char path[4200];
             snprintf(path, sizeof path, "%s/pairs_round%d.jsonl", keep_pairs, round);

@@ -150,6 +150,18 @@ sft_small --out "$work/gb.bin" --log "$work/gb.jsonl" --group-by-length --resume
 if cmp -s "$work/ga.bin" "$work/gb.bin" && [ "$(strip "$work/ga.jsonl")" = "$(strip "$work/gb.jsonl")" ] && ! cmp -s "$work/ga.bin" "$work/sa.bin"; then
     ok "sft --group-by-length: a different run from the plain order, and 13 steps + --resume = one run, bit for bit"
 else bad "sft --group-by-length resume differs from an uninterrupted run (or equals the ungrouped run)"; fi
+# --pack 1 (the default) against --pack 0: the same examples each step, so the same losses to
+# float rounding, with less padding (and tok_per_s counting the examples' tokens only). Rows of
+# 512 tokens hold two or three of these examples.
+sft_pack() { ./sirt sft --config 1,2,32,512,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 16 --seq 512 --lr 3e-3 --steps 3 "$@" >/dev/null; }
+sft_pack --out "$work/p1.bin" --log "$work/p1.jsonl"
+sft_pack --out "$work/p0.bin" --log "$work/p0.jsonl" --pack 0
+field() { sed "s/.*\"$2\": \([^,}]*\).*/\1/" "$1" | tr '\n' ' '; }
+if awk -v a="$(field "$work/p1.jsonl" loss)" -v b="$(field "$work/p0.jsonl" loss)" -v p="$(field "$work/p1.jsonl" pad_frac)" -v q="$(field "$work/p0.jsonl" pad_frac)" \
+    'BEGIN { n = split(a, x, " "); split(b, y, " "); split(p, u, " "); split(q, v, " "); if (n != 3) exit 1
+             for (i = 1; i <= n; i++) { d = x[i] - y[i]; if (d < 0) d = -d; if (d > 1e-4 * y[i] || !(u[i] < v[i])) exit 1 }; exit 0 }'; then
+    ok "sft --pack 1 = --pack 0: losses $(field "$work/p1.jsonl" loss)vs $(field "$work/p0.jsonl" loss)(to 1e-4), pad_frac $(field "$work/p1.jsonl" pad_frac)vs $(field "$work/p0.jsonl" pad_frac)"
+else bad "sft --pack 1 vs 0: losses $(field "$work/p1.jsonl" loss)vs $(field "$work/p0.jsonl" loss), pad_frac $(field "$work/p1.jsonl" pad_frac)vs $(field "$work/p0.jsonl" pad_frac)"; fi
 # the numerical guard: --lr 1e10 makes step 2's forward overflow; steps 2..4 are skipped and the
 # run stops, saving the weights of step 1 (the same bits as a 1-step run) and their moments
 sft_bad() { ./sirt sft --config 1,2,32,256,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 8 --seq 256 --lr 1e10 --schedule constant "$@"; }
@@ -316,8 +328,8 @@ run() { ./sirt train $cfg --data "$work/train.bin,$work/more.bin" --batch 4 --se
 expect "train 40 steps" run --steps 40 --out "$work/a.bin" --log "$work/a.jsonl"
 n=$(wc -l <"$work/a.jsonl")
 first=$(head -1 "$work/a.jsonl")
-if [ "$n" -eq 40 ] && echo "$first" | grep -q '^{"step": 1, "loss": [0-9.e+-]*, "lr": [0-9.e+-]*, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*}$'; then
-    ok "metrics log: 40 lines, step counts from 1, loss/lr/grad_norm/tok_per_s"
+if [ "$n" -eq 40 ] && echo "$first" | grep -q '^{"step": 1, "loss": [0-9.e+-]*, "lr": [0-9.e+-]*, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*, "pad_frac": 0.0000}$'; then
+    ok "metrics log: 40 lines, step counts from 1, loss/lr/grad_norm/tok_per_s, pad_frac 0 (windows)"
 else bad "metrics log: $n lines, first: $first"; fi
 l1=$(sed -n 1p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
 l40=$(sed -n 40p "$work/a.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
@@ -401,7 +413,7 @@ echo "== numerical guards"
 ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --max-bad-steps 3 --out "$work/g.bin" --log "$work/g.jsonl" >/dev/null 2>"$work/err.txt"
 rc=$?
 state_int() { od -An -t d4 -j $((4 * $2)) -N 4 "$1" | tr -d ' '; } # state_int FILE INDEX: header[INDEX]
-if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
+if [ $rc -eq 1 ] && [ "$(grep -c '^{"step": [123], "loss": null, "lr": [0-9.e-]*, "grad_norm": null, "tok_per_s": [0-9.]*, "pad_frac": 0.0000, "skipped": true}$' "$work/g.jsonl")" -eq 3 ] &&
     [ "$(wc -l <"$work/g.jsonl")" -eq 3 ] && [ "$(grep -c '^sirt: warning: step [123]: loss -*nan, gradient norm -*nan: not finite, the update was skipped' "$work/err.txt")" -eq 3 ]; then
     ok "train on a NaN weight: 3 steps logged as skipped (loss and grad_norm null), 3 warnings, exit 1"
 else bad "train guard: exit $rc, $(head -c 300 "$work/g.jsonl")"; fi

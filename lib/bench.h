@@ -40,7 +40,7 @@ static BenchResult bench_training_step(Config cfg, int B, int T, int steps) {
     double best = 1e30;
     for (int s = 0; s <= steps; s++) { // step 0 warms up (allocation, page faults)
         double t0 = now_seconds();
-        model_forward(&model, inputs, targets, B, T);
+        model_forward(&model, inputs, targets, NULL, B, T);
         model_backward(&model, coefs);
         model_update(&model, &opt, s + 1);
         double dt = now_seconds() - t0;
@@ -67,9 +67,9 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
         int *inputs = xmalloc((size_t)rows * total * sizeof(int));
         int *targets = xmalloc((size_t)rows * total * sizeof(int));
         for (int i = 0; i < rows * total; i++) inputs[i] = rng_u32(&rng) % cfg->V, targets[i] = -1;
-        model_forward(model, inputs, targets, rows, total); // warm-up
+        model_forward(model, inputs, targets, NULL, rows, total); // warm-up
         double t0 = now_seconds();
-        model_forward(model, inputs, targets, rows, total);
+        model_forward(model, inputs, targets, NULL, rows, total);
         double per_row = (now_seconds() - t0) / rows;
         free(inputs);
         free(targets);

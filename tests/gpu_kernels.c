@@ -17,8 +17,10 @@
 #include "../model.h"
 
 // the CPU versions, from tests/cpu_kernels.o
-void cpu_encoder_forward(float *, const int *, const float *, const float *, int, int, int);
-void cpu_encoder_backward(float *, float *, const float *, const int *, int, int, int);
+void cpu_encoder_forward(float *, const int *, const int *, const float *, const float *, int,
+                         int, int);
+void cpu_encoder_backward(float *, float *, const float *, const int *, const int *, int, int,
+                          int);
 void cpu_layernorm_forward(float *, float *, float *, const float *, const float *,
                            const float *, int, int, float);
 void cpu_layernorm_backward(float *, float *, float *, const float *, const float *,
@@ -26,16 +28,14 @@ void cpu_layernorm_backward(float *, float *, float *, const float *, const floa
 void cpu_matmul_forward(float *, const float *, const float *, const float *, int, int, int);
 void cpu_matmul_backward(float *, float *, float *, const float *, const float *,
                          const float *, int, int, int);
-void cpu_attention_forward(float *, float *, const float *, int, int, int, int);
-void cpu_attention_backward(float *, const float *, const float *, const float *, int, int,
-                            int, int);
+void cpu_attention_forward(float *, float *, const float *, const int *, int, int, int, int);
+void cpu_attention_backward(float *, const float *, const float *, const float *, const int *,
+                            int, int, int, int);
 void cpu_gelu_forward(float *, const float *, size_t);
 void cpu_gelu_backward(float *, const float *, const float *, size_t);
 void cpu_residual_forward(float *, const float *, const float *, size_t);
 void cpu_classifier_forward(float *, float *, const float *, const int *, int, int, int);
 void cpu_classifier_backward(float *, const float *, const int *, const float *, int, int, int);
-void cpu_encoder_forward_at(float *, const int *, const int *, const float *, const float *,
-                            int, int);
 void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int);
 void cpu_attention_decode(float *, float *, float *, const float *, const int *, const int *,
                           int, int, int, int);
@@ -102,10 +102,24 @@ static void compare(const char *kernel, const char *tensor, const char *shape, c
     free(g);
 }
 
-static void run_shape(int B, int T, int C, int NH, int V) {
+// Packed rows (model.h, "Examples in a row"): each row cut into examples at random places, pos
+// counting from 0 in each; about one token in four starts a new example.
+static int *packed_positions(int B, int T) {
+    int *pos = malloc((size_t)B * T * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            pos[b * T + t] = t == 0 || urand() < -0.5f ? 0 : pos[b * T + t - 1] + 1;
+    return pos;
+}
+
+// packed: the encoder and attention kernels run with packed rows' positions; otherwise with
+// pos = NULL (one example per row), and the other kernels run too.
+static void run_shape(int B, int T, int C, int NH, int V, int packed) {
     int N = B * T, Vp = (V + 127) / 128 * 128, maxT = T + 3, H = 4 * C;
     char shape[64];
-    snprintf(shape, sizeof shape, "B%d T%d C%d NH%d", B, T, C, NH);
+    snprintf(shape, sizeof shape, "B%d T%d C%d NH%d%s", B, T, C, NH, packed ? " packed" : "");
+    int *packed_pos = packed ? packed_positions(B, T) : NULL;
+    int *d_packed_pos = packed ? up_int(packed_pos, N) : NULL;
     int *tok = malloc(N * sizeof(int)), *targets = malloc(N * sizeof(int));
     for (int i = 0; i < N; i++) {
         tok[i] = (int)((urand() + 1.0f) * 0.5f * V) % V;
@@ -117,27 +131,27 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         float *wte = rnd((size_t)Vp * C, 1), *wpe = rnd((size_t)maxT * C, 1);
         float *out = rnd((size_t)N * C, 1), *d_out = up(out, (size_t)N * C);
         float *d_wte = up(wte, (size_t)Vp * C), *d_wpe = up(wpe, (size_t)maxT * C);
-        cpu_encoder_forward(out, tok, wte, wpe, B, T, C);
-        encoder_forward(d_out, d_tok, d_wte, d_wpe, B, T, C);
+        cpu_encoder_forward(out, tok, packed_pos, wte, wpe, B, T, C);
+        encoder_forward(d_out, d_tok, d_packed_pos, d_wte, d_wpe, B, T, C);
         compare("encoder_forward", "out", shape, out, d_out, (size_t)N * C);
         float *dout = rnd((size_t)N * C, 1), *d_dout = up(dout, (size_t)N * C);
         dev_to_device(d_wte, wte, (size_t)Vp * C * sizeof(float));
         dev_to_device(d_wpe, wpe, (size_t)maxT * C * sizeof(float));
-        cpu_encoder_backward(wte, wpe, dout, tok, B, T, C);
-        encoder_backward(d_wte, d_wpe, d_dout, d_tok, B, T, C);
+        cpu_encoder_backward(wte, wpe, dout, tok, packed_pos, B, T, C);
+        encoder_backward(d_wte, d_wpe, d_dout, d_tok, d_packed_pos, B, T, C);
         compare("encoder_backward", "dwte", shape, wte, d_wte, (size_t)Vp * C);
         compare("encoder_backward", "dwpe", shape, wpe, d_wpe, (size_t)maxT * C);
-        // decoding's encoder: positions per token
+        // decoding's use: N rows of T = 1, each token at its own position
         int *pos = malloc(N * sizeof(int));
         for (int i = 0; i < N; i++) pos[i] = (i * 7 + 1) % maxT;
         int *d_pos = up_int(pos, N);
-        cpu_encoder_forward_at(out, tok, pos, wte, wpe, N, C);
-        encoder_forward_at(d_out, d_tok, d_pos, d_wte, d_wpe, N, C);
-        compare("encoder_forward_at", "out", shape, out, d_out, (size_t)N * C);
+        cpu_encoder_forward(out, tok, pos, wte, wpe, N, 1, C);
+        encoder_forward(d_out, d_tok, d_pos, d_wte, d_wpe, N, 1, C);
+        compare("encoder_forward/T=1", "out", shape, out, d_out, (size_t)N * C);
         free(wte), free(wpe), free(out), free(dout), free(pos);
         dev_free(d_wte), dev_free(d_wpe), dev_free(d_out), dev_free(d_dout), dev_free(d_pos);
     }
-    { // layernorm
+    if (!packed) { // layernorm
         size_t nc = (size_t)N * C;
         float *inp = rnd(nc, 2), *w = rnd(C, 1), *b = rnd(C, 1), *out = rnd(nc, 1);
         for (size_t i = 0; i < nc; i++) inp[i] += 0.5f; // a nonzero mean
@@ -163,7 +177,7 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         dev_free(d_inp), dev_free(d_w), dev_free(d_b), dev_free(d_out), dev_free(d_mean);
         dev_free(d_rstd), dev_free(d_dout), dev_free(d_dinp), dev_free(d_dw), dev_free(d_db);
     }
-    for (int with_bias = 1; with_bias >= 0; with_bias--) { // matmul, C -> 4C, with and without bias
+    for (int with_bias = packed ? -1 : 1; with_bias >= 0; with_bias--) { // matmul, C -> 4C, with and without bias
         int OC = H;
         size_t ni = (size_t)N * C, no = (size_t)N * OC, nw = (size_t)OC * C;
         float *inp = rnd(ni, 1), *w = rnd(nw, 0.1f), *b = rnd(OC, 1), *out = rnd(no, 1);
@@ -188,15 +202,15 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         size_t nq = (size_t)N * 3 * C, no = (size_t)N * C, na = (size_t)B * NH * T * T;
         float *qkv = rnd(nq, 1), *out = rnd(no, 1), *att = rnd(na, 1);
         float *d_qkv = up(qkv, nq), *d_out = up(out, no), *d_att = up(att, na);
-        cpu_attention_forward(out, att, qkv, B, T, C, NH);
-        attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+        cpu_attention_forward(out, att, qkv, packed_pos, B, T, C, NH);
+        attention_forward(d_out, d_att, d_qkv, d_packed_pos, B, T, C, NH);
         compare("attention_forward", "out", shape, out, d_out, no);
         compare("attention_forward", "att", shape, att, d_att, na);
         dev_to_device(d_att, att, na * sizeof(float));
         float *dout = rnd(no, 1), *dqkv = rnd(nq, 1);
         float *d_dout = up(dout, no), *d_dqkv = up(dqkv, nq);
-        cpu_attention_backward(dqkv, dout, qkv, att, B, T, C, NH);
-        attention_backward(d_dqkv, d_dout, d_qkv, d_att, B, T, C, NH);
+        cpu_attention_backward(dqkv, dout, qkv, att, packed_pos, B, T, C, NH);
+        attention_backward(d_dqkv, d_dout, d_qkv, d_att, d_packed_pos, B, T, C, NH);
         compare("attention_backward", "dqkv", shape, dqkv, d_dqkv, nq);
         // the KV cache: prefill B slots (of S = B + 1) with T positions (of Tc = T + 2), then
         // decode one token per slot at position T (and one more sequence at position 0)
@@ -228,7 +242,7 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         dev_free(d_kc), dev_free(d_vc), dev_free(d_slot), dev_free(d_pos), dev_free(d_qn);
         dev_free(d_on);
     }
-    { // gelu and residual
+    if (!packed) { // gelu and residual
         size_t n = (size_t)N * H;
         float *inp = rnd(n, 4), *out = rnd(n, 1), *dout = rnd(n, 1), *dinp = rnd(n, 1);
         float *d_inp = up(inp, n), *d_out = up(out, n), *d_dout = up(dout, n), *d_dinp = up(dinp, n);
@@ -268,7 +282,7 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         dev_free(d_inp), dev_free(d_out), dev_free(d_dout), dev_free(d_dinp), dev_free(d_m);
         dev_free(d_v);
     }
-    { // classifier
+    if (!packed) { // classifier
         size_t nl = (size_t)N * Vp;
         float *logits = rnd(nl, 3), *lp = rnd(N, 1), *lse = rnd(N, 1), *coef = rnd(N, 1);
         for (int i = 0; i < N; i++) if (targets[i] < 0 || i % 5 == 0) coef[i] = 0; // as the callers do
@@ -286,13 +300,16 @@ static void run_shape(int B, int T, int C, int NH, int V) {
         free(logits), free(lp), free(lse), free(coef);
         dev_free(d_logits), dev_free(d_lp), dev_free(d_lse), dev_free(d_coef);
     }
-    free(tok), free(targets);
+    free(tok), free(targets), free(packed_pos);
     dev_free(d_tok), dev_free(d_targets);
+    if (packed) dev_free(d_packed_pos);
 }
 
 int main(void) {
-    run_shape(3, 37, 96, 4, 500);       // odd sizes: partial blocks everywhere
-    run_shape(2, 256, 768, 12, 50257);  // one GPT-2 124M layer's shapes
+    for (int packed = 0; packed < 2; packed++) { // packed: the encoder and attention again
+        run_shape(3, 37, 96, 4, 500, packed);      // odd sizes: partial blocks everywhere
+        run_shape(2, 256, 768, 12, 50257, packed); // one GPT-2 124M layer's shapes
+    }
     printf("%s: %d of %d kernel checks passed\n", failures ? "FAIL" : "PASS", checks - failures,
            checks);
     return failures != 0;

@@ -93,30 +93,54 @@ static double project(const float *out, const float *r, size_t n) {
 
 static const GradTolerance KERNEL_TOL = {1e-2, 2e-3, 1e-2, 1e-2};
 
+// Packed rows (model.h, "Examples in a row"): each row cut into examples at random places, pos
+// counting from 0 in each; about one token in three starts a new example.
+static void random_positions(int *pos, int B, int T, Rng *rng) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            pos[b * T + t] = t == 0 || rng_u32(rng) % 3 == 0 ? 0 : pos[b * T + t - 1] + 1;
+}
+
 // --- encoder ---------------------------------------------------------------------------------
-typedef struct { float *wte, *wpe, *out, *r; int *inp; int B, T, C; } EncoderCase;
+// packed: with random positions (pos); otherwise pos is NULL (position t of each row)
+typedef struct { float *wte, *wpe, *out, *r; int *inp, *pos; int B, T, C; } EncoderCase;
 static double encoder_objective(void *p) {
     EncoderCase *k = p;
-    encoder_forward(k->out, k->inp, k->wte, k->wpe, k->B, k->T, k->C);
+    encoder_forward(k->out, k->inp, k->pos, k->wte, k->wpe, k->B, k->T, k->C);
     return project(k->out, k->r, (size_t)k->B * k->T * k->C);
 }
-static void test_encoder(Rng *rng) {
+static void test_encoder(Rng *rng, int packed) {
     int B = 3, T = 5, C = 70, V = 7; // few tokens: ids repeat within and across rows
     EncoderCase k = {xmalloc(V * C * 4), xmalloc(T * C * 4), xmalloc(B * T * C * 4),
-                     xmalloc(B * T * C * 4), xmalloc(B * T * 4), B, T, C};
+                     xmalloc(B * T * C * 4), xmalloc(B * T * 4), NULL, B, T, C};
     fill_normal(k.wte, V * C, 1, rng);
     fill_normal(k.wpe, T * C, 1, rng);
     fill_normal(k.r, B * T * C, 1, rng);
     for (int i = 0; i < B * T; i++) k.inp[i] = rng_u32(rng) % V;
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
     float *dwte0 = xmalloc(V * C * 4), *dwpe0 = xmalloc(T * C * 4);
     fill_normal(dwte0, V * C, 1, rng);
     fill_normal(dwpe0, T * C, 1, rng);
     float *dwte = random_copy(dwte0, V * C), *dwpe = random_copy(dwpe0, T * C);
-    encoder_backward(dwte, dwpe, k.r, k.inp, B, T, C);
+    encoder_backward(dwte, dwpe, k.r, k.inp, k.pos, B, T, C);
     float *gwte = increment(dwte, dwte0, V * C), *gwpe = increment(dwpe, dwpe0, T * C);
-    check_gradient("encoder_backward dwte", encoder_objective, &k, k.wte, gwte, V * C, KERNEL_TOL, rng);
-    check_gradient("encoder_backward dwpe", encoder_objective, &k, k.wpe, gwpe, T * C, KERNEL_TOL, rng);
-    free(k.wte); free(k.wpe); free(k.out); free(k.r); free(k.inp);
+    char name[2][64];
+    snprintf(name[0], 64, "encoder_backward dwte%s", packed ? " (packed rows)" : "");
+    snprintf(name[1], 64, "encoder_backward dwpe%s", packed ? " (packed rows)" : "");
+    check_gradient(name[0], encoder_objective, &k, k.wte, gwte, V * C, KERNEL_TOL, rng);
+    check_gradient(name[1], encoder_objective, &k, k.wpe, gwpe, T * C, KERNEL_TOL, rng);
+    if (packed) { // the embedding of token bt is wte[inp] + wpe[pos], exactly
+        encoder_objective(&k);
+        int exact = 1;
+        for (int bt = 0; bt < B * T; bt++)
+            for (int c = 0; c < C; c++)
+                exact &= k.out[bt * C + c] == k.wte[k.inp[bt] * C + c] + k.wpe[k.pos[bt] * C + c];
+        check(exact, "encoder_forward (packed rows): position embeddings restart at each example");
+    }
+    free(k.wte); free(k.wpe); free(k.out); free(k.r); free(k.inp); free(k.pos);
     free(dwte0); free(dwpe0); free(dwte); free(dwpe); free(gwte); free(gwpe);
 }
 
@@ -197,40 +221,51 @@ static void test_matmul(Rng *rng) {
 }
 
 // --- attention -------------------------------------------------------------------------------
-typedef struct { float *qkv, *out, *att, *r; int B, T, C, NH; } AttentionCase;
+// packed: rows cut into examples at random places (pos); otherwise pos is NULL
+typedef struct { float *qkv, *out, *att, *r; int *pos; int B, T, C, NH; } AttentionCase;
 static double attention_objective(void *p) {
     AttentionCase *k = p;
-    attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->C, k->NH);
+    attention_forward(k->out, k->att, k->qkv, k->pos, k->B, k->T, k->C, k->NH);
     return project(k->out, k->r, (size_t)k->B * k->T * k->C);
 }
-static void test_attention(Rng *rng) {
+static void test_attention(Rng *rng, int packed) {
     int B = 2, T = 9, C = 24, NH = 3;
     size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C;
     AttentionCase k = {xmalloc(n_qkv * 4), xmalloc(n_out * 4), xmalloc(B * NH * T * T * 4),
-                       xmalloc(n_out * 4), B, T, C, NH};
+                       xmalloc(n_out * 4), NULL, B, T, C, NH};
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
     fill_normal(k.qkv, n_qkv, 1, rng);
     fill_normal(k.r, n_out, 1, rng);
     attention_objective(&k);
-    // causality: every weight above the diagonal is zero and every row sums to one
+    // causality within the example: every weight outside s..t (s = t − pos[t], 0 when not
+    // packed) is zero, every weight inside it positive, and every row sums to one
     double worst = 0.0;
+    int inside_positive = 1;
     for (int row = 0; row < B * NH * T; row++) {
-        int t = row % T;
+        int t = row % T, b = row / (NH * T), s = packed ? t - k.pos[b * T + t] : 0;
         double sum = 0.0;
         for (int t2 = 0; t2 < T; t2++) {
             float a = k.att[(size_t)row * T + t2];
-            if (t2 > t) worst = fmax(worst, fabs(a));
+            if (t2 > t || t2 < s) worst = fmax(worst, fabs(a));
+            else inside_positive &= a > 0;
             sum += a;
         }
         worst = fmax(worst, fabs(sum - 1.0));
     }
-    check(worst < 1e-6, "attention_forward weights are causal and sum to one (error %.1e)", worst);
+    check(worst < 1e-6 && inside_positive, "attention_forward%s weights are causal%s and sum to "
+          "one (error %.1e)", packed ? " (packed rows)" : "", packed ? " within each example" : "",
+          worst);
     float *d0 = xmalloc(n_qkv * 4);
     fill_normal(d0, n_qkv, 1, rng);
     float *dqkv = random_copy(d0, n_qkv);
-    attention_backward(dqkv, k.r, k.qkv, k.att, B, T, C, NH);
+    attention_backward(dqkv, k.r, k.qkv, k.att, k.pos, B, T, C, NH);
     float *g = increment(dqkv, d0, n_qkv);
-    check_gradient("attention_backward dqkv", attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
-    free(k.qkv); free(k.out); free(k.att); free(k.r); free(d0); free(dqkv); free(g);
+    check_gradient(packed ? "attention_backward dqkv (packed rows)" : "attention_backward dqkv",
+                   attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
+    free(k.qkv); free(k.out); free(k.att); free(k.r); free(k.pos); free(d0); free(dqkv); free(g);
 }
 
 // --- gelu and residual -----------------------------------------------------------------------
@@ -364,20 +399,20 @@ static void test_schedule(void) {
 // than GPT-2's init so that every nonlinearity (softmax, GELU, LayerNorm) is far from linear.
 typedef struct {
     Model *model;
-    int *inputs, *targets;
+    int *inputs, *targets, *pos; // pos: NULL, or packed rows
     float *coefs;
     int B, T;
 } ModelCase;
 
 static double model_objective(void *p) {
     ModelCase *k = p;
-    model_forward(k->model, k->inputs, k->targets, k->B, k->T);
+    model_forward(k->model, k->inputs, k->targets, k->pos, k->B, k->T);
     double loss = 0.0;
     for (int i = 0; i < k->B * k->T; i++) loss -= (double)k->coefs[i] * k->model->host_logprobs[i];
     return loss;
 }
 
-static void test_model_gradients(Rng *rng) {
+static void test_model_gradients(Rng *rng, int packed) {
     Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
     Model model;
     model_build(&model, cfg);
@@ -386,7 +421,11 @@ static void test_model_gradients(Rng *rng) {
     // the padding rows of wte stay zero, as in a real checkpoint
     memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
     int B = 2, T = 7;
-    ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), xmalloc(B * T * 4), B, T};
+    ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), NULL, xmalloc(B * T * 4), B, T};
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
     for (int i = 0; i < B * T; i++) {
         k.inputs[i] = rng_u32(rng) % cfg.V;
         k.targets[i] = i % 5 == 4 ? -1 : (int)(rng_u32(rng) % cfg.V);
@@ -399,7 +438,8 @@ static void test_model_gradients(Rng *rng) {
     size_t offset = 0;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         char name[64];
-        snprintf(name, sizeof name, "model gradient of %s", GPT2_PARAMS[t].name);
+        snprintf(name, sizeof name, "model gradient of %s%s", GPT2_PARAMS[t].name,
+                 packed ? " (packed rows)" : "");
         size_t n = model.param_sizes[t];
         if (t == 0) n = (size_t)cfg.V * cfg.C; // the live rows of wte
         check_gradient(name, model_objective, &k, model.params_memory + offset, grads + offset,
@@ -407,7 +447,7 @@ static void test_model_gradients(Rng *rng) {
         offset += model.param_sizes[t];
     }
     free(grads);
-    free(k.inputs); free(k.targets); free(k.coefs);
+    free(k.inputs); free(k.targets); free(k.pos); free(k.coefs);
     model_free(&model);
 }
 
@@ -420,7 +460,7 @@ static void train_steps(Model *model, const int *inputs, const int *targets, int
     for (int i = 0; i < B * T; i++) coefs[i] = 1.0f / (B * T);
     OptimizerSettings opt = {lr, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
     for (int s = 0; s < steps; s++) {
-        model_forward(model, inputs, targets, B, T);
+        model_forward(model, inputs, targets, NULL, B, T);
         double loss = 0.0;
         for (int i = 0; i < B * T; i++) loss -= (double)coefs[i] * model->host_logprobs[i];
         losses[s] = (float)loss;
@@ -557,7 +597,7 @@ static void test_guard(Rng *rng) {
     OptimizerSettings opt = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f};
     Schedule sched = {1e-2f, 0.1f, 0, 10, 0};
     TrainState st = {0};
-    StepResult r = train_step(&model, inputs, targets, coefs, B, T, opt, &sched, &st);
+    StepResult r = train_step(&model, inputs, targets, NULL, coefs, B, T, opt, &sched, &st);
     state_count_step(&st, &r);
     check(!r.skipped && st.step == 1 && st.skipped == 0, "guard: a finite step is applied");
     size_t bytes = model.num_parameters * sizeof(float);
@@ -568,7 +608,7 @@ static void test_guard(Rng *rng) {
     int untouched = 1;
     // a non-finite loss (finite gradients), then a non-finite gradient (finite loss)
     for (int kind = 0; kind < 2; kind++) {
-        model_forward(&model, inputs, targets, B, T);
+        model_forward(&model, inputs, targets, NULL, B, T);
         r = (StepResult){.loss = kind == 0 ? NAN : 1.0f};
         float bad[16];
         memcpy(bad, coefs, sizeof bad);
@@ -582,7 +622,7 @@ static void test_guard(Rng *rng) {
     check(untouched && st.step == 3 && st.skipped == 2 && st.bad_streak == 2,
           "guard: a NaN loss and an infinite gradient are skipped; parameters, m and v stay "
           "bit-identical; 3 steps, 2 skipped, 2 in a row");
-    r = train_step(&model, inputs, targets, coefs, B, T, opt, &sched, &st);
+    r = train_step(&model, inputs, targets, NULL, coefs, B, T, opt, &sched, &st);
     state_count_step(&st, &r);
     check(!r.skipped && st.bad_streak == 0 && memcmp(saved, model.params_memory, bytes),
           "guard: the next finite step is applied and ends the streak");
@@ -601,15 +641,18 @@ int main(int argc, char **argv) {
     scratch_make(dir, sizeof dir, "test_core");
     Rng rng = rng_seeded(2024);
     test_gemm();
-    test_encoder(&rng);
+    test_encoder(&rng, 0);
+    test_encoder(&rng, 1);
     test_layernorm(&rng);
     test_matmul(&rng);
-    test_attention(&rng);
+    test_attention(&rng, 0);
+    test_attention(&rng, 1);
     test_pointwise(&rng);
     test_classifier(&rng);
     test_adamw(&rng);
     test_schedule();
-    test_model_gradients(&rng);
+    test_model_gradients(&rng, 0);
+    test_model_gradients(&rng, 1);
     test_overfit_and_determinism(&rng);
     test_checkpoint_roundtrip(dir);
     test_count_nonfinite();

@@ -117,16 +117,18 @@ typedef struct {
     Model *model;
     PairData *data;
     const PreferenceSettings *pref;
-    int *order, B, T, *inputs, *targets;
-    float *mask;
+    int *order, B;
+    Batch *batch; // filled by pairs_fill_batch: the completion mask in its coefs
 } PreferenceCase;
 
-static double preference_objective_with(PreferenceCase *k, double *dS) {
+// The loss; S (2B), when not NULL, receives the summed log-probs of the 2B sequences.
+static double preference_objective_with(PreferenceCase *k, double *dS, double *S_out) {
     int R = 2 * k->B;
     double *S = xmalloc(R * sizeof(double)), *Rf = xmalloc(R * sizeof(double));
     int *n = xmalloc(R * sizeof(int));
-    model_forward(k->model, k->inputs, k->targets, R, k->T);
-    row_logps(k->model, k->mask, R, k->T, S, n);
+    batch_forward(k->model, k->batch);
+    sequence_logps(k->model, k->batch, R, S, n);
+    if (S_out) memcpy(S_out, S, R * sizeof(double));
     for (int b = 0; b < k->B; b++) {
         Rf[b] = k->data->pairs[k->order[b]].ref_chosen;
         Rf[k->B + b] = k->data->pairs[k->order[b]].ref_rejected;
@@ -139,9 +141,21 @@ static double preference_objective_with(PreferenceCase *k, double *dS) {
     free(n);
     return m.loss;
 }
-static double preference_objective(void *p) { return preference_objective_with(p, NULL); }
+static double preference_objective(void *p) { return preference_objective_with(p, NULL, NULL); }
 
-static void test_gradients_through_model(void) {
+// The coefficients of the batch's backward: −dL/dS of each sequence on its completion tokens.
+static void preference_coefs(const Batch *b, int R, const double *dS, float *coefs) {
+    for (int i = 0; i < b->rows * b->T; i++) coefs[i] = 0.0f;
+    for (int r = 0; r < R; r++) {
+        size_t first = (size_t)b->at[r].row * b->T + b->at[r].start;
+        for (int t = 0; t < b->at[r].length; t++)
+            coefs[first + t] = b->coefs[first + t] * (float)-dS[r];
+    }
+}
+
+// pack: the pairs' six sequences packed into rows of 32 positions, or one per row. The DPO
+// trainer's own step (dpo_step) forms the coefficients in place the same way.
+static void test_gradients_through_model(int pack) {
     Model model;
     model_build(&model, parse_config("2,2,16,32,40"));
     model_init_random(&model, 8);
@@ -165,20 +179,22 @@ static void test_gradients_through_model(void) {
         data.pairs[i].ref_rejected = -3.0 * cl + rng_normal(&rng);
     }
     int order[P] = {2, 0, 1};
-    int inputs[2 * P * 32], targets[2 * P * 32];
-    float mask[2 * P * 32], coefs[2 * P * 32];
-    int T = pairs_fill_batch(&data, order, P, 0, inputs, targets, mask);
+    float coefs[2 * P * 32];
+    Batch batch;
+    batch_alloc(&batch, 2 * P, 32);
+    pairs_fill_batch(&batch, &data, order, P, 32, pack, 0);
+    check(pack ? batch.rows < 2 * P : batch.rows == 2 * P, "pairs_fill_batch --pack %d: %d "
+          "sequences in %d rows of %d", pack, 2 * P, batch.rows, batch.T);
     PreferenceSettings settings[5] = {{LOSS_DPO, 0.5f, 0, 0}, {LOSS_CDPO, 0.5f, 0.2f, 0},
                                       {LOSS_IPO, 0.5f, 0, 0}, {LOSS_DPO, 0.5f, 0, 1.0f},
                                       {LOSS_ORPO, 0.5f, 0, 0}};
     const char *names[5] = {"dpo", "cdpo", "ipo", "dpo + rpo", "orpo"};
     GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
     for (int s = 0; s < 5; s++) {
-        PreferenceCase k = {&model, &data, &settings[s], order, P, T, inputs, targets, mask};
+        PreferenceCase k = {&model, &data, &settings[s], order, P, &batch};
         double dS[2 * P];
-        preference_objective_with(&k, dS);
-        for (int r = 0; r < 2 * P; r++)
-            for (int t = 0; t < T; t++) coefs[r * T + t] = mask[r * T + t] * (float)-dS[r];
+        preference_objective_with(&k, dS, NULL);
+        preference_coefs(&batch, 2 * P, dS, coefs);
         model_backward(&model, coefs);
         float *grads = xmalloc(model.num_parameters * sizeof(float));
         memcpy(grads, model.grads_memory, model.num_parameters * sizeof(float));
@@ -187,16 +203,79 @@ static void test_gradients_through_model(void) {
         int before = checks_failed;
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             char name[96];
-            snprintf(name, sizeof name, "%s gradient of %s", names[s], GPT2_PARAMS[t].name);
+            snprintf(name, sizeof name, "%s gradient of %s (--pack %d)", names[s],
+                     GPT2_PARAMS[t].name, pack);
             size_t n = t == 0 ? (size_t)40 * 16 : model.param_sizes[t];
             check_gradient(name, preference_objective, &k, model.params_memory + offset,
                            grads + offset, n, tol, &rng);
             offset += model.param_sizes[t];
         }
-        check(checks_failed == before, "%s: the gradient of every parameter tensor matches finite "
-              "differences", names[s]);
+        check(checks_failed == before, "%s (--pack %d): the gradient of every parameter tensor "
+              "matches finite differences", names[s], pack);
         free(grads);
     }
+    batch_free(&batch);
+    pairs_free(&data);
+    model_free(&model);
+}
+
+// Packed = padded for preference batches: the summed log-probs S of every sequence, the loss,
+// and every parameter gradient of the same pairs, packed into rows of 64 and one per row.
+// Random weights and tokens; prompts of 1..12 tokens, completions of 1..16.
+static void test_packed_equals_padded(void) {
+    Model model;
+    model_build(&model, parse_config("2,2,16,64,40"));
+    model_init_random(&model, 9);
+    Rng rng = rng_seeded(44);
+    for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(&rng);
+    memset(model.params.wte + 40 * 16, 0, (size_t)(model.config.Vp - 40) * 16 * 4);
+    enum { P = 5 };
+    PairData data = {xmalloc(P * sizeof(Pair)), P, 0, 0, 0};
+    for (int i = 0; i < P; i++) {
+        int p = 1 + (int)(rng_u32(&rng) % 12);
+        TokenSequence *seqs[2] = {&data.pairs[i].chosen, &data.pairs[i].rejected};
+        for (int s = 0; s < 2; s++) {
+            seqs[s]->prompt_length = p;
+            seqs[s]->length = p + 1 + (int)(rng_u32(&rng) % 16);
+            seqs[s]->ids = xmalloc(seqs[s]->length * sizeof(int));
+            for (int t = 0; t < seqs[s]->length; t++) seqs[s]->ids[t] = 1 + rng_u32(&rng) % 39;
+        }
+        memcpy(data.pairs[i].rejected.ids, data.pairs[i].chosen.ids, p * sizeof(int));
+        data.pairs[i].ref_chosen = -40 + rng_normal(&rng);
+        data.pairs[i].ref_rejected = -40 + rng_normal(&rng);
+    }
+    int order[P] = {3, 1, 4, 0, 2};
+    PreferenceSettings dpo = {LOSS_DPO, 0.5f, 0, 0.5f}; // with RPO's NLL term
+    Batch batch[2];
+    double S[2][2 * P], dS[2][2 * P], loss[2];
+    float *coefs = xmalloc(2 * P * 64 * sizeof(float));
+    float *grads[2] = {xmalloc(model.num_parameters * 4), xmalloc(model.num_parameters * 4)};
+    for (int pack = 0; pack < 2; pack++) {
+        batch_alloc(&batch[pack], 2 * P, 64);
+        pairs_fill_batch(&batch[pack], &data, order, P, 64, pack, 0);
+        PreferenceCase k = {&model, &data, &dpo, order, P, &batch[pack]};
+        loss[pack] = preference_objective_with(&k, dS[pack], S[pack]);
+        preference_coefs(&batch[pack], 2 * P, dS[pack], coefs);
+        model_backward(&model, coefs);
+        memcpy(grads[pack], model.grads_memory, model.num_parameters * 4);
+    }
+    double worst_S = 0.0, worst_grad = 0.0, largest = 0.0;
+    for (int r = 0; r < 2 * P; r++) worst_S = fmax(worst_S, fabs(S[1][r] - S[0][r]) / fabs(S[0][r]));
+    for (size_t i = 0; i < model.num_parameters; i++) {
+        worst_grad = fmax(worst_grad, fabs(grads[1][i] - grads[0][i]));
+        largest = fmax(largest, fabs(grads[0][i]));
+    }
+    check(batch[1].rows < batch[0].rows && worst_S < 1e-6 && S[0][0] < 0 &&
+          fabs(loss[1] - loss[0]) < 1e-6 * fabs(loss[0]) && largest > 0 &&
+          worst_grad < 1e-5 * largest,
+          "dpo, packed (%d rows) = padded (%d rows): S of all %d sequences within %.1e relative "
+          "(S[0] = %.4f), loss %.7f vs %.7f, gradients within %.1e of the largest", batch[1].rows,
+          batch[0].rows, 2 * P, worst_S, S[0][0], loss[1], loss[0], worst_grad / largest);
+    for (int pack = 0; pack < 2; pack++) {
+        batch_free(&batch[pack]);
+        free(grads[pack]);
+    }
+    free(coefs);
     pairs_free(&data);
     model_free(&model);
 }
@@ -244,6 +323,8 @@ int main(void) {
     test_orpo_by_hand();
     test_rewards_exactly_zero();
     test_policy_equals_reference();
-    test_gradients_through_model();
+    test_gradients_through_model(0);
+    test_gradients_through_model(1);
+    test_packed_equals_padded();
     return checks_finish();
 }

@@ -33,7 +33,7 @@ static void test_kv_cache_matches_full_forward(void) {
     for (int s = 0; s < S; s++) {
         int *targets = xmalloc(lengths[s] * sizeof(int));
         for (int t = 0; t < lengths[s]; t++) targets[t] = -1;
-        model_forward(&model, seqs[s], targets, 1, lengths[s]);
+        model_forward(&model, seqs[s], targets, NULL, 1, lengths[s]);
         reference[s] = xmalloc((size_t)lengths[s] * cfg->Vp * sizeof(float));
         memcpy(reference[s], model.acts.logits, (size_t)lengths[s] * cfg->Vp * sizeof(float));
         free(targets);
