@@ -195,9 +195,10 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // is kept in runs/base/KEY/ (KEY: a hash of every setting that shapes it) and reused when
 // settings.txt, written last, is there: a later run with the same settings starts at phase 1.
 // The stories are train-owned problems (lib/task.h), so no valid or test question is among them.
-// The version of phase 0's text: change it whenever lib/task.h changes the stories, the drills
-// or the demonstrations, so that no base built from other text is reused.
-#define REPRO_BASE_DATA "task v2: stories told twice, drills of 16"
+// The version of phase 0's text and training: change it whenever lib/task.h changes the
+// stories, the drills or the demonstrations, or sft the way it trains (such as packed rows), so
+// that no base built another way is reused.
+#define REPRO_BASE_DATA "task v2: stories told twice, drills of 16; packed rows"
 
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
     char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
