@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         targets[i] = i == 0 ? -1 : (i * 7) % cfg.V; // -1: a position without a target
         coefs[i] = 1.0f / (B * T);
     }
-    model_forward(&model, inputs, targets, B, T);
+    model_forward(&model, inputs, targets, NULL, B, T); // NULL: one example per row
     model_backward(&model, coefs);
     fuzz_accepted("L=%d NH=%d C=%d maxT=%d V=%d Vp=%d, %zu parameters", cfg.L, cfg.NH, cfg.C,
                   cfg.maxT, cfg.V, cfg.Vp, model.num_parameters);
