@@ -198,7 +198,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // The version of phase 0's text and training: change it whenever lib/task.h changes the
 // stories, the drills or the demonstrations, or sft the way it trains (such as packed rows), so
 // that no base built another way is reused.
-#define REPRO_BASE_DATA "task v2: stories told twice, drills of 16; packed rows"
+#define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
 
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
     char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];

@@ -385,23 +385,24 @@ static void task_truth_text(const TaskItem *it, TaskText *t) {
                   it->truth[k].b, it->truth[k].c);
 }
 
-// The problem as a story: the starts and the events as the question tells them; then each event
-// again, in the same words, followed by the arithmetic of every count it moves (the giver's,
-// then the receiver's); then every final count. (Telling the events twice teaches the copying
-// that the teacher's answers need: a line per event, in the question's words.)
-static void task_math_story(const TaskItem *it, TaskText *t) {
+// The problem as a story, as a worked example in a textbook: the question as it is asked; every
+// person's start; then each event again, in the question's words, followed by the arithmetic of
+// every count it moves (the giver's, then the receiver's); then every final count. (Telling the
+// events twice teaches the copying that the teacher's answers need: a line per event, in the
+// question's words. Between the two tellings stand the question sentence and the start line, as
+// the prompt template and the start line stand between them in phase 1: a copy that has learned
+// to find the sentence, not its distance, carries over.)
+static void task_math_story(const TaskItem *it, const char *question, TaskText *t) {
     const char *things = task_objects[it->template_id];
     int counts[TASK_MATH_MAX_PEOPLE];
+    task_puts(t, question);
+    task_puts(t, "\n");
     for (int p = 0; p < it->num_people; p++) {
         counts[p] = it->counts[p];
-        task_putf(t, "%s%s has %d %s.", p ? " " : "", task_names[it->people[p]].name, counts[p], things);
+        task_putf(t, "%s%s starts with %d %s", p == 0 ? "" : p + 1 < it->num_people ? ", " : " and ",
+                  task_names[it->people[p]].name, counts[p], things);
     }
-    for (int e = 0; e < it->num_events; e++) {
-        const TaskEvent *ev = &it->events[e];
-        task_puts(t, " ");
-        task_expand(t, task_phrasings[ev->kind].phrases[ev->phrase], task_names[it->people[ev->x]].name,
-                    ev->y >= 0 ? task_names[it->people[ev->y]].name : "", ev->amount, things);
-    }
+    task_puts(t, ".");
     for (int e = 0; e < it->num_events; e++) {
         const TaskEvent *ev = &it->events[e];
         const char *x = task_names[it->people[ev->x]].name, *y = ev->y >= 0 ? task_names[it->people[ev->y]].name : "";
@@ -566,7 +567,7 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
             it->wrong_step = 1 + it->step_event[wrong]; // line 0 is the start, then a line per event
         }
         task_math_answer(it, wrong, delta, &a);
-        task_math_story(it, &story);
+        task_math_story(it, q.data, &story);
         it->num_steps = it->num_events + 1;
     } else {
         if (noisy) { // the first step, in a random order, whose slip changes the letter named
