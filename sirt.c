@@ -2135,6 +2135,48 @@ static void best_path(char *out, size_t size, const char *path) {
     path_tagged(out, size, path, "best", ".bin");
 }
 
+// The SFT loop: args->steps steps of batches of args->B examples in a fresh order each epoch
+// (grouped by length with group_lengths); every eval_every steps, and at the last, the loss on
+// valid (when given) is logged and the lowest-loss checkpoint kept as OUT.best.bin.
+static void sft_train(Model *model, TrainState *st, const TrainArgs *args, const SftData *train,
+                      const SftData *valid, int eval_every, int group_lengths, int pad) {
+    int steps_per_epoch = (train->count + args->B - 1) / args->B;
+    Run run;
+    if (!run_open(&run, model, args, st, args->B)) return;
+    int *order = xmalloc((size_t)train->count * sizeof(int)), order_epoch = -1;
+    char best[4200];
+    best_path(best, sizeof best, args->out);
+    while (st->step < args->steps) {
+        int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
+        if (epoch != order_epoch) {
+            epoch_order(order, train->count, args->seed, order_epoch = epoch);
+            if (group_lengths) group_by_length(order, train->count, args->B, train);
+        }
+        int n = train->count - first < args->B ? train->count - first : args->B;
+        sft_fill_batch(&run.batch, train, order + first, n, args->T, args->pack, pad);
+        StepResult r = run_step(model, st, args, &run);
+        char extra[96] = "";
+        if (valid && valid->count && (st->step % eval_every == 0 || st->step == args->steps)) {
+            double t0 = now_seconds();
+            float val = sft_validation_loss(model, valid, args->B, args->T, args->pack, pad);
+            progress_pause(&run.progress, now_seconds() - t0);
+            char number[32];
+            snprintf(extra, sizeof extra, ", \"val_loss\": %s", json_number(number, val));
+            if (!isatty(fileno(stdout)) || st->step == args->steps)
+                printf("step %d: validation loss %.4f%s\n", st->step, val,
+                       val < st->best_valid_loss ? " (best so far: saved)" : "");
+            if (val < st->best_valid_loss) {
+                st->best_valid_loss = val;
+                model_save(model, best);
+            }
+        }
+        if (run_after_step(model, st, args, &run, &r, extra[0] ? extra : NULL)) break;
+    }
+    run_close(model, st, args, &run);
+    if (valid && valid->count) printf("best validation loss %.4f: %s\n", st->best_valid_loss, best);
+    free(order);
+}
+
 // --template: the names of the TemplateKinds, in their order
 static const char *const TEMPLATE_NAMES[] = {"cot", "plain", "none", NULL};
 
@@ -2195,42 +2237,7 @@ int cmd_sft(int argc, char **argv) {
     if (valid_path)
         printf("valid: %d examples (%d cut), evaluated every %d steps; the best is kept\n",
                valid.count, valid.truncated, eval_every);
-    Run run;
-    if (run_open(&run, &model, &args, &st, args.B)) {
-        int *order = xmalloc((size_t)train.count * sizeof(int)), order_epoch = -1;
-        char best[4200];
-        best_path(best, sizeof best, args.out);
-        while (st.step < args.steps) {
-            int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
-            if (epoch != order_epoch) {
-                epoch_order(order, train.count, args.seed, order_epoch = epoch);
-                if (group_lengths) group_by_length(order, train.count, args.B, &train);
-            }
-            int n = train.count - first < args.B ? train.count - first : args.B;
-            sft_fill_batch(&run.batch, &train, order + first, n, args.T, args.pack, pad);
-            StepResult r = run_step(&model, &st, &args, &run);
-            char extra[96] = "";
-            if (valid.count && (st.step % eval_every == 0 || st.step == args.steps)) {
-                double t0 = now_seconds();
-                float val = sft_validation_loss(&model, &valid, args.B, args.T, args.pack, pad);
-                progress_pause(&run.progress, now_seconds() - t0);
-                char number[32];
-                snprintf(extra, sizeof extra, ", \"val_loss\": %s", json_number(number, val));
-                if (!isatty(fileno(stdout)) || st.step == args.steps)
-                    printf("step %d: validation loss %.4f%s\n", st.step, val,
-                           val < st.best_valid_loss ? " (best so far: saved)" : "");
-                if (val < st.best_valid_loss) {
-                    st.best_valid_loss = val;
-                    model_save(&model, best);
-                }
-            }
-            if (run_after_step(&model, &st, &args, &run, &r, extra[0] ? extra : NULL))
-                break;
-        }
-        run_close(&model, &st, &args, &run);
-        if (valid.count) printf("best validation loss %.4f: %s\n", st.best_valid_loss, best);
-        free(order);
-    }
+    sft_train(&model, &st, &args, &train, valid_path ? &valid : NULL, eval_every, group_lengths, pad);
     sft_data_free(&train);
     if (valid_path) sft_data_free(&valid);
     tok_free(tok);
@@ -3364,6 +3371,8 @@ int cmd_dpo(int argc, char **argv) {
 // with fresh AdamW moments and schedule; the reference stays the phase-1 model, or with
 // --ref previous becomes each round's result. --keep-pairs DIR writes a round's pairs as
 // DIR/pairs_roundN.jsonl in the pairs format of section 8, reference log-probs included.
+// --rft replaces pairs and DPO by the control, rejection-sampling fine-tuning (rft_examples):
+// SFT on the round's right, step-verified samples.
 // =============================================================================================
 
 // Greedy accuracy of a model on items (their prompts and gold answers).
@@ -3440,6 +3449,47 @@ static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
     safe_commit(&sf);
 }
 
+// Rejection-sampling fine-tuning (RFT, Yuan et al. 2023, "Scaling Relationship on Learning
+// Mathematical Reasoning with Large Language Models"), the control of phase 2: the student is
+// fine-tuned, with the SFT objective, on its own samples that are right — the answer right and,
+// where the items have true steps, every step the true one (step-verified) — keeping per
+// question one sample per distinct list of equations. Returns the examples as SFT data (prompt +
+// completion + end-of-text, truncated as SFT's); with keep non-NULL, also writes them there as
+// {"prompt", "completion"} lines.
+static void rft_examples(SftData *d, Tokenizer *tok, const Example *items, int n, int k, char **cot,
+                         const char *data_path, int T, const char *keep) {
+    d->seqs = xmalloc(((size_t)n * k + 1) * sizeof(TokenSequence));
+    d->count = d->truncated = 0;
+    StepReport *kept = xmalloc((size_t)k * sizeof(StepReport));
+    SafeFile sf;
+    if (keep) safe_open(&sf, keep);
+    for (int i = 0; i < n; i++) {
+        TaskStep truth[EVAL_MAX_TRUTH];
+        int num_truth = example_truth(&items[i], data_path, i, truth), num_kept = 0;
+        for (int j = 0; j < k; j++) {
+            const char *c = cot[(long)i * k + j];
+            if (!answer_is_correct(c, items[i].gold)) continue;
+            StepReport r;
+            answer_check_steps(c, truth, num_truth, &r);
+            if (num_truth > 0 && !r.true_path) continue; // right by luck: not verified
+            int seen = 0;
+            for (int m = 0; m < num_kept && !seen; m++) seen = answer_same_equations(&kept[m], &r);
+            if (seen) continue;
+            kept[num_kept++] = r;
+            d->truncated += tokenize_example(tok, items[i].prompt, c, T + 1, &d->seqs[d->count++]);
+            if (keep) {
+                fputs("{\"prompt\": ", sf.file);
+                json_write_string(sf.file, items[i].prompt, strlen(items[i].prompt));
+                fputs(", \"completion\": ", sf.file);
+                json_write_string(sf.file, c, strlen(c));
+                fputs("}\n", sf.file);
+            }
+        }
+    }
+    if (keep) safe_commit(&sf);
+    free(kept);
+}
+
 static void copy_params(Model *dst, const Model *src) {
     size_t bytes = src->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
@@ -3455,7 +3505,7 @@ int cmd_refine(int argc, char **argv) {
     args.T = 256;
     args.lr = 1e-5f;
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep_pairs = NULL;
-    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0, rule_index = 0;
+    int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0, rule_index = 0, rft = 0;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
     GenerateSettings g = GENERATE_DEFAULTS;
     static const char *const REF_NAMES[] = {"initial", "previous", NULL};
@@ -3480,7 +3530,10 @@ int cmd_refine(int argc, char **argv) {
         {"--max-new", "N", FLAG_INT, .value = &g.max_new, "new tokens per answer at most", 1, 1 << 20},
         {"--gen-batch", "N", FLAG_INT, .value = &g.batch, "sequences decoded together", 1, 1 << 16},
         {"--keep-pairs", "DIR", FLAG_STRING, .value = &keep_pairs,
-         "write each round's pairs as DIR/pairs_roundN.jsonl"},
+         "write each round's pairs as DIR/pairs_roundN.jsonl (--rft: its examples, DIR/rft_roundN.jsonl)"},
+        {"--rft", NULL, FLAG_SWITCH, .value = &rft,
+         "the control: SFT on the right, step-verified samples with distinct equations (RFT), "
+         "in batches of 2 x --batch, instead of pairs and DPO"},
         {"--epochs", "E", FLAG_INT, .value = &epochs,
          "passes over a round's pairs, unless --steps is given", 1, 1000},
         PACK_FLAG(args.pack),
@@ -3513,7 +3566,7 @@ int cmd_refine(int argc, char **argv) {
     examples_load(data_path, &cot_template, &items, &n);
     for (int i = 0; i < n; i++)
         if (!items[i].gold) die("%s: item %d has no gold answer (refine needs question/answer items)", data_path, i + 1);
-    if (rule & PAIRS_COT_VS_PLAIN) examples_load(data_path, &plain_template, &plain_items, &n);
+    if (!rft && (rule & PAIRS_COT_VS_PLAIN)) examples_load(data_path, &plain_template, &plain_items, &n);
     if (valid_path) examples_load(valid_path, &cot_template, &valid, &n_valid);
     print_model(&policy);
 
@@ -3540,7 +3593,12 @@ int cmd_refine(int argc, char **argv) {
             plain = sample_items(&policy, tok, plain_items, n, 1, &g);
         }
         PairData pairs = {0};
-        build_pairs(&pairs, tok, items, n, k, cot, plain, rule, max_pairs, args.T);
+        SftData examples = {0};
+        char kept_path[4200];
+        snprintf(kept_path, sizeof kept_path, "%s/%s_round%d.jsonl", keep_pairs ? keep_pairs : ".",
+                 rft ? "rft" : "pairs", round);
+        if (rft) rft_examples(&examples, tok, items, n, k, cot, data_path, args.T, keep_pairs ? kept_path : NULL);
+        else build_pairs(&pairs, tok, items, n, k, cot, plain, rule, max_pairs, args.T);
         printf("round %d: %.1f%% of the samples are correct", round,
                100.0 * sampled.sample_right / sampled.samples);
         if (sampled.with_truth && sampled.sample_right)
@@ -3549,25 +3607,28 @@ int cmd_refine(int argc, char **argv) {
         for (int o = 0; o < 4; o++)
             if (sampled.op_total[o])
                 printf("; arithmetic %c %.1f%%", ANSWER_OPS[o], 100.0 * sampled.op_right[o] / sampled.op_total[o]);
-        printf("\nround %d: %d pairs (dropped: %d empty, %d identical; %d cut)\n", round, pairs.count,
-               pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
+        if (rft)
+            printf("\nround %d: %d examples for RFT (right%s, one per distinct list of equations; %d cut)\n",
+                   round, examples.count, sampled.with_truth ? ", every step the true one" : "", examples.truncated);
+        else
+            printf("\nround %d: %d pairs (dropped: %d empty, %d identical; %d cut)\n", round, pairs.count,
+                   pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
         for (long j = 0; j < (long)n * k; j++) free(cot[j]);
         for (int i = 0; plain && i < n; i++) free(plain[i]);
         free(cot);
         free(plain);
-        if (pairs.count == 0) {
-            printf("round %d: no pairs, nothing to learn; stopping\n", round);
+        if ((rft ? examples.count : pairs.count) == 0) {
+            printf("round %d: no %s, nothing to learn; stopping\n", round, rft ? "examples" : "pairs");
             free(pairs.pairs);
+            free(examples.seqs);
             break;
         }
-        compute_reference_logps(&ref, &pairs, args.B, args.T, args.pack, pad);
-        if (keep_pairs) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/pairs_round%d.jsonl", keep_pairs, round);
-            write_pairs(path, &pairs, tok);
-            printf("round %d: pairs written to %s\n", round, path);
+        if (!rft) {
+            compute_reference_logps(&ref, &pairs, args.B, args.T, args.pack, pad);
+            if (keep_pairs) write_pairs(kept_path, &pairs, tok);
         }
-        // DPO on this round's pairs, from a fresh optimizer
+        if (keep_pairs) printf("round %d: %s written to %s\n", round, rft ? "examples" : "pairs", kept_path);
+        // DPO on this round's pairs (or SFT on its examples), from a fresh optimizer
         char out[4200], log[4200];
         TrainArgs round_args = args;
         char tag[32];
@@ -3578,16 +3639,23 @@ int cmd_refine(int argc, char **argv) {
             path_tagged(log, sizeof log, args.log, tag, ".jsonl");
             round_args.log = log;
         }
-        round_args.steps =
-            steps ? steps : epochs_to_steps(epochs, (pairs.count + args.B - 1) / args.B);
+        if (rft) round_args.B = 2 * args.B; // a DPO batch of B pairs holds 2B sequences
+        int count = rft ? examples.count : pairs.count;
+        round_args.steps = steps ? steps : epochs_to_steps(epochs, (count + round_args.B - 1) / round_args.B);
         if (policy.m_memory) {
             dev_zero(policy.m_memory, policy.num_parameters);
             dev_zero(policy.v_memory, policy.num_parameters);
         }
         TrainState st = {.seed = args.seed, .rng = rng_seeded(args.seed), .B = args.B,
                          .T = args.T, .shuffle = 1, .best_valid_loss = INFINITY};
-        dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
-        pairs_free(&pairs);
+        if (rft) {
+            st.B = round_args.B;
+            sft_train(&policy, &st, &round_args, &examples, NULL, 1, 0, pad);
+            sft_data_free(&examples);
+        } else {
+            dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
+            pairs_free(&pairs);
+        }
         if (valid) {
             double acc = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
             printf("round %d: validation accuracy %.2f%%%s\n", round, 100 * acc,

@@ -263,6 +263,10 @@ if grep -q "round 0 (the phase-1 model): validation accuracy" "$work/out.txt" &&
     ok "refine: $(grep 'round 1: .* pairs' "$work/out.txt")"
 else bad "refine output incomplete"; tail -5 "$work/out.txt"; fi
 
+expect "refine --rft: a round end to end (sample, score, keep the verified samples, SFT)" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --samples 2 --max-new 60 --rounds 1 --batch 2 --seq 200 --lr 1e-4 --rft --out "$work/rft.bin" --keep-pairs "$work"
+if grep -q "round 1: [0-9]* examples for RFT (right, every step the true one" "$work/out.txt" && [ -f "$work/rft.bin" ] && ! grep -q "pairs" "$work/out.txt"; then
+    ok "refine --rft: $(grep 'examples for RFT' "$work/out.txt")"
+else bad "refine --rft output incomplete"; tail -5 "$work/out.txt"; fi
 expect_error "refine: --seq above the model's context" "--seq 300 is longer than the model's context maxT=256" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --seq 300
 
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory

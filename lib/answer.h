@@ -70,7 +70,20 @@ typedef struct {
     int arithmetic_ok[ANSWER_MAX_STEPS]; // 1 right, 0 wrong, -1 no "A OP B = C" in the line
     int on_path[ANSWER_MAX_STEPS];       // 1 on the item's true path, 0 off it, -1 unknown
     int first_error;                     // index of the first wrong step (any index), or -1
+    TaskStep equations[ANSWER_MAX_STEPS]; // the arithmetic steps as written, the first ones
 } StepReport;
+
+// Do two judged paths write the same equations (the same "A OP B = C" lines in the same order)?
+// Rejection-sampling fine-tuning (Yuan et al. 2023) counts such paths as one reasoning path.
+static int answer_same_equations(const StepReport *x, const StepReport *y) {
+    if (x->arithmetic_steps != y->arithmetic_steps) return 0;
+    int n = x->arithmetic_steps < ANSWER_MAX_STEPS ? x->arithmetic_steps : ANSWER_MAX_STEPS;
+    for (int i = 0; i < n; i++)
+        if (x->equations[i].a != y->equations[i].a || x->equations[i].op != y->equations[i].op ||
+            x->equations[i].b != y->equations[i].b || x->equations[i].c != y->equations[i].c)
+            return 0;
+    return 1;
+}
 
 static int answer_is_alnum(int c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -280,6 +293,8 @@ void answer_check_steps(const char *completion, const TaskStep *truth, int num_t
             int o = (int)(strchr(ANSWER_OPS, op) - ANSWER_OPS);
             out->op_right[o] += ok;
             out->op_total[o]++;
+            if (out->arithmetic_steps < ANSWER_MAX_STEPS)
+                out->equations[out->arithmetic_steps] = (TaskStep){a, b, c, op};
             out->arithmetic_steps++;
         }
         if (j < ANSWER_MAX_STEPS) {

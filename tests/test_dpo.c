@@ -286,7 +286,7 @@ static void test_build_pairs(void) {
     size_t len = strlen(text);
     char err[256];
     Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
-    Example items[3] = {{"Q1 ", NULL, "8"}, {"Q2 ", NULL, "5"}, {"Q3 ", NULL, "3"}};
+    Example items[3] = {{"Q1 ", NULL, "8", NULL}, {"Q2 ", NULL, "5", NULL}, {"Q3 ", NULL, "3", NULL}};
     char *cot[9] = {"The answer is 8.", "The answer is 7.", "The answer is 8.", // 1 distinct right
                     "The answer is 1.", "The answer is 2.", "The answer is 4.", // all wrong
                     "The answer is 3.", "So the answer is 3.", "Yes: the answer is 3."}; // all right
@@ -317,8 +317,42 @@ static void test_build_pairs(void) {
     tok_free(tok);
 }
 
+// RFT's examples (refine --rft) on hand-made samples: right answers only; where the item has true
+// steps, only samples whose every step is the true one; one sample per distinct list of equations.
+static void test_rft_examples(void) {
+    const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
+    size_t len = strlen(text);
+    char err[256];
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    Example items[2] = {{"Q1 ", NULL, "8", "3 + 5 = 8"}, {"Q2 ", NULL, "5", NULL}};
+    char *cot[8] = {"Tom: 3 + 5 = 8.\nThe answer is 8.",      // verified: kept
+                    "He buys 5: 3 + 5 = 8.\nThe answer is 8.", // the same equations: dropped
+                    "Tom: 5 + 3 = 8.\nThe answer is 8.",      // verified, other equations: kept
+                    "Tom: 3 + 4 = 8.\nThe answer is 8.",      // right by luck: dropped
+                    "2 + 3 = 5.\nThe answer is 5.",           // no truth: right is enough, kept
+                    "The answer is 5.",                        // no equations: kept
+                    "So the answer is 5.",                     // no equations again: dropped
+                    "2 + 4 = 6.\nThe answer is 6."};          // wrong: dropped
+    const char *want[4] = {cot[0], cot[2], cot[4], cot[5]};
+    SftData d;
+    rft_examples(&d, tok, items, 2, 4, cot, "test", 64, NULL);
+    int ok = d.count == 4;
+    for (int i = 0; ok && i < 4; i++) {
+        TokBytes c = {0};
+        const TokenSequence *q = &d.seqs[i];
+        tok_decode(tok, q->ids + q->prompt_length, q->length - q->prompt_length - 1, &c);
+        ok &= c.data && !strcmp(c.data, want[i]) && q->ids[q->length - 1] == tok_eot(tok);
+        tok_bytes_free(&c);
+    }
+    check(ok, "refine --rft: %d examples of 8 samples (want 4: right, verified where true steps are known, "
+          "distinct equations), each prompt + sample + end-of-text", d.count);
+    sft_data_free(&d);
+    tok_free(tok);
+}
+
 int main(void) {
     test_build_pairs();
+    test_rft_examples();
     test_losses_by_hand();
     test_orpo_by_hand();
     test_rewards_exactly_zero();
