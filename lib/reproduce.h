@@ -87,6 +87,7 @@ typedef struct {
     const char *scratch_lr; // ... and from random weights (--base-stories 0)
     int n_refine;         // questions per family the student answers in phase 2
     const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
+    const char *rft_lr;   // the control's (refine --rft) learning rate
     int n_valid, n_test;  // items per family: valid; each test split
     const char *max_new;  // generation budget for sampling and evaluation
     int diagnose_k;       // samples per valid item for the diagnosis (pass@k, maj@k, ...)
@@ -101,7 +102,7 @@ static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
-    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .n_valid = 200, .n_test = 1000,
+    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 1,
     .base_lr = "3e-3", .base_seed = 1000};
 
@@ -137,7 +138,7 @@ typedef struct {
     char label[64];
     char key[32];          // the row's files in the run directory: KEY.bin, KEY_metrics.jsonl
     int demos_percent;     // share of the demonstrations phase 1 trains on (0: the teacher)
-    const char *pairs;     // phase 2's pair rule; NULL for the teacher and SFT rows
+    const char *pairs;     // phase 2's pair rule, or "rft" for the control; NULL for the teacher and SFT rows
     const char *rpo_alpha;
     int baseline;          // the SFT row a refined row is compared with (-1: none)
 } ReproRow;
@@ -161,6 +162,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     n = repro_add_row(rows, n, "teacher", "teacher", 0, NULL, NULL, -1);
     n = repro_add_row(rows, n, "SFT", "sft", 100, NULL, NULL, -1);
     n = repro_add_row(rows, n, "SFT + self-refine", "refined", 100, rs->pairs, rs->rpo_alpha, 1);
+    n = repro_add_row(rows, n, "SFT + RFT (control)", "rft", 100, "rft", NULL, 1);
     if (!rs->ablations) return n;
     int cvp = !strcmp(rs->pairs, "cot-vs-plain"), rpo = strcmp(rs->rpo_alpha, "0") != 0;
     const char *other = cvp ? "correct-vs-incorrect" : "cot-vs-plain";
@@ -332,12 +334,22 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         "--log", log, "--out", out, NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
         } else {
-            printf("== 4. phase 2: self-refinement (%s, rpo-alpha %s) of %s (%.0fs)\n", row->pairs,
-                   row->rpo_alpha, rows[row->baseline].label, now_seconds() - start);
+            if (!strcmp(row->pairs, "rft"))
+                printf("== 4. phase 2's control: RFT of %s (%.0fs)\n", rows[row->baseline].label,
+                       now_seconds() - start);
+            else
+                printf("== 4. phase 2: self-refinement (%s, rpo-alpha %s) of %s (%.0fs)\n", row->pairs,
+                       row->rpo_alpha, rows[row->baseline].label, now_seconds() - start);
             char pairs_dir[1200];
             snprintf(pairs_dir, sizeof pairs_dir, "%s/%s_pairs", dir, row->key);
             mkdir_p(pairs_dir);
-            run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+            if (!strcmp(row->pairs, "rft")) // the control: the same samples, SFT on the verified ones
+                run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+                            "--data", questions, "--valid", valid, "--rft", "--samples", rs->samples,
+                            "--max-new", rs->max_new, "--rounds", "1", "--epochs", rs->refine_epochs,
+                            "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed", seedtxt,
+                            "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
+            else run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
                         "--data", questions, "--valid", valid, "--pairs", row->pairs, "--samples",
                         rs->samples, "--max-new", rs->max_new, "--rounds", "1", "--epochs",
                         rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->refine_lr,
@@ -426,8 +438,8 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     safe_open(&sf, path);
     report_json_begin(&table, sf.file);
     fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
-                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s,\n",
-            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha);
+                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s, \"rft_lr\": %s,\n",
+            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha, rs->rft_lr);
     fputs("\"diagnoses_on_valid\": [", sf.file);
     for (int s = 0, first = 1; s < rs->seeds; s++)
         for (int r = 0; r < n_rows; r++)
@@ -470,6 +482,7 @@ int cmd_reproduce(int argc, char **argv) {
          "phase 2's pair rule"},
         {"--rpo-alpha", "A", FLAG_STRING, .value = &rs.rpo_alpha, "phase 2's NLL term"},
         {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
+        {"--rft-lr", "LR", FLAG_STRING, .value = &rs.rft_lr, "the learning rate of the control, RFT"},
         {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
          "phase 2's epochs over the pairs"},
         {"--beta", "B", FLAG_STRING, .value = &rs.beta, "phase 2's DPO beta"},
@@ -499,6 +512,7 @@ int cmd_reproduce(int argc, char **argv) {
         die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", rs.pairs);
     parse_float("--rpo-alpha", rs.rpo_alpha); // fail now, not after phase 1
     parse_float("--refine-lr", rs.refine_lr);
+    parse_float("--rft-lr", rs.rft_lr);
     parse_float("--beta", rs.beta);
     parse_long("--samples", rs.samples, 1, 1024);
     parse_long("--refine-epochs", rs.refine_epochs, 1, 1000);
