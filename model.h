@@ -113,6 +113,16 @@ void classifier_forward(float *logprobs, float *lse, const float *logits, const 
 void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
                          int N, int V, int Vp);
 
+// The value head of a process reward model (sirt.c, section 10): a scalar read at M chosen
+// positions of the final LayerNorm's output. Forward: inp (N,C), idx (M) row indices into inp,
+// all different, w (C), b (1) -> out (M) = inp[idx[m]] · w + b[0].
+void value_head_forward(float *out, const float *inp, const int *idx, const float *w,
+                        const float *b, int M, int C);
+// Backward: dout (M) -> dinp (N,C) += dout[m] · w at row idx[m], dw (C) += Σ_m dout[m] ·
+// inp[idx[m]], db (1) += Σ_m dout[m] (sums in the order m = 0, 1, ...).
+void value_head_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                         const int *idx, const float *w, int M, int C);
+
 // ---------------------------------------------------------------------------------------------
 // Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns
 // cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,C) hold the keys and values of every

@@ -73,6 +73,7 @@ unit_tests() {
     unit test_generate                      # KV-cache decoding, the sampler, determinism
     unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
     unit test_dpo                           # preference losses and their gradients
+    unit test_prm                           # process feedback: step labels, the PRM, its gradients
     unit test_task                          # the built-in task
     unit test_repro                         # the reproduction's statistics
 }
