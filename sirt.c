@@ -4186,30 +4186,36 @@ typedef struct {
 } PrmData;
 
 // Tokenizes a path for the PRM into ex (its targets and truth left to the caller), cut to
-// `budget` tokens: steps whose separator falls outside are dropped. Returns the steps dropped.
+// `budget` tokens as SFT's examples are (truncation_split: the prompt keeps its end, the steps
+// their start); steps whose separator falls outside are dropped. Returns the steps dropped.
 static int prm_tokenize(Tokenizer *tok, const char *prompt, char *const *steps, int n, int budget,
                         PrmExample *ex) {
-    TokIds ids = {0}, sep = {0};
-    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &ids) != 0 ||
+    TokIds p = {0}, rest = {0}, sep = {0};
+    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
         tok_encode_ordinary(tok, "\n", 1, &sep) != 0)
         die("out of memory");
-    int *reads = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int)), kept = 0;
-    for (int s = 0; s < n; s++) {
-        if (tok_encode_ordinary(tok, steps[s], strlen(steps[s]), &ids) != 0) die("out of memory");
+    int *reads = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int s = 0; s < n; s++) { // the steps after the prompt; reads relative to their start
+        if (tok_encode_ordinary(tok, steps[s], strlen(steps[s]), &rest) != 0) die("out of memory");
         for (size_t i = 0; i < sep.len; i++)
-            if (tok_ids_push(&ids, sep.data[i]) != 0) die("out of memory");
-        int at = (int)ids.len - 1;
-        if (at <= budget - 2) reads[kept++] = at; // an input position of a window of budget ids
+            if (tok_ids_push(&rest, sep.data[i]) != 0) die("out of memory");
+        reads[s] = (int)rest.len - 1;
     }
-    if (tok_ids_push(&ids, tok_eot(tok)) != 0) die("out of memory");
-    int length = (int)ids.len < budget ? (int)ids.len : budget;
-    ex->seq = (TokenSequence){xmalloc((size_t)length * sizeof(int)), length, length};
-    memcpy(ex->seq.ids, ids.data, (size_t)length * sizeof(int));
+    if (tok_ids_push(&rest, tok_eot(tok)) != 0) die("out of memory");
+    int keep_p, keep_r;
+    truncation_split((int)p.len, (int)rest.len, budget, &keep_p, &keep_r);
+    int length = keep_p + keep_r, kept = 0;
+    ex->seq = (TokenSequence){xmalloc((size_t)length * sizeof(int)), length, keep_p};
+    if (keep_p) memcpy(ex->seq.ids, p.data + (p.len - keep_p), (size_t)keep_p * sizeof(int));
+    memcpy(ex->seq.ids + keep_p, rest.data, (size_t)keep_r * sizeof(int));
+    for (int s = 0; s < n; s++) // an input position: not the sequence's last token
+        if (keep_p + reads[s] <= length - 2) reads[kept++] = keep_p + reads[s];
     ex->reads = reads;
     ex->num_steps = kept;
     ex->targets = NULL;
     ex->truly_correct = NULL;
-    tok_ids_free(&ids);
+    tok_ids_free(&p);
+    tok_ids_free(&rest);
     tok_ids_free(&sep);
     return n - kept;
 }
