@@ -108,7 +108,8 @@ void classifier_forward(float *logprobs, float *lse, const float *logits, const 
 // This is the gradient of the loss Σ_i coef[i] · (−logprobs[i]), since ∂logprobs[i]/∂logits =
 // onehot − softmax; so coef[i] = −∂L/∂logprobs[i]. Every objective of the program (next-token
 // NLL, SFT, DPO, cDPO, IPO, RPO, ORPO) is a function of the per-token log-probs and is expressed by
-// these coefficients (sirt.c, sections 4, 5 and 8).
+// these coefficients (sirt.c, sections 4, 5 and 8); the one exception is the process reward
+// model's loss, on the value head's outputs (value_head_backward, below).
 // Rows with coef 0 (padding, prompt tokens) and the padded columns V..Vp-1 become zero.
 void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
                          int N, int V, int Vp);

@@ -1597,7 +1597,7 @@ static void state_count_step(TrainState *st, const StepResult *r) {
     st->bad_streak = r->skipped ? st->bad_streak + 1 : 0;
 }
 
-// The flags every trainer shares (train, sft, dpo and refine).
+// The flags every trainer shares (train, sft, dpo, refine and prm).
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
@@ -1628,7 +1628,7 @@ static TrainArgs train_args_defaults(void) {
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
-#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
+#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine, prm)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
      "start from this llm.c checkpoint"},
@@ -2647,7 +2647,7 @@ static char **sample_items(Model *model, Tokenizer *tok, const Example *items, i
 
 // The flags of generation, shared by sample and eval: a table (lib/flags.h) with a
 // GenerateSettings. --top-p's range is half open, so check_generate checks it after parsing.
-#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval)"
+#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval, label-steps)"
 static const Flag GENERATE_FLAGS[] = {
     {"--temperature", "T", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.temperature),
      "the sampling temperature; 0: greedy", 0, INFINITY},
