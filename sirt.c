@@ -2807,8 +2807,11 @@ static int example_truth(const Example *ex, const char *data, int i, TaskStep *o
     return n;
 }
 
-static int *prm_rerank(const char *prm_path, Tokenizer *tok, const Example *items, int n, int k,
-                       char *const *samples, int by_min); // section 10
+typedef struct ValueHead ValueHead; // section 10
+static void prm_load(Model *model, ValueHead **head, const char *path);
+static void prm_free(Model *model, ValueHead *head);
+static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
+                       int n, int k, char *const *samples, int by_min);
 
 static const char *const RERANK_NAMES[] = {"mean", "min", NULL}; // the path reward of --rerank
 
@@ -2863,7 +2866,8 @@ int cmd_eval(int argc, char **argv) {
         if (!items[i].gold) die("%s: item %d has no gold answer (eval needs question/answer items)", data, i + 1);
 
     char **greedy = NULL, **samples = NULL;
-    Model model;
+    Model model, prm;
+    ValueHead *head = NULL;
     Tokenizer *tok = NULL;
     if (teacher) { // the demonstrations themselves, as the student would see them
         greedy = xmalloc(n * sizeof(char *));
@@ -2873,6 +2877,10 @@ int cmd_eval(int argc, char **argv) {
         model_load(&model, model_path);
         tok = load_tokenizer(tokenizer);
         check_tokenizer_fits(tok, model.config.V);
+        if (rerank_path) { // read (and checked) before any sampling
+            prm_load(&prm, &head, rerank_path);
+            check_tokenizer_fits(tok, prm.config.V);
+        }
         GenerateSettings greedy_settings = g;
         greedy_settings.sampler.temperature = 0.0f;
         printf("greedy decoding of %d items\n", n);
@@ -2882,7 +2890,12 @@ int cmd_eval(int argc, char **argv) {
             samples = sample_items(&model, tok, items, n, k, &g);
         }
     }
-    int *choice = rerank_path ? prm_rerank(rerank_path, tok, items, n, k, samples, rerank_by_min) : NULL;
+    int *choice = NULL;
+    if (rerank_path) {
+        printf("scoring %ld samples with the reward model %s\n", (long)n * k, rerank_path);
+        choice = prm_rerank(&prm, head, tok, items, n, k, samples, rerank_by_min);
+        prm_free(&prm, head);
+    }
 
     Diagnosis d;
     diagnosis_init(&d, k);
@@ -4086,10 +4099,10 @@ int cmd_label_steps(int argc, char **argv) {
 
 // The value head's parameters w (C) then b, their gradients and AdamW moments: device memory,
 // C + 1 floats each (the moments allocated at the first update).
-typedef struct {
+struct ValueHead {
     int C;
     float *params, *grads, *m, *v;
-} ValueHead;
+};
 
 static void head_alloc(ValueHead *h, int C) {
     *h = (ValueHead){C, dev_alloc((size_t)C + 1), dev_alloc((size_t)C + 1), NULL, NULL};
@@ -4128,7 +4141,7 @@ static void prm_save(const Model *model, const ValueHead *h, const char *path) {
 }
 
 // Reads a PRM file: the model, checked as model_load checks a checkpoint, then the head.
-static void prm_load(Model *model, ValueHead *h, const char *path) {
+static void prm_read(Model *model, ValueHead *h, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
     int32_t header[HEADER_INTS];
@@ -4600,27 +4613,34 @@ int cmd_prm(int argc, char **argv) {
 }
 
 // ---- reranking: `eval --rerank PRM --samples K` -------------------------------------------------
+
+// A PRM for eval (section 7), its head allocated here.
+static void prm_load(Model *model, ValueHead **head, const char *path) {
+    *head = xmalloc(sizeof(ValueHead));
+    prm_read(model, *head, path);
+}
+
+static void prm_free(Model *model, ValueHead *head) {
+    head_free(head);
+    free(head);
+    model_free(model);
+}
+
 // The path reward of a sample is the mean (by_min: the minimum) of its step probabilities; a
 // sample without a step gets −1, below any path with one (ours). Returns, per item, the index of
 // the sample with the highest reward among its k (ties: the first), malloc'd.
-static int *prm_rerank(const char *prm_path, Tokenizer *tok, const Example *items, int n, int k,
-                       char *const *samples, int by_min) {
-    Model model;
-    ValueHead head;
-    prm_load(&model, &head, prm_path);
-    check_tokenizer_fits(tok, model.config.V);
+static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
+                       int n, int k, char *const *samples, int by_min) {
     long total = (long)n * k;
     PrmExample *ex = xmalloc((size_t)(total > 0 ? total : 1) * sizeof(PrmExample));
     for (long i = 0; i < total; i++) {
         char **steps;
         int ns = answer_split_steps(samples[i], &steps);
-        prm_tokenize(tok, items[i / k].prompt, steps, ns, model.config.maxT + 1, &ex[i]);
+        prm_tokenize(tok, items[i / k].prompt, steps, ns, prm->config.maxT + 1, &ex[i]);
         answer_free_steps(steps, ns);
     }
-    printf("scoring %ld samples with the PRM %s (path reward: the %s step probability)\n", total,
-           prm_path, by_min ? "lowest" : "mean");
     enum { PRM_SCORE_ROWS = 16 };
-    float **probs = prm_probabilities(&model, &head, ex, (int)total, PRM_SCORE_ROWS, model.config.maxT,
+    float **probs = prm_probabilities(prm, head, ex, (int)total, PRM_SCORE_ROWS, prm->config.maxT,
                                       tok_eot(tok));
     int *choice = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
     for (int i = 0; i < n; i++) {
@@ -4641,8 +4661,6 @@ static int *prm_rerank(const char *prm_path, Tokenizer *tok, const Example *item
     }
     free(probs);
     free(ex);
-    head_free(&head);
-    model_free(&model);
     return choice;
 }
 

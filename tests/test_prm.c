@@ -228,7 +228,7 @@ static void test_prm_tokenize_and_file(void) {
     scratch_make(dir, sizeof dir, "test_prm");
     scratch_path(path, sizeof path, dir, "prm.bin");
     prm_save(&model, &head, path);
-    prm_load(&loaded, &loaded_head, path);
+    prm_read(&loaded, &loaded_head, path);
     ok = loaded.num_parameters == model.num_parameters && loaded_head.C == 16 &&
          !memcmp(loaded.params_memory, model.params_memory, model.num_parameters * sizeof(float)) &&
          !memcmp(loaded_head.params, head.params, 17 * sizeof(float));
