@@ -15,9 +15,11 @@
 //   7. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
 //   8. Preference training ... `./sirt dpo`: DPO, cDPO, IPO, RPO (frozen reference), ORPO
 //   9. Self-refinement ....... `./sirt refine`: phase 2, the student's own answers, scored
-//  10. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
-//  11. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  12. Main .................. command dispatch
+//  10. Process feedback ...... `./sirt label-steps`, `./sirt prm`, `eval --rerank`: SIPF's step
+//                              labels, the process reward model, best-of-K by it
+//  11. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
+//  12. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  13. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 1) is the
