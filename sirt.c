@@ -4247,28 +4247,22 @@ static void prm_data_free(PrmData *d) {
     free(d->ex);
 }
 
-// The true correctness of the steps of a stepwise line with "truth": the steps joined by
-// newlines, judged by answer_check_steps. NULL when the line has no "truth".
-static int *stepwise_truth(const JsonlFile *f, int i, JsonField *steps, int n) {
+// The true correctness of the steps of a stepwise line with "truth": the completions judged as
+// step lines (answer_check_step_lines). NULL when the line has no "truth".
+static int *stepwise_truth(const JsonlFile *f, int i, const JsonField *steps, int n) {
     const JsonField *field = json_get(&f->objects[i], "truth");
     if (!field) return NULL;
-    int line = f->line_numbers[i];
     TaskStep truth[EVAL_MAX_TRUTH];
     int num_truth = field->type == JSON_STRING ? task_parse_truth(field->text, truth, EVAL_MAX_TRUTH) : -1;
-    if (num_truth < 0) die("%s:%d: \"truth\" must be lines of \"A OP B = C\" (at most %d)", f->path, line, EVAL_MAX_TRUTH);
-    JsonBuf b = {0};
-    for (int s = 0; s < n; s++) {
-        json_buf_puts(&b, steps[s].text);
-        json_buf_puts(&b, "\n");
-    }
-    char *text = json_buf_take(&b);
+    if (num_truth < 0)
+        die("%s:%d: \"truth\" must be lines of \"A OP B = C\" (at most %d)", f->path,
+            f->line_numbers[i], EVAL_MAX_TRUTH);
+    char **lines = xcalloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    for (int s = 0; s < n; s++) lines[s] = steps[s].text;
     StepReport report;
-    answer_check_steps(text, truth, num_truth, &report);
-    free(text);
-    if (report.num_steps != n)
-        die("%s:%d: with \"truth\", each completion must be one non-empty line before any final answer",
-            f->path, line);
-    int *ok = xmalloc((size_t)n * sizeof(int));
+    answer_check_step_lines(lines, n, truth, num_truth, &report);
+    free(lines);
+    int *ok = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
     for (int s = 0; s < n; s++) ok[s] = answer_step_truly_correct(&report, s);
     return ok;
 }

@@ -287,17 +287,17 @@ static void answer_free_steps(char **steps, int count) {
     free(steps);
 }
 
-// Judges the steps of a completion against the true steps (truth NULL or num_truth 0:
-// arithmetic only).
-void answer_check_steps(const char *completion, const TaskStep *truth, int num_truth,
-                        StepReport *out) {
+// Judges steps given as lines (each trimmed here) against the true steps (truth NULL or
+// num_truth 0: arithmetic only).
+static void answer_check_step_lines(char *const *steps, int count, const TaskStep *truth,
+                                    int num_truth, StepReport *out) {
     memset(out, 0, sizeof *out);
     out->first_error = -1;
-    char **steps;
-    int count = answer_split_steps(completion, &steps);
     for (int s = 0; s < count; s++) {
         const char *line = steps[s];
         size_t len = strlen(line);
+        while (len && json_is_space(*line)) line++, len--;
+        while (len && json_is_space(line[len - 1])) len--;
         int j = out->num_steps++, ok = task_check_step(line, len), on = -1;
         if (ok >= 0) {
             long a, b, c;
@@ -319,10 +319,19 @@ void answer_check_steps(const char *completion, const TaskStep *truth, int num_t
     }
     // every true step taken, in order, and nothing else: the path is the true one
     out->true_path = num_truth > 0 && out->first_error < 0 && out->arithmetic_steps == num_truth;
+}
+
+// Judges the steps of a completion (answer_split_steps) against the true steps (truth NULL or
+// num_truth 0: arithmetic only).
+void answer_check_steps(const char *completion, const TaskStep *truth, int num_truth,
+                        StepReport *out) {
+    char **steps;
+    int count = answer_split_steps(completion, &steps);
+    answer_check_step_lines(steps, count, truth, num_truth, out);
     answer_free_steps(steps, count);
 }
 
-// The true correctness of step j (from 0) of a completion judged by answer_check_steps: the
+// The true correctness of step j (from 0) of steps judged by answer_check_steps(_lines): the
 // path up to and including it follows the true steps, i.e. no step up to j is wrong (an
 // arithmetic line that computes wrong or is not the next true step). A line without
 // arithmetic is correct when every step before it is.

@@ -86,6 +86,19 @@ static void test_steps_and_truth(void) {
               n ? steps[n - 1] : "");
         answer_free_steps(steps, n);
     }
+    // an earlier "The answer is" line is a step (the last one is the final answer); judged as
+    // the lines prm reads from a stepwise file, the steps get the same truth
+    const char *two = "Tom has 5 apples.\nThe answer is 5.\nHe buys 3: 5 + 3 = 9.\nThe answer is 9.";
+    char **steps;
+    int n = answer_split_steps(two, &steps);
+    StepReport whole, lines;
+    answer_check_steps(two, truth, nt, &whole);
+    answer_check_step_lines(steps, n, truth, nt, &lines);
+    check(n == 3 && !strcmp(steps[1], "The answer is 5.") && whole.first_error == 2 &&
+          lines.first_error == 2 && lines.num_steps == 3,
+          "an earlier answer line is a step: %d steps, first error %d (whole completion) = %d (its "
+          "step lines)", n, whole.first_error, lines.first_error);
+    answer_free_steps(steps, n);
 }
 
 static void test_json_array_items(void) {
