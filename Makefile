@@ -26,7 +26,7 @@ endif
 
 BIN ?= sirt
 SOURCES = sirt.c model.h tokenizer.c $(wildcard lib/*.h)
-TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo tests/test_repro
+TESTS = tests/test_core tests/test_tokenizer tests/test_text tests/test_sft tests/test_task tests/test_generate tests/test_answer tests/test_dpo tests/test_prm tests/test_repro
 # the parsers with a fuzz harness tests/fuzz/fuzz_NAME.c, and its replay program (see below)
 FUZZERS = jsonl tokenizer gpt2 checkpoint shard state answer
 REPLAYS = $(FUZZERS:%=tests/fuzz/bin/replay_%)
@@ -67,7 +67,7 @@ sirt_cuda: sirt_cuda.o kernels.o
 MODEL_FUNCS = dev_alloc dev_free dev_zero dev_to_device dev_to_host dev_alloc_int \
   dev_memory_bytes encoder_forward encoder_backward layernorm_forward layernorm_backward \
   matmul_forward matmul_backward attention_forward attention_backward gelu_forward \
-  gelu_backward residual_forward classifier_forward classifier_backward \
+  gelu_backward residual_forward value_head_forward value_head_backward classifier_forward classifier_backward \
   kv_cache_store attention_decode dev_count_nonfinite sum_squares adamw_update
 
 tests/cpu_kernels.o: $(SOURCES)

@@ -652,6 +652,58 @@ extern "C" void residual_forward(float *out, const float *a, const float *b, siz
 }
 
 // =============================================================================================
+// Value head (a process reward model's scalar at chosen positions)
+// =============================================================================================
+
+// one thread per read position m: out[m] = inp[idx[m]] · w + b, summed over c in order
+__global__ void value_head_forward_kernel(float *out, const float *inp, const int *idx,
+                                          const float *w, const float *b, int M, int C) {
+    const size_t m = thread_index();
+    if (m >= (size_t)M) return;
+    const float *x = inp + (size_t)idx[m] * C;
+    float sum = 0.0f;
+    for (int c = 0; c < C; c++) sum += x[c] * w[c];
+    out[m] = sum + b[0];
+}
+
+extern "C" void value_head_forward(float *out, const float *inp, const int *idx, const float *w,
+                                   const float *b, int M, int C) {
+    if (M <= 0) return;
+    value_head_forward_kernel<<<blocks_for(M), THREADS>>>(out, inp, idx, w, b, M, C);
+    LAUNCH_CHECK();
+}
+
+// one thread per (m, c): the rows idx[m] are all different, so no two threads write one place
+__global__ void value_head_dinp_kernel(float *dinp, const float *dout, const int *idx,
+                                       const float *w, int M, int C) {
+    const size_t i = thread_index();
+    if (i >= (size_t)M * C) return;
+    const int m = (int)(i / C), c = (int)(i % C);
+    dinp[(size_t)idx[m] * C + c] += dout[m] * w[c];
+}
+
+// one thread per channel c (and thread C for the bias): a sum over m in order, deterministic
+__global__ void value_head_dparams_kernel(float *dw, float *db, const float *dout,
+                                          const float *inp, const int *idx, int M, int C) {
+    const size_t c = thread_index();
+    if (c > (size_t)C) return;
+    float sum = 0.0f;
+    for (int m = 0; m < M; m++) sum += c < (size_t)C ? dout[m] * inp[(size_t)idx[m] * C + c] : dout[m];
+    if (c < (size_t)C) dw[c] += sum;
+    else db[0] += sum;
+}
+
+extern "C" void value_head_backward(float *dinp, float *dw, float *db, const float *dout,
+                                    const float *inp, const int *idx, const float *w, int M,
+                                    int C) {
+    if (M <= 0) return;
+    value_head_dinp_kernel<<<blocks_for((size_t)M * C), THREADS>>>(dinp, dout, idx, w, M, C);
+    LAUNCH_CHECK();
+    value_head_dparams_kernel<<<blocks_for((size_t)C + 1), THREADS>>>(dw, db, dout, inp, idx, M, C);
+    LAUNCH_CHECK();
+}
+
+// =============================================================================================
 // Classifier
 // =============================================================================================
 

@@ -108,10 +108,21 @@ void classifier_forward(float *logprobs, float *lse, const float *logits, const 
 // This is the gradient of the loss Σ_i coef[i] · (−logprobs[i]), since ∂logprobs[i]/∂logits =
 // onehot − softmax; so coef[i] = −∂L/∂logprobs[i]. Every objective of the program (next-token
 // NLL, SFT, DPO, cDPO, IPO, RPO, ORPO) is a function of the per-token log-probs and is expressed by
-// these coefficients (sirt.c, sections 4, 5 and 8).
+// these coefficients (sirt.c, sections 4, 5 and 8); the one exception is the process reward
+// model's loss, on the value head's outputs (value_head_backward, below).
 // Rows with coef 0 (padding, prompt tokens) and the padded columns V..Vp-1 become zero.
 void classifier_backward(float *logits, const float *lse, const int *targets, const float *coef,
                          int N, int V, int Vp);
+
+// The value head of a process reward model (sirt.c, section 10): a scalar read at M chosen
+// positions of the final LayerNorm's output. Forward: inp (N,C), idx (M) row indices into inp,
+// all different, w (C), b (1) -> out (M) = inp[idx[m]] · w + b[0].
+void value_head_forward(float *out, const float *inp, const int *idx, const float *w,
+                        const float *b, int M, int C);
+// Backward: dout (M) -> dinp (N,C) += dout[m] · w at row idx[m], dw (C) += Σ_m dout[m] ·
+// inp[idx[m]], db (1) += Σ_m dout[m] (sums in the order m = 0, 1, ...).
+void value_head_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                         const int *idx, const float *w, int M, int C);
 
 // ---------------------------------------------------------------------------------------------
 // Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns

@@ -15,9 +15,11 @@
 //   7. Sampling and evaluation `./sirt sample`, `./sirt eval`: accuracy, maj@K, pass@K
 //   8. Preference training ... `./sirt dpo`: DPO, cDPO, IPO, RPO (frozen reference), ORPO
 //   9. Self-refinement ....... `./sirt refine`: phase 2, the student's own answers, scored
-//  10. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
-//  11. Benchmark ............. `./sirt bench`: how fast a training step runs
-//  12. Main .................. command dispatch
+//  10. Process feedback ...... `./sirt label-steps`, `./sirt prm`, `eval --rerank`: SIPF's step
+//                              labels, the process reward model, best-of-K by it
+//  11. The reproduction ...... `./sirt reproduce` = `./sirt`: the whole method, and its table
+//  12. Benchmark ............. `./sirt bench`: how fast a training step runs
+//  13. Main .................. command dispatch
 // The tokenizer (byte-level BPE, `./sirt tokenizer` and `./sirt tokenize`) is tokenizer.c.
 //
 // Build with `make`; run `./sirt help` for the commands. The kernel interface (section 1) is the
@@ -383,6 +385,26 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
 void residual_forward(float *out, const float *a, const float *b, size_t N) {
 #pragma omp parallel for
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+// The value head (model.h): one dot product per read position; the backward visits the
+// positions in order, so its sums do not depend on the thread count.
+void value_head_forward(float *out, const float *inp, const int *idx, const float *w,
+                        const float *b, int M, int C) {
+    for (int m = 0; m < M; m++) out[m] = dot_product(inp + (size_t)idx[m] * C, w, C) + b[0];
+}
+
+void value_head_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                         const int *idx, const float *w, int M, int C) {
+    for (int m = 0; m < M; m++) {
+        const float *x = inp + (size_t)idx[m] * C;
+        float *dx = dinp + (size_t)idx[m] * C;
+        for (int c = 0; c < C; c++) {
+            dx[c] += dout[m] * w[c];
+            dw[c] += dout[m] * x[c];
+        }
+        db[0] += dout[m];
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1013,9 +1035,22 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
 }
 
-// The backward pass of the loss Σ_i coefs[i] · (−logprob_i), for the batch of the last forward.
-// coefs (B,T) is a host array. Gradients are overwritten (not accumulated across calls).
-static void model_backward(Model *model, const float *coefs) {
+// A value head's part in a backward pass (section 10): its parameters and their gradients
+// (device, w (C) then b), the read positions idx (M) into the batch's B·T positions and
+// dout (M) = ∂L/∂(the head's outputs), both on the device.
+typedef struct {
+    const float *params;
+    float *grads;
+    const int *idx;
+    const float *dout;
+    int M;
+} HeadGradient;
+
+// The backward pass of the loss Σ_i coefs[i] · (−logprob_i) plus, when head is not NULL, a loss
+// of the value head's outputs, for the batch of the last forward. coefs (B,T) is a host array,
+// or NULL: no loss on the log-probs (the classifier's backward is skipped). Gradients are
+// overwritten (not accumulated across calls); head->grads too.
+static void model_backward_with_head(Model *model, const float *coefs, const HeadGradient *head) {
     const Config *cfg = &model->config;
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
@@ -1023,18 +1058,25 @@ static void model_backward(Model *model, const float *coefs) {
     if (!model->grads_memory)
         model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
     dev_zero(model->grads_memory, model->num_parameters);
-    dev_to_device(model->coefs, coefs, BT * sizeof(float));
+    if (coefs) dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
     GradActTensors d = model->grad_acts;
     size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H;
 
-    // classifier and final LayerNorm
-    classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+    // classifier, value head and final LayerNorm
     dev_zero(d.residual, btc_size);
     dev_zero(d.ln, btc_size);
-    matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
+    if (coefs) {
+        classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+        matmul_backward(d.ln, g.wte, NULL, a.logits, a.lnf, p.wte, BT, C, cfg->Vp);
+    }
+    if (head) {
+        dev_zero(head->grads, (size_t)C + 1);
+        value_head_backward(d.ln, head->grads, head->grads + C, head->dout, a.lnf, head->idx,
+                            head->params, head->M, C);
+    }
     layernorm_backward(d.residual, g.lnfw, g.lnfb, d.ln, a.residual3 + (L - 1) * btc_size,
                        p.lnfw, a.lnf_mean, a.lnf_rstd, BT, C);
     detect_anomaly_backward(model, STAGE_HEAD, -1);
@@ -1073,6 +1115,10 @@ static void model_backward(Model *model, const float *coefs) {
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, positions, B, T, C);
     detect_anomaly_backward(model, STAGE_ENCODER, -1);
+}
+
+static void model_backward(Model *model, const float *coefs) {
+    model_backward_with_head(model, coefs, NULL);
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1553,7 +1599,7 @@ static void state_count_step(TrainState *st, const StepResult *r) {
     st->bad_streak = r->skipped ? st->bad_streak + 1 : 0;
 }
 
-// The flags every trainer shares (train, sft, dpo and refine).
+// The flags every trainer shares (train, sft, dpo, refine and prm).
 typedef struct {
     const char *init, *config, *out, *log;
     int B, T, steps, warmup, resume, save_every, stop_after;
@@ -1584,7 +1630,7 @@ static TrainArgs train_args_defaults(void) {
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
-#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
+#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine, prm)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
      "start from this llm.c checkpoint"},
@@ -2610,7 +2656,7 @@ static char **sample_items(Model *model, Tokenizer *tok, const Example *items, i
 
 // The flags of generation, shared by sample and eval: a table (lib/flags.h) with a
 // GenerateSettings. --top-p's range is half open, so check_generate checks it after parsing.
-#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval)"
+#define GENERATE_FLAGS_TITLE "the flags of generation (sample, eval, label-steps)"
 static const Flag GENERATE_FLAGS[] = {
     {"--temperature", "T", FLAG_FLOAT, .offset = offsetof(GenerateSettings, sampler.temperature),
      "the sampling temperature; 0: greedy", 0, INFINITY},
@@ -2740,6 +2786,12 @@ static void print_eval(const Diagnosis *d, const char *what) {
                d->levels[l], 100.0 * d->majority[l] / d->n, 100 * m.low, 100 * m.high,
                d->levels[l], 100.0 * d->pass[l] / d->n, 100 * p.low, 100 * p.high);
     }
+    if (d->rerank_by) {
+        Interval r = wilson_interval(d->reranked_right, d->n);
+        printf("  best-of-%d by the reward model (path reward: %s step probability) %.2f%% [%.2f%%, %.2f%%]\n",
+               d->k, strcmp(d->rerank_by, "min") ? "mean" : "lowest", 100.0 * d->reranked_right / d->n,
+               100 * r.low, 100 * r.high);
+    }
     int any = 0;
     for (int o = 0; o < 4; o++) any |= d->op_total[o] > 0;
     if (any) {
@@ -2764,9 +2816,18 @@ static int example_truth(const Example *ex, const char *data, int i, TaskStep *o
     return n;
 }
 
+typedef struct ValueHead ValueHead; // section 10
+static void prm_load(Model *model, ValueHead **head, const char *path);
+static void prm_free(Model *model, ValueHead *head);
+static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
+                       int n, int k, char *const *samples, int by_min);
+
+static const char *const RERANK_NAMES[] = {"mean", "min", NULL}; // the path reward of --rerank
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL, *summary_path = NULL;
-    int k = 0, teacher = 0, template_kind = TEMPLATE_COT, threads = 0;
+    const char *rerank_path = NULL;
+    int k = 0, teacher = 0, template_kind = TEMPLATE_COT, threads = 0, rerank_by_min = 0;
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
@@ -2786,6 +2847,10 @@ int cmd_eval(int argc, char **argv) {
          "one line per item: gold, prediction, correct, completion, samples"},
         {"--summary", "FILE", FLAG_STRING, .value = &summary_path,
          "the diagnosis as one JSON object: accuracies, pass@k, maj@k, arithmetic"},
+        {"--rerank", "PRM", FLAG_STRING, .value = &rerank_path,
+         "with --samples K: best-of-K, the sample a reward model (./sirt prm) rates highest"},
+        {"--rerank-by", NULL, FLAG_CHOICE, .value = &rerank_by_min,
+         "a path's reward: the mean or the lowest of its step probabilities", .choices = RERANK_NAMES},
         {"--threads", "N", FLAG_INT, .value = &threads,
          "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
         {0}};
@@ -2800,6 +2865,7 @@ int cmd_eval(int argc, char **argv) {
     if (!data) die("eval: --data is required");
     if (!teacher && (!model_path || !tokenizer))
         die("eval: --model and --tokenizer are required (or --teacher)");
+    if (rerank_path && (teacher || k < 1)) die("eval: --rerank needs --samples K (K >= 1) of a --model");
     if (out_path) check_writable(out_path);
     if (summary_path) check_writable(summary_path);
     Example *items;
@@ -2809,7 +2875,8 @@ int cmd_eval(int argc, char **argv) {
         if (!items[i].gold) die("%s: item %d has no gold answer (eval needs question/answer items)", data, i + 1);
 
     char **greedy = NULL, **samples = NULL;
-    Model model;
+    Model model, prm;
+    ValueHead *head = NULL;
     Tokenizer *tok = NULL;
     if (teacher) { // the demonstrations themselves, as the student would see them
         greedy = xmalloc(n * sizeof(char *));
@@ -2819,6 +2886,10 @@ int cmd_eval(int argc, char **argv) {
         model_load(&model, model_path);
         tok = load_tokenizer(tokenizer);
         check_tokenizer_fits(tok, model.config.V);
+        if (rerank_path) { // read (and checked) before any sampling
+            prm_load(&prm, &head, rerank_path);
+            check_tokenizer_fits(tok, prm.config.V);
+        }
         GenerateSettings greedy_settings = g;
         greedy_settings.sampler.temperature = 0.0f;
         printf("greedy decoding of %d items\n", n);
@@ -2828,9 +2899,16 @@ int cmd_eval(int argc, char **argv) {
             samples = sample_items(&model, tok, items, n, k, &g);
         }
     }
+    int *choice = NULL;
+    if (rerank_path) {
+        printf("scoring %ld samples with the reward model %s\n", (long)n * k, rerank_path);
+        choice = prm_rerank(&prm, head, tok, items, n, k, samples, rerank_by_min);
+        prm_free(&prm, head);
+    }
 
     Diagnosis d;
     diagnosis_init(&d, k);
+    if (choice) d.rerank_by = rerank_by_min ? "min" : "mean";
     SafeFile sf;
     if (out_path) safe_open(&sf, out_path);
     for (int i = 0; i < n; i++) {
@@ -2838,6 +2916,8 @@ int cmd_eval(int argc, char **argv) {
         int num_truth = example_truth(&items[i], data, i, truth);
         ItemVerdict v;
         diagnosis_add(&d, items[i].gold, truth, num_truth, greedy[i], samples ? samples + (long)i * k : NULL, &v);
+        int reranked_right = choice && answer_is_correct(samples[(long)i * k + choice[i]], items[i].gold);
+        d.reranked_right += reranked_right;
         if (out_path) {
             FILE *o = sf.file;
             fprintf(o, "{\"index\": %d, \"gold\": ", i);
@@ -2860,6 +2940,9 @@ int cmd_eval(int argc, char **argv) {
                 json_write_string(o, v.majority, strlen(v.majority));
                 fprintf(o, ", \"majority_correct\": %s, \"pass\": %s", v.majority_correct ? "true" : "false",
                         v.pass ? "true" : "false");
+                if (choice)
+                    fprintf(o, ", \"reranked\": %d, \"reranked_correct\": %s", choice[i],
+                            reranked_right ? "true" : "false");
             }
             fputs("}\n", o);
         }
@@ -2876,6 +2959,7 @@ int cmd_eval(int argc, char **argv) {
     for (long j = 0; samples && j < (long)n * k; j++) free(samples[j]);
     free(greedy);
     free(samples);
+    free(choice);
     examples_free(items, n);
     if (!teacher) {
         tok_free(tok);
@@ -3678,7 +3762,974 @@ int cmd_refine(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 10. The reproduction: `./sirt reproduce`, and `./sirt` with no arguments
+// 10. Process feedback (SIPF): step labels by simulation, the process reward model, reranking
+// Outcome feedback (section 9) scores a whole path by its final answer, so a path that reaches
+// the right answer after a wrong step is rewarded as right. Process feedback labels each step.
+// SIPF (Chen, Wang, Zhang, COLING 2025, "Self-Iterative Process Feedback") labels a step the way
+// Math-Shepherd (Wang et al. 2024) does, without a human: from the path up to that step, a
+// simulator writes K continuations; the step is good when some continuation reaches the gold
+// answer (the hard label), and the fraction that do is its soft label. A process reward model
+// (PRM) learns these labels, and its step probabilities rank whole paths.
+// `./sirt label-steps` reads sampled paths (`sample --data ... -n K` keeps every input field and
+// adds "samples") and writes TRL's stepwise format, one line per path:
+//   {"prompt", "completions": [step, ...], "labels": [bool, ...], "soft": [fraction, ...],
+//    "gold", "index" (the input line, from 0), "sample" (which of its samples), and "question"
+//    and "truth" when the input line has them}.
+// A step is a line of the completion before its final answer (the non-empty trimmed lines that
+// answer_check_steps judges, lib/answer.h); the final "The answer is N." is not a step (ours).
+// The continuation of step s is sampled from the cot prompt of the question followed by steps
+// 0..s, each ending with a newline. On the built-in task (items with "truth") a step is truly
+// correct when the path up to and including it follows the true steps: no arithmetic line up
+// to it computes wrong or leaves the true path (answer_step_truly_correct). With -k 4,8,16 one
+// run samples 16 continuations per step and the labels of k = 4 and 8 use the first k of them;
+// the file holds the labels of the largest k, the summary those of every k. --outcome writes
+// outcome labels instead, without simulating: every step of a path gets its final answer's
+// correctness (hard and soft alike): the training data of an outcome reward model.
+// `./sirt prm` trains the PRM: the transformer plus a value head, a weight vector w (C) and a
+// bias b on the final LayerNorm's output, read at the last token of each step's separator (the
+// newline after it, tokenized on its own as TRL's PRMTrainer does: prompt, then each step and
+// its separator, then end-of-text), p = σ(w · lnf + b), with binary cross-entropy against the
+// labels (--soft: the soft labels) averaged over the batch's steps:
+//   L = (1/M) Σ_m [softplus(r_m) − y_m r_m],  r_m = w · lnf_m + b,  ∂L/∂r_m = (σ(r_m) − y_m)/M.
+// The head's gradient enters the backward pass at the final LayerNorm's output (HeadGradient,
+// section 2); the language-model loss is not used. `eval --rerank PRM` scores each of K samples
+// by the mean (or --rerank-by min) of its step probabilities and answers with the best one.
+// =============================================================================================
+
+// ---- the counts behind precision, recall and F1 -------------------------------------------------
+// The positive class is "the step is correct" (ours: the paper does not say); tn and the counts
+// themselves are stored so that the error class's figures can be derived.
+typedef struct { long tp, fp, fn, tn; } LabelCounts;
+
+static void label_counts_add(LabelCounts *c, int predicted, int truth) {
+    if (predicted && truth) c->tp++;
+    else if (predicted) c->fp++;
+    else if (truth) c->fn++;
+    else c->tn++;
+}
+
+static double label_precision(const LabelCounts *c) {
+    return c->tp + c->fp ? (double)c->tp / (c->tp + c->fp) : NAN;
+}
+static double label_recall(const LabelCounts *c) {
+    return c->tp + c->fn ? (double)c->tp / (c->tp + c->fn) : NAN;
+}
+static double label_f1(const LabelCounts *c) { // 2PR/(P+R) = 2tp/(2tp + fp + fn)
+    return c->tp + c->fp + c->fn ? 2.0 * c->tp / (2.0 * c->tp + c->fp + c->fn) : NAN;
+}
+
+static void label_counts_json(FILE *f, const LabelCounts *c) {
+    char p[32], r[32], f1[32];
+    fprintf(f, "{\"tp\": %ld, \"fp\": %ld, \"fn\": %ld, \"tn\": %ld, \"precision\": %s, "
+            "\"recall\": %s, \"f1\": %s}", c->tp, c->fp, c->fn, c->tn,
+            json_number(p, label_precision(c)), json_number(r, label_recall(c)),
+            json_number(f1, label_f1(c)));
+}
+
+static void label_counts_print(const char *what, const LabelCounts *c) {
+    double values[3] = {label_precision(c), label_recall(c), label_f1(c)};
+    const char *names[3] = {"precision", "recall", "F1"};
+    printf("%s", what);
+    for (int i = 0; i < 3; i++) {
+        if (isnan(values[i])) printf(" %s n/a", names[i]);
+        else printf(" %s %.3f", names[i], values[i]);
+    }
+}
+
+// Parses a list of K such as "4,8,16" into levels (ascending, distinct, in 1..65536).
+#define MAX_K_LEVELS 16
+static int parse_k_list(const char *text, int *levels) {
+    int n = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        long k = strtol(p, &end, 10);
+        if (end == p || k < 1 || k > 65536 || n == MAX_K_LEVELS || (n && k <= levels[n - 1]) ||
+            (*end && *end != ','))
+            die("-k wants ascending numbers in 1..65536, at most %d, separated by commas (\"4,8,16\"), "
+                "got '%s'", MAX_K_LEVELS, text);
+        levels[n++] = (int)k;
+        if (!*end) return n;
+        p = end + 1;
+    }
+}
+
+// ---- step labels by simulation: `./sirt label-steps` --------------------------------------------
+
+// One sampled path, cut into steps, and what is known about each step.
+typedef struct {
+    int item, sample, num_steps;
+    char **steps;
+    int final_correct;      // its own final answer is the gold one
+    int *truly_correct;     // per step (answer_step_truly_correct); NULL without true steps
+    unsigned char *reached; // (num_steps, K): continuation j after step s reaches the gold answer
+} StepPath;
+
+// The items of a samples file (cot prompts, gold answers, true steps) and their paths. Dies with
+// FILE:LINE on a line that is not a question/answer item with a "samples" array of strings.
+static StepPath *read_step_paths(const JsonlFile *f, Example *items, int *num_paths,
+                                 int *without_steps) {
+    TemplateOptions cot = {TEMPLATE_COT, 0, 0};
+    StepPath *paths = NULL;
+    int count = 0, cap = 0;
+    *without_steps = 0;
+    for (int i = 0; i < f->count; i++) {
+        char err[256];
+        int line = f->line_numbers[i];
+        if (example_from_json(&f->objects[i], &cot, &items[i], err, sizeof err) != 0)
+            die("%s:%d: %s", f->path, line, err);
+        if (!items[i].gold) die("%s:%d: no gold answer: label-steps reads question/answer items", f->path, line);
+        TaskStep truth[EVAL_MAX_TRUTH];
+        int num_truth = 0;
+        if (items[i].truth && (num_truth = task_parse_truth(items[i].truth, truth, EVAL_MAX_TRUTH)) < 0)
+            die("%s:%d: \"truth\" must be lines of \"A OP B = C\" (at most %d)", f->path, line, EVAL_MAX_TRUTH);
+        const JsonField *field = json_get(&f->objects[i], "samples");
+        JsonField *samples = NULL;
+        int k = field ? json_array_items(field, &samples) : -1;
+        for (int j = 0; j < k; j++)
+            if (samples[j].type != JSON_STRING) k = -1;
+        if (k < 0) die("%s:%d: \"samples\" must be an array of strings (sample --data ... -n K writes it)", f->path, line);
+        for (int j = 0; j < k; j++) {
+            StepPath p = {i, j, 0, NULL, answer_is_correct(samples[j].text, items[i].gold), NULL, NULL};
+            p.num_steps = answer_split_steps(samples[j].text, &p.steps);
+            if (p.num_steps == 0) { // nothing to label
+                (*without_steps)++;
+                answer_free_steps(p.steps, 0);
+                continue;
+            }
+            if (num_truth > 0) {
+                StepReport report;
+                answer_check_steps(samples[j].text, truth, num_truth, &report);
+                p.truly_correct = xmalloc((size_t)p.num_steps * sizeof(int));
+                for (int s = 0; s < p.num_steps; s++) p.truly_correct[s] = answer_step_truly_correct(&report, s);
+            }
+            if (count == cap) {
+                cap = cap ? 2 * cap : 64;
+                paths = realloc(paths, (size_t)cap * sizeof(StepPath));
+                if (!paths) die("out of memory");
+            }
+            paths[count++] = p;
+        }
+        json_items_free(samples, k > 0 ? k : 0);
+    }
+    *num_paths = count;
+    return paths;
+}
+
+static void step_paths_free(StepPath *paths, int n) {
+    for (int i = 0; i < n; i++) {
+        answer_free_steps(paths[i].steps, paths[i].num_steps);
+        free(paths[i].truly_correct);
+        free(paths[i].reached);
+    }
+    free(paths);
+}
+
+// The prompt of the continuation after step s of a path: its item's prompt, then steps 0..s,
+// each with its newline (malloc'd).
+static char *continuation_prompt(const char *prompt, char *const *steps, int s) {
+    JsonBuf b = {0};
+    json_buf_puts(&b, prompt);
+    for (int i = 0; i <= s; i++) {
+        json_buf_puts(&b, steps[i]);
+        json_buf_puts(&b, "\n");
+    }
+    return json_buf_take(&b);
+}
+
+// K continuations of every step prefix of every path, by the simulator, in one generate call
+// (continuous batching over all of them): sequence (step prefix q, j) has index q·K + j, so its
+// text depends only on the seed and that index. Fills each path's reached (num_steps, K).
+static void simulate_continuations(Model *model, Tokenizer *tok, const Example *items,
+                                   StepPath *paths, int n, int K, const GenerateSettings *g) {
+    long prefixes = 0;
+    for (int p = 0; p < n; p++) prefixes += paths[p].num_steps;
+    TokenSequence *prompts = xmalloc((size_t)(prefixes * K > 0 ? prefixes * K : 1) * sizeof(TokenSequence));
+    long q = 0;
+    for (int p = 0; p < n; p++)
+        for (int s = 0; s < paths[p].num_steps; s++, q++) {
+            char *text = continuation_prompt(items[paths[p].item].prompt, paths[p].steps, s);
+            TokenSequence ids = tokenize_prompt(tok, text);
+            free(text);
+            for (int j = 0; j < K; j++) prompts[q * K + j] = ids; // the K share one copy
+        }
+    printf("simulating %d continuations of %ld step prefixes of %d paths at temperature %.2f\n", K,
+           prefixes, n, g->sampler.temperature);
+    char **outs = xmalloc((size_t)(prefixes * K > 0 ? prefixes * K : 1) * sizeof(char *));
+    generate(model, tok, prompts, prefixes * K, g, outs, 1);
+    q = 0;
+    for (int p = 0; p < n; p++) {
+        const char *gold = items[paths[p].item].gold;
+        paths[p].reached = xmalloc((size_t)paths[p].num_steps * K);
+        for (int s = 0; s < paths[p].num_steps; s++, q++) {
+            for (int j = 0; j < K; j++) {
+                paths[p].reached[s * K + j] = (unsigned char)answer_is_correct(outs[q * K + j], gold);
+                free(outs[q * K + j]);
+            }
+            free(prompts[q * K].ids);
+        }
+    }
+    free(outs);
+    free(prompts);
+}
+
+// How many of the first k continuations after step s of a path reach the gold answer.
+static int step_hits(const StepPath *p, int s, int K, int k) {
+    int hits = 0;
+    for (int j = 0; j < k; j++) hits += p->reached[s * K + j];
+    return hits;
+}
+
+// The hard and soft label of step s: from the first k of K continuations, or (outcome, when
+// reached is NULL) the path's final answer.
+static void step_label(const StepPath *p, int s, int K, int k, int *hard, double *soft) {
+    if (!p->reached) {
+        *hard = p->final_correct;
+        *soft = p->final_correct;
+        return;
+    }
+    int hits = step_hits(p, s, K, k);
+    *hard = hits > 0;
+    *soft = (double)hits / k;
+}
+
+static void write_step_labels(const char *path, const JsonlFile *f, const Example *items,
+                              const StepPath *paths, int n, int K) {
+    SafeFile sf;
+    safe_open(&sf, path);
+    FILE *o = sf.file;
+    for (int p = 0; p < n; p++) {
+        const StepPath *sp = &paths[p];
+        const JsonObject *obj = &f->objects[sp->item];
+        fputs("{\"prompt\": ", o);
+        json_write_string(o, items[sp->item].prompt, strlen(items[sp->item].prompt));
+        fputs(", \"completions\": [", o);
+        for (int s = 0; s < sp->num_steps; s++) {
+            if (s) fputs(", ", o);
+            json_write_string(o, sp->steps[s], strlen(sp->steps[s]));
+        }
+        fputs("], \"labels\": [", o);
+        for (int s = 0; s < sp->num_steps; s++) {
+            int hard;
+            double soft;
+            step_label(sp, s, K, K, &hard, &soft);
+            fprintf(o, "%s%s", s ? ", " : "", hard ? "true" : "false");
+        }
+        fputs("], \"soft\": [", o);
+        for (int s = 0; s < sp->num_steps; s++) {
+            int hard;
+            double soft;
+            step_label(sp, s, K, K, &hard, &soft);
+            fprintf(o, "%s%.6g", s ? ", " : "", soft);
+        }
+        fputs("], \"gold\": ", o);
+        json_write_string(o, items[sp->item].gold, strlen(items[sp->item].gold));
+        const char *kept[2] = {"question", "truth"};
+        for (int i = 0; i < 2; i++) {
+            const JsonField *field = json_get(obj, kept[i]);
+            if (!field || field->type != JSON_STRING) continue;
+            fprintf(o, ", \"%s\": ", kept[i]);
+            json_write_string(o, field->text, field->len);
+        }
+        fprintf(o, ", \"index\": %d, \"sample\": %d}\n", sp->item, sp->sample);
+    }
+    safe_commit(&sf);
+}
+
+// The labels of k continuations (k = 0: the outcome labels) against the true step correctness,
+// over the steps of paths with true steps: hard labels, and soft labels >= 0.5.
+static void step_label_counts(const StepPath *paths, int n, int K, int k, LabelCounts *hard,
+                              LabelCounts *soft) {
+    memset(hard, 0, sizeof *hard);
+    memset(soft, 0, sizeof *soft);
+    for (int p = 0; p < n; p++) {
+        if (!paths[p].truly_correct) continue;
+        for (int s = 0; s < paths[p].num_steps; s++) {
+            int h;
+            double f;
+            step_label(&paths[p], s, K, k ? k : K, &h, &f);
+            label_counts_add(hard, h, paths[p].truly_correct[s]);
+            label_counts_add(soft, f >= 0.5, paths[p].truly_correct[s]);
+        }
+    }
+}
+
+int cmd_label_steps(int argc, char **argv) {
+    const char *model_path = NULL, *tokenizer = NULL, *data = NULL, *out_path = NULL,
+               *summary_path = NULL, *k_text = "8";
+    int outcome = 0, threads = 0;
+    GenerateSettings g = GENERATE_DEFAULTS;
+    g.sampler.temperature = 1.0f; // SIPF's simulation temperature
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "the simulator (an llm.c checkpoint)"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data,
+         "question/answer items with \"samples\" (sample --data ... -n K)"},
+        {"-k", "K[,K...]", FLAG_STRING, .value = &k_text,
+         "continuations per step; a list (4,8,16) scores each k from the first k of the largest"},
+        {"--out", "FILE", FLAG_STRING, .value = &out_path,
+         "TRL's stepwise JSONL: prompt, completions, labels, soft, gold"},
+        {"--summary", "FILE", FLAG_STRING, .value = &summary_path,
+         "precision, recall and F1 of the labels against the true steps, per k, as JSON"},
+        {"--outcome", NULL, FLAG_SWITCH, .value = &outcome,
+         "label every step with its path's final answer (no simulation): an outcome RM's data"},
+        {"--threads", "N", FLAG_INT, .value = &threads,
+         "OpenMP threads; by default OMP_NUM_THREADS, or all cores", 1, 1024},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {GENERATE_FLAGS_TITLE, GENERATE_FLAGS, &g}, {0}};
+    if (flags_parse(argc, argv, "label-steps", "label-steps --model SIM.bin --tokenizer PATH --data "
+                    "samples.jsonl -k 8 --out steps.jsonl\n                          [--summary "
+                    "labels.json] [more flags below] (default --temperature 1)", tables))
+        return 0;
+    use_threads(threads);
+    check_generate(&g);
+    int levels[MAX_K_LEVELS], num_levels = parse_k_list(k_text, levels), K = levels[num_levels - 1];
+    if (!data || !out_path) die("label-steps: --data and --out are required");
+    if (!outcome && (!model_path || !tokenizer))
+        die("label-steps: --model and --tokenizer are required (the simulator), unless --outcome");
+    check_writable(out_path);
+    if (summary_path) check_writable(summary_path);
+    JsonlFile f;
+    jsonl_read(data, &f);
+    if (f.count == 0) die("%s: no items", data);
+    Example *items = xcalloc((size_t)f.count, sizeof(Example));
+    int n, without_steps;
+    StepPath *paths = read_step_paths(&f, items, &n, &without_steps);
+    if (n == 0) die("%s: no sample has a step to label", data);
+    long steps = 0, with_truth = 0, truly = 0;
+    for (int p = 0; p < n; p++) {
+        steps += paths[p].num_steps;
+        for (int s = 0; paths[p].truly_correct && s < paths[p].num_steps; s++) {
+            with_truth++;
+            truly += paths[p].truly_correct[s];
+        }
+    }
+    printf("%d paths of %d items, %ld steps (%d samples without a step skipped)\n", n, f.count,
+           steps, without_steps);
+    if (!outcome) {
+        Model model;
+        model_load(&model, model_path);
+        Tokenizer *tok = load_tokenizer(tokenizer);
+        check_tokenizer_fits(tok, model.config.V);
+        simulate_continuations(&model, tok, items, paths, n, K, &g);
+        tok_free(tok);
+        model_free(&model);
+    }
+    write_step_labels(out_path, &f, items, paths, n, K);
+    printf("wrote %s\n", out_path);
+    if (with_truth)
+        printf("step labels against the true steps (%ld steps of paths with true steps, %.1f%% truly "
+               "correct; positive = correct):\n", with_truth, 100.0 * truly / with_truth);
+    SafeFile sf;
+    FILE *o = NULL;
+    if (summary_path) {
+        safe_open(&sf, summary_path);
+        o = sf.file;
+        fprintf(o, "{\"paths\": %d, \"items\": %d, \"samples_without_steps\": %d, \"steps\": %ld, "
+                "\"steps_with_truth\": %ld, \"truly_correct\": %ld, \"labels\": \"%s\", "
+                "\"temperature\": %g, \"levels\": [", n, f.count, without_steps, steps, with_truth,
+                truly, outcome ? "outcome" : "simulated", g.sampler.temperature);
+    }
+    for (int l = 0; l < (outcome ? 1 : num_levels); l++) {
+        LabelCounts hard, soft;
+        step_label_counts(paths, n, K, outcome ? 0 : levels[l], &hard, &soft);
+        if (with_truth) {
+            if (outcome) printf("  outcome labels:");
+            else printf("  k = %-3d", levels[l]);
+            label_counts_print("  hard:", &hard);
+            label_counts_print("  |  soft >= 0.5:", &soft);
+            printf("\n");
+        }
+        if (o) {
+            if (outcome) fputs("{\"k\": null", o);
+            else fprintf(o, "%s{\"k\": %d", l ? ", " : "", levels[l]);
+            fputs(", \"hard\": ", o);
+            label_counts_json(o, &hard);
+            fputs(", \"soft\": ", o);
+            label_counts_json(o, &soft);
+            fputs("}", o);
+        }
+    }
+    if (o) {
+        fputs("]}\n", o);
+        safe_commit(&sf);
+    }
+    step_paths_free(paths, n);
+    examples_free(items, f.count);
+    jsonl_free(&f);
+    return 0;
+}
+
+// ---- the process reward model: `./sirt prm` ------------------------------------------------------
+// The file (ours): the model in llm.c's checkpoint format (section 3), then the head:
+//   4 × int32: [0] magic 20250101, [1] version 1, [2] C, [3] zero; then C + 1 float32: w, b.
+#define PRM_MAGIC 20250101
+#define PRM_VERSION 1
+
+// The value head's parameters w (C) then b, their gradients and AdamW moments: device memory,
+// C + 1 floats each (the moments allocated at the first update).
+struct ValueHead {
+    int C;
+    float *params, *grads, *m, *v;
+};
+
+static void head_alloc(ValueHead *h, int C) {
+    *h = (ValueHead){C, dev_alloc((size_t)C + 1), dev_alloc((size_t)C + 1), NULL, NULL};
+    if (!h->params || !h->grads) die("out of memory for the value head");
+}
+
+// w ~ N(0, 0.02) as GPT-2's other weights, b = 0 (ours).
+static void head_init_random(ValueHead *h, uint64_t seed) {
+    float *host = xmalloc(((size_t)h->C + 1) * sizeof(float));
+    Rng rng = rng_seeded(seed ^ 0x4ead);
+    for (int c = 0; c < h->C; c++) host[c] = 0.02f * rng_normal(&rng);
+    host[h->C] = 0.0f;
+    dev_to_device(h->params, host, ((size_t)h->C + 1) * sizeof(float));
+    free(host);
+}
+
+static void head_free(ValueHead *h) {
+    dev_free(h->params);
+    dev_free(h->grads);
+    dev_free(h->m);
+    dev_free(h->v);
+}
+
+static void prm_save(const Model *model, const ValueHead *h, const char *path) {
+    SafeFile sf;
+    safe_open(&sf, path);
+    model_write(model, &sf);
+    int32_t header[4] = {PRM_MAGIC, PRM_VERSION, h->C, 0};
+    size_t bytes = ((size_t)h->C + 1) * sizeof(float);
+    float *host = xmalloc(bytes);
+    dev_to_host(host, h->params, bytes);
+    safe_write(&sf, header, sizeof header);
+    safe_write(&sf, host, bytes);
+    free(host);
+    safe_commit(&sf);
+}
+
+// Reads a PRM file: the model, checked as model_load checks a checkpoint, then the head.
+static void prm_read(Model *model, ValueHead *h, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    int32_t header[HEADER_INTS];
+    size_t got = fread(header, 1, sizeof header, f);
+    if (fseek(f, 0, SEEK_END) != 0) die("%s: cannot seek", path);
+    long actual = ftell(f);
+    if (actual < 0) die("%s: cannot tell its size", path);
+    int C = got == sizeof header ? header[6] : 0;
+    size_t head_bytes = C >= 1 && C <= 65536 ? 16 + ((size_t)C + 1) * sizeof(float) : 0;
+    Config cfg;
+    char err[512];
+    if ((size_t)actual < head_bytes ||
+        model_read_header(header, got, (size_t)actual - head_bytes, path, &cfg, err, sizeof err) != 0) {
+        if (model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err) == 0)
+            die("%s is a model without a value head, not a PRM (./sirt prm trains one)", path);
+        die("%s (as a PRM: the model, then %zu bytes of value head)", err, head_bytes);
+    }
+    fseek(f, sizeof header, SEEK_SET);
+    model_build(model, cfg);
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    if (fread(host, sizeof(float), model->num_parameters, f) != model->num_parameters)
+        die("%s: read failed", path);
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    free(host);
+    int32_t head_header[4];
+    if (fread(head_header, sizeof head_header, 1, f) != 1) die("%s: read failed", path);
+    if (head_header[0] != PRM_MAGIC || head_header[1] != PRM_VERSION || head_header[2] != C)
+        die("%s: bad value head header (magic %d, version %d, C %d; expected %d, %d, %d)", path,
+            head_header[0], head_header[1], head_header[2], PRM_MAGIC, PRM_VERSION, C);
+    head_alloc(h, C);
+    float *w = xmalloc(((size_t)C + 1) * sizeof(float));
+    if (fread(w, sizeof(float), (size_t)C + 1, f) != (size_t)C + 1) die("%s: read failed", path);
+    dev_to_device(h->params, w, ((size_t)C + 1) * sizeof(float));
+    free(w);
+    fclose(f);
+}
+
+// A path as the PRM reads it: token ids of the prompt, then each step and its separator ("\n",
+// tokenized on its own), then end-of-text; the reads are the positions of each step's last
+// separator token, where the head is read.
+typedef struct {
+    TokenSequence seq;
+    int *reads;         // (num_steps) positions in seq.ids
+    float *targets;     // (num_steps) the labels (1/0) or, --soft, the soft labels
+    int *truly_correct; // (num_steps) or NULL: the item has no true steps
+    int num_steps;      // the steps that fit the window
+} PrmExample;
+
+typedef struct {
+    PrmExample *ex;
+    int count;
+    long steps;
+    int cut_steps; // steps past the window, left out
+    int dropped;   // paths without a step inside the window
+} PrmData;
+
+// Tokenizes a path for the PRM into ex (its targets and truth left to the caller), cut to
+// `budget` tokens as SFT's examples are (truncation_split: the prompt keeps its end, the steps
+// their start); steps whose separator falls outside are dropped. Returns the steps dropped.
+static int prm_tokenize(Tokenizer *tok, const char *prompt, char *const *steps, int n, int budget,
+                        PrmExample *ex) {
+    TokIds p = {0}, rest = {0}, sep = {0};
+    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
+        tok_encode_ordinary(tok, "\n", 1, &sep) != 0)
+        die("out of memory");
+    int *reads = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int s = 0; s < n; s++) { // the steps after the prompt; reads relative to their start
+        if (tok_encode_ordinary(tok, steps[s], strlen(steps[s]), &rest) != 0) die("out of memory");
+        for (size_t i = 0; i < sep.len; i++)
+            if (tok_ids_push(&rest, sep.data[i]) != 0) die("out of memory");
+        reads[s] = (int)rest.len - 1;
+    }
+    if (tok_ids_push(&rest, tok_eot(tok)) != 0) die("out of memory");
+    int keep_p, keep_r;
+    truncation_split((int)p.len, (int)rest.len, budget, &keep_p, &keep_r);
+    int length = keep_p + keep_r, kept = 0;
+    ex->seq = (TokenSequence){xmalloc((size_t)length * sizeof(int)), length, keep_p};
+    if (keep_p) memcpy(ex->seq.ids, p.data + (p.len - keep_p), (size_t)keep_p * sizeof(int));
+    memcpy(ex->seq.ids + keep_p, rest.data, (size_t)keep_r * sizeof(int));
+    for (int s = 0; s < n; s++) // an input position: not the sequence's last token
+        if (keep_p + reads[s] <= length - 2) reads[kept++] = keep_p + reads[s];
+    ex->reads = reads;
+    ex->num_steps = kept;
+    ex->targets = NULL;
+    ex->truly_correct = NULL;
+    tok_ids_free(&p);
+    tok_ids_free(&rest);
+    tok_ids_free(&sep);
+    return n - kept;
+}
+
+static void prm_example_free(PrmExample *ex) {
+    free(ex->seq.ids);
+    free(ex->reads);
+    free(ex->targets);
+    free(ex->truly_correct);
+}
+
+static void prm_data_free(PrmData *d) {
+    for (int i = 0; i < d->count; i++) prm_example_free(&d->ex[i]);
+    free(d->ex);
+}
+
+// The true correctness of the steps of a stepwise line with "truth": the completions judged as
+// step lines (answer_check_step_lines). NULL when the line has no "truth".
+static int *stepwise_truth(const JsonlFile *f, int i, const JsonField *steps, int n) {
+    const JsonField *field = json_get(&f->objects[i], "truth");
+    if (!field) return NULL;
+    TaskStep truth[EVAL_MAX_TRUTH];
+    int num_truth = field->type == JSON_STRING ? task_parse_truth(field->text, truth, EVAL_MAX_TRUTH) : -1;
+    if (num_truth < 0)
+        die("%s:%d: \"truth\" must be lines of \"A OP B = C\" (at most %d)", f->path,
+            f->line_numbers[i], EVAL_MAX_TRUTH);
+    char **lines = xcalloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    for (int s = 0; s < n; s++) lines[s] = steps[s].text;
+    StepReport report;
+    answer_check_step_lines(lines, n, truth, num_truth, &report);
+    free(lines);
+    int *ok = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int s = 0; s < n; s++) ok[s] = answer_step_truly_correct(&report, s);
+    return ok;
+}
+
+// Reads TRL's stepwise JSONL: {"prompt", "completions": [step, ...], "labels": [bool, ...]},
+// and with soft the targets from "soft": [number in [0, 1], ...]; "truth" when present.
+static void prm_data_load(PrmData *d, const char *path, Tokenizer *tok, int T, int soft) {
+    JsonlFile f;
+    jsonl_read(path, &f);
+    memset(d, 0, sizeof *d);
+    d->ex = xmalloc((size_t)(f.count ? f.count : 1) * sizeof(PrmExample));
+    for (int i = 0; i < f.count; i++) {
+        int line = f.line_numbers[i];
+        const char *prompt = jsonl_string(&f, i, "prompt");
+        const char *names[2] = {"completions", soft ? "soft" : "labels"};
+        JsonField *arrays[2] = {NULL, NULL};
+        int lengths[2];
+        for (int a = 0; a < 2; a++) {
+            const JsonField *field = json_get(&f.objects[i], names[a]);
+            lengths[a] = field ? json_array_items(field, &arrays[a]) : -1;
+            int bad = lengths[a] <= 0;
+            for (int s = 0; s < lengths[a]; s++) {
+                JsonType t = arrays[a][s].type;
+                bad |= a == 0 ? t != JSON_STRING
+                       : soft ? t != JSON_NUMBER || !(arrays[a][s].number >= 0 && arrays[a][s].number <= 1)
+                              : t != JSON_TRUE && t != JSON_FALSE;
+            }
+            if (bad)
+                die("%s:%d: \"%s\" must be a non-empty array of %s", path, line, names[a],
+                    a == 0 ? "strings" : soft ? "numbers in [0, 1]" : "true/false");
+        }
+        if (lengths[0] != lengths[1])
+            die("%s:%d: %d completions but %d %s", path, line, lengths[0], lengths[1], names[1]);
+        int n = lengths[0];
+        char **steps = xmalloc((size_t)n * sizeof(char *));
+        for (int s = 0; s < n; s++) steps[s] = arrays[0][s].text;
+        PrmExample ex;
+        d->cut_steps += prm_tokenize(tok, prompt, steps, n, T + 1, &ex);
+        int *truth = stepwise_truth(&f, i, arrays[0], n);
+        free(steps);
+        if (ex.num_steps == 0) {
+            d->dropped++;
+            prm_example_free(&ex);
+            free(truth);
+        } else {
+            ex.targets = xmalloc((size_t)ex.num_steps * sizeof(float));
+            for (int s = 0; s < ex.num_steps; s++) ex.targets[s] = (float)arrays[1][s].number;
+            ex.truly_correct = truth; // the kept steps are the first num_steps
+            d->steps += ex.num_steps;
+            d->ex[d->count++] = ex;
+        }
+        json_items_free(arrays[0], lengths[0]);
+        json_items_free(arrays[1], lengths[1]);
+    }
+    jsonl_free(&f);
+    if (d->count == 0) die("%s: no path with a step inside --seq", path);
+}
+
+// Device buffers for the head's reads of one batch: up to cap positions.
+typedef struct {
+    int cap;
+    int *idx;           // device (cap): the read positions in the batch
+    float *out, *dout;  // device (cap): the head's outputs r, and ∂L/∂r
+    int *host_idx;
+    float *host_out, *host_dout;
+} HeadReads;
+
+static void head_reads_alloc(HeadReads *r, int cap) {
+    *r = (HeadReads){cap, dev_alloc_int((size_t)cap), dev_alloc((size_t)cap), dev_alloc((size_t)cap),
+                     xmalloc((size_t)cap * sizeof(int)), xmalloc((size_t)cap * sizeof(float)),
+                     xmalloc((size_t)cap * sizeof(float))};
+    if (!r->idx || !r->out || !r->dout) die("out of memory for the value head's reads");
+}
+
+static void head_reads_free(HeadReads *r) {
+    dev_free(r->idx);
+    dev_free(r->out);
+    dev_free(r->dout);
+    free(r->host_idx);
+    free(r->host_out);
+    free(r->host_dout);
+}
+
+// The forward pass over n paths ex[order[0..n)] laid out in b (batch_fill: packed or one per
+// row) and the head at every read: r->host_out[0..M) in the order path by path, step by step.
+// Returns M.
+static int prm_forward(Model *model, const ValueHead *h, Batch *b, HeadReads *r,
+                       const PrmExample *ex, const int *order, int n, int T, int pack, int pad) {
+    const TokenSequence **seqs = xcalloc((size_t)(n > 0 ? n : 1), sizeof(TokenSequence *));
+    for (int i = 0; i < n; i++) seqs[i] = &ex[order[i]].seq;
+    batch_fill(b, seqs, n, T, pack, pad);
+    free(seqs);
+    int M = 0;
+    for (int i = 0; i < n; i++) {
+        const PrmExample *e = &ex[order[i]];
+        for (int s = 0; s < e->num_steps; s++)
+            r->host_idx[M++] = b->at[i].row * b->T + b->at[i].start + e->reads[s];
+    }
+    for (size_t i = 0; i < (size_t)b->rows * b->T; i++) b->targets[i] = -1; // no LM loss
+    batch_forward(model, b);
+    dev_to_device(r->idx, r->host_idx, (size_t)M * sizeof(int));
+    value_head_forward(r->out, model->acts.lnf, r->idx, h->params, h->params + h->C, M, h->C);
+    dev_to_host(r->host_out, r->out, (size_t)M * sizeof(float));
+    return M;
+}
+
+// Binary cross-entropy with logits, averaged over M reads: returns L and writes ∂L/∂r.
+static double prm_loss(const float *r, const float *y, int M, float *dr) {
+    double loss = 0.0;
+    for (int m = 0; m < M; m++) {
+        loss += (-log_sigmoid(-(double)r[m]) - (double)y[m] * r[m]) / M; // softplus(r) − y r
+        dr[m] = (float)((sigmoid(r[m]) - y[m]) / M);
+    }
+    return loss;
+}
+
+// The step probabilities of every path: probs[i] gets ex[i].num_steps values (malloc'd),
+// forward passes only, `rows` paths at a time in rows of up to T positions.
+static float **prm_probabilities(Model *model, const ValueHead *h, const PrmExample *ex, int n,
+                                 int rows, int T, int pad) {
+    Batch b;
+    batch_alloc(&b, rows, T);
+    HeadReads r;
+    head_reads_alloc(&r, rows * T);
+    int *order = xmalloc((size_t)(rows > 0 ? rows : 1) * sizeof(int));
+    float **probs = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float *));
+    for (int first = 0; first < n; first += rows) {
+        int count = n - first < rows ? n - first : rows;
+        for (int i = 0; i < count; i++) order[i] = first + i;
+        prm_forward(model, h, &b, &r, ex, order, count, T, 1, pad);
+        for (int i = 0, m = 0; i < count; i++) {
+            probs[first + i] = xmalloc((size_t)(ex[first + i].num_steps + 1) * sizeof(float));
+            for (int s = 0; s < ex[first + i].num_steps; s++, m++)
+                probs[first + i][s] = (float)sigmoid(r.host_out[m]);
+        }
+    }
+    free(order);
+    head_reads_free(&r);
+    batch_free(&b);
+    return probs;
+}
+
+// What a PRM's probabilities say on a set of labelled paths, at threshold 0.5 (positive = the
+// step is correct): the loss, against the file's labels (targets >= 0.5), and on paths with true
+// steps against the true step correctness, with the first error: the first step with p < 0.5
+// (none: no step) against the first truly wrong step (none: no step), an exact match or not.
+typedef struct {
+    double loss;
+    LabelCounts vs_labels, vs_truth;
+    long paths_with_truth, first_error_match;
+} PrmReport;
+
+static PrmReport prm_evaluate(Model *model, const ValueHead *h, const PrmData *d, int rows, int T,
+                              int pad) {
+    PrmReport rep = {0};
+    float **probs = prm_probabilities(model, h, d->ex, d->count, rows, T, pad);
+    for (int i = 0; i < d->count; i++) {
+        const PrmExample *e = &d->ex[i];
+        int predicted_first = -1, true_first = -1;
+        for (int s = 0; s < e->num_steps; s++) {
+            double p = fmin(fmax(probs[i][s], 1e-12), 1 - 1e-12), y = e->targets[s];
+            rep.loss -= (y * log(p) + (1 - y) * log(1 - p)) / d->steps;
+            label_counts_add(&rep.vs_labels, p >= 0.5, y >= 0.5);
+            if (predicted_first < 0 && p < 0.5) predicted_first = s;
+            if (e->truly_correct) {
+                label_counts_add(&rep.vs_truth, p >= 0.5, e->truly_correct[s]);
+                if (true_first < 0 && !e->truly_correct[s]) true_first = s;
+            }
+        }
+        if (e->truly_correct) {
+            rep.paths_with_truth++;
+            rep.first_error_match += predicted_first == true_first;
+        }
+        free(probs[i]);
+    }
+    free(probs);
+    return rep;
+}
+
+static void prm_report_print(const PrmReport *r, const char *what) {
+    printf("%s: loss %.4f;", what, r->loss);
+    label_counts_print(" steps vs labels:", &r->vs_labels);
+    printf("\n");
+    if (r->paths_with_truth) {
+        label_counts_print("  steps vs the true steps:", &r->vs_truth);
+        printf("; first error placed exactly on %.1f%% of %ld paths\n",
+               100.0 * r->first_error_match / r->paths_with_truth, r->paths_with_truth);
+    }
+}
+
+static void prm_report_json(FILE *f, const PrmReport *r) {
+    char loss[32], share[32];
+    fprintf(f, "{\"loss\": %s, \"vs_labels\": ", json_number(loss, r->loss));
+    label_counts_json(f, &r->vs_labels);
+    fputs(", \"vs_truth\": ", f);
+    label_counts_json(f, &r->vs_truth);
+    fprintf(f, ", \"paths_with_truth\": %ld, \"first_error_exact\": %s}", r->paths_with_truth,
+            json_number(share, r->paths_with_truth ? (double)r->first_error_match / r->paths_with_truth : NAN));
+}
+
+// One optimizer step of the PRM on the paths ex[order[0..n)]: forward, BCE, the backward through
+// the head and the model, and AdamW on both with one global gradient norm (clipped together).
+// The head's parameters take no weight decay (ours).
+static StepResult prm_step(Model *model, ValueHead *h, Batch *b, HeadReads *r, const PrmData *d,
+                           const int *order, int n, const TrainArgs *args, const Schedule *sched,
+                           const TrainState *st, int pad) {
+    int M = prm_forward(model, h, b, r, d->ex, order, n, args->T, args->pack, pad);
+    float *y = xmalloc((size_t)(M > 0 ? M : 1) * sizeof(float));
+    for (int i = 0, m = 0; i < n; i++)
+        for (int s = 0; s < d->ex[order[i]].num_steps; s++) y[m++] = d->ex[order[i]].targets[s];
+    StepResult res = {.loss = (float)prm_loss(r->host_out, y, M, r->host_dout)};
+    free(y);
+    dev_to_device(r->dout, r->host_dout, (size_t)M * sizeof(float));
+    HeadGradient hg = {h->params, h->grads, r->idx, r->dout, M};
+    model_backward_with_head(model, NULL, &hg);
+    OptimizerSettings opt = args->opt;
+    opt.lr = res.lr = schedule_lr(sched, st->step);
+    double squares = sum_squares(model->grads_memory, model->num_parameters) +
+                     sum_squares(h->grads, (size_t)h->C + 1);
+    res.grad_norm = (float)sqrt(squares);
+    res.skipped = !isfinite(res.loss) || !isfinite(res.grad_norm);
+    if (!res.skipped) {
+        int t = st->step - st->skipped + 1;
+        model_apply_update(model, &opt, res.grad_norm, t);
+        if (!h->m) {
+            h->m = dev_alloc((size_t)h->C + 1);
+            h->v = dev_alloc((size_t)h->C + 1);
+            if (!h->m || !h->v) die("out of memory for the value head's moments");
+            dev_zero(h->m, (size_t)h->C + 1);
+            dev_zero(h->v, (size_t)h->C + 1);
+        }
+        float scale = opt.clip > 0.0f && res.grad_norm > opt.clip ? opt.clip / (res.grad_norm + 1e-6f) : 1.0f;
+        adamw_update(h->params, h->grads, h->m, h->v, (size_t)h->C + 1, opt.lr, opt.beta1,
+                     opt.beta2, opt.eps, 0.0f, scale, t);
+    }
+    return res;
+}
+
+int cmd_prm(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    args.out = "prm.bin";
+    const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *summary_path = NULL;
+    int epochs = 1, soft = 0;
+    const Flag flags[] = {
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "TRL's stepwise JSONL: prompt, completions, labels (label-steps --out)"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "held-out stepwise JSONL: loss, step F1 and first-error placement at the end"},
+        {"--soft", NULL, FLAG_SWITCH, .value = &soft,
+         "train on the \"soft\" labels (fractions) instead of the hard ones"},
+        {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the paths, unless --steps is given",
+         1, 1 << 20},
+        {"--summary", "FILE", FLAG_STRING, .value = &summary_path,
+         "the --valid (else --data) report as one JSON object"},
+        PACK_FLAG(args.pack),
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "prm", "prm --init SFT.bin --tokenizer PATH --data steps.jsonl "
+                    "--batch B --seq T --lr LR\n                  [--valid held_out.jsonl] [more "
+                    "flags below] (--batch counts paths)", tables))
+        return 0;
+    use_threads(args.threads);
+    if (!args.init) die("prm: --init SFT.bin is required (the transformer under the head)");
+    if (!tokenizer || !data_path) die("prm: --tokenizer and --data are required");
+    if (args.resume || args.save_every || args.stop_after)
+        die("prm: --resume, --save-every and --stop-after are not supported (the PRM is saved at the end)");
+    check_train_args(&args, "prm");
+    if (summary_path) check_writable(summary_path);
+
+    Model model;
+    TrainState st;
+    run_begin(&model, &st, &args, 1, args.B);
+    ValueHead head;
+    head_alloc(&head, model.config.C);
+    head_init_random(&head, args.seed);
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    check_tokenizer_fits(tok, model.config.V);
+    int pad = tok_eot(tok);
+    PrmData data, valid = {0};
+    prm_data_load(&data, data_path, tok, args.T, soft);
+    if (valid_path) prm_data_load(&valid, valid_path, tok, args.T, soft);
+    int steps_per_epoch = (data.count + args.B - 1) / args.B;
+    if (!args.steps) args.steps = epochs_to_steps(epochs, steps_per_epoch);
+    print_model(&model);
+    printf("paths: %d with %ld steps (%d steps past --seq left out, %d paths dropped); %s labels; "
+           "%d steps\n", data.count, data.steps, data.cut_steps, data.dropped, soft ? "soft" : "hard",
+           args.steps);
+
+    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
+    FILE *log = open_metrics_log(args.log, 0);
+    Batch batch;
+    batch_alloc(&batch, args.B, args.T);
+    HeadReads reads;
+    head_reads_alloc(&reads, args.B * args.T);
+    model_alloc_activations(&model, args.B, args.T);
+    Progress progress = progress_start(0, args.steps);
+    int *order = xmalloc((size_t)data.count * sizeof(int)), order_epoch = -1;
+    while (st.step < args.steps) {
+        int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
+        if (epoch != order_epoch) epoch_order(order, data.count, args.seed, order_epoch = epoch);
+        int B = data.count - first < args.B ? data.count - first : args.B;
+        StepResult r = prm_step(&model, &head, &batch, &reads, &data, order + first, B, &args,
+                                &sched, &st, pad);
+        state_count_step(&st, &r);
+        double eta, tok_per_s = progress_step(&progress, st.step, batch.tokens, &eta);
+        if (log) {
+            char loss[32], norm[32];
+            fprintf(log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
+                    "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s}\n", st.step, json_number(loss, r.loss),
+                    r.lr, json_number(norm, r.grad_norm), tok_per_s,
+                    1.0 - (double)batch.tokens / ((double)batch.rows * batch.T),
+                    r.skipped ? ", \"skipped\": true" : "");
+            if (fflush(log) != 0 || ferror(log)) die("cannot write log %s: %s", args.log, strerror(errno));
+        }
+        show_progress(st.step, args.steps, r.loss, tok_per_s, eta, st.step == args.steps);
+        if (r.skipped && st.bad_streak >= args.max_bad_steps)
+            die("prm: %d steps in a row had a non-finite loss or gradient norm (--max-bad-steps): "
+                "stopping without saving (try a lower --lr)", st.bad_streak);
+    }
+    if (log) fclose(log);
+    free(order);
+    head_reads_free(&reads);
+    batch_free(&batch);
+    prm_save(&model, &head, args.out);
+    printf("wrote %s (the model and its value head)\n", args.out);
+    const PrmData *held = valid_path ? &valid : &data;
+    PrmReport rep = prm_evaluate(&model, &head, held, args.B, args.T, pad);
+    prm_report_print(&rep, valid_path ? valid_path : data_path);
+    if (summary_path) {
+        SafeFile sf;
+        safe_open(&sf, summary_path);
+        prm_report_json(sf.file, &rep);
+        fputs("\n", sf.file);
+        safe_commit(&sf);
+    }
+    prm_data_free(&data);
+    if (valid_path) prm_data_free(&valid);
+    tok_free(tok);
+    head_free(&head);
+    model_free(&model);
+    return 0;
+}
+
+// ---- reranking: `eval --rerank PRM --samples K` -------------------------------------------------
+
+// A PRM for eval (section 7), its head allocated here.
+static void prm_load(Model *model, ValueHead **head, const char *path) {
+    *head = xmalloc(sizeof(ValueHead));
+    prm_read(model, *head, path);
+}
+
+static void prm_free(Model *model, ValueHead *head) {
+    head_free(head);
+    free(head);
+    model_free(model);
+}
+
+// The path reward of a sample is the mean (by_min: the minimum) of its step probabilities; a
+// sample without a step gets −1, below any path with one (ours). Returns, per item, the index of
+// the sample with the highest reward among its k (ties: the first), malloc'd.
+static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
+                       int n, int k, char *const *samples, int by_min) {
+    long total = (long)n * k;
+    PrmExample *ex = xmalloc((size_t)(total > 0 ? total : 1) * sizeof(PrmExample));
+    for (long i = 0; i < total; i++) {
+        char **steps;
+        int ns = answer_split_steps(samples[i], &steps);
+        prm_tokenize(tok, items[i / k].prompt, steps, ns, prm->config.maxT + 1, &ex[i]);
+        answer_free_steps(steps, ns);
+    }
+    enum { PRM_SCORE_ROWS = 16 };
+    float **probs = prm_probabilities(prm, head, ex, (int)total, PRM_SCORE_ROWS, prm->config.maxT,
+                                      tok_eot(tok));
+    int *choice = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        double best = -INFINITY;
+        choice[i] = 0;
+        for (int j = 0; j < k; j++) {
+            const PrmExample *e = &ex[(long)i * k + j];
+            const float *p = probs[(long)i * k + j];
+            double reward = e->num_steps ? (by_min ? INFINITY : 0.0) : -1.0;
+            for (int s = 0; s < e->num_steps; s++)
+                reward = by_min ? fmin(reward, p[s]) : reward + (double)p[s] / e->num_steps;
+            if (reward > best) best = reward, choice[i] = j;
+        }
+    }
+    for (long i = 0; i < total; i++) {
+        free(probs[i]);
+        prm_example_free(&ex[i]);
+    }
+    free(probs);
+    free(ex);
+    return choice;
+}
+
+// =============================================================================================
+// 11. The reproduction: `./sirt reproduce`, and `./sirt` with no arguments
 // data → tokenizer → phase 1 (sft) → evaluation → phase 2 (refine) → evaluation, each step one of
 // the commands above with the arguments it would get on a terminal; then the table, results.json
 // and results.svg. It is support code that drives the method, so it lives in a header, included
@@ -3687,13 +4738,13 @@ int cmd_refine(int argc, char **argv) {
 #include "lib/reproduce.h" // cmd_reproduce, ReproSettings, the rows of the table
 
 // =============================================================================================
-// 11. Benchmark: `./sirt bench` times training steps, decoding and the tokenizer on random
+// 12. Benchmark: `./sirt bench` times training steps, decoding and the tokenizer on random
 // weights (lib/bench.h, included here because it calls the model's functions above).
 // =============================================================================================
 #include "lib/bench.h" // cmd_bench
 
 // =============================================================================================
-// 12. Main
+// 13. Main
 // =============================================================================================
 #ifndef SIRT_NO_MAIN // (the tests include this file and bring their own main)
 // The commands: one table serves the dispatch and `./sirt help`.
@@ -3714,6 +4765,8 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "accuracy on reasoning items (greedy, maj@K, pass@K; --teacher)"},
     {"dpo", cmd_dpo, "preference training: dpo, cdpo, ipo, rpo (against a reference), orpo"},
     {"refine", cmd_refine, "phase 2: sample, score, pair and DPO, in rounds"},
+    {"label-steps", cmd_label_steps, "step labels of sampled paths by simulated continuations"},
+    {"prm", cmd_prm, "train a process reward model (a value head) on stepwise labels"},
     {"bench", cmd_bench, "time training steps, decoding and the tokenizer"},
     {NULL, NULL, NULL}};
 

@@ -73,6 +73,7 @@ unit_tests() {
     unit test_generate                      # KV-cache decoding, the sampler, determinism
     unit test_answer ../shared/data/gsm8k   # answer extraction, step truth
     unit test_dpo                           # preference losses and their gradients
+    unit test_prm                           # process feedback: step labels, the PRM, its gradients
     unit test_task                          # the built-in task
     unit test_repro                         # the reproduction's statistics
 }
@@ -321,6 +322,81 @@ if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
     ./sirt train --config 1,2,64,1024,50257 --data "$work/gpt2ish_tokens.bin" --batch 1 --seq 8 --steps 1 --lr 0 --out "$work/gpt2ish.bin" >/dev/null
     expect "sft from an llm.c checkpoint with the GPT-2 tokenizer on GSM8K" ./sirt sft --init "$work/gpt2ish.bin" --tokenizer ../shared/data/gpt2 --data "$work/gsm8.jsonl" --batch 4 --seq 256 --steps 2 --lr 1e-4 --out "$work/gpt2sft.bin"
 else skip "../shared/data/gpt2 or gsm8k is absent, GPT-2 SFT check skipped"; fi
+
+# ---- process feedback: label-steps, prm, eval --rerank -------------------------------------------
+echo "== ./sirt label-steps / prm / eval --rerank"
+head -8 "$work/math_valid.jsonl" >"$work/eight.jsonl"
+./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --out "$work/paths.jsonl" -n 4 --max-new 120 --temperature 1 --seed 3 >/dev/null
+lsteps() { ./sirt label-steps --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/paths.jsonl" --max-new 120 "$@"; }
+expect "label-steps -k 2,4 on 32 sampled paths" lsteps -k 2,4 --out "$work/steps.jsonl" --summary "$work/labels.json"
+lsteps -k 2,4 --out "$work/steps1.jsonl" --summary "$work/labels1.json" --batch 1 --threads 1 >/dev/null
+cmp -s "$work/steps.jsonl" "$work/steps1.jsonl" && cmp -s "$work/labels.json" "$work/labels1.json" &&
+    ok "label-steps: the same labels and summary with --batch 64 / all threads and --batch 1 / 1 thread" ||
+    bad "label-steps differs between batch sizes or thread counts"
+# each line: as many labels as soft scores; each soft score a multiple of 1/4; a label true
+# exactly when its soft score is above 0 (some continuation reached the gold answer)
+lab() { sed 's/.*"labels": \[\([^]]*\)\], "soft": \[\([^]]*\)\].*/\1|\2/' "$1"; }
+if lab "$work/steps.jsonl" | awk -F'|' '{ n = split($1, l, ", "); m = split($2, s, ", "); if (n != m || n < 1) bad = 1
+        for (i = 1; i <= n; i++) { q = s[i] * 4; if (q != int(q + 0.5) && (q - int(q + 0.5))^2 > 1e-10) bad = 1
+            if ((l[i] == "true") != (s[i] > 0)) bad = 1; if (l[i] == "true") t++; else f++ } }
+        END { exit !(bad == 0 && t > 0 && f > 0 && NR == 32) }' &&
+    grep -q '"prompt": "### Instruction:.*"completions": \[".*"gold": ".*"question": ".*"truth": ".*"index": 0, "sample": 0}' "$work/steps.jsonl"; then
+    ok "label-steps: TRL's stepwise lines (prompt, completions, labels, soft, gold, question, truth, index, sample); soft scores multiples of 1/4, label = (soft > 0), both labels present"
+else bad "label-steps output format or label/soft consistency: $(head -c 300 "$work/steps.jsonl")"; fi
+# the first k of the 4 continuations: k = 2 labels at most as many steps correct as k = 4; the
+# file holds k = 4's labels: its true labels are k = 4's tp + fp
+pos=$(grep -o '"hard": {"tp": [0-9]*, "fp": [0-9]*' "$work/labels.json" | sed 's/.*"tp": \([0-9]*\), "fp": \([0-9]*\)/\1 \2/' | awk '{ print $1 + $2 }' | tr '\n' ' ')
+trues=$(lab "$work/steps.jsonl" | cut -d'|' -f1 | grep -o true | wc -l)
+set -- $pos
+if [ $# -eq 2 ] && [ "$1" -le "$2" ] && [ "$2" -eq "$trues" ] && grep -q "k = 2 .*hard: precision" "$work/out.txt" && grep -q "k = 4 .*soft >= 0.5:" "$work/out.txt"; then
+    ok "label-steps -k 2,4: steps labelled correct $1 (k = 2) <= $2 (k = 4) = the file's true labels; P/R/F1 printed per k"
+else bad "label-steps levels: positives '$pos', file trues $trues"; fi
+# outcome labels of hand-made paths against their true steps, counted by hand: A right on the
+# true path (truth 1 1 1, labels 1 1 1), B wrong (1 0 0 vs 0 0 0), C right by luck (1 0 0 vs
+# 1 1 1), D no step (skipped): tp 4, fp 2, fn 1, tn 2, precision 4/6, recall 4/5, F1 8/11
+printf '%s\n' '{"question": "Tom has 5 apples. He buys 3 more. He gives 2 away. How many apples does Tom have now?", "answer": "#### 6", "gold": "6", "truth": "5 + 3 = 8\n8 - 2 = 6", "samples": ["Tom has 5 apples.\nHe buys 3: 5 + 3 = 8.\nHe gives 2: 8 - 2 = 6.\nThe answer is 6.", "Tom has 5 apples.\nHe buys 3: 5 + 3 = 9.\nHe gives 2: 9 - 2 = 7.\nThe answer is 7.", "Tom has 5 apples.\nHe buys 3: 5 + 3 = 9.\nHe gives 3: 9 - 3 = 6.\nThe answer is 6.", "The answer is 6."]}' >"$work/hand.jsonl"
+./sirt label-steps --outcome --data "$work/hand.jsonl" --out "$work/hand_steps.jsonl" --summary "$work/hand.json" >/dev/null
+if grep -q '"samples_without_steps": 1, "steps": 9, "steps_with_truth": 9, "truly_correct": 5, "labels": "outcome"' "$work/hand.json" &&
+    grep -q '"hard": {"tp": 4, "fp": 2, "fn": 1, "tn": 2, "precision": 0.6666667, "recall": 0.8, "f1": 0.7272727}' "$work/hand.json" &&
+    [ "$(lab "$work/hand_steps.jsonl" | cut -d'|' -f1 | tr '\n' ';')" = "true, true, true;false, false, false;true, true, true;" ]; then
+    ok "label-steps --outcome on hand-made paths: every step labelled with the final answer; tp 4 fp 2 fn 1 tn 2, P 4/6 R 4/5 F1 8/11 as counted by hand"
+else bad "label-steps --outcome by hand: $(cat "$work/hand.json")"; fi
+# the PRM on those labels (hard, then soft): the loss falls; the report on held-out paths
+prm() { ./sirt prm --init "$work/sft.bin" --tokenizer "$work/task_tok.bin" --batch 8 --seq 256 --lr 1e-3 --schedule constant "$@"; }
+head -24 "$work/steps.jsonl" >"$work/steps_train.jsonl"; tail -8 "$work/steps.jsonl" >"$work/steps_valid.jsonl"
+expect "prm: 12 steps on 24 labelled paths, held-out report" prm --data "$work/steps_train.jsonl" --valid "$work/steps_valid.jsonl" --steps 12 --out "$work/prm.bin" --log "$work/prm.jsonl" --summary "$work/prm.json"
+first=$(head -1 "$work/prm.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'); last=$(tail -3 "$work/prm.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' | awk '{ s += $1 } END { print s / NR }')
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' && [ "$(wc -l <"$work/prm.jsonl")" -eq 12 ] &&
+    grep -q '"vs_labels": {"tp": .*"vs_truth": {"tp": .*"paths_with_truth": 8, "first_error_exact": [0-9.]*}' "$work/prm.json" &&
+    grep -q "steps vs the true steps: .*first error placed exactly on" "$work/out.txt" &&
+    [ "$(stat -c %s "$work/prm.bin")" -eq $(( $(stat -c %s "$work/sft.bin") + 16 + 4 * 65 )) ]; then
+    ok "prm: loss $first -> $last (mean of the last 3); held-out F1 vs labels and vs the true steps, first-error placement; prm.bin = sft.bin + 16 + 4(C+1) bytes"
+else bad "prm: loss $first -> $last, $(cat "$work/prm.json" 2>/dev/null)"; fi
+expect "prm --soft (the soft labels as targets)" prm --data "$work/steps_train.jsonl" --soft --steps 3 --out "$work/prm_soft.bin"
+# best-of-4 by the PRM beside maj@4 and pass@4; it can never beat pass@4
+expect "eval --rerank prm.bin --samples 4" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --samples 4 --temperature 1 --max-new 120 --rerank "$work/prm.bin" --summary "$work/rr.json" --out "$work/rr.jsonl"
+best=$(sed 's/.*"best_of_4": \([0-9.]*\).*/\1/' "$work/rr.json"); pass=$(sed 's/.*"pass@4": \([0-9.]*\).*/\1/' "$work/rr.json")
+if grep -q "best-of-4 by the reward model (path reward: mean step probability)" "$work/out.txt" && grep -q '"best_of_k_by": "mean"' "$work/rr.json" &&
+    awk -v b="$best" -v p="$pass" 'BEGIN { exit !(b <= p) }' && [ "$(grep -c '"reranked": [0-3], "reranked_correct": ' "$work/rr.jsonl")" -eq 8 ]; then
+    ok "eval --rerank: best-of-4 by the PRM $best% <= pass@4 $pass%, beside maj@4; each item's chosen sample in --out"
+else bad "eval --rerank: best $best pass $pass"; fi
+# the outcome reward model: the same head on outcome labels; reranked by the lowest step probability
+lsteps --outcome --out "$work/osteps.jsonl" >/dev/null && prm --data "$work/osteps.jsonl" --steps 3 --out "$work/orm.bin" >/dev/null &&
+    ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --samples 4 --temperature 1 --max-new 120 --rerank "$work/orm.bin" --rerank-by min >"$work/out.txt" 2>&1 &&
+    grep -q "best-of-4 by the reward model (path reward: lowest step probability)" "$work/out.txt" &&
+    ok "an outcome reward model: label-steps --outcome, prm, eval --rerank --rerank-by min" || bad "outcome reward model: $(tail -2 "$work/out.txt")"
+printf '{"question": "Q", "answer": "#### 3", "gold": "3", "samples": ["a\\nThe answer is 3."]}\n{"question": "Q", "answer": "#### 3"}\n' >"$work/nosamples.jsonl"
+expect_error "label-steps: a line without samples, named with file and line" "^sirt: error: $work/nosamples.jsonl:2: \"samples\" must be an array of strings" ./sirt label-steps --outcome --data "$work/nosamples.jsonl" --out "$work/x.jsonl"
+printf '{"question": "Q", "answer": "#### 3", "samples": ["a", 7]}\n' >"$work/badsamples.jsonl"
+expect_error "label-steps: a sample that is not a string" "^sirt: error: $work/badsamples.jsonl:1: \"samples\" must be an array of strings" ./sirt label-steps --outcome --data "$work/badsamples.jsonl" --out "$work/x.jsonl"
+expect_error "label-steps: -k not ascending" "^sirt: error: -k wants ascending numbers" ./sirt label-steps --outcome --data "$work/hand.jsonl" -k 4,2 --out "$work/x.jsonl"
+expect_error "label-steps: no simulator without --outcome" "^sirt: error: label-steps: --model and --tokenizer are required" ./sirt label-steps --data "$work/hand.jsonl" --out "$work/x.jsonl"
+printf '{"prompt": "Q\\n", "completions": ["a", "b"], "labels": [true]}\n' >"$work/badsteps.jsonl"
+expect_error "prm: completions and labels of different lengths, named with file and line" "^sirt: error: $work/badsteps.jsonl:1: 2 completions but 1 labels$" prm --data "$work/badsteps.jsonl" --steps 1 --out "$work/x.bin"
+printf '{"prompt": "Q\\n", "completions": ["a"], "labels": [true], "soft": [1.5]}\n' >"$work/badsoft.jsonl"
+expect_error "prm --soft: a soft label outside [0, 1]" "^sirt: error: $work/badsoft.jsonl:1: \"soft\" must be a non-empty array of numbers in \[0, 1\]$" prm --data "$work/badsoft.jsonl" --soft --steps 1 --out "$work/x.bin"
+expect_error "eval --rerank: a model without a value head" "is a model without a value head, not a PRM" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --samples 1 --max-new 8 --rerank "$work/sft.bin"
+expect_error "eval --rerank without --samples" "^sirt: error: eval: --rerank needs --samples K" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --rerank "$work/prm.bin"
 
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"

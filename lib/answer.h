@@ -266,15 +266,16 @@ static int answer_step_is(long a, char op, long b, long c, const TaskStep *truth
     return (op == '+' || op == '*') && a == truth->b && b == truth->a;
 }
 
-// Judges the steps of a completion against the true steps (truth NULL or num_truth 0:
-// arithmetic only).
-void answer_check_steps(const char *completion, const TaskStep *truth, int num_truth,
-                        StepReport *out) {
-    memset(out, 0, sizeof *out);
-    out->first_error = -1;
+// The steps of a completion, as answer_check_steps sees them: its non-empty lines (trimmed)
+// before the final answer's marker (all of its lines when it has no answer), up to its first
+// end-of-text marker. Returns their number; *steps gets them (malloc'd copies, in a malloc'd
+// array; free with answer_free_steps).
+static int answer_split_steps(const char *completion, char ***steps) {
     char *text = answer_cut(completion), got[ANSWER_MAX];
     long at = answer_find(text, got);
     size_t end = at >= 0 ? (size_t)at : strlen(text), pos = 0;
+    int count = 0, cap = 0;
+    char **out = NULL;
     while (pos < end) {
         const char *line = text + pos, *nl = memchr(line, '\n', end - pos);
         size_t len = nl ? (size_t)(nl - line) : end - pos;
@@ -282,6 +283,34 @@ void answer_check_steps(const char *completion, const TaskStep *truth, int num_t
         while (len && json_is_space(*line)) line++, len--;
         while (len && json_is_space(line[len - 1])) len--;
         if (len == 0) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 8;
+            out = realloc(out, (size_t)cap * sizeof(char *));
+            if (!out) die("out of memory");
+        }
+        out[count++] = json_strndup(line, len);
+    }
+    free(text);
+    *steps = out;
+    return count;
+}
+
+static void answer_free_steps(char **steps, int count) {
+    for (int i = 0; i < count; i++) free(steps[i]);
+    free(steps);
+}
+
+// Judges steps given as lines (each trimmed here) against the true steps (truth NULL or
+// num_truth 0: arithmetic only).
+static void answer_check_step_lines(char *const *steps, int count, const TaskStep *truth,
+                                    int num_truth, StepReport *out) {
+    memset(out, 0, sizeof *out);
+    out->first_error = -1;
+    for (int s = 0; s < count; s++) {
+        const char *line = steps[s];
+        size_t len = strlen(line);
+        while (len && json_is_space(*line)) line++, len--;
+        while (len && json_is_space(line[len - 1])) len--;
         int j = out->num_steps++, ok = task_check_step(line, len), on = -1;
         if (ok >= 0) {
             long a, b, c;
@@ -305,7 +334,24 @@ void answer_check_steps(const char *completion, const TaskStep *truth, int num_t
     }
     // every true step taken, in order, and nothing else: the path is the true one
     out->true_path = num_truth > 0 && out->first_error < 0 && out->arithmetic_steps == num_truth;
-    free(text);
+}
+
+// Judges the steps of a completion (answer_split_steps) against the true steps (truth NULL or
+// num_truth 0: arithmetic only).
+void answer_check_steps(const char *completion, const TaskStep *truth, int num_truth,
+                        StepReport *out) {
+    char **steps;
+    int count = answer_split_steps(completion, &steps);
+    answer_check_step_lines(steps, count, truth, num_truth, out);
+    answer_free_steps(steps, count);
+}
+
+// The true correctness of step j (from 0) of steps judged by answer_check_steps(_lines): the
+// path up to and including it follows the true steps, i.e. no step up to j is wrong (an
+// arithmetic line that computes wrong or is not the next true step). A line without
+// arithmetic is correct when every step before it is.
+static int answer_step_truly_correct(const StepReport *r, int j) {
+    return r->first_error < 0 || j < r->first_error;
 }
 
 // The majority answer among k completions (no-answer samples do not vote; a tie goes to the
@@ -348,6 +394,8 @@ typedef struct {
     long pass[DIAGNOSIS_MAX_LEVELS], majority[DIAGNOSIS_MAX_LEVELS];
     long op_right[4], op_total[4];   // arithmetic lines of the samples, per ANSWER_OPS
     long sample_right, sample_verified, samples;
+    const char *rerank_by;           // best-of-k by a reward model: "mean" or "min"; NULL: none
+    long reranked_right;             // items whose best-of-k sample is right (the caller counts)
 } Diagnosis;
 
 static void diagnosis_init(Diagnosis *d, int k) {
@@ -431,6 +479,9 @@ static void diagnosis_write_json(FILE *f, const Diagnosis *d) {
     for (int l = 0; l < d->num_levels; l++)
         fprintf(f, ", \"pass@%d\": %.2f, \"maj@%d\": %.2f", d->levels[l],
                 diagnosis_percent(d->pass[l], d->n), d->levels[l], diagnosis_percent(d->majority[l], d->n));
+    if (d->rerank_by)
+        fprintf(f, ", \"best_of_%d\": %.2f, \"best_of_k_by\": \"%s\"", d->k,
+                diagnosis_percent(d->reranked_right, d->n), d->rerank_by);
     fputs(", \"arithmetic\": {", f);
     for (int o = 0, first = 1; o < 4; o++) {
         if (!d->op_total[o]) continue;

@@ -1,5 +1,5 @@
 // lib/bench.h — `./sirt bench`: how fast a training step, decoding and the tokenizer run.
-// Part of sirt (one translation unit): sirt.c includes this file after the method (section 11),
+// Part of sirt (one translation unit): sirt.c includes this file after the method (section 12),
 // since it times the model's own functions (model_build, model_forward, model_backward, decode_step)
 // on random weights; it is a measuring instrument, not part of the method.
 

@@ -359,6 +359,38 @@ static const char *json_require_string(const JsonObject *obj, const char *key, c
     return f && f->type == JSON_STRING ? f->text : NULL;
 }
 
+// The elements of an array field (its source text, already validated when the line was read):
+// each one a JsonField without a key, as a member's value is kept (strings decoded, numbers with
+// their value, nested values as source text). Returns the number of elements and sets *items
+// (malloc'd; free with json_items_free), or -1 when the field is not an array.
+static int json_array_items(const JsonField *f, JsonField **items) {
+    *items = NULL;
+    if (f->type != JSON_ARRAY) return -1;
+    char err[200];
+    JsonParser p = {f->text, f->len, 1, err, sizeof err}; // just past the '['
+    int count = 0, cap = 0;
+    json_skip_space(&p);
+    if (json_peek(&p) == ']') return 0;
+    for (;;) {
+        if (count == cap) {
+            cap = cap ? 2 * cap : 8;
+            *items = realloc(*items, (size_t)cap * sizeof(JsonField));
+            if (!*items) die("out of memory");
+        }
+        JsonField *item = &(*items)[count++];
+        memset(item, 0, sizeof *item);
+        if (json_parse_member_value(&p, item) != 0) die("json_array_items: %s", err); // validated
+        json_skip_space(&p);
+        if (json_peek(&p) == ']') return count;
+        p.pos++; // the ','
+    }
+}
+
+static void json_items_free(JsonField *items, int count) {
+    for (int i = 0; i < count; i++) free(items[i].text);
+    free(items);
+}
+
 // ---- whole files ----------------------------------------------------------------------------
 
 typedef struct { JsonObject *objects; int *line_numbers; int count; char *path; } JsonlFile;

@@ -1,7 +1,7 @@
 // lib/reproduce.h — `./sirt reproduce`, and `./sirt` with no arguments: the whole method on the
 // built-in task, run as a user would run it, one command after the other.
 // Part of sirt (one translation unit): sirt.c includes this file after the commands it runs
-// (section 10). It reaches the model only through those commands and score_file (section 7).
+// (section 11). It reaches the model only through those commands and score_file (section 7).
 
 #ifndef SIRT_LIB_REPRODUCE_H
 #define SIRT_LIB_REPRODUCE_H

@@ -34,6 +34,10 @@ void cpu_attention_backward(float *, const float *, const float *, const float *
 void cpu_gelu_forward(float *, const float *, size_t);
 void cpu_gelu_backward(float *, const float *, const float *, size_t);
 void cpu_residual_forward(float *, const float *, const float *, size_t);
+void cpu_value_head_forward(float *, const float *, const int *, const float *, const float *, int,
+                            int);
+void cpu_value_head_backward(float *, float *, float *, const float *, const float *, const int *,
+                             const float *, int, int);
 void cpu_classifier_forward(float *, float *, const float *, const int *, int, int, int);
 void cpu_classifier_backward(float *, const float *, const int *, const float *, int, int, int);
 void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int);
@@ -255,6 +259,26 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
         cpu_residual_forward(out, inp, dout, n);
         residual_forward(d_out, d_inp, d_dout, n);
         compare("residual_forward", "out", shape, out, d_out, n);
+        { // the value head: read at every third row of inp viewed as (N*H/C, C)
+            int rows = (int)(n / C), M = rows / 3;
+            int *idx = malloc((size_t)(M ? M : 1) * sizeof(int));
+            for (int m = 0; m < M; m++) idx[m] = 3 * m + m % 3;
+            float *w = rnd(C + 1, 1), *r = rnd(M, 1), *dr = rnd(M, 1), *dw = rnd(C + 1, 1);
+            float *dx = copy(dinp, n);
+            float *d_w = up(w, C + 1), *d_r = up(r, M), *d_dr = up(dr, M), *d_dw = up(dw, C + 1);
+            float *d_dx = up(dx, n);
+            int *d_idx = up_int(idx, M);
+            cpu_value_head_forward(r, inp, idx, w, w + C, M, C);
+            value_head_forward(d_r, d_inp, d_idx, d_w, d_w + C, M, C);
+            compare("value_head_forward", "out", shape, r, d_r, M);
+            cpu_value_head_backward(dx, dw, dw + C, dr, inp, idx, w, M, C);
+            value_head_backward(d_dx, d_dw, d_dw + C, d_dr, d_inp, d_idx, d_w, M, C);
+            compare("value_head_backward", "dinp", shape, dx, d_dx, n);
+            compare("value_head_backward", "dw, db", shape, dw, d_dw, C + 1);
+            free(idx), free(w), free(r), free(dr), free(dw), free(dx);
+            dev_free(d_w), dev_free(d_r), dev_free(d_dr), dev_free(d_dw), dev_free(d_dx);
+            dev_free(d_idx);
+        }
         // the checks and the optimizer
         float *withbad = copy(inp, n);
         for (size_t i = 0; i < n; i += 997) withbad[i] = (i / 997) % 3 == 0 ? NAN : (i / 997) % 3 == 1 ? INFINITY : -INFINITY;

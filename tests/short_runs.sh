@@ -4,7 +4,8 @@
 #     tests/short_runs.sh WORKDIR PROGRAM...
 # PROGRAM... is how to start sirt: `./sirt_asan` (test.sh), or `valgrind ... ./sirt_vg`
 # (tests/valgrind.sh). Covers tokenizer training and tokenize, data, train and its resume, sft,
-# sample, eval, dpo and refine, plus a few bad inputs that must end in one clear error (exit 1).
+# sample, eval (and --rerank), dpo, refine, label-steps and prm, plus a few bad inputs that must
+# end in one clear error (exit 1).
 # The checker must make a run fail with an exit status other than 0 and 1 when it finds
 # something. Needs tests/test_core (the normal build) to write token shards.
 # Prints "ok: ..." or "FAIL: ..." per run and ends with "N passed, M failed".
@@ -67,6 +68,13 @@ sirt "dpo 2 steps" dpo --model "$w/sft.bin" --ref "$w/sft.bin" --tokenizer "$w/t
 head -4 "$w/train.jsonl" >"$w/four.jsonl"
 sirt "refine: one round" refine --model "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/four.jsonl" \
     --valid "$w/valid.jsonl" --samples 2 --max-new 16 --rounds 1 --batch 2 --seq 160 --out "$w/refined.bin"
+sirt "label-steps: 2 continuations per step of 2 samples" label-steps --model "$w/sft.bin" --tokenizer "$w/tok.bin" \
+    --data "$w/samples.jsonl" -k 1,2 --max-new 12 --out "$w/steps.jsonl" --summary "$w/labels.json"
+sirt "label-steps --outcome" label-steps --outcome --data "$w/samples.jsonl" --out "$w/osteps.jsonl"
+sirt "prm 2 steps with a held-out report" prm --init "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/steps.jsonl" \
+    --valid "$w/osteps.jsonl" --batch 4 --seq 160 --steps 2 --lr 1e-3 --out "$w/prm.bin" --summary "$w/prm.json"
+sirt "eval --rerank with 2 samples" eval --model "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/valid.jsonl" \
+    --samples 2 --max-new 12 --rerank "$w/prm.bin" --rerank-by min --out "$w/rr.jsonl" --summary "$w/rr.json"
 
 # bad inputs: one error line, exit 1, nothing leaked or touched out of bounds on the way
 head -c 2000 "$w/t.bin" >"$w/trunc.bin"

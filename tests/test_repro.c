@@ -1,7 +1,7 @@
 // test_repro.c — tests of the reproduction's statistics and files: lib/report.h's Wilson
 // interval against hand-computed values, its paired bootstrap of a gain against hand-computed
 // cases and against the normal approximation, and the gains that its results.json writer writes
-// against paired_bootstrap's own; and join_heads of lib/reproduce.h (section 10). Built from the
+// against paired_bootstrap's own; and join_heads of lib/reproduce.h (section 11). Built from the
 // program's own translation unit (sirt.c without its main).
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero on a failure.
 #define SIRT_NO_MAIN

@@ -6,7 +6,8 @@
 //     parses again; when its keys are valid UTF-8, with the same keys in the same order, and
 //     the same values (strings: wherever they are valid UTF-8);
 //   - every example has a prompt and a completion, and a gold answer exactly for question items;
-//   - json_require_string gives a field's text exactly when it is a string, else names the key.
+//   - json_require_string gives a field's text exactly when it is a string, else names the key;
+//   - json_array_items splits exactly the array fields, into elements that are values.
 #include "fuzz.h"
 
 static int valid_utf8(const char *s, size_t n) {
@@ -67,6 +68,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     for (int i = 0; i < file.count; i++) {
         check_round_trip(&file.objects[i]);
+        // every array (label-steps' "samples", the stepwise "completions", "labels", "soft")
+        // splits into its elements, each kept as a member's value is; only arrays split
+        for (int j = 0; j < file.objects[i].count; j++) {
+            const JsonField *f = &file.objects[i].fields[j];
+            JsonField *items;
+            int n = json_array_items(f, &items);
+            fuzz_require((n >= 0) == (f->type == JSON_ARRAY));
+            for (int e = 0; e < n; e++)
+                fuzz_require(items[e].text && (items[e].type != JSON_STRING || strlen(items[e].text) <= items[e].len));
+            if (n > 0) json_items_free(items, n);
+        }
         // the required string fields of every reader (jsonl_string dies with this message)
         static const char *keys[] = {"prompt", "completion", "question", "answer", "chosen", "rejected"};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {

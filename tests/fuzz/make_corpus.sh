@@ -170,6 +170,8 @@ printf '{"prompt": 3, "completion": "b"}\n' >$j/bad_prompt_not_a_string.jsonl
 printf '{"question": "q", "answer": "no final line"}\n' >$j/bad_no_final_answer.jsonl
 printf '{"question": "q", "answer": "step\\n####   "}\n' >$j/bad_nothing_after_marks.jsonl
 printf '{"foo": "bar"}\n' >$j/bad_no_known_fields.jsonl
+# TRL's stepwise line (label-steps' output): arrays of strings, booleans and numbers; not an example
+printf '%s\n' '{"prompt": "Q\n", "completions": ["a, b", "c]"], "labels": [true, false], "soft": [0.5, 0], "nested": [[1, {"k": "]"}], null]}' >$j/bad_stepwise_no_completion.jsonl
 printf '[1, 2]\n' >$j/bad_not_an_object.jsonl
 printf '\n \n' >$j/bad_no_examples.jsonl
 python3 -c "print('{\"x\": ' + '[' * 70 + ']' * 70 + '}')" >$j/bad_nesting_70_deep.jsonl
