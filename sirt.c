@@ -7,8 +7,8 @@
 //
 // Table of contents
 //   1. Kernels (CPU) ......... the kernel interface of model.h: matmul, layernorm, attention, ...
-//   2. The model ............. GPT-2: parameters and activations, forward, backward, AdamW
-//   3. Checkpoints ........... llm.c model files (version 3) and our training-state file
+//   2. The model ............. GPT-2 and Llama: parameters and activations, forward, backward, AdamW
+//   3. Checkpoints ........... llm.c model files (version 3), our Llama file, our training state
 //   4. Training .............. `./sirt train`: the training step, the loop, the schedule, logs
 //   5. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //   6. Generation ............ KV-cache decoding, the sampler, batched generation
@@ -83,19 +83,23 @@ void dev_to_host(void *dst, const void *src, size_t bytes) { memcpy(dst, src, by
 // its place in the row, t = bt % T, when pos is NULL (one example per row).
 static inline int position_of(const int *pos, int bt, int T) { return pos ? pos[bt] : bt % T; }
 
-// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
+// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C) or NULL
 void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
                      const float *wpe, int B, int T, int C) {
 #pragma omp parallel for
     for (int bt = 0; bt < B * T; bt++) {
         const float *tok = wte + (size_t)inp[bt] * C;
-        const float *at = wpe + (size_t)position_of(pos, bt, T) * C;
         float *o = out + (size_t)bt * C;
+        if (!wpe) { // Llama: the token embedding alone
+            memcpy(o, tok, (size_t)C * sizeof(float));
+            continue;
+        }
+        const float *at = wpe + (size_t)position_of(pos, bt, T) * C;
         for (int c = 0; c < C; c++) o[c] = tok[c] + at[c];
     }
 }
 
-// dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) +=
+// dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) += (or NULL)
 // Two positions may hold the same token, so threads split the channels, not the positions.
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                       const int *pos, int B, int T, int C) {
@@ -106,11 +110,10 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
         for (int bt = 0; bt < B * T; bt++) {
             const float *d = dout + (size_t)bt * C;
             float *dtok = dwte + (size_t)inp[bt] * C;
+            for (int c = c0; c < c1; c++) dtok[c] += d[c];
+            if (!dwpe) continue;
             float *dpos = dwpe + (size_t)position_of(pos, bt, T) * C;
-            for (int c = c0; c < c1; c++) {
-                dtok[c] += d[c];
-                dpos[c] += d[c];
-            }
+            for (int c = c0; c < c1; c++) dpos[c] += d[c];
         }
     }
 }
@@ -238,72 +241,76 @@ static void attend_one_query(float *out, float *row, const float *q, const float
 }
 
 // ---------------------------------------------------------------------------------------------
-// qkv (B,T,3C), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T)
+// qkv (B,T,QKV), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T); QKV = C + 2·KVC (model.h)
 // Query t sees the keys of its own example up to itself: t2 = s..t with s = t − pos[t], the
 // example's first position (s = 0 when pos is NULL). For each batch row b, head h and query
-// position t (all independent, so all parallel):
+// position t (all independent, so all parallel), with kh = h / (NH/KVH) its key/value head:
 //   att[t2] = softmax_{s <= t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
 // and the rest of the row is zero.
 void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
-                       int C, int NH) {
-    int hs = C / NH;
+                       int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for collapse(3)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                int s = t - position_of(pos, b * T + t, T);
+                int s = t - position_of(pos, b * T + t, T), kh = h / group;
                 // row s of this head: the example's first key and value are its keys[0], values[0]
-                const float *base = qkv + ((size_t)b * T + s) * 3 * C + h * hs;
+                const float *base = qkv + ((size_t)b * T + s) * QKV + kh * hs;
                 float *row = att + (((size_t)b * NH + h) * T + t) * T;
                 for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
                 attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
-                                 qkv + ((size_t)b * T + t) * 3 * C + h * hs, base + C,
-                                 base + 2 * C, 3 * C, t - s, hs, scale);
+                                 qkv + ((size_t)b * T + t) * QKV + h * hs, base + C,
+                                 base + C + KVC, QKV, t - s, hs, scale);
                 for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
             }
 }
 
-// dout (B,T,C) -> dqkv (B,T,3C) +=
+// dout (B,T,C) -> dqkv (B,T,QKV) +=
 // Position t's query reads the keys and values of every t2 in s..t (s = t − pos[t], as in the
-// forward), so dk and dv of one head collect contributions from many queries: threads split
-// (b, h) pairs, and within one pair the queries run in order. The gradient through the softmax,
-// for one query row, is
+// forward), so dk and dv of one key/value head collect contributions from many queries, and
+// from every query head of its group: threads split (b, key/value head) pairs, and within one
+// pair the group's query heads, and then the queries, run in order. The gradient through the
+// softmax, for one query row, is
 //   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]),  datt[t2] = dout_t · v_t2
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const int *pos, int B, int T, int C, int NH) {
-    int hs = C / NH;
+                        const int *pos, int B, int T, int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
     {
         float *datt = xmalloc((size_t)T * sizeof(float)); // one query row's scratch
 #pragma omp for collapse(2)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++)
-                for (int t = 0; t < T; t++) {
-                    int s = t - position_of(pos, b * T + t, T);
-                    const float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                    const float *d = dout + ((size_t)b * T + t) * C + h * hs;
-                    const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    float weighted = 0.0f; // Σ_j att[j] datt[j]
-                    for (int t2 = s; t2 <= t; t2++) {
-                        const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                        float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                        for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
-                        datt[t2] = dot_product(d, v, hs);
-                        weighted += row[t2] * datt[t2];
-                    }
-                    for (int t2 = s; t2 <= t; t2++) {
-                        float dpre = row[t2] * (datt[t2] - weighted) * scale;
-                        const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                        float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                        for (int i = 0; i < hs; i++) {
-                            dq[i] += dpre * k[i];
-                            dk[i] += dpre * q[i];
+            for (int kh = 0; kh < KVH; kh++)
+                for (int h = kh * group; h < (kh + 1) * group; h++)
+                    for (int t = 0; t < T; t++) {
+                        int s = t - position_of(pos, b * T + t, T);
+                        const float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                        const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                        const float *q = qkv + ((size_t)b * T + t) * QKV + h * hs;
+                        float *dq = dqkv + ((size_t)b * T + t) * QKV + h * hs;
+                        float weighted = 0.0f; // Σ_j att[j] datt[j]
+                        for (int t2 = s; t2 <= t; t2++) {
+                            size_t at = ((size_t)b * T + t2) * QKV + C + KVC + kh * hs;
+                            const float *v = qkv + at;
+                            float *dv = dqkv + at;
+                            for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
+                            datt[t2] = dot_product(d, v, hs);
+                            weighted += row[t2] * datt[t2];
+                        }
+                        for (int t2 = s; t2 <= t; t2++) {
+                            float dpre = row[t2] * (datt[t2] - weighted) * scale;
+                            size_t at = ((size_t)b * T + t2) * QKV + C + kh * hs;
+                            const float *k = qkv + at;
+                            float *dk = dqkv + at;
+                            for (int i = 0; i < hs; i++) {
+                                dq[i] += dpre * k[i];
+                                dk[i] += dpre * q[i];
+                            }
                         }
                     }
-                }
         free(datt);
     }
 }
@@ -314,28 +321,29 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // softmax run in the same order as in attention_forward, so cached decoding reproduces the full
 // forward pass. (The new tokens' embeddings are encoder_forward's, with their positions.)
 
-// qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]
+// qkv (B,T,QKV) -> kcache, vcache (S,Tc,KVC) at [slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
-                    int T, int Tc, int C) {
+                    int T, int Tc, int C, int NH, int KVH) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            const float *src = qkv + ((size_t)b * T + t) * 3 * C;
-            size_t dst = ((size_t)slot[b] * Tc + t) * C;
-            memcpy(kcache + dst, src + C, C * sizeof(float));
-            memcpy(vcache + dst, src + 2 * C, C * sizeof(float));
+            const float *src = qkv + ((size_t)b * T + t) * QKV;
+            size_t dst = ((size_t)slot[b] * Tc + t) * KVC;
+            memcpy(kcache + dst, src + C, KVC * sizeof(float));
+            memcpy(vcache + dst, src + C + KVC, KVC * sizeof(float));
         }
 }
 
-// qkv (N,3C) -> out (N,C); kcache, vcache (S,Tc,C). Parallel over (sequence, head).
+// qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Parallel over (sequence, head).
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                      const int *slot, const int *pos, int N, int Tc, int C, int NH) {
-    int hs = C / NH;
+                      const int *slot, const int *pos, int N, int Tc, int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
     for (int n = 0; n < N; n++) { // store the new keys and values first
-        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * C;
-        memcpy(kcache + dst, qkv + (size_t)n * 3 * C + C, C * sizeof(float));
-        memcpy(vcache + dst, qkv + (size_t)n * 3 * C + 2 * C, C * sizeof(float));
+        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * KVC;
+        memcpy(kcache + dst, qkv + (size_t)n * QKV + C, KVC * sizeof(float));
+        memcpy(vcache + dst, qkv + (size_t)n * QKV + C + KVC, KVC * sizeof(float));
     }
 #pragma omp parallel
     {
@@ -343,12 +351,126 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
 #pragma omp for collapse(2)
         for (int n = 0; n < N; n++)
             for (int h = 0; h < NH; h++) {
-                const float *keys = kcache + (size_t)slot[n] * Tc * C + h * hs;
-                const float *values = vcache + (size_t)slot[n] * Tc * C + h * hs;
-                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * 3 * C + h * hs,
-                                 keys, values, C, pos[n], hs, scale);
+                size_t head = (size_t)slot[n] * Tc * KVC + (size_t)(h / group) * hs;
+                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * QKV + h * hs,
+                                 kcache + head, vcache + head, KVC, pos[n], hs, scale);
             }
         free(row);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Llama's kernels. RMSNorm, as llama2.c computes it: out = weight · (rstd · x).
+// inp (N,C) -> out (N,C), rstd (N); weight (C)
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
+                     float eps) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float s = 1.0f / sqrtf(ss / C + eps);
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = weight[c] * (s * x[c]);
+        rstd[n] = s;
+    }
+}
+
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=
+// With g = weight * dout: dinp = rstd * (g − x · rstd² · mean(g · x)); dweight = Σ_n dout x rstd.
+// dinp is row-parallel; dweight sums over rows, so it is column-parallel.
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float s = rstd[n], gx_mean = 0.0f;
+        for (int c = 0; c < C; c++) gx_mean += weight[c] * d[c] * x[c];
+        gx_mean /= C;
+        float *di = dinp + (size_t)n * C;
+        for (int c = 0; c < C; c++) di[c] += s * (weight[c] * d[c] - x[c] * s * s * gx_mean);
+    }
+    const int chunk = 64;
+#pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int c1 = c0 + chunk < C ? c0 + chunk : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) dweight[c] += x[c] * rstd[n] * d[c];
+        }
+    }
+}
+
+// Rotary embeddings, llama2.c's arithmetic (run.c): for channel i (even) of the queries and
+// keys, head_dim = i % hs, freq = 1 / theta^(head_dim/hs), angle = p · freq. sign = +1 rotates
+// (forward), −1 rotates back (the transpose: the backward). One row (bt) of QKV at a time.
+static void rope_row(float *out, const float *inp, int p, int C, int NH, int KVH, float theta,
+                     float sign, int accumulate) {
+    int hs = C / NH, QK = C + KVH * hs; // queries and keys: every head rotates the same way
+    for (int i = 0; i < QK; i += 2) {
+        int head_dim = i % hs;
+        float freq = 1.0f / powf(theta, head_dim / (float)hs);
+        float angle = p * freq, fcr = cosf(angle), fci = sign * sinf(angle);
+        float v0 = inp[i], v1 = inp[i + 1];
+        float r0 = v0 * fcr - v1 * fci, r1 = v0 * fci + v1 * fcr;
+        if (accumulate) {
+            out[i] += r0;
+            out[i + 1] += r1;
+        } else {
+            out[i] = r0;
+            out[i + 1] = r1;
+        }
+    }
+}
+
+// inp (B,T,QKV), pos (B,T) or NULL -> out (B,T,QKV)
+void rope_forward(float *out, const float *inp, const int *pos, int B, int T, int C, int NH,
+                  int KVH, float theta) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *x = inp + (size_t)bt * QKV;
+        float *o = out + (size_t)bt * QKV;
+        rope_row(o, x, position_of(pos, bt, T), C, NH, KVH, theta, 1.0f, 0);
+        memcpy(o + C + KVC, x + C + KVC, KVC * sizeof(float)); // the values
+    }
+}
+
+// dout (B,T,QKV) -> dinp (B,T,QKV) +=
+void rope_backward(float *dinp, const float *dout, const int *pos, int B, int T, int C, int NH,
+                   int KVH, float theta) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *d = dout + (size_t)bt * QKV;
+        float *di = dinp + (size_t)bt * QKV;
+        rope_row(di, d, position_of(pos, bt, T), C, NH, KVH, theta, -1.0f, 1);
+        for (int i = C + KVC; i < QKV; i++) di[i] += d[i];
+    }
+}
+
+// SwiGLU, as llama2.c computes it: silu(a) = a · (1 / (1 + e^−a)), out = silu(a) · b.
+// inp (N,2H) -> out (N,H)
+void swiglu_forward(float *out, const float *inp, int N, int H) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * H, *b = a + H;
+        float *o = out + (size_t)n * H;
+        for (int i = 0; i < H; i++) o[i] = a[i] * (1.0f / (1.0f + expf(-a[i]))) * b[i];
+    }
+}
+
+// dout (N,H) -> dinp (N,2H) +=; with s = sigmoid(a): d/da = b · s (1 + a (1 − s)), d/db = silu(a)
+void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int H) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * H, *b = a + H, *d = dout + (size_t)n * H;
+        float *da = dinp + (size_t)n * 2 * H, *db = da + H;
+        for (int i = 0; i < H; i++) {
+            float s = 1.0f / (1.0f + expf(-a[i]));
+            da[i] += d[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+            db[i] += d[i] * a[i] * s;
+        }
     }
 }
 
@@ -472,8 +594,13 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
 
 // =============================================================================================
 // 2. The model
-// GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
-// attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
+// Two shapes (Config.arch), each described by its own tables below:
+//   GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
+//     attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
+//   Llama as llama2.c defines it: a token embedding, L pre-RMSNorm blocks of causal attention
+//     with rotary position embeddings (rope_forward on q and k) and grouped-query attention
+//     (KVH key/value heads), and a SwiGLU MLP w2(silu(w1 x) ⊙ w3 x); a final RMSNorm and a
+//     classifier tied to the token embedding or not (wcls). No biases anywhere.
 // Parameters, gradients, the two AdamW moments and the activations are each ONE allocation,
 // carved into the tensors that the tables below describe.
 // =============================================================================================
@@ -510,7 +637,10 @@ static void *alloc_check(void *ptr, const char *who, double bytes, const char *w
 // the struct (so that one loop carves an allocation into all of them, in table order), and its
 // shape, written with the symbolic sizes below, outermost first. A shape that starts with D_L
 // holds one slice per layer.
-typedef enum { D_END, D_L, D_NH, D_C, D_3C, D_hidden, D_Vp, D_maxT, D_B, D_T } Dim;
+// D_QKV = C + 2·KVH·(C/NH), the width of attention's q, k, v side by side (3C for GPT-2);
+// D_FC = the MLP's first projection's width (GPT-2: hidden; Llama: 2·hidden, gate and up);
+// D_CLS = the rows of Llama's own classifier wcls (Vp; 0 when it is tied to wte).
+typedef enum { D_END, D_L, D_NH, D_C, D_QKV, D_hidden, D_FC, D_Vp, D_CLS, D_maxT, D_B, D_T } Dim;
 #define MAX_DIMS 5
 
 // How model_init_random fills a parameter: zeros, ones, N(0, 0.02), or N(0, 0.02/sqrt(2L)).
@@ -530,9 +660,11 @@ static double dim_size(Dim dim, const Config *cfg, int B, int T) {
     case D_L: return cfg->L;
     case D_NH: return cfg->NH;
     case D_C: return cfg->C;
-    case D_3C: return 3.0 * cfg->C;
+    case D_QKV: return cfg->C + 2.0 * cfg->KVH * (cfg->C / cfg->NH);
     case D_hidden: return cfg->hidden;
+    case D_FC: return cfg->arch == ARCH_LLAMA ? 2.0 * cfg->hidden : cfg->hidden;
     case D_Vp: return cfg->Vp;
+    case D_CLS: return cfg->tied ? 0.0 : cfg->Vp;
     case D_maxT: return cfg->maxT;
     case D_B: return B;
     case D_T: return T;
@@ -580,10 +712,12 @@ static const float *tensor_slice(const void *tensors, const TensorSpec *spec, co
 
 // ---------------------------------------------------------------------------------------------
 // The parameters, in the order of llm.c's checkpoint files. wte is the token embedding and also
-// the classifier; wpe the position embedding.
+// the classifier; wpe the position embedding. A Llama model uses the fields that play the same
+// part (its table below names them as llama2.c does) and wcls, its untied classifier; the
+// fields it does not use stay NULL.
 typedef struct {
     float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb,
-        *fcprojw, *fcprojb, *lnfw, *lnfb;
+        *fcprojw, *fcprojb, *lnfw, *lnfb, *wcls;
 } ParamTensors;
 
 // GPT-2's parameters. Initialisation: weights ~ N(0, 0.02), the two projections into the
@@ -597,8 +731,8 @@ static const TensorSpec GPT2_PARAMS[] = {
     {PARAM(wpe),      .shape = {D_maxT, D_C},        .decay = 1, .init = INIT_NORMAL},
     {PARAM(ln1w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
     {PARAM(ln1b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
-    {PARAM(qkvw),     .shape = {D_L, D_3C, D_C},     .decay = 1, .init = INIT_NORMAL},
-    {PARAM(qkvb),     .shape = {D_L, D_3C},          .decay = 0, .init = INIT_ZEROS},
+    {PARAM(qkvw),     .shape = {D_L, D_QKV, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {PARAM(qkvb),     .shape = {D_L, D_QKV},          .decay = 0, .init = INIT_ZEROS},
     {PARAM(attprojw), .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
     {PARAM(attprojb), .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
     {PARAM(ln2w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
@@ -609,11 +743,36 @@ static const TensorSpec GPT2_PARAMS[] = {
     {PARAM(fcprojb),  .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
     {PARAM(lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
     {PARAM(lnfb),     .shape = {D_C},                .decay = 0, .init = INIT_ZEROS}};
-#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0])
+#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0]) // GPT-2's, the most
+
+// Llama's parameters, with llama2.c's names, in the order of our Llama checkpoint (section 3).
+// wqkv holds each layer's wq (C rows), wk (KVC rows) and wv (KVC rows) one after the other, and
+// w13 each layer's w1 (hidden rows) then w3 (hidden rows), so that one matrix product computes
+// each. Initialisation and weight decay as GPT-2's; wcls has no rows when it is tied to wte.
+#define LPARAM(name, field) name, offsetof(ParamTensors, field)
+static const TensorSpec LLAMA_PARAMS[] = {
+    {LPARAM("tok_embeddings", wte), .shape = {D_Vp, D_C},          .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("rms_att", ln1w),       .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {LPARAM("wqkv", qkvw),          .shape = {D_L, D_QKV, D_C},    .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("wo", attprojw),        .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
+    {LPARAM("rms_ffn", ln2w),       .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {LPARAM("w13", fcw),            .shape = {D_L, D_FC, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("w2", fcprojw),         .shape = {D_L, D_C, D_hidden}, .decay = 1, .init = INIT_NORMAL_SCALED},
+    {LPARAM("rms_final", lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
+    {LPARAM("wcls", wcls),          .shape = {D_CLS, D_C},         .decay = 1, .init = INIT_NORMAL}};
+#define NUM_LLAMA_PARAMS (int)(sizeof LLAMA_PARAMS / sizeof LLAMA_PARAMS[0])
+
+// The parameter table of a shape, and its number of rows in *n.
+static const TensorSpec *param_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_PARAMS : NUM_PARAM_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_PARAMS : GPT2_PARAMS;
+}
 
 // The number of parameters of a model of this shape.
 static size_t count_parameters(const Config *cfg) {
-    return (size_t)table_count(GPT2_PARAMS, NUM_PARAM_TENSORS, cfg, 0, 0);
+    int n;
+    const TensorSpec *table = param_table(cfg, &n);
+    return (size_t)table_count(table, n, cfg, 0, 0);
 }
 
 // The activations of one forward pass at batch B and sequence length T, kept for the backward,
@@ -623,10 +782,12 @@ static size_t count_parameters(const Config *cfg) {
 // the attention and after the MLP (the block's output); fch: the MLP's hidden layer before GELU;
 // logits: overwritten by dlogits in the backward; logprobs: log p(target) at each position; lse:
 // the logsumexp of each row of logits.
+// Llama's table has no means (RMSNorm) and adds qkvr, the queries and keys after the rotary
+// embedding (attention's input); its fch_gelu holds SwiGLU's output.
 typedef struct {
     float *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *residual2, *ln2,
         *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3, *lnf, *lnf_mean, *lnf_rstd,
-        *logits, *logprobs, *lse;
+        *logits, *logprobs, *lse, *qkvr;
 } ActTensors;
 
 #define ACT(name) #name, offsetof(ActTensors, name)
@@ -635,7 +796,7 @@ static const TensorSpec GPT2_ACTS[] = {
     {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
     {ACT(ln1_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
     {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
-    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C},      .kernel = "matmul_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_QKV},      .kernel = "matmul_forward"},
     {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
     {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
     {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
@@ -655,10 +816,38 @@ static const TensorSpec GPT2_ACTS[] = {
     {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
 #define NUM_ACT_TENSORS (int)(sizeof GPT2_ACTS / sizeof GPT2_ACTS[0])
 
+static const TensorSpec LLAMA_ACTS[] = {
+    {ACT(encoded),   .shape = {D_B, D_T, D_C},            .kernel = "encoder_forward"},
+    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "rmsnorm_forward"},
+    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "rmsnorm_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_QKV},     .kernel = "matmul_forward"},
+    {ACT(qkvr),      .shape = {D_L, D_B, D_T, D_QKV},     .kernel = "rope_forward"},
+    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
+    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
+    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "rmsnorm_forward"},
+    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "rmsnorm_forward"},
+    {ACT(fch),       .shape = {D_L, D_B, D_T, D_FC},      .kernel = "matmul_forward"},
+    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "swiglu_forward"},
+    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(lnf),       .shape = {D_B, D_T, D_C},            .kernel = "rmsnorm_forward"},
+    {ACT(lnf_rstd),  .shape = {D_B, D_T},                 .kernel = "rmsnorm_forward"},
+    {ACT(logits),    .shape = {D_B, D_T, D_Vp},           .kernel = "matmul_forward"},
+    {ACT(logprobs),  .shape = {D_B, D_T},                 .kernel = "classifier_forward"},
+    {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
+#define NUM_LLAMA_ACTS (int)(sizeof LLAMA_ACTS / sizeof LLAMA_ACTS[0])
+
+static const TensorSpec *act_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_ACTS : NUM_ACT_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_ACTS : GPT2_ACTS;
+}
+
 // Gradients flowing backward through the activations. Only the residual stream's gradient
 // lives through the whole backward pass; the rest is scratch reused by every layer.
 typedef struct {
-    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu;
+    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu, *qkvr;
 } GradActTensors;
 
 #define GRAD_ACT(name) #name, offsetof(GradActTensors, name)
@@ -667,17 +856,34 @@ static const TensorSpec GPT2_GRAD_ACTS[] = {
     // residual needs no backward kernel
     {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
     {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of a LayerNorm output (ln1, ln2 or lnf)
-    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_3C}},
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_QKV}},
     {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
     {GRAD_ACT(fch),      .shape = {D_B, D_T, D_hidden}},
     {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
 #define NUM_GRAD_ACT_TENSORS (int)(sizeof GPT2_GRAD_ACTS / sizeof GPT2_GRAD_ACTS[0])
 
+static const TensorSpec LLAMA_GRAD_ACTS[] = {
+    {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of an RMSNorm output
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_QKV}},
+    {GRAD_ACT(qkvr),     .shape = {D_B, D_T, D_QKV}},
+    {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(fch),      .shape = {D_B, D_T, D_FC}},
+    {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
+#define NUM_LLAMA_GRAD_ACTS (int)(sizeof LLAMA_GRAD_ACTS / sizeof LLAMA_GRAD_ACTS[0])
+
+static const TensorSpec *grad_act_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_GRAD_ACTS : NUM_GRAD_ACT_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_GRAD_ACTS : GPT2_GRAD_ACTS;
+}
+
 // Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
 // (inputs, targets, positions, coefficients).
 static double activation_bytes(const Config *cfg, int B, int T) {
-    double floats = table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T) +
-                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 4.0 * B * T;
+    int n_acts, n_grads;
+    const TensorSpec *acts = act_table(cfg, &n_acts), *grads = grad_act_table(cfg, &n_grads);
+    double floats = table_count(acts, n_acts, cfg, B, T) + table_count(grads, n_grads, cfg, B, T) +
+                    4.0 * B * T;
     return floats * sizeof(float);
 }
 
@@ -686,6 +892,8 @@ typedef struct {
     // parameters and their gradients, each one allocation
     ParamTensors params, grads;
     float *params_memory, *grads_memory;
+    const TensorSpec *param_table; // GPT2_PARAMS or LLAMA_PARAMS, after the config's arch
+    int num_param_tensors;
     size_t param_sizes[NUM_PARAM_TENSORS];
     size_t num_parameters;
     // AdamW moments, allocated at the first update
@@ -705,10 +913,27 @@ typedef struct {
     int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
+// llama2.c's MLP width for a model of C channels when none is given (its model.py): 2/3 of 4C,
+// rounded up to a multiple of 32.
+static int llama_default_hidden(int C) {
+    int hidden = 2 * (4 * C) / 3;
+    return (hidden + 31) / 32 * 32;
+}
+
 // Fills in what follows from the five numbers (call it only on a config that config_problem
 // accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
+// GPT-2: hidden = 4C, KVH = NH, tied. Llama: KVH = 0 means NH, hidden = 0 llama2.c's default,
+// rope_theta = 0 means 10000; tied as set.
 static void config_finish(Config *cfg) {
-    cfg->hidden = 4 * cfg->C;
+    if (cfg->arch == ARCH_LLAMA) {
+        if (!cfg->KVH) cfg->KVH = cfg->NH;
+        if (!cfg->hidden) cfg->hidden = llama_default_hidden(cfg->C);
+        if (cfg->rope_theta == 0.0f) cfg->rope_theta = 10000.0f;
+    } else {
+        cfg->hidden = 4 * cfg->C;
+        cfg->KVH = cfg->NH;
+        cfg->tied = 1;
+    }
     cfg->norm_eps = 1e-5f;
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
@@ -724,6 +949,14 @@ static const char *config_problem(const Config *cfg) {
     if (cfg->V < 1 || cfg->V > 1 << 24) return "V (vocabulary) must be in 1..16777216";
     if (cfg->Vp != 0 && (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128))
         return "Vp must be in V..16777344 (or 0: V padded up to a multiple of 128)";
+    if (cfg->arch != ARCH_GPT2 && cfg->arch != ARCH_LLAMA) return "unknown architecture";
+    if (cfg->arch == ARCH_LLAMA) {
+        if (cfg->KVH < 0 || cfg->KVH > cfg->NH || (cfg->KVH && cfg->NH % cfg->KVH))
+            return "KVH (key/value heads) must divide NH (heads)";
+        if (cfg->hidden < 0 || cfg->hidden > 1 << 20) return "hidden must be in 1..1048576";
+        if ((cfg->C / cfg->NH) % 2) return "the head size C/NH must be even (rotary embedding)";
+        if (!(cfg->rope_theta >= 0.0f && cfg->rope_theta < 1e30f)) return "bad rope theta";
+    }
     return NULL;
 }
 
@@ -732,15 +965,16 @@ static const char *config_problem(const Config *cfg) {
 static float *model_alloc_params(const Model *model, ParamTensors *tensors, const char *what) {
     size_t n = model->num_parameters;
     float *memory = alloc_check(dev_alloc(n), "the model", (double)n * sizeof(float), what);
-    carve(tensors, GPT2_PARAMS, NUM_PARAM_TENSORS, memory, &model->config, 0, 0);
+    carve(tensors, model->param_table, model->num_param_tensors, memory, &model->config, 0, 0);
     return memory;
 }
 
 static void model_build(Model *model, Config cfg) {
     memset(model, 0, sizeof *model);
     model->config = cfg;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
-        model->param_sizes[i] = (size_t)tensor_count(&GPT2_PARAMS[i], &cfg, 0, 0);
+    model->param_table = param_table(&cfg, &model->num_param_tensors);
+    for (int i = 0; i < model->num_param_tensors; i++)
+        model->param_sizes[i] = (size_t)tensor_count(&model->param_table[i], &cfg, 0, 0);
     model->num_parameters = count_parameters(&cfg);
     double bytes = (double)model->num_parameters * sizeof(float);
     if (!fits_memory(bytes))
@@ -756,11 +990,12 @@ static void model_init_random(Model *model, uint64_t seed) {
     float *host = xcalloc(model->num_parameters, sizeof(float)); // INIT_ZEROS: nothing to do
     Rng rng = rng_seeded(seed);
     float *next = host;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const TensorSpec *spec = &GPT2_PARAMS[i];
+    for (int i = 0; i < model->num_param_tensors; i++) {
+        const TensorSpec *spec = &model->param_table[i];
         size_t n = model->param_sizes[i];
         // the padded rows V..Vp-1 of a (Vp, ...) tensor are not drawn: they stay zero
-        size_t live = spec->shape[0] == D_Vp ? n / cfg->Vp * cfg->V : n;
+        int vocab_rows = spec->shape[0] == D_Vp || spec->shape[0] == D_CLS;
+        size_t live = vocab_rows ? n / cfg->Vp * cfg->V : n;
         float std = spec->init == INIT_NORMAL_SCALED ? 0.02f / sqrtf(2.0f * cfg->L) : 0.02f;
         if (spec->init == INIT_ONES)
             for (size_t j = 0; j < n; j++) next[j] = 1.0f;
@@ -806,13 +1041,14 @@ static void model_alloc_activations(Model *model, int B, int T) {
         die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
             device_gib());
     // below the device's memory, every size is an exact integer in double and fits size_t
-    size_t acts = (size_t)table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T);
+    int n_acts, n_grads;
+    const TensorSpec *act_specs = act_table(cfg, &n_acts), *grad_specs = grad_act_table(cfg, &n_grads);
+    size_t acts = (size_t)table_count(act_specs, n_acts, cfg, B, T);
     model->acts_memory = alloc_check(dev_alloc(acts), who, bytes, "activations");
-    carve(&model->acts, GPT2_ACTS, NUM_ACT_TENSORS, model->acts_memory, cfg, B, T);
-    size_t grad_acts = (size_t)table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T);
+    carve(&model->acts, act_specs, n_acts, model->acts_memory, cfg, B, T);
+    size_t grad_acts = (size_t)table_count(grad_specs, n_grads, cfg, B, T);
     model->grad_acts_memory = alloc_check(dev_alloc(grad_acts), who, bytes, "activations");
-    carve(&model->grad_acts, GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, model->grad_acts_memory, cfg,
-          B, T);
+    carve(&model->grad_acts, grad_specs, n_grads, model->grad_acts_memory, cfg, B, T);
 
     size_t BT = (size_t)B * T;
     model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
@@ -849,15 +1085,17 @@ static void check_finite(const char *kernel, int layer, const char *name, const 
 static void detect_anomaly_forward(const Model *model) {
     if (!model->detect_anomaly) return;
     const Config *cfg = &model->config;
-    for (int i = 0; i < NUM_ACT_TENSORS;) {
-        int per_layer = GPT2_ACTS[i].shape[0] == D_L, end = i + 1;
-        while (per_layer && end < NUM_ACT_TENSORS && GPT2_ACTS[end].shape[0] == D_L) end++;
+    int count;
+    const TensorSpec *acts = act_table(cfg, &count);
+    for (int i = 0; i < count;) {
+        int per_layer = acts[i].shape[0] == D_L, end = i + 1;
+        while (per_layer && end < count && acts[end].shape[0] == D_L) end++;
         for (int l = 0; l < (per_layer ? cfg->L : 1); l++)
             for (int k = i; k < end; k++) {
                 size_t n;
-                const float *x = tensor_slice(&model->acts, &GPT2_ACTS[k], cfg, model->B,
-                                              model->T, l, &n);
-                check_finite(GPT2_ACTS[k].kernel, per_layer ? l : -1, GPT2_ACTS[k].name, x, n);
+                const float *x = tensor_slice(&model->acts, &acts[k], cfg, model->B, model->T, l,
+                                              &n);
+                check_finite(acts[k].kernel, per_layer ? l : -1, acts[k].name, x, n);
             }
         i = end;
     }
@@ -911,18 +1149,47 @@ static const BackwardOutput GPT2_BACKWARD[] = {
     {STAGE_ENCODER, "encoder_backward", "dwpe", DPARAM(wpe)}};
 #define NUM_BACKWARD_OUTPUTS (int)(sizeof GPT2_BACKWARD / sizeof GPT2_BACKWARD[0])
 
+// Llama's (the classifier's gradient goes to wcls when it is not tied: see llama_backward).
+static const BackwardOutput LLAMA_BACKWARD[] = {
+    {STAGE_HEAD, "classifier_backward", "dlogits", DLOGITS},
+    {STAGE_HEAD, "matmul_backward", "drms_final_out", DACT(ln)},
+    {STAGE_HEAD, "matmul_backward", "dtok_embeddings", DPARAM(wte)},
+    {STAGE_HEAD, "matmul_backward", "dwcls", DPARAM(wcls)},
+    {STAGE_HEAD, "rmsnorm_backward", "dresidual", DACT(residual)},
+    {STAGE_HEAD, "rmsnorm_backward", "drms_final", DPARAM(lnfw)},
+    {STAGE_MLP, "matmul_backward", "dswiglu", DACT(fch_gelu)},
+    {STAGE_MLP, "matmul_backward", "dw2", DPARAM(fcprojw)},
+    {STAGE_MLP, "swiglu_backward", "dw13_out", DACT(fch)},
+    {STAGE_MLP, "matmul_backward", "drms_ffn_out", DACT(ln)},
+    {STAGE_MLP, "matmul_backward", "dw13", DPARAM(fcw)},
+    {STAGE_MLP, "rmsnorm_backward", "dresidual2", DACT(residual)},
+    {STAGE_MLP, "rmsnorm_backward", "drms_ffn", DPARAM(ln2w)},
+    {STAGE_ATTENTION, "matmul_backward", "datty", DACT(atty)},
+    {STAGE_ATTENTION, "matmul_backward", "dwo", DPARAM(attprojw)},
+    {STAGE_ATTENTION, "attention_backward", "dqkv_rotated", DACT(qkvr)},
+    {STAGE_ATTENTION, "rope_backward", "dqkv", DACT(qkv)},
+    {STAGE_ATTENTION, "matmul_backward", "drms_att_out", DACT(ln)},
+    {STAGE_ATTENTION, "matmul_backward", "dwqkv", DPARAM(qkvw)},
+    {STAGE_ATTENTION, "rmsnorm_backward", "dresidual", DACT(residual)},
+    {STAGE_ATTENTION, "rmsnorm_backward", "drms_att", DPARAM(ln1w)},
+    {STAGE_ENCODER, "encoder_backward", "dtok_embeddings", DPARAM(wte)}};
+#define NUM_LLAMA_BACKWARD (int)(sizeof LLAMA_BACKWARD / sizeof LLAMA_BACKWARD[0])
+
 // At the end of a stage of the backward pass (layer: the block's, or -1).
 static void detect_anomaly_backward(const Model *model, BackwardStage stage, int layer) {
     if (!model->detect_anomaly) return;
-    for (int i = 0; i < NUM_BACKWARD_OUTPUTS; i++) {
-        const BackwardOutput *out = &GPT2_BACKWARD[i];
+    const Config *cfg = &model->config;
+    int llama = cfg->arch == ARCH_LLAMA, n_outputs = llama ? NUM_LLAMA_BACKWARD : NUM_BACKWARD_OUTPUTS;
+    int unused;
+    for (int i = 0; i < n_outputs; i++) {
+        const BackwardOutput *out = llama ? &LLAMA_BACKWARD[i] : &GPT2_BACKWARD[i];
         if (out->stage != stage) continue;
         const void *tensors; // the struct that holds the tensor, and the first row of its table
         const TensorSpec *spec;
         switch (out->holder) {
-        case IN_ACTS: tensors = &model->acts; spec = GPT2_ACTS; break;
-        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = GPT2_GRAD_ACTS; break;
-        default: tensors = &model->grads; spec = GPT2_PARAMS; break;
+        case IN_ACTS: tensors = &model->acts; spec = act_table(cfg, &unused); break;
+        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = grad_act_table(cfg, &unused); break;
+        default: tensors = &model->grads; spec = model->param_table; break;
         }
         while (spec->offset != out->offset) spec++; // the tensor's row
         size_t n;
@@ -936,8 +1203,8 @@ static void detect_anomaly_backward(const Model *model, BackwardStage stage, int
 static void detect_anomaly_adamw(const Model *model) {
     if (!model->detect_anomaly) return;
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const char *name = GPT2_PARAMS[i].name;
+    for (int i = 0; i < model->num_param_tensors; i++) {
+        const char *name = model->param_table[i].name;
         size_t n = model->param_sizes[i];
         char m_name[32], v_name[32];
         snprintf(m_name, sizeof m_name, "m of %s", name);
@@ -953,6 +1220,8 @@ static void detect_anomaly_adamw(const Model *model) {
 // pos (B,T), a host array, gives each token's position within its example when a row packs
 // several examples (model.h, "Examples in a row"); NULL: one example per row. Afterwards
 // model->host_logprobs (B,T) holds log p(target) at every position.
+static void gpt2_forward(Model *model);
+static void llama_forward(Model *model);
 static void model_forward(Model *model, const int *inputs, const int *targets, const int *pos,
                           int B, int T) {
     const Config *cfg = &model->config;
@@ -960,7 +1229,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     if (B > model->act_B || T > model->act_T)
         model_alloc_activations(model, B > model->act_B ? B : model->act_B,
                                 T > model->act_T ? T : model->act_T);
-    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
+    int BT = B * T;
     for (int i = 0; i < BT; i++)
         if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
             die("token id %d at position %d is outside the vocabulary of %d",
@@ -977,7 +1246,17 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     model->packed = pos != NULL;
     model->B = B;
     model->T = T;
+    if (cfg->arch == ARCH_LLAMA) llama_forward(model);
+    else gpt2_forward(model);
+    detect_anomaly_forward(model);
+    dev_to_host(model->host_logprobs, model->acts.logprobs, BT * sizeof(float));
+}
 
+// GPT-2's forward pass over the batch that model_forward placed on the device.
+static void gpt2_forward(Model *model) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
@@ -996,7 +1275,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, positions, B, T, C, NH);
+        attention_forward(atty, att, qkv, positions, B, T, C, NH, NH);
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
@@ -1009,21 +1288,67 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
-    detect_anomaly_forward(model);
-    dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
+}
+
+// Llama's forward pass, as llama2.c's run.c computes it for one token, for the whole batch.
+static void llama_forward(Model *model) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, KVH = cfg->KVH, H = cfg->hidden, BT = B * T;
+    int QKV = C + 2 * KVH * (C / NH);
+    ParamTensors p = model->params;
+    ActTensors a = model->acts;
+    float eps = cfg->norm_eps;
+    const int *positions = model->packed ? model->positions : NULL;
+    encoder_forward(a.encoded, model->inputs, positions, p.wte, NULL, B, T, C);
+    for (int l = 0; l < L; l++) {
+        size_t c = (size_t)l * C, btc = (size_t)l * BT * C, btq = (size_t)l * BT * QKV;
+        size_t bth = (size_t)l * BT * H;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
+        float *ln1 = a.ln1 + btc, *qkv = a.qkv + btq, *qkvr = a.qkvr + btq, *atty = a.atty + btc;
+        float *att = a.att + (size_t)l * B * NH * T * T, *attproj = a.attproj + btc;
+        float *residual2 = a.residual2 + btc, *ln2 = a.ln2 + btc, *fch = a.fch + 2 * bth;
+        float *swiglu = a.fch_gelu + bth, *fcproj = a.fcproj + btc;
+        float *residual3 = a.residual3 + btc;
+        float *ln1_rstd = a.ln1_rstd + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
+
+        rmsnorm_forward(ln1, ln1_rstd, residual, p.ln1w + c, BT, C, eps);
+        matmul_forward(qkv, ln1, p.qkvw + (size_t)l * QKV * C, NULL, BT, C, QKV);
+        rope_forward(qkvr, qkv, positions, B, T, C, NH, KVH, cfg->rope_theta);
+        attention_forward(atty, att, qkvr, positions, B, T, C, NH, KVH);
+        matmul_forward(attproj, atty, p.attprojw + c * C, NULL, BT, C, C);
+        residual_forward(residual2, residual, attproj, (size_t)BT * C);
+        rmsnorm_forward(ln2, ln2_rstd, residual2, p.ln2w + c, BT, C, eps);
+        matmul_forward(fch, ln2, p.fcw + (size_t)l * 2 * H * C, NULL, BT, C, 2 * H);
+        swiglu_forward(swiglu, fch, BT, H);
+        matmul_forward(fcproj, swiglu, p.fcprojw + (size_t)l * C * H, NULL, BT, H, C);
+        residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+    }
+    const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
+    rmsnorm_forward(a.lnf, a.lnf_rstd, final_residual, p.lnfw, BT, C, eps);
+    matmul_forward(a.logits, a.lnf, cfg->tied ? p.wte : p.wcls, NULL, BT, C, cfg->Vp);
+    classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
 
 // The backward pass of the loss Σ_i coefs[i] · (−logprob_i), for the batch of the last forward.
 // coefs (B,T) is a host array. Gradients are overwritten (not accumulated across calls).
+static void gpt2_backward(Model *model);
+static void llama_backward(Model *model);
 static void model_backward(Model *model, const float *coefs) {
+    if (!model->grads_memory)
+        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
+    dev_zero(model->grads_memory, model->num_parameters);
+    dev_to_device(model->coefs, coefs, (size_t)model->B * model->T * sizeof(float));
+    if (model->config.arch == ARCH_LLAMA) llama_backward(model);
+    else gpt2_backward(model);
+}
+
+// GPT-2's backward pass (the gradients are zero and the coefficients on the device).
+static void gpt2_backward(Model *model) {
     const Config *cfg = &model->config;
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     const int *positions = model->packed ? model->positions : NULL;
-    if (!model->grads_memory)
-        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
-    dev_zero(model->grads_memory, model->num_parameters);
-    dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
@@ -1064,7 +1389,7 @@ static void model_backward(Model *model, const float *coefs) {
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
-                           positions, B, T, C, NH);
+                           positions, B, T, C, NH, NH);
         dev_zero(d.ln, btc_size);
         matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
@@ -1072,6 +1397,66 @@ static void model_backward(Model *model, const float *coefs) {
         detect_anomaly_backward(model, STAGE_ATTENTION, l);
     }
     encoder_backward(g.wte, g.wpe, d.residual, model->inputs, positions, B, T, C);
+    detect_anomaly_backward(model, STAGE_ENCODER, -1);
+}
+
+// Llama's backward pass: llama_forward's kernels in reverse order, each by its backward.
+static void llama_backward(Model *model) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T, BT = B * T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, KVH = cfg->KVH, H = cfg->hidden;
+    int QKV = C + 2 * KVH * (C / NH);
+    const int *positions = model->packed ? model->positions : NULL;
+    ParamTensors p = model->params, g = model->grads;
+    ActTensors a = model->acts;
+    GradActTensors d = model->grad_acts;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, btq_size = (size_t)BT * QKV;
+
+    // classifier and final RMSNorm
+    classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+    dev_zero(d.residual, btc_size);
+    dev_zero(d.ln, btc_size);
+    matmul_backward(d.ln, cfg->tied ? g.wte : g.wcls, NULL, a.logits, a.lnf,
+                    cfg->tied ? p.wte : p.wcls, BT, C, cfg->Vp);
+    rmsnorm_backward(d.residual, g.lnfw, d.ln, a.residual3 + (L - 1) * btc_size, p.lnfw,
+                     a.lnf_rstd, BT, C);
+    detect_anomaly_backward(model, STAGE_HEAD, -1);
+
+    // the blocks, last to first; d.residual holds d loss / d (output of block l)
+    for (int l = L - 1; l >= 0; l--) {
+        size_t c = (size_t)l * C, btc = l * btc_size, bth = l * bth_size, btq = l * btq_size;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - btc_size;
+        dev_zero(d.fch_gelu, bth_size);
+        dev_zero(d.fch, 2 * bth_size);
+        dev_zero(d.ln, btc_size);
+        dev_zero(d.atty, btc_size);
+        dev_zero(d.qkvr, btq_size);
+        dev_zero(d.qkv, btq_size);
+
+        // MLP: residual3 = residual2 + w2(swiglu(w13(rmsnorm(residual2))))
+        matmul_backward(d.fch_gelu, g.fcprojw + (size_t)l * C * H, NULL, d.residual,
+                        a.fch_gelu + bth, p.fcprojw + (size_t)l * C * H, BT, H, C);
+        swiglu_backward(d.fch, a.fch + 2 * bth, d.fch_gelu, BT, H);
+        matmul_backward(d.ln, g.fcw + (size_t)l * 2 * H * C, NULL, d.fch, a.ln2 + btc,
+                        p.fcw + (size_t)l * 2 * H * C, BT, C, 2 * H);
+        rmsnorm_backward(d.residual, g.ln2w + c, d.ln, a.residual2 + btc, p.ln2w + c,
+                         a.ln2_rstd + l * BT, BT, C);
+        detect_anomaly_backward(model, STAGE_MLP, l);
+
+        // attention: residual2 = residual + wo(attention(rope(wqkv(rmsnorm(residual)))))
+        matmul_backward(d.atty, g.attprojw + c * C, NULL, d.residual, a.atty + btc,
+                        p.attprojw + c * C, BT, C, C);
+        attention_backward(d.qkvr, d.atty, a.qkvr + btq, a.att + (size_t)l * B * NH * T * T,
+                           positions, B, T, C, NH, KVH);
+        rope_backward(d.qkv, d.qkvr, positions, B, T, C, NH, KVH, cfg->rope_theta);
+        dev_zero(d.ln, btc_size);
+        matmul_backward(d.ln, g.qkvw + (size_t)l * QKV * C, NULL, d.qkv, a.ln1 + btc,
+                        p.qkvw + (size_t)l * QKV * C, BT, C, QKV);
+        rmsnorm_backward(d.residual, g.ln1w + c, d.ln, residual, p.ln1w + c, a.ln1_rstd + l * BT,
+                         BT, C);
+        detect_anomaly_backward(model, STAGE_ATTENTION, l);
+    }
+    encoder_backward(g.wte, NULL, d.residual, model->inputs, positions, B, T, C);
     detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
@@ -1104,9 +1489,9 @@ static void model_apply_update(Model *model, const OptimizerSettings *opt, float
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { // the weight decay differs between tensors
+    for (int i = 0; i < model->num_param_tensors; i++) { // weight decay differs between tensors
         size_t n = model->param_sizes[i];
-        float wd = GPT2_PARAMS[i].decay ? opt->weight_decay : 0.0f;
+        float wd = model->param_table[i].decay ? opt->weight_decay : 0.0f;
         adamw_update(model->params_memory + offset, model->grads_memory + offset,
                      model->m_memory + offset, model->v_memory + offset, n, opt->lr, opt->beta1,
                      opt->beta2, opt->eps, wd, scale, t);
@@ -1149,8 +1534,19 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 //     last steps in a row were skipped; the rest zero
 //   then the AdamW moments m and v, each num_parameters float32.
 // The data position is the step: batch i of a run is a function of i (lib/tokens.h).
+// A Llama model is saved in our own format, llm.c's layout with its own magic number (llm.c has
+// no Llama file it could read; llama2.c's files come in and go out through section 3b):
+//   header 256 × int32: [0] magic 20261116, [1] version 1, [2] maxT, [3] V, [4] L, [5] NH,
+//     [6] C, [7] Vp, [8] KVH (key/value heads), [9] hidden (the SwiGLU width), [10] 1 when the
+//     classifier is tied to the token embedding, [11] rope theta (float32 bits), [12..255] zero
+//   then the parameter tensors of LLAMA_PARAMS as float32, in its order: tok_embeddings (Vp,C)
+//     rms_att (L,C) wqkv (L,C+2·KVC,C) wo (L,C,C) rms_ffn (L,C) w13 (L,2·hidden,C)
+//     w2 (L,C,hidden) rms_final (C), and wcls (Vp,C) only when untied; KVC = KVH·C/NH. wqkv
+//     holds each layer's wq, wk, wv rows in turn, w13 each layer's w1 then w3 rows.
 // =============================================================================================
 #define MODEL_MAGIC 20240326
+#define LLAMA_MAGIC 20261116
+#define LLAMA_VERSION 1
 #define MODEL_VERSION_FP32 3
 #define MODEL_VERSION_BF16 5
 #define STATE_MAGIC 20240527
@@ -1169,14 +1565,21 @@ static uint64_t header_get_u64(const int32_t *header, int index) {
 static void model_write(const Model *model, SafeFile *sf) {
     const Config *cfg = &model->config;
     int32_t header[HEADER_INTS] = {0};
-    header[0] = MODEL_MAGIC;
-    header[1] = MODEL_VERSION_FP32;
+    int llama = cfg->arch == ARCH_LLAMA;
+    header[0] = llama ? LLAMA_MAGIC : MODEL_MAGIC;
+    header[1] = llama ? LLAMA_VERSION : MODEL_VERSION_FP32;
     header[2] = cfg->maxT;
     header[3] = cfg->V;
     header[4] = cfg->L;
     header[5] = cfg->NH;
     header[6] = cfg->C;
     header[7] = cfg->Vp;
+    if (llama) {
+        header[8] = cfg->KVH;
+        header[9] = cfg->hidden;
+        header[10] = cfg->tied;
+        memcpy(header + 11, &cfg->rope_theta, sizeof(float));
+    }
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
     dev_to_host(host, model->params_memory, bytes);
@@ -1206,21 +1609,43 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
         return -1;
     }
     memcpy(header, header_bytes_data, sizeof header);
-    if (header[0] != MODEL_MAGIC) {
+    int llama = header[0] == LLAMA_MAGIC;
+    if (header[0] != MODEL_MAGIC && !llama) {
         snprintf(err, errlen, "%s: bad magic %d (expected %d): not an llm.c model checkpoint",
                  path, header[0], MODEL_MAGIC);
         return -1;
     }
-    if (header[1] == MODEL_VERSION_BF16) {
+    if (llama && header[1] != LLAMA_VERSION) {
+        snprintf(err, errlen, "%s: unsupported version %d of a sirt Llama checkpoint (expected 1)",
+                 path, header[1]);
+        return -1;
+    }
+    if (llama && (header[8] < 1 || header[9] < 1 || (header[10] != 0 && header[10] != 1))) {
+        snprintf(err, errlen, "%s: bad Llama header (KVH=%d hidden=%d tied=%d)", path, header[8],
+                 header[9], header[10]);
+        return -1;
+    }
+    if (!llama && header[1] == MODEL_VERSION_BF16) {
         snprintf(err, errlen, "%s: version 5 (bfloat16 weights) is not supported; export float32 "
                  "(version 3)", path);
         return -1;
     }
-    if (header[1] != MODEL_VERSION_FP32) {
+    if (!llama && header[1] != MODEL_VERSION_FP32) {
         snprintf(err, errlen, "%s: unsupported version %d (expected 3, float32)", path, header[1]);
         return -1;
     }
     Config cfg = {0};
+    if (llama) {
+        cfg.arch = ARCH_LLAMA;
+        cfg.KVH = header[8];
+        cfg.hidden = header[9];
+        cfg.tied = header[10];
+        memcpy(&cfg.rope_theta, header + 11, sizeof(float));
+        if (!(cfg.rope_theta > 0.0f)) {
+            snprintf(err, errlen, "%s: bad rope theta %g", path, cfg.rope_theta);
+            return -1;
+        }
+    }
     cfg.maxT = header[2];
     cfg.V = header[3];
     cfg.L = header[4];
@@ -1495,16 +1920,26 @@ static float schedule_lr(const Schedule *s, int step) { // step counts from 0
     return min_lr + 0.5f * (1.0f + cosf(3.14159265358979f * progress)) * (s->lr - min_lr);
 }
 
-// Parses "L,NH,C,maxT,V".
-static Config parse_config(const char *text) {
-    Config cfg = {0};
-    if (sscanf(text, "%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V) != 5)
+// Parses "L,NH,C,maxT,V" for GPT-2 (arch ARCH_GPT2) and "L,NH,C,maxT,V[,KVH[,hidden]]" for
+// Llama: KVH key/value heads (default NH), the SwiGLU width hidden (default llama2.c's, 2/3 of
+// 4C rounded up to 32s). A Llama from --config has its classifier tied to the token embedding,
+// as llama2.c's model.py makes it.
+static Config parse_config_arch(const char *text, int arch) {
+    Config cfg = {.arch = arch, .tied = 1};
+    int n = sscanf(text, "%d,%d,%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V,
+                   &cfg.KVH, &cfg.hidden);
+    if (arch == ARCH_GPT2 && n != 5)
         die("--config wants L,NH,C,maxT,V (five integers), got '%s'", text);
+    if (arch == ARCH_LLAMA && (n < 5 || (n >= 6 && cfg.KVH < 1) || (n == 7 && cfg.hidden < 1)))
+        die("--config with --arch llama wants L,NH,C,maxT,V[,KVH[,hidden]] (five to seven "
+            "positive integers), got '%s'", text);
     const char *problem = config_problem(&cfg);
     if (problem) die("--config %s: %s", text, problem);
     config_finish(&cfg);
     return cfg;
 }
+
+static Config parse_config(const char *text) { return parse_config_arch(text, ARCH_GPT2); }
 
 // One optimizer step on a batch: forward, the loss Σ_i coefs[i] · (−log p_i), backward, AdamW.
 // Every trainer in this file (LM, SFT, DPO) calls this; they differ only in the coefficients
@@ -1565,6 +2000,7 @@ typedef struct {
     OptimizerSettings opt;
     int threads;        // OpenMP threads (0: OMP_NUM_THREADS, or all cores)
     int pack;           // --pack (sft, dpo, refine): several examples per row (section 5)
+    int arch;           // --arch: the shape of a --config model (ARCH_GPT2, ARCH_LLAMA)
 } TrainArgs;
 
 static TrainArgs train_args_defaults(void) {
@@ -1582,14 +2018,18 @@ static TrainArgs train_args_defaults(void) {
 }
 
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
+static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // Arch order
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
 #define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
-     "start from this llm.c checkpoint"},
+     "start from this checkpoint: llm.c's GPT-2, ours, or llama2.c's (legacy or version 1)"},
     {"--config", "L,NH,C,maxT,V", FLAG_STRING, .offset = offsetof(TrainArgs, config),
-     "start from GPT-2's random initialisation of this shape"},
+     "start from a random initialisation of this shape; with --arch llama: "
+     "L,NH,C,maxT,V[,KVH[,hidden]]"},
+    {"--arch", NULL, FLAG_CHOICE, .offset = offsetof(TrainArgs, arch),
+     "the shape of a --config model", .choices = ARCH_NAMES},
     {"--batch", "B", FLAG_INT, .offset = offsetof(TrainArgs, B), "sequences per step", 1, 1 << 20},
     {"--seq", "T", FLAG_INT, .offset = offsetof(TrainArgs, T), "tokens per sequence", 1, 1 << 20},
     {"--steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, steps), "optimizer steps", 1, 1 << 30},
@@ -1637,6 +2077,9 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->init && !a->config && !a->resume)
         die("%s: give --init model.bin or --config L,NH,C,maxT,V", command);
     if (a->init && a->config) die("%s: give either --init or --config, not both", command);
+    if (a->arch == ARCH_LLAMA && !a->config)
+        die("%s: --arch llama is the shape of a --config model (a checkpoint says its own)",
+            command);
 }
 
 // The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
@@ -1685,7 +2128,7 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
     } else {
         if (args->init) model_load(model, args->init);
         else {
-            model_build(model, parse_config(args->config));
+            model_build(model, parse_config_arch(args->config, args->arch));
             model_init_random(model, args->seed);
         }
         *st = (TrainState){.step = 0, .seed = args->seed, .rng = rng_seeded(args->seed),
@@ -1699,8 +2142,15 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
 
 static void print_model(const Model *model) {
     const Config *cfg = &model->config;
-    printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters, %d threads\n", cfg->L,
-           cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters, num_threads());
+    if (cfg->arch == ARCH_LLAMA)
+        printf("model: Llama L=%d NH=%d KVH=%d C=%d hidden=%d maxT=%d V=%d (Vp=%d), %s "
+               "classifier, %zu parameters, %d threads\n", cfg->L, cfg->NH, cfg->KVH, cfg->C,
+               cfg->hidden, cfg->maxT, cfg->V, cfg->Vp, cfg->tied ? "tied" : "own",
+               model->num_parameters, num_threads());
+    else
+        printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters, %d threads\n",
+               cfg->L, cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters,
+               num_threads());
 }
 
 // A batch on the host: `rows` rows of T positions (row stride T). The trainers of examples
@@ -2252,19 +2702,23 @@ int cmd_sft(int argc, char **argv) {
 typedef struct {
     int slots, Tc;           // sequences held, positions per sequence
     float *memory;           // one allocation: the caches, then the scratch activations
-    float *kcache, *vcache;  // (L, slots, Tc, C) each
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *proj, *fch, *fch_gelu, *logits; // (slots, .)
+    float *kcache, *vcache;  // (L, slots, Tc, KVC) each; KVC = C for GPT-2
+    // (slots, .): qkvr holds Llama's rotated queries and keys; fch is (slots, 2·hidden) for
+    // Llama's gate and up projections, and fch_gelu its SwiGLU
+    float *x, *ln, *mean, *rstd, *qkv, *qkvr, *atty, *proj, *fch, *fch_gelu, *logits;
     int *tokens, *slot, *pos; // the live sequences of a step, on the device (slots)
     float *host_logits;       // (slots, Vp)
 } KVCache;
 
 static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
     // sizes in double, checked against the device's memory before they are used (as activations)
-    double S = slots, C = cfg->C, H = cfg->hidden, cache = (double)cfg->L * S * Tc * C;
-    double sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
-                        S * cfg->Vp};
+    double S = slots, C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
+    double QKV = C + 2 * KVC, FC = cfg->arch == ARCH_LLAMA ? 2 * H : H;
+    double cache = (double)cfg->L * S * Tc * KVC, qkvr = cfg->arch == ARCH_LLAMA ? S * QKV : 0;
+    double sizes[13] = {cache, cache, S * C, S * C, S, S, S * QKV, qkvr, S * C, S * C, S * FC,
+                        S * H, S * cfg->Vp};
     double total = 0;
-    for (int i = 0; i < 12; i++) total += sizes[i];
+    for (int i = 0; i < 13; i++) total += sizes[i];
     char who[64];
     snprintf(who, sizeof who, "decoding %d sequences of up to %d tokens", slots, Tc);
     double bytes = total * sizeof(float);
@@ -2274,10 +2728,11 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
     kv->slots = slots;
     kv->Tc = Tc;
     kv->memory = alloc_check(dev_alloc((size_t)total), who, bytes, "key/value cache");
-    float **ptrs[12] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
-                        &kv->qkv, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu, &kv->logits};
+    float **ptrs[13] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
+                        &kv->qkv, &kv->qkvr, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu,
+                        &kv->logits};
     float *next = kv->memory;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 13; i++) {
         *ptrs[i] = next;
         next += (size_t)sizes[i];
     }
@@ -2313,11 +2768,14 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
         }
     model_forward(model, inputs, targets, NULL, B, T);
     dev_to_device(kv->slot, slots, B * sizeof(int));
-    size_t layer_cache = (size_t)kv->slots * kv->Tc * cfg->C;
+    int KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = cfg->C + 2 * KVC;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC;
+    // the keys as attention saw them: after the rotary embedding for Llama
+    const float *qkv = cfg->arch == ARCH_LLAMA ? model->acts.qkvr : model->acts.qkv;
     for (int l = 0; l < cfg->L; l++)
         kv_cache_store(kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                       model->acts.qkv + (size_t)l * B * T * 3 * cfg->C, kv->slot, B, T, kv->Tc,
-                       cfg->C);
+                       qkv + (size_t)l * B * T * QKV, kv->slot, B, T, kv->Tc, cfg->C, cfg->NH,
+                       cfg->KVH);
     for (int b = 0; b < B; b++)
         dev_to_host(kv->host_logits + (size_t)b * cfg->Vp,
                     model->acts.logits + ((size_t)b * T + lengths[b] - 1) * cfg->Vp,
@@ -2328,6 +2786,7 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
 
 // One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N.
 // Afterwards row n of kv->host_logits holds the logits for the token after it.
+static void llama_decode_step(Model *model, KVCache *kv, int N);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
                         const int *pos, int N) {
     const Config *cfg = &model->config;
@@ -2336,6 +2795,10 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     dev_to_device(kv->tokens, tokens, N * sizeof(int));
     dev_to_device(kv->slot, slot, N * sizeof(int));
     dev_to_device(kv->pos, pos, N * sizeof(int));
+    if (cfg->arch == ARCH_LLAMA) {
+        llama_decode_step(model, kv, N);
+        return;
+    }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
     encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, 1, C);
     for (int l = 0; l < cfg->L; l++) {
@@ -2344,7 +2807,7 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                           cfg->norm_eps);
         matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH);
+                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH, cfg->NH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
@@ -2357,6 +2820,36 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     }
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, N, C, cfg->norm_eps);
     matmul_forward(kv->logits, kv->ln, p.wte, NULL, N, C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
+}
+
+// Llama's decoding step (its tokens, slots and positions are on the device): llama_forward's
+// kernels for one token per sequence, the rotary embedding at each token's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N) {
+    const Config *cfg = &model->config;
+    int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+    float eps = cfg->norm_eps;
+    ParamTensors p = model->params;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC, nc = (size_t)N * C;
+    encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, NULL, N, 1, C);
+    for (int l = 0; l < cfg->L; l++) {
+        size_t c = (size_t)l * C;
+        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln1w + c, N, C, eps);
+        matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
+        rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
+        attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
+                         kv->qkvr, kv->slot, kv->pos, N, kv->Tc, C, NH, KVH);
+        matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
+        residual_forward(kv->x, kv->x, kv->proj, nc);
+        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
+        matmul_forward(kv->fch, kv->ln, p.fcw + (size_t)l * 2 * H * C, NULL, N, C, 2 * H);
+        swiglu_forward(kv->fch_gelu, kv->fch, N, H);
+        matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, NULL, N, H, C);
+        residual_forward(kv->x, kv->x, kv->proj, nc);
+    }
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, N, C, eps);
+    matmul_forward(kv->logits, kv->ln, cfg->tied ? p.wte : p.wcls, NULL, N, C, cfg->Vp);
     dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
 }
 

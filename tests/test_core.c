@@ -221,18 +221,19 @@ static void test_matmul(Rng *rng) {
 }
 
 // --- attention -------------------------------------------------------------------------------
-// packed: rows cut into examples at random places (pos); otherwise pos is NULL
-typedef struct { float *qkv, *out, *att, *r; int *pos; int B, T, C, NH; } AttentionCase;
+// packed: rows cut into examples at random places (pos); otherwise pos is NULL. KVH key/value
+// heads: NH (GPT-2) or fewer (grouped-query attention).
+typedef struct { float *qkv, *out, *att, *r; int *pos; int B, T, C, NH, KVH; } AttentionCase;
 static double attention_objective(void *p) {
     AttentionCase *k = p;
-    attention_forward(k->out, k->att, k->qkv, k->pos, k->B, k->T, k->C, k->NH);
+    attention_forward(k->out, k->att, k->qkv, k->pos, k->B, k->T, k->C, k->NH, k->KVH);
     return project(k->out, k->r, (size_t)k->B * k->T * k->C);
 }
-static void test_attention(Rng *rng, int packed) {
-    int B = 2, T = 9, C = 24, NH = 3;
-    size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C;
+static void test_attention(Rng *rng, int packed, int gqa) {
+    int B = 2, T = 9, C = 24, NH = gqa ? 4 : 3, KVH = gqa ? 2 : NH, hs = C / NH;
+    size_t n_qkv = (size_t)B * T * (C + 2 * KVH * hs), n_out = (size_t)B * T * C;
     AttentionCase k = {xmalloc(n_qkv * 4), xmalloc(n_out * 4), xmalloc(B * NH * T * T * 4),
-                       xmalloc(n_out * 4), NULL, B, T, C, NH};
+                       xmalloc(n_out * 4), NULL, B, T, C, NH, KVH};
     if (packed) {
         k.pos = xmalloc(B * T * 4);
         random_positions(k.pos, B, T, rng);
@@ -255,16 +256,41 @@ static void test_attention(Rng *rng, int packed) {
         }
         worst = fmax(worst, fabs(sum - 1.0));
     }
-    check(worst < 1e-6 && inside_positive, "attention_forward%s weights are causal%s and sum to "
-          "one (error %.1e)", packed ? " (packed rows)" : "", packed ? " within each example" : "",
-          worst);
+    check(worst < 1e-6 && inside_positive, "attention_forward%s%s weights are causal%s and sum "
+          "to one (error %.1e)", packed ? " (packed rows)" : "", gqa ? " (4 heads, 2 kv heads)" : "",
+          packed ? " within each example" : "", worst);
+    if (gqa) {
+        // grouped-query attention is ordinary attention with each key/value head repeated for
+        // the query heads of its group: the same output from a (B,T,3C) qkv built that way
+        int QKV = C + 2 * KVH * hs, group = NH / KVH;
+        float *full = xmalloc((size_t)B * T * 3 * C * 4), *out_full = xmalloc(n_out * 4);
+        float *att_full = xmalloc(B * NH * T * T * 4);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < hs; i++) {
+                    const float *src = k.qkv + (size_t)bt * QKV;
+                    float *dst = full + (size_t)bt * 3 * C;
+                    dst[h * hs + i] = src[h * hs + i];
+                    dst[C + h * hs + i] = src[C + (h / group) * hs + i];
+                    dst[2 * C + h * hs + i] = src[C + KVH * hs + (h / group) * hs + i];
+                }
+        attention_forward(out_full, att_full, full, k.pos, B, T, C, NH, NH);
+        double diff = 0.0;
+        for (size_t i = 0; i < n_out; i++) diff = fmax(diff, fabs(out_full[i] - k.out[i]));
+        check(diff == 0.0, "attention_forward%s with 2 kv heads for 4 query heads equals "
+              "attention with each kv head repeated (max difference %.1e)",
+              packed ? " (packed rows)" : "", diff);
+        free(full); free(out_full); free(att_full);
+    }
     float *d0 = xmalloc(n_qkv * 4);
     fill_normal(d0, n_qkv, 1, rng);
     float *dqkv = random_copy(d0, n_qkv);
-    attention_backward(dqkv, k.r, k.qkv, k.att, k.pos, B, T, C, NH);
+    attention_backward(dqkv, k.r, k.qkv, k.att, k.pos, B, T, C, NH, KVH);
     float *g = increment(dqkv, d0, n_qkv);
-    check_gradient(packed ? "attention_backward dqkv (packed rows)" : "attention_backward dqkv",
-                   attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
+    char name[96];
+    snprintf(name, sizeof name, "attention_backward dqkv%s%s", packed ? " (packed rows)" : "",
+             gqa ? " (grouped-query: 4 heads, 2 kv heads)" : "");
+    check_gradient(name, attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
     free(k.qkv); free(k.out); free(k.att); free(k.r); free(k.pos); free(d0); free(dqkv); free(g);
 }
 
@@ -630,6 +656,192 @@ static void test_guard(Rng *rng) {
     model_free(&model);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Llama's kernels: each forward against its definition in double, each backward against
+// finite differences (accumulating into random gradients, as above).
+typedef struct { float *inp, *w, *out, *rstd, *r; int N, C; } RmsnormCase;
+static double rmsnorm_objective(void *p) {
+    RmsnormCase *k = p;
+    rmsnorm_forward(k->out, k->rstd, k->inp, k->w, k->N, k->C, 1e-5f);
+    return project(k->out, k->r, (size_t)k->N * k->C);
+}
+static void test_rmsnorm(Rng *rng) {
+    int N = 6, C = 150;
+    RmsnormCase k = {xmalloc(N * C * 4), xmalloc(C * 4), xmalloc(N * C * 4), xmalloc(N * 4),
+                     xmalloc(N * C * 4), N, C};
+    fill_normal(k.inp, N * C, 2, rng);
+    for (int i = 0; i < N * C; i++) k.inp[i] += i / C; // rows of different scales and means
+    fill_normal(k.w, C, 1, rng);
+    fill_normal(k.r, N * C, 1, rng);
+    rmsnorm_objective(&k);
+    double max_err = 0.0;
+    for (int n = 0; n < N; n++) {
+        double ms = 0;
+        for (int c = 0; c < C; c++) ms += (double)k.inp[n * C + c] * k.inp[n * C + c];
+        ms /= C;
+        for (int c = 0; c < C; c++)
+            max_err = fmax(max_err, fabs(k.inp[n * C + c] / sqrt(ms + 1e-5) * k.w[c] -
+                                         k.out[n * C + c]));
+    }
+    check(max_err < 1e-5, "rmsnorm_forward matches x/sqrt(mean(x²)+eps)*w: max error %.1e", max_err);
+    float *d0[2] = {xmalloc(N * C * 4), xmalloc(C * 4)};
+    fill_normal(d0[0], N * C, 1, rng);
+    fill_normal(d0[1], C, 1, rng);
+    float *dinp = random_copy(d0[0], N * C), *dw = random_copy(d0[1], C);
+    rmsnorm_backward(dinp, dw, k.r, k.inp, k.w, k.rstd, N, C);
+    float *g[2] = {increment(dinp, d0[0], N * C), increment(dw, d0[1], C)};
+    check_gradient("rmsnorm_backward dinp", rmsnorm_objective, &k, k.inp, g[0], N * C, KERNEL_TOL, rng);
+    check_gradient("rmsnorm_backward dweight", rmsnorm_objective, &k, k.w, g[1], C, KERNEL_TOL, rng);
+    free(k.inp); free(k.w); free(k.out); free(k.rstd); free(k.r);
+    for (int i = 0; i < 2; i++) { free(d0[i]); free(g[i]); }
+    free(dinp); free(dw);
+}
+
+typedef struct { float *inp, *out, *r; int *pos; int B, T, C, NH, KVH; } RopeCase;
+static double rope_objective(void *p) {
+    RopeCase *k = p;
+    rope_forward(k->out, k->inp, k->pos, k->B, k->T, k->C, k->NH, k->KVH, 10000.0f);
+    return project(k->out, k->r, (size_t)k->B * k->T * (k->C + 2 * k->KVH * (k->C / k->NH)));
+}
+static void test_rope(Rng *rng, int packed) {
+    int B = 2, T = 7, C = 24, NH = 4, KVH = 2, hs = C / NH, KVC = KVH * hs, QKV = C + 2 * KVC;
+    size_t n = (size_t)B * T * QKV;
+    RopeCase k = {xmalloc(n * 4), xmalloc(n * 4), xmalloc(n * 4), NULL, B, T, C, NH, KVH};
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
+    fill_normal(k.inp, n, 1, rng);
+    fill_normal(k.r, n, 1, rng);
+    rope_objective(&k);
+    // the definition: pair (2i, 2i+1) of each q and k head turned by p / 10000^(2i/hs); v copied
+    double max_err = 0.0;
+    int v_same = 1;
+    for (int bt = 0; bt < B * T; bt++) {
+        int p = packed ? k.pos[bt] : bt % T;
+        const float *x = k.inp + (size_t)bt * QKV, *o = k.out + (size_t)bt * QKV;
+        for (int j = 0; j < C + KVC; j += 2) {
+            double angle = p * pow(10000.0, -(double)(j % hs) / hs);
+            double r0 = x[j] * cos(angle) - x[j + 1] * sin(angle);
+            double r1 = x[j] * sin(angle) + x[j + 1] * cos(angle);
+            max_err = fmax(max_err, fmax(fabs(r0 - o[j]), fabs(r1 - o[j + 1])));
+        }
+        for (int j = C + KVC; j < QKV; j++) v_same &= o[j] == x[j];
+    }
+    check(max_err < 1e-5 && v_same, "rope_forward%s rotates the pairs (2i, 2i+1) of every q and k "
+          "head by p/10000^(2i/hs) (max error %.1e) and copies v", packed ? " (packed rows)" : "",
+          max_err);
+    float *d0 = xmalloc(n * 4);
+    fill_normal(d0, n, 1, rng);
+    float *dinp = random_copy(d0, n);
+    rope_backward(dinp, k.r, k.pos, B, T, C, NH, KVH, 10000.0f);
+    float *g = increment(dinp, d0, n);
+    check_gradient(packed ? "rope_backward dinp (packed rows)" : "rope_backward dinp",
+                   rope_objective, &k, k.inp, g, n, KERNEL_TOL, rng);
+    free(k.inp); free(k.out); free(k.r); free(k.pos); free(d0); free(dinp); free(g);
+}
+
+typedef struct { float *inp, *out, *r; int N, H; } SwigluCase;
+static double swiglu_objective(void *p) {
+    SwigluCase *k = p;
+    swiglu_forward(k->out, k->inp, k->N, k->H);
+    return project(k->out, k->r, (size_t)k->N * k->H);
+}
+static void test_swiglu(Rng *rng) {
+    int N = 5, H = 37;
+    SwigluCase k = {xmalloc(N * 2 * H * 4), xmalloc(N * H * 4), xmalloc(N * H * 4), N, H};
+    fill_normal(k.inp, N * 2 * H, 2, rng);
+    fill_normal(k.r, N * H, 1, rng);
+    swiglu_objective(&k);
+    double max_err = 0.0;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < H; i++) {
+            double a = k.inp[n * 2 * H + i], b = k.inp[n * 2 * H + H + i];
+            max_err = fmax(max_err, fabs(a / (1 + exp(-a)) * b - k.out[n * H + i]));
+        }
+    check(max_err < 1e-5, "swiglu_forward matches silu(a)*b (max error %.1e)", max_err);
+    float *d0 = xmalloc(N * 2 * H * 4);
+    fill_normal(d0, N * 2 * H, 1, rng);
+    float *dinp = random_copy(d0, N * 2 * H);
+    swiglu_backward(dinp, k.inp, k.r, N, H);
+    float *g = increment(dinp, d0, N * 2 * H);
+    check_gradient("swiglu_backward dinp (gate and up)", swiglu_objective, &k, k.inp, g,
+                   N * 2 * H, KERNEL_TOL, rng);
+    free(k.inp); free(k.out); free(k.r); free(d0); free(dinp); free(g);
+}
+
+// The whole Llama model (grouped-query attention: 4 heads, 2 kv heads): the gradient of every
+// parameter tensor, classifier tied or not, rows packed or not. As for GPT-2, the weights are
+// drawn larger than the init so that the nonlinearities are far from linear.
+static void test_llama_gradients(Rng *rng, int packed, int untied) {
+    Config cfg = parse_config_arch("2,4,16,8,23,2,20", ARCH_LLAMA);
+    cfg.tied = !untied;
+    Model model;
+    model_build(&model, cfg);
+    model_init_random(&model, 6);
+    for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(rng);
+    memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    if (untied)
+        memset(model.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    int B = 2, T = 7;
+    ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), NULL, xmalloc(B * T * 4), B, T};
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
+    for (int i = 0; i < B * T; i++) {
+        k.inputs[i] = rng_u32(rng) % cfg.V;
+        k.targets[i] = i % 5 == 4 ? -1 : (int)(rng_u32(rng) % cfg.V);
+        k.coefs[i] = rng_normal(rng);
+    }
+    model_objective(&k);
+    model_backward(&model, k.coefs);
+    float *grads = random_copy(model.grads_memory, model.num_parameters);
+    GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
+    size_t offset = 0;
+    int checked = 0;
+    for (int t = 0; t < model.num_param_tensors; t++) {
+        const TensorSpec *spec = &model.param_table[t];
+        size_t n = model.param_sizes[t];
+        if (spec->shape[0] == D_Vp || spec->shape[0] == D_CLS) n = n / cfg.Vp * cfg.V; // live rows
+        if (n) {
+            char name[96];
+            snprintf(name, sizeof name, "llama gradient of %s (%s classifier%s)", spec->name,
+                     untied ? "own" : "tied", packed ? ", packed rows" : "");
+            check_gradient(name, model_objective, &k, model.params_memory + offset,
+                           grads + offset, n, tol, rng);
+            checked++;
+        }
+        offset += model.param_sizes[t];
+    }
+    check(checked == (untied ? 9 : 8), "llama: %d parameter tensors checked", checked);
+    free(grads);
+    free(k.inputs); free(k.targets); free(k.pos); free(k.coefs);
+    model_free(&model);
+}
+
+// Our Llama checkpoint: write → read gives the same configuration and bits (tied and untied).
+static void test_llama_checkpoint_roundtrip(const char *dir) {
+    for (int untied = 0; untied < 2; untied++) {
+        char path[4096];
+        scratch_path(path, sizeof path, dir, "llama.bin");
+        Config cfg = parse_config_arch("2,4,16,32,100,2,24", ARCH_LLAMA);
+        cfg.tied = !untied;
+        Model a, b;
+        model_build(&a, cfg);
+        model_init_random(&a, 42);
+        model_save(&a, path);
+        model_load(&b, path);
+        int same = !memcmp(&a.config, &b.config, sizeof a.config) &&
+                   a.num_parameters == b.num_parameters &&
+                   !memcmp(a.params_memory, b.params_memory, a.num_parameters * 4);
+        check(same, "llama checkpoint round trip (%s classifier): %zu parameters, config and "
+              "bits equal", untied ? "own" : "tied", a.num_parameters);
+        model_free(&a);
+        model_free(&b);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "--poke"))
         return poke(argv[2], argv[3], atol(argv[4]), argv[5]);
@@ -645,8 +857,8 @@ int main(int argc, char **argv) {
     test_encoder(&rng, 1);
     test_layernorm(&rng);
     test_matmul(&rng);
-    test_attention(&rng, 0);
-    test_attention(&rng, 1);
+    test_attention(&rng, 0, 0);
+    test_attention(&rng, 1, 0);
     test_pointwise(&rng);
     test_classifier(&rng);
     test_adamw(&rng);
@@ -657,6 +869,15 @@ int main(int argc, char **argv) {
     test_checkpoint_roundtrip(dir);
     test_count_nonfinite();
     test_guard(&rng);
+    // Llama (last, so that the random draws of the tests above stay as they were)
+    test_attention(&rng, 0, 1);
+    test_attention(&rng, 1, 1);
+    test_rmsnorm(&rng);
+    test_rope(&rng, 0);
+    test_rope(&rng, 1);
+    test_swiglu(&rng);
+    for (int variant = 0; variant < 4; variant++) test_llama_gradients(&rng, variant & 1, variant >> 1);
+    test_llama_checkpoint_roundtrip(dir);
     scratch_remove(dir);
     return checks_finish();
 }
