@@ -1674,7 +1674,9 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
     return 0;
 }
 
-// Reads a checkpoint, checking the header and the file size before allocating anything.
+// Reads a checkpoint, checking the header and the file size before allocating anything: llm.c's
+// GPT-2 file or our Llama file, or llama2.c's files (section 3b: llama2c_try_load).
+static int llama2c_try_load(Model *model, const char *path, char *why, size_t why_len);
 static void model_load(Model *model, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open model %s: %s", path, strerror(errno));
@@ -1684,7 +1686,15 @@ static void model_load(Model *model, const char *path) {
     long actual = ftell(f);
     if (actual < 0) die("%s: cannot tell its size", path);
     Config cfg;
-    char err[512];
+    char err[512], why[512];
+    if (got < 4 || (header[0] != MODEL_MAGIC && header[0] != LLAMA_MAGIC)) {
+        fclose(f);
+        int status = llama2c_try_load(model, path, why, sizeof why);
+        if (status == 0) return;
+        model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err);
+        if (status < 0) die("%s (nor a llama2.c checkpoint: %s)", err, why);
+        die("%s", why); // a llama2.c file's own magic number, with what is wrong with it
+    }
     if (model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err) != 0)
         die("%s", err);
     fseek(f, sizeof header, SEEK_SET);
@@ -1879,6 +1889,225 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     dev_to_device(model->m_memory, moments, moment_bytes);
     dev_to_device(model->v_memory, moments + moment_bytes, moment_bytes);
     free(data);
+}
+
+// =============================================================================================
+// 3b. llama2.c's checkpoints
+// A Llama comes in from llama2.c and goes back out to it. Both of its formats are read (at
+// --init, --model, --ref: model_load recognises them), and export writes version 1
+// (`./sirt export --format llama2c`). Numbers are little-endian float32 and int32.
+//   legacy (what run.c reads): 7 int32 dim, hidden_dim, n_layers, n_heads, n_kv_heads,
+//     vocab_size (negative: the classifier is not shared with the embedding), seq_len; then
+//     tok_embeddings (V,dim), rms_att (L,dim), wq (L,dim,dim), wk (L,kv_dim,dim),
+//     wv (L,kv_dim,dim), wo (L,dim,dim), rms_ffn (L,dim), w1 (L,hidden,dim), w2 (L,dim,hidden),
+//     w3 (L,hidden,dim), rms_final (dim), two old RoPE tables of seq_len·head_size/2 floats
+//     each (skipped: rope_forward computes the angles), and wcls (V,dim) when not shared.
+//   version 1: a 256-byte header: uint32 magic 0x616b3432 ("ak42"), int32 version 1, the same
+//     7 int32 (vocab_size positive), uint8 shared_classifier, zeros; then rms_att, rms_ffn,
+//     rms_final, tok_embeddings, wq, wk, wv, wo, w1, w2, w3, and wcls when not shared.
+// Each file tensor lands in our tables (LLAMA_PARAMS): wq, wk, wv in the rows of wqkv, w1 and w3
+// in those of w13, layer by layer; the vocabulary is padded up to Vp with zero rows. The file
+// gives no rope theta: 10000, llama2.c's.
+// =============================================================================================
+#define LLAMA2C_MAGIC 0x616b3432u
+#define LLAMA2C_VERSION 1
+#define LLAMA2C_V1_HEADER_BYTES 256
+#define LLAMA2C_LEGACY_HEADER_BYTES 28
+
+typedef enum {
+    L2C_TOK, L2C_RMS_ATT, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_RMS_FFN, L2C_W1, L2C_W2, L2C_W3,
+    L2C_RMS_FINAL, L2C_ROPE_TABLES, L2C_WCLS, L2C_END
+} Llama2cTensor;
+static const Llama2cTensor LLAMA2C_LEGACY_ORDER[] = {
+    L2C_TOK, L2C_RMS_ATT, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_RMS_FFN, L2C_W1, L2C_W2, L2C_W3,
+    L2C_RMS_FINAL, L2C_ROPE_TABLES, L2C_WCLS, L2C_END};
+static const Llama2cTensor LLAMA2C_V1_ORDER[] = {
+    L2C_RMS_ATT, L2C_RMS_FFN, L2C_RMS_FINAL, L2C_TOK, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_W1,
+    L2C_W2, L2C_W3, L2C_WCLS, L2C_END};
+
+// Where layer l of file tensor t lives in our parameters p (NULL for the skipped RoPE tables),
+// and its float count; *layers says how many slices the tensor has (1 or L).
+static float *llama2c_slice(const Config *cfg, const ParamTensors *p, Llama2cTensor t, int l,
+                            size_t *count, int *layers) {
+    size_t C = cfg->C, H = cfg->hidden, KVC = (size_t)cfg->KVH * (C / cfg->NH), QKV = C + 2 * KVC;
+    size_t hs = C / cfg->NH;
+    *layers = cfg->L;
+    switch (t) {
+    case L2C_TOK: *layers = 1; *count = (size_t)cfg->V * C; return p->wte;
+    case L2C_RMS_ATT: *count = C; return p->ln1w + l * C;
+    case L2C_WQ: *count = C * C; return p->qkvw + l * QKV * C;
+    case L2C_WK: *count = KVC * C; return p->qkvw + l * QKV * C + C * C;
+    case L2C_WV: *count = KVC * C; return p->qkvw + l * QKV * C + (C + KVC) * C;
+    case L2C_WO: *count = C * C; return p->attprojw + l * C * C;
+    case L2C_RMS_FFN: *count = C; return p->ln2w + l * C;
+    case L2C_W1: *count = H * C; return p->fcw + l * 2 * H * C;
+    case L2C_W3: *count = H * C; return p->fcw + l * 2 * H * C + H * C;
+    case L2C_W2: *count = C * H; return p->fcprojw + l * C * H;
+    case L2C_RMS_FINAL: *layers = 1; *count = C; return p->lnfw;
+    case L2C_ROPE_TABLES: *layers = 1; *count = (size_t)cfg->maxT * hs; return NULL;
+    case L2C_WCLS: *layers = 1; *count = cfg->tied ? 0 : (size_t)cfg->V * C; return p->wcls;
+    default: *layers = 0; *count = 0; return NULL;
+    }
+}
+
+// The floats of a llama2.c file's tensors in this order (double: checked before any allocation).
+static double llama2c_floats(const Config *cfg, const Llama2cTensor *order) {
+    double total = 0;
+    ParamTensors none = {0};
+    for (int i = 0; order[i] != L2C_END; i++) {
+        size_t count;
+        int layers;
+        llama2c_slice(cfg, &none, order[i], 0, &count, &layers);
+        total += (double)count * layers;
+    }
+    return total;
+}
+
+// Copies every tensor between a llama2.c file's data (file, in `order`) and our parameters p:
+// into p when to_file is 0, into file when 1 (the RoPE tables are then zeros: only legacy files
+// have them, and export writes version 1).
+static void llama2c_copy(const Config *cfg, const ParamTensors *p, const Llama2cTensor *order,
+                         float *file, int to_file) {
+    for (int i = 0; order[i] != L2C_END; i++) {
+        size_t count;
+        int layers;
+        llama2c_slice(cfg, p, order[i], 0, &count, &layers);
+        for (int l = 0; l < layers; l++) {
+            float *ours = llama2c_slice(cfg, p, order[i], l, &count, &layers);
+            if (ours && to_file) memcpy(file, ours, count * sizeof(float));
+            else if (ours) memcpy(ours, file, count * sizeof(float));
+            else if (to_file) memset(file, 0, count * sizeof(float));
+            file += count;
+        }
+    }
+}
+
+// The configuration of llama2.c's 7 header ints (dims[5], vocab_size, negative when the
+// classifier is not shared); NULL, or what is wrong.
+static const char *llama2c_config(const int32_t *dims, int shared_flag, Config *out) {
+    Config cfg = {.arch = ARCH_LLAMA, .C = dims[0], .hidden = dims[1], .L = dims[2],
+                  .NH = dims[3], .KVH = dims[4], .V = dims[5], .maxT = dims[6], .tied = 1};
+    if (shared_flag < 0) { // legacy: the sign of vocab_size
+        cfg.tied = cfg.V > 0;
+        if (cfg.V < 0 && cfg.V != INT32_MIN) cfg.V = -cfg.V;
+    } else cfg.tied = shared_flag;
+    if (cfg.hidden < 1) return "hidden_dim must be positive";
+    if (cfg.KVH < 1) return "n_kv_heads must be positive";
+    const char *problem = config_problem(&cfg);
+    if (problem) return problem;
+    config_finish(&cfg);
+    *out = cfg;
+    return NULL;
+}
+
+// Loads path if it is one of llama2.c's checkpoints: returns 0 (model built and filled), -1 when
+// it is not one (why says what did not fit), or 1 when it has version 1's magic number but is
+// broken (why is the message, naming the file).
+static int llama2c_try_load(Model *model, const char *path, char *why, size_t why_len) {
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) {
+        snprintf(why, why_len, "cannot read it: %s", strerror(errno));
+        return -1;
+    }
+    uint32_t magic = 0;
+    if (bytes >= 4) memcpy(&magic, data, 4);
+    int v1 = magic == LLAMA2C_MAGIC, header_bytes = v1 ? LLAMA2C_V1_HEADER_BYTES
+                                                      : LLAMA2C_LEGACY_HEADER_BYTES;
+    const Llama2cTensor *order = v1 ? LLAMA2C_V1_ORDER : LLAMA2C_LEGACY_ORDER;
+    int32_t dims[7], version = 0;
+    Config cfg;
+    const char *problem = NULL;
+    if (bytes < (size_t)header_bytes) problem = "shorter than the header";
+    else {
+        if (v1) memcpy(&version, data + 4, 4);
+        memcpy(dims, data + (v1 ? 8 : 0), sizeof dims);
+        if (v1 && version != LLAMA2C_VERSION) problem = "unsupported version (expected 1)";
+        else problem = llama2c_config(dims, v1 ? data[36] != 0 : -1, &cfg);
+    }
+    double expected = problem ? 0 : header_bytes + 4.0 * llama2c_floats(&cfg, order);
+    if (!problem && (double)bytes != expected) {
+        snprintf(why, why_len, "%s%sa llama2.c %s checkpoint of dim %d, %d layers, %d heads, %d "
+                 "kv heads, vocabulary %d, seq_len %d has %.0f bytes, the file %zu%s",
+                 v1 ? path : "", v1 ? ": " : "", v1 ? "version 1" : "legacy", cfg.C, cfg.L,
+                 cfg.NH, cfg.KVH, cfg.V, cfg.maxT, expected, bytes,
+                 (double)bytes < expected ? " (truncated)" : "");
+        free(data);
+        return v1 ? 1 : -1;
+    }
+    if (problem) {
+        if (v1) snprintf(why, why_len, "%s: llama2.c version 1 header: %s", path, problem);
+        else snprintf(why, why_len, "its first 7 ints are no llama2.c config: %s", problem);
+        free(data);
+        return v1 ? 1 : -1;
+    }
+    model_build(model, cfg);
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // padded rows stay zero
+    ParamTensors tensors;
+    carve(&tensors, model->param_table, model->num_param_tensors, host, &cfg, 0, 0);
+    float *floats = xmalloc(bytes - header_bytes); // aligned copy of the tensors
+    memcpy(floats, data + header_bytes, bytes - header_bytes);
+    llama2c_copy(&cfg, &tensors, order, floats, 0);
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    free(floats);
+    free(host);
+    free(data);
+    return 0;
+}
+
+// Writes a Llama as llama2.c's version 1 file (the vocabulary's padding rows are left out).
+static void llama2c_save(const Model *model, const char *path) {
+    const Config *cfg = &model->config;
+    if (cfg->arch != ARCH_LLAMA) die("llama2.c's files hold Llama models; this model is GPT-2");
+    if (cfg->rope_theta != 10000.0f)
+        die("llama2.c's files have no rope theta (it is 10000); this model's is %g",
+            cfg->rope_theta);
+    unsigned char header[LLAMA2C_V1_HEADER_BYTES] = {0};
+    uint32_t magic = LLAMA2C_MAGIC;
+    int32_t version = LLAMA2C_VERSION;
+    int32_t dims[7] = {cfg->C, cfg->hidden, cfg->L, cfg->NH, cfg->KVH, cfg->V, cfg->maxT};
+    memcpy(header, &magic, 4);
+    memcpy(header + 4, &version, 4);
+    memcpy(header + 8, dims, sizeof dims);
+    header[36] = (unsigned char)cfg->tied;
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    dev_to_host(host, model->params_memory, model->num_parameters * sizeof(float));
+    ParamTensors tensors;
+    carve(&tensors, model->param_table, model->num_param_tensors, host, cfg, 0, 0);
+    size_t floats = (size_t)llama2c_floats(cfg, LLAMA2C_V1_ORDER);
+    float *file = xmalloc(floats * sizeof(float));
+    llama2c_copy(cfg, &tensors, LLAMA2C_V1_ORDER, file, 1);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, sizeof header);
+    safe_write(&sf, file, floats * sizeof(float));
+    safe_commit(&sf);
+    free(file);
+    free(host);
+}
+
+// `./sirt export`: a checkpoint in another program's format.
+int cmd_export(int argc, char **argv) {
+    const char *model_path = NULL, *out = NULL;
+    int format = 0;
+    static const char *const FORMAT_NAMES[] = {"llama2c", NULL};
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "the checkpoint to export"},
+        {"--format", NULL, FLAG_CHOICE, .value = &format,
+         "llama2c: llama2.c's version 1 file (a Llama model)", .choices = FORMAT_NAMES},
+        {"--out", "FILE", FLAG_STRING, .value = &out, "the exported file"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "export", "export --model M --format llama2c --out FILE", tables))
+        return 0;
+    if (!model_path || !out) die("export: --model and --out are required");
+    check_writable(out);
+    Model model;
+    model_load(&model, model_path);
+    llama2c_save(&model, out);
+    printf("wrote %s (llama2.c version 1, %zu parameters)\n", out, model.num_parameters);
+    model_free(&model);
+    return 0;
 }
 
 
@@ -2387,7 +2616,8 @@ static void truncation_split(int prompt_len, int completion_len, int budget, int
 static int tokenize_example(Tokenizer *tok, const char *prompt, const char *completion,
                             int budget, TokenSequence *out) {
     TokIds p = {0}, c = {0};
-    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
+    if ((tok_bos(tok) >= 0 && tok_ids_push(&p, tok_bos(tok)) != 0) || // llama2.c's: BOS first
+        tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
         tok_encode_ordinary(tok, completion, strlen(completion), &c) != 0 ||
         tok_ids_push(&c, tok_eot(tok)) != 0)
         die("out of memory tokenizing an example");
@@ -2597,7 +2827,7 @@ int cmd_sft(int argc, char **argv) {
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     const Flag flags[] = {
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data_path,
          "JSONL of prompt/completion or question/answer items"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
@@ -2923,17 +3153,20 @@ typedef struct {
     long index;    // which prompt
     int slot, pos; // its cache slot and the position of its next token
     int produced;  // new tokens so far
+    int last;      // the last token: the prompt's, then each new one's
     Rng rng;
     TokBytes text; // the completion so far
 } LiveSequence;
 
-// Appends token `id`; returns 1 when the sequence is finished.
+// Appends token `id`; returns 1 when the sequence is finished: at the end-of-text token, or at
+// BOS (llama2.c's tokenizers: a new text begins, where run.c stops too).
 static int sequence_push(LiveSequence *seq, Tokenizer *tok, int id, const GenerateSettings *g,
                          int Tc) {
     seq->produced++;
-    if (id == tok_eot(tok)) return 1;
+    if (id == tok_eot(tok) || id == tok_bos(tok)) return 1;
     size_t before = seq->text.len, len;
-    const unsigned char *bytes = tok_token_bytes(tok, id, &len);
+    const unsigned char *bytes = tok_decode_next(tok, seq->last, id, &len);
+    seq->last = id;
     if (bytes && tok_bytes_append(&seq->text, bytes, len) != 0) die("out of memory");
     if (g->stop && g->stop[0]) { // look for the stop string where the new bytes could complete it
         size_t n = strlen(g->stop), from = before >= n ? before - n + 1 : 0;
@@ -3006,7 +3239,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
             }
             decode_prefill(model, &kv, ids, lengths, slot, B);
             for (int b = 0; b < B; b++) {
-                LiveSequence seq = {next + b, slot[b], lengths[b], 0, sequence_rng(g->seed, next + b), {0}};
+                LiveSequence seq = {next + b, slot[b], lengths[b], 0, ids[b][lengths[b] - 1],
+                                    sequence_rng(g->seed, next + b), {0}};
                 int id = sample_token(kv.host_logits + (size_t)b * cfg->Vp, cfg->V, &g->sampler,
                                       &seq.rng, scratch);
                 if (sequence_push(&seq, tok, id, g, Tc)) {
@@ -3074,6 +3308,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 
 static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
     TokIds ids = {0};
+    if (tok_bos(tok) >= 0 && tok_ids_push(&ids, tok_bos(tok)) != 0) die("out of memory");
     if (tok_encode_ordinary(tok, prompt, strlen(prompt), &ids) != 0) die("out of memory");
     if (ids.len == 0 && tok_ids_push(&ids, tok_eot(tok)) != 0) die("out of memory"); // "" -> <eot>
     return (TokenSequence){ids.data, (int)ids.len, (int)ids.len};
@@ -3125,9 +3360,9 @@ int cmd_sample(int argc, char **argv) {
     int k = 1, template_given = 0, kind = TEMPLATE_COT, threads = 0;
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint: llm.c's, ours, or llama2.c's"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--prompt", "TEXT", FLAG_STRING, .value = &prompt, "complete this text"},
         {"--data", "FILE", FLAG_STRING, .value = &data,
          "complete each line's prompt, question (templated) or text"},
@@ -3256,9 +3491,9 @@ int cmd_eval(int argc, char **argv) {
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint: llm.c's, ours, or llama2.c's"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data, "question/answer JSONL with gold answers"},
         {"--samples", "K", FLAG_INT, .value = &k,
          "K samples per item besides the greedy one: maj@K, pass@K", 0, 1 << 16},
@@ -3778,7 +4013,7 @@ int cmd_dpo(int argc, char **argv) {
         {"--ref", "FILE", FLAG_STRING, .value = &ref_path,
          "the frozen reference (unless the pairs carry its log-probs)"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--pairs", "FILE", FLAG_STRING, .value = &pairs_path,
          "JSONL of prompt/chosen/rejected (TRL's format)"},
         {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the pairs, unless --steps is given",
@@ -3956,7 +4191,7 @@ int cmd_refine(int argc, char **argv) {
         {"--model", "FILE", FLAG_STRING, .value = &args.init,
          "the phase-1 model: the first policy and the reference"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data_path,
          "question/answer JSONL: the questions the student answers"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
@@ -4131,6 +4366,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"reproduce", cmd_reproduce, "the reproduction on the built-in task (also: ./sirt alone)"},
     {"train", cmd_train, "language-model training on llm.c token shards"},
+    {"export", cmd_export, "write a Llama as llama2.c's version 1 file"},
     {"data", cmd_data, "generate the built-in task (math or choice) as JSONL"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
     {"tokenize", cmd_tokenize, "stdin lines -> token ids per line (or back with --decode)"},

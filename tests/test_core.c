@@ -842,7 +842,78 @@ static void test_llama_checkpoint_roundtrip(const char *dir) {
     }
 }
 
+// llama2.c's files (section 3b): a random Llama with a padded vocabulary (V=300, Vp=384),
+// classifier tied or not, written as version 1 (export) and as the legacy layout (written here
+// from the same tensor order), read back with the same configuration and bits.
+static void test_llama2c_files(const char *dir) {
+    for (int untied = 0; untied < 2; untied++) {
+        char v1_path[4096], legacy_path[4096];
+        scratch_path(v1_path, sizeof v1_path, dir, "llama2c_v1.bin");
+        scratch_path(legacy_path, sizeof legacy_path, dir, "llama2c_legacy.bin");
+        Config cfg = parse_config_arch("2,4,16,24,300,2,20", ARCH_LLAMA);
+        cfg.tied = !untied;
+        Model a, b, c;
+        model_build(&a, cfg);
+        model_init_random(&a, 77);
+        llama2c_save(&a, v1_path);
+        size_t n;
+        unsigned char *v1 = read_whole_file(v1_path, &n);
+        uint32_t magic = 0;
+        int32_t head[8] = {0};
+        if (v1 && n >= 256) memcpy(&magic, v1, 4), memcpy(head, v1 + 4, sizeof head);
+        int header_ok = v1 && magic == 0x616b3432u && head[0] == 1 && head[1] == 16 &&
+                        head[2] == 20 && head[3] == 2 && head[4] == 4 && head[5] == 2 &&
+                        head[6] == 300 && head[7] == 24 && v1[36] == !untied &&
+                        n == 256 + 4 * (size_t)llama2c_floats(&cfg, LLAMA2C_V1_ORDER);
+        free(v1);
+        // the legacy layout: 7 ints (vocab_size negative when untied), the tensors in its order
+        int32_t dims[7] = {16, 20, 2, 4, 2, untied ? -300 : 300, 24};
+        size_t floats = (size_t)llama2c_floats(&cfg, LLAMA2C_LEGACY_ORDER);
+        float *file = xmalloc(floats * sizeof(float));
+        llama2c_copy(&cfg, &a.params, LLAMA2C_LEGACY_ORDER, file, 1);
+        SafeFile sf;
+        safe_open(&sf, legacy_path);
+        safe_write(&sf, dims, sizeof dims);
+        safe_write(&sf, file, floats * sizeof(float));
+        safe_commit(&sf);
+        free(file);
+        model_load(&b, v1_path);
+        model_load(&c, legacy_path);
+        int same = 1;
+        for (Model *m = &b; m; m = m == &b ? &c : NULL)
+            same &= !memcmp(&a.config, &m->config, sizeof a.config) &&
+                    a.num_parameters == m->num_parameters &&
+                    !memcmp(a.params_memory, m->params_memory, a.num_parameters * 4);
+        check(header_ok && same, "llama2.c files (%s classifier, V=300 padded to 384): version 1 "
+              "header and size right; version 1 and legacy read back with the same config and bits",
+              untied ? "own" : "shared");
+        model_free(&a);
+        model_free(&b);
+        model_free(&c);
+    }
+}
+
+// Prints the logits (the first V of each position) of the full forward pass over the given
+// token ids, one line per position: `tests/test_core --logits MODEL ID...` (for test.sh's
+// comparison with tests/llama2c_reference.py, an independent implementation).
+static int print_logits(const char *path, char **ids, int n) {
+    Model model;
+    model_load(&model, path);
+    int *inputs = xmalloc(n * sizeof(int)), *targets = xmalloc(n * sizeof(int));
+    for (int i = 0; i < n; i++) inputs[i] = atoi(ids[i]), targets[i] = -1;
+    model_forward(&model, inputs, targets, NULL, 1, n);
+    const Config *cfg = &model.config;
+    for (int t = 0; t < n; t++)
+        for (int v = 0; v < cfg->V; v++)
+            printf("%.9g%c", model.acts.logits[(size_t)t * cfg->Vp + v], v + 1 < cfg->V ? ' ' : '\n');
+    free(inputs);
+    free(targets);
+    model_free(&model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "--logits")) return print_logits(argv[2], argv + 3, argc - 3);
     if (argc == 6 && !strcmp(argv[1], "--poke"))
         return poke(argv[2], argv[3], atol(argv[4]), argv[5]);
     if (argc == 6 && !strcmp(argv[1], "--write-shard"))
@@ -878,6 +949,7 @@ int main(int argc, char **argv) {
     test_swiglu(&rng);
     for (int variant = 0; variant < 4; variant++) test_llama_gradients(&rng, variant & 1, variant >> 1);
     test_llama_checkpoint_roundtrip(dir);
+    test_llama2c_files(dir);
     scratch_remove(dir);
     return checks_finish();
 }
