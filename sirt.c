@@ -8,7 +8,8 @@
 // Table of contents
 //   1. Kernels (CPU) ......... the kernel interface of model.h: matmul, layernorm, attention, ...
 //   2. The model ............. GPT-2 and Llama: parameters and activations, forward, backward, AdamW
-//   3. Checkpoints ........... llm.c model files (version 3), our Llama file, our training state
+//   3. Checkpoints ........... llm.c model files (version 3), our Llama file, our training state;
+//                              3b llama2.c's files, 3c Hugging Face directories; `./sirt export`
 //   4. Training .............. `./sirt train`: the training step, the loop, the schedule, logs
 //   5. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //   6. Generation ............ KV-cache decoding, the sampler, batched generation
@@ -1675,9 +1676,16 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
 }
 
 // Reads a checkpoint, checking the header and the file size before allocating anything: llm.c's
-// GPT-2 file or our Llama file, or llama2.c's files (section 3b: llama2c_try_load).
+// GPT-2 file or our Llama file, or llama2.c's files (section 3b: llama2c_try_load), or a
+// directory in Hugging Face's format (section 3c).
 static int llama2c_try_load(Model *model, const char *path, char *why, size_t why_len);
+static void hf_load(Model *model, const char *dir);
 static void model_load(Model *model, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { // a Hugging Face directory (section 3c)
+        hf_load(model, path);
+        return;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open model %s: %s", path, strerror(errno));
     int32_t header[HEADER_INTS];
@@ -2086,26 +2094,397 @@ static void llama2c_save(const Model *model, const char *path) {
     free(host);
 }
 
+// =============================================================================================
+// 3c. Hugging Face files
+// A student goes out to, and a checkpoint comes in from, the Hugging Face ecosystem: a directory
+// with `model.safetensors` and `config.json` that transformers loads as LlamaForCausalLM or
+// GPT2LMHeadModel (`./sirt export --format hf --out DIR`), and that --init DIR (--model, --ref)
+// reads back, e.g. a Llama downloaded elsewhere.
+//   safetensors: uint64 N, then N bytes of JSON {"__metadata__": {"format": "pt"}, name:
+//     {"dtype", "shape", "data_offsets": [begin, end]}, ...} padded with spaces to a multiple of
+//     8, then the data (offsets from its start, tiling it). We write float32 (F32), one tensor
+//     per name, the vocabulary cut to V rows; we read F32, BF16 and F16.
+//   The names and layouts (hf_tensors): Llama's `model.embed_tokens`, `model.layers.{i}.` +
+//     `input_layernorm`, `self_attn.{q,k,v,o}_proj`, `post_attention_layernorm`,
+//     `mlp.{gate,up,down}_proj` (= w1, w3, w2), `model.norm`, `lm_head` (only when untied);
+//     Hugging Face rotates the halves (i, i + hs/2) of each head where llama2.c (and we) rotate
+//     the pairs (2i, 2i+1), so within every head of q_proj (NH heads) and k_proj (KVH heads) our
+//     row 2i is its row i and our row 2i+1 its row i + hs/2. GPT-2's `transformer.wte`, `wpe`,
+//     `h.{i}.ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`;
+//     its four matrices are Conv1D, stored (in, out): the transpose of ours.
+//   config.json: the shape, `tie_word_embeddings`, `rms_norm_eps` 1e-5 (a file with another
+//     epsilon is refused: our files keep 1e-5), `rope_theta`, BOS/EOS ids.
+// =============================================================================================
+typedef enum { HF_SAME, HF_TRANSPOSE, HF_ROTATE_HALF } HfLayout;
+
+// One tensor of a Hugging Face file: its name, where it lives in our parameters (rows x cols,
+// row-major; cols 0 for a vector), and how Hugging Face lays it out (heads: for HF_ROTATE_HALF).
+typedef struct {
+    char name[80];
+    float *ours;
+    int rows, cols;
+    HfLayout layout;
+    int heads;
+} HfTensor;
+
+static void hf_add(HfTensor *t, int *n, float *ours, int rows, int cols, HfLayout layout,
+                   int heads, const char *fmt, int layer) {
+    HfTensor *x = &t[(*n)++];
+    snprintf(x->name, sizeof x->name, fmt, layer);
+    x->ours = ours;
+    x->rows = rows;
+    x->cols = cols;
+    x->layout = layout;
+    x->heads = heads;
+}
+
+// The tensors of a model of this shape, with pointers into p (parameters carved by our table);
+// t has room for 16·L + 4. Returns their number.
+static int hf_tensors(const Config *cfg, const ParamTensors *p, HfTensor *t) {
+    int n = 0, C = cfg->C, H = cfg->hidden, V = cfg->V, NH = cfg->NH, KVH = cfg->KVH;
+    size_t c = C, h = H, KVC = (size_t)KVH * (C / NH), QKV = C + 2 * KVC;
+    if (cfg->arch == ARCH_LLAMA) {
+        hf_add(t, &n, p->wte, V, C, HF_SAME, 0, "model.embed_tokens.weight", 0);
+        for (int l = 0; l < cfg->L; l++) {
+            float *qkv = p->qkvw + l * QKV * c, *w13 = p->fcw + l * 2 * h * c;
+            hf_add(t, &n, p->ln1w + l * c, C, 0, HF_SAME, 0, "model.layers.%d.input_layernorm.weight", l);
+            hf_add(t, &n, qkv, C, C, HF_ROTATE_HALF, NH, "model.layers.%d.self_attn.q_proj.weight", l);
+            hf_add(t, &n, qkv + c * c, (int)KVC, C, HF_ROTATE_HALF, KVH,
+                   "model.layers.%d.self_attn.k_proj.weight", l);
+            hf_add(t, &n, qkv + (c + KVC) * c, (int)KVC, C, HF_SAME, 0,
+                   "model.layers.%d.self_attn.v_proj.weight", l);
+            hf_add(t, &n, p->attprojw + l * c * c, C, C, HF_SAME, 0, "model.layers.%d.self_attn.o_proj.weight", l);
+            hf_add(t, &n, p->ln2w + l * c, C, 0, HF_SAME, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+            hf_add(t, &n, w13, H, C, HF_SAME, 0, "model.layers.%d.mlp.gate_proj.weight", l);
+            hf_add(t, &n, w13 + h * c, H, C, HF_SAME, 0, "model.layers.%d.mlp.up_proj.weight", l);
+            hf_add(t, &n, p->fcprojw + l * c * h, C, H, HF_SAME, 0, "model.layers.%d.mlp.down_proj.weight", l);
+        }
+        hf_add(t, &n, p->lnfw, C, 0, HF_SAME, 0, "model.norm.weight", 0);
+        if (!cfg->tied) hf_add(t, &n, p->wcls, V, C, HF_SAME, 0, "lm_head.weight", 0);
+        return n;
+    }
+    hf_add(t, &n, p->wte, V, C, HF_SAME, 0, "transformer.wte.weight", 0);
+    hf_add(t, &n, p->wpe, cfg->maxT, C, HF_SAME, 0, "transformer.wpe.weight", 0);
+    for (int l = 0; l < cfg->L; l++) {
+        hf_add(t, &n, p->ln1w + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_1.weight", l);
+        hf_add(t, &n, p->ln1b + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_1.bias", l);
+        hf_add(t, &n, p->qkvw + l * 3 * c * c, 3 * C, C, HF_TRANSPOSE, 0, "transformer.h.%d.attn.c_attn.weight", l);
+        hf_add(t, &n, p->qkvb + l * 3 * c, 3 * C, 0, HF_SAME, 0, "transformer.h.%d.attn.c_attn.bias", l);
+        hf_add(t, &n, p->attprojw + l * c * c, C, C, HF_TRANSPOSE, 0, "transformer.h.%d.attn.c_proj.weight", l);
+        hf_add(t, &n, p->attprojb + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.attn.c_proj.bias", l);
+        hf_add(t, &n, p->ln2w + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_2.weight", l);
+        hf_add(t, &n, p->ln2b + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_2.bias", l);
+        hf_add(t, &n, p->fcw + l * h * c, H, C, HF_TRANSPOSE, 0, "transformer.h.%d.mlp.c_fc.weight", l);
+        hf_add(t, &n, p->fcb + l * h, H, 0, HF_SAME, 0, "transformer.h.%d.mlp.c_fc.bias", l);
+        hf_add(t, &n, p->fcprojw + l * c * h, C, H, HF_TRANSPOSE, 0, "transformer.h.%d.mlp.c_proj.weight", l);
+        hf_add(t, &n, p->fcprojb + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.mlp.c_proj.bias", l);
+    }
+    hf_add(t, &n, p->lnfw, C, 0, HF_SAME, 0, "transformer.ln_f.weight", 0);
+    hf_add(t, &n, p->lnfb, C, 0, HF_SAME, 0, "transformer.ln_f.bias", 0);
+    return n;
+}
+
+static size_t hf_count(const HfTensor *t) { return (size_t)t->rows * (t->cols ? t->cols : 1); }
+
+// The row of ours that Hugging Face's row r of a rotate-half tensor holds: within each head of
+// hs rows, its row j < hs/2 is our row 2j and its row hs/2 + j our row 2j + 1.
+static int hf_rotate_half_row(int r, int hs) {
+    int head = r / hs, j = r % hs, half = hs / 2;
+    return head * hs + (j < half ? 2 * j : 2 * (j - half) + 1);
+}
+
+// ours -> hf (to_hf = 1) or hf -> ours (0), in the layout of t.
+static void hf_convert(const HfTensor *t, float *hf, int to_hf) {
+    int rows = t->rows, cols = t->cols ? t->cols : 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            size_t o = (size_t)r * cols + c, x = o; // our index, Hugging Face's
+            if (t->layout == HF_TRANSPOSE) x = (size_t)c * rows + r;
+            if (t->layout == HF_ROTATE_HALF)
+                o = (size_t)hf_rotate_half_row(r, rows / t->heads) * cols + c;
+            if (to_hf) hf[x] = t->ours[o];
+            else t->ours[o] = hf[x];
+        }
+}
+
+// Hugging Face's shape of t as JSON: [rows, cols], [cols, rows] when transposed, or [rows].
+static void hf_shape(const HfTensor *t, char *out, size_t size) {
+    if (!t->cols) snprintf(out, size, "[%d]", t->rows);
+    else if (t->layout == HF_TRANSPOSE) snprintf(out, size, "[%d, %d]", t->cols, t->rows);
+    else snprintf(out, size, "[%d, %d]", t->rows, t->cols);
+}
+
+// Writes DIR/model.safetensors and DIR/config.json (DIR is made if needed).
+static void hf_save(const Model *model, const char *dir) {
+    const Config *cfg = &model->config;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) die("cannot make directory %s: %s", dir, strerror(errno));
+    char path[4200];
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    dev_to_host(host, model->params_memory, model->num_parameters * sizeof(float));
+    ParamTensors p;
+    carve(&p, model->param_table, model->num_param_tensors, host, cfg, 0, 0);
+    HfTensor *t = xmalloc((16 * (size_t)cfg->L + 4) * sizeof(HfTensor));
+    int n = hf_tensors(cfg, &p, t);
+    JsonBuf header = {0};
+    json_buf_puts(&header, "{\"__metadata__\": {\"format\": \"pt\"}");
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        char entry[320], shape[64];
+        hf_shape(&t[i], shape, sizeof shape);
+        size_t bytes = hf_count(&t[i]) * sizeof(float);
+        snprintf(entry, sizeof entry, ", \"%s\": {\"dtype\": \"F32\", \"shape\": %s, "
+                 "\"data_offsets\": [%zu, %zu]}", t[i].name, shape, offset, offset + bytes);
+        json_buf_puts(&header, entry);
+        offset += bytes;
+    }
+    json_buf_puts(&header, "}");
+    while (header.len % 8) json_buf_puts(&header, " ");
+    uint64_t header_len = header.len;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, &header_len, 8);
+    safe_write(&sf, header.data, header.len);
+    for (int i = 0; i < n; i++) {
+        float *hf = xmalloc(hf_count(&t[i]) * sizeof(float));
+        hf_convert(&t[i], hf, 1);
+        safe_write(&sf, hf, hf_count(&t[i]) * sizeof(float));
+        free(hf);
+    }
+    safe_commit(&sf);
+    free(header.data);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    safe_open(&sf, path);
+    if (cfg->arch == ARCH_LLAMA)
+        fprintf(sf.file, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": "
+                "\"llama\",\n  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  "
+                "\"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n  "
+                "\"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"hidden_act\": "
+                "\"silu\",\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": 1e-05,\n  "
+                "\"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"attention_bias\": "
+                "false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2,\n  "
+                "\"torch_dtype\": \"float32\"\n}\n", cfg->V, cfg->C, cfg->hidden, cfg->L, cfg->NH,
+                cfg->KVH, cfg->maxT, cfg->rope_theta, cfg->tied ? "true" : "false");
+    else
+        fprintf(sf.file, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": "
+                "\"gpt2\",\n  \"vocab_size\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n  "
+                "\"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n  \"n_inner\": null,\n  "
+                "\"activation_function\": \"gelu_new\",\n  \"layer_norm_epsilon\": 1e-05,\n  "
+                "\"tie_word_embeddings\": true,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  "
+                "\"torch_dtype\": \"float32\"\n}\n", cfg->V, cfg->maxT, cfg->maxT, cfg->C, cfg->L,
+                cfg->NH, cfg->V - 1, cfg->V - 1);
+    safe_commit(&sf);
+    free(t);
+    free(host);
+}
+
+// An integer field of config.json (a JSON number that is a whole number in 1..2^31), or
+// `fallback` when absent and fallback >= 0; dies naming the file otherwise.
+static int hf_config_int(const JsonObject *obj, const char *key, int fallback, const char *path) {
+    const JsonField *f = json_get(obj, key);
+    if (!f || f->type == JSON_NULL) {
+        if (fallback >= 0) return fallback;
+        die("%s: missing \"%s\"", path, key);
+    }
+    if (f->type != JSON_NUMBER || f->number < 1 || f->number > INT32_MAX ||
+        f->number != (double)(int)f->number)
+        die("%s: \"%s\" must be a positive integer", path, key);
+    return (int)f->number;
+}
+
+// The float of field key (fallback when absent).
+static double hf_config_number(const JsonObject *obj, const char *key, double fallback,
+                               const char *path) {
+    const JsonField *f = json_get(obj, key);
+    if (!f || f->type == JSON_NULL) return fallback;
+    if (f->type != JSON_NUMBER) die("%s: \"%s\" must be a number", path, key);
+    return f->number;
+}
+
+// Reads DIR/config.json into a configuration.
+static Config hf_read_config(const char *dir) {
+    char path[4200], err[256];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    size_t bytes;
+    char *text = (char *)read_whole_file(path, &bytes);
+    if (!text) die("cannot read %s: %s", path, strerror(errno));
+    JsonObject obj = {0};
+    if (json_parse_object_each(text, bytes, "the file", json_object_add_member, &obj, err,
+                               sizeof err) != 0)
+        die("%s: %s", path, err);
+    free(text);
+    const char *type = json_require_string(&obj, "model_type", err, sizeof err);
+    if (!type) die("%s: %s", path, err);
+    Config cfg = {0};
+    if (!strcmp(type, "llama")) {
+        cfg.arch = ARCH_LLAMA;
+        cfg.C = hf_config_int(&obj, "hidden_size", -1, path);
+        cfg.hidden = hf_config_int(&obj, "intermediate_size", -1, path);
+        cfg.L = hf_config_int(&obj, "num_hidden_layers", -1, path);
+        cfg.NH = hf_config_int(&obj, "num_attention_heads", -1, path);
+        cfg.KVH = hf_config_int(&obj, "num_key_value_heads", cfg.NH, path);
+        cfg.maxT = hf_config_int(&obj, "max_position_embeddings", -1, path);
+        cfg.rope_theta = (float)hf_config_number(&obj, "rope_theta", 10000.0, path);
+        const JsonField *tie = json_get(&obj, "tie_word_embeddings");
+        cfg.tied = tie && tie->type == JSON_TRUE; // transformers' default: false
+        double eps = hf_config_number(&obj, "rms_norm_eps", 1e-6, path);
+        if (fabs(eps - 1e-5) > 1e-12)
+            die("%s: rms_norm_eps %g; sirt's Llama uses 1e-5 (llama2.c's)", path, eps);
+        const JsonField *scaling = json_get(&obj, "rope_scaling");
+        if (scaling && scaling->type != JSON_NULL)
+            die("%s: rope_scaling is not supported (the rotary embedding is llama2.c's plain one)", path);
+        const JsonField *head_dim = json_get(&obj, "head_dim");
+        if (head_dim && head_dim->type == JSON_NUMBER && cfg.NH > 0 &&
+            head_dim->number != cfg.C / cfg.NH)
+            die("%s: head_dim %g is not hidden_size / num_attention_heads", path, head_dim->number);
+    } else if (!strcmp(type, "gpt2")) {
+        cfg.C = hf_config_int(&obj, "n_embd", -1, path);
+        cfg.L = hf_config_int(&obj, "n_layer", -1, path);
+        cfg.NH = hf_config_int(&obj, "n_head", -1, path);
+        cfg.maxT = hf_config_int(&obj, "n_positions", -1, path);
+        int inner = hf_config_int(&obj, "n_inner", 0, path);
+        if (inner && inner != 4 * cfg.C) die("%s: n_inner %d is not 4 x n_embd", path, inner);
+        double eps = hf_config_number(&obj, "layer_norm_epsilon", 1e-5, path);
+        if (fabs(eps - 1e-5) > 1e-12) die("%s: layer_norm_epsilon %g; sirt uses 1e-5", path, eps);
+    } else die("%s: model_type \"%s\": sirt reads \"llama\" and \"gpt2\"", path, type);
+    cfg.V = hf_config_int(&obj, "vocab_size", -1, path);
+    json_object_free(&obj);
+    const char *problem = config_problem(&cfg);
+    if (problem) die("%s: %s", path, problem);
+    config_finish(&cfg);
+    return cfg;
+}
+
+// Converts n values of a safetensors dtype to float32; 0, or -1 for a dtype we do not read.
+static int hf_to_float(float *out, const unsigned char *data, size_t n, const char *dtype) {
+    if (!strcmp(dtype, "F32")) {
+        memcpy(out, data, n * 4);
+        return 0;
+    }
+    int bf16 = !strcmp(dtype, "BF16");
+    if (!bf16 && strcmp(dtype, "F16")) return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, data + 2 * i, 2);
+        uint32_t bits;
+        if (bf16) bits = (uint32_t)h << 16;
+        else { // IEEE half: sign, 5-bit exponent, 10-bit mantissa
+            uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023;
+            if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+            else if (exp) bits = sign | ((exp + 112) << 23) | (man << 13);
+            else if (!man) bits = sign;
+            else { // subnormal: normalise
+                int e = -1;
+                do { man <<= 1; e++; } while (!(man & 1024));
+                bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 1023) << 13);
+            }
+        }
+        memcpy(&out[i], &bits, 4);
+    }
+    return 0;
+}
+
+// Reads a Hugging Face directory (config.json and model.safetensors) into a new model.
+static void hf_load(Model *model, const char *dir) {
+    Config cfg = hf_read_config(dir);
+    char path[4200], err[256];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) die("cannot read %s: %s", path, strerror(errno));
+    uint64_t header_len = 0;
+    if (bytes >= 8) memcpy(&header_len, data, 8);
+    if (bytes < 8 || header_len > bytes - 8) die("%s: truncated header", path);
+    JsonObject header = {0};
+    if (json_parse_object_each((const char *)data + 8, header_len, "the header",
+                               json_object_add_member, &header, err, sizeof err) != 0)
+        die("%s: %s", path, err);
+    const unsigned char *tensor_data = data + 8 + header_len;
+    size_t data_bytes = bytes - 8 - header_len;
+    model_build(model, cfg);
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // padded rows stay zero
+    ParamTensors p;
+    carve(&p, model->param_table, model->num_param_tensors, host, &cfg, 0, 0);
+    HfTensor *t = xmalloc((16 * (size_t)cfg.L + 4) * sizeof(HfTensor));
+    int n = hf_tensors(&cfg, &p, t);
+    for (int i = 0; i < n; i++) {
+        const JsonField *f = json_get(&header, t[i].name);
+        if (!f && cfg.arch == ARCH_LLAMA && !cfg.tied && !strcmp(t[i].name, "lm_head.weight")) {
+            // no lm_head: the classifier is the embedding after all (stored once)
+            memcpy(p.wcls, p.wte, (size_t)cfg.V * cfg.C * sizeof(float));
+            continue;
+        }
+        if (!f || f->type != JSON_OBJECT) die("%s: no tensor \"%s\"", path, t[i].name);
+        JsonObject entry = {0};
+        if (json_parse_object_each(f->text, f->len, "a tensor", json_object_add_member, &entry,
+                                   err, sizeof err) != 0)
+            die("%s: %s: %s", path, t[i].name, err);
+        const char *dtype = json_require_string(&entry, "dtype", err, sizeof err);
+        const JsonField *shape = json_get(&entry, "shape"), *offsets = json_get(&entry, "data_offsets");
+        char expected[64];
+        hf_shape(&t[i], expected, sizeof expected);
+        char got_shape[64] = "";
+        if (shape && shape->type == JSON_ARRAY) { // the shape without spaces, as we write it
+            size_t k = 0;
+            for (const char *c = shape->text; *c && k + 2 < sizeof got_shape; c++)
+                if (*c != ' ' && *c != '\n') got_shape[k++] = *c;
+            got_shape[k] = '\0';
+        }
+        char want_shape[64];
+        size_t k = 0;
+        for (const char *c = expected; *c; c++)
+            if (*c != ' ') want_shape[k++] = *c;
+        want_shape[k] = '\0';
+        unsigned long long begin = 0, end = 0;
+        if (!dtype || !offsets || offsets->type != JSON_ARRAY ||
+            sscanf(offsets->text, " [ %llu , %llu ]", &begin, &end) != 2)
+            die("%s: %s: bad entry", path, t[i].name);
+        if (strcmp(got_shape, want_shape))
+            die("%s: %s has shape %s; config.json's shape needs %s", path, t[i].name,
+                shape ? shape->text : "?", expected);
+        size_t count = hf_count(&t[i]), width = !strcmp(dtype, "F32") ? 4 : 2;
+        if (end < begin || end > data_bytes || end - begin != count * width)
+            die("%s: %s: data_offsets [%llu, %llu] do not hold %zu values of %s in %zu bytes",
+                path, t[i].name, begin, end, count, dtype, data_bytes);
+        float *hf = xmalloc(count * sizeof(float));
+        if (hf_to_float(hf, tensor_data + begin, count, dtype) != 0)
+            die("%s: %s: dtype %s (sirt reads F32, BF16, F16)", path, t[i].name, dtype);
+        hf_convert(&t[i], hf, 0);
+        free(hf);
+        json_object_free(&entry);
+    }
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    json_object_free(&header);
+    free(t);
+    free(host);
+    free(data);
+}
+
 // `./sirt export`: a checkpoint in another program's format.
 int cmd_export(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL;
     int format = 0;
-    static const char *const FORMAT_NAMES[] = {"llama2c", NULL};
+    static const char *const FORMAT_NAMES[] = {"llama2c", "hf", NULL};
     const Flag flags[] = {
         {"--model", "FILE", FLAG_STRING, .value = &model_path, "the checkpoint to export"},
         {"--format", NULL, FLAG_CHOICE, .value = &format,
-         "llama2c: llama2.c's version 1 file (a Llama model)", .choices = FORMAT_NAMES},
-        {"--out", "FILE", FLAG_STRING, .value = &out, "the exported file"},
+         "llama2c: llama2.c's version 1 file (a Llama model); hf: a Hugging Face directory "
+         "(model.safetensors, config.json)", .choices = FORMAT_NAMES},
+        {"--out", "PATH", FLAG_STRING, .value = &out, "the exported file (hf: directory)"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
-    if (flags_parse(argc, argv, "export", "export --model M --format llama2c --out FILE", tables))
+    if (flags_parse(argc, argv, "export", "export --model M --format llama2c|hf --out PATH",
+                    tables))
         return 0;
     if (!model_path || !out) die("export: --model and --out are required");
-    check_writable(out);
+    if (format == 0) check_writable(out);
     Model model;
     model_load(&model, model_path);
-    llama2c_save(&model, out);
-    printf("wrote %s (llama2.c version 1, %zu parameters)\n", out, model.num_parameters);
+    if (format == 0) llama2c_save(&model, out);
+    else hf_save(&model, out);
+    printf("wrote %s (%s, %zu parameters)\n", out,
+           format == 0 ? "llama2.c version 1" : "Hugging Face: model.safetensors, config.json",
+           model.num_parameters);
     model_free(&model);
     return 0;
 }
@@ -4366,7 +4745,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"reproduce", cmd_reproduce, "the reproduction on the built-in task (also: ./sirt alone)"},
     {"train", cmd_train, "language-model training on llm.c token shards"},
-    {"export", cmd_export, "write a Llama as llama2.c's version 1 file"},
+    {"export", cmd_export, "write a model as llama2.c's file or a Hugging Face directory"},
     {"data", cmd_data, "generate the built-in task (math or choice) as JSONL"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
     {"tokenize", cmd_tokenize, "stdin lines -> token ids per line (or back with --decode)"},

@@ -382,6 +382,24 @@ ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no 
 echo "== Llama: llama2.c's files (../shared/data/llama2c)"
 expect_error "--arch llama needs --config" "^sirt: error: train: --arch llama is the shape of a --config model" ./sirt train --init "$work/a.bin" --arch llama --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
 expect_error "export of a GPT-2 model to llama2.c" "^sirt: error: llama2.c's files hold Llama models; this model is GPT-2$" ./sirt export --model "$work/a.bin" --format llama2c --out "$work/x.bin"
+# Hugging Face directories: GPT-2 out and back in bit-exact (the model file written again is
+# the same file), and read as transformers reads it (tests/hf_reference.py, plain Python)
+if ./sirt export --model "$work/a.bin" --format hf --out "$work/hf_gpt2" >/dev/null &&
+    ./sirt train --init "$work/hf_gpt2" --data "$work/train.bin" --batch 2 --seq 16 --steps 1 --lr 0 --out "$work/hf_back.bin" >/dev/null &&
+    ./sirt export --model "$work/hf_back.bin" --format hf --out "$work/hf_gpt2_again" >/dev/null &&
+    cmp -s "$work/hf_gpt2/model.safetensors" "$work/hf_gpt2_again/model.safetensors" &&
+    grep -q '"architectures": \["GPT2LMHeadModel"\]' "$work/hf_gpt2/config.json"; then
+    ok "export --format hf (GPT-2) and --init DIR: a step at lr 0 gives the same safetensors back"
+else bad "GPT-2 through a Hugging Face directory changed"; fi
+sed 's/"layer_norm_epsilon": 1e-05/"layer_norm_epsilon": 1e-06/' "$work/hf_gpt2/config.json" >"$work/hf_gpt2_again/config.json"
+expect_error "a Hugging Face config with another epsilon" "hf_gpt2_again/config.json: layer_norm_epsilon 1e-06; sirt uses 1e-5$" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+cp "$work/hf_gpt2/config.json" "$work/hf_gpt2_again/config.json"
+head -c 5000 "$work/hf_gpt2/model.safetensors" >"$work/hf_gpt2_again/model.safetensors"
+expect_error "a truncated safetensors file" "model.safetensors: transformer.wte.weight: data_offsets \[0, 8192\] do not hold 2048 values of F32 in 2160 bytes" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+if command -v python3 >/dev/null 2>&1; then
+    python3 tests/hf_reference.py "$work/hf_gpt2" "$work/a.bin" tests/test_core 1 7 30 2 63 9 >"$work/hf_ref.txt" 2>&1
+    count_unit "$work/hf_ref.txt" tests/hf_reference.py $?
+else skip "python3 is absent: tests/hf_reference.py is skipped"; fi
 L2C=../shared/data/llama2c
 if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/stories260K_v1.bin" ] && [ -f "$L2C/tok512.bin" ]; then
     first="Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
@@ -430,7 +448,17 @@ if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/stories260K_v1.bin" ] && [ -f "$L
     else bad "dpo on the Llama: first line $(head -1 "$work/ldpo.jsonl")"; fi
     expect "refine on the Llama" ./sirt refine --model "$work/lsft.bin" --tokenizer "$L2C/tok512.bin" --data "$work/lq.jsonl" --samples 2 --max-new 16 --batch 2 --seq 128 --steps 1 --out "$work/lref.bin"
     expect "sample from the Llama after dpo" ./sirt sample --model "$work/ldpo.bin" --tokenizer "$L2C/tok512.bin" --prompt "Max had a red ball." --temperature 0 --max-new 8
+    # through a Hugging Face directory and back to llama2.c's file: byte for byte the same
+    ./sirt export --model "$L2C/stories260K.bin" --format hf --out "$work/hf_stories" >/dev/null
+    ./sirt sample --model "$work/hf_stories" --tokenizer "$L2C/tok512.bin" --prompt "" --temperature 0 --max-new 40 >"$work/story.txt" 2>&1
+    if ./sirt export --model "$work/hf_stories" --format llama2c --out "$work/hf_v1.bin" >/dev/null &&
+        cmp -s "$work/hf_v1.bin" "$L2C/stories260K_v1.bin" && [ "$(head -c ${#first} "$work/story.txt")" = "$first" ] &&
+        grep -q '"num_key_value_heads": 4,' "$work/hf_stories/config.json" && grep -q '"tie_word_embeddings": true,' "$work/hf_stories/config.json"; then
+        ok "stories260K -> Hugging Face directory (LlamaForCausalLM, 4 kv heads, tied) -> llama2.c: stories260K_v1.bin byte for byte; greedy text from the directory as llama2.c's"
+    else bad "stories260K through a Hugging Face directory changed"; fi
     if command -v python3 >/dev/null 2>&1; then
+        python3 tests/hf_reference.py "$work/hf_stories" "$L2C/stories260K.bin" tests/test_core 1 403 407 261 378 11 >"$work/hf_ref.txt" 2>&1
+        count_unit "$work/hf_ref.txt" tests/hf_reference.py $?
         python3 tests/llama2c_reference.py "$L2C/stories260K.bin" "$L2C/tok512.bin" ./sirt tests/test_core >"$work/l2c_ref.txt" 2>&1
         count_unit "$work/l2c_ref.txt" tests/llama2c_reference.py $?
     else skip "python3 is absent: the independent reference (tests/llama2c_reference.py) is skipped"; fi

@@ -893,6 +893,93 @@ static void test_llama2c_files(const char *dir) {
     }
 }
 
+// Hugging Face directories (section 3c): GPT-2 and Llama (tied and own classifier, padded
+// vocabulary) written and read back bit-exact; the safetensors header as the format wants it
+// (padded to 8 bytes, "format": "pt", offsets tiling the data); GPT-2's Conv1D weights
+// transposed and Llama's q/k rows in rotate-half order, checked element by element.
+static void test_hf_files(const char *dir) {
+    const char *configs[3] = {"2,2,16,24,300", "2,4,16,24,300,2,20", "2,4,16,24,300,2,20"};
+    for (int k = 0; k < 3; k++) {
+        char out[4096], path[4200];
+        scratch_path(out, sizeof out, dir, k == 0 ? "hf_gpt2" : k == 1 ? "hf_llama" : "hf_llama_own");
+        Config cfg = parse_config_arch(configs[k], k == 0 ? ARCH_GPT2 : ARCH_LLAMA);
+        if (k == 2) cfg.tied = 0;
+        Model a, b;
+        model_build(&a, cfg);
+        model_init_random(&a, 123 + k);
+        Rng rng = rng_seeded(9);
+        for (size_t i = 0; i < a.num_parameters; i++) a.params_memory[i] += 0.1f * rng_normal(&rng);
+        memset(a.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+        if (!cfg.tied)
+            memset(a.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+        hf_save(&a, out);
+        model_load(&b, out);
+        int same = !memcmp(&a.config, &b.config, sizeof a.config) &&
+                   a.num_parameters == b.num_parameters &&
+                   !memcmp(a.params_memory, b.params_memory, a.num_parameters * 4);
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        size_t n;
+        unsigned char *file = read_whole_file(path, &n);
+        uint64_t len = 0;
+        if (file && n >= 8) memcpy(&len, file, 8);
+        int header_ok = file && len % 8 == 0 && len + 8 <= n &&
+                        !memcmp(file + 8, "{\"__metadata__\": {\"format\": \"pt\"}", 33);
+        // the data offsets tile the data: the tensors' sizes add up to the file's data
+        size_t floats = 0;
+        HfTensor *t = xmalloc((16 * (size_t)cfg.L + 4) * sizeof(HfTensor));
+        int nt = hf_tensors(&cfg, &a.params, t);
+        for (int i = 0; i < nt; i++) floats += hf_count(&t[i]);
+        header_ok &= n == 8 + len + 4 * floats;
+        // one element of a transposed / permuted tensor, read from the file itself
+        const float *data = file ? (const float *)(file + 8 + len) : NULL;
+        size_t at = 0;
+        int layout_ok = 0;
+        for (int i = 0; data && i < nt; i++) {
+            const char *want = k == 0 ? "transformer.h.1.attn.c_attn.weight"
+                                      : "model.layers.1.self_attn.k_proj.weight";
+            if (!strcmp(t[i].name, want)) {
+                float hf_value, ours;
+                if (k == 0) { // Conv1D (C, 3C): element [c][o] is our qkvw[o][c]; c = 5, o = 37
+                    memcpy(&hf_value, data + at + 5 * 3 * cfg.C + 37, 4);
+                    ours = t[i].ours[37 * cfg.C + 5];
+                } else { // k_proj row 1 of head 1 (hs 4) is our row 4 + 2 of that head; column 3
+                    memcpy(&hf_value, data + at + (4 + 1) * cfg.C + 3, 4);
+                    ours = t[i].ours[(4 + 2) * cfg.C + 3];
+                }
+                layout_ok = hf_value == ours && ours != 0.0f;
+            }
+            at += hf_count(&t[i]);
+        }
+        check(same && header_ok && layout_ok, "Hugging Face directory, %s: written and read back "
+              "bit-exact; safetensors header padded to 8 with format pt, offsets tiling the data; "
+              "%s", k == 0 ? "GPT-2" : k == 1 ? "Llama (tied)" : "Llama (own classifier)",
+              k == 0 ? "c_attn.weight[5][37] = our qkvw[37][5] (Conv1D transposed)"
+                     : "k_proj row 1 of head 1 = our row 2 of it (rotate-half order)");
+        free(t);
+        free(file);
+        model_free(&a);
+        model_free(&b);
+        remove(path); // the directory's two files, then the directory (scratch_remove's is flat)
+        snprintf(path, sizeof path, "%s/config.json", out);
+        remove(path);
+        remove(out);
+    }
+}
+
+// The half-precision dtypes a downloaded safetensors file may hold, converted to float32.
+static void test_hf_dtypes(void) {
+    uint16_t bf16[3] = {0x3F80, 0xC040, 0x4049}; // 1, -3, 3.140625
+    uint16_t f16[6] = {0x3C00, 0xC000, 0x3555, 0x0001, 0x7C00, 0x8000}; // 1, -2, 1/3 rounded, 2^-24, inf, -0
+    float a[3], b[6];
+    int ok = hf_to_float(a, (const unsigned char *)bf16, 3, "BF16") == 0 &&
+             hf_to_float(b, (const unsigned char *)f16, 6, "F16") == 0 && a[0] == 1.0f &&
+             a[1] == -3.0f && a[2] == 3.140625f && b[0] == 1.0f && b[1] == -2.0f &&
+             b[2] == 0.333251953125f && b[3] == ldexpf(1.0f, -24) && isinf(b[4]) && b[4] > 0 &&
+             b[5] == 0.0f && signbit(b[5]) && hf_to_float(a, (const unsigned char *)bf16, 1, "I8") == -1;
+    check(ok, "safetensors dtypes: BF16 (1, -3, 3.140625) and F16 (1, -2, 0.33325, the subnormal "
+          "2^-24, inf, -0) to float32 exactly; another dtype refused");
+}
+
 // Prints the logits (the first V of each position) of the full forward pass over the given
 // token ids, one line per position: `tests/test_core --logits MODEL ID...` (for test.sh's
 // comparison with tests/llama2c_reference.py, an independent implementation).
@@ -950,6 +1037,8 @@ int main(int argc, char **argv) {
     for (int variant = 0; variant < 4; variant++) test_llama_gradients(&rng, variant & 1, variant >> 1);
     test_llama_checkpoint_roundtrip(dir);
     test_llama2c_files(dir);
+    test_hf_files(dir);
+    test_hf_dtypes();
     scratch_remove(dir);
     return checks_finish();
 }
