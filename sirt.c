@@ -2632,7 +2632,8 @@ static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // Arch 
 #define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
-     "start from this checkpoint: llm.c's GPT-2, ours, or llama2.c's (legacy or version 1)"},
+     "start from this checkpoint: llm.c's GPT-2, ours, llama2.c's (legacy or version 1), or a "
+     "Hugging Face directory"},
     {"--config", "L,NH,C,maxT,V", FLAG_STRING, .offset = offsetof(TrainArgs, config),
      "start from a random initialisation of this shape; with --arch llama: "
      "L,NH,C,maxT,V[,KVH[,hidden]]"},
@@ -3739,7 +3740,7 @@ int cmd_sample(int argc, char **argv) {
     int k = 1, template_given = 0, kind = TEMPLATE_COT, threads = 0;
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint: llm.c's, ours, or llama2.c's"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint (llm.c's, ours, llama2.c's) or a Hugging Face directory"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
          "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--prompt", "TEXT", FLAG_STRING, .value = &prompt, "complete this text"},
@@ -3870,7 +3871,7 @@ int cmd_eval(int argc, char **argv) {
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint: llm.c's, ours, or llama2.c's"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint (llm.c's, ours, llama2.c's) or a Hugging Face directory"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
          "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data, "question/answer JSONL with gold answers"},
