@@ -1217,12 +1217,13 @@ static void detect_anomaly_adamw(const Model *model) {
     }
 }
 
+static void gpt2_forward(Model *model);
+static void llama_forward(Model *model);
 // The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
 // pos (B,T), a host array, gives each token's position within its example when a row packs
 // several examples (model.h, "Examples in a row"); NULL: one example per row. Afterwards
-// model->host_logprobs (B,T) holds log p(target) at every position.
-static void gpt2_forward(Model *model);
-static void llama_forward(Model *model);
+// model->host_logprobs (B,T) holds log p(target) at every position. The shape's own forward
+// pass (gpt2_forward or llama_forward) runs on the batch placed on the device here.
 static void model_forward(Model *model, const int *inputs, const int *targets, const int *pos,
                           int B, int T) {
     const Config *cfg = &model->config;
@@ -1331,10 +1332,10 @@ static void llama_forward(Model *model) {
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
 
-// The backward pass of the loss Σ_i coefs[i] · (−logprob_i), for the batch of the last forward.
-// coefs (B,T) is a host array. Gradients are overwritten (not accumulated across calls).
 static void gpt2_backward(Model *model);
 static void llama_backward(Model *model);
+// The backward pass of the loss Σ_i coefs[i] · (−logprob_i), for the batch of the last forward.
+// coefs (B,T) is a host array. Gradients are overwritten (not accumulated across calls).
 static void model_backward(Model *model, const float *coefs) {
     if (!model->grads_memory)
         model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
