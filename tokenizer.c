@@ -836,11 +836,12 @@ const unsigned char *tok_token_bytes(const Tokenizer *tok, int id, size_t *len) 
 /* The bytes of token id when it follows token prev (-1: none), or NULL if id is not in the
    vocabulary: its bytes, except that for llama2.c's tokenizers BOS has none (run.c never prints
    it) and a piece that follows BOS loses its leading space (run.c's decode: the space is
-   sentencepiece's dummy prefix). */
+   sentencepiece's dummy prefix; a byte fallback, "<0x20>" in run.c's table, keeps its byte). */
 const unsigned char *tok_decode_next(const Tokenizer *tok, int prev, int id, size_t *len) {
     const unsigned char *bytes = tok_token_bytes(tok, id, len);
+    int byte_fallback = id >= 3 && id < 259;
     if (bytes && tok->llama && id == tok->bos_id) *len = 0;
-    if (bytes && tok->llama && prev == tok->bos_id && *len > 0 && bytes[0] == ' ') {
+    if (bytes && tok->llama && prev == tok->bos_id && !byte_fallback && *len > 0 && bytes[0] == ' ') {
         bytes++;
         --*len;
     }
@@ -1896,8 +1897,8 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
  *    spelled so, or its bytes' fallback ids (byte + 3); then, repeatedly, of all adjacent pairs
  *    whose concatenation is a piece, the one with the highest score (the leftmost on a tie)
  *    becomes that piece, until no pair is. No BOS or EOS is added here (the callers add BOS).
- *    Decoding: a byte fallback is its byte; a piece after BOS loses a leading space
- *    (tok_decode_next). run.c's printing also skips single unprintable bytes; we keep them.
+ *    Decoding: a byte fallback is its byte; a piece (not a byte fallback) after BOS loses a
+ *    leading space (tok_decode_next). run.c's printing also skips single unprintable bytes; we keep them.
  * ============================================================================================ */
 
 static int tok_llama_lookup(const Tokenizer *tok, const unsigned char *p, size_t n) {

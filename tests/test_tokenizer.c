@@ -657,8 +657,10 @@ static void test_llama2c(const char *tmpdir) {
     int decode_ok = tok_decode(tok, seq, 4, &text) == 0 && text.len == 1 + 1 + 6 &&
                     memcmp(text.data, "aA\n</s>\n", 8) == 0 && after_bos && len == 1 &&
                     after_bos[0] == 'a' && tok_decode_next(tok, 264, 264, &len) && len == 2;
+    const unsigned char *space = tok_decode_next(tok, 1, 3 + ' ', &len); /* <0x20> after BOS */
+    decode_ok &= space && len == 1 && space[0] == ' ';
     check(decode_ok, "llama2.c decode: BOS has no text, the piece after it loses its leading space "
-          "(not elsewhere), a byte fallback is its byte");
+          "(not elsewhere, nor the byte fallback <0x20>, as in run.c), a byte fallback is its byte");
     tok_bytes_free(&text);
     tok_free(tok);
     /* a file whose byte fallbacks are not <0x00>..<0xFF> in order is refused with the reason */
