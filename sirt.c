@@ -2114,7 +2114,9 @@ static void llama2c_save(const Model *model, const char *path) {
 //     `h.{i}.ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`;
 //     its four matrices are Conv1D, stored (in, out): the transpose of ours.
 //   config.json: the shape, `tie_word_embeddings`, `rms_norm_eps` 1e-5 (a file with another
-//     epsilon is refused: our files keep 1e-5), `rope_theta`, BOS/EOS ids.
+//     epsilon is refused: our files keep 1e-5), `rope_theta`, BOS/EOS ids. A file that asks for
+//     what our shapes do not compute (rope_scaling, biases in a Llama, another activation, an
+//     untied GPT-2) is refused with a message rather than read wrongly.
 // =============================================================================================
 typedef enum { HF_SAME, HF_TRANSPOSE, HF_ROTATE_HALF } HfLayout;
 
@@ -2215,6 +2217,12 @@ static void hf_shape(const HfTensor *t, char *out, size_t size) {
     else snprintf(out, size, "[%d, %d]", t->rows, t->cols);
 }
 
+// DIR/NAME into path (size bytes), or a message when the directory's name is too long for it.
+static void hf_path(char *path, size_t size, const char *dir, const char *name) {
+    int n = snprintf(path, size, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= size) die("%s: the directory's name is too long", dir);
+}
+
 // Writes DIR/model.safetensors and DIR/config.json (DIR is made if needed).
 static void hf_save(const Model *model, const char *dir) {
     const Config *cfg = &model->config;
@@ -2241,7 +2249,7 @@ static void hf_save(const Model *model, const char *dir) {
     json_buf_puts(&header, "}");
     while (header.len % 8) json_buf_puts(&header, " ");
     uint64_t header_len = header.len;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    hf_path(path, sizeof path, dir, "model.safetensors");
     SafeFile sf;
     safe_open(&sf, path);
     safe_write(&sf, &header_len, 8);
@@ -2254,7 +2262,7 @@ static void hf_save(const Model *model, const char *dir) {
     }
     safe_commit(&sf);
     free(header.data);
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    hf_path(path, sizeof path, dir, "config.json");
     safe_open(&sf, path);
     if (cfg->arch == ARCH_LLAMA)
         fprintf(sf.file, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": "
@@ -2305,7 +2313,7 @@ static double hf_config_number(const JsonObject *obj, const char *key, double fa
 // Reads DIR/config.json into a configuration.
 static Config hf_read_config(const char *dir) {
     char path[4200], err[256];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    hf_path(path, sizeof path, dir, "config.json");
     size_t bytes;
     char *text = (char *)read_whole_file(path, &bytes);
     if (!text) die("cannot read %s: %s", path, strerror(errno));
@@ -2326,8 +2334,18 @@ static Config hf_read_config(const char *dir) {
         cfg.KVH = hf_config_int(&obj, "num_key_value_heads", cfg.NH, path);
         cfg.maxT = hf_config_int(&obj, "max_position_embeddings", -1, path);
         cfg.rope_theta = (float)hf_config_number(&obj, "rope_theta", 10000.0, path);
+        if (!(cfg.rope_theta > 0.0f)) die("%s: rope_theta must be positive", path);
         const JsonField *tie = json_get(&obj, "tie_word_embeddings");
         cfg.tied = tie && tie->type == JSON_TRUE; // transformers' default: false
+        const JsonField *act = json_get(&obj, "hidden_act");
+        if (act && act->type != JSON_NULL && (act->type != JSON_STRING || strcmp(act->text, "silu")))
+            die("%s: hidden_act %s; sirt's Llama uses \"silu\" (SwiGLU)", path, act->text);
+        const char *biases[2] = {"attention_bias", "mlp_bias"};
+        for (int i = 0; i < 2; i++) {
+            const JsonField *bias = json_get(&obj, biases[i]);
+            if (bias && bias->type == JSON_TRUE)
+                die("%s: %s is true; sirt's Llama has no biases", path, biases[i]);
+        }
         double eps = hf_config_number(&obj, "rms_norm_eps", 1e-6, path);
         if (fabs(eps - 1e-5) > 1e-12)
             die("%s: rms_norm_eps %g; sirt's Llama uses 1e-5 (llama2.c's)", path, eps);
@@ -2347,6 +2365,15 @@ static Config hf_read_config(const char *dir) {
         if (inner && inner != 4 * cfg.C) die("%s: n_inner %d is not 4 x n_embd", path, inner);
         double eps = hf_config_number(&obj, "layer_norm_epsilon", 1e-5, path);
         if (fabs(eps - 1e-5) > 1e-12) die("%s: layer_norm_epsilon %g; sirt uses 1e-5", path, eps);
+        const JsonField *act = json_get(&obj, "activation_function");
+        if (act && act->type != JSON_NULL &&
+            (act->type != JSON_STRING || strcmp(act->text, "gelu_new")))
+            die("%s: activation_function %s; sirt's GPT-2 uses \"gelu_new\" (GELU, tanh form)",
+                path, act->text);
+        const JsonField *tie = json_get(&obj, "tie_word_embeddings");
+        if (tie && tie->type == JSON_FALSE)
+            die("%s: tie_word_embeddings is false; sirt's GPT-2 classifier is the token embedding",
+                path);
     } else die("%s: model_type \"%s\": sirt reads \"llama\" and \"gpt2\"", path, type);
     cfg.V = hf_config_int(&obj, "vocab_size", -1, path);
     json_object_free(&obj);
@@ -2385,11 +2412,19 @@ static int hf_to_float(float *out, const unsigned char *data, size_t n, const ch
     return 0;
 }
 
+// text without its white space into out (size bytes; a longer text is cut).
+static void hf_squeeze(char *out, size_t size, const char *text) {
+    size_t k = 0;
+    for (const char *c = text; *c && k + 1 < size; c++)
+        if (*c != ' ' && *c != '\n' && *c != '\t' && *c != '\r') out[k++] = *c;
+    out[k] = '\0';
+}
+
 // Reads a Hugging Face directory (config.json and model.safetensors) into a new model.
 static void hf_load(Model *model, const char *dir) {
     Config cfg = hf_read_config(dir);
     char path[4200], err[256];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    hf_path(path, sizeof path, dir, "model.safetensors");
     size_t bytes;
     unsigned char *data = read_whole_file(path, &bytes);
     if (!data) die("cannot read %s: %s", path, strerror(errno));
@@ -2424,22 +2459,16 @@ static void hf_load(Model *model, const char *dir) {
         const JsonField *shape = json_get(&entry, "shape"), *offsets = json_get(&entry, "data_offsets");
         char expected[64];
         hf_shape(&t[i], expected, sizeof expected);
-        char got_shape[64] = "";
-        if (shape && shape->type == JSON_ARRAY) { // the shape without spaces, as we write it
-            size_t k = 0;
-            for (const char *c = shape->text; *c && k + 2 < sizeof got_shape; c++)
-                if (*c != ' ' && *c != '\n') got_shape[k++] = *c;
-            got_shape[k] = '\0';
-        }
-        char want_shape[64];
-        size_t k = 0;
-        for (const char *c = expected; *c; c++)
-            if (*c != ' ') want_shape[k++] = *c;
-        want_shape[k] = '\0';
+        char got_shape[64] = "", want_shape[64]; // the shapes without white space
+        if (shape && shape->type == JSON_ARRAY)
+            hf_squeeze(got_shape, sizeof got_shape, shape->text);
+        hf_squeeze(want_shape, sizeof want_shape, expected);
         unsigned long long begin = 0, end = 0;
         if (!dtype || !offsets || offsets->type != JSON_ARRAY ||
             sscanf(offsets->text, " [ %llu , %llu ]", &begin, &end) != 2)
             die("%s: %s: bad entry", path, t[i].name);
+        if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
+            die("%s: %s: dtype %s (sirt reads F32, BF16, F16)", path, t[i].name, dtype);
         if (strcmp(got_shape, want_shape))
             die("%s: %s has shape %s; config.json's shape needs %s", path, t[i].name,
                 shape ? shape->text : "?", expected);

@@ -393,6 +393,8 @@ if ./sirt export --model "$work/a.bin" --format hf --out "$work/hf_gpt2" >/dev/n
 else bad "GPT-2 through a Hugging Face directory changed"; fi
 sed 's/"layer_norm_epsilon": 1e-05/"layer_norm_epsilon": 1e-06/' "$work/hf_gpt2/config.json" >"$work/hf_gpt2_again/config.json"
 expect_error "a Hugging Face config with another epsilon" "hf_gpt2_again/config.json: layer_norm_epsilon 1e-06; sirt uses 1e-5$" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+sed 's/"gelu_new"/"gelu"/' "$work/hf_gpt2/config.json" >"$work/hf_gpt2_again/config.json"
+expect_error "a Hugging Face config with another activation" "hf_gpt2_again/config.json: activation_function gelu; sirt's GPT-2 uses \"gelu_new\" (GELU, tanh form)$" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
 cp "$work/hf_gpt2/config.json" "$work/hf_gpt2_again/config.json"
 head -c 5000 "$work/hf_gpt2/model.safetensors" >"$work/hf_gpt2_again/model.safetensors"
 expect_error "a truncated safetensors file" "model.safetensors: transformer.wte.weight: data_offsets \[0, 8192\] do not hold 2048 values of F32 in 2160 bytes" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
