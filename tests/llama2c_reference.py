@@ -163,6 +163,8 @@ def main():
     ours = subprocess.run([sirt, "tokenize", "--tokenizer", tokenizer],
                           input="\n".join(texts) + "\n", capture_output=True, text=True,
                           check=True).stdout.splitlines()
+    check(len(ours) == len(texts), "tokenize prints one line of ids per text (%d for %d)" % (
+        len(ours), len(texts)))
     for text, line in zip(texts, ours):
         expected = encode(pieces, scores, text.encode("utf-8"))
         got = [int(t) for t in line.split()]
