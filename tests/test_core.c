@@ -438,14 +438,19 @@ static double model_objective(void *p) {
     return loss;
 }
 
-static void test_model_gradients(Rng *rng, int packed) {
-    Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
+// The check for a model of either shape (seed: its initialisation): every parameter tensor's
+// live rows (the padded vocabulary rows V..Vp-1 stay zero, as in a real checkpoint), each named
+// "LABEL gradient of TENSOR VARIANT". Returns how many tensors it checked (an untied Llama's
+// wcls has rows; a tied one's none).
+static int check_model_gradients(Config cfg, uint64_t seed, const char *label, const char *variant,
+                                 int packed, Rng *rng) {
     Model model;
     model_build(&model, cfg);
-    model_init_random(&model, 5);
+    model_init_random(&model, seed);
     for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(rng);
-    // the padding rows of wte stay zero, as in a real checkpoint
     memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    if (!model.config.tied)
+        memset(model.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
     int B = 2, T = 7;
     ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), NULL, xmalloc(B * T * 4), B, T};
     if (packed) {
@@ -462,19 +467,29 @@ static void test_model_gradients(Rng *rng, int packed) {
     float *grads = random_copy(model.grads_memory, model.num_parameters);
     GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
     size_t offset = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        char name[64];
-        snprintf(name, sizeof name, "model gradient of %s%s", GPT2_PARAMS[t].name,
-                 packed ? " (packed rows)" : "");
+    int checked = 0;
+    for (int t = 0; t < model.num_param_tensors; t++) {
+        const TensorSpec *spec = &model.param_table[t];
         size_t n = model.param_sizes[t];
-        if (t == 0) n = (size_t)cfg.V * cfg.C; // the live rows of wte
-        check_gradient(name, model_objective, &k, model.params_memory + offset, grads + offset,
-                       n, tol, rng);
+        if (spec->shape[0] == D_Vp || spec->shape[0] == D_CLS) n = n / cfg.Vp * cfg.V; // live rows
+        if (n) {
+            char name[96];
+            snprintf(name, sizeof name, "%s gradient of %s%s", label, spec->name, variant);
+            check_gradient(name, model_objective, &k, model.params_memory + offset,
+                           grads + offset, n, tol, rng);
+            checked++;
+        }
         offset += model.param_sizes[t];
     }
     free(grads);
     free(k.inputs); free(k.targets); free(k.pos); free(k.coefs);
     model_free(&model);
+    return checked;
+}
+
+static void test_model_gradients(Rng *rng, int packed) {
+    Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
+    check_model_gradients(cfg, 5, "model", packed ? " (packed rows)" : "", packed, rng);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,48 +791,11 @@ static void test_swiglu(Rng *rng) {
 static void test_llama_gradients(Rng *rng, int packed, int untied) {
     Config cfg = parse_config_arch("2,4,16,8,23,2,20", ARCH_LLAMA);
     cfg.tied = !untied;
-    Model model;
-    model_build(&model, cfg);
-    model_init_random(&model, 6);
-    for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(rng);
-    memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
-    if (untied)
-        memset(model.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
-    int B = 2, T = 7;
-    ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), NULL, xmalloc(B * T * 4), B, T};
-    if (packed) {
-        k.pos = xmalloc(B * T * 4);
-        random_positions(k.pos, B, T, rng);
-    }
-    for (int i = 0; i < B * T; i++) {
-        k.inputs[i] = rng_u32(rng) % cfg.V;
-        k.targets[i] = i % 5 == 4 ? -1 : (int)(rng_u32(rng) % cfg.V);
-        k.coefs[i] = rng_normal(rng);
-    }
-    model_objective(&k);
-    model_backward(&model, k.coefs);
-    float *grads = random_copy(model.grads_memory, model.num_parameters);
-    GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
-    size_t offset = 0;
-    int checked = 0;
-    for (int t = 0; t < model.num_param_tensors; t++) {
-        const TensorSpec *spec = &model.param_table[t];
-        size_t n = model.param_sizes[t];
-        if (spec->shape[0] == D_Vp || spec->shape[0] == D_CLS) n = n / cfg.Vp * cfg.V; // live rows
-        if (n) {
-            char name[96];
-            snprintf(name, sizeof name, "llama gradient of %s (%s classifier%s)", spec->name,
-                     untied ? "own" : "tied", packed ? ", packed rows" : "");
-            check_gradient(name, model_objective, &k, model.params_memory + offset,
-                           grads + offset, n, tol, rng);
-            checked++;
-        }
-        offset += model.param_sizes[t];
-    }
+    char variant[64];
+    snprintf(variant, sizeof variant, " (%s classifier%s)", untied ? "own" : "tied",
+             packed ? ", packed rows" : "");
+    int checked = check_model_gradients(cfg, 6, "llama", variant, packed, rng);
     check(checked == (untied ? 9 : 8), "llama: %d parameter tensors checked", checked);
-    free(grads);
-    free(k.inputs); free(k.targets); free(k.pos); free(k.coefs);
-    model_free(&model);
 }
 
 // Our Llama checkpoint: write → read gives the same configuration and bits (tied and untied).
