@@ -2112,7 +2112,8 @@ static void llama2c_save(const Model *model, const char *path) {
 //     the pairs (2i, 2i+1), so within every head of q_proj (NH heads) and k_proj (KVH heads) our
 //     row 2i is its row i and our row 2i+1 its row i + hs/2. GPT-2's `transformer.wte`, `wpe`,
 //     `h.{i}.ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`;
-//     its four matrices are Conv1D, stored (in, out): the transpose of ours.
+//     its four matrices are Conv1D, stored (in, out): the transpose of ours. A GPT-2 file saved
+//     from GPT2Model (as OpenAI's `gpt2` on the Hub) names them without `transformer.`: read too.
 //   config.json: the shape, `tie_word_embeddings`, `rms_norm_eps` 1e-5 (a file with another
 //     epsilon is refused: our files keep 1e-5), `rope_theta`, BOS/EOS ids. A file that asks for
 //     what our shapes do not compute (rope_scaling, biases in a Llama, another activation, an
@@ -2445,6 +2446,8 @@ static void hf_load(Model *model, const char *dir) {
     int n = hf_tensors(&cfg, &p, t);
     for (int i = 0; i < n; i++) {
         const JsonField *f = json_get(&header, t[i].name);
+        if (!f && cfg.arch == ARCH_GPT2 && !strncmp(t[i].name, "transformer.", 12))
+            f = json_get(&header, t[i].name + 12); // saved from GPT2Model: no prefix (OpenAI's gpt2)
         if (!f && cfg.arch == ARCH_LLAMA && !cfg.tied && !strcmp(t[i].name, "lm_head.weight")) {
             // no lm_head: the classifier is the embedding after all (stored once)
             memcpy(p.wcls, p.wte, (size_t)cfg.V * cfg.C * sizeof(float));

@@ -928,10 +928,34 @@ static void test_hf_files(const char *dir) {
             }
             at += hf_count(&t[i]);
         }
+        if (k == 0 && header_ok) { // named as saved from GPT2Model (OpenAI's gpt2): no "transformer."
+            JsonBuf renamed = {0};
+            const char *h = (const char *)file + 8, *prefix = "\"transformer.";
+            for (size_t i = 0; i < len;) {
+                int cut = i + 13 <= len && !memcmp(h + i, prefix, 13);
+                json_buf_put(&renamed, h + i, 1); // the quote; the prefix after it is dropped
+                i += cut ? 13 : 1;
+            }
+            uint64_t renamed_len = renamed.len;
+            SafeFile sf;
+            safe_open(&sf, path);
+            safe_write(&sf, &renamed_len, 8);
+            safe_write(&sf, renamed.data, renamed.len);
+            safe_write(&sf, file + 8 + len, n - 8 - len);
+            safe_commit(&sf);
+            Model c;
+            model_load(&c, out);
+            same &= strstr(renamed.data, "\"h.1.attn.c_attn.weight\"") &&
+                    !strstr(renamed.data, "transformer.") && c.num_parameters == a.num_parameters &&
+                    !memcmp(a.params_memory, c.params_memory, a.num_parameters * 4);
+            free(renamed.data);
+            model_free(&c);
+        }
         check(same && header_ok && layout_ok, "Hugging Face directory, %s: written and read back "
               "bit-exact; safetensors header padded to 8 with format pt, offsets tiling the data; "
               "%s", k == 0 ? "GPT-2" : k == 1 ? "Llama (tied)" : "Llama (own classifier)",
-              k == 0 ? "c_attn.weight[5][37] = our qkvw[37][5] (Conv1D transposed)"
+              k == 0 ? "c_attn.weight[5][37] = our qkvw[37][5] (Conv1D transposed); read "
+                       "back too with GPT2Model's names (no \"transformer.\")"
                      : "k_proj row 1 of head 1 = our row 2 of it (rotate-half order)");
         free(t);
         free(file);
