@@ -954,7 +954,8 @@ static const char *config_problem(const Config *cfg) {
     if (cfg->arch == ARCH_LLAMA) {
         if (cfg->KVH < 0 || cfg->KVH > cfg->NH || (cfg->KVH && cfg->NH % cfg->KVH))
             return "KVH (key/value heads) must divide NH (heads)";
-        if (cfg->hidden < 0 || cfg->hidden > 1 << 20) return "hidden must be in 1..1048576";
+        if (cfg->hidden < 0 || cfg->hidden > 1 << 20)
+            return "hidden must be in 1..1048576 (or 0: llama2.c's default)";
         if ((cfg->C / cfg->NH) % 2) return "the head size C/NH must be even (rotary embedding)";
         if (!(cfg->rope_theta >= 0.0f && cfg->rope_theta < 1e30f)) return "bad rope theta";
     }
