@@ -286,7 +286,7 @@ static void test_build_pairs(void) {
     size_t len = strlen(text);
     char err[256];
     Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
-    Example items[3] = {{"Q1 ", NULL, "8"}, {"Q2 ", NULL, "5"}, {"Q3 ", NULL, "3"}};
+    Example items[3] = {{"Q1 ", NULL, "8", NULL}, {"Q2 ", NULL, "5", NULL}, {"Q3 ", NULL, "3", NULL}};
     char *cot[9] = {"The answer is 8.", "The answer is 7.", "The answer is 8.", // 1 distinct right
                     "The answer is 1.", "The answer is 2.", "The answer is 4.", // all wrong
                     "The answer is 3.", "So the answer is 3.", "Yes: the answer is 3."}; // all right
