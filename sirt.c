@@ -3025,8 +3025,9 @@ static void truncation_split(int prompt_len, int completion_len, int budget, int
     *keep_completion = completion_len < c ? completion_len : c;
 }
 
-// Tokenizes prompt and completion separately (as TRL does), appends end-of-text, and truncates
-// to `budget` tokens. Returns 1 when the example had to be cut.
+// Tokenizes prompt and completion separately (as TRL does), puts BOS first for llama2.c's
+// tokenizers, appends end-of-text, and truncates to `budget` tokens (a cut prompt keeps its BOS
+// and its last tokens). Returns 1 when the example had to be cut.
 static int tokenize_example(Tokenizer *tok, const char *prompt, const char *completion,
                             int budget, TokenSequence *out) {
     TokIds p = {0}, c = {0};
@@ -3039,6 +3040,7 @@ static int tokenize_example(Tokenizer *tok, const char *prompt, const char *comp
     truncation_split((int)p.len, (int)c.len, budget, &keep_p, &keep_c);
     out->ids = xmalloc((size_t)(keep_p + keep_c) * sizeof(int));
     if (keep_p) memcpy(out->ids, p.data + (p.len - keep_p), keep_p * sizeof(int));
+    if (keep_p && keep_p < (int)p.len && tok_bos(tok) >= 0) out->ids[0] = tok_bos(tok);
     memcpy(out->ids + keep_p, c.data, keep_c * sizeof(int)); // keep_c >= 1: the end-of-text
     out->length = keep_p + keep_c;
     out->prompt_length = keep_p;
