@@ -89,7 +89,8 @@
  *   Tokenizer *tok_train(texts, lens, n_texts, vocab_size, split_digits, err, errlen)
  *   int tok_save(tok, path, err, errlen)         our format; tok_serialize() gives the bytes
  *   int tok_save_llmc(tok, path, err, errlen)    llm.c's decode table
- *   int tok_encode(tok, text, len, TokIds *out)  appends ids; tok_encode_ordinary(): no specials
+ *   int tok_encode(tok, text, len, TokIds *out)  appends ids; tok_encode_ordinary(): no specials;
+ *                                                tok_encode_continuation(): no dummy prefix
  *   int tok_decode(tok, ids, n, TokBytes *out)   appends bytes
  *   tok_token_bytes(tok, id, &len), tok_vocab_size(tok), tok_eot(tok), tok_bos(tok), tok_free(tok)
  *   tok_decode_next(tok, prev, id, &len)         token id's bytes after token prev (llama2.c's rule)
@@ -1120,16 +1121,25 @@ static int tok_encode_piece(Tokenizer *tok, const unsigned char *piece, size_t n
 
 /* Encodes text as ordinary text: "<|endoftext|>" in it is spelled out, not special. Appends to
    out. Returns 0, or -1 if memory runs out. */
-static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, TokIds *out);
+static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, int dummy_prefix,
+                            TokIds *out);
 int tok_encode_ordinary(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
     const unsigned char *s = (const unsigned char *)text;
-    if (tok->llama) return tok_llama_encode(tok, s, len, out);
+    if (tok->llama) return tok_llama_encode(tok, s, len, 1, out);
     for (size_t pos = 0; pos < len;) {
         size_t end = tok_piece_end(s, len, pos);
         if (tok_encode_piece(tok, s + pos, end - pos, out) != 0) return -1;
         pos = end;
     }
     return 0;
+}
+
+/* As tok_encode_ordinary, for text that continues an earlier text (a completion after its
+   prompt): llama2.c's tokenizers then add no dummy prefix " " (that space starts a text, and a
+   completion " He" after its prompt is " He", not "  He"); the other kinds encode alike. */
+int tok_encode_continuation(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
+    if (tok->llama) return tok_llama_encode(tok, (const unsigned char *)text, len, 0, out);
+    return tok_encode_ordinary(tok, text, len, out);
 }
 
 /* Position of the first occurrence of needle (n >= 1 bytes) in s[from..len), or len. */
@@ -1149,7 +1159,7 @@ static size_t tok_find_bytes(const unsigned char *s, size_t len, size_t from,
    Returns 0, or -1 if memory runs out. */
 int tok_encode(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
     const unsigned char *s = (const unsigned char *)text;
-    if (tok->llama) return tok_llama_encode(tok, s, len, out); /* no special text: run.c's */
+    if (tok->llama) return tok_llama_encode(tok, s, len, 1, out); /* no special text: run.c's */
     size_t eot_len = 0;
     const unsigned char *eot = tok_token_bytes(tok, tok->eot_id, &eot_len);
     size_t pos = 0;
@@ -1897,8 +1907,11 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
  *    spelled so, or its bytes' fallback ids (byte + 3); then, repeatedly, of all adjacent pairs
  *    whose concatenation is a piece, the one with the highest score (the leftmost on a tie)
  *    becomes that piece, until no pair is. No BOS or EOS is added here (the callers add BOS).
+ *    A completion, which continues its prompt, is encoded without the dummy prefix
+ *    (tok_encode_continuation).
  *    Decoding: a byte fallback is its byte; a piece (not a byte fallback) after BOS loses a
- *    leading space (tok_decode_next). run.c's printing also skips single unprintable bytes; we keep them.
+ *    leading space (tok_decode_next). run.c's printing also skips single unprintable bytes; we
+ *    keep them.
  * ============================================================================================ */
 
 static int tok_llama_lookup(const Tokenizer *tok, const unsigned char *p, size_t n) {
@@ -1906,13 +1919,15 @@ static int tok_llama_lookup(const Tokenizer *tok, const unsigned char *p, size_t
     return key < 0 ? -1 : tok->key_id[key];
 }
 
-/* run.c's encode(text, bos = 0, eos = 0), appending to out. */
-static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, TokIds *out) {
+/* run.c's encode(text, bos = 0, eos = 0), appending to out; dummy_prefix 0 leaves out its " "
+   (tok_encode_continuation). */
+static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, int dummy_prefix,
+                            TokIds *out) {
     TokIds *w = &tok->merge_work;
     w->len = 0;
     if (len == 0) return 0;
     int space = tok_llama_lookup(tok, (const unsigned char *)" ", 1);
-    if (space >= 0 && tok_ids_push(w, space) != 0) return -1;
+    if (dummy_prefix && space >= 0 && tok_ids_push(w, space) != 0) return -1;
     for (size_t i = 0; i < len;) {
         size_t n = 1; /* one character: its lead byte and up to 3 continuation bytes */
         while (i + n < len && (s[i + n] & 0xC0) == 0x80 && n < 4) n++;

@@ -85,15 +85,17 @@ static void test_tokenize_example_bos(void) {
                                              sizeof err);
     if (!tok) die("%s", err);
     TokenSequence full, cut;
-    // BOS " " a..j | " " x y z EOS (run.c's encode gives each text its dummy prefix " ")
+    // BOS " " a..j | x y z EOS: the prompt gets run.c's dummy prefix " ", the completion (its
+    // continuation) none
     tokenize_example(tok, "abcdefghij", "xyz", 1000, &full);
     int was_cut = tokenize_example(tok, "abcdefghij", "xyz", 8, &cut);
-    int expected[8] = {1, 'h' + 3, 'i' + 3, 'j' + 3, 259, 'x' + 3, 'y' + 3, 'z' + 3};
-    int ok = full.length == 17 && full.prompt_length == 12 && full.ids[0] == 1 &&
-             full.ids[1] == 259 && full.ids[16] == 2 && was_cut && cut.length == 8 &&
-             cut.prompt_length == 4 && !memcmp(cut.ids, expected, sizeof expected);
-    check(ok, "tokenize_example with llama2.c's tokenizer: BOS before the prompt, EOS after the "
-          "completion; cut to 8 tokens, the prompt keeps BOS and its last 3 tokens");
+    int expected[8] = {1, 'h' + 3, 'i' + 3, 'j' + 3, 'x' + 3, 'y' + 3, 'z' + 3, 2};
+    int ok = full.length == 16 && full.prompt_length == 12 && full.ids[0] == 1 &&
+             full.ids[1] == 259 && full.ids[12] == 'x' + 3 && full.ids[15] == 2 && was_cut &&
+             cut.length == 8 && cut.prompt_length == 4 && !memcmp(cut.ids, expected, sizeof expected);
+    check(ok, "tokenize_example with llama2.c's tokenizer: BOS and the dummy prefix before the "
+          "prompt, none before the completion, EOS after it; cut to 8 tokens, the prompt keeps "
+          "BOS and its last 3 tokens");
     free(full.ids);
     free(cut.ids);
     tok_free(tok);

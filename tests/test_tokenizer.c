@@ -650,6 +650,12 @@ static void test_llama2c(const char *tmpdir) {
           "merges first (\"ba\" before the two \"ab\"); a merged piece merges again only into a piece");
     check(llama_encodes(tok, "\x01\xc3\xa9\xc3\xbc", bytes, 5), "llama2.c encode: a character "
           "that is a piece (é) is one id; one that is not (ü, \\x01) is its bytes' fallbacks (byte + 3)");
+    TokIds cont = {0};
+    int cont_ok = tok_encode_continuation(tok, "aba", 3, &cont) == 0 && cont.len == 2 &&
+                  cont.data[0] == 260 && cont.data[1] == 263;
+    tok_ids_free(&cont);
+    check(cont_ok, "llama2.c encode of a continuation (a completion): no dummy prefix, \"aba\" -> "
+          "\"a\" \"ba\"");
     int seq[] = {1, 264, 3 + 'A', 2};
     TokBytes text = {0};
     size_t len;
