@@ -2065,6 +2065,20 @@ static int llama2c_try_load(Model *model, const char *path, char *why, size_t wh
     return 0;
 }
 
+// Writes path: header (header_bytes), then the tensors of p in `order` (llama2.c's layout).
+static void llama2c_write(const char *path, const void *header, size_t header_bytes,
+                          const Config *cfg, const ParamTensors *p, const Llama2cTensor *order) {
+    size_t floats = (size_t)llama2c_floats(cfg, order);
+    float *file = xmalloc(floats * sizeof(float));
+    llama2c_copy(cfg, p, order, file, 1);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, header_bytes);
+    safe_write(&sf, file, floats * sizeof(float));
+    safe_commit(&sf);
+    free(file);
+}
+
 // Writes a Llama as llama2.c's version 1 file (the vocabulary's padding rows are left out).
 static void llama2c_save(const Model *model, const char *path) {
     const Config *cfg = &model->config;
@@ -2084,15 +2098,7 @@ static void llama2c_save(const Model *model, const char *path) {
     dev_to_host(host, model->params_memory, model->num_parameters * sizeof(float));
     ParamTensors tensors;
     carve(&tensors, model->param_table, model->num_param_tensors, host, cfg, 0, 0);
-    size_t floats = (size_t)llama2c_floats(cfg, LLAMA2C_V1_ORDER);
-    float *file = xmalloc(floats * sizeof(float));
-    llama2c_copy(cfg, &tensors, LLAMA2C_V1_ORDER, file, 1);
-    SafeFile sf;
-    safe_open(&sf, path);
-    safe_write(&sf, header, sizeof header);
-    safe_write(&sf, file, floats * sizeof(float));
-    safe_commit(&sf);
-    free(file);
+    llama2c_write(path, header, sizeof header, cfg, &tensors, LLAMA2C_V1_ORDER);
     free(host);
 }
 

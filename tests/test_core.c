@@ -846,15 +846,7 @@ static void test_llama2c_files(const char *dir) {
         free(v1);
         // the legacy layout: 7 ints (vocab_size negative when untied), the tensors in its order
         int32_t dims[7] = {16, 20, 2, 4, 2, untied ? -300 : 300, 24};
-        size_t floats = (size_t)llama2c_floats(&cfg, LLAMA2C_LEGACY_ORDER);
-        float *file = xmalloc(floats * sizeof(float));
-        llama2c_copy(&cfg, &a.params, LLAMA2C_LEGACY_ORDER, file, 1);
-        SafeFile sf;
-        safe_open(&sf, legacy_path);
-        safe_write(&sf, dims, sizeof dims);
-        safe_write(&sf, file, floats * sizeof(float));
-        safe_commit(&sf);
-        free(file);
+        llama2c_write(legacy_path, dims, sizeof dims, &cfg, &a.params, LLAMA2C_LEGACY_ORDER);
         model_load(&b, v1_path);
         model_load(&c, legacy_path);
         int same = 1;
