@@ -3032,14 +3032,16 @@ static void truncation_split(int prompt_len, int completion_len, int budget, int
 }
 
 // Tokenizes prompt and completion separately (as TRL does; the completion as the prompt's
-// continuation: no dummy prefix), puts BOS first for llama2.c's tokenizers, appends end-of-text, and truncates to `budget` tokens (a cut prompt keeps its BOS
+// continuation: no dummy prefix, unless the prompt is empty and the completion starts the text),
+// puts BOS first for llama2.c's tokenizers, appends end-of-text, and truncates to `budget` tokens (a cut prompt keeps its BOS
 // and its last tokens). Returns 1 when the example had to be cut.
 static int tokenize_example(Tokenizer *tok, const char *prompt, const char *completion,
                             int budget, TokenSequence *out) {
     TokIds p = {0}, c = {0};
     if ((tok_bos(tok) >= 0 && tok_ids_push(&p, tok_bos(tok)) != 0) || // llama2.c's: BOS first
         tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
-        tok_encode_continuation(tok, completion, strlen(completion), &c) != 0 ||
+        (prompt[0] ? tok_encode_continuation(tok, completion, strlen(completion), &c)
+                   : tok_encode_ordinary(tok, completion, strlen(completion), &c)) != 0 ||
         tok_ids_push(&c, tok_eot(tok)) != 0)
         die("out of memory tokenizing an example");
     int keep_p, keep_c;

@@ -93,9 +93,15 @@ static void test_tokenize_example_bos(void) {
     int ok = full.length == 16 && full.prompt_length == 12 && full.ids[0] == 1 &&
              full.ids[1] == 259 && full.ids[12] == 'x' + 3 && full.ids[15] == 2 && was_cut &&
              cut.length == 8 && cut.prompt_length == 4 && !memcmp(cut.ids, expected, sizeof expected);
+    TokenSequence empty_prompt; // the completion starts the text: it gets the dummy prefix
+    tokenize_example(tok, "", "xyz", 1000, &empty_prompt);
+    int expected_empty[6] = {1, 259, 'x' + 3, 'y' + 3, 'z' + 3, 2};
+    ok &= empty_prompt.length == 6 && empty_prompt.prompt_length == 1 &&
+          !memcmp(empty_prompt.ids, expected_empty, sizeof expected_empty);
+    free(empty_prompt.ids);
     check(ok, "tokenize_example with llama2.c's tokenizer: BOS and the dummy prefix before the "
-          "prompt, none before the completion, EOS after it; cut to 8 tokens, the prompt keeps "
-          "BOS and its last 3 tokens");
+          "prompt, none before the completion (but after an empty prompt), EOS after it; cut to "
+          "8 tokens, the prompt keeps BOS and its last 3 tokens");
     free(full.ids);
     free(cut.ids);
     tok_free(tok);
