@@ -22,7 +22,7 @@
 
 // ---------------------------------------------------------------------------------------------
 // The configuration of a model: GPT-2's shape or Llama's (sirt.c, section 2).
-typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } Arch;
+enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 }; // the values of Config.arch
 typedef struct {
     int arch;       // ARCH_GPT2 or ARCH_LLAMA
     int L;          // number of transformer blocks (layers)

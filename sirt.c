@@ -2666,7 +2666,7 @@ static TrainArgs train_args_defaults(void) {
 }
 
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
-static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // Arch order
+static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // ARCH_* order
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
 #define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine)"
