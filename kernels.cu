@@ -225,14 +225,15 @@ __device__ inline int position_of(const int *pos, size_t bt, int T) {
     return pos ? pos[bt] : (int)(bt % T);
 }
 
-// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C). Element-wise over
-// (bt, c).
+// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C) or NULL (Llama: no
+// position embedding). Element-wise over (bt, c).
 __global__ void encoder_forward_kernel(float *out, const int *inp, const int *pos,
                                        const float *wte, const float *wpe, int BT, int T, int C) {
     const size_t i = thread_index();
     if (i >= (size_t)BT * C) return;
     const size_t bt = i / C, c = i % C;
-    out[i] = wte[(size_t)inp[bt] * C + c] + wpe[(size_t)position_of(pos, bt, T) * C + c];
+    const float tok = wte[(size_t)inp[bt] * C + c];
+    out[i] = wpe ? tok + wpe[(size_t)position_of(pos, bt, T) * C + c] : tok;
 }
 
 extern "C" void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
@@ -264,12 +265,14 @@ __global__ void embedding_backward_kernel(float *dtable, const float *dout, cons
 }
 
 // dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows at the positions
+// (skipped when dwpe is NULL)
 extern "C" void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                                  const int *pos, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
     dim3 grid((unsigned int)((C + THREADS - 1) / THREADS), ENC_SHARDS);
     embedding_backward_kernel<<<grid, THREADS>>>(dwte, dout, inp, NULL, B * T, T, C);
     LAUNCH_CHECK();
+    if (!dwpe) return;
     embedding_backward_kernel<<<grid, THREADS>>>(dwpe, dout, NULL, pos, B * T, T, C);
     LAUNCH_CHECK();
 }
@@ -480,32 +483,35 @@ __device__ void attend_query(float *out, float *row, const float *q, const float
     }
 }
 
-// qkv (B,T,3C), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T). One warp per query row
-// (b, h, t); warp w is row w of att viewed as (B*NH*T, T). Query t attends to s..t, s = t − pos[t]
-// the first position of its example (0 when pos is NULL); the rest of the row is zeroed.
+// qkv (B,T,QKV), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T); QKV = C + 2·KVC, the
+// queries, then the KVH keys, then the KVH values (model.h); query head h reads key/value head
+// h / (NH/KVH). One warp per query row (b, h, t); warp w is row w of att viewed as (B*NH*T, T).
+// Query t attends to s..t, s = t − pos[t] the first position of its example (0 when pos is
+// NULL); the rest of the row is zeroed.
 __global__ void attention_forward_kernel(float *out, float *att, const float *qkv, const int *pos,
-                                         int B, int T, int C, int NH, float scale) {
+                                         int B, int T, int C, int NH, int KVH, float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)B * NH * T) return;
     const int t = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
-    const int hs = C / NH, lane = lane_index();
+    const int hs = C / NH, lane = lane_index(), kh = h / (NH / KVH);
     const int s = t - position_of(pos, (size_t)b * T + t, T);
-    const size_t stride = 3 * (size_t)C;
-    const float *base = qkv + (size_t)b * T * stride + (size_t)h * hs; // position 0, this head
+    const size_t KVC = (size_t)KVH * hs, stride = C + 2 * KVC;
+    const float *q = qkv + ((size_t)b * T + t) * stride + (size_t)h * hs;
+    // position s, this head's key (its value KVC further)
+    const float *k = qkv + ((size_t)b * T + s) * stride + C + (size_t)kh * hs;
     float *row = att + w * T;
     for (int t2 = lane; t2 < s; t2 += WARP) row[t2] = 0.0f;
-    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row + s, base + t * stride,
-                 base + s * stride + C, base + s * stride + 2 * (size_t)C, stride, t - s, hs,
-                 scale);
+    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row + s, q, k, k + KVC, stride,
+                 t - s, hs, scale);
     for (int t2 = t + 1 + lane; t2 < T; t2 += WARP) row[t2] = 0.0f;
 }
 
 extern "C" void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B,
-                                  int T, int C, int NH) {
-    if (B <= 0 || T <= 0 || NH <= 0) return;
+                                  int T, int C, int NH, int KVH) {
+    if (B <= 0 || T <= 0 || NH <= 0 || KVH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
     attention_forward_kernel<<<blocks_for_warps((size_t)B * NH * T), THREADS>>>(
-        out, att, qkv, pos, B, T, C, NH, scale);
+        out, att, qkv, pos, B, T, C, NH, KVH, scale);
     LAUNCH_CHECK();
 }
 
@@ -513,8 +519,9 @@ extern "C" void attention_forward(float *out, float *att, const float *qkv, cons
 // (b,h,t), with att the row of softmax weights, d = dout_t and s..t the positions it attends to:
 //   datt[t2] = d · v_t2,   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]) * scale
 //   dq_t  += Σ_{s<=t2<=t} dpre[t2] k_t2                     (pass 1, per query)
-//   dk_t2 += Σ_t dpre_t[t2] q_t,  dv_t2 += Σ_t att_t[t2] dout_t   (pass 2, per key; t runs from
-//            t2 to the end of t2's example: the queries that attend to it)
+//   dk_t2 += Σ_h Σ_t dpre_t[t2] q_t,  dv_t2 += Σ_h Σ_t att_t[t2] dout_t   (pass 2, per key; h
+//            runs over the query heads of the key's group, t from t2 to the end of t2's
+//            example: the queries that attend to it)
 // dpre (B,NH,T,T) lives in scratch between the passes.
 
 // Pass 1: one warp per query row (b, h, t). Lanes stride over t2 for datt and dpre (datt is
@@ -523,20 +530,20 @@ extern "C" void attention_forward(float *out, float *att, const float *qkv, cons
 __global__ void attention_backward_query_kernel(float *dqkv, float *dpre, const float *dout,
                                                 const float *qkv, const float *att,
                                                 const int *pos, int B, int T, int C, int NH,
-                                                float scale) {
+                                                int KVH, float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)B * NH * T) return;
     const int t = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
-    const int hs = C / NH, lane = lane_index();
+    const int hs = C / NH, lane = lane_index(), kh = h / (NH / KVH);
     const int s = t - position_of(pos, (size_t)b * T + t, T);
-    const size_t stride = 3 * (size_t)C;
-    const float *base = qkv + (size_t)b * T * stride + (size_t)h * hs;
+    const size_t KVC = (size_t)KVH * hs, stride = C + 2 * KVC;
+    const float *keys = qkv + (size_t)b * T * stride + C + (size_t)kh * hs; // position 0
     const float *row = att + w * T;
     float *drow = dpre + w * T;
     const float *d = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
     float weighted = 0.0f; // Σ_j att[j] datt[j]
     for (int t2 = s + lane; t2 <= t; t2 += WARP) {
-        const float *v = base + t2 * stride + 2 * (size_t)C;
+        const float *v = keys + t2 * stride + KVC;
         float datt = 0.0f;
         for (int i = 0; i < hs; i++) datt += d[i] * v[i];
         drow[t2] = datt;
@@ -549,56 +556,59 @@ __global__ void attention_backward_query_kernel(float *dqkv, float *dpre, const 
     float *dq = dqkv + ((size_t)b * T + t) * stride + (size_t)h * hs;
     for (int i = lane; i < hs; i += WARP) {
         float acc = 0.0f;
-        for (int t2 = s; t2 <= t; t2++) acc += drow[t2] * base[t2 * stride + C + i];
+        for (int t2 = s; t2 <= t; t2++) acc += drow[t2] * keys[t2 * stride + i];
         dq[i] += acc;
     }
 }
 
-// Pass 2: one warp per key position (b, h, t2). Lanes stride over the channels i; each sums over
-// the queries t = t2.. to the end of t2's example, in order (column t2 of dpre and att, read as
+// Pass 2: one warp per key position (b, kh, t2) of key/value head kh. Lanes stride over the
+// channels i; each sums over the query heads h of kh's group in order and, for each, over the
+// queries t = t2.. to the end of t2's example, in order (column t2 of dpre and att, read as
 // broadcasts). The example ends before the next position whose pos is 0.
 __global__ void attention_backward_key_kernel(float *dqkv, const float *dpre, const float *dout,
                                               const float *qkv, const float *att, const int *pos,
-                                              int B, int T, int C, int NH) {
+                                              int B, int T, int C, int NH, int KVH) {
     const size_t w = warp_index();
-    if (w >= (size_t)B * NH * T) return;
-    const int t2 = (int)(w % T), h = (int)(w / T % NH), b = (int)(w / ((size_t)T * NH));
-    const int hs = C / NH, lane = lane_index();
+    if (w >= (size_t)B * KVH * T) return;
+    const int t2 = (int)(w % T), kh = (int)(w / T % KVH), b = (int)(w / ((size_t)T * KVH));
+    const int hs = C / NH, lane = lane_index(), group = NH / KVH;
     int end = t2 + 1; // one past the last query that attends to t2
     if (pos)
         while (end < T && pos[(size_t)b * T + end] != 0) end++;
     else end = T;
-    const size_t stride = 3 * (size_t)C;
-    const size_t head = ((size_t)b * NH + h) * T; // row 0 of this head's att and dpre
-    const float *q = qkv + (size_t)b * T * stride + (size_t)h * hs;       // q at position 0
-    const float *d = dout + (size_t)b * T * C + (size_t)h * hs;           // dout at position 0
-    float *dk = dqkv + ((size_t)b * T + t2) * stride + C + (size_t)h * hs;
-    float *dv = dk + C;
+    const size_t KVC = (size_t)KVH * hs, stride = C + 2 * KVC;
+    float *dk = dqkv + ((size_t)b * T + t2) * stride + C + (size_t)kh * hs;
+    float *dv = dk + KVC;
     for (int i = lane; i < hs; i += WARP) {
         float dk_acc = 0.0f, dv_acc = 0.0f;
-        for (int t = t2; t < end; t++) {
-            const size_t a = (head + t) * T + t2;
-            dk_acc += dpre[a] * q[t * stride + i];
-            dv_acc += att[a] * d[(size_t)t * C + i];
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            const size_t head = ((size_t)b * NH + h) * T; // row 0 of this head's att and dpre
+            const float *q = qkv + (size_t)b * T * stride + (size_t)h * hs; // q at position 0
+            const float *d = dout + (size_t)b * T * C + (size_t)h * hs;     // dout at position 0
+            for (int t = t2; t < end; t++) {
+                const size_t a = (head + t) * T + t2;
+                dk_acc += dpre[a] * q[t * stride + i];
+                dv_acc += att[a] * d[(size_t)t * C + i];
+            }
         }
         dk[i] += dk_acc;
         dv[i] += dv_acc;
     }
 }
 
-// dout (B,T,C) -> dqkv (B,T,3C) +=
+// dout (B,T,C) -> dqkv (B,T,QKV) +=
 extern "C" void attention_backward(float *dqkv, const float *dout, const float *qkv,
-                                   const float *att, const int *pos, int B, int T, int C,
-                                   int NH) {
-    if (B <= 0 || T <= 0 || NH <= 0) return;
+                                   const float *att, const int *pos, int B, int T, int C, int NH,
+                                   int KVH) {
+    if (B <= 0 || T <= 0 || NH <= 0 || KVH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
-    const size_t rows = (size_t)B * NH * T;
+    const size_t rows = (size_t)B * NH * T, key_rows = (size_t)B * KVH * T;
     float *dpre = (float *)gpu_scratch(rows * T * sizeof(float));
     attention_backward_query_kernel<<<blocks_for_warps(rows), THREADS>>>(
-        dqkv, dpre, dout, qkv, att, pos, B, T, C, NH, scale);
+        dqkv, dpre, dout, qkv, att, pos, B, T, C, NH, KVH, scale);
     LAUNCH_CHECK();
-    attention_backward_key_kernel<<<blocks_for_warps(rows), THREADS>>>(dqkv, dpre, dout, qkv, att,
-                                                                       pos, B, T, C, NH);
+    attention_backward_key_kernel<<<blocks_for_warps(key_rows), THREADS>>>(
+        dqkv, dpre, dout, qkv, att, pos, B, T, C, NH, KVH);
     LAUNCH_CHECK();
 }
 
@@ -654,7 +664,6 @@ extern "C" void residual_forward(float *out, const float *a, const float *b, siz
 // =============================================================================================
 // Value head (a process reward model's scalar at chosen positions)
 // =============================================================================================
-
 // one thread per read position m: out[m] = inp[idx[m]] · w + b, summed over c in order
 __global__ void value_head_forward_kernel(float *out, const float *inp, const int *idx,
                                           const float *w, const float *b, int M, int C) {
@@ -700,6 +709,160 @@ extern "C" void value_head_backward(float *dinp, float *dw, float *db, const flo
     value_head_dinp_kernel<<<blocks_for((size_t)M * C), THREADS>>>(dinp, dout, idx, w, M, C);
     LAUNCH_CHECK();
     value_head_dparams_kernel<<<blocks_for((size_t)C + 1), THREADS>>>(dw, db, dout, inp, idx, M, C);
+    LAUNCH_CHECK();
+}
+
+// =============================================================================================
+// Llama's kernels: RMSNorm, the rotary embedding, SwiGLU (the same arithmetic as in sirt.c)
+// =============================================================================================
+
+// inp (N,C) -> out (N,C) = weight · (rstd · x), rstd (N). One warp per row; lanes stride over C.
+__global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp,
+                                       const float *weight, int N, int C, float eps) {
+    const size_t n = warp_index();
+    const int lane = lane_index();
+    if (n >= (size_t)N) return;
+    const float *x = inp + n * C;
+    float ss = 0.0f;
+    for (int c = lane; c < C; c += WARP) ss += x[c] * x[c];
+    const float s = 1.0f / sqrtf(warp_sum(ss) / C + eps);
+    float *o = out + n * C;
+    for (int c = lane; c < C; c += WARP) o[c] = weight[c] * (s * x[c]);
+    if (lane == 0) rstd[n] = s;
+}
+
+extern "C" void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                                int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_forward_kernel<<<blocks_for_warps(N), THREADS>>>(out, rstd, inp, weight, N, C, eps);
+    LAUNCH_CHECK();
+}
+
+// dout (N,C) -> dinp (N,C) += rstd · (g − x · rstd² · mean(g · x)), g = weight · dout.
+// One warp per row.
+__global__ void rmsnorm_backward_dinp_kernel(float *dinp, const float *dout, const float *inp,
+                                             const float *weight, const float *rstd, int N,
+                                             int C) {
+    const size_t n = warp_index();
+    const int lane = lane_index();
+    if (n >= (size_t)N) return;
+    const float *x = inp + n * C, *d = dout + n * C;
+    const float s = rstd[n];
+    float gx_sum = 0.0f;
+    for (int c = lane; c < C; c += WARP) gx_sum += weight[c] * d[c] * x[c];
+    const float gx_mean = warp_sum(gx_sum) / C;
+    float *di = dinp + n * C;
+    for (int c = lane; c < C; c += WARP) di[c] += s * (weight[c] * d[c] - x[c] * s * s * gx_mean);
+}
+
+// Stage 1 of dweight (C): thread (chunk k, column c) sums x · rstd · dout over its chunk's rows in
+// order into pw[k][c]; add_partials_kernel finishes.
+__global__ void rmsnorm_param_partials_kernel(float *pw, const float *dout, const float *inp,
+                                              const float *rstd, int N, int C) {
+    const int k = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int r1 = min(N, (k + 1) * CHUNK_ROWS);
+    float sw = 0.0f;
+    for (int r = k * CHUNK_ROWS; r < r1; r++)
+        sw += inp[(size_t)r * C + c] * rstd[r] * dout[(size_t)r * C + c];
+    pw[(size_t)k * C + c] = sw;
+}
+
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=
+extern "C" void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                                 const float *weight, const float *rstd, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_backward_dinp_kernel<<<blocks_for_warps(N), THREADS>>>(dinp, dout, inp, weight, rstd,
+                                                                   N, C);
+    LAUNCH_CHECK();
+    const int nchunks = num_chunks(N);
+    float *partial = (float *)gpu_scratch((size_t)nchunks * C * sizeof(float));
+    rmsnorm_param_partials_kernel<<<chunk_grid(N, C), THREADS>>>(partial, dout, inp, rstd, N, C);
+    LAUNCH_CHECK();
+    add_partials_kernel<<<blocks_for(C), THREADS>>>(dweight, partial, nchunks, C);
+    LAUNCH_CHECK();
+}
+
+// The rotary embedding of one pair (i, i+1) of the queries and keys of row bt, llama2.c's
+// arithmetic: freq = 1 / theta^((i % hs)/hs), angle = p · freq; sign −1 rotates back. One
+// thread per pair (element-wise over (bt, pair)); the values (the last KVC of the row) are
+// copied (forward) or their gradient passed on (backward) by the threads of the pairs there.
+__global__ void rope_kernel(float *out, const float *inp, const int *pos, int BT, int T, int C,
+                            int NH, int KVH, float theta, float sign, int accumulate) {
+    const int hs = C / NH, KVC = KVH * hs, QKV = C + 2 * KVC, pairs = QKV / 2;
+    const size_t idx = thread_index();
+    if (idx >= (size_t)BT * pairs) return;
+    const size_t bt = idx / pairs;
+    const int i = 2 * (int)(idx % pairs);
+    const float *x = inp + bt * QKV;
+    float *o = out + bt * QKV;
+    float r0 = x[i], r1 = x[i + 1];
+    if (i < C + KVC) { // a query or key pair: rotate
+        const int p = position_of(pos, bt, T);
+        const float freq = 1.0f / powf(theta, (i % hs) / (float)hs);
+        const float angle = p * freq, fcr = cosf(angle), fci = sign * sinf(angle);
+        r0 = x[i] * fcr - x[i + 1] * fci;
+        r1 = x[i] * fci + x[i + 1] * fcr;
+    }
+    if (accumulate) {
+        o[i] += r0;
+        o[i + 1] += r1;
+    } else {
+        o[i] = r0;
+        o[i + 1] = r1;
+    }
+}
+
+// inp (B,T,QKV), pos (B,T) or NULL -> out (B,T,QKV)
+extern "C" void rope_forward(float *out, const float *inp, const int *pos, int B, int T, int C,
+                             int NH, int KVH, float theta) {
+    if (B <= 0 || T <= 0 || NH <= 0 || KVH <= 0) return;
+    const size_t pairs = (size_t)B * T * ((C + 2 * KVH * (C / NH)) / 2);
+    rope_kernel<<<blocks_for(pairs), THREADS>>>(out, inp, pos, B * T, T, C, NH, KVH, theta, 1.0f,
+                                                0);
+    LAUNCH_CHECK();
+}
+
+// dout (B,T,QKV) -> dinp (B,T,QKV) +=
+extern "C" void rope_backward(float *dinp, const float *dout, const int *pos, int B, int T, int C,
+                              int NH, int KVH, float theta) {
+    if (B <= 0 || T <= 0 || NH <= 0 || KVH <= 0) return;
+    const size_t pairs = (size_t)B * T * ((C + 2 * KVH * (C / NH)) / 2);
+    rope_kernel<<<blocks_for(pairs), THREADS>>>(dinp, dout, pos, B * T, T, C, NH, KVH, theta,
+                                                -1.0f, 1);
+    LAUNCH_CHECK();
+}
+
+// inp (N,2H) -> out (N,H) = silu(a) · b. Element-wise over (n, i).
+__global__ void swiglu_forward_kernel(float *out, const float *inp, int N, int H) {
+    const size_t idx = thread_index();
+    if (idx >= (size_t)N * H) return;
+    const size_t n = idx / H, i = idx % H;
+    const float a = inp[n * 2 * H + i], b = inp[n * 2 * H + H + i];
+    out[idx] = a * (1.0f / (1.0f + expf(-a))) * b;
+}
+
+extern "C" void swiglu_forward(float *out, const float *inp, int N, int H) {
+    if (N <= 0 || H <= 0) return;
+    swiglu_forward_kernel<<<blocks_for((size_t)N * H), THREADS>>>(out, inp, N, H);
+    LAUNCH_CHECK();
+}
+
+// dout (N,H) -> dinp (N,2H) +=. Element-wise over (n, i): each thread writes da[i] and db[i].
+__global__ void swiglu_backward_kernel(float *dinp, const float *inp, const float *dout, int N,
+                                       int H) {
+    const size_t idx = thread_index();
+    if (idx >= (size_t)N * H) return;
+    const size_t n = idx / H, i = idx % H;
+    const float a = inp[n * 2 * H + i], b = inp[n * 2 * H + H + i], d = dout[idx];
+    const float s = 1.0f / (1.0f + expf(-a));
+    dinp[n * 2 * H + i] += d * b * s * (1.0f + a * (1.0f - s));
+    dinp[n * 2 * H + H + i] += d * a * s;
+}
+
+extern "C" void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int H) {
+    if (N <= 0 || H <= 0) return;
+    swiglu_backward_kernel<<<blocks_for((size_t)N * H), THREADS>>>(dinp, inp, dout, N, H);
     LAUNCH_CHECK();
 }
 
@@ -800,66 +963,72 @@ extern "C" void classifier_backward(float *logits, const float *lse, const int *
 // Decoding with a key/value cache
 // =============================================================================================
 
-// qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]. Element-wise over (b, t, c).
+// qkv (B,T,QKV) -> kcache, vcache (S,Tc,KVC) at [slot[b], 0..T-1]; QKV = C + 2·KVC.
+// Element-wise over (b, t, c < KVC).
 __global__ void kv_cache_store_kernel(float *kcache, float *vcache, const float *qkv,
-                                      const int *slot, int B, int T, int Tc, int C) {
+                                      const int *slot, int B, int T, int Tc, int C, int KVC) {
     const size_t i = thread_index();
-    if (i >= (size_t)B * T * C) return;
-    const size_t bt = i / C, c = i % C, b = bt / T, t = bt % T;
-    const float *src = qkv + bt * 3 * C;
-    const size_t dst = ((size_t)slot[b] * Tc + t) * C + c;
+    if (i >= (size_t)B * T * KVC) return;
+    const size_t bt = i / KVC, c = i % KVC, b = bt / T, t = bt % T;
+    const float *src = qkv + bt * (C + 2 * (size_t)KVC);
+    const size_t dst = ((size_t)slot[b] * Tc + t) * KVC + c;
     kcache[dst] = src[C + c];
-    vcache[dst] = src[2 * (size_t)C + c];
+    vcache[dst] = src[C + (size_t)KVC + c];
 }
 
 extern "C" void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot,
-                               int B, int T, int Tc, int C) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
-    kv_cache_store_kernel<<<blocks_for((size_t)B * T * C), THREADS>>>(kcache, vcache, qkv, slot,
-                                                                      B, T, Tc, C);
+                               int B, int T, int Tc, int C, int NH, int KVH) {
+    if (B <= 0 || T <= 0 || C <= 0 || NH <= 0 || KVH <= 0) return;
+    const int KVC = KVH * (C / NH);
+    kv_cache_store_kernel<<<blocks_for((size_t)B * T * KVC), THREADS>>>(kcache, vcache, qkv,
+                                                                        slot, B, T, Tc, C, KVC);
     LAUNCH_CHECK();
 }
 
-// The new tokens' keys and values: qkv (N,3C) -> kcache, vcache at [slot[n], pos[n]].
-// Element-wise over (n, c).
+// The new tokens' keys and values: qkv (N,QKV) -> kcache, vcache at [slot[n], pos[n]].
+// Element-wise over (n, c < KVC).
 __global__ void kv_cache_append_kernel(float *kcache, float *vcache, const float *qkv,
-                                       const int *slot, const int *pos, int N, int Tc, int C) {
+                                       const int *slot, const int *pos, int N, int Tc, int C,
+                                       int KVC) {
     const size_t i = thread_index();
-    if (i >= (size_t)N * C) return;
-    const size_t n = i / C, c = i % C;
-    const size_t dst = ((size_t)slot[n] * Tc + pos[n]) * C + c;
-    kcache[dst] = qkv[n * 3 * C + C + c];
-    vcache[dst] = qkv[n * 3 * C + 2 * (size_t)C + c];
+    if (i >= (size_t)N * KVC) return;
+    const size_t n = i / KVC, c = i % KVC, stride = C + 2 * (size_t)KVC;
+    const size_t dst = ((size_t)slot[n] * Tc + pos[n]) * KVC + c;
+    kcache[dst] = qkv[n * stride + C + c];
+    vcache[dst] = qkv[n * stride + C + KVC + c];
 }
 
-// qkv (N,3C) -> out (N,C) through the caches (S,Tc,C). One warp per (sequence n, head h), with
-// the same attend_query as the training forward; rows (N*NH, Tc) is scratch for the weights.
+// qkv (N,QKV) -> out (N,C) through the caches (S,Tc,KVC). One warp per (sequence n, head h),
+// with the same attend_query as the training forward; rows (N*NH, Tc) is scratch for the weights.
 __global__ void attention_decode_kernel(float *out, float *rows, const float *kcache,
                                         const float *vcache, const float *qkv, const int *slot,
-                                        const int *pos, int N, int Tc, int C, int NH,
+                                        const int *pos, int N, int Tc, int C, int NH, int KVH,
                                         float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)N * NH) return;
-    const int n = (int)(w / NH), h = (int)(w % NH), hs = C / NH;
-    const size_t head = (size_t)slot[n] * Tc * C + (size_t)h * hs; // position 0, this head
+    const int n = (int)(w / NH), h = (int)(w % NH), hs = C / NH, kh = h / (NH / KVH);
+    const size_t KVC = (size_t)KVH * hs, stride = C + 2 * KVC;
+    const size_t head = (size_t)slot[n] * Tc * KVC + (size_t)kh * hs; // position 0, this head
     attend_query(out + (size_t)n * C + (size_t)h * hs, rows + w * Tc,
-                 qkv + (size_t)n * 3 * C + (size_t)h * hs, kcache + head, vcache + head, C,
+                 qkv + (size_t)n * stride + (size_t)h * hs, kcache + head, vcache + head, KVC,
                  pos[n], hs, scale);
 }
 
 extern "C" void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                                 const int *slot, const int *pos, int N, int Tc, int C, int NH) {
-    if (N <= 0 || NH <= 0) return;
+                                 const int *slot, const int *pos, int N, int Tc, int C, int NH,
+                                 int KVH) {
+    if (N <= 0 || NH <= 0 || KVH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
+    const int KVC = KVH * (C / NH);
     // store the new keys and values first (the next kernel starts after this one ends)
-    kv_cache_append_kernel<<<blocks_for((size_t)N * C), THREADS>>>(kcache, vcache, qkv, slot,
-                                                                   pos, N, Tc, C);
+    kv_cache_append_kernel<<<blocks_for((size_t)N * KVC), THREADS>>>(kcache, vcache, qkv, slot,
+                                                                     pos, N, Tc, C, KVC);
     LAUNCH_CHECK();
     const size_t rows = (size_t)N * NH;
     float *row_scratch = (float *)gpu_scratch(rows * Tc * sizeof(float));
     attention_decode_kernel<<<blocks_for_warps(rows), THREADS>>>(out, row_scratch, kcache, vcache,
                                                                  qkv, slot, pos, N, Tc, C, NH,
-                                                                 scale);
+                                                                 KVH, scale);
     LAUNCH_CHECK();
 }
 

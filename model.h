@@ -21,16 +21,21 @@
 #include <stdint.h>
 
 // ---------------------------------------------------------------------------------------------
-// The configuration of a model: GPT-2's shape.
+// The configuration of a model: GPT-2's shape or Llama's (sirt.c, section 2).
+enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 }; // the values of Config.arch
 typedef struct {
+    int arch;       // ARCH_GPT2 or ARCH_LLAMA
     int L;          // number of transformer blocks (layers)
-    int NH;         // attention heads
+    int NH;         // attention (query) heads
     int C;          // channels (embedding width); head size is C / NH
-    int hidden;     // MLP width: 4*C for GPT-2
-    int maxT;       // context length: the number of learned positions
+    int hidden;     // MLP width: 4*C for GPT-2; Llama's SwiGLU width (from the file or the flags)
+    int maxT;       // context length: learned positions (GPT-2), longest sequence (Llama)
     int V;          // vocabulary size
     int Vp;         // vocabulary padded up to a multiple of 128 (rows V..Vp-1 of wte are zero)
-    float norm_eps; // LayerNorm epsilon: 1e-5
+    int KVH;        // key/value heads: NH for GPT-2; fewer for grouped-query attention (NH % KVH = 0)
+    int tied;       // 1: the classifier is the token embedding wte (GPT-2 always); 0: its own wcls
+    float norm_eps; // LayerNorm (GPT-2) and RMSNorm (Llama) epsilon: 1e-5
+    float rope_theta; // Llama: the base of the rotary embedding's frequencies, 10000
 } Config;
 
 // ---------------------------------------------------------------------------------------------
@@ -52,10 +57,12 @@ size_t dev_memory_bytes(void); // the device's memory in all: the RAM on the CPU
 // and attention stays within the example (below), so each example computes exactly what it
 // would alone in a row of its own.
 // inp (B,T) token ids, pos (B,T) or NULL -> out (B,T,C) = wte[inp] + wpe[pos]; wte (Vp,C),
-// wpe (maxT,C). Decoding calls it with T = 1 and each new token's position in pos.
+// wpe (maxT,C), or NULL: no position embedding (Llama: positions enter through rope_forward).
+// Decoding calls it with T = 1 and each new token's position in pos.
 void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
                      const float *wpe, int B, int T, int C);
 // dout (B,T,C) -> dwte (Vp,C) += rows at the input ids, dwpe (maxT,C) += rows at the positions
+// (skipped when dwpe is NULL)
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                       const int *pos, int B, int T, int C);
 
@@ -78,15 +85,42 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 // Causal multi-head self-attention with scale 1/sqrt(C/NH), within each example of a row:
 // query t attends to positions s..t, s = t − pos[t] the first position of its example (s = 0
-// when pos is NULL: one example per row).
-// qkv (B,T,3C) holding q, k, v side by side, pos (B,T) or NULL -> out (B,T,C); att (B,NH,T,T)
-// the softmax weights (row t holds weights for positions s..t; the rest of the row is zero),
-// kept for the backward.
+// when pos is NULL: one example per row). Grouped-query attention: NH query heads share KVH
+// key/value heads (NH a multiple of KVH), query head h reading key/value head h / (NH/KVH);
+// GPT-2 has KVH = NH. With hs = C/NH and KVC = KVH·hs, a row of qkv is QKV = C + 2·KVC wide:
+// the NH queries, then the KVH keys, then the KVH values (3C when KVH = NH).
+// qkv (B,T,QKV), pos (B,T) or NULL -> out (B,T,C); att (B,NH,T,T) the softmax weights (row t
+// holds weights for positions s..t; the rest of the row is zero), kept for the backward.
 void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
-                       int C, int NH);
-// dout (B,T,C) -> dqkv (B,T,3C) +=
+                       int C, int NH, int KVH);
+// dout (B,T,C) -> dqkv (B,T,QKV) +=
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const int *pos, int B, int T, int C, int NH);
+                        const int *pos, int B, int T, int C, int NH, int KVH);
+
+// Llama's kernels (sirt.c, section 2: where each one sits in the block).
+// RMSNorm over the last dimension: out = weight · x · rstd, rstd = 1/sqrt(mean(x²) + eps).
+// inp (N,C) -> out (N,C), rstd (N); weight (C)
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
+                     float eps);
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C);
+
+// Rotary position embeddings in llama2.c's layout: in every query and key head, the pair of
+// dimensions (2i, 2i+1) is rotated by the angle p · theta^(−2i/hs), p the token's position in
+// its example (pos[bt], or t when pos is NULL); the values are copied unchanged.
+// inp (B,T,QKV) as attention's qkv, pos (B,T) or NULL -> out (B,T,QKV)
+void rope_forward(float *out, const float *inp, const int *pos, int B, int T, int C, int NH,
+                  int KVH, float theta);
+// dout (B,T,QKV) -> dinp (B,T,QKV) += (each pair rotated back; the values' gradient as it is)
+void rope_backward(float *dinp, const float *dout, const int *pos, int B, int T, int C, int NH,
+                   int KVH, float theta);
+
+// SwiGLU: inp (N,2H) holds the gate a = w1·x in columns 0..H-1 and the up projection b = w3·x in
+// H..2H-1 -> out (N,H) = silu(a) · b, silu(a) = a · sigmoid(a)
+void swiglu_forward(float *out, const float *inp, int N, int H);
+// dout (N,H) -> dinp (N,2H) +=
+void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int H);
 
 // GELU, tanh approximation. inp (N) -> out (N)
 void gelu_forward(float *out, const float *inp, size_t N);
@@ -126,16 +160,17 @@ void value_head_backward(float *dinp, float *dw, float *db, const float *dout, c
 
 // ---------------------------------------------------------------------------------------------
 // Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns
-// cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,C) hold the keys and values of every
-// position 0..Tc-1 of every slot S. The forward-only kernels above serve the rest of the layer
-// (encoder_forward with T = 1 embeds the new tokens at their positions).
-// Prefill: keys and values of qkv (B,T,3C) -> kcache, vcache[slot[b], 0..T-1]
+// cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,KVC) hold the keys and values of
+// every position 0..Tc-1 of every slot S (KVC = KVH·C/NH, as in attention_forward). The
+// forward-only kernels above serve the rest of the layer (encoder_forward and rope_forward with
+// T = 1 place the new tokens at their positions).
+// Prefill: keys and values of qkv (B,T,QKV) -> kcache, vcache[slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
-                    int T, int Tc, int C);
-// qkv (N,3C) of the new tokens -> out (N,C). First stores the new key and value at
+                    int T, int Tc, int C, int NH, int KVH);
+// qkv (N,QKV) of the new tokens -> out (N,C). First stores the new key and value at
 // [slot[n], pos[n]], then query n attends to positions 0..pos[n] of its slot.
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                      const int *slot, const int *pos, int N, int Tc, int C, int NH);
+                      const int *slot, const int *pos, int N, int Tc, int C, int NH, int KVH);
 
 // ---------------------------------------------------------------------------------------------
 // Checking. x (n) -> how many of its values are NaN or ±infinity (an exact count, so the same

@@ -7,8 +7,9 @@
 //
 // Table of contents
 //   1. Kernels (CPU) ......... the kernel interface of model.h: matmul, layernorm, attention, ...
-//   2. The model ............. GPT-2: parameters and activations, forward, backward, AdamW
-//   3. Checkpoints ........... llm.c model files (version 3) and our training-state file
+//   2. The model ............. GPT-2 and Llama: parameters and activations, forward, backward, AdamW
+//   3. Checkpoints ........... llm.c model files (version 3), our Llama file, our training state;
+//                              3b llama2.c's files, 3c Hugging Face directories; `./sirt export`
 //   4. Training .............. `./sirt train`: the training step, the loop, the schedule, logs
 //   5. Supervised fine-tuning  `./sirt sft`: phase 1, learning from the teacher's demonstrations
 //   6. Generation ............ KV-cache decoding, the sampler, batched generation
@@ -85,19 +86,23 @@ void dev_to_host(void *dst, const void *src, size_t bytes) { memcpy(dst, src, by
 // its place in the row, t = bt % T, when pos is NULL (one example per row).
 static inline int position_of(const int *pos, int bt, int T) { return pos ? pos[bt] : bt % T; }
 
-// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C)
+// inp (B,T), pos (B,T) or NULL -> out (B,T,C); wte (Vp,C), wpe (maxT,C) or NULL
 void encoder_forward(float *out, const int *inp, const int *pos, const float *wte,
                      const float *wpe, int B, int T, int C) {
 #pragma omp parallel for
     for (int bt = 0; bt < B * T; bt++) {
         const float *tok = wte + (size_t)inp[bt] * C;
-        const float *at = wpe + (size_t)position_of(pos, bt, T) * C;
         float *o = out + (size_t)bt * C;
+        if (!wpe) { // Llama: the token embedding alone
+            memcpy(o, tok, (size_t)C * sizeof(float));
+            continue;
+        }
+        const float *at = wpe + (size_t)position_of(pos, bt, T) * C;
         for (int c = 0; c < C; c++) o[c] = tok[c] + at[c];
     }
 }
 
-// dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) +=
+// dout (B,T,C) -> dwte (Vp,C) +=, dwpe (maxT,C) += (or NULL)
 // Two positions may hold the same token, so threads split the channels, not the positions.
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                       const int *pos, int B, int T, int C) {
@@ -108,11 +113,10 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
         for (int bt = 0; bt < B * T; bt++) {
             const float *d = dout + (size_t)bt * C;
             float *dtok = dwte + (size_t)inp[bt] * C;
+            for (int c = c0; c < c1; c++) dtok[c] += d[c];
+            if (!dwpe) continue;
             float *dpos = dwpe + (size_t)position_of(pos, bt, T) * C;
-            for (int c = c0; c < c1; c++) {
-                dtok[c] += d[c];
-                dpos[c] += d[c];
-            }
+            for (int c = c0; c < c1; c++) dpos[c] += d[c];
         }
     }
 }
@@ -240,72 +244,76 @@ static void attend_one_query(float *out, float *row, const float *q, const float
 }
 
 // ---------------------------------------------------------------------------------------------
-// qkv (B,T,3C), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T)
+// qkv (B,T,QKV), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T); QKV = C + 2·KVC (model.h)
 // Query t sees the keys of its own example up to itself: t2 = s..t with s = t − pos[t], the
 // example's first position (s = 0 when pos is NULL). For each batch row b, head h and query
-// position t (all independent, so all parallel):
+// position t (all independent, so all parallel), with kh = h / (NH/KVH) its key/value head:
 //   att[t2] = softmax_{s <= t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
 // and the rest of the row is zero.
 void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
-                       int C, int NH) {
-    int hs = C / NH;
+                       int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for collapse(3)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                int s = t - position_of(pos, b * T + t, T);
+                int s = t - position_of(pos, b * T + t, T), kh = h / group;
                 // row s of this head: the example's first key and value are its keys[0], values[0]
-                const float *base = qkv + ((size_t)b * T + s) * 3 * C + h * hs;
+                const float *base = qkv + ((size_t)b * T + s) * QKV + kh * hs;
                 float *row = att + (((size_t)b * NH + h) * T + t) * T;
                 for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
                 attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
-                                 qkv + ((size_t)b * T + t) * 3 * C + h * hs, base + C,
-                                 base + 2 * C, 3 * C, t - s, hs, scale);
+                                 qkv + ((size_t)b * T + t) * QKV + h * hs, base + C,
+                                 base + C + KVC, QKV, t - s, hs, scale);
                 for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
             }
 }
 
-// dout (B,T,C) -> dqkv (B,T,3C) +=
+// dout (B,T,C) -> dqkv (B,T,QKV) +=
 // Position t's query reads the keys and values of every t2 in s..t (s = t − pos[t], as in the
-// forward), so dk and dv of one head collect contributions from many queries: threads split
-// (b, h) pairs, and within one pair the queries run in order. The gradient through the softmax,
-// for one query row, is
+// forward), so dk and dv of one key/value head collect contributions from many queries, and
+// from every query head of its group: threads split (b, key/value head) pairs, and within one
+// pair the group's query heads, and then the queries, run in order. The gradient through the
+// softmax, for one query row, is
 //   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]),  datt[t2] = dout_t · v_t2
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const int *pos, int B, int T, int C, int NH) {
-    int hs = C / NH;
+                        const int *pos, int B, int T, int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
     {
         float *datt = xmalloc((size_t)T * sizeof(float)); // one query row's scratch
 #pragma omp for collapse(2)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++)
-                for (int t = 0; t < T; t++) {
-                    int s = t - position_of(pos, b * T + t, T);
-                    const float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                    const float *d = dout + ((size_t)b * T + t) * C + h * hs;
-                    const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    float weighted = 0.0f; // Σ_j att[j] datt[j]
-                    for (int t2 = s; t2 <= t; t2++) {
-                        const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                        float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                        for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
-                        datt[t2] = dot_product(d, v, hs);
-                        weighted += row[t2] * datt[t2];
-                    }
-                    for (int t2 = s; t2 <= t; t2++) {
-                        float dpre = row[t2] * (datt[t2] - weighted) * scale;
-                        const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                        float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                        for (int i = 0; i < hs; i++) {
-                            dq[i] += dpre * k[i];
-                            dk[i] += dpre * q[i];
+            for (int kh = 0; kh < KVH; kh++)
+                for (int h = kh * group; h < (kh + 1) * group; h++)
+                    for (int t = 0; t < T; t++) {
+                        int s = t - position_of(pos, b * T + t, T);
+                        const float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                        const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                        const float *q = qkv + ((size_t)b * T + t) * QKV + h * hs;
+                        float *dq = dqkv + ((size_t)b * T + t) * QKV + h * hs;
+                        float weighted = 0.0f; // Σ_j att[j] datt[j]
+                        for (int t2 = s; t2 <= t; t2++) {
+                            size_t at = ((size_t)b * T + t2) * QKV + C + KVC + kh * hs;
+                            const float *v = qkv + at;
+                            float *dv = dqkv + at;
+                            for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
+                            datt[t2] = dot_product(d, v, hs);
+                            weighted += row[t2] * datt[t2];
+                        }
+                        for (int t2 = s; t2 <= t; t2++) {
+                            float dpre = row[t2] * (datt[t2] - weighted) * scale;
+                            size_t at = ((size_t)b * T + t2) * QKV + C + kh * hs;
+                            const float *k = qkv + at;
+                            float *dk = dqkv + at;
+                            for (int i = 0; i < hs; i++) {
+                                dq[i] += dpre * k[i];
+                                dk[i] += dpre * q[i];
+                            }
                         }
                     }
-                }
         free(datt);
     }
 }
@@ -316,28 +324,29 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // softmax run in the same order as in attention_forward, so cached decoding reproduces the full
 // forward pass. (The new tokens' embeddings are encoder_forward's, with their positions.)
 
-// qkv (B,T,3C) -> kcache, vcache (S,Tc,C) at [slot[b], 0..T-1]
+// qkv (B,T,QKV) -> kcache, vcache (S,Tc,KVC) at [slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
-                    int T, int Tc, int C) {
+                    int T, int Tc, int C, int NH, int KVH) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            const float *src = qkv + ((size_t)b * T + t) * 3 * C;
-            size_t dst = ((size_t)slot[b] * Tc + t) * C;
-            memcpy(kcache + dst, src + C, C * sizeof(float));
-            memcpy(vcache + dst, src + 2 * C, C * sizeof(float));
+            const float *src = qkv + ((size_t)b * T + t) * QKV;
+            size_t dst = ((size_t)slot[b] * Tc + t) * KVC;
+            memcpy(kcache + dst, src + C, KVC * sizeof(float));
+            memcpy(vcache + dst, src + C + KVC, KVC * sizeof(float));
         }
 }
 
-// qkv (N,3C) -> out (N,C); kcache, vcache (S,Tc,C). Parallel over (sequence, head).
+// qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Parallel over (sequence, head).
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                      const int *slot, const int *pos, int N, int Tc, int C, int NH) {
-    int hs = C / NH;
+                      const int *slot, const int *pos, int N, int Tc, int C, int NH, int KVH) {
+    int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
     for (int n = 0; n < N; n++) { // store the new keys and values first
-        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * C;
-        memcpy(kcache + dst, qkv + (size_t)n * 3 * C + C, C * sizeof(float));
-        memcpy(vcache + dst, qkv + (size_t)n * 3 * C + 2 * C, C * sizeof(float));
+        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * KVC;
+        memcpy(kcache + dst, qkv + (size_t)n * QKV + C, KVC * sizeof(float));
+        memcpy(vcache + dst, qkv + (size_t)n * QKV + C + KVC, KVC * sizeof(float));
     }
 #pragma omp parallel
     {
@@ -345,12 +354,126 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
 #pragma omp for collapse(2)
         for (int n = 0; n < N; n++)
             for (int h = 0; h < NH; h++) {
-                const float *keys = kcache + (size_t)slot[n] * Tc * C + h * hs;
-                const float *values = vcache + (size_t)slot[n] * Tc * C + h * hs;
-                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * 3 * C + h * hs,
-                                 keys, values, C, pos[n], hs, scale);
+                size_t head = (size_t)slot[n] * Tc * KVC + (size_t)(h / group) * hs;
+                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * QKV + h * hs,
+                                 kcache + head, vcache + head, KVC, pos[n], hs, scale);
             }
         free(row);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Llama's kernels. RMSNorm, as llama2.c computes it: out = weight · (rstd · x).
+// inp (N,C) -> out (N,C), rstd (N); weight (C)
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
+                     float eps) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float s = 1.0f / sqrtf(ss / C + eps);
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = weight[c] * (s * x[c]);
+        rstd[n] = s;
+    }
+}
+
+// dout (N,C) -> dinp (N,C) +=, dweight (C) +=
+// With g = weight * dout: dinp = rstd * (g − x · rstd² · mean(g · x)); dweight = Σ_n dout x rstd.
+// dinp is row-parallel; dweight sums over rows, so it is column-parallel.
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float s = rstd[n], gx_mean = 0.0f;
+        for (int c = 0; c < C; c++) gx_mean += weight[c] * d[c] * x[c];
+        gx_mean /= C;
+        float *di = dinp + (size_t)n * C;
+        for (int c = 0; c < C; c++) di[c] += s * (weight[c] * d[c] - x[c] * s * s * gx_mean);
+    }
+    const int chunk = 64;
+#pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int c1 = c0 + chunk < C ? c0 + chunk : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) dweight[c] += x[c] * rstd[n] * d[c];
+        }
+    }
+}
+
+// Rotary embeddings, llama2.c's arithmetic (run.c): for channel i (even) of the queries and
+// keys, head_dim = i % hs, freq = 1 / theta^(head_dim/hs), angle = p · freq. sign = +1 rotates
+// (forward), −1 rotates back (the transpose: the backward). One row (bt) of QKV at a time.
+static void rope_row(float *out, const float *inp, int p, int C, int NH, int KVH, float theta,
+                     float sign, int accumulate) {
+    int hs = C / NH, QK = C + KVH * hs; // queries and keys: every head rotates the same way
+    for (int i = 0; i < QK; i += 2) {
+        int head_dim = i % hs;
+        float freq = 1.0f / powf(theta, head_dim / (float)hs);
+        float angle = p * freq, fcr = cosf(angle), fci = sign * sinf(angle);
+        float v0 = inp[i], v1 = inp[i + 1];
+        float r0 = v0 * fcr - v1 * fci, r1 = v0 * fci + v1 * fcr;
+        if (accumulate) {
+            out[i] += r0;
+            out[i + 1] += r1;
+        } else {
+            out[i] = r0;
+            out[i + 1] = r1;
+        }
+    }
+}
+
+// inp (B,T,QKV), pos (B,T) or NULL -> out (B,T,QKV)
+void rope_forward(float *out, const float *inp, const int *pos, int B, int T, int C, int NH,
+                  int KVH, float theta) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *x = inp + (size_t)bt * QKV;
+        float *o = out + (size_t)bt * QKV;
+        rope_row(o, x, position_of(pos, bt, T), C, NH, KVH, theta, 1.0f, 0);
+        memcpy(o + C + KVC, x + C + KVC, KVC * sizeof(float)); // the values
+    }
+}
+
+// dout (B,T,QKV) -> dinp (B,T,QKV) +=
+void rope_backward(float *dinp, const float *dout, const int *pos, int B, int T, int C, int NH,
+                   int KVH, float theta) {
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *d = dout + (size_t)bt * QKV;
+        float *di = dinp + (size_t)bt * QKV;
+        rope_row(di, d, position_of(pos, bt, T), C, NH, KVH, theta, -1.0f, 1);
+        for (int i = C + KVC; i < QKV; i++) di[i] += d[i];
+    }
+}
+
+// SwiGLU, as llama2.c computes it: silu(a) = a · (1 / (1 + e^−a)), out = silu(a) · b.
+// inp (N,2H) -> out (N,H)
+void swiglu_forward(float *out, const float *inp, int N, int H) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * H, *b = a + H;
+        float *o = out + (size_t)n * H;
+        for (int i = 0; i < H; i++) o[i] = a[i] * (1.0f / (1.0f + expf(-a[i]))) * b[i];
+    }
+}
+
+// dout (N,H) -> dinp (N,2H) +=; with s = sigmoid(a): d/da = b · s (1 + a (1 − s)), d/db = silu(a)
+void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int H) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *a = inp + (size_t)n * 2 * H, *b = a + H, *d = dout + (size_t)n * H;
+        float *da = dinp + (size_t)n * 2 * H, *db = da + H;
+        for (int i = 0; i < H; i++) {
+            float s = 1.0f / (1.0f + expf(-a[i]));
+            da[i] += d[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+            db[i] += d[i] * a[i] * s;
+        }
     }
 }
 
@@ -494,8 +617,13 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
 
 // =============================================================================================
 // 2. The model
-// GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
-// attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
+// Two shapes (Config.arch), each described by its own tables below:
+//   GPT-2 as llm.c defines it: token + position embeddings, L pre-LayerNorm blocks of causal
+//     attention and a GELU MLP, a final LayerNorm, and a classifier tied to the token embedding.
+//   Llama as llama2.c defines it: a token embedding, L pre-RMSNorm blocks of causal attention
+//     with rotary position embeddings (rope_forward on q and k) and grouped-query attention
+//     (KVH key/value heads), and a SwiGLU MLP w2(silu(w1 x) ⊙ w3 x); a final RMSNorm and a
+//     classifier tied to the token embedding or not (wcls). No biases anywhere.
 // Parameters, gradients, the two AdamW moments and the activations are each ONE allocation,
 // carved into the tensors that the tables below describe.
 // =============================================================================================
@@ -532,7 +660,10 @@ static void *alloc_check(void *ptr, const char *who, double bytes, const char *w
 // the struct (so that one loop carves an allocation into all of them, in table order), and its
 // shape, written with the symbolic sizes below, outermost first. A shape that starts with D_L
 // holds one slice per layer.
-typedef enum { D_END, D_L, D_NH, D_C, D_3C, D_hidden, D_Vp, D_maxT, D_B, D_T } Dim;
+// D_QKV = C + 2·KVH·(C/NH), the width of attention's q, k, v side by side (3C for GPT-2);
+// D_FC = the MLP's first projection's width (GPT-2: hidden; Llama: 2·hidden, gate and up);
+// D_CLS = the rows of Llama's own classifier wcls (Vp; 0 when it is tied to wte).
+typedef enum { D_END, D_L, D_NH, D_C, D_QKV, D_hidden, D_FC, D_Vp, D_CLS, D_maxT, D_B, D_T } Dim;
 #define MAX_DIMS 5
 
 // How model_init_random fills a parameter: zeros, ones, N(0, 0.02), or N(0, 0.02/sqrt(2L)).
@@ -552,9 +683,11 @@ static double dim_size(Dim dim, const Config *cfg, int B, int T) {
     case D_L: return cfg->L;
     case D_NH: return cfg->NH;
     case D_C: return cfg->C;
-    case D_3C: return 3.0 * cfg->C;
+    case D_QKV: return cfg->C + 2.0 * cfg->KVH * (cfg->C / cfg->NH);
     case D_hidden: return cfg->hidden;
+    case D_FC: return cfg->arch == ARCH_LLAMA ? 2.0 * cfg->hidden : cfg->hidden;
     case D_Vp: return cfg->Vp;
+    case D_CLS: return cfg->tied ? 0.0 : cfg->Vp;
     case D_maxT: return cfg->maxT;
     case D_B: return B;
     case D_T: return T;
@@ -602,10 +735,12 @@ static const float *tensor_slice(const void *tensors, const TensorSpec *spec, co
 
 // ---------------------------------------------------------------------------------------------
 // The parameters, in the order of llm.c's checkpoint files. wte is the token embedding and also
-// the classifier; wpe the position embedding.
+// the classifier; wpe the position embedding. A Llama model uses the fields that play the same
+// part (its table below names them as llama2.c does) and wcls, its untied classifier; the
+// fields it does not use stay NULL.
 typedef struct {
     float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb,
-        *fcprojw, *fcprojb, *lnfw, *lnfb;
+        *fcprojw, *fcprojb, *lnfw, *lnfb, *wcls;
 } ParamTensors;
 
 // GPT-2's parameters. Initialisation: weights ~ N(0, 0.02), the two projections into the
@@ -619,8 +754,8 @@ static const TensorSpec GPT2_PARAMS[] = {
     {PARAM(wpe),      .shape = {D_maxT, D_C},        .decay = 1, .init = INIT_NORMAL},
     {PARAM(ln1w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
     {PARAM(ln1b),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
-    {PARAM(qkvw),     .shape = {D_L, D_3C, D_C},     .decay = 1, .init = INIT_NORMAL},
-    {PARAM(qkvb),     .shape = {D_L, D_3C},          .decay = 0, .init = INIT_ZEROS},
+    {PARAM(qkvw),     .shape = {D_L, D_QKV, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {PARAM(qkvb),     .shape = {D_L, D_QKV},          .decay = 0, .init = INIT_ZEROS},
     {PARAM(attprojw), .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
     {PARAM(attprojb), .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
     {PARAM(ln2w),     .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
@@ -631,11 +766,36 @@ static const TensorSpec GPT2_PARAMS[] = {
     {PARAM(fcprojb),  .shape = {D_L, D_C},           .decay = 0, .init = INIT_ZEROS},
     {PARAM(lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
     {PARAM(lnfb),     .shape = {D_C},                .decay = 0, .init = INIT_ZEROS}};
-#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0])
+#define NUM_PARAM_TENSORS (int)(sizeof GPT2_PARAMS / sizeof GPT2_PARAMS[0]) // GPT-2's, the most
+
+// Llama's parameters, with llama2.c's names, in the order of our Llama checkpoint (section 3).
+// wqkv holds each layer's wq (C rows), wk (KVC rows) and wv (KVC rows) one after the other, and
+// w13 each layer's w1 (hidden rows) then w3 (hidden rows), so that one matrix product computes
+// each. Initialisation and weight decay as GPT-2's; wcls has no rows when it is tied to wte.
+#define LPARAM(name, field) name, offsetof(ParamTensors, field)
+static const TensorSpec LLAMA_PARAMS[] = {
+    {LPARAM("tok_embeddings", wte), .shape = {D_Vp, D_C},          .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("rms_att", ln1w),       .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {LPARAM("wqkv", qkvw),          .shape = {D_L, D_QKV, D_C},    .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("wo", attprojw),        .shape = {D_L, D_C, D_C},      .decay = 1, .init = INIT_NORMAL_SCALED},
+    {LPARAM("rms_ffn", ln2w),       .shape = {D_L, D_C},           .decay = 0, .init = INIT_ONES},
+    {LPARAM("w13", fcw),            .shape = {D_L, D_FC, D_C},     .decay = 1, .init = INIT_NORMAL},
+    {LPARAM("w2", fcprojw),         .shape = {D_L, D_C, D_hidden}, .decay = 1, .init = INIT_NORMAL_SCALED},
+    {LPARAM("rms_final", lnfw),     .shape = {D_C},                .decay = 0, .init = INIT_ONES},
+    {LPARAM("wcls", wcls),          .shape = {D_CLS, D_C},         .decay = 1, .init = INIT_NORMAL}};
+#define NUM_LLAMA_PARAMS (int)(sizeof LLAMA_PARAMS / sizeof LLAMA_PARAMS[0])
+
+// The parameter table of a shape, and its number of rows in *n.
+static const TensorSpec *param_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_PARAMS : NUM_PARAM_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_PARAMS : GPT2_PARAMS;
+}
 
 // The number of parameters of a model of this shape.
 static size_t count_parameters(const Config *cfg) {
-    return (size_t)table_count(GPT2_PARAMS, NUM_PARAM_TENSORS, cfg, 0, 0);
+    int n;
+    const TensorSpec *table = param_table(cfg, &n);
+    return (size_t)table_count(table, n, cfg, 0, 0);
 }
 
 // The activations of one forward pass at batch B and sequence length T, kept for the backward,
@@ -645,10 +805,12 @@ static size_t count_parameters(const Config *cfg) {
 // the attention and after the MLP (the block's output); fch: the MLP's hidden layer before GELU;
 // logits: overwritten by dlogits in the backward; logprobs: log p(target) at each position; lse:
 // the logsumexp of each row of logits.
+// Llama's table has no means (RMSNorm) and adds qkvr, the queries and keys after the rotary
+// embedding (attention's input); its fch_gelu holds SwiGLU's output.
 typedef struct {
     float *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *residual2, *ln2,
         *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3, *lnf, *lnf_mean, *lnf_rstd,
-        *logits, *logprobs, *lse;
+        *logits, *logprobs, *lse, *qkvr;
 } ActTensors;
 
 #define ACT(name) #name, offsetof(ActTensors, name)
@@ -657,7 +819,7 @@ static const TensorSpec GPT2_ACTS[] = {
     {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "layernorm_forward"},
     {ACT(ln1_mean),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
     {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "layernorm_forward"},
-    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_3C},      .kernel = "matmul_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_QKV},      .kernel = "matmul_forward"},
     {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
     {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
     {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
@@ -677,10 +839,38 @@ static const TensorSpec GPT2_ACTS[] = {
     {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
 #define NUM_ACT_TENSORS (int)(sizeof GPT2_ACTS / sizeof GPT2_ACTS[0])
 
+static const TensorSpec LLAMA_ACTS[] = {
+    {ACT(encoded),   .shape = {D_B, D_T, D_C},            .kernel = "encoder_forward"},
+    {ACT(ln1),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "rmsnorm_forward"},
+    {ACT(ln1_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "rmsnorm_forward"},
+    {ACT(qkv),       .shape = {D_L, D_B, D_T, D_QKV},     .kernel = "matmul_forward"},
+    {ACT(qkvr),      .shape = {D_L, D_B, D_T, D_QKV},     .kernel = "rope_forward"},
+    {ACT(att),       .shape = {D_L, D_B, D_NH, D_T, D_T}, .kernel = "attention_forward"},
+    {ACT(atty),      .shape = {D_L, D_B, D_T, D_C},       .kernel = "attention_forward"},
+    {ACT(attproj),   .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual2), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(ln2),       .shape = {D_L, D_B, D_T, D_C},       .kernel = "rmsnorm_forward"},
+    {ACT(ln2_rstd),  .shape = {D_L, D_B, D_T},            .kernel = "rmsnorm_forward"},
+    {ACT(fch),       .shape = {D_L, D_B, D_T, D_FC},      .kernel = "matmul_forward"},
+    {ACT(fch_gelu),  .shape = {D_L, D_B, D_T, D_hidden},  .kernel = "swiglu_forward"},
+    {ACT(fcproj),    .shape = {D_L, D_B, D_T, D_C},       .kernel = "matmul_forward"},
+    {ACT(residual3), .shape = {D_L, D_B, D_T, D_C},       .kernel = "residual_forward"},
+    {ACT(lnf),       .shape = {D_B, D_T, D_C},            .kernel = "rmsnorm_forward"},
+    {ACT(lnf_rstd),  .shape = {D_B, D_T},                 .kernel = "rmsnorm_forward"},
+    {ACT(logits),    .shape = {D_B, D_T, D_Vp},           .kernel = "matmul_forward"},
+    {ACT(logprobs),  .shape = {D_B, D_T},                 .kernel = "classifier_forward"},
+    {ACT(lse),       .shape = {D_B, D_T},                 .kernel = "classifier_forward"}};
+#define NUM_LLAMA_ACTS (int)(sizeof LLAMA_ACTS / sizeof LLAMA_ACTS[0])
+
+static const TensorSpec *act_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_ACTS : NUM_ACT_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_ACTS : GPT2_ACTS;
+}
+
 // Gradients flowing backward through the activations. Only the residual stream's gradient
 // lives through the whole backward pass; the rest is scratch reused by every layer.
 typedef struct {
-    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu;
+    float *residual, *ln, *qkv, *atty, *fch, *fch_gelu, *qkvr;
 } GradActTensors;
 
 #define GRAD_ACT(name) #name, offsetof(GradActTensors, name)
@@ -689,17 +879,34 @@ static const TensorSpec GPT2_GRAD_ACTS[] = {
     // residual needs no backward kernel
     {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
     {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of a LayerNorm output (ln1, ln2 or lnf)
-    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_3C}},
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_QKV}},
     {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
     {GRAD_ACT(fch),      .shape = {D_B, D_T, D_hidden}},
     {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
 #define NUM_GRAD_ACT_TENSORS (int)(sizeof GPT2_GRAD_ACTS / sizeof GPT2_GRAD_ACTS[0])
 
+static const TensorSpec LLAMA_GRAD_ACTS[] = {
+    {GRAD_ACT(residual), .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(ln),       .shape = {D_B, D_T, D_C}}, // d of an RMSNorm output
+    {GRAD_ACT(qkv),      .shape = {D_B, D_T, D_QKV}},
+    {GRAD_ACT(qkvr),     .shape = {D_B, D_T, D_QKV}},
+    {GRAD_ACT(atty),     .shape = {D_B, D_T, D_C}},
+    {GRAD_ACT(fch),      .shape = {D_B, D_T, D_FC}},
+    {GRAD_ACT(fch_gelu), .shape = {D_B, D_T, D_hidden}}};
+#define NUM_LLAMA_GRAD_ACTS (int)(sizeof LLAMA_GRAD_ACTS / sizeof LLAMA_GRAD_ACTS[0])
+
+static const TensorSpec *grad_act_table(const Config *cfg, int *n) {
+    *n = cfg->arch == ARCH_LLAMA ? NUM_LLAMA_GRAD_ACTS : NUM_GRAD_ACT_TENSORS;
+    return cfg->arch == ARCH_LLAMA ? LLAMA_GRAD_ACTS : GPT2_GRAD_ACTS;
+}
+
 // Bytes for batches of B rows of T tokens: activations, their gradients, and the batch itself
 // (inputs, targets, positions, coefficients).
 static double activation_bytes(const Config *cfg, int B, int T) {
-    double floats = table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T) +
-                    table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T) + 4.0 * B * T;
+    int n_acts, n_grads;
+    const TensorSpec *acts = act_table(cfg, &n_acts), *grads = grad_act_table(cfg, &n_grads);
+    double floats = table_count(acts, n_acts, cfg, B, T) + table_count(grads, n_grads, cfg, B, T) +
+                    4.0 * B * T;
     return floats * sizeof(float);
 }
 
@@ -708,6 +915,8 @@ typedef struct {
     // parameters and their gradients, each one allocation
     ParamTensors params, grads;
     float *params_memory, *grads_memory;
+    const TensorSpec *param_table; // GPT2_PARAMS or LLAMA_PARAMS, after the config's arch
+    int num_param_tensors;
     size_t param_sizes[NUM_PARAM_TENSORS];
     size_t num_parameters;
     // AdamW moments, allocated at the first update
@@ -727,10 +936,27 @@ typedef struct {
     int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
+// llama2.c's MLP width for a model of C channels when none is given (its model.py): 2/3 of 4C,
+// rounded up to a multiple of 32.
+static int llama_default_hidden(int C) {
+    int hidden = 2 * (4 * C) / 3;
+    return (hidden + 31) / 32 * 32;
+}
+
 // Fills in what follows from the five numbers (call it only on a config that config_problem
 // accepts: 4*C and the padding of V are computed in int). Vp = 0: V padded up to 128s.
+// GPT-2: hidden = 4C, KVH = NH, tied. Llama: KVH = 0 means NH, hidden = 0 llama2.c's default,
+// rope_theta = 0 means 10000; tied as set.
 static void config_finish(Config *cfg) {
-    cfg->hidden = 4 * cfg->C;
+    if (cfg->arch == ARCH_LLAMA) {
+        if (!cfg->KVH) cfg->KVH = cfg->NH;
+        if (!cfg->hidden) cfg->hidden = llama_default_hidden(cfg->C);
+        if (cfg->rope_theta == 0.0f) cfg->rope_theta = 10000.0f;
+    } else {
+        cfg->hidden = 4 * cfg->C;
+        cfg->KVH = cfg->NH;
+        cfg->tied = 1;
+    }
     cfg->norm_eps = 1e-5f;
     if (cfg->Vp < cfg->V) cfg->Vp = (cfg->V + 127) / 128 * 128;
 }
@@ -746,6 +972,15 @@ static const char *config_problem(const Config *cfg) {
     if (cfg->V < 1 || cfg->V > 1 << 24) return "V (vocabulary) must be in 1..16777216";
     if (cfg->Vp != 0 && (cfg->Vp < cfg->V || cfg->Vp > (1 << 24) + 128))
         return "Vp must be in V..16777344 (or 0: V padded up to a multiple of 128)";
+    if (cfg->arch != ARCH_GPT2 && cfg->arch != ARCH_LLAMA) return "unknown architecture";
+    if (cfg->arch == ARCH_LLAMA) {
+        if (cfg->KVH < 0 || cfg->KVH > cfg->NH || (cfg->KVH && cfg->NH % cfg->KVH))
+            return "KVH (key/value heads) must divide NH (heads)";
+        if (cfg->hidden < 0 || cfg->hidden > 1 << 20)
+            return "hidden must be in 1..1048576 (or 0: llama2.c's default)";
+        if ((cfg->C / cfg->NH) % 2) return "the head size C/NH must be even (rotary embedding)";
+        if (!(cfg->rope_theta >= 0.0f && cfg->rope_theta < 1e30f)) return "bad rope theta";
+    }
     return NULL;
 }
 
@@ -754,15 +989,16 @@ static const char *config_problem(const Config *cfg) {
 static float *model_alloc_params(const Model *model, ParamTensors *tensors, const char *what) {
     size_t n = model->num_parameters;
     float *memory = alloc_check(dev_alloc(n), "the model", (double)n * sizeof(float), what);
-    carve(tensors, GPT2_PARAMS, NUM_PARAM_TENSORS, memory, &model->config, 0, 0);
+    carve(tensors, model->param_table, model->num_param_tensors, memory, &model->config, 0, 0);
     return memory;
 }
 
 static void model_build(Model *model, Config cfg) {
     memset(model, 0, sizeof *model);
     model->config = cfg;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
-        model->param_sizes[i] = (size_t)tensor_count(&GPT2_PARAMS[i], &cfg, 0, 0);
+    model->param_table = param_table(&cfg, &model->num_param_tensors);
+    for (int i = 0; i < model->num_param_tensors; i++)
+        model->param_sizes[i] = (size_t)tensor_count(&model->param_table[i], &cfg, 0, 0);
     model->num_parameters = count_parameters(&cfg);
     double bytes = (double)model->num_parameters * sizeof(float);
     if (!fits_memory(bytes))
@@ -778,11 +1014,12 @@ static void model_init_random(Model *model, uint64_t seed) {
     float *host = xcalloc(model->num_parameters, sizeof(float)); // INIT_ZEROS: nothing to do
     Rng rng = rng_seeded(seed);
     float *next = host;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const TensorSpec *spec = &GPT2_PARAMS[i];
+    for (int i = 0; i < model->num_param_tensors; i++) {
+        const TensorSpec *spec = &model->param_table[i];
         size_t n = model->param_sizes[i];
         // the padded rows V..Vp-1 of a (Vp, ...) tensor are not drawn: they stay zero
-        size_t live = spec->shape[0] == D_Vp ? n / cfg->Vp * cfg->V : n;
+        int vocab_rows = spec->shape[0] == D_Vp || spec->shape[0] == D_CLS;
+        size_t live = vocab_rows ? n / cfg->Vp * cfg->V : n;
         float std = spec->init == INIT_NORMAL_SCALED ? 0.02f / sqrtf(2.0f * cfg->L) : 0.02f;
         if (spec->init == INIT_ONES)
             for (size_t j = 0; j < n; j++) next[j] = 1.0f;
@@ -828,13 +1065,14 @@ static void model_alloc_activations(Model *model, int B, int T) {
         die("%s needs %.1f GiB of activations; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
             device_gib());
     // below the device's memory, every size is an exact integer in double and fits size_t
-    size_t acts = (size_t)table_count(GPT2_ACTS, NUM_ACT_TENSORS, cfg, B, T);
+    int n_acts, n_grads;
+    const TensorSpec *act_specs = act_table(cfg, &n_acts), *grad_specs = grad_act_table(cfg, &n_grads);
+    size_t acts = (size_t)table_count(act_specs, n_acts, cfg, B, T);
     model->acts_memory = alloc_check(dev_alloc(acts), who, bytes, "activations");
-    carve(&model->acts, GPT2_ACTS, NUM_ACT_TENSORS, model->acts_memory, cfg, B, T);
-    size_t grad_acts = (size_t)table_count(GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, cfg, B, T);
+    carve(&model->acts, act_specs, n_acts, model->acts_memory, cfg, B, T);
+    size_t grad_acts = (size_t)table_count(grad_specs, n_grads, cfg, B, T);
     model->grad_acts_memory = alloc_check(dev_alloc(grad_acts), who, bytes, "activations");
-    carve(&model->grad_acts, GPT2_GRAD_ACTS, NUM_GRAD_ACT_TENSORS, model->grad_acts_memory, cfg,
-          B, T);
+    carve(&model->grad_acts, grad_specs, n_grads, model->grad_acts_memory, cfg, B, T);
 
     size_t BT = (size_t)B * T;
     model->inputs = alloc_check(dev_alloc_int(BT), who, bytes, "activations");
@@ -871,15 +1109,17 @@ static void check_finite(const char *kernel, int layer, const char *name, const 
 static void detect_anomaly_forward(const Model *model) {
     if (!model->detect_anomaly) return;
     const Config *cfg = &model->config;
-    for (int i = 0; i < NUM_ACT_TENSORS;) {
-        int per_layer = GPT2_ACTS[i].shape[0] == D_L, end = i + 1;
-        while (per_layer && end < NUM_ACT_TENSORS && GPT2_ACTS[end].shape[0] == D_L) end++;
+    int count;
+    const TensorSpec *acts = act_table(cfg, &count);
+    for (int i = 0; i < count;) {
+        int per_layer = acts[i].shape[0] == D_L, end = i + 1;
+        while (per_layer && end < count && acts[end].shape[0] == D_L) end++;
         for (int l = 0; l < (per_layer ? cfg->L : 1); l++)
             for (int k = i; k < end; k++) {
                 size_t n;
-                const float *x = tensor_slice(&model->acts, &GPT2_ACTS[k], cfg, model->B,
-                                              model->T, l, &n);
-                check_finite(GPT2_ACTS[k].kernel, per_layer ? l : -1, GPT2_ACTS[k].name, x, n);
+                const float *x = tensor_slice(&model->acts, &acts[k], cfg, model->B, model->T, l,
+                                              &n);
+                check_finite(acts[k].kernel, per_layer ? l : -1, acts[k].name, x, n);
             }
         i = end;
     }
@@ -933,18 +1173,47 @@ static const BackwardOutput GPT2_BACKWARD[] = {
     {STAGE_ENCODER, "encoder_backward", "dwpe", DPARAM(wpe)}};
 #define NUM_BACKWARD_OUTPUTS (int)(sizeof GPT2_BACKWARD / sizeof GPT2_BACKWARD[0])
 
+// Llama's (the classifier's gradient goes to wcls when it is not tied: see llama_backward).
+static const BackwardOutput LLAMA_BACKWARD[] = {
+    {STAGE_HEAD, "classifier_backward", "dlogits", DLOGITS},
+    {STAGE_HEAD, "matmul_backward", "drms_final_out", DACT(ln)},
+    {STAGE_HEAD, "matmul_backward", "dtok_embeddings", DPARAM(wte)},
+    {STAGE_HEAD, "matmul_backward", "dwcls", DPARAM(wcls)},
+    {STAGE_HEAD, "rmsnorm_backward", "dresidual", DACT(residual)},
+    {STAGE_HEAD, "rmsnorm_backward", "drms_final", DPARAM(lnfw)},
+    {STAGE_MLP, "matmul_backward", "dswiglu", DACT(fch_gelu)},
+    {STAGE_MLP, "matmul_backward", "dw2", DPARAM(fcprojw)},
+    {STAGE_MLP, "swiglu_backward", "dw13_out", DACT(fch)},
+    {STAGE_MLP, "matmul_backward", "drms_ffn_out", DACT(ln)},
+    {STAGE_MLP, "matmul_backward", "dw13", DPARAM(fcw)},
+    {STAGE_MLP, "rmsnorm_backward", "dresidual2", DACT(residual)},
+    {STAGE_MLP, "rmsnorm_backward", "drms_ffn", DPARAM(ln2w)},
+    {STAGE_ATTENTION, "matmul_backward", "datty", DACT(atty)},
+    {STAGE_ATTENTION, "matmul_backward", "dwo", DPARAM(attprojw)},
+    {STAGE_ATTENTION, "attention_backward", "dqkv_rotated", DACT(qkvr)},
+    {STAGE_ATTENTION, "rope_backward", "dqkv", DACT(qkv)},
+    {STAGE_ATTENTION, "matmul_backward", "drms_att_out", DACT(ln)},
+    {STAGE_ATTENTION, "matmul_backward", "dwqkv", DPARAM(qkvw)},
+    {STAGE_ATTENTION, "rmsnorm_backward", "dresidual", DACT(residual)},
+    {STAGE_ATTENTION, "rmsnorm_backward", "drms_att", DPARAM(ln1w)},
+    {STAGE_ENCODER, "encoder_backward", "dtok_embeddings", DPARAM(wte)}};
+#define NUM_LLAMA_BACKWARD (int)(sizeof LLAMA_BACKWARD / sizeof LLAMA_BACKWARD[0])
+
 // At the end of a stage of the backward pass (layer: the block's, or -1).
 static void detect_anomaly_backward(const Model *model, BackwardStage stage, int layer) {
     if (!model->detect_anomaly) return;
-    for (int i = 0; i < NUM_BACKWARD_OUTPUTS; i++) {
-        const BackwardOutput *out = &GPT2_BACKWARD[i];
+    const Config *cfg = &model->config;
+    int llama = cfg->arch == ARCH_LLAMA, n_outputs = llama ? NUM_LLAMA_BACKWARD : NUM_BACKWARD_OUTPUTS;
+    int unused;
+    for (int i = 0; i < n_outputs; i++) {
+        const BackwardOutput *out = llama ? &LLAMA_BACKWARD[i] : &GPT2_BACKWARD[i];
         if (out->stage != stage) continue;
         const void *tensors; // the struct that holds the tensor, and the first row of its table
         const TensorSpec *spec;
         switch (out->holder) {
-        case IN_ACTS: tensors = &model->acts; spec = GPT2_ACTS; break;
-        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = GPT2_GRAD_ACTS; break;
-        default: tensors = &model->grads; spec = GPT2_PARAMS; break;
+        case IN_ACTS: tensors = &model->acts; spec = act_table(cfg, &unused); break;
+        case IN_GRAD_ACTS: tensors = &model->grad_acts; spec = grad_act_table(cfg, &unused); break;
+        default: tensors = &model->grads; spec = model->param_table; break;
         }
         while (spec->offset != out->offset) spec++; // the tensor's row
         size_t n;
@@ -958,8 +1227,8 @@ static void detect_anomaly_backward(const Model *model, BackwardStage stage, int
 static void detect_anomaly_adamw(const Model *model) {
     if (!model->detect_anomaly) return;
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const char *name = GPT2_PARAMS[i].name;
+    for (int i = 0; i < model->num_param_tensors; i++) {
+        const char *name = model->param_table[i].name;
         size_t n = model->param_sizes[i];
         char m_name[32], v_name[32];
         snprintf(m_name, sizeof m_name, "m of %s", name);
@@ -971,10 +1240,13 @@ static void detect_anomaly_adamw(const Model *model) {
     }
 }
 
+static void gpt2_forward(Model *model);
+static void llama_forward(Model *model);
 // The forward pass. inputs, targets (B,T) are host arrays; a target < 0 means "no target here".
 // pos (B,T), a host array, gives each token's position within its example when a row packs
 // several examples (model.h, "Examples in a row"); NULL: one example per row. Afterwards
-// model->host_logprobs (B,T) holds log p(target) at every position.
+// model->host_logprobs (B,T) holds log p(target) at every position. The shape's own forward
+// pass (gpt2_forward or llama_forward) runs on the batch placed on the device here.
 static void model_forward(Model *model, const int *inputs, const int *targets, const int *pos,
                           int B, int T) {
     const Config *cfg = &model->config;
@@ -982,7 +1254,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     if (B > model->act_B || T > model->act_T)
         model_alloc_activations(model, B > model->act_B ? B : model->act_B,
                                 T > model->act_T ? T : model->act_T);
-    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
+    int BT = B * T;
     for (int i = 0; i < BT; i++)
         if (inputs[i] < 0 || inputs[i] >= cfg->V || targets[i] >= cfg->V)
             die("token id %d at position %d is outside the vocabulary of %d",
@@ -999,7 +1271,17 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     model->packed = pos != NULL;
     model->B = B;
     model->T = T;
+    if (cfg->arch == ARCH_LLAMA) llama_forward(model);
+    else gpt2_forward(model);
+    detect_anomaly_forward(model);
+    dev_to_host(model->host_logprobs, model->acts.logprobs, BT * sizeof(float));
+}
 
+// GPT-2's forward pass over the batch that model_forward placed on the device.
+static void gpt2_forward(Model *model) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden, BT = B * T;
     ParamTensors p = model->params;
     ActTensors a = model->acts;
     float eps = cfg->norm_eps;
@@ -1018,7 +1300,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + c, p.ln1b + c, BT, C, eps);
         matmul_forward(qkv, ln1, p.qkvw + 3 * c * C, p.qkvb + 3 * c, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, positions, B, T, C, NH);
+        attention_forward(atty, att, qkv, positions, B, T, C, NH, NH);
         matmul_forward(attproj, atty, p.attprojw + c * C, p.attprojb + c, BT, C, C);
         residual_forward(residual2, residual, attproj, (size_t)BT * C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + c, p.ln2b + c, BT, C, eps);
@@ -1031,8 +1313,46 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
-    detect_anomaly_forward(model);
-    dev_to_host(model->host_logprobs, a.logprobs, BT * sizeof(float));
+}
+
+// Llama's forward pass, as llama2.c's run.c computes it for one token, for the whole batch.
+static void llama_forward(Model *model) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, KVH = cfg->KVH, H = cfg->hidden, BT = B * T;
+    int QKV = C + 2 * KVH * (C / NH);
+    ParamTensors p = model->params;
+    ActTensors a = model->acts;
+    float eps = cfg->norm_eps;
+    const int *positions = model->packed ? model->positions : NULL;
+    encoder_forward(a.encoded, model->inputs, positions, p.wte, NULL, B, T, C);
+    for (int l = 0; l < L; l++) {
+        size_t c = (size_t)l * C, btc = (size_t)l * BT * C, btq = (size_t)l * BT * QKV;
+        size_t bth = (size_t)l * BT * H;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - (size_t)BT * C;
+        float *ln1 = a.ln1 + btc, *qkv = a.qkv + btq, *qkvr = a.qkvr + btq, *atty = a.atty + btc;
+        float *att = a.att + (size_t)l * B * NH * T * T, *attproj = a.attproj + btc;
+        float *residual2 = a.residual2 + btc, *ln2 = a.ln2 + btc, *fch = a.fch + 2 * bth;
+        float *swiglu = a.fch_gelu + bth, *fcproj = a.fcproj + btc;
+        float *residual3 = a.residual3 + btc;
+        float *ln1_rstd = a.ln1_rstd + l * BT, *ln2_rstd = a.ln2_rstd + l * BT;
+
+        rmsnorm_forward(ln1, ln1_rstd, residual, p.ln1w + c, BT, C, eps);
+        matmul_forward(qkv, ln1, p.qkvw + (size_t)l * QKV * C, NULL, BT, C, QKV);
+        rope_forward(qkvr, qkv, positions, B, T, C, NH, KVH, cfg->rope_theta);
+        attention_forward(atty, att, qkvr, positions, B, T, C, NH, KVH);
+        matmul_forward(attproj, atty, p.attprojw + c * C, NULL, BT, C, C);
+        residual_forward(residual2, residual, attproj, (size_t)BT * C);
+        rmsnorm_forward(ln2, ln2_rstd, residual2, p.ln2w + c, BT, C, eps);
+        matmul_forward(fch, ln2, p.fcw + (size_t)l * 2 * H * C, NULL, BT, C, 2 * H);
+        swiglu_forward(swiglu, fch, BT, H);
+        matmul_forward(fcproj, swiglu, p.fcprojw + (size_t)l * C * H, NULL, BT, H, C);
+        residual_forward(residual3, residual2, fcproj, (size_t)BT * C);
+    }
+    const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
+    rmsnorm_forward(a.lnf, a.lnf_rstd, final_residual, p.lnfw, BT, C, eps);
+    matmul_forward(a.logits, a.lnf, cfg->tied ? p.wte : p.wcls, NULL, BT, C, cfg->Vp);
+    classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
 
 // A value head's part in a backward pass (section 10): its parameters and their gradients
@@ -1046,19 +1366,31 @@ typedef struct {
     int M;
 } HeadGradient;
 
+static void gpt2_backward(Model *model, const float *coefs, const HeadGradient *head);
+static void llama_backward(Model *model, const float *coefs, const HeadGradient *head);
 // The backward pass of the loss Σ_i coefs[i] · (−logprob_i) plus, when head is not NULL, a loss
 // of the value head's outputs, for the batch of the last forward. coefs (B,T) is a host array,
 // or NULL: no loss on the log-probs (the classifier's backward is skipped). Gradients are
 // overwritten (not accumulated across calls); head->grads too.
 static void model_backward_with_head(Model *model, const float *coefs, const HeadGradient *head) {
+    if (!model->grads_memory)
+        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
+    dev_zero(model->grads_memory, model->num_parameters);
+    if (coefs) dev_to_device(model->coefs, coefs, (size_t)model->B * model->T * sizeof(float));
+    if (model->config.arch == ARCH_LLAMA) llama_backward(model, coefs, head);
+    else gpt2_backward(model, coefs, head);
+}
+
+static void model_backward(Model *model, const float *coefs) {
+    model_backward_with_head(model, coefs, NULL);
+}
+
+// GPT-2's backward pass (the gradients are zero and the coefficients on the device).
+static void gpt2_backward(Model *model, const float *coefs, const HeadGradient *head) {
     const Config *cfg = &model->config;
     int B = model->B, T = model->T, BT = B * T;
     int L = cfg->L, C = cfg->C, NH = cfg->NH, H = cfg->hidden;
     const int *positions = model->packed ? model->positions : NULL;
-    if (!model->grads_memory)
-        model->grads_memory = model_alloc_params(model, &model->grads, "gradients");
-    dev_zero(model->grads_memory, model->num_parameters);
-    if (coefs) dev_to_device(model->coefs, coefs, BT * sizeof(float));
 
     ParamTensors p = model->params, g = model->grads;
     ActTensors a = model->acts;
@@ -1106,7 +1438,7 @@ static void model_backward_with_head(Model *model, const float *coefs, const Hea
         matmul_backward(d.atty, g.attprojw + c * C, g.attprojb + c, d.residual, a.atty + btc,
                         p.attprojw + c * C, BT, C, C);
         attention_backward(d.qkv, d.atty, a.qkv + 3 * btc, a.att + (size_t)l * B * NH * T * T,
-                           positions, B, T, C, NH);
+                           positions, B, T, C, NH, NH);
         dev_zero(d.ln, btc_size);
         matmul_backward(d.ln, dqkvw, dqkvb, d.qkv, a.ln1 + btc, p.qkvw + 3 * c * C, BT, C, 3 * C);
         layernorm_backward(d.residual, g.ln1w + c, g.ln1b + c, d.ln, residual, p.ln1w + c,
@@ -1117,8 +1449,71 @@ static void model_backward_with_head(Model *model, const float *coefs, const Hea
     detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
-static void model_backward(Model *model, const float *coefs) {
-    model_backward_with_head(model, coefs, NULL);
+// Llama's backward pass: llama_forward's kernels in reverse order, each by its backward.
+static void llama_backward(Model *model, const float *coefs, const HeadGradient *head) {
+    const Config *cfg = &model->config;
+    int B = model->B, T = model->T, BT = B * T;
+    int L = cfg->L, C = cfg->C, NH = cfg->NH, KVH = cfg->KVH, H = cfg->hidden;
+    int QKV = C + 2 * KVH * (C / NH);
+    const int *positions = model->packed ? model->positions : NULL;
+    ParamTensors p = model->params, g = model->grads;
+    ActTensors a = model->acts;
+    GradActTensors d = model->grad_acts;
+    size_t btc_size = (size_t)BT * C, bth_size = (size_t)BT * H, btq_size = (size_t)BT * QKV;
+
+    // classifier, value head and final RMSNorm
+    dev_zero(d.residual, btc_size);
+    dev_zero(d.ln, btc_size);
+    if (coefs) {
+        classifier_backward(a.logits, a.lse, model->targets, model->coefs, BT, cfg->V, cfg->Vp);
+        matmul_backward(d.ln, cfg->tied ? g.wte : g.wcls, NULL, a.logits, a.lnf,
+                        cfg->tied ? p.wte : p.wcls, BT, C, cfg->Vp);
+    }
+    if (head) {
+        dev_zero(head->grads, (size_t)C + 1);
+        value_head_backward(d.ln, head->grads, head->grads + C, head->dout, a.lnf, head->idx,
+                            head->params, head->M, C);
+    }
+    rmsnorm_backward(d.residual, g.lnfw, d.ln, a.residual3 + (L - 1) * btc_size, p.lnfw,
+                     a.lnf_rstd, BT, C);
+    detect_anomaly_backward(model, STAGE_HEAD, -1);
+
+    // the blocks, last to first; d.residual holds d loss / d (output of block l)
+    for (int l = L - 1; l >= 0; l--) {
+        size_t c = (size_t)l * C, btc = l * btc_size, bth = l * bth_size, btq = l * btq_size;
+        const float *residual = l == 0 ? a.encoded : a.residual3 + btc - btc_size;
+        dev_zero(d.fch_gelu, bth_size);
+        dev_zero(d.fch, 2 * bth_size);
+        dev_zero(d.ln, btc_size);
+        dev_zero(d.atty, btc_size);
+        dev_zero(d.qkvr, btq_size);
+        dev_zero(d.qkv, btq_size);
+
+        // MLP: residual3 = residual2 + w2(swiglu(w13(rmsnorm(residual2))))
+        matmul_backward(d.fch_gelu, g.fcprojw + (size_t)l * C * H, NULL, d.residual,
+                        a.fch_gelu + bth, p.fcprojw + (size_t)l * C * H, BT, H, C);
+        swiglu_backward(d.fch, a.fch + 2 * bth, d.fch_gelu, BT, H);
+        matmul_backward(d.ln, g.fcw + (size_t)l * 2 * H * C, NULL, d.fch, a.ln2 + btc,
+                        p.fcw + (size_t)l * 2 * H * C, BT, C, 2 * H);
+        rmsnorm_backward(d.residual, g.ln2w + c, d.ln, a.residual2 + btc, p.ln2w + c,
+                         a.ln2_rstd + l * BT, BT, C);
+        detect_anomaly_backward(model, STAGE_MLP, l);
+
+        // attention: residual2 = residual + wo(attention(rope(wqkv(rmsnorm(residual)))))
+        matmul_backward(d.atty, g.attprojw + c * C, NULL, d.residual, a.atty + btc,
+                        p.attprojw + c * C, BT, C, C);
+        attention_backward(d.qkvr, d.atty, a.qkvr + btq, a.att + (size_t)l * B * NH * T * T,
+                           positions, B, T, C, NH, KVH);
+        rope_backward(d.qkv, d.qkvr, positions, B, T, C, NH, KVH, cfg->rope_theta);
+        dev_zero(d.ln, btc_size);
+        matmul_backward(d.ln, g.qkvw + (size_t)l * QKV * C, NULL, d.qkv, a.ln1 + btc,
+                        p.qkvw + (size_t)l * QKV * C, BT, C, QKV);
+        rmsnorm_backward(d.residual, g.ln1w + c, d.ln, residual, p.ln1w + c, a.ln1_rstd + l * BT,
+                         BT, C);
+        detect_anomaly_backward(model, STAGE_ATTENTION, l);
+    }
+    encoder_backward(g.wte, NULL, d.residual, model->inputs, positions, B, T, C);
+    detect_anomaly_backward(model, STAGE_ENCODER, -1);
 }
 
 // AdamW settings and the clipping threshold (clip <= 0: no clipping).
@@ -1150,9 +1545,9 @@ static void model_apply_update(Model *model, const OptimizerSettings *opt, float
     float scale = 1.0f;
     if (opt->clip > 0.0f && norm > opt->clip) scale = opt->clip / (norm + 1e-6f);
     size_t offset = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { // the weight decay differs between tensors
+    for (int i = 0; i < model->num_param_tensors; i++) { // weight decay differs between tensors
         size_t n = model->param_sizes[i];
-        float wd = GPT2_PARAMS[i].decay ? opt->weight_decay : 0.0f;
+        float wd = model->param_table[i].decay ? opt->weight_decay : 0.0f;
         adamw_update(model->params_memory + offset, model->grads_memory + offset,
                      model->m_memory + offset, model->v_memory + offset, n, opt->lr, opt->beta1,
                      opt->beta2, opt->eps, wd, scale, t);
@@ -1195,8 +1590,19 @@ static float model_update(Model *model, const OptimizerSettings *opt, int t) {
 //     last steps in a row were skipped; the rest zero
 //   then the AdamW moments m and v, each num_parameters float32.
 // The data position is the step: batch i of a run is a function of i (lib/tokens.h).
+// A Llama model is saved in our own format, llm.c's layout with its own magic number (llm.c has
+// no Llama file it could read; llama2.c's files come in and go out through section 3b):
+//   header 256 × int32: [0] magic 20261116, [1] version 1, [2] maxT, [3] V, [4] L, [5] NH,
+//     [6] C, [7] Vp, [8] KVH (key/value heads), [9] hidden (the SwiGLU width), [10] 1 when the
+//     classifier is tied to the token embedding, [11] rope theta (float32 bits), [12..255] zero
+//   then the parameter tensors of LLAMA_PARAMS as float32, in its order: tok_embeddings (Vp,C)
+//     rms_att (L,C) wqkv (L,C+2·KVC,C) wo (L,C,C) rms_ffn (L,C) w13 (L,2·hidden,C)
+//     w2 (L,C,hidden) rms_final (C), and wcls (Vp,C) only when untied; KVC = KVH·C/NH. wqkv
+//     holds each layer's wq, wk, wv rows in turn, w13 each layer's w1 then w3 rows.
 // =============================================================================================
 #define MODEL_MAGIC 20240326
+#define LLAMA_MAGIC 20261116
+#define LLAMA_VERSION 1
 #define MODEL_VERSION_FP32 3
 #define MODEL_VERSION_BF16 5
 #define STATE_MAGIC 20240527
@@ -1215,14 +1621,21 @@ static uint64_t header_get_u64(const int32_t *header, int index) {
 static void model_write(const Model *model, SafeFile *sf) {
     const Config *cfg = &model->config;
     int32_t header[HEADER_INTS] = {0};
-    header[0] = MODEL_MAGIC;
-    header[1] = MODEL_VERSION_FP32;
+    int llama = cfg->arch == ARCH_LLAMA;
+    header[0] = llama ? LLAMA_MAGIC : MODEL_MAGIC;
+    header[1] = llama ? LLAMA_VERSION : MODEL_VERSION_FP32;
     header[2] = cfg->maxT;
     header[3] = cfg->V;
     header[4] = cfg->L;
     header[5] = cfg->NH;
     header[6] = cfg->C;
     header[7] = cfg->Vp;
+    if (llama) {
+        header[8] = cfg->KVH;
+        header[9] = cfg->hidden;
+        header[10] = cfg->tied;
+        memcpy(header + 11, &cfg->rope_theta, sizeof(float));
+    }
     size_t bytes = model->num_parameters * sizeof(float);
     float *host = xmalloc(bytes);
     dev_to_host(host, model->params_memory, bytes);
@@ -1252,21 +1665,43 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
         return -1;
     }
     memcpy(header, header_bytes_data, sizeof header);
-    if (header[0] != MODEL_MAGIC) {
+    int llama = header[0] == LLAMA_MAGIC;
+    if (header[0] != MODEL_MAGIC && !llama) {
         snprintf(err, errlen, "%s: bad magic %d (expected %d): not an llm.c model checkpoint",
                  path, header[0], MODEL_MAGIC);
         return -1;
     }
-    if (header[1] == MODEL_VERSION_BF16) {
+    if (llama && header[1] != LLAMA_VERSION) {
+        snprintf(err, errlen, "%s: unsupported version %d of a sirt Llama checkpoint (expected 1)",
+                 path, header[1]);
+        return -1;
+    }
+    if (llama && (header[8] < 1 || header[9] < 1 || (header[10] != 0 && header[10] != 1))) {
+        snprintf(err, errlen, "%s: bad Llama header (KVH=%d hidden=%d tied=%d)", path, header[8],
+                 header[9], header[10]);
+        return -1;
+    }
+    if (!llama && header[1] == MODEL_VERSION_BF16) {
         snprintf(err, errlen, "%s: version 5 (bfloat16 weights) is not supported; export float32 "
                  "(version 3)", path);
         return -1;
     }
-    if (header[1] != MODEL_VERSION_FP32) {
+    if (!llama && header[1] != MODEL_VERSION_FP32) {
         snprintf(err, errlen, "%s: unsupported version %d (expected 3, float32)", path, header[1]);
         return -1;
     }
     Config cfg = {0};
+    if (llama) {
+        cfg.arch = ARCH_LLAMA;
+        cfg.KVH = header[8];
+        cfg.hidden = header[9];
+        cfg.tied = header[10];
+        memcpy(&cfg.rope_theta, header + 11, sizeof(float));
+        if (!(cfg.rope_theta > 0.0f)) {
+            snprintf(err, errlen, "%s: bad rope theta %g", path, cfg.rope_theta);
+            return -1;
+        }
+    }
     cfg.maxT = header[2];
     cfg.V = header[3];
     cfg.L = header[4];
@@ -1295,8 +1730,17 @@ static int model_read_header(const void *header_bytes_data, size_t header_bytes,
     return 0;
 }
 
-// Reads a checkpoint, checking the header and the file size before allocating anything.
+// Reads a checkpoint, checking the header and the file size before allocating anything: llm.c's
+// GPT-2 file or our Llama file, or llama2.c's files (section 3b: llama2c_try_load), or a
+// directory in Hugging Face's format (section 3c).
+static int llama2c_try_load(Model *model, const char *path, char *why, size_t why_len);
+static void hf_load(Model *model, const char *dir);
 static void model_load(Model *model, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { // a Hugging Face directory (section 3c)
+        hf_load(model, path);
+        return;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open model %s: %s", path, strerror(errno));
     int32_t header[HEADER_INTS];
@@ -1305,7 +1749,15 @@ static void model_load(Model *model, const char *path) {
     long actual = ftell(f);
     if (actual < 0) die("%s: cannot tell its size", path);
     Config cfg;
-    char err[512];
+    char err[512], why[512];
+    if (got < 4 || (header[0] != MODEL_MAGIC && header[0] != LLAMA_MAGIC)) {
+        fclose(f);
+        int status = llama2c_try_load(model, path, why, sizeof why);
+        if (status == 0) return;
+        model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err);
+        if (status < 0) die("%s (nor a llama2.c checkpoint: %s)", err, why);
+        die("%s", why); // a llama2.c file's own magic number, with what is wrong with it
+    }
     if (model_read_header(header, got, (size_t)actual, path, &cfg, err, sizeof err) != 0)
         die("%s", err);
     fseek(f, sizeof header, SEEK_SET);
@@ -1502,6 +1954,634 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     free(data);
 }
 
+// =============================================================================================
+// 3b. llama2.c's checkpoints
+// A Llama comes in from llama2.c and goes back out to it. Both of its formats are read (at
+// --init, --model, --ref: model_load recognises them), and export writes version 1
+// (`./sirt export --format llama2c`). Numbers are little-endian float32 and int32.
+//   legacy (what run.c reads): 7 int32 dim, hidden_dim, n_layers, n_heads, n_kv_heads,
+//     vocab_size (negative: the classifier is not shared with the embedding), seq_len; then
+//     tok_embeddings (V,dim), rms_att (L,dim), wq (L,dim,dim), wk (L,kv_dim,dim),
+//     wv (L,kv_dim,dim), wo (L,dim,dim), rms_ffn (L,dim), w1 (L,hidden,dim), w2 (L,dim,hidden),
+//     w3 (L,hidden,dim), rms_final (dim), two old RoPE tables of seq_len·head_size/2 floats
+//     each (skipped: rope_forward computes the angles), and wcls (V,dim) when not shared.
+//   version 1: a 256-byte header: uint32 magic 0x616b3432 ("ak42"), int32 version 1, the same
+//     7 int32 (vocab_size positive), uint8 shared_classifier, zeros; then rms_att, rms_ffn,
+//     rms_final, tok_embeddings, wq, wk, wv, wo, w1, w2, w3, and wcls when not shared.
+// Each file tensor lands in our tables (LLAMA_PARAMS): wq, wk, wv in the rows of wqkv, w1 and w3
+// in those of w13, layer by layer; the vocabulary is padded up to Vp with zero rows. The file
+// gives no rope theta: 10000, llama2.c's.
+// =============================================================================================
+#define LLAMA2C_MAGIC 0x616b3432u
+#define LLAMA2C_VERSION 1
+#define LLAMA2C_V1_HEADER_BYTES 256
+#define LLAMA2C_LEGACY_HEADER_BYTES 28
+
+typedef enum {
+    L2C_TOK, L2C_RMS_ATT, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_RMS_FFN, L2C_W1, L2C_W2, L2C_W3,
+    L2C_RMS_FINAL, L2C_ROPE_TABLES, L2C_WCLS, L2C_END
+} Llama2cTensor;
+static const Llama2cTensor LLAMA2C_LEGACY_ORDER[] = {
+    L2C_TOK, L2C_RMS_ATT, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_RMS_FFN, L2C_W1, L2C_W2, L2C_W3,
+    L2C_RMS_FINAL, L2C_ROPE_TABLES, L2C_WCLS, L2C_END};
+static const Llama2cTensor LLAMA2C_V1_ORDER[] = {
+    L2C_RMS_ATT, L2C_RMS_FFN, L2C_RMS_FINAL, L2C_TOK, L2C_WQ, L2C_WK, L2C_WV, L2C_WO, L2C_W1,
+    L2C_W2, L2C_W3, L2C_WCLS, L2C_END};
+
+// Where layer l of file tensor t lives in our parameters p (NULL for the skipped RoPE tables),
+// and its float count; *layers says how many slices the tensor has (1 or L).
+static float *llama2c_slice(const Config *cfg, const ParamTensors *p, Llama2cTensor t, int l,
+                            size_t *count, int *layers) {
+    size_t C = cfg->C, H = cfg->hidden, KVC = (size_t)cfg->KVH * (C / cfg->NH), QKV = C + 2 * KVC;
+    size_t hs = C / cfg->NH;
+    *layers = cfg->L;
+    switch (t) {
+    case L2C_TOK: *layers = 1; *count = (size_t)cfg->V * C; return p->wte;
+    case L2C_RMS_ATT: *count = C; return p->ln1w + l * C;
+    case L2C_WQ: *count = C * C; return p->qkvw + l * QKV * C;
+    case L2C_WK: *count = KVC * C; return p->qkvw + l * QKV * C + C * C;
+    case L2C_WV: *count = KVC * C; return p->qkvw + l * QKV * C + (C + KVC) * C;
+    case L2C_WO: *count = C * C; return p->attprojw + l * C * C;
+    case L2C_RMS_FFN: *count = C; return p->ln2w + l * C;
+    case L2C_W1: *count = H * C; return p->fcw + l * 2 * H * C;
+    case L2C_W3: *count = H * C; return p->fcw + l * 2 * H * C + H * C;
+    case L2C_W2: *count = C * H; return p->fcprojw + l * C * H;
+    case L2C_RMS_FINAL: *layers = 1; *count = C; return p->lnfw;
+    case L2C_ROPE_TABLES: *layers = 1; *count = (size_t)cfg->maxT * hs; return NULL;
+    case L2C_WCLS: *layers = 1; *count = cfg->tied ? 0 : (size_t)cfg->V * C; return p->wcls;
+    default: *layers = 0; *count = 0; return NULL;
+    }
+}
+
+// The floats of a llama2.c file's tensors in this order (double: checked before any allocation).
+static double llama2c_floats(const Config *cfg, const Llama2cTensor *order) {
+    double total = 0;
+    ParamTensors none = {0};
+    for (int i = 0; order[i] != L2C_END; i++) {
+        size_t count;
+        int layers;
+        llama2c_slice(cfg, &none, order[i], 0, &count, &layers);
+        total += (double)count * layers;
+    }
+    return total;
+}
+
+// Copies every tensor between a llama2.c file's data (file, in `order`) and our parameters p:
+// into p when to_file is 0, into file when 1 (the RoPE tables are then zeros: only legacy files
+// have them, and export writes version 1).
+static void llama2c_copy(const Config *cfg, const ParamTensors *p, const Llama2cTensor *order,
+                         float *file, int to_file) {
+    for (int i = 0; order[i] != L2C_END; i++) {
+        size_t count;
+        int layers;
+        llama2c_slice(cfg, p, order[i], 0, &count, &layers);
+        for (int l = 0; l < layers; l++) {
+            float *ours = llama2c_slice(cfg, p, order[i], l, &count, &layers);
+            if (ours && to_file) memcpy(file, ours, count * sizeof(float));
+            else if (ours) memcpy(ours, file, count * sizeof(float));
+            else if (to_file) memset(file, 0, count * sizeof(float));
+            file += count;
+        }
+    }
+}
+
+// The configuration of llama2.c's 7 header ints (dims[5], vocab_size, negative when the
+// classifier is not shared); NULL, or what is wrong.
+static const char *llama2c_config(const int32_t *dims, int shared_flag, Config *out) {
+    Config cfg = {.arch = ARCH_LLAMA, .C = dims[0], .hidden = dims[1], .L = dims[2],
+                  .NH = dims[3], .KVH = dims[4], .V = dims[5], .maxT = dims[6], .tied = 1};
+    if (shared_flag < 0) { // legacy: the sign of vocab_size
+        cfg.tied = cfg.V > 0;
+        if (cfg.V < 0 && cfg.V != INT32_MIN) cfg.V = -cfg.V;
+    } else cfg.tied = shared_flag;
+    if (cfg.hidden < 1) return "hidden_dim must be positive";
+    if (cfg.KVH < 1) return "n_kv_heads must be positive";
+    const char *problem = config_problem(&cfg);
+    if (problem) return problem;
+    config_finish(&cfg);
+    *out = cfg;
+    return NULL;
+}
+
+// Loads path if it is one of llama2.c's checkpoints: returns 0 (model built and filled), -1 when
+// it is not one (why says what did not fit), or 1 when it has version 1's magic number but is
+// broken (why is the message, naming the file).
+static int llama2c_try_load(Model *model, const char *path, char *why, size_t why_len) {
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) {
+        snprintf(why, why_len, "cannot read it: %s", strerror(errno));
+        return -1;
+    }
+    uint32_t magic = 0;
+    if (bytes >= 4) memcpy(&magic, data, 4);
+    int v1 = magic == LLAMA2C_MAGIC, header_bytes = v1 ? LLAMA2C_V1_HEADER_BYTES
+                                                      : LLAMA2C_LEGACY_HEADER_BYTES;
+    const Llama2cTensor *order = v1 ? LLAMA2C_V1_ORDER : LLAMA2C_LEGACY_ORDER;
+    int32_t dims[7], version = 0;
+    Config cfg;
+    const char *problem = NULL;
+    if (bytes < (size_t)header_bytes) problem = "shorter than the header";
+    else {
+        if (v1) memcpy(&version, data + 4, 4);
+        memcpy(dims, data + (v1 ? 8 : 0), sizeof dims);
+        if (v1 && version != LLAMA2C_VERSION) problem = "unsupported version (expected 1)";
+        else problem = llama2c_config(dims, v1 ? data[36] != 0 : -1, &cfg);
+    }
+    double expected = problem ? 0 : header_bytes + 4.0 * llama2c_floats(&cfg, order);
+    if (!problem && (double)bytes != expected) {
+        snprintf(why, why_len, "%s%sa llama2.c %s checkpoint of dim %d, %d layers, %d heads, %d "
+                 "kv heads, vocabulary %d, seq_len %d has %.0f bytes, the file %zu%s",
+                 v1 ? path : "", v1 ? ": " : "", v1 ? "version 1" : "legacy", cfg.C, cfg.L,
+                 cfg.NH, cfg.KVH, cfg.V, cfg.maxT, expected, bytes,
+                 (double)bytes < expected ? " (truncated)" : "");
+        free(data);
+        return v1 ? 1 : -1;
+    }
+    if (problem) {
+        if (v1) snprintf(why, why_len, "%s: llama2.c version 1 header: %s", path, problem);
+        else snprintf(why, why_len, "its first 7 ints are no llama2.c config: %s", problem);
+        free(data);
+        return v1 ? 1 : -1;
+    }
+    model_build(model, cfg);
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // padded rows stay zero
+    ParamTensors tensors;
+    carve(&tensors, model->param_table, model->num_param_tensors, host, &cfg, 0, 0);
+    float *floats = xmalloc(bytes - header_bytes); // aligned copy of the tensors
+    memcpy(floats, data + header_bytes, bytes - header_bytes);
+    llama2c_copy(&cfg, &tensors, order, floats, 0);
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    free(floats);
+    free(host);
+    free(data);
+    return 0;
+}
+
+// Writes path: header (header_bytes), then the tensors of p in `order` (llama2.c's layout).
+static void llama2c_write(const char *path, const void *header, size_t header_bytes,
+                          const Config *cfg, const ParamTensors *p, const Llama2cTensor *order) {
+    size_t floats = (size_t)llama2c_floats(cfg, order);
+    float *file = xmalloc(floats * sizeof(float));
+    llama2c_copy(cfg, p, order, file, 1);
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, header, header_bytes);
+    safe_write(&sf, file, floats * sizeof(float));
+    safe_commit(&sf);
+    free(file);
+}
+
+// Writes a Llama as llama2.c's version 1 file (the vocabulary's padding rows are left out).
+static void llama2c_save(const Model *model, const char *path) {
+    const Config *cfg = &model->config;
+    if (cfg->arch != ARCH_LLAMA) die("llama2.c's files hold Llama models; this model is GPT-2");
+    if (cfg->rope_theta != 10000.0f)
+        die("llama2.c's files have no rope theta (it is 10000); this model's is %g",
+            cfg->rope_theta);
+    unsigned char header[LLAMA2C_V1_HEADER_BYTES] = {0};
+    uint32_t magic = LLAMA2C_MAGIC;
+    int32_t version = LLAMA2C_VERSION;
+    int32_t dims[7] = {cfg->C, cfg->hidden, cfg->L, cfg->NH, cfg->KVH, cfg->V, cfg->maxT};
+    memcpy(header, &magic, 4);
+    memcpy(header + 4, &version, 4);
+    memcpy(header + 8, dims, sizeof dims);
+    header[36] = (unsigned char)cfg->tied;
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    dev_to_host(host, model->params_memory, model->num_parameters * sizeof(float));
+    ParamTensors tensors;
+    carve(&tensors, model->param_table, model->num_param_tensors, host, cfg, 0, 0);
+    llama2c_write(path, header, sizeof header, cfg, &tensors, LLAMA2C_V1_ORDER);
+    free(host);
+}
+
+// =============================================================================================
+// 3c. Hugging Face files
+// A student goes out to, and a checkpoint comes in from, the Hugging Face ecosystem: a directory
+// with `model.safetensors` and `config.json` that transformers loads as LlamaForCausalLM or
+// GPT2LMHeadModel (`./sirt export --format hf --out DIR`), and that --init DIR (--model, --ref)
+// reads back, e.g. a Llama downloaded elsewhere.
+//   safetensors: uint64 N, then N bytes of JSON {"__metadata__": {"format": "pt"}, name:
+//     {"dtype", "shape", "data_offsets": [begin, end]}, ...} padded with spaces to a multiple of
+//     8, then the data (offsets from its start, tiling it). We write float32 (F32), one tensor
+//     per name, the vocabulary cut to V rows; we read F32, BF16 and F16.
+//   The names and layouts (hf_tensors): Llama's `model.embed_tokens`, `model.layers.{i}.` +
+//     `input_layernorm`, `self_attn.{q,k,v,o}_proj`, `post_attention_layernorm`,
+//     `mlp.{gate,up,down}_proj` (= w1, w3, w2), `model.norm`, `lm_head` (only when untied);
+//     Hugging Face rotates the halves (i, i + hs/2) of each head where llama2.c (and we) rotate
+//     the pairs (2i, 2i+1), so within every head of q_proj (NH heads) and k_proj (KVH heads) our
+//     row 2i is its row i and our row 2i+1 its row i + hs/2. GPT-2's `transformer.wte`, `wpe`,
+//     `h.{i}.ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`;
+//     its four matrices are Conv1D, stored (in, out): the transpose of ours. A GPT-2 file saved
+//     from GPT2Model (as OpenAI's `gpt2` on the Hub) names them without `transformer.`: read too.
+//   config.json: the shape, `tie_word_embeddings`, `rms_norm_eps` 1e-5 (a file with another
+//     epsilon is refused: our files keep 1e-5), `rope_theta`, BOS/EOS ids. A file that asks for
+//     what our shapes do not compute (rope_scaling, biases in a Llama, another activation, an
+//     untied GPT-2) is refused with a message rather than read wrongly.
+// =============================================================================================
+typedef enum { HF_SAME, HF_TRANSPOSE, HF_ROTATE_HALF } HfLayout;
+
+// One tensor of a Hugging Face file: its name, where it lives in our parameters (rows x cols,
+// row-major; cols 0 for a vector), and how Hugging Face lays it out (heads: for HF_ROTATE_HALF).
+typedef struct {
+    char name[80];
+    float *ours;
+    int rows, cols;
+    HfLayout layout;
+    int heads;
+} HfTensor;
+
+static void hf_add(HfTensor *t, int *n, float *ours, int rows, int cols, HfLayout layout,
+                   int heads, const char *fmt, int layer) {
+    HfTensor *x = &t[(*n)++];
+    snprintf(x->name, sizeof x->name, fmt, layer);
+    x->ours = ours;
+    x->rows = rows;
+    x->cols = cols;
+    x->layout = layout;
+    x->heads = heads;
+}
+
+// The tensors of a model of this shape, with pointers into p (parameters carved by our table);
+// t has room for 16·L + 4. Returns their number.
+static int hf_tensors(const Config *cfg, const ParamTensors *p, HfTensor *t) {
+    int n = 0, C = cfg->C, H = cfg->hidden, V = cfg->V, NH = cfg->NH, KVH = cfg->KVH;
+    size_t c = C, h = H, KVC = (size_t)KVH * (C / NH), QKV = C + 2 * KVC;
+    if (cfg->arch == ARCH_LLAMA) {
+        hf_add(t, &n, p->wte, V, C, HF_SAME, 0, "model.embed_tokens.weight", 0);
+        for (int l = 0; l < cfg->L; l++) {
+            float *qkv = p->qkvw + l * QKV * c, *w13 = p->fcw + l * 2 * h * c;
+            hf_add(t, &n, p->ln1w + l * c, C, 0, HF_SAME, 0, "model.layers.%d.input_layernorm.weight", l);
+            hf_add(t, &n, qkv, C, C, HF_ROTATE_HALF, NH, "model.layers.%d.self_attn.q_proj.weight", l);
+            hf_add(t, &n, qkv + c * c, (int)KVC, C, HF_ROTATE_HALF, KVH,
+                   "model.layers.%d.self_attn.k_proj.weight", l);
+            hf_add(t, &n, qkv + (c + KVC) * c, (int)KVC, C, HF_SAME, 0,
+                   "model.layers.%d.self_attn.v_proj.weight", l);
+            hf_add(t, &n, p->attprojw + l * c * c, C, C, HF_SAME, 0, "model.layers.%d.self_attn.o_proj.weight", l);
+            hf_add(t, &n, p->ln2w + l * c, C, 0, HF_SAME, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+            hf_add(t, &n, w13, H, C, HF_SAME, 0, "model.layers.%d.mlp.gate_proj.weight", l);
+            hf_add(t, &n, w13 + h * c, H, C, HF_SAME, 0, "model.layers.%d.mlp.up_proj.weight", l);
+            hf_add(t, &n, p->fcprojw + l * c * h, C, H, HF_SAME, 0, "model.layers.%d.mlp.down_proj.weight", l);
+        }
+        hf_add(t, &n, p->lnfw, C, 0, HF_SAME, 0, "model.norm.weight", 0);
+        if (!cfg->tied) hf_add(t, &n, p->wcls, V, C, HF_SAME, 0, "lm_head.weight", 0);
+        return n;
+    }
+    hf_add(t, &n, p->wte, V, C, HF_SAME, 0, "transformer.wte.weight", 0);
+    hf_add(t, &n, p->wpe, cfg->maxT, C, HF_SAME, 0, "transformer.wpe.weight", 0);
+    for (int l = 0; l < cfg->L; l++) {
+        hf_add(t, &n, p->ln1w + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_1.weight", l);
+        hf_add(t, &n, p->ln1b + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_1.bias", l);
+        hf_add(t, &n, p->qkvw + l * 3 * c * c, 3 * C, C, HF_TRANSPOSE, 0, "transformer.h.%d.attn.c_attn.weight", l);
+        hf_add(t, &n, p->qkvb + l * 3 * c, 3 * C, 0, HF_SAME, 0, "transformer.h.%d.attn.c_attn.bias", l);
+        hf_add(t, &n, p->attprojw + l * c * c, C, C, HF_TRANSPOSE, 0, "transformer.h.%d.attn.c_proj.weight", l);
+        hf_add(t, &n, p->attprojb + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.attn.c_proj.bias", l);
+        hf_add(t, &n, p->ln2w + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_2.weight", l);
+        hf_add(t, &n, p->ln2b + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.ln_2.bias", l);
+        hf_add(t, &n, p->fcw + l * h * c, H, C, HF_TRANSPOSE, 0, "transformer.h.%d.mlp.c_fc.weight", l);
+        hf_add(t, &n, p->fcb + l * h, H, 0, HF_SAME, 0, "transformer.h.%d.mlp.c_fc.bias", l);
+        hf_add(t, &n, p->fcprojw + l * c * h, C, H, HF_TRANSPOSE, 0, "transformer.h.%d.mlp.c_proj.weight", l);
+        hf_add(t, &n, p->fcprojb + l * c, C, 0, HF_SAME, 0, "transformer.h.%d.mlp.c_proj.bias", l);
+    }
+    hf_add(t, &n, p->lnfw, C, 0, HF_SAME, 0, "transformer.ln_f.weight", 0);
+    hf_add(t, &n, p->lnfb, C, 0, HF_SAME, 0, "transformer.ln_f.bias", 0);
+    return n;
+}
+
+static size_t hf_count(const HfTensor *t) { return (size_t)t->rows * (t->cols ? t->cols : 1); }
+
+// The row of ours that Hugging Face's row r of a rotate-half tensor holds: within each head of
+// hs rows, its row j < hs/2 is our row 2j and its row hs/2 + j our row 2j + 1.
+static int hf_rotate_half_row(int r, int hs) {
+    int head = r / hs, j = r % hs, half = hs / 2;
+    return head * hs + (j < half ? 2 * j : 2 * (j - half) + 1);
+}
+
+// ours -> hf (to_hf = 1) or hf -> ours (0), in the layout of t.
+static void hf_convert(const HfTensor *t, float *hf, int to_hf) {
+    int rows = t->rows, cols = t->cols ? t->cols : 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            size_t o = (size_t)r * cols + c, x = o; // our index, Hugging Face's
+            if (t->layout == HF_TRANSPOSE) x = (size_t)c * rows + r;
+            if (t->layout == HF_ROTATE_HALF)
+                o = (size_t)hf_rotate_half_row(r, rows / t->heads) * cols + c;
+            if (to_hf) hf[x] = t->ours[o];
+            else t->ours[o] = hf[x];
+        }
+}
+
+// Hugging Face's shape of t as JSON: [rows, cols], [cols, rows] when transposed, or [rows].
+static void hf_shape(const HfTensor *t, char *out, size_t size) {
+    if (!t->cols) snprintf(out, size, "[%d]", t->rows);
+    else if (t->layout == HF_TRANSPOSE) snprintf(out, size, "[%d, %d]", t->cols, t->rows);
+    else snprintf(out, size, "[%d, %d]", t->rows, t->cols);
+}
+
+// DIR/NAME into path (size bytes), or a message when the directory's name is too long for it.
+static void hf_path(char *path, size_t size, const char *dir, const char *name) {
+    int n = snprintf(path, size, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= size) die("%s: the directory's name is too long", dir);
+}
+
+// Writes DIR/model.safetensors and DIR/config.json (DIR is made if needed).
+static void hf_save(const Model *model, const char *dir) {
+    const Config *cfg = &model->config;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) die("cannot make directory %s: %s", dir, strerror(errno));
+    char path[4200];
+    float *host = xmalloc(model->num_parameters * sizeof(float));
+    dev_to_host(host, model->params_memory, model->num_parameters * sizeof(float));
+    ParamTensors p;
+    carve(&p, model->param_table, model->num_param_tensors, host, cfg, 0, 0);
+    HfTensor *t = xmalloc((16 * (size_t)cfg->L + 4) * sizeof(HfTensor));
+    int n = hf_tensors(cfg, &p, t);
+    JsonBuf header = {0};
+    json_buf_puts(&header, "{\"__metadata__\": {\"format\": \"pt\"}");
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        char entry[320], shape[64];
+        hf_shape(&t[i], shape, sizeof shape);
+        size_t bytes = hf_count(&t[i]) * sizeof(float);
+        snprintf(entry, sizeof entry, ", \"%s\": {\"dtype\": \"F32\", \"shape\": %s, "
+                 "\"data_offsets\": [%zu, %zu]}", t[i].name, shape, offset, offset + bytes);
+        json_buf_puts(&header, entry);
+        offset += bytes;
+    }
+    json_buf_puts(&header, "}");
+    while (header.len % 8) json_buf_puts(&header, " ");
+    uint64_t header_len = header.len;
+    hf_path(path, sizeof path, dir, "model.safetensors");
+    SafeFile sf;
+    safe_open(&sf, path);
+    safe_write(&sf, &header_len, 8);
+    safe_write(&sf, header.data, header.len);
+    for (int i = 0; i < n; i++) {
+        float *hf = xmalloc(hf_count(&t[i]) * sizeof(float));
+        hf_convert(&t[i], hf, 1);
+        safe_write(&sf, hf, hf_count(&t[i]) * sizeof(float));
+        free(hf);
+    }
+    safe_commit(&sf);
+    free(header.data);
+    hf_path(path, sizeof path, dir, "config.json");
+    safe_open(&sf, path);
+    if (cfg->arch == ARCH_LLAMA)
+        fprintf(sf.file, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": "
+                "\"llama\",\n  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  "
+                "\"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n  "
+                "\"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"hidden_act\": "
+                "\"silu\",\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": 1e-05,\n  "
+                "\"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"attention_bias\": "
+                "false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2,\n  "
+                "\"torch_dtype\": \"float32\"\n}\n", cfg->V, cfg->C, cfg->hidden, cfg->L, cfg->NH,
+                cfg->KVH, cfg->maxT, cfg->rope_theta, cfg->tied ? "true" : "false");
+    else
+        fprintf(sf.file, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": "
+                "\"gpt2\",\n  \"vocab_size\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n  "
+                "\"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n  \"n_inner\": null,\n  "
+                "\"activation_function\": \"gelu_new\",\n  \"layer_norm_epsilon\": 1e-05,\n  "
+                "\"tie_word_embeddings\": true,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  "
+                "\"torch_dtype\": \"float32\"\n}\n", cfg->V, cfg->maxT, cfg->maxT, cfg->C, cfg->L,
+                cfg->NH, cfg->V - 1, cfg->V - 1);
+    safe_commit(&sf);
+    free(t);
+    free(host);
+}
+
+// An integer field of config.json (a JSON number that is a whole number in 1..2^31), or
+// `fallback` when absent and fallback >= 0; dies naming the file otherwise.
+static int hf_config_int(const JsonObject *obj, const char *key, int fallback, const char *path) {
+    const JsonField *f = json_get(obj, key);
+    if (!f || f->type == JSON_NULL) {
+        if (fallback >= 0) return fallback;
+        die("%s: missing \"%s\"", path, key);
+    }
+    if (f->type != JSON_NUMBER || f->number < 1 || f->number > INT32_MAX ||
+        f->number != (double)(int)f->number)
+        die("%s: \"%s\" must be a positive integer", path, key);
+    return (int)f->number;
+}
+
+// The float of field key (fallback when absent).
+static double hf_config_number(const JsonObject *obj, const char *key, double fallback,
+                               const char *path) {
+    const JsonField *f = json_get(obj, key);
+    if (!f || f->type == JSON_NULL) return fallback;
+    if (f->type != JSON_NUMBER) die("%s: \"%s\" must be a number", path, key);
+    return f->number;
+}
+
+// Reads DIR/config.json into a configuration.
+static Config hf_read_config(const char *dir) {
+    char path[4200], err[256];
+    hf_path(path, sizeof path, dir, "config.json");
+    size_t bytes;
+    char *text = (char *)read_whole_file(path, &bytes);
+    if (!text) die("cannot read %s: %s", path, strerror(errno));
+    JsonObject obj = {0};
+    if (json_parse_object_each(text, bytes, "the file", json_object_add_member, &obj, err,
+                               sizeof err) != 0)
+        die("%s: %s", path, err);
+    free(text);
+    const char *type = json_require_string(&obj, "model_type", err, sizeof err);
+    if (!type) die("%s: %s", path, err);
+    Config cfg = {0};
+    if (!strcmp(type, "llama")) {
+        cfg.arch = ARCH_LLAMA;
+        cfg.C = hf_config_int(&obj, "hidden_size", -1, path);
+        cfg.hidden = hf_config_int(&obj, "intermediate_size", -1, path);
+        cfg.L = hf_config_int(&obj, "num_hidden_layers", -1, path);
+        cfg.NH = hf_config_int(&obj, "num_attention_heads", -1, path);
+        cfg.KVH = hf_config_int(&obj, "num_key_value_heads", cfg.NH, path);
+        cfg.maxT = hf_config_int(&obj, "max_position_embeddings", -1, path);
+        cfg.rope_theta = (float)hf_config_number(&obj, "rope_theta", 10000.0, path);
+        if (!(cfg.rope_theta > 0.0f)) die("%s: rope_theta must be positive", path);
+        const JsonField *tie = json_get(&obj, "tie_word_embeddings");
+        cfg.tied = tie && tie->type == JSON_TRUE; // transformers' default: false
+        const JsonField *act = json_get(&obj, "hidden_act");
+        if (act && act->type != JSON_NULL && (act->type != JSON_STRING || strcmp(act->text, "silu")))
+            die("%s: hidden_act %s; sirt's Llama uses \"silu\" (SwiGLU)", path, act->text);
+        const char *biases[2] = {"attention_bias", "mlp_bias"};
+        for (int i = 0; i < 2; i++) {
+            const JsonField *bias = json_get(&obj, biases[i]);
+            if (bias && bias->type == JSON_TRUE)
+                die("%s: %s is true; sirt's Llama has no biases", path, biases[i]);
+        }
+        double eps = hf_config_number(&obj, "rms_norm_eps", 1e-6, path);
+        if (fabs(eps - 1e-5) > 1e-12)
+            die("%s: rms_norm_eps %g; sirt's Llama uses 1e-5 (llama2.c's)", path, eps);
+        const JsonField *scaling = json_get(&obj, "rope_scaling");
+        if (scaling && scaling->type != JSON_NULL)
+            die("%s: rope_scaling is not supported (the rotary embedding is llama2.c's plain one)", path);
+        const JsonField *head_dim = json_get(&obj, "head_dim");
+        if (head_dim && head_dim->type == JSON_NUMBER && cfg.NH > 0 &&
+            head_dim->number != cfg.C / cfg.NH)
+            die("%s: head_dim %g is not hidden_size / num_attention_heads", path, head_dim->number);
+    } else if (!strcmp(type, "gpt2")) {
+        cfg.C = hf_config_int(&obj, "n_embd", -1, path);
+        cfg.L = hf_config_int(&obj, "n_layer", -1, path);
+        cfg.NH = hf_config_int(&obj, "n_head", -1, path);
+        cfg.maxT = hf_config_int(&obj, "n_positions", -1, path);
+        int inner = hf_config_int(&obj, "n_inner", 0, path);
+        if (inner && inner != 4 * cfg.C) die("%s: n_inner %d is not 4 x n_embd", path, inner);
+        double eps = hf_config_number(&obj, "layer_norm_epsilon", 1e-5, path);
+        if (fabs(eps - 1e-5) > 1e-12) die("%s: layer_norm_epsilon %g; sirt uses 1e-5", path, eps);
+        const JsonField *act = json_get(&obj, "activation_function");
+        if (act && act->type != JSON_NULL &&
+            (act->type != JSON_STRING || strcmp(act->text, "gelu_new")))
+            die("%s: activation_function %s; sirt's GPT-2 uses \"gelu_new\" (GELU, tanh form)",
+                path, act->text);
+        const JsonField *tie = json_get(&obj, "tie_word_embeddings");
+        if (tie && tie->type == JSON_FALSE)
+            die("%s: tie_word_embeddings is false; sirt's GPT-2 classifier is the token embedding",
+                path);
+    } else die("%s: model_type \"%s\": sirt reads \"llama\" and \"gpt2\"", path, type);
+    cfg.V = hf_config_int(&obj, "vocab_size", -1, path);
+    json_object_free(&obj);
+    const char *problem = config_problem(&cfg);
+    if (problem) die("%s: %s", path, problem);
+    config_finish(&cfg);
+    return cfg;
+}
+
+// Converts n values of a safetensors dtype to float32; 0, or -1 for a dtype we do not read.
+static int hf_to_float(float *out, const unsigned char *data, size_t n, const char *dtype) {
+    if (!strcmp(dtype, "F32")) {
+        memcpy(out, data, n * 4);
+        return 0;
+    }
+    int bf16 = !strcmp(dtype, "BF16");
+    if (!bf16 && strcmp(dtype, "F16")) return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, data + 2 * i, 2);
+        uint32_t bits;
+        if (bf16) bits = (uint32_t)h << 16;
+        else { // IEEE half: sign, 5-bit exponent, 10-bit mantissa
+            uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023;
+            if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+            else if (exp) bits = sign | ((exp + 112) << 23) | (man << 13);
+            else if (!man) bits = sign;
+            else { // subnormal: normalise
+                int e = -1;
+                do { man <<= 1; e++; } while (!(man & 1024));
+                bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 1023) << 13);
+            }
+        }
+        memcpy(&out[i], &bits, 4);
+    }
+    return 0;
+}
+
+// text without its white space into out (size bytes; a longer text is cut).
+static void hf_squeeze(char *out, size_t size, const char *text) {
+    size_t k = 0;
+    for (const char *c = text; *c && k + 1 < size; c++)
+        if (*c != ' ' && *c != '\n' && *c != '\t' && *c != '\r') out[k++] = *c;
+    out[k] = '\0';
+}
+
+// Reads a Hugging Face directory (config.json and model.safetensors) into a new model.
+static void hf_load(Model *model, const char *dir) {
+    Config cfg = hf_read_config(dir);
+    char path[4200], err[256];
+    hf_path(path, sizeof path, dir, "model.safetensors");
+    size_t bytes;
+    unsigned char *data = read_whole_file(path, &bytes);
+    if (!data) die("cannot read %s: %s", path, strerror(errno));
+    uint64_t header_len = 0;
+    if (bytes >= 8) memcpy(&header_len, data, 8);
+    if (bytes < 8 || header_len > bytes - 8) die("%s: truncated header", path);
+    JsonObject header = {0};
+    if (json_parse_object_each((const char *)data + 8, header_len, "the header",
+                               json_object_add_member, &header, err, sizeof err) != 0)
+        die("%s: %s", path, err);
+    const unsigned char *tensor_data = data + 8 + header_len;
+    size_t data_bytes = bytes - 8 - header_len;
+    model_build(model, cfg);
+    float *host = xcalloc(model->num_parameters, sizeof(float)); // padded rows stay zero
+    ParamTensors p;
+    carve(&p, model->param_table, model->num_param_tensors, host, &cfg, 0, 0);
+    HfTensor *t = xmalloc((16 * (size_t)cfg.L + 4) * sizeof(HfTensor));
+    int n = hf_tensors(&cfg, &p, t);
+    for (int i = 0; i < n; i++) {
+        const JsonField *f = json_get(&header, t[i].name);
+        if (!f && cfg.arch == ARCH_GPT2 && !strncmp(t[i].name, "transformer.", 12))
+            f = json_get(&header, t[i].name + 12); // saved from GPT2Model: no prefix (OpenAI's gpt2)
+        if (!f && cfg.arch == ARCH_LLAMA && !cfg.tied && !strcmp(t[i].name, "lm_head.weight")) {
+            // no lm_head: the classifier is the embedding after all (stored once)
+            memcpy(p.wcls, p.wte, (size_t)cfg.V * cfg.C * sizeof(float));
+            continue;
+        }
+        if (!f || f->type != JSON_OBJECT) die("%s: no tensor \"%s\"", path, t[i].name);
+        JsonObject entry = {0};
+        if (json_parse_object_each(f->text, f->len, "a tensor", json_object_add_member, &entry,
+                                   err, sizeof err) != 0)
+            die("%s: %s: %s", path, t[i].name, err);
+        const char *dtype = json_require_string(&entry, "dtype", err, sizeof err);
+        const JsonField *shape = json_get(&entry, "shape"), *offsets = json_get(&entry, "data_offsets");
+        char expected[64];
+        hf_shape(&t[i], expected, sizeof expected);
+        char got_shape[64] = "", want_shape[64]; // the shapes without white space
+        if (shape && shape->type == JSON_ARRAY)
+            hf_squeeze(got_shape, sizeof got_shape, shape->text);
+        hf_squeeze(want_shape, sizeof want_shape, expected);
+        unsigned long long begin = 0, end = 0;
+        if (!dtype || !offsets || offsets->type != JSON_ARRAY ||
+            sscanf(offsets->text, " [ %llu , %llu ]", &begin, &end) != 2)
+            die("%s: %s: bad entry", path, t[i].name);
+        if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
+            die("%s: %s: dtype %s (sirt reads F32, BF16, F16)", path, t[i].name, dtype);
+        if (strcmp(got_shape, want_shape))
+            die("%s: %s has shape %s; config.json's shape needs %s", path, t[i].name,
+                shape ? shape->text : "?", expected);
+        size_t count = hf_count(&t[i]), width = !strcmp(dtype, "F32") ? 4 : 2;
+        if (end < begin || end > data_bytes || end - begin != count * width)
+            die("%s: %s: data_offsets [%llu, %llu] do not hold %zu values of %s in %zu bytes",
+                path, t[i].name, begin, end, count, dtype, data_bytes);
+        float *hf = xmalloc(count * sizeof(float));
+        if (hf_to_float(hf, tensor_data + begin, count, dtype) != 0)
+            die("%s: %s: dtype %s (sirt reads F32, BF16, F16)", path, t[i].name, dtype);
+        hf_convert(&t[i], hf, 0);
+        free(hf);
+        json_object_free(&entry);
+    }
+    dev_to_device(model->params_memory, host, model->num_parameters * sizeof(float));
+    json_object_free(&header);
+    free(t);
+    free(host);
+    free(data);
+}
+
+// `./sirt export`: a checkpoint in another program's format.
+int cmd_export(int argc, char **argv) {
+    const char *model_path = NULL, *out = NULL;
+    int format = 0;
+    static const char *const FORMAT_NAMES[] = {"llama2c", "hf", NULL};
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "the checkpoint to export"},
+        {"--format", NULL, FLAG_CHOICE, .value = &format,
+         "llama2c: llama2.c's version 1 file (a Llama model); hf: a Hugging Face directory "
+         "(model.safetensors, config.json)", .choices = FORMAT_NAMES},
+        {"--out", "PATH", FLAG_STRING, .value = &out, "the exported file (hf: directory)"},
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
+    if (flags_parse(argc, argv, "export", "export --model M --format llama2c|hf --out PATH",
+                    tables))
+        return 0;
+    if (!model_path || !out) die("export: --model and --out are required");
+    if (format == 0) check_writable(out);
+    Model model;
+    model_load(&model, model_path);
+    if (format == 0) llama2c_save(&model, out);
+    else hf_save(&model, out);
+    printf("wrote %s (%s, %zu parameters)\n", out,
+           format == 0 ? "llama2.c version 1" : "Hugging Face: model.safetensors, config.json",
+           model.num_parameters);
+    model_free(&model);
+    return 0;
+}
+
 
 // =============================================================================================
 // 4. Training
@@ -1541,16 +2621,26 @@ static float schedule_lr(const Schedule *s, int step) { // step counts from 0
     return min_lr + 0.5f * (1.0f + cosf(3.14159265358979f * progress)) * (s->lr - min_lr);
 }
 
-// Parses "L,NH,C,maxT,V".
-static Config parse_config(const char *text) {
-    Config cfg = {0};
-    if (sscanf(text, "%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V) != 5)
+// Parses "L,NH,C,maxT,V" for GPT-2 (arch ARCH_GPT2) and "L,NH,C,maxT,V[,KVH[,hidden]]" for
+// Llama: KVH key/value heads (default NH), the SwiGLU width hidden (default llama2.c's, 2/3 of
+// 4C rounded up to 32s). A Llama from --config has its classifier tied to the token embedding,
+// as llama2.c's model.py makes it.
+static Config parse_config_arch(const char *text, int arch) {
+    Config cfg = {.arch = arch, .tied = 1};
+    int n = sscanf(text, "%d,%d,%d,%d,%d,%d,%d", &cfg.L, &cfg.NH, &cfg.C, &cfg.maxT, &cfg.V,
+                   &cfg.KVH, &cfg.hidden);
+    if (arch == ARCH_GPT2 && n != 5)
         die("--config wants L,NH,C,maxT,V (five integers), got '%s'", text);
+    if (arch == ARCH_LLAMA && (n < 5 || (n >= 6 && cfg.KVH < 1) || (n == 7 && cfg.hidden < 1)))
+        die("--config with --arch llama wants L,NH,C,maxT,V[,KVH[,hidden]] (five to seven "
+            "positive integers), got '%s'", text);
     const char *problem = config_problem(&cfg);
     if (problem) die("--config %s: %s", text, problem);
     config_finish(&cfg);
     return cfg;
 }
+
+static Config parse_config(const char *text) { return parse_config_arch(text, ARCH_GPT2); }
 
 // One optimizer step on a batch: forward, the loss Σ_i coefs[i] · (−log p_i), backward, AdamW.
 // Every trainer in this file (LM, SFT, DPO) calls this; they differ only in the coefficients
@@ -1611,6 +2701,7 @@ typedef struct {
     OptimizerSettings opt;
     int threads;        // OpenMP threads (0: OMP_NUM_THREADS, or all cores)
     int pack;           // --pack (sft, dpo, refine): several examples per row (section 5)
+    int arch;           // --arch: the shape of a --config model (ARCH_GPT2, ARCH_LLAMA)
 } TrainArgs;
 
 static TrainArgs train_args_defaults(void) {
@@ -1628,14 +2719,19 @@ static TrainArgs train_args_defaults(void) {
 }
 
 static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // TrainArgs.cosine
+static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // ARCH_* order
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
 #define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine, prm)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
-     "start from this llm.c checkpoint"},
+     "start from this checkpoint: llm.c's GPT-2, ours, llama2.c's (legacy or version 1), or a "
+     "Hugging Face directory"},
     {"--config", "L,NH,C,maxT,V", FLAG_STRING, .offset = offsetof(TrainArgs, config),
-     "start from GPT-2's random initialisation of this shape"},
+     "start from a random initialisation of this shape; with --arch llama: "
+     "L,NH,C,maxT,V[,KVH[,hidden]]"},
+    {"--arch", NULL, FLAG_CHOICE, .offset = offsetof(TrainArgs, arch),
+     "the shape of a --config model", .choices = ARCH_NAMES},
     {"--batch", "B", FLAG_INT, .offset = offsetof(TrainArgs, B), "sequences per step", 1, 1 << 20},
     {"--seq", "T", FLAG_INT, .offset = offsetof(TrainArgs, T), "tokens per sequence", 1, 1 << 20},
     {"--steps", "N", FLAG_INT, .offset = offsetof(TrainArgs, steps), "optimizer steps", 1, 1 << 30},
@@ -1683,6 +2779,9 @@ static void check_train_args(const TrainArgs *a, const char *command) {
     if (!a->init && !a->config && !a->resume)
         die("%s: give --init model.bin or --config L,NH,C,maxT,V", command);
     if (a->init && a->config) die("%s: give either --init or --config, not both", command);
+    if (a->arch == ARCH_LLAMA && !a->config)
+        die("%s: --arch llama is the shape of a --config model (a checkpoint says its own)",
+            command);
 }
 
 // The steps of `epochs` passes over data of `per_epoch` batches, checked before it can overflow.
@@ -1731,7 +2830,7 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
     } else {
         if (args->init) model_load(model, args->init);
         else {
-            model_build(model, parse_config(args->config));
+            model_build(model, parse_config_arch(args->config, args->arch));
             model_init_random(model, args->seed);
         }
         *st = (TrainState){.step = 0, .seed = args->seed, .rng = rng_seeded(args->seed),
@@ -1745,8 +2844,15 @@ static void run_begin(Model *model, TrainState *st, const TrainArgs *args, int s
 
 static void print_model(const Model *model) {
     const Config *cfg = &model->config;
-    printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters, %d threads\n", cfg->L,
-           cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters, num_threads());
+    if (cfg->arch == ARCH_LLAMA)
+        printf("model: Llama L=%d NH=%d KVH=%d C=%d hidden=%d maxT=%d V=%d (Vp=%d), %s "
+               "classifier, %zu parameters, %d threads\n", cfg->L, cfg->NH, cfg->KVH, cfg->C,
+               cfg->hidden, cfg->maxT, cfg->V, cfg->Vp, cfg->tied ? "tied" : "own",
+               model->num_parameters, num_threads());
+    else
+        printf("model: L=%d NH=%d C=%d maxT=%d V=%d (Vp=%d), %zu parameters, %d threads\n",
+               cfg->L, cfg->NH, cfg->C, cfg->maxT, cfg->V, cfg->Vp, model->num_parameters,
+               num_threads());
 }
 
 // A batch on the host: `rows` rows of T positions (row stride T). The trainers of examples
@@ -1978,19 +3084,24 @@ static void truncation_split(int prompt_len, int completion_len, int budget, int
     *keep_completion = completion_len < c ? completion_len : c;
 }
 
-// Tokenizes prompt and completion separately (as TRL does), appends end-of-text, and truncates
-// to `budget` tokens. Returns 1 when the example had to be cut.
+// Tokenizes prompt and completion separately (as TRL does; the completion as the prompt's
+// continuation: no dummy prefix, unless the prompt is empty and the completion starts the text),
+// puts BOS first for llama2.c's tokenizers, appends end-of-text, and truncates to `budget` tokens (a cut prompt keeps its BOS
+// and its last tokens). Returns 1 when the example had to be cut.
 static int tokenize_example(Tokenizer *tok, const char *prompt, const char *completion,
                             int budget, TokenSequence *out) {
     TokIds p = {0}, c = {0};
-    if (tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
-        tok_encode_ordinary(tok, completion, strlen(completion), &c) != 0 ||
+    if ((tok_bos(tok) >= 0 && tok_ids_push(&p, tok_bos(tok)) != 0) || // llama2.c's: BOS first
+        tok_encode_ordinary(tok, prompt, strlen(prompt), &p) != 0 ||
+        (prompt[0] ? tok_encode_continuation(tok, completion, strlen(completion), &c)
+                   : tok_encode_ordinary(tok, completion, strlen(completion), &c)) != 0 ||
         tok_ids_push(&c, tok_eot(tok)) != 0)
         die("out of memory tokenizing an example");
     int keep_p, keep_c;
     truncation_split((int)p.len, (int)c.len, budget, &keep_p, &keep_c);
     out->ids = xmalloc((size_t)(keep_p + keep_c) * sizeof(int));
     if (keep_p) memcpy(out->ids, p.data + (p.len - keep_p), keep_p * sizeof(int));
+    if (keep_p && keep_p < (int)p.len && tok_bos(tok) >= 0) out->ids[0] = tok_bos(tok);
     memcpy(out->ids + keep_p, c.data, keep_c * sizeof(int)); // keep_c >= 1: the end-of-text
     out->length = keep_p + keep_c;
     out->prompt_length = keep_p;
@@ -2235,7 +3346,7 @@ int cmd_sft(int argc, char **argv) {
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     const Flag flags[] = {
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data_path,
          "JSONL of prompt/completion or question/answer items"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
@@ -2305,19 +3416,23 @@ int cmd_sft(int argc, char **argv) {
 typedef struct {
     int slots, Tc;           // sequences held, positions per sequence
     float *memory;           // one allocation: the caches, then the scratch activations
-    float *kcache, *vcache;  // (L, slots, Tc, C) each
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *proj, *fch, *fch_gelu, *logits; // (slots, .)
+    float *kcache, *vcache;  // (L, slots, Tc, KVC) each; KVC = C for GPT-2
+    // (slots, .): qkvr holds Llama's rotated queries and keys; fch is (slots, 2·hidden) for
+    // Llama's gate and up projections, and fch_gelu its SwiGLU
+    float *x, *ln, *mean, *rstd, *qkv, *qkvr, *atty, *proj, *fch, *fch_gelu, *logits;
     int *tokens, *slot, *pos; // the live sequences of a step, on the device (slots)
     float *host_logits;       // (slots, Vp)
 } KVCache;
 
 static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
     // sizes in double, checked against the device's memory before they are used (as activations)
-    double S = slots, C = cfg->C, H = cfg->hidden, cache = (double)cfg->L * S * Tc * C;
-    double sizes[12] = {cache, cache, S * C, S * C, S, S, S * 3 * C, S * C, S * C, S * H, S * H,
-                        S * cfg->Vp};
+    double S = slots, C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
+    double QKV = C + 2 * KVC, FC = cfg->arch == ARCH_LLAMA ? 2 * H : H;
+    double cache = (double)cfg->L * S * Tc * KVC, qkvr = cfg->arch == ARCH_LLAMA ? S * QKV : 0;
+    double sizes[13] = {cache, cache, S * C, S * C, S, S, S * QKV, qkvr, S * C, S * C, S * FC,
+                        S * H, S * cfg->Vp};
     double total = 0;
-    for (int i = 0; i < 12; i++) total += sizes[i];
+    for (int i = 0; i < 13; i++) total += sizes[i];
     char who[64];
     snprintf(who, sizeof who, "decoding %d sequences of up to %d tokens", slots, Tc);
     double bytes = total * sizeof(float);
@@ -2327,10 +3442,11 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
     kv->slots = slots;
     kv->Tc = Tc;
     kv->memory = alloc_check(dev_alloc((size_t)total), who, bytes, "key/value cache");
-    float **ptrs[12] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
-                        &kv->qkv, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu, &kv->logits};
+    float **ptrs[13] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
+                        &kv->qkv, &kv->qkvr, &kv->atty, &kv->proj, &kv->fch, &kv->fch_gelu,
+                        &kv->logits};
     float *next = kv->memory;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 13; i++) {
         *ptrs[i] = next;
         next += (size_t)sizes[i];
     }
@@ -2366,11 +3482,14 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
         }
     model_forward(model, inputs, targets, NULL, B, T);
     dev_to_device(kv->slot, slots, B * sizeof(int));
-    size_t layer_cache = (size_t)kv->slots * kv->Tc * cfg->C;
+    int KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = cfg->C + 2 * KVC;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC;
+    // the keys as attention saw them: after the rotary embedding for Llama
+    const float *qkv = cfg->arch == ARCH_LLAMA ? model->acts.qkvr : model->acts.qkv;
     for (int l = 0; l < cfg->L; l++)
         kv_cache_store(kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                       model->acts.qkv + (size_t)l * B * T * 3 * cfg->C, kv->slot, B, T, kv->Tc,
-                       cfg->C);
+                       qkv + (size_t)l * B * T * QKV, kv->slot, B, T, kv->Tc, cfg->C, cfg->NH,
+                       cfg->KVH);
     for (int b = 0; b < B; b++)
         dev_to_host(kv->host_logits + (size_t)b * cfg->Vp,
                     model->acts.logits + ((size_t)b * T + lengths[b] - 1) * cfg->Vp,
@@ -2381,6 +3500,7 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
 
 // One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N.
 // Afterwards row n of kv->host_logits holds the logits for the token after it.
+static void llama_decode_step(Model *model, KVCache *kv, int N);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
                         const int *pos, int N) {
     const Config *cfg = &model->config;
@@ -2389,6 +3509,10 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     dev_to_device(kv->tokens, tokens, N * sizeof(int));
     dev_to_device(kv->slot, slot, N * sizeof(int));
     dev_to_device(kv->pos, pos, N * sizeof(int));
+    if (cfg->arch == ARCH_LLAMA) {
+        llama_decode_step(model, kv, N);
+        return;
+    }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
     encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, 1, C);
     for (int l = 0; l < cfg->L; l++) {
@@ -2397,7 +3521,7 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                           cfg->norm_eps);
         matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH);
+                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH, cfg->NH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
@@ -2410,6 +3534,36 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     }
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, N, C, cfg->norm_eps);
     matmul_forward(kv->logits, kv->ln, p.wte, NULL, N, C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
+}
+
+// Llama's decoding step (its tokens, slots and positions are on the device): llama_forward's
+// kernels for one token per sequence, the rotary embedding at each token's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N) {
+    const Config *cfg = &model->config;
+    int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
+    float eps = cfg->norm_eps;
+    ParamTensors p = model->params;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC, nc = (size_t)N * C;
+    encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, NULL, N, 1, C);
+    for (int l = 0; l < cfg->L; l++) {
+        size_t c = (size_t)l * C;
+        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln1w + c, N, C, eps);
+        matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
+        rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
+        attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
+                         kv->qkvr, kv->slot, kv->pos, N, kv->Tc, C, NH, KVH);
+        matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
+        residual_forward(kv->x, kv->x, kv->proj, nc);
+        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
+        matmul_forward(kv->fch, kv->ln, p.fcw + (size_t)l * 2 * H * C, NULL, N, C, 2 * H);
+        swiglu_forward(kv->fch_gelu, kv->fch, N, H);
+        matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, NULL, N, H, C);
+        residual_forward(kv->x, kv->x, kv->proj, nc);
+    }
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, N, C, eps);
+    matmul_forward(kv->logits, kv->ln, cfg->tied ? p.wte : p.wcls, NULL, N, C, cfg->Vp);
     dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
 }
 
@@ -2483,17 +3637,20 @@ typedef struct {
     long index;    // which prompt
     int slot, pos; // its cache slot and the position of its next token
     int produced;  // new tokens so far
+    int last;      // the last token: the prompt's, then each new one's
     Rng rng;
     TokBytes text; // the completion so far
 } LiveSequence;
 
-// Appends token `id`; returns 1 when the sequence is finished.
+// Appends token `id`; returns 1 when the sequence is finished: at the end-of-text token, or at
+// BOS (llama2.c's tokenizers: a new text begins, where run.c stops too).
 static int sequence_push(LiveSequence *seq, Tokenizer *tok, int id, const GenerateSettings *g,
                          int Tc) {
     seq->produced++;
-    if (id == tok_eot(tok)) return 1;
+    if (id == tok_eot(tok) || id == tok_bos(tok)) return 1;
     size_t before = seq->text.len, len;
-    const unsigned char *bytes = tok_token_bytes(tok, id, &len);
+    const unsigned char *bytes = tok_decode_next(tok, seq->last, id, &len);
+    seq->last = id;
     if (bytes && tok_bytes_append(&seq->text, bytes, len) != 0) die("out of memory");
     if (g->stop && g->stop[0]) { // look for the stop string where the new bytes could complete it
         size_t n = strlen(g->stop), from = before >= n ? before - n + 1 : 0;
@@ -2566,7 +3723,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
             }
             decode_prefill(model, &kv, ids, lengths, slot, B);
             for (int b = 0; b < B; b++) {
-                LiveSequence seq = {next + b, slot[b], lengths[b], 0, sequence_rng(g->seed, next + b), {0}};
+                LiveSequence seq = {next + b, slot[b], lengths[b], 0, ids[b][lengths[b] - 1],
+                                    sequence_rng(g->seed, next + b), {0}};
                 int id = sample_token(kv.host_logits + (size_t)b * cfg->Vp, cfg->V, &g->sampler,
                                       &seq.rng, scratch);
                 if (sequence_push(&seq, tok, id, g, Tc)) {
@@ -2634,6 +3792,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
 
 static TokenSequence tokenize_prompt(Tokenizer *tok, const char *prompt) {
     TokIds ids = {0};
+    if (tok_bos(tok) >= 0 && tok_ids_push(&ids, tok_bos(tok)) != 0) die("out of memory");
     if (tok_encode_ordinary(tok, prompt, strlen(prompt), &ids) != 0) die("out of memory");
     if (ids.len == 0 && tok_ids_push(&ids, tok_eot(tok)) != 0) die("out of memory"); // "" -> <eot>
     return (TokenSequence){ids.data, (int)ids.len, (int)ids.len};
@@ -2685,9 +3844,9 @@ int cmd_sample(int argc, char **argv) {
     int k = 1, template_given = 0, kind = TEMPLATE_COT, threads = 0;
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint (llm.c's, ours, llama2.c's) or a Hugging Face directory"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--prompt", "TEXT", FLAG_STRING, .value = &prompt, "complete this text"},
         {"--data", "FILE", FLAG_STRING, .value = &data,
          "complete each line's prompt, question (templated) or text"},
@@ -2831,9 +3990,9 @@ int cmd_eval(int argc, char **argv) {
     TemplateOptions template = {TEMPLATE_COT, 0, 0};
     GenerateSettings g = GENERATE_DEFAULTS;
     const Flag flags[] = {
-        {"--model", "FILE", FLAG_STRING, .value = &model_path, "an llm.c checkpoint"},
+        {"--model", "FILE", FLAG_STRING, .value = &model_path, "a checkpoint (llm.c's, ours, llama2.c's) or a Hugging Face directory"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data, "question/answer JSONL with gold answers"},
         {"--samples", "K", FLAG_INT, .value = &k,
          "K samples per item besides the greedy one: maj@K, pass@K", 0, 1 << 16},
@@ -3376,7 +4535,7 @@ int cmd_dpo(int argc, char **argv) {
         {"--ref", "FILE", FLAG_STRING, .value = &ref_path,
          "the frozen reference (unless the pairs carry its log-probs)"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--pairs", "FILE", FLAG_STRING, .value = &pairs_path,
          "JSONL of prompt/chosen/rejected (TRL's format)"},
         {"--epochs", "E", FLAG_INT, .value = &epochs, "passes over the pairs, unless --steps is given",
@@ -3597,7 +4756,7 @@ int cmd_refine(int argc, char **argv) {
         {"--model", "FILE", FLAG_STRING, .value = &args.init,
          "the phase-1 model: the first policy and the reference"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
-         "our tok.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
         {"--data", "FILE", FLAG_STRING, .value = &data_path,
          "question/answer JSONL: the questions the student answers"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
@@ -4757,6 +5916,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"reproduce", cmd_reproduce, "the reproduction on the built-in task (also: ./sirt alone)"},
     {"train", cmd_train, "language-model training on llm.c token shards"},
+    {"export", cmd_export, "write a model as llama2.c's file or a Hugging Face directory"},
     {"data", cmd_data, "generate the built-in task (math or choice) as JSONL"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
     {"tokenize", cmd_tokenize, "stdin lines -> token ids per line (or back with --decode)"},

@@ -421,18 +421,32 @@ if cmp -s "$work/a.bin" "$work/b.bin"; then ok "same seed, same threads: bit-ide
 expect "one thread" env OMP_NUM_THREADS=1 ./sirt train $cfg --data "$work/train.bin,$work/more.bin" --batch 4 --seq 32 --lr 3e-3 --warmup 3 --wd 0.1 --steps 40 --out "$work/c.bin"
 if cmp -s "$work/a.bin" "$work/c.bin"; then ok "1 thread and 2 threads: bit-identical model"; else bad "thread count changed the weights"; fi
 
-# resume: 40 steps in one run == 15 steps, stop, --resume for the rest (log included)
-for mode in "" "--shuffle"; do
-    rm -f "$work/r.bin" "$work/r.bin.state"
-    run --steps 40 $mode --out "$work/full.bin" --log "$work/full.jsonl" >/dev/null
-    run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --stop-after 15 --save-every 10 >/dev/null
-    s1=$(wc -l <"$work/r.jsonl")
-    run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --resume >"$work/out.txt" 2>&1
-    strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
-    if cmp -s "$work/full.bin" "$work/r.bin" && [ "$s1" -eq 15 ] && [ "$(strip "$work/full.jsonl")" = "$(strip "$work/r.jsonl")" ]; then
-        ok "resume ${mode:-(in order)}: 15 steps + --resume 25 = 40 steps in one run, bit for bit (weights and log)"
-    else bad "resume ${mode:-(in order)} differs"; tail -3 "$work/out.txt"; fi
+# resume: 40 steps in one run == 15 steps, stop, --resume for the rest (log included); GPT-2,
+# then a Llama with grouped-query attention (4 heads, 2 key/value heads)
+strip() { sed 's/, "tok_per_s": [0-9.]*//' "$1"; }
+for cfg in "--config 2,2,32,64,64" "--config 2,4,32,64,64,2 --arch llama"; do
+    arch=$(case "$cfg" in *llama*) echo "Llama ";; esac)
+    for mode in "" "--shuffle"; do
+        rm -f "$work/r.bin" "$work/r.bin.state"
+        run --steps 40 $mode --out "$work/full.bin" --log "$work/full.jsonl" >/dev/null
+        run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --stop-after 15 --save-every 10 >/dev/null
+        s1=$(wc -l <"$work/r.jsonl")
+        run --steps 40 $mode --out "$work/r.bin" --log "$work/r.jsonl" --resume >"$work/out.txt" 2>&1
+        if cmp -s "$work/full.bin" "$work/r.bin" && [ "$s1" -eq 15 ] && [ "$(strip "$work/full.jsonl")" = "$(strip "$work/r.jsonl")" ]; then
+            ok "${arch}resume ${mode:-(in order)}: 15 steps + --resume 25 = 40 steps in one run, bit for bit (weights and log)"
+        else bad "${arch}resume ${mode:-(in order)} differs"; tail -3 "$work/out.txt"; fi
+    done
 done
+# the Llama's loss falls as GPT-2's does, and its bits do not depend on the thread count
+run --steps 40 --out "$work/la.bin" --log "$work/la.jsonl" >/dev/null 2>&1
+OMP_NUM_THREADS=1 run --steps 40 --out "$work/lb.bin" >/dev/null 2>&1
+l1=$(sed -n 1p "$work/la.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+l40=$(sed -n 40p "$work/la.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+if awk -v a="$l1" -v b="$l40" 'BEGIN { exit !(b < a - 1.0) }' && cmp -s "$work/la.bin" "$work/lb.bin" &&
+    head -c 4 "$work/la.bin" | od -An -tu4 | grep -q 20261116; then
+    ok "train --arch llama: loss falls $l1 -> $l40; 1 and 2 threads bit-identical; our Llama file (magic 20261116)"
+else bad "train --arch llama: loss $l1 -> $l40, or the thread count changed the weights"; fi
+cfg="--config 2,2,32,64,64"
 # a log with lines past the checkpoint (as after a crash) is cut back to the checkpoint
 run --steps 40 --out "$work/k.bin" --log "$work/k.jsonl" --stop-after 10 >/dev/null
 echo '{"step": 11, "loss": 9, "lr": 0, "grad_norm": 0, "tok_per_s": 0}' >>"$work/k.jsonl"
@@ -443,6 +457,94 @@ else bad "resume kept stale log lines"; fi
 
 expect "train from --init (llm.c checkpoint)" ./sirt train --init "$work/a.bin" --data "$work/train.bin" --batch 2 --seq 64 --steps 3 --lr 1e-3 --out "$work/i.bin"
 ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left behind"
+
+# ---- the Llama student and llama2.c's files -------------------------------------------------
+echo "== Llama: llama2.c's files (../shared/data/llama2c)"
+expect_error "--arch llama needs --config" "^sirt: error: train: --arch llama is the shape of a --config model" ./sirt train --init "$work/a.bin" --arch llama --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
+expect_error "export of a GPT-2 model to llama2.c" "^sirt: error: llama2.c's files hold Llama models; this model is GPT-2$" ./sirt export --model "$work/a.bin" --format llama2c --out "$work/x.bin"
+# Hugging Face directories: GPT-2 out and back in bit-exact (the model file written again is
+# the same file), and read as transformers reads it (tests/hf_reference.py, plain Python)
+if ./sirt export --model "$work/a.bin" --format hf --out "$work/hf_gpt2" >/dev/null &&
+    ./sirt train --init "$work/hf_gpt2" --data "$work/train.bin" --batch 2 --seq 16 --steps 1 --lr 0 --out "$work/hf_back.bin" >/dev/null &&
+    ./sirt export --model "$work/hf_back.bin" --format hf --out "$work/hf_gpt2_again" >/dev/null &&
+    cmp -s "$work/hf_gpt2/model.safetensors" "$work/hf_gpt2_again/model.safetensors" &&
+    grep -q '"architectures": \["GPT2LMHeadModel"\]' "$work/hf_gpt2/config.json"; then
+    ok "export --format hf (GPT-2) and --init DIR: a step at lr 0 gives the same safetensors back"
+else bad "GPT-2 through a Hugging Face directory changed"; fi
+sed 's/"layer_norm_epsilon": 1e-05/"layer_norm_epsilon": 1e-06/' "$work/hf_gpt2/config.json" >"$work/hf_gpt2_again/config.json"
+expect_error "a Hugging Face config with another epsilon" "hf_gpt2_again/config.json: layer_norm_epsilon 1e-06; sirt uses 1e-5$" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+sed 's/"gelu_new"/"gelu"/' "$work/hf_gpt2/config.json" >"$work/hf_gpt2_again/config.json"
+expect_error "a Hugging Face config with another activation" "hf_gpt2_again/config.json: activation_function gelu; sirt's GPT-2 uses \"gelu_new\" (GELU, tanh form)$" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+cp "$work/hf_gpt2/config.json" "$work/hf_gpt2_again/config.json"
+head -c 5000 "$work/hf_gpt2/model.safetensors" >"$work/hf_gpt2_again/model.safetensors"
+expect_error "a truncated safetensors file" "model.safetensors: transformer.wte.weight: data_offsets \[0, 8192\] do not hold 2048 values of F32 in 2160 bytes" ./sirt sample --model "$work/hf_gpt2_again" --tokenizer "$work/tok.bin" --prompt hi
+if command -v python3 >/dev/null 2>&1; then
+    python3 tests/hf_reference.py "$work/hf_gpt2" "$work/a.bin" tests/test_core 1 7 30 2 63 9 >"$work/hf_ref.txt" 2>&1
+    count_unit "$work/hf_ref.txt" tests/hf_reference.py $?
+else skip "python3 is absent: tests/hf_reference.py is skipped"; fi
+L2C=../shared/data/llama2c
+if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/stories260K_v1.bin" ] && [ -f "$L2C/tok512.bin" ]; then
+    first="Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+    for m in stories260K.bin stories260K_v1.bin; do
+        ./sirt sample --model "$L2C/$m" --tokenizer "$L2C/tok512.bin" --prompt "" --temperature 0 --max-new 200 >"$work/story.txt" 2>&1
+        if [ "$(head -c ${#first} "$work/story.txt")" = "$first" ]; then
+            ok "sample --model $m --prompt \"\" --temperature 0: from BOS, llama2.c's greedy text: $first ..."
+        else bad "sample from $m: $(head -c 200 "$work/story.txt")"; fi
+    done
+    if ./sirt export --model "$L2C/stories260K.bin" --format llama2c --out "$work/s_v1.bin" >/dev/null && cmp -s "$work/s_v1.bin" "$L2C/stories260K_v1.bin"; then
+        ok "export --format llama2c of the legacy stories260K.bin = llama2.c's own version-1 export, byte for byte"
+    else bad "export --format llama2c differs from stories260K_v1.bin"; fi
+    head -c 500000 "$L2C/stories260K.bin" >"$work/l2c_trunc.bin"
+    expect_error "truncated llama2.c checkpoint" "legacy checkpoint of dim 64, 5 layers, 8 heads, 4 kv heads, vocabulary 512, seq_len 512 has 1056540 bytes, the file 500000 (truncated)" ./sirt sample --model "$work/l2c_trunc.bin" --tokenizer "$L2C/tok512.bin" --prompt hi
+    head -c 300000 "$L2C/stories260K_v1.bin" >"$work/l2c_trunc.bin"
+    expect_error "truncated llama2.c version-1 checkpoint" "version 1 checkpoint of dim 64.* the file 300000 (truncated)" ./sirt sample --model "$work/l2c_trunc.bin" --tokenizer "$L2C/tok512.bin" --prompt hi
+    # fine-tuning stories260K: a shard of tok512's ids (each line a document after BOS), then
+    # train from the llama2.c file; 4 steps, stop, --resume = 10 steps in one run
+    printf '%s\n' "Once upon a time, there was a little dog named Max. Max liked to run in the big green park with his friend Sue." \
+        "One day, Sue found a shiny red ball under a tree. She threw the ball and Max ran very fast to get it." \
+        "Tom had a small boat. He wanted to sail it on the pond, but the wind was too strong and the boat went away." \
+        "Lily and her mom baked a cake for dad. They put sugar and eggs in a bowl and mixed them with a spoon." \
+        "The cat saw a bird on the fence. The cat wanted to play, but the bird flew up into the blue sky." \
+        "Ben was sad because it was raining. His mom said, \"Let's read a book together.\" Ben smiled and sat on her lap." >"$work/stories.txt"
+    ./sirt tokenize --tokenizer "$L2C/tok512.bin" --shard "$work/stories.shard" <"$work/stories.txt" >/dev/null
+    ltrain() { ./sirt train --init "$L2C/stories260K.bin" --data "$work/stories.shard" --batch 4 --seq 32 --steps 10 --lr 5e-3 --wd 0 --clip 0 --schedule constant --warmup 0 "$@"; }
+    ltrain --log "$work/st.jsonl" --out "$work/st.bin" >/dev/null 2>&1
+    ltrain --log "$work/st2.jsonl" --out "$work/st2.bin" --stop-after 4 >/dev/null 2>&1
+    ltrain --log "$work/st2.jsonl" --out "$work/st2.bin" --resume >/dev/null 2>&1
+    n=$(grep -c '^{"step": [0-9]*, "loss": [0-9.e+-]*, "lr": 0.005, "grad_norm": [0-9.e+-]*, "tok_per_s": [0-9.]*, "pad_frac": 0.0000}$' "$work/st.jsonl")
+    l1=$(sed -n 1p "$work/st.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+    l10=$(sed -n 10p "$work/st.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+    if [ "$n" -eq 10 ] && awk -v a="$l1" -v b="$l10" 'BEGIN { exit !(b < a && a < 3) }' &&
+        cmp -s "$work/st.bin" "$work/st2.bin" && [ "$(strip "$work/st.jsonl")" = "$(strip "$work/st2.jsonl")" ]; then
+        ok "train --init stories260K.bin: 10 log lines as GPT-2's, loss $l1 (pretrained) -> $l10; 4 steps + --resume 6 = 10 in one run, bit for bit"
+    else bad "train --init stories260K.bin: $n log lines, loss $l1 -> $l10, or resume differs"; fi
+    # sft, dpo and refine on the Llama, from llama2.c's file; the results load and sample
+    printf '%s\n' '{"prompt": "Max had a red ball.", "completion": " He played with it in the park."}' \
+        '{"prompt": "Sue saw a cat.", "completion": " The cat was soft and happy."}' >"$work/lsft.jsonl"
+    printf '%s\n' '{"prompt": "Max had a red ball.", "chosen": " He played with it in the park.", "rejected": " The sky fell down."}' \
+        '{"prompt": "Sue saw a cat.", "chosen": " The cat was soft and happy.", "rejected": " Cat cat cat."}' >"$work/lpairs.jsonl"
+    ./sirt data --task math --split train --n 4 --seed 3 --out "$work/lq.jsonl" >/dev/null
+    expect "sft --init stories260K.bin (llama2.c's tokenizer.bin)" ./sirt sft --init "$L2C/stories260K.bin" --tokenizer "$L2C/tok512.bin" --data "$work/lsft.jsonl" --batch 2 --seq 32 --steps 4 --lr 1e-3 --out "$work/lsft.bin"
+    expect "dpo on the Llama (policy = reference = the SFT model)" ./sirt dpo --model "$work/lsft.bin" --ref "$work/lsft.bin" --tokenizer "$L2C/tok512.bin" --pairs "$work/lpairs.jsonl" --batch 2 --seq 32 --steps 2 --lr 1e-4 --out "$work/ldpo.bin" --log "$work/ldpo.jsonl"
+    if head -1 "$work/ldpo.jsonl" | grep -q '"loss": 0.6931472,'; then ok "dpo on the Llama starts at ln 2 (policy = reference)"
+    else bad "dpo on the Llama: first line $(head -1 "$work/ldpo.jsonl")"; fi
+    expect "refine on the Llama" ./sirt refine --model "$work/lsft.bin" --tokenizer "$L2C/tok512.bin" --data "$work/lq.jsonl" --samples 2 --max-new 16 --batch 2 --seq 128 --steps 1 --out "$work/lref.bin"
+    expect "sample from the Llama after dpo" ./sirt sample --model "$work/ldpo.bin" --tokenizer "$L2C/tok512.bin" --prompt "Max had a red ball." --temperature 0 --max-new 8
+    # through a Hugging Face directory and back to llama2.c's file: byte for byte the same
+    ./sirt export --model "$L2C/stories260K.bin" --format hf --out "$work/hf_stories" >/dev/null
+    ./sirt sample --model "$work/hf_stories" --tokenizer "$L2C/tok512.bin" --prompt "" --temperature 0 --max-new 40 >"$work/story.txt" 2>&1
+    if ./sirt export --model "$work/hf_stories" --format llama2c --out "$work/hf_v1.bin" >/dev/null &&
+        cmp -s "$work/hf_v1.bin" "$L2C/stories260K_v1.bin" && [ "$(head -c ${#first} "$work/story.txt")" = "$first" ] &&
+        grep -q '"num_key_value_heads": 4,' "$work/hf_stories/config.json" && grep -q '"tie_word_embeddings": true,' "$work/hf_stories/config.json"; then
+        ok "stories260K -> Hugging Face directory (LlamaForCausalLM, 4 kv heads, tied) -> llama2.c: stories260K_v1.bin byte for byte; greedy text from the directory as llama2.c's"
+    else bad "stories260K through a Hugging Face directory changed"; fi
+    if command -v python3 >/dev/null 2>&1; then
+        python3 tests/hf_reference.py "$work/hf_stories" "$L2C/stories260K.bin" tests/test_core 1 403 407 261 378 11 >"$work/hf_ref.txt" 2>&1
+        count_unit "$work/hf_ref.txt" tests/hf_reference.py $?
+        python3 tests/llama2c_reference.py "$L2C/stories260K.bin" "$L2C/tok512.bin" ./sirt tests/test_core >"$work/l2c_ref.txt" 2>&1
+        count_unit "$work/l2c_ref.txt" tests/llama2c_reference.py $?
+    else skip "python3 is absent: the independent reference (tests/llama2c_reference.py) is skipped"; fi
+else skip "$L2C is absent: stories260K and tok512 checks skipped"; fi
 
 # crash safety: kill -9 at random moments and --resume, for train, sft and dpo
 echo "== kill -9 and --resume (tests/kill_resume.sh)"

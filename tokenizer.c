@@ -67,6 +67,11 @@
  * GPT-2's own tokenizer loads from encoder.json + vocab.bpe (tok_load on their directory) and
  * encodes exactly as OpenAI's encoder.py does; there ids follow encoder.json, not the rule above.
  *
+ * llama2.c's tokenizer.bin (section 9b) is a different kind: scored pieces (sentencepiece's),
+ * not ranked merges. tok_load reads it; it encodes and decodes exactly as llama2.c's run.c does
+ * (see section 9b), with ids 0, 1, 2 = <unk>, <s> (BOS), </s> (EOS, its end-of-text) and
+ * 3..258 the byte fallbacks <0x00>..<0xFF>. tok_bos() is 1 for it and -1 for every other kind.
+ *
  * Conventions: functions return 0 / a pointer on success and -1 / NULL on failure; the ones that
  * take (err, errlen) then leave a one-line message there ("FILE: what is wrong"); err may be NULL
  * when errlen is 0. This is the convention of every reader of sirt (state_parse, shard_parse,
@@ -84,9 +89,11 @@
  *   Tokenizer *tok_train(texts, lens, n_texts, vocab_size, split_digits, err, errlen)
  *   int tok_save(tok, path, err, errlen)         our format; tok_serialize() gives the bytes
  *   int tok_save_llmc(tok, path, err, errlen)    llm.c's decode table
- *   int tok_encode(tok, text, len, TokIds *out)  appends ids; tok_encode_ordinary(): no specials
+ *   int tok_encode(tok, text, len, TokIds *out)  appends ids; tok_encode_ordinary(): no specials;
+ *                                                tok_encode_continuation(): no dummy prefix
  *   int tok_decode(tok, ids, n, TokBytes *out)   appends bytes
- *   tok_token_bytes(tok, id, &len), tok_vocab_size(tok), tok_eot(tok), tok_free(tok)
+ *   tok_token_bytes(tok, id, &len), tok_vocab_size(tok), tok_eot(tok), tok_bos(tok), tok_free(tok)
+ *   tok_decode_next(tok, prev, id, &len)         token id's bytes after token prev (llama2.c's rule)
  *   tok_ids_push/tok_ids_free, tok_bytes_append/tok_bytes_free: the growable outputs
  *   tok_from_memory(), tok_from_gpt2_memory(), tok_load_gpt2(): the loaders, file by file
  *   int cmd_tokenizer(argc, argv), int cmd_tokenize(argc, argv): see section 10
@@ -131,6 +138,7 @@
 #define TOK_MAX_TOKEN_BYTES 255         /* llm.c's decode table has one length byte per token */
 #define TOK_MAX_FILE_BYTES ((size_t)1 << 28) /* tokenizer files are far smaller (GPT-2: 1.5 MB) */
 #define TOK_CACHE_MAX_PIECE 64          /* longer pieces are rare; they are not cached */
+#define TOK_LLAMA_MAX_TOKEN_LENGTH 4096 /* llama2.c's tokenizer.bin: a longer max_token_length is not one */
 #define TOK_CACHE_MAX_ENTRIES 65536     /* the cache is emptied when it holds this many pieces */
 
 /* Writes a message into (err, errlen) when there is room for one. */
@@ -785,6 +793,14 @@ typedef struct Tokenizer {
     TokPairIndex merge_rank;    /* (left, right) -> rank */
     TokPieceCache cache;
     TokBpeWork work;
+    /* llama2.c's tokenizer.bin only (llama = 1; section 9b): */
+    int llama;
+    int bos_id;                 /* 1; -1 for the other kinds */
+    float *scores;              /* per id: the piece's score (a higher score merges first) */
+    TokBytesIndex pieces;       /* the pieces as the file spells them ("<0x0A>" too) */
+    int *piece_key;             /* id -> its key in pieces (ids spelled alike share one key) */
+    int *key_id;                /* key -> the first id spelled so */
+    TokIds merge_work;          /* encoding's list of ids */
 } Tokenizer;
 
 void tok_free(Tokenizer *tok) {
@@ -798,17 +814,39 @@ void tok_free(Tokenizer *tok) {
     tok_ids_free(&tok->cache.start);
     free(tok->work.sym);
     free(tok->work.heap);
+    free(tok->scores);
+    tok_strings_free(&tok->pieces);
+    free(tok->piece_key);
+    free(tok->key_id);
+    tok_ids_free(&tok->merge_work);
     free(tok);
 }
 
 int tok_vocab_size(const Tokenizer *tok) { return tok->vocab_size; }
 int tok_eot(const Tokenizer *tok) { return tok->eot_id; }
+/* The beginning-of-sequence id that starts every text (llama2.c's tokenizers: 1), or -1. */
+int tok_bos(const Tokenizer *tok) { return tok->llama ? tok->bos_id : -1; }
 
 /* The bytes of token id (*len of them), or NULL if id is not in the vocabulary. */
 const unsigned char *tok_token_bytes(const Tokenizer *tok, int id, size_t *len) {
     if (id < 0 || id >= tok->vocab_size) return NULL;
     *len = tok->token_start[id + 1] - tok->token_start[id];
     return tok->token_bytes + tok->token_start[id];
+}
+
+/* The bytes of token id when it follows token prev (-1: none), or NULL if id is not in the
+   vocabulary: its bytes, except that for llama2.c's tokenizers BOS has none (run.c never prints
+   it) and a piece that follows BOS loses its leading space (run.c's decode: the space is
+   sentencepiece's dummy prefix; a byte fallback, "<0x20>" in run.c's table, keeps its byte). */
+const unsigned char *tok_decode_next(const Tokenizer *tok, int prev, int id, size_t *len) {
+    const unsigned char *bytes = tok_token_bytes(tok, id, len);
+    int byte_fallback = id >= 3 && id < 259;
+    if (bytes && tok->llama && id == tok->bos_id) *len = 0;
+    if (bytes && tok->llama && prev == tok->bos_id && !byte_fallback && *len > 0 && bytes[0] == ' ') {
+        bytes++;
+        --*len;
+    }
+    return bytes;
 }
 
 /* A tokenizer with room for vocab_size tokens holding total_bytes bytes in all. */
@@ -960,6 +998,7 @@ static Tokenizer *tok_new_from_merges(const uint32_t *pairs, int n_merges, const
 
 /* True if tok follows our id layout (and so can be saved in our format): GPT-2's does not. */
 static int tok_is_ours(const Tokenizer *tok) {
+    if (tok->llama) return 0;
     if (tok->vocab_size != tok->n_merges + 257 || tok->eot_id != tok->vocab_size - 1) return 0;
     for (int b = 0; b < 256; b++)
         if (tok->byte_to_id[b] != b) return 0;
@@ -1082,14 +1121,25 @@ static int tok_encode_piece(Tokenizer *tok, const unsigned char *piece, size_t n
 
 /* Encodes text as ordinary text: "<|endoftext|>" in it is spelled out, not special. Appends to
    out. Returns 0, or -1 if memory runs out. */
+static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, int dummy_prefix,
+                            TokIds *out);
 int tok_encode_ordinary(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
     const unsigned char *s = (const unsigned char *)text;
+    if (tok->llama) return tok_llama_encode(tok, s, len, 1, out);
     for (size_t pos = 0; pos < len;) {
         size_t end = tok_piece_end(s, len, pos);
         if (tok_encode_piece(tok, s + pos, end - pos, out) != 0) return -1;
         pos = end;
     }
     return 0;
+}
+
+/* As tok_encode_ordinary, for text that continues an earlier text (a completion after its
+   prompt): llama2.c's tokenizers then add no dummy prefix " " (that space starts a text, and a
+   completion " He" after its prompt is " He", not "  He"); the other kinds encode alike. */
+int tok_encode_continuation(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
+    if (tok->llama) return tok_llama_encode(tok, (const unsigned char *)text, len, 0, out);
+    return tok_encode_ordinary(tok, text, len, out);
 }
 
 /* Position of the first occurrence of needle (n >= 1 bytes) in s[from..len), or len. */
@@ -1109,6 +1159,7 @@ static size_t tok_find_bytes(const unsigned char *s, size_t len, size_t from,
    Returns 0, or -1 if memory runs out. */
 int tok_encode(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
     const unsigned char *s = (const unsigned char *)text;
+    if (tok->llama) return tok_llama_encode(tok, s, len, 1, out); /* no special text: run.c's */
     size_t eot_len = 0;
     const unsigned char *eot = tok_token_bytes(tok, tok->eot_id, &eot_len);
     size_t pos = 0;
@@ -1126,7 +1177,7 @@ int tok_encode(Tokenizer *tok, const char *text, size_t len, TokIds *out) {
 int tok_decode(const Tokenizer *tok, const int *ids, size_t n, TokBytes *out) {
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        const unsigned char *bytes = tok_token_bytes(tok, ids[i], &len);
+        const unsigned char *bytes = tok_decode_next(tok, i > 0 ? ids[i - 1] : -1, ids[i], &len);
         if (bytes == NULL || tok_bytes_append(out, bytes, len) != 0) return -1;
     }
     return 0;
@@ -1805,8 +1856,11 @@ Tokenizer *tok_load_gpt2(const char *encoder_json_path, const char *vocab_bpe_pa
     return tok;
 }
 
-/* Loads a tokenizer from path: a sirt tokenizer file, or a directory holding GPT-2's
-   encoder.json and vocab.bpe. */
+Tokenizer *tok_from_llama2c_memory(const unsigned char *data, size_t len, const char *name,
+                                   char *err, size_t errlen);
+
+/* Loads a tokenizer from path: a sirt tokenizer file, llama2.c's tokenizer.bin, or a directory
+   holding GPT-2's encoder.json and vocab.bpe. */
 Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
     size_t n = strlen(path);
     const char *sep = n > 0 && path[n - 1] == '/' ? "" : "/";
@@ -1825,8 +1879,14 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
         fclose(f);
         tok = tok_load_gpt2(json_path, bpe_path, err, errlen);
     } else if (json_path != NULL && bpe_path != NULL) {
-        if (tok_read_file(path, TOK_MAX_FILE_BYTES, &data, &len, err, errlen) == 0)
-            tok = tok_from_memory((const unsigned char *)data, len, path, err, errlen);
+        if (tok_read_file(path, TOK_MAX_FILE_BYTES, &data, &len, err, errlen) == 0) {
+            /* llama2.c's tokenizer.bin starts with a small max_token_length, ours and llm.c's
+               with a large magic number */
+            uint32_t first = len >= 4 ? tok_get_u32((const unsigned char *)data) : 0;
+            if (first >= 1 && first <= TOK_LLAMA_MAX_TOKEN_LENGTH)
+                tok = tok_from_llama2c_memory((const unsigned char *)data, len, path, err, errlen);
+            else tok = tok_from_memory((const unsigned char *)data, len, path, err, errlen);
+        }
         else if (err != NULL && strlen(err) + 80 < errlen)
             strcat(err, " (expected a sirt tokenizer file or a directory with encoder.json and vocab.bpe)");
     }
@@ -1837,12 +1897,173 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
 }
 
 /* ============================================================================================
+ * 9b. llama2.c's tokenizer.bin (sentencepiece's pieces and scores, as llama2.c exports them)
+ *    File: uint32 max_token_length, then for every token: float32 score, int32 length, that
+ *    many bytes (the piece, with sentencepiece's "▁" already turned into a space). The number
+ *    of tokens is not stored: the file ends after the last. Ids 0, 1, 2 are <unk>, <s>, </s>;
+ *    3..258 must be the byte fallbacks "<0x00>".."<0xFF>" (every llama2.c tokenizer has them).
+ *    Encoding is run.c's encode(): a non-empty text gets the dummy prefix " " first (its id);
+ *    then each UTF-8 character (a lead byte and up to 3 continuation bytes) becomes the piece
+ *    spelled so, or its bytes' fallback ids (byte + 3); then, repeatedly, of all adjacent pairs
+ *    whose concatenation is a piece, the one with the highest score (the leftmost on a tie)
+ *    becomes that piece, until no pair is. No BOS or EOS is added here (the callers add BOS).
+ *    A completion, which continues its prompt, is encoded without the dummy prefix
+ *    (tok_encode_continuation).
+ *    Decoding: a byte fallback is its byte; a piece (not a byte fallback) after BOS loses a
+ *    leading space (tok_decode_next). run.c's printing also skips single unprintable bytes; we
+ *    keep them.
+ * ============================================================================================ */
+
+static int tok_llama_lookup(const Tokenizer *tok, const unsigned char *p, size_t n) {
+    int key = tok_strings_find(&tok->pieces, p, n);
+    return key < 0 ? -1 : tok->key_id[key];
+}
+
+/* run.c's encode(text, bos = 0, eos = 0), appending to out; dummy_prefix 0 leaves out its " "
+   (tok_encode_continuation). */
+static int tok_llama_encode(Tokenizer *tok, const unsigned char *s, size_t len, int dummy_prefix,
+                            TokIds *out) {
+    TokIds *w = &tok->merge_work;
+    w->len = 0;
+    if (len == 0) return 0;
+    int space = tok_llama_lookup(tok, (const unsigned char *)" ", 1);
+    if (dummy_prefix && space >= 0 && tok_ids_push(w, space) != 0) return -1;
+    for (size_t i = 0; i < len;) {
+        size_t n = 1; /* one character: its lead byte and up to 3 continuation bytes */
+        while (i + n < len && (s[i + n] & 0xC0) == 0x80 && n < 4) n++;
+        int id = tok_llama_lookup(tok, s + i, n);
+        if (id >= 0) {
+            if (tok_ids_push(w, id) != 0) return -1;
+        } else {
+            for (size_t k = 0; k < n; k++)
+                if (tok_ids_push(w, s[i + k] + 3) != 0) return -1;
+        }
+        i += n;
+    }
+    unsigned char pair[2 * TOK_LLAMA_MAX_TOKEN_LENGTH];
+    for (;;) {
+        float best_score = -1e10f;
+        int best_id = -1;
+        size_t best_at = 0;
+        for (size_t i = 0; i + 1 < w->len; i++) {
+            const TokBytesKey *a = &tok->pieces.keys[tok->piece_key[w->data[i]]];
+            const TokBytesKey *b = &tok->pieces.keys[tok->piece_key[w->data[i + 1]]];
+            memcpy(pair, tok->pieces.arena + a->start, a->len);
+            memcpy(pair + a->len, tok->pieces.arena + b->start, b->len);
+            int id = tok_llama_lookup(tok, pair, (size_t)a->len + b->len);
+            if (id >= 0 && tok->scores[id] > best_score) {
+                best_score = tok->scores[id];
+                best_id = id;
+                best_at = i;
+            }
+        }
+        if (best_id < 0) break;
+        w->data[best_at] = best_id;
+        memmove(w->data + best_at + 1, w->data + best_at + 2,
+                (w->len - best_at - 2) * sizeof *w->data);
+        w->len--;
+    }
+    for (size_t i = 0; i < w->len; i++)
+        if (tok_ids_push(out, w->data[i]) != 0) return -1;
+    return 0;
+}
+
+/* Parses llama2.c's tokenizer.bin from memory; name is used in messages. */
+Tokenizer *tok_from_llama2c_memory(const unsigned char *data, size_t len, const char *name,
+                                   char *err, size_t errlen) {
+    if (len < 4) {
+        TOK_ERRORF(err, errlen, "%s: truncated: %zu bytes", name, len);
+        return NULL;
+    }
+    uint32_t max_len = tok_get_u32(data);
+    if (max_len < 1 || max_len > TOK_LLAMA_MAX_TOKEN_LENGTH) {
+        TOK_ERRORF(err, errlen, "%s: max_token_length %u is not in 1..%d: not a llama2.c "
+                   "tokenizer.bin", name, max_len, TOK_LLAMA_MAX_TOKEN_LENGTH);
+        return NULL;
+    }
+    size_t count = 0, total = 0;
+    for (size_t at = 4; at < len; count++) { /* count the tokens, checking each */
+        if (len - at < 8) {
+            TOK_ERRORF(err, errlen, "%s: truncated in token %zu (its score and length)", name, count);
+            return NULL;
+        }
+        int32_t n;
+        memcpy(&n, data + at + 4, 4);
+        if (n < 0 || (uint32_t)n > max_len || (size_t)n > len - at - 8) {
+            TOK_ERRORF(err, errlen, "%s: token %zu has length %d (max_token_length %u, %zu bytes "
+                       "left)", name, count, n, max_len, len - at - 8);
+            return NULL;
+        }
+        if (count >= TOK_MAX_VOCAB) {
+            TOK_ERRORF(err, errlen, "%s: more than %d tokens", name, TOK_MAX_VOCAB);
+            return NULL;
+        }
+        at += 8 + (size_t)n;
+        total += (size_t)n;
+    }
+    if (count < 259) {
+        TOK_ERRORF(err, errlen, "%s: %zu tokens; a llama2.c tokenizer has at least 259 (<unk>, "
+                   "<s>, </s> and the 256 byte fallbacks)", name, count);
+        return NULL;
+    }
+    Tokenizer *tok = tok_alloc((int)count, total);
+    if (tok == NULL || !(tok->scores = malloc(count * sizeof(float))) ||
+        !(tok->piece_key = malloc(count * sizeof(int))) ||
+        !(tok->key_id = malloc(count * sizeof(int)))) {
+        tok_free(tok);
+        TOK_ERRORF(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+    tok->llama = 1;
+    tok->bos_id = 1;
+    tok->eot_id = 2;
+    size_t at = 4, bytes_at = 0;
+    for (size_t id = 0; id < count; id++) {
+        int32_t n;
+        memcpy(&tok->scores[id], data + at, 4);
+        memcpy(&n, data + at + 4, 4);
+        const unsigned char *piece = data + at + 8;
+        at += 8 + (size_t)n;
+        int key;
+        int added = tok_strings_insert(&tok->pieces, piece, (size_t)n, &key);
+        if (added < 0) {
+            tok_free(tok);
+            TOK_ERRORF(err, errlen, "%s: out of memory", name);
+            return NULL;
+        }
+        if (added) tok->key_id[key] = (int)id;
+        tok->piece_key[id] = key;
+        if (id >= 3 && id < 259) { /* the byte fallbacks: their bytes are the byte itself */
+            char expected[8];
+            snprintf(expected, sizeof expected, "<0x%02X>", (unsigned)(id - 3));
+            if (n != 6 || memcmp(piece, expected, 6) != 0) {
+                tok_free(tok);
+                TOK_ERRORF(err, errlen, "%s: token %zu is \"%.*s\", expected the byte fallback "
+                           "\"%s\"", name, id, n > 16 ? 16 : (int)n, (const char *)piece, expected);
+                return NULL;
+            }
+            tok->token_bytes[bytes_at++] = (unsigned char)(id - 3);
+            tok->byte_to_id[id - 3] = (int)id;
+        } else {
+            memcpy(tok->token_bytes + bytes_at, piece, (size_t)n);
+            bytes_at += (size_t)n;
+        }
+        tok->token_start[id + 1] = (uint32_t)bytes_at;
+    }
+    return tok;
+}
+
+/* ============================================================================================
  * 10. Command line. sirt's main calls these with the arguments after the subcommand name.
  *   sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]
- *   sirt tokenize --tokenizer PATH [--decode]
+ *   sirt tokenize --tokenizer PATH [--decode | --shard FILE]
  *     reads stdin; for every input line (without its newline) prints its token ids separated by
  *     spaces, one output line each. With --decode, reads lines of ids and prints the text of
- *     each line (text containing a newline then spans several output lines).
+ *     each line (text containing a newline then spans several output lines). With --shard,
+ *     writes the ids of all lines as one llm.c token shard instead (256 int32: magic 20240520,
+ *     version 1, the token count; then uint16 ids), each line a document: BOS before it for
+ *     llama2.c's tokenizers (as llama2.c's pretokenizer does), the end-of-text id after it
+ *     for the others.
  * ============================================================================================ */
 
 int cmd_tokenizer(int argc, char **argv) {
@@ -1932,29 +2153,42 @@ static int tok_cli_parse_ids(const TokBytes *line, TokIds *ids) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *shard = NULL;
     int decode = 0;
     const Flag flags[] = {
         {"--tokenizer", "PATH", FLAG_STRING, .value = &path,
-         "a sirt tokenizer file, or a directory with GPT-2's encoder.json and vocab.bpe"},
+         "a sirt tokenizer file, llama2.c's tokenizer.bin, or a directory with GPT-2's "
+         "encoder.json and vocab.bpe"},
         {"--decode", NULL, FLAG_SWITCH, .value = &decode, "read lines of ids, print their text"},
+        {"--shard", "FILE", FLAG_STRING, .value = &shard,
+         "write all lines' ids as one llm.c token shard, each line a document"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
-    if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode] < input\n"
+    if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode | --shard FILE] < input\n"
                     "Prints the token ids of each input line (with --decode, the text of each line of ids).",
                     tables))
         return 0;
     if (path == NULL) die("tokenize: --tokenizer is required");
+    if (shard && decode) die("tokenize: --shard writes ids; it does not go with --decode");
+    if (shard) check_writable(shard);
     char err[512];
     Tokenizer *tok = tok_load(path, err, sizeof err);
     if (tok == NULL) die("%s", err);
     TokBytes line = {0}, text = {0};
-    TokIds ids = {0};
+    TokIds ids = {0}, all = {0};
     int got;
     size_t line_no = 0;
     while ((got = tok_cli_read_line(stdin, &line)) == 1) {
         line_no++;
         ids.len = text.len = 0;
+        if (shard) {
+            if ((tok_bos(tok) >= 0 && tok_ids_push(&all, tok_bos(tok)) != 0) ||
+                tok_encode(tok, line.data ? line.data : "", line.len, &all) != 0 ||
+                (tok_bos(tok) < 0 && tok_ids_push(&all, tok->eot_id) != 0))
+                die("out of memory");
+            if (all.len > INT32_MAX) die("tokenize --shard: more than 2^31 tokens");
+            continue;
+        }
         if (decode) {
             if (tok_cli_parse_ids(&line, &ids) != 0 || tok_decode(tok, ids.data, ids.len, &text) != 0)
                 die("tokenize --decode: input line %zu: expected token ids in 0..%d separated by spaces",
@@ -1971,6 +2205,20 @@ int cmd_tokenize(int argc, char **argv) {
         fwrite(text.data, 1, text.len, stdout);
     }
     if (got < 0) die("tokenize: cannot read the input: %s", strerror(errno));
+    if (shard) {
+        int32_t header[256] = {20240520, 1, (int32_t)all.len};
+        uint16_t *tokens = malloc((all.len ? all.len : 1) * sizeof *tokens);
+        if (tokens == NULL) die("out of memory");
+        for (size_t i = 0; i < all.len; i++) tokens[i] = (uint16_t)all.data[i];
+        SafeFile sf;
+        safe_open(&sf, shard);
+        safe_write(&sf, header, sizeof header);
+        safe_write(&sf, tokens, all.len * sizeof *tokens);
+        safe_commit(&sf);
+        free(tokens);
+        printf("wrote %s: %zu tokens of %zu lines\n", shard, all.len, line_no);
+    }
+    tok_ids_free(&all);
     if (fflush(stdout) != 0 || ferror(stdout)) die("tokenize: cannot write the output");
     tok_bytes_free(&line);
     tok_bytes_free(&text);

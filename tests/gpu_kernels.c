@@ -28,9 +28,17 @@ void cpu_layernorm_backward(float *, float *, float *, const float *, const floa
 void cpu_matmul_forward(float *, const float *, const float *, const float *, int, int, int);
 void cpu_matmul_backward(float *, float *, float *, const float *, const float *,
                          const float *, int, int, int);
-void cpu_attention_forward(float *, float *, const float *, const int *, int, int, int, int);
+void cpu_attention_forward(float *, float *, const float *, const int *, int, int, int, int,
+                           int);
 void cpu_attention_backward(float *, const float *, const float *, const float *, const int *,
-                            int, int, int, int);
+                            int, int, int, int, int);
+void cpu_rmsnorm_forward(float *, float *, const float *, const float *, int, int, float);
+void cpu_rmsnorm_backward(float *, float *, const float *, const float *, const float *,
+                          const float *, int, int);
+void cpu_rope_forward(float *, const float *, const int *, int, int, int, int, int, float);
+void cpu_rope_backward(float *, const float *, const int *, int, int, int, int, int, float);
+void cpu_swiglu_forward(float *, const float *, int, int);
+void cpu_swiglu_backward(float *, const float *, const float *, int, int);
 void cpu_gelu_forward(float *, const float *, size_t);
 void cpu_gelu_backward(float *, const float *, const float *, size_t);
 void cpu_residual_forward(float *, const float *, const float *, size_t);
@@ -40,9 +48,10 @@ void cpu_value_head_backward(float *, float *, float *, const float *, const flo
                              const float *, int, int);
 void cpu_classifier_forward(float *, float *, const float *, const int *, int, int, int);
 void cpu_classifier_backward(float *, const float *, const int *, const float *, int, int, int);
-void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int);
+void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int, int,
+                        int);
 void cpu_attention_decode(float *, float *, float *, const float *, const int *, const int *,
-                          int, int, int, int);
+                          int, int, int, int, int);
 size_t cpu_dev_count_nonfinite(const float *, size_t);
 double cpu_sum_squares(const float *, size_t);
 void cpu_adamw_update(float *, const float *, float *, float *, size_t, float, float, float,
@@ -116,12 +125,15 @@ static int *packed_positions(int B, int T) {
     return pos;
 }
 
-// packed: the encoder and attention kernels run with packed rows' positions; otherwise with
-// pos = NULL (one example per row), and the other kernels run too.
-static void run_shape(int B, int T, int C, int NH, int V, int packed) {
+// packed: the encoder, attention and rotary kernels run with packed rows' positions; otherwise
+// with pos = NULL (one example per row), and the other kernels run too. KVH key/value heads:
+// NH (GPT-2) or fewer (grouped-query attention); Llama's kernels run at every shape.
+static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
     int N = B * T, Vp = (V + 127) / 128 * 128, maxT = T + 3, H = 4 * C;
+    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
     char shape[64];
-    snprintf(shape, sizeof shape, "B%d T%d C%d NH%d%s", B, T, C, NH, packed ? " packed" : "");
+    snprintf(shape, sizeof shape, "B%d T%d C%d NH%d KV%d%s", B, T, C, NH, KVH,
+             packed ? " packed" : "");
     int *packed_pos = packed ? packed_positions(B, T) : NULL;
     int *d_packed_pos = packed ? up_int(packed_pos, N) : NULL;
     int *tok = malloc(N * sizeof(int)), *targets = malloc(N * sizeof(int));
@@ -152,6 +164,13 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
         cpu_encoder_forward(out, tok, pos, wte, wpe, N, 1, C);
         encoder_forward(d_out, d_tok, d_pos, d_wte, d_wpe, N, 1, C);
         compare("encoder_forward/T=1", "out", shape, out, d_out, (size_t)N * C);
+        // Llama's use: no position embedding
+        cpu_encoder_forward(out, tok, packed_pos, wte, NULL, B, T, C);
+        encoder_forward(d_out, d_tok, d_packed_pos, d_wte, NULL, B, T, C);
+        compare("encoder_forward/nopos", "out", shape, out, d_out, (size_t)N * C);
+        cpu_encoder_backward(wte, NULL, dout, tok, packed_pos, B, T, C);
+        encoder_backward(d_wte, NULL, d_dout, d_tok, d_packed_pos, B, T, C);
+        compare("encoder_backward/nopos", "dwte", shape, wte, d_wte, (size_t)Vp * C);
         free(wte), free(wpe), free(out), free(dout), free(pos);
         dev_free(d_wte), dev_free(d_wpe), dev_free(d_out), dev_free(d_dout), dev_free(d_pos);
     }
@@ -203,23 +222,23 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
         dev_free(d_dinp), dev_free(d_dw), dev_free(d_db);
     }
     { // attention
-        size_t nq = (size_t)N * 3 * C, no = (size_t)N * C, na = (size_t)B * NH * T * T;
+        size_t nq = (size_t)N * QKV, no = (size_t)N * C, na = (size_t)B * NH * T * T;
         float *qkv = rnd(nq, 1), *out = rnd(no, 1), *att = rnd(na, 1);
         float *d_qkv = up(qkv, nq), *d_out = up(out, no), *d_att = up(att, na);
-        cpu_attention_forward(out, att, qkv, packed_pos, B, T, C, NH);
-        attention_forward(d_out, d_att, d_qkv, d_packed_pos, B, T, C, NH);
+        cpu_attention_forward(out, att, qkv, packed_pos, B, T, C, NH, KVH);
+        attention_forward(d_out, d_att, d_qkv, d_packed_pos, B, T, C, NH, KVH);
         compare("attention_forward", "out", shape, out, d_out, no);
         compare("attention_forward", "att", shape, att, d_att, na);
         dev_to_device(d_att, att, na * sizeof(float));
         float *dout = rnd(no, 1), *dqkv = rnd(nq, 1);
         float *d_dout = up(dout, no), *d_dqkv = up(dqkv, nq);
-        cpu_attention_backward(dqkv, dout, qkv, att, packed_pos, B, T, C, NH);
-        attention_backward(d_dqkv, d_dout, d_qkv, d_att, d_packed_pos, B, T, C, NH);
+        cpu_attention_backward(dqkv, dout, qkv, att, packed_pos, B, T, C, NH, KVH);
+        attention_backward(d_dqkv, d_dout, d_qkv, d_att, d_packed_pos, B, T, C, NH, KVH);
         compare("attention_backward", "dqkv", shape, dqkv, d_dqkv, nq);
         // the KV cache: prefill B slots (of S = B + 1) with T positions (of Tc = T + 2), then
         // decode one token per slot at position T (and one more sequence at position 0)
         int S = B + 1, Tc = T + 2, ND = B + 1;
-        size_t ncache = (size_t)S * Tc * C;
+        size_t ncache = (size_t)S * Tc * KVC;
         float *kc = rnd(ncache, 1), *vc = rnd(ncache, 1);
         float *d_kc = up(kc, ncache), *d_vc = up(vc, ncache);
         int *slot = malloc(S * sizeof(int)), *pos = malloc(ND * sizeof(int));
@@ -227,16 +246,16 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
         slot[B] = B;
         for (int n = 0; n < ND; n++) pos[n] = n < B ? T : 0;
         int *d_slot = up_int(slot, S), *d_pos = up_int(pos, ND);
-        cpu_kv_cache_store(kc, vc, qkv, slot, B, T, Tc, C);
-        kv_cache_store(d_kc, d_vc, d_qkv, d_slot, B, T, Tc, C);
+        cpu_kv_cache_store(kc, vc, qkv, slot, B, T, Tc, C, NH, KVH);
+        kv_cache_store(d_kc, d_vc, d_qkv, d_slot, B, T, Tc, C, NH, KVH);
         compare("kv_cache_store", "kcache", shape, kc, d_kc, ncache);
         compare("kv_cache_store", "vcache", shape, vc, d_vc, ncache);
         dev_to_device(d_kc, kc, ncache * sizeof(float));
         dev_to_device(d_vc, vc, ncache * sizeof(float));
-        float *qn = rnd((size_t)ND * 3 * C, 1), *on = rnd((size_t)ND * C, 1);
-        float *d_qn = up(qn, (size_t)ND * 3 * C), *d_on = up(on, (size_t)ND * C);
-        cpu_attention_decode(on, kc, vc, qn, slot, pos, ND, Tc, C, NH);
-        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, ND, Tc, C, NH);
+        float *qn = rnd((size_t)ND * QKV, 1), *on = rnd((size_t)ND * C, 1);
+        float *d_qn = up(qn, (size_t)ND * QKV), *d_on = up(on, (size_t)ND * C);
+        cpu_attention_decode(on, kc, vc, qn, slot, pos, ND, Tc, C, NH, KVH);
+        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, ND, Tc, C, NH, KVH);
         compare("attention_decode", "out", shape, on, d_on, (size_t)ND * C);
         compare("attention_decode", "kcache", shape, kc, d_kc, ncache);
         compare("attention_decode", "vcache", shape, vc, d_vc, ncache);
@@ -245,6 +264,50 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
         dev_free(d_qkv), dev_free(d_out), dev_free(d_att), dev_free(d_dout), dev_free(d_dqkv);
         dev_free(d_kc), dev_free(d_vc), dev_free(d_slot), dev_free(d_pos), dev_free(d_qn);
         dev_free(d_on);
+    }
+    { // Llama's rotary embedding, with packed rows' positions or pos = NULL
+        size_t nq = (size_t)N * QKV;
+        float *inp = rnd(nq, 1), *out = rnd(nq, 1), *dout = rnd(nq, 1), *dinp = rnd(nq, 1);
+        float *d_inp = up(inp, nq), *d_out = up(out, nq), *d_dout = up(dout, nq);
+        float *d_dinp = up(dinp, nq);
+        cpu_rope_forward(out, inp, packed_pos, B, T, C, NH, KVH, 10000.0f);
+        rope_forward(d_out, d_inp, d_packed_pos, B, T, C, NH, KVH, 10000.0f);
+        compare("rope_forward", "out", shape, out, d_out, nq);
+        cpu_rope_backward(dinp, dout, packed_pos, B, T, C, NH, KVH, 10000.0f);
+        rope_backward(d_dinp, d_dout, d_packed_pos, B, T, C, NH, KVH, 10000.0f);
+        compare("rope_backward", "dinp", shape, dinp, d_dinp, nq);
+        free(inp), free(out), free(dout), free(dinp);
+        dev_free(d_inp), dev_free(d_out), dev_free(d_dout), dev_free(d_dinp);
+    }
+    if (!packed) { // Llama's RMSNorm and SwiGLU (of width H)
+        size_t nc = (size_t)N * C, nh = (size_t)N * H;
+        float *inp = rnd(nc, 2), *w = rnd(C, 1), *out = rnd(nc, 1), *rstd = rnd(N, 1);
+        float *d_inp = up(inp, nc), *d_w = up(w, C), *d_out = up(out, nc), *d_rstd = up(rstd, N);
+        cpu_rmsnorm_forward(out, rstd, inp, w, N, C, 1e-5f);
+        rmsnorm_forward(d_out, d_rstd, d_inp, d_w, N, C, 1e-5f);
+        compare("rmsnorm_forward", "out", shape, out, d_out, nc);
+        compare("rmsnorm_forward", "rstd", shape, rstd, d_rstd, N);
+        dev_to_device(d_rstd, rstd, N * sizeof(float)); // the backward reads the CPU's stats
+        float *dout = rnd(nc, 1), *dinp = rnd(nc, 1), *dw = rnd(C, 1);
+        float *d_dout = up(dout, nc), *d_dinp = up(dinp, nc), *d_dw = up(dw, C);
+        cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+        rmsnorm_backward(d_dinp, d_dw, d_dout, d_inp, d_w, d_rstd, N, C);
+        compare("rmsnorm_backward", "dinp", shape, dinp, d_dinp, nc);
+        compare("rmsnorm_backward", "dweight", shape, dw, d_dw, C);
+        float *gate_up = rnd(2 * nh, 4), *sw = rnd(nh, 1), *dsw = rnd(nh, 1), *dgu = rnd(2 * nh, 1);
+        float *d_gu = up(gate_up, 2 * nh), *d_sw = up(sw, nh), *d_dsw = up(dsw, nh);
+        float *d_dgu = up(dgu, 2 * nh);
+        cpu_swiglu_forward(sw, gate_up, N, H);
+        swiglu_forward(d_sw, d_gu, N, H);
+        compare("swiglu_forward", "out", shape, sw, d_sw, nh);
+        cpu_swiglu_backward(dgu, gate_up, dsw, N, H);
+        swiglu_backward(d_dgu, d_gu, d_dsw, N, H);
+        compare("swiglu_backward", "dinp", shape, dgu, d_dgu, 2 * nh);
+        free(inp), free(w), free(out), free(rstd), free(dout), free(dinp), free(dw);
+        free(gate_up), free(sw), free(dsw), free(dgu);
+        dev_free(d_inp), dev_free(d_w), dev_free(d_out), dev_free(d_rstd), dev_free(d_dout);
+        dev_free(d_dinp), dev_free(d_dw), dev_free(d_gu), dev_free(d_sw), dev_free(d_dsw);
+        dev_free(d_dgu);
     }
     if (!packed) { // gelu and residual
         size_t n = (size_t)N * H;
@@ -331,8 +394,10 @@ static void run_shape(int B, int T, int C, int NH, int V, int packed) {
 
 int main(void) {
     for (int packed = 0; packed < 2; packed++) { // packed: the encoder and attention again
-        run_shape(3, 37, 96, 4, 500, packed);      // odd sizes: partial blocks everywhere
-        run_shape(2, 256, 768, 12, 50257, packed); // one GPT-2 124M layer's shapes
+        run_shape(3, 37, 96, 4, 4, 500, packed);      // odd sizes: partial blocks everywhere
+        run_shape(2, 256, 768, 12, 12, 50257, packed); // one GPT-2 124M layer's shapes
+        run_shape(3, 37, 96, 4, 2, 500, packed);      // grouped-query attention, odd sizes
+        run_shape(2, 128, 576, 9, 3, 49152, packed);  // a SmolLM-135M-shaped Llama layer
     }
     printf("%s: %d of %d kernel checks passed\n", failures ? "FAIL" : "PASS", checks - failures,
            checks);

@@ -4,8 +4,9 @@
 #     tests/short_runs.sh WORKDIR PROGRAM...
 # PROGRAM... is how to start sirt: `./sirt_asan` (test.sh), or `valgrind ... ./sirt_vg`
 # (tests/valgrind.sh). Covers tokenizer training and tokenize, data, train and its resume, sft,
-# sample, eval (and --rerank), dpo, refine, label-steps and prm, plus a few bad inputs that must
-# end in one clear error (exit 1).
+# sample, eval (and --rerank), dpo, refine, label-steps and prm, a Llama (train, resume, sft,
+# sample, export to llama2.c and Hugging Face and back), plus a few bad inputs that must end in
+# one clear error (exit 1).
 # The checker must make a run fail with an exit status other than 0 and 1 when it finds
 # something. Needs tests/test_core (the normal build) to write token shards.
 # Prints "ok: ..." or "FAIL: ..." per run and ends with "N passed, M failed".
@@ -76,6 +77,24 @@ sirt "prm 2 steps with a held-out report" prm --init "$w/sft.bin" --tokenizer "$
 sirt "eval --rerank with 2 samples" eval --model "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/valid.jsonl" \
     --samples 2 --max-new 12 --rerank "$w/prm.bin" --rerank-by min --out "$w/rr.jsonl" --summary "$w/rr.json"
 
+# the Llama: train (grouped-query attention) and resume, sft, sample, the exports and reading them
+ltrain=(train --config 1,4,16,32,64,2 --arch llama --data "$w/shard.bin" --batch 2 --seq 16 --lr 1e-3)
+sirt "train a Llama 3 steps, stopping after 2" "${ltrain[@]}" --steps 3 --stop-after 2 --out "$w/l.bin"
+sirt "train a Llama --resume" "${ltrain[@]}" --steps 3 --resume --out "$w/l.bin"
+sirt "sft a Llama 2 steps" sft --config 1,4,16,160,300,2 --arch llama --tokenizer "$w/tok.bin" \
+    --data "$w/train.jsonl" --steps 2 --batch 4 --seq 160 --lr 1e-3 --out "$w/lsft.bin"
+sirt "sample from the Llama" sample --model "$w/lsft.bin" --tokenizer "$w/tok.bin" --prompt "Tom has" \
+    -n 2 --max-new 8 --batch 2
+sirt "export the Llama to llama2.c" export --model "$w/l.bin" --format llama2c --out "$w/l_v1.bin"
+sirt "train from the llama2.c file" train --init "$w/l_v1.bin" --data "$w/shard.bin" --batch 2 --seq 16 \
+    --lr 1e-3 --steps 1 --out "$w/l3.bin"
+sirt "export the Llama to Hugging Face" export --model "$w/l.bin" --format hf --out "$w/l_hf"
+sirt "export GPT-2 to Hugging Face" export --model "$w/t.bin" --format hf --out "$w/t_hf"
+sirt "train from the Hugging Face directories" train --init "$w/l_hf" --data "$w/shard.bin" --batch 2 \
+    --seq 16 --lr 1e-3 --steps 1 --out "$w/l4.bin"
+sirt "train from GPT-2's Hugging Face directory" train --init "$w/t_hf" --data "$w/shard.bin" --batch 2 \
+    --seq 16 --lr 1e-3 --steps 1 --out "$w/t4.bin"
+
 # bad inputs: one error line, exit 1, nothing leaked or touched out of bounds on the way
 head -c 2000 "$w/t.bin" >"$w/trunc.bin"
 sirt_error "truncated checkpoint" "truncated" train --init "$w/trunc.bin" --data "$w/shard.bin" --batch 2 --seq 8 \
@@ -87,6 +106,12 @@ sirt_error "JSONL with a lone surrogate" "bad.jsonl:2:" sft --config 1,1,8,32,30
     --data "$w/bad.jsonl" --batch 2 --seq 16 --lr 1e-3 --steps 1 --out "$w/x.bin"
 head -c 30 "$w/tok.bin" >"$w/badtok.bin"
 sirt_error "truncated tokenizer" "truncated" tokenize --tokenizer "$w/badtok.bin"
+head -c 3000 "$w/l_v1.bin" >"$w/l_trunc.bin"
+sirt_error "truncated llama2.c checkpoint" "(truncated)" train --init "$w/l_trunc.bin" --data "$w/shard.bin" \
+    --batch 2 --seq 8 --steps 1 --lr 1e-3 --out "$w/x.bin"
+head -c 3000 "$w/l_hf/model.safetensors" >"$w/l_hf/trunc" && mv "$w/l_hf/trunc" "$w/l_hf/model.safetensors"
+sirt_error "truncated safetensors" "do not hold" train --init "$w/l_hf" --data "$w/shard.bin" \
+    --batch 2 --seq 8 --steps 1 --lr 1e-3 --out "$w/x.bin"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -221,18 +221,19 @@ static void test_matmul(Rng *rng) {
 }
 
 // --- attention -------------------------------------------------------------------------------
-// packed: rows cut into examples at random places (pos); otherwise pos is NULL
-typedef struct { float *qkv, *out, *att, *r; int *pos; int B, T, C, NH; } AttentionCase;
+// packed: rows cut into examples at random places (pos); otherwise pos is NULL. KVH key/value
+// heads: NH (GPT-2) or fewer (grouped-query attention).
+typedef struct { float *qkv, *out, *att, *r; int *pos; int B, T, C, NH, KVH; } AttentionCase;
 static double attention_objective(void *p) {
     AttentionCase *k = p;
-    attention_forward(k->out, k->att, k->qkv, k->pos, k->B, k->T, k->C, k->NH);
+    attention_forward(k->out, k->att, k->qkv, k->pos, k->B, k->T, k->C, k->NH, k->KVH);
     return project(k->out, k->r, (size_t)k->B * k->T * k->C);
 }
-static void test_attention(Rng *rng, int packed) {
-    int B = 2, T = 9, C = 24, NH = 3;
-    size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C;
+static void test_attention(Rng *rng, int packed, int gqa) {
+    int B = 2, T = 9, C = 24, NH = gqa ? 4 : 3, KVH = gqa ? 2 : NH, hs = C / NH;
+    size_t n_qkv = (size_t)B * T * (C + 2 * KVH * hs), n_out = (size_t)B * T * C;
     AttentionCase k = {xmalloc(n_qkv * 4), xmalloc(n_out * 4), xmalloc(B * NH * T * T * 4),
-                       xmalloc(n_out * 4), NULL, B, T, C, NH};
+                       xmalloc(n_out * 4), NULL, B, T, C, NH, KVH};
     if (packed) {
         k.pos = xmalloc(B * T * 4);
         random_positions(k.pos, B, T, rng);
@@ -255,16 +256,41 @@ static void test_attention(Rng *rng, int packed) {
         }
         worst = fmax(worst, fabs(sum - 1.0));
     }
-    check(worst < 1e-6 && inside_positive, "attention_forward%s weights are causal%s and sum to "
-          "one (error %.1e)", packed ? " (packed rows)" : "", packed ? " within each example" : "",
-          worst);
+    check(worst < 1e-6 && inside_positive, "attention_forward%s%s weights are causal%s and sum "
+          "to one (error %.1e)", packed ? " (packed rows)" : "", gqa ? " (4 heads, 2 kv heads)" : "",
+          packed ? " within each example" : "", worst);
+    if (gqa) {
+        // grouped-query attention is ordinary attention with each key/value head repeated for
+        // the query heads of its group: the same output from a (B,T,3C) qkv built that way
+        int QKV = C + 2 * KVH * hs, group = NH / KVH;
+        float *full = xmalloc((size_t)B * T * 3 * C * 4), *out_full = xmalloc(n_out * 4);
+        float *att_full = xmalloc(B * NH * T * T * 4);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < hs; i++) {
+                    const float *src = k.qkv + (size_t)bt * QKV;
+                    float *dst = full + (size_t)bt * 3 * C;
+                    dst[h * hs + i] = src[h * hs + i];
+                    dst[C + h * hs + i] = src[C + (h / group) * hs + i];
+                    dst[2 * C + h * hs + i] = src[C + KVH * hs + (h / group) * hs + i];
+                }
+        attention_forward(out_full, att_full, full, k.pos, B, T, C, NH, NH);
+        double diff = 0.0;
+        for (size_t i = 0; i < n_out; i++) diff = fmax(diff, fabs(out_full[i] - k.out[i]));
+        check(diff == 0.0, "attention_forward%s with 2 kv heads for 4 query heads equals "
+              "attention with each kv head repeated (max difference %.1e)",
+              packed ? " (packed rows)" : "", diff);
+        free(full); free(out_full); free(att_full);
+    }
     float *d0 = xmalloc(n_qkv * 4);
     fill_normal(d0, n_qkv, 1, rng);
     float *dqkv = random_copy(d0, n_qkv);
-    attention_backward(dqkv, k.r, k.qkv, k.att, k.pos, B, T, C, NH);
+    attention_backward(dqkv, k.r, k.qkv, k.att, k.pos, B, T, C, NH, KVH);
     float *g = increment(dqkv, d0, n_qkv);
-    check_gradient(packed ? "attention_backward dqkv (packed rows)" : "attention_backward dqkv",
-                   attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
+    char name[96];
+    snprintf(name, sizeof name, "attention_backward dqkv%s%s", packed ? " (packed rows)" : "",
+             gqa ? " (grouped-query: 4 heads, 2 kv heads)" : "");
+    check_gradient(name, attention_objective, &k, k.qkv, g, n_qkv, KERNEL_TOL, rng);
     free(k.qkv); free(k.out); free(k.att); free(k.r); free(k.pos); free(d0); free(dqkv); free(g);
 }
 
@@ -412,14 +438,19 @@ static double model_objective(void *p) {
     return loss;
 }
 
-static void test_model_gradients(Rng *rng, int packed) {
-    Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
+// The check for a model of either shape (seed: its initialisation): every parameter tensor's
+// live rows (the padded vocabulary rows V..Vp-1 stay zero, as in a real checkpoint), each named
+// "LABEL gradient of TENSOR VARIANT". Returns how many tensors it checked (an untied Llama's
+// wcls has rows; a tied one's none).
+static int check_model_gradients(Config cfg, uint64_t seed, const char *label, const char *variant,
+                                 int packed, Rng *rng) {
     Model model;
     model_build(&model, cfg);
-    model_init_random(&model, 5);
+    model_init_random(&model, seed);
     for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] += 0.3f * rng_normal(rng);
-    // the padding rows of wte stay zero, as in a real checkpoint
     memset(model.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    if (!model.config.tied)
+        memset(model.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
     int B = 2, T = 7;
     ModelCase k = {&model, xmalloc(B * T * 4), xmalloc(B * T * 4), NULL, xmalloc(B * T * 4), B, T};
     if (packed) {
@@ -436,19 +467,29 @@ static void test_model_gradients(Rng *rng, int packed) {
     float *grads = random_copy(model.grads_memory, model.num_parameters);
     GradTolerance tol = {3e-3, 1e-3, 1e-2, 1e-2};
     size_t offset = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        char name[64];
-        snprintf(name, sizeof name, "model gradient of %s%s", GPT2_PARAMS[t].name,
-                 packed ? " (packed rows)" : "");
+    int checked = 0;
+    for (int t = 0; t < model.num_param_tensors; t++) {
+        const TensorSpec *spec = &model.param_table[t];
         size_t n = model.param_sizes[t];
-        if (t == 0) n = (size_t)cfg.V * cfg.C; // the live rows of wte
-        check_gradient(name, model_objective, &k, model.params_memory + offset, grads + offset,
-                       n, tol, rng);
+        if (spec->shape[0] == D_Vp || spec->shape[0] == D_CLS) n = n / cfg.Vp * cfg.V; // live rows
+        if (n) {
+            char name[96];
+            snprintf(name, sizeof name, "%s gradient of %s%s", label, spec->name, variant);
+            check_gradient(name, model_objective, &k, model.params_memory + offset,
+                           grads + offset, n, tol, rng);
+            checked++;
+        }
         offset += model.param_sizes[t];
     }
     free(grads);
     free(k.inputs); free(k.targets); free(k.pos); free(k.coefs);
     model_free(&model);
+    return checked;
+}
+
+static void test_model_gradients(Rng *rng, int packed) {
+    Config cfg = parse_config("2,2,16,8,23"); // L=2 NH=2 C=16 maxT=8 V=23 (Vp=128)
+    check_model_gradients(cfg, 5, "model", packed ? " (packed rows)" : "", packed, rng);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,7 +671,330 @@ static void test_guard(Rng *rng) {
     model_free(&model);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Llama's kernels: each forward against its definition in double, each backward against
+// finite differences (accumulating into random gradients, as above).
+typedef struct { float *inp, *w, *out, *rstd, *r; int N, C; } RmsnormCase;
+static double rmsnorm_objective(void *p) {
+    RmsnormCase *k = p;
+    rmsnorm_forward(k->out, k->rstd, k->inp, k->w, k->N, k->C, 1e-5f);
+    return project(k->out, k->r, (size_t)k->N * k->C);
+}
+static void test_rmsnorm(Rng *rng) {
+    int N = 6, C = 150;
+    RmsnormCase k = {xmalloc(N * C * 4), xmalloc(C * 4), xmalloc(N * C * 4), xmalloc(N * 4),
+                     xmalloc(N * C * 4), N, C};
+    fill_normal(k.inp, N * C, 2, rng);
+    for (int i = 0; i < N * C; i++) k.inp[i] += i / C; // rows of different scales and means
+    fill_normal(k.w, C, 1, rng);
+    fill_normal(k.r, N * C, 1, rng);
+    rmsnorm_objective(&k);
+    double max_err = 0.0;
+    for (int n = 0; n < N; n++) {
+        double ms = 0;
+        for (int c = 0; c < C; c++) ms += (double)k.inp[n * C + c] * k.inp[n * C + c];
+        ms /= C;
+        for (int c = 0; c < C; c++)
+            max_err = fmax(max_err, fabs(k.inp[n * C + c] / sqrt(ms + 1e-5) * k.w[c] -
+                                         k.out[n * C + c]));
+    }
+    check(max_err < 1e-5, "rmsnorm_forward matches x/sqrt(mean(x²)+eps)*w: max error %.1e", max_err);
+    float *d0[2] = {xmalloc(N * C * 4), xmalloc(C * 4)};
+    fill_normal(d0[0], N * C, 1, rng);
+    fill_normal(d0[1], C, 1, rng);
+    float *dinp = random_copy(d0[0], N * C), *dw = random_copy(d0[1], C);
+    rmsnorm_backward(dinp, dw, k.r, k.inp, k.w, k.rstd, N, C);
+    float *g[2] = {increment(dinp, d0[0], N * C), increment(dw, d0[1], C)};
+    check_gradient("rmsnorm_backward dinp", rmsnorm_objective, &k, k.inp, g[0], N * C, KERNEL_TOL, rng);
+    check_gradient("rmsnorm_backward dweight", rmsnorm_objective, &k, k.w, g[1], C, KERNEL_TOL, rng);
+    free(k.inp); free(k.w); free(k.out); free(k.rstd); free(k.r);
+    for (int i = 0; i < 2; i++) { free(d0[i]); free(g[i]); }
+    free(dinp); free(dw);
+}
+
+typedef struct { float *inp, *out, *r; int *pos; int B, T, C, NH, KVH; } RopeCase;
+static double rope_objective(void *p) {
+    RopeCase *k = p;
+    rope_forward(k->out, k->inp, k->pos, k->B, k->T, k->C, k->NH, k->KVH, 10000.0f);
+    return project(k->out, k->r, (size_t)k->B * k->T * (k->C + 2 * k->KVH * (k->C / k->NH)));
+}
+static void test_rope(Rng *rng, int packed) {
+    int B = 2, T = 7, C = 24, NH = 4, KVH = 2, hs = C / NH, KVC = KVH * hs, QKV = C + 2 * KVC;
+    size_t n = (size_t)B * T * QKV;
+    RopeCase k = {xmalloc(n * 4), xmalloc(n * 4), xmalloc(n * 4), NULL, B, T, C, NH, KVH};
+    if (packed) {
+        k.pos = xmalloc(B * T * 4);
+        random_positions(k.pos, B, T, rng);
+    }
+    fill_normal(k.inp, n, 1, rng);
+    fill_normal(k.r, n, 1, rng);
+    rope_objective(&k);
+    // the definition: pair (2i, 2i+1) of each q and k head turned by p / 10000^(2i/hs); v copied
+    double max_err = 0.0;
+    int v_same = 1;
+    for (int bt = 0; bt < B * T; bt++) {
+        int p = packed ? k.pos[bt] : bt % T;
+        const float *x = k.inp + (size_t)bt * QKV, *o = k.out + (size_t)bt * QKV;
+        for (int j = 0; j < C + KVC; j += 2) {
+            double angle = p * pow(10000.0, -(double)(j % hs) / hs);
+            double r0 = x[j] * cos(angle) - x[j + 1] * sin(angle);
+            double r1 = x[j] * sin(angle) + x[j + 1] * cos(angle);
+            max_err = fmax(max_err, fmax(fabs(r0 - o[j]), fabs(r1 - o[j + 1])));
+        }
+        for (int j = C + KVC; j < QKV; j++) v_same &= o[j] == x[j];
+    }
+    check(max_err < 1e-5 && v_same, "rope_forward%s rotates the pairs (2i, 2i+1) of every q and k "
+          "head by p/10000^(2i/hs) (max error %.1e) and copies v", packed ? " (packed rows)" : "",
+          max_err);
+    float *d0 = xmalloc(n * 4);
+    fill_normal(d0, n, 1, rng);
+    float *dinp = random_copy(d0, n);
+    rope_backward(dinp, k.r, k.pos, B, T, C, NH, KVH, 10000.0f);
+    float *g = increment(dinp, d0, n);
+    check_gradient(packed ? "rope_backward dinp (packed rows)" : "rope_backward dinp",
+                   rope_objective, &k, k.inp, g, n, KERNEL_TOL, rng);
+    free(k.inp); free(k.out); free(k.r); free(k.pos); free(d0); free(dinp); free(g);
+}
+
+typedef struct { float *inp, *out, *r; int N, H; } SwigluCase;
+static double swiglu_objective(void *p) {
+    SwigluCase *k = p;
+    swiglu_forward(k->out, k->inp, k->N, k->H);
+    return project(k->out, k->r, (size_t)k->N * k->H);
+}
+static void test_swiglu(Rng *rng) {
+    int N = 5, H = 37;
+    SwigluCase k = {xmalloc(N * 2 * H * 4), xmalloc(N * H * 4), xmalloc(N * H * 4), N, H};
+    fill_normal(k.inp, N * 2 * H, 2, rng);
+    fill_normal(k.r, N * H, 1, rng);
+    swiglu_objective(&k);
+    double max_err = 0.0;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < H; i++) {
+            double a = k.inp[n * 2 * H + i], b = k.inp[n * 2 * H + H + i];
+            max_err = fmax(max_err, fabs(a / (1 + exp(-a)) * b - k.out[n * H + i]));
+        }
+    check(max_err < 1e-5, "swiglu_forward matches silu(a)*b (max error %.1e)", max_err);
+    float *d0 = xmalloc(N * 2 * H * 4);
+    fill_normal(d0, N * 2 * H, 1, rng);
+    float *dinp = random_copy(d0, N * 2 * H);
+    swiglu_backward(dinp, k.inp, k.r, N, H);
+    float *g = increment(dinp, d0, N * 2 * H);
+    check_gradient("swiglu_backward dinp (gate and up)", swiglu_objective, &k, k.inp, g,
+                   N * 2 * H, KERNEL_TOL, rng);
+    free(k.inp); free(k.out); free(k.r); free(d0); free(dinp); free(g);
+}
+
+// The whole Llama model (grouped-query attention: 4 heads, 2 kv heads): the gradient of every
+// parameter tensor, classifier tied or not, rows packed or not. As for GPT-2, the weights are
+// drawn larger than the init so that the nonlinearities are far from linear.
+static void test_llama_gradients(Rng *rng, int packed, int untied) {
+    Config cfg = parse_config_arch("2,4,16,8,23,2,20", ARCH_LLAMA);
+    cfg.tied = !untied;
+    char variant[64];
+    snprintf(variant, sizeof variant, " (%s classifier%s)", untied ? "own" : "tied",
+             packed ? ", packed rows" : "");
+    int checked = check_model_gradients(cfg, 6, "llama", variant, packed, rng);
+    check(checked == (untied ? 9 : 8), "llama: %d parameter tensors checked", checked);
+}
+
+// Our Llama checkpoint: write → read gives the same configuration and bits (tied and untied).
+static void test_llama_checkpoint_roundtrip(const char *dir) {
+    for (int untied = 0; untied < 2; untied++) {
+        char path[4096];
+        scratch_path(path, sizeof path, dir, "llama.bin");
+        Config cfg = parse_config_arch("2,4,16,32,100,2,24", ARCH_LLAMA);
+        cfg.tied = !untied;
+        Model a, b;
+        model_build(&a, cfg);
+        model_init_random(&a, 42);
+        model_save(&a, path);
+        model_load(&b, path);
+        int same = !memcmp(&a.config, &b.config, sizeof a.config) &&
+                   a.num_parameters == b.num_parameters &&
+                   !memcmp(a.params_memory, b.params_memory, a.num_parameters * 4);
+        check(same, "llama checkpoint round trip (%s classifier): %zu parameters, config and "
+              "bits equal", untied ? "own" : "tied", a.num_parameters);
+        model_free(&a);
+        model_free(&b);
+    }
+}
+
+// llama2.c's files (section 3b): a random Llama with a padded vocabulary (V=300, Vp=384),
+// classifier tied or not, written as version 1 (export) and as the legacy layout (written here
+// from the same tensor order), read back with the same configuration and bits.
+static void test_llama2c_files(const char *dir) {
+    for (int untied = 0; untied < 2; untied++) {
+        char v1_path[4096], legacy_path[4096];
+        scratch_path(v1_path, sizeof v1_path, dir, "llama2c_v1.bin");
+        scratch_path(legacy_path, sizeof legacy_path, dir, "llama2c_legacy.bin");
+        Config cfg = parse_config_arch("2,4,16,24,300,2,20", ARCH_LLAMA);
+        cfg.tied = !untied;
+        Model a, b, c;
+        model_build(&a, cfg);
+        model_init_random(&a, 77);
+        llama2c_save(&a, v1_path);
+        size_t n;
+        unsigned char *v1 = read_whole_file(v1_path, &n);
+        uint32_t magic = 0;
+        int32_t head[8] = {0};
+        if (v1 && n >= 256) memcpy(&magic, v1, 4), memcpy(head, v1 + 4, sizeof head);
+        int header_ok = v1 && magic == 0x616b3432u && head[0] == 1 && head[1] == 16 &&
+                        head[2] == 20 && head[3] == 2 && head[4] == 4 && head[5] == 2 &&
+                        head[6] == 300 && head[7] == 24 && v1[36] == !untied &&
+                        n == 256 + 4 * (size_t)llama2c_floats(&cfg, LLAMA2C_V1_ORDER);
+        free(v1);
+        // the legacy layout: 7 ints (vocab_size negative when untied), the tensors in its order
+        int32_t dims[7] = {16, 20, 2, 4, 2, untied ? -300 : 300, 24};
+        llama2c_write(legacy_path, dims, sizeof dims, &cfg, &a.params, LLAMA2C_LEGACY_ORDER);
+        model_load(&b, v1_path);
+        model_load(&c, legacy_path);
+        int same = 1;
+        for (Model *m = &b; m; m = m == &b ? &c : NULL)
+            same &= !memcmp(&a.config, &m->config, sizeof a.config) &&
+                    a.num_parameters == m->num_parameters &&
+                    !memcmp(a.params_memory, m->params_memory, a.num_parameters * 4);
+        check(header_ok && same, "llama2.c files (%s classifier, V=300 padded to 384): version 1 "
+              "header and size right; version 1 and legacy read back with the same config and bits",
+              untied ? "own" : "shared");
+        model_free(&a);
+        model_free(&b);
+        model_free(&c);
+    }
+}
+
+// Hugging Face directories (section 3c): GPT-2 and Llama (tied and own classifier, padded
+// vocabulary) written and read back bit-exact; the safetensors header as the format wants it
+// (padded to 8 bytes, "format": "pt", offsets tiling the data); GPT-2's Conv1D weights
+// transposed and Llama's q/k rows in rotate-half order, checked element by element.
+static void test_hf_files(const char *dir) {
+    const char *configs[3] = {"2,2,16,24,300", "2,4,16,24,300,2,20", "2,4,16,24,300,2,20"};
+    for (int k = 0; k < 3; k++) {
+        char out[4096], path[4200];
+        scratch_path(out, sizeof out, dir, k == 0 ? "hf_gpt2" : k == 1 ? "hf_llama" : "hf_llama_own");
+        Config cfg = parse_config_arch(configs[k], k == 0 ? ARCH_GPT2 : ARCH_LLAMA);
+        if (k == 2) cfg.tied = 0;
+        Model a, b;
+        model_build(&a, cfg);
+        model_init_random(&a, 123 + k);
+        Rng rng = rng_seeded(9);
+        for (size_t i = 0; i < a.num_parameters; i++) a.params_memory[i] += 0.1f * rng_normal(&rng);
+        memset(a.params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+        if (!cfg.tied)
+            memset(a.params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+        hf_save(&a, out);
+        model_load(&b, out);
+        int same = !memcmp(&a.config, &b.config, sizeof a.config) &&
+                   a.num_parameters == b.num_parameters &&
+                   !memcmp(a.params_memory, b.params_memory, a.num_parameters * 4);
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        size_t n;
+        unsigned char *file = read_whole_file(path, &n);
+        uint64_t len = 0;
+        if (file && n >= 8) memcpy(&len, file, 8);
+        int header_ok = file && len % 8 == 0 && len + 8 <= n &&
+                        !memcmp(file + 8, "{\"__metadata__\": {\"format\": \"pt\"}", 33);
+        // the data offsets tile the data: the tensors' sizes add up to the file's data
+        size_t floats = 0;
+        HfTensor *t = xmalloc((16 * (size_t)cfg.L + 4) * sizeof(HfTensor));
+        int nt = hf_tensors(&cfg, &a.params, t);
+        for (int i = 0; i < nt; i++) floats += hf_count(&t[i]);
+        header_ok &= n == 8 + len + 4 * floats;
+        // one element of a transposed / permuted tensor, read from the file itself
+        const float *data = file ? (const float *)(file + 8 + len) : NULL;
+        size_t at = 0;
+        int layout_ok = 0;
+        for (int i = 0; data && i < nt; i++) {
+            const char *want = k == 0 ? "transformer.h.1.attn.c_attn.weight"
+                                      : "model.layers.1.self_attn.k_proj.weight";
+            if (!strcmp(t[i].name, want)) {
+                float hf_value, ours;
+                if (k == 0) { // Conv1D (C, 3C): element [c][o] is our qkvw[o][c]; c = 5, o = 37
+                    memcpy(&hf_value, data + at + 5 * 3 * cfg.C + 37, 4);
+                    ours = t[i].ours[37 * cfg.C + 5];
+                } else { // k_proj row 1 of head 1 (hs 4) is our row 4 + 2 of that head; column 3
+                    memcpy(&hf_value, data + at + (4 + 1) * cfg.C + 3, 4);
+                    ours = t[i].ours[(4 + 2) * cfg.C + 3];
+                }
+                layout_ok = hf_value == ours && ours != 0.0f;
+            }
+            at += hf_count(&t[i]);
+        }
+        if (k == 0 && header_ok) { // named as saved from GPT2Model (OpenAI's gpt2): no "transformer."
+            JsonBuf renamed = {0};
+            const char *h = (const char *)file + 8, *prefix = "\"transformer.";
+            for (size_t i = 0; i < len;) {
+                int cut = i + 13 <= len && !memcmp(h + i, prefix, 13);
+                json_buf_put(&renamed, h + i, 1); // the quote; the prefix after it is dropped
+                i += cut ? 13 : 1;
+            }
+            uint64_t renamed_len = renamed.len;
+            SafeFile sf;
+            safe_open(&sf, path);
+            safe_write(&sf, &renamed_len, 8);
+            safe_write(&sf, renamed.data, renamed.len);
+            safe_write(&sf, file + 8 + len, n - 8 - len);
+            safe_commit(&sf);
+            Model c;
+            model_load(&c, out);
+            same &= strstr(renamed.data, "\"h.1.attn.c_attn.weight\"") &&
+                    !strstr(renamed.data, "transformer.") && c.num_parameters == a.num_parameters &&
+                    !memcmp(a.params_memory, c.params_memory, a.num_parameters * 4);
+            free(renamed.data);
+            model_free(&c);
+        }
+        check(same && header_ok && layout_ok, "Hugging Face directory, %s: written and read back "
+              "bit-exact; safetensors header padded to 8 with format pt, offsets tiling the data; "
+              "%s", k == 0 ? "GPT-2" : k == 1 ? "Llama (tied)" : "Llama (own classifier)",
+              k == 0 ? "c_attn.weight[5][37] = our qkvw[37][5] (Conv1D transposed); read "
+                       "back too with GPT2Model's names (no \"transformer.\")"
+                     : "k_proj row 1 of head 1 = our row 2 of it (rotate-half order)");
+        free(t);
+        free(file);
+        model_free(&a);
+        model_free(&b);
+        remove(path); // the directory's two files, then the directory (scratch_remove's is flat)
+        snprintf(path, sizeof path, "%s/config.json", out);
+        remove(path);
+        remove(out);
+    }
+}
+
+// The half-precision dtypes a downloaded safetensors file may hold, converted to float32.
+static void test_hf_dtypes(void) {
+    uint16_t bf16[3] = {0x3F80, 0xC040, 0x4049}; // 1, -3, 3.140625
+    uint16_t f16[6] = {0x3C00, 0xC000, 0x3555, 0x0001, 0x7C00, 0x8000}; // 1, -2, 1/3 rounded, 2^-24, inf, -0
+    float a[3], b[6];
+    int ok = hf_to_float(a, (const unsigned char *)bf16, 3, "BF16") == 0 &&
+             hf_to_float(b, (const unsigned char *)f16, 6, "F16") == 0 && a[0] == 1.0f &&
+             a[1] == -3.0f && a[2] == 3.140625f && b[0] == 1.0f && b[1] == -2.0f &&
+             b[2] == 0.333251953125f && b[3] == ldexpf(1.0f, -24) && isinf(b[4]) && b[4] > 0 &&
+             b[5] == 0.0f && signbit(b[5]) && hf_to_float(a, (const unsigned char *)bf16, 1, "I8") == -1;
+    check(ok, "safetensors dtypes: BF16 (1, -3, 3.140625) and F16 (1, -2, 0.33325, the subnormal "
+          "2^-24, inf, -0) to float32 exactly; another dtype refused");
+}
+
+// Prints the logits (the first V of each position) of the full forward pass over the given
+// token ids, one line per position: `tests/test_core --logits MODEL ID...` (for test.sh's
+// comparison with tests/llama2c_reference.py, an independent implementation).
+static int print_logits(const char *path, char **ids, int n) {
+    Model model;
+    model_load(&model, path);
+    int *inputs = xmalloc(n * sizeof(int)), *targets = xmalloc(n * sizeof(int));
+    for (int i = 0; i < n; i++) inputs[i] = atoi(ids[i]), targets[i] = -1;
+    model_forward(&model, inputs, targets, NULL, 1, n);
+    const Config *cfg = &model.config;
+    for (int t = 0; t < n; t++)
+        for (int v = 0; v < cfg->V; v++)
+            printf("%.9g%c", model.acts.logits[(size_t)t * cfg->Vp + v], v + 1 < cfg->V ? ' ' : '\n');
+    free(inputs);
+    free(targets);
+    model_free(&model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "--logits")) return print_logits(argv[2], argv + 3, argc - 3);
     if (argc == 6 && !strcmp(argv[1], "--poke"))
         return poke(argv[2], argv[3], atol(argv[4]), argv[5]);
     if (argc == 6 && !strcmp(argv[1], "--write-shard"))
@@ -645,8 +1009,8 @@ int main(int argc, char **argv) {
     test_encoder(&rng, 1);
     test_layernorm(&rng);
     test_matmul(&rng);
-    test_attention(&rng, 0);
-    test_attention(&rng, 1);
+    test_attention(&rng, 0, 0);
+    test_attention(&rng, 1, 0);
     test_pointwise(&rng);
     test_classifier(&rng);
     test_adamw(&rng);
@@ -657,6 +1021,18 @@ int main(int argc, char **argv) {
     test_checkpoint_roundtrip(dir);
     test_count_nonfinite();
     test_guard(&rng);
+    // Llama (last, so that the random draws of the tests above stay as they were)
+    test_attention(&rng, 0, 1);
+    test_attention(&rng, 1, 1);
+    test_rmsnorm(&rng);
+    test_rope(&rng, 0);
+    test_rope(&rng, 1);
+    test_swiglu(&rng);
+    for (int variant = 0; variant < 4; variant++) test_llama_gradients(&rng, variant & 1, variant >> 1);
+    test_llama_checkpoint_roundtrip(dir);
+    test_llama2c_files(dir);
+    test_hf_files(dir);
+    test_hf_dtypes();
     scratch_remove(dir);
     return checks_finish();
 }

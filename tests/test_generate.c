@@ -5,20 +5,30 @@
 #include "check.h"
 
 // A random model with weights larger than GPT-2's init, so that its logits vary a lot.
-static void random_model(Model *model, const char *config, uint64_t seed) {
-    model_build(model, parse_config(config));
+// A Llama (arch ARCH_LLAMA, config as parse_config_arch reads it) with its classifier tied or not.
+static void random_model_arch(Model *model, const char *config, uint64_t seed, int arch, int tied) {
+    Config cfg = parse_config_arch(config, arch);
+    if (arch == ARCH_LLAMA) cfg.tied = tied;
+    model_build(model, cfg);
     model_init_random(model, seed);
     Rng rng = rng_seeded(seed + 1);
     for (size_t i = 0; i < model->num_parameters; i++) model->params_memory[i] += 0.1f * rng_normal(&rng);
-    const Config *cfg = &model->config;
-    memset(model->params.wte + (size_t)cfg->V * cfg->C, 0, (size_t)(cfg->Vp - cfg->V) * cfg->C * 4);
+    memset(model->params.wte + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+    if (!cfg.tied)
+        memset(model->params.wcls + (size_t)cfg.V * cfg.C, 0, (size_t)(cfg.Vp - cfg.V) * cfg.C * 4);
+}
+
+static void random_model(Model *model, const char *config, uint64_t seed) {
+    random_model_arch(model, config, seed, ARCH_GPT2, 1);
 }
 
 // Prefill each sequence's first tokens, then feed the rest one at a time from the cache: the
 // logits must equal those of the full forward pass at every position.
-static void test_kv_cache_matches_full_forward(void) {
+// GPT-2, and Llama with grouped-query attention (4 heads, 2 key/value heads) and its own classifier.
+static void test_kv_cache_matches_full_forward(int arch) {
     Model model;
-    random_model(&model, "3,4,32,40,71", 11);
+    if (arch == ARCH_LLAMA) random_model_arch(&model, "3,4,32,40,71,2,48", 11, ARCH_LLAMA, 0);
+    else random_model(&model, "3,4,32,40,71", 11);
     const Config *cfg = &model.config;
     enum { S = 4 };
     int lengths[S] = {37, 12, 25, 40}, prefill[S] = {5, 1, 9, 17};
@@ -71,9 +81,10 @@ static void test_kv_cache_matches_full_forward(void) {
     }
     // The same arithmetic in the same order: the tolerance allows float32 rounding, 1e-5 of the
     // largest logit, though the two paths agree exactly on this machine.
-    check(max_err <= 1e-5 * max_logit, "KV-cache decoding equals the full forward pass at all %d "
+    check(max_err <= 1e-5 * max_logit, "%sKV-cache decoding equals the full forward pass at all %d "
           "positions of 4 prompts of different lengths (max |diff| %.2g, logits up to %.1f)",
-          positions, max_err, max_logit);
+          arch == ARCH_LLAMA ? "Llama (4 heads, 2 kv heads, own classifier): " : "", positions,
+          max_err, max_logit);
     kv_cache_free(&kv);
     for (int s = 0; s < S; s++) {
         free(seqs[s]);
@@ -258,9 +269,10 @@ static void test_sampler(void) {
 }
 
 int main(void) {
-    test_kv_cache_matches_full_forward();
+    test_kv_cache_matches_full_forward(ARCH_GPT2);
     test_rows_independent();
     test_generation_determinism();
     test_sampler();
+    test_kv_cache_matches_full_forward(ARCH_LLAMA);
     return checks_finish();
 }

@@ -62,6 +62,52 @@ static void test_tokenize_example(Tokenizer *tok) {
     free(cut_seq.ids);
 }
 
+// llama2.c's tokenizers put BOS (1) before the prompt; a prompt cut to fit keeps BOS and its
+// last tokens. A hand-made tokenizer.bin: <unk>, <s>, </s>, the byte fallbacks and " ", so each
+// letter is its byte's fallback id (byte + 3).
+static void test_tokenize_example_bos(void) {
+    TokBytes f = {0};
+    uint32_t max_len = 6;
+    tok_bytes_append(&f, &max_len, 4);
+    for (int id = 0; id < 260; id++) {
+        char piece[8];
+        if (id < 3) snprintf(piece, sizeof piece, "%s", id == 0 ? "<unk>" : id == 1 ? "<s>" : "</s>");
+        else if (id < 259) snprintf(piece, sizeof piece, "<0x%02X>", id - 3);
+        else snprintf(piece, sizeof piece, " ");
+        float score = 0.0f;
+        int32_t n = (int32_t)strlen(piece);
+        tok_bytes_append(&f, &score, 4);
+        tok_bytes_append(&f, &n, 4);
+        tok_bytes_append(&f, piece, (size_t)n);
+    }
+    char err[256];
+    Tokenizer *tok = tok_from_llama2c_memory((const unsigned char *)f.data, f.len, "tok", err,
+                                             sizeof err);
+    if (!tok) die("%s", err);
+    TokenSequence full, cut;
+    // BOS " " a..j | x y z EOS: the prompt gets run.c's dummy prefix " ", the completion (its
+    // continuation) none
+    tokenize_example(tok, "abcdefghij", "xyz", 1000, &full);
+    int was_cut = tokenize_example(tok, "abcdefghij", "xyz", 8, &cut);
+    int expected[8] = {1, 'h' + 3, 'i' + 3, 'j' + 3, 'x' + 3, 'y' + 3, 'z' + 3, 2};
+    int ok = full.length == 16 && full.prompt_length == 12 && full.ids[0] == 1 &&
+             full.ids[1] == 259 && full.ids[12] == 'x' + 3 && full.ids[15] == 2 && was_cut &&
+             cut.length == 8 && cut.prompt_length == 4 && !memcmp(cut.ids, expected, sizeof expected);
+    TokenSequence empty_prompt; // the completion starts the text: it gets the dummy prefix
+    tokenize_example(tok, "", "xyz", 1000, &empty_prompt);
+    int expected_empty[6] = {1, 259, 'x' + 3, 'y' + 3, 'z' + 3, 2};
+    ok &= empty_prompt.length == 6 && empty_prompt.prompt_length == 1 &&
+          !memcmp(empty_prompt.ids, expected_empty, sizeof expected_empty);
+    free(empty_prompt.ids);
+    check(ok, "tokenize_example with llama2.c's tokenizer: BOS and the dummy prefix before the "
+          "prompt, none before the completion (but after an empty prompt), EOS after it; cut to "
+          "8 tokens, the prompt keeps BOS and its last 3 tokens");
+    free(full.ids);
+    free(cut.ids);
+    tok_free(tok);
+    tok_bytes_free(&f);
+}
+
 // Batches: completion targets get 1/N, prompt targets and padding 0; and the gradient does not
 // depend on the prompt's targets at all. One example per row (--pack 0) here.
 static void test_batches_and_masking(Tokenizer *tok) {
@@ -376,6 +422,7 @@ int main(void) {
     test_truncation_split();
     Tokenizer *tok = tiny_tokenizer();
     test_tokenize_example(tok);
+    test_tokenize_example_bos();
     test_batches_and_masking(tok);
     test_packed_equals_padded();
     test_examples_isolated();

@@ -593,6 +593,91 @@ static void test_gpt2(const char *data_dir, const char *tmpdir) {
     tok_free(tok);
 }
 
+/* llama2.c's tokenizer.bin (tokenizer.c section 9b), on a hand-made file: <unk>, <s>, </s>, the
+   256 byte fallbacks, then scored pieces. The expected ids follow run.c's encode() by hand. */
+static void put_piece(TokBytes *f, float score, const char *piece) {
+    int32_t n = (int32_t)strlen(piece);
+    tok_bytes_append(f, &score, 4);
+    tok_bytes_append(f, &n, 4);
+    tok_bytes_append(f, piece, (size_t)n);
+}
+
+static int llama_encodes(Tokenizer *tok, const char *text, const int *expected, size_t n) {
+    TokIds ids = {0};
+    int ok = tok_encode_ordinary(tok, text, strlen(text), &ids) == 0 && ids.len == n &&
+             (n == 0 || memcmp(ids.data, expected, n * sizeof(int)) == 0);
+    printf("       (%s ->", text);
+    for (size_t i = 0; i < ids.len; i++) printf(" %d", ids.data[i]);
+    printf(")\n");
+    tok_ids_free(&ids);
+    return ok;
+}
+
+static void test_llama2c(const char *tmpdir) {
+    TokBytes f = {0};
+    uint32_t max_len = 6;
+    tok_bytes_append(&f, &max_len, 4);
+    put_piece(&f, 0, "<unk>");
+    put_piece(&f, 0, "\n<s>\n");
+    put_piece(&f, 0, "\n</s>\n");
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        put_piece(&f, 0, name);
+    }
+    /* ids 259..: " " 259, "a" 260, "b" 261, "ab" 262 (score 5), "ba" 263 (9), " a" 264 (1),
+       "\xc3\xa9" (é) 265 */
+    const char *pieces[] = {" ", "a", "b", "ab", "ba", " a", "\xc3\xa9"};
+    float scores[] = {-1, -2, -3, 5, 9, 1, -4};
+    for (int i = 0; i < 7; i++) put_piece(&f, scores[i], pieces[i]);
+    char path[4096];
+    scratch_path(path, sizeof path, tmpdir, "llama_tok.bin");
+    char err[512] = "";
+    Tokenizer *tok = write_bytes(path, f.data, f.len) == 0 ? tok_load(path, err, sizeof err) : NULL;
+    check(tok && tok_vocab_size(tok) == 266 && tok_bos(tok) == 1 && tok_eot(tok) == 2,
+          "llama2.c tokenizer.bin loads: 266 tokens, BOS 1, EOS 2 (its end-of-text) %s", err);
+    if (!tok) {
+        tok_bytes_free(&f);
+        return;
+    }
+    static const int aba[] = {264, 263}, ab[] = {259, 262}, abab[] = {264, 263, 261};
+    static const int bytes[] = {259, 3 + 1, 265, 3 + 0xC3, 3 + 0xBC};
+    check(llama_encodes(tok, "", NULL, 0), "llama2.c encode: empty text -> no ids (no dummy prefix)");
+    check(llama_encodes(tok, "aba", aba, 2), "llama2.c encode: dummy prefix \" \", then the best "
+          "score first: \"ba\" (9), then \" a\" (1)");
+    check(llama_encodes(tok, "ab", ab, 2), "llama2.c encode: \"ab\" (5) beats \" a\" (1)");
+    check(llama_encodes(tok, "abab", abab, 3), "llama2.c encode: the best-scored pair anywhere "
+          "merges first (\"ba\" before the two \"ab\"); a merged piece merges again only into a piece");
+    check(llama_encodes(tok, "\x01\xc3\xa9\xc3\xbc", bytes, 5), "llama2.c encode: a character "
+          "that is a piece (é) is one id; one that is not (ü, \\x01) is its bytes' fallbacks (byte + 3)");
+    TokIds cont = {0};
+    int cont_ok = tok_encode_continuation(tok, "aba", 3, &cont) == 0 && cont.len == 2 &&
+                  cont.data[0] == 260 && cont.data[1] == 263;
+    tok_ids_free(&cont);
+    check(cont_ok, "llama2.c encode of a continuation (a completion): no dummy prefix, \"aba\" -> "
+          "\"a\" \"ba\"");
+    int seq[] = {1, 264, 3 + 'A', 2};
+    TokBytes text = {0};
+    size_t len;
+    const unsigned char *after_bos = tok_decode_next(tok, 1, 264, &len);
+    int decode_ok = tok_decode(tok, seq, 4, &text) == 0 && text.len == 1 + 1 + 6 &&
+                    memcmp(text.data, "aA\n</s>\n", 8) == 0 && after_bos && len == 1 &&
+                    after_bos[0] == 'a' && tok_decode_next(tok, 264, 264, &len) && len == 2;
+    const unsigned char *space = tok_decode_next(tok, 1, 3 + ' ', &len); /* <0x20> after BOS */
+    decode_ok &= space && len == 1 && space[0] == ' ';
+    check(decode_ok, "llama2.c decode: BOS has no text, the piece after it loses its leading space "
+          "(not elsewhere, nor the byte fallback <0x20>, as in run.c), a byte fallback is its byte");
+    tok_bytes_free(&text);
+    tok_free(tok);
+    /* a file whose byte fallbacks are not <0x00>..<0xFF> in order is refused with the reason */
+    f.data[4 + 8 + 5 + 8 + 5 + 8 + 6 + 8 + 4] = '9'; /* "<0x00>" -> "<0x90>" (its "0" after 'x') */
+    check(write_bytes(path, f.data, f.len) == 0 && load_fails_with(path, "expected the byte fallback"),
+          "llama2.c tokenizer.bin with a wrong byte fallback: clear error");
+    check(write_bytes(path, f.data, f.len - 3) == 0 && load_fails_with(path, "truncated in token 265"),
+          "truncated llama2.c tokenizer.bin: clear error");
+    tok_bytes_free(&f);
+}
+
 int main(int argc, char **argv) {
     const char *data_dir = argc > 1 ? argv[1] : "../shared/data";
     char tmpdir[4096]; /* the files written go in a scratch directory of the test's own */
@@ -602,6 +687,7 @@ int main(int argc, char **argv) {
     test_training(tmpdir);
     test_errors(tmpdir);
     test_gpt2(data_dir, tmpdir);
+    test_llama2c(tmpdir);
     scratch_remove(tmpdir);
     return checks_finish();
 }
