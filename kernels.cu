@@ -664,6 +664,7 @@ extern "C" void residual_forward(float *out, const float *a, const float *b, siz
 // =============================================================================================
 // Value head (a process reward model's scalar at chosen positions)
 // =============================================================================================
+
 // one thread per read position m: out[m] = inp[idx[m]] · w + b, summed over c in order
 __global__ void value_head_forward_kernel(float *out, const float *inp, const int *idx,
                                           const float *w, const float *b, int M, int C) {
