@@ -298,8 +298,8 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train
     r="$work/runs/two"
     if [ -s "$r/seed1/refined.bin" ] && [ -s "$r/seed2/refined.bin" ] && ! cmp -s "$r/seed1/math_test.jsonl" "$r/seed2/math_test.jsonl" \
         && grep -q "mean ± sd over seeds" "$work/repro2.txt" && grep -q '"seeds": \[1, 2\]' "$r/results.json" \
-        && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 6 ] && grep -q '"seed": 2' "$r/results.json"; then
-        ok "reproduce --task both --seeds 2: a directory per seed, mean ± sd, six gains over SFT with intervals (both families)"
+        && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 12 ] && grep -q '"seed": 2' "$r/results.json"; then
+        ok "reproduce --task both --seeds 2: a directory per seed, mean ± sd, twelve gains over SFT with intervals (refine and RFT, both families)"
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
 # --task math --config: one family (three columns), the student's size from the flag
@@ -307,7 +307,7 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,2
     r="$work/runs/onefam"
     if [ -s "$r/math_test.jsonl" ] && [ ! -e "$r/choice_test.jsonl" ] && grep -q '"task": "math"' "$r/results.json" \
         && [ -s "$r/tokenizer.bin" ] && ! grep -q "== 0. phase 0" "$work/repro3.txt" \
-        && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 3 ] \
+        && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 6 ] \
         && grep -q 'L=1 NH=2 C=32' "$work/repro3.txt"; then
         ok "reproduce --task math --config 1,2,32,256,1024 --base-stories 0: math data and columns only, a 1-layer student from random weights, its own tokenizer"
     else bad "reproduce --task math: output wrong"; fi
@@ -549,7 +549,7 @@ else skip "$L2C is absent: stories260K and tok512 checks skipped"; fi
 # crash safety: kill -9 at random moments and --resume, for train, sft and dpo
 echo "== kill -9 and --resume (tests/kill_resume.sh)"
 tests/kill_resume.sh "$work/kill" 5 1 >"$work/kill_resume.txt" 2>&1
-tally kill_resume
+count_unit "$work/kill_resume.txt" tests/kill_resume.sh $?
 
 # a failed write names the file and the reason, removes its .tmp files and leaves the previous
 # checkpoint as it was: a file size limit (as a full disk) hit by the weights (124.5 KiB) or the
