@@ -99,7 +99,7 @@ typedef struct {
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
-    .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 2,
+    .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
     .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
