@@ -4600,7 +4600,8 @@ int cmd_dpo(int argc, char **argv) {
 // Each round: sample K chain-of-thought answers per question (and, for cot-vs-plain, one
 // answer to the plain prompt) → score them → build pairs → the reference's log-probs → DPO →
 // greedy accuracy on --valid. The checkpoint with the best validation accuracy (the phase-1
-// model included) is kept as --out; without --valid, the last round's.
+// model included; with --exclude-initial, the best of rounds 1..N, so that --out always shows
+// what phase 2 did) is kept as --out; without --valid, the last round's.
 //   cot-vs-plain          the paper's DPO_CoT: a correct CoT answer (chosen) over the plain
 //                         answer (rejected, whether or not it is right), both under the CoT
 //                         prompt
@@ -4749,6 +4750,7 @@ int cmd_refine(int argc, char **argv) {
     args.lr = 1e-5f;
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep_pairs = NULL;
     int k = 4, rounds = 1, ref_previous = 0, epochs = 1, max_pairs = 1, steps = 0, rule_index = 0, rft = 0;
+    int exclude_initial = 0;
     PreferenceSettings pref = {LOSS_DPO, 0.1f, 0.0f, 0.0f};
     GenerateSettings g = GENERATE_DEFAULTS;
     static const char *const REF_NAMES[] = {"initial", "previous", NULL};
@@ -4761,6 +4763,8 @@ int cmd_refine(int argc, char **argv) {
          "question/answer JSONL: the questions the student answers"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
          "greedy accuracy on these items picks the best round"},
+        {"--exclude-initial", NULL, FLAG_SWITCH, .value = &exclude_initial,
+         "keep the best of rounds 1..N on --valid, never the phase-1 model itself"},
         {"--pairs", NULL, FLAG_CHOICE, .value = &rule_index, "how answers are paired",
          .choices = PAIR_RULE_NAMES},
         {"--samples", "K", FLAG_INT, .value = &k, "samples per question", 1, 1024},
@@ -4816,9 +4820,11 @@ int cmd_refine(int argc, char **argv) {
     double best = -1.0;
     if (valid) {
         best = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
-        printf("round 0 (the phase-1 model): validation accuracy %.2f%%\n", 100 * best);
+        printf("round 0 (the phase-1 model): validation accuracy %.2f%%%s\n", 100 * best,
+               exclude_initial ? " (not kept: --exclude-initial)" : "");
+        if (exclude_initial) best = -1.0; // round 1 is kept whatever its accuracy
     }
-    model_save(&policy, args.out); // the best so far
+    model_save(&policy, args.out); // the best so far (until a round trains, the phase-1 model)
     for (int round = 1; round <= rounds; round++) {
         printf("round %d: sampling %d chain-of-thought answers for %d questions\n", round, k, n);
         char **cot = sample_items(&policy, tok, items, n, k, &g), **plain = NULL;
@@ -4910,7 +4916,8 @@ int cmd_refine(int argc, char **argv) {
         } else model_save(&policy, args.out); // without validation the last round is kept
         if (ref_previous) copy_params(&ref, &policy);
     }
-    if (valid) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    if (valid && best >= 0) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    else if (valid) printf("kept %s: the phase-1 model (no round trained)\n", args.out);
     examples_free(items, n);
     if (plain_items) examples_free(plain_items, n);
     if (valid) examples_free(valid, n_valid);

@@ -282,6 +282,20 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); the
     if [ -z "$missing" ] && grep -q "^SFT + self-refine" "$work/repro.txt" && grep -q '"model": "teacher", "family": "math", "split": "test", "correct": 30, "n": 30' "$work/runs/quick/results.json"; then
         ok "reproduce --quick runs end to end: phase 0's base in runs/base/KEY/, table printed, results.json (teacher 30/30), results.svg, checkpoints, logs"
     else bad "reproduce --quick: missing$missing"; fi
+    # the accuracy by round: round 0 is the SFT row's own test score; each round's checkpoint
+    # was evaluated; the chart, the finding and the time of each stage are there
+    rj="$work/runs/quick/results.json"
+    sft_test=$(grep -o '"model": "sft", "family": "math", "split": "test", "correct": [0-9]*' "$rj" | grep -o '[0-9]*$')
+    r0=$(grep -o '"model": "refined", "family": "math", "split": "test", "round": 0, "correct": [0-9]*' "$rj" | grep -o '[0-9]*$')
+    rounds_run=$(grep -c '"model": "refined", "family": "math", "split": "test", "round": [12]' "$rj")
+    [ -e "$work/runs/quick/refined.round1.bin" ] && round_files=1 || round_files=0 # the quick student may make no pairs
+    if [ -n "$sft_test" ] && [ "$sft_test" = "$r0" ] && [ "$((rounds_run > 0))" = "$round_files" ] \
+        && grep -q "^accuracy by round on math test" "$work/repro.txt" && grep -q "<polyline" "$work/runs/quick/results_rounds.svg" \
+        && grep -q "^Finding (math, 1 seed" "$work/repro.txt" && grep -q '^- SFT + RFT (control) over SFT: test' "$work/repro.txt" \
+        && grep -q '"seconds": \[{"seed": 1, "data": [0-9.]*, "phase 1": [0-9.]*, "phase 2": [0-9.]*, "evaluation": [0-9.]*}\]' "$rj" \
+        && grep -q "^seed 1 done in [0-9]*s: data [0-9]*s, phase 1 [0-9]*s, phase 2 [0-9]*s, evaluation [0-9]*s" "$work/repro.txt"; then
+        ok "reproduce --quick: accuracy by round (round 0 = SFT's $sft_test, $rounds_run round(s) evaluated), results_rounds.svg, the finding, the time of each stage"
+    else bad "reproduce --quick: by-round results, finding or timing missing (sft $sft_test, round 0 $r0, rounds $rounds_run)"; fi
 else bad "reproduce --quick failed"; tail -5 "$work/repro.txt"; fi
 # the same seed reproduces the same run: data, tokenizer, checkpoints and results, byte for byte
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again >"$work/repro_again.txt" 2>&1); then
@@ -312,6 +326,16 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,2
         ok "reproduce --task math --config 1,2,32,256,1024 --base-stories 0: math data and columns only, a 1-layer student from random weights, its own tokenizer"
     else bad "reproduce --task math: output wrong"; fi
 else bad "reproduce --task math failed"; tail -5 "$work/repro3.txt"; fi
+# --ablations: the low-resource rows' phase 2 asks the questions after the demonstrations phase 1 saw
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --ablations --train 40 --name abl >"$work/repro4.txt" 2>&1); then
+    r="$work/runs/abl"
+    if [ "$(sed -n 11p "$r/math_train.jsonl")" = "$(head -1 "$r/refined_d25_questions.jsonl")" ] \
+        && [ "$(sed -n 21p "$r/math_train.jsonl")" = "$(head -1 "$r/refined_d50_questions.jsonl")" ] \
+        && [ "$(wc -l <"$r/refined_d25_questions.jsonl")" -eq 20 ] && [ "$(wc -l <"$r/refined_d50_questions.jsonl")" -eq 20 ] \
+        && cmp -s "$r/refine_train.jsonl" <(head -20 "$r/math_train.jsonl") && [ -s "$r/refined_d25.bin" ]; then
+        ok "reproduce --ablations: phase 2 of the 25% and 50% rows asks train questions 11-30 and 21-40 (after phase 1's demonstrations); the full row asks 1-20"
+    else bad "reproduce --ablations: the low-resource questions are wrong"; fi
+else bad "reproduce --ablations failed"; tail -5 "$work/repro4.txt"; fi
 expect_error "reproduce: an unknown task" "^sirt: error: --task must be math, choice or both, got 'poetry'$" ./sirt reproduce --task poetry
 
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who

@@ -299,4 +299,64 @@ static void report_write_svg(const ReportTable *t, const char *path, const char 
     safe_commit(&sf);
 }
 
+// =============================================================================================
+// The second chart: lines over a sequence of points (the rounds of an iterative method), one line
+// a row, with a dashed horizontal line for a reference (the SFT model). values[line * n_points +
+// p] is a percentage, or negative where the line has no point p (a run that stopped early). The
+// y axis spans the values with a margin, in steps of 5 points, since the differences are small.
+// =============================================================================================
+
+static void report_write_lines_svg(const char *path, const char *title, const char *const *labels,
+                                   int n_lines, int n_points, const double *values, double reference,
+                                   const char *reference_label) {
+    static const char *const colors[6] = {"#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"};
+    double lo = reference, hi = reference;
+    for (int i = 0; i < n_lines * n_points; i++)
+        if (values[i] >= 0) lo = fmin(lo, values[i]), hi = fmax(hi, values[i]);
+    lo = fmax(0.0, 5.0 * floor((lo - 2.0) / 5.0)), hi = fmin(100.0, 5.0 * ceil((hi + 2.0) / 5.0));
+    if (hi <= lo) hi = lo + 5.0;
+    int left = 60, right = 40, top = 40, base = 300, step = n_points > 1 ? 480 / (n_points - 1) : 0;
+    int W = left + step * (n_points - 1) + right + 40, H = base + 50 + 18 * (n_lines + 1);
+    SafeFile sf;
+    safe_open(&sf, path);
+    FILE *f = sf.file;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+               "fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"15\">%s</text>\n", W, H, left, title);
+    for (double p = lo; p <= hi + 1e-9; p += 5.0) {
+        double y = base - (base - top) * (p - lo) / (hi - lo);
+        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%d\" "
+                   "y=\"%.1f\" text-anchor=\"end\">%.0f%%</text>\n", left, W - right, y, y, left - 5, y + 4, p);
+    }
+    for (int p = 0; p < n_points; p++)
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round %d</text>\n", left + 20 + step * p,
+                base + 18, p);
+    double ry = base - (base - top) * (reference - lo) / (hi - lo);
+    fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
+               "stroke-dasharray=\"6,4\"/>\n", left, W - right, ry, ry);
+    for (int l = 0; l < n_lines; l++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[l % 6]);
+        for (int p = 0; p < n_points && values[l * n_points + p] >= 0; p++)
+            fprintf(f, "%d,%.1f ", left + 20 + step * p, base - (base - top) * (values[l * n_points + p] - lo) / (hi - lo));
+        fputs("\"/>\n", f);
+        for (int p = 0; p < n_points && values[l * n_points + p] >= 0; p++)
+            fprintf(f, "<circle cx=\"%d\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", left + 20 + step * p,
+                    base - (base - top) * (values[l * n_points + p] - lo) / (hi - lo), colors[l % 6]);
+    }
+    for (int l = 0; l <= n_lines; l++) { // the legend: the lines, then the reference
+        int y = base + 50 + 18 * l;
+        if (l < n_lines) {
+            const char *label = labels[l];
+            while (*label == ' ') label++;
+            fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
+                       "y=\"%d\">%s</text>\n", left, y - 10, colors[l % 6], left + 18, y, label);
+        } else
+            fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#999\" stroke-dasharray=\"6,4\"/>"
+                       "<text x=\"%d\" y=\"%d\">%s</text>\n", left, left + 12, y - 4, y - 4, left + 18, y,
+                    reference_label);
+    }
+    fputs("</svg>\n", f);
+    safe_commit(&sf);
+}
+
 #endif // SIRT_LIB_REPORT_H

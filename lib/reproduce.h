@@ -36,19 +36,28 @@ static void run_command(CommandFn fn, const char *first, ...) {
     if (fn(n, args) != 0) die("a step of the reproduction failed");
 }
 
-// Writes the first `lines` lines of each of n files (all of a file when lines < 0) into out.
-static void join_heads(const char *out, const char *const *paths, int n, long lines) {
+// The byte offset of the start of line `line` (from 0) of data, or bytes when it has fewer lines.
+static size_t line_offset(const char *data, size_t bytes, long line) {
+    size_t at = 0;
+    for (long k = 0; at < bytes && k < line; k++) {
+        const char *nl = memchr(data + at, '\n', bytes - at);
+        at = nl ? (size_t)(nl - data) + 1 : bytes;
+    }
+    return at;
+}
+
+// Writes lines skip .. skip+lines-1 of each of n files (to the end of a file when lines < 0)
+// into out.
+static void join_heads(const char *out, const char *const *paths, int n, long skip, long lines) {
     SafeFile sf;
     safe_open(&sf, out);
     for (int i = 0; i < n; i++) {
-        size_t bytes, end = 0;
+        size_t bytes;
         char *data = (char *)read_whole_file(paths[i], &bytes);
         if (!data) die("cannot open %s", paths[i]);
-        for (long k = 0; end < bytes && (lines < 0 || k < lines); k++) {
-            char *nl = memchr(data + end, '\n', bytes - end);
-            end = nl ? (size_t)(nl - data) + 1 : bytes;
-        }
-        safe_write(&sf, data, end);
+        size_t begin = line_offset(data, bytes, skip);
+        size_t end = lines < 0 ? bytes : begin + line_offset(data + begin, bytes - begin, lines);
+        safe_write(&sf, data + begin, end - begin);
         free(data);
     }
     safe_commit(&sf);
@@ -85,8 +94,11 @@ typedef struct {
     const char *vocab;    // BPE tokens
     const char *sft_lr;   // phase 1's learning rate from the base
     const char *scratch_lr; // ... and from random weights (--base-stories 0)
-    int n_refine;         // questions per family the student answers in phase 2
+    int n_refine;         // questions per family the student answers in each round of phase 2
     const char *samples, *refine_lr, *beta, *refine_epochs, *pairs, *rpo_alpha;
+    int rounds;           // phase 2's rounds (and the control's)
+    const char *ref;      // phase 2's reference: initial (phase 1's model) or previous (the last round's)
+    const char *max_pairs; // pairs per question and rule
     const char *rft_lr;   // the control's (refine --rft) learning rate
     int n_valid, n_test;  // items per family: valid; each test split
     const char *max_new;  // generation budget for sampling and evaluation
@@ -100,9 +112,10 @@ typedef struct {
 
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
-    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
-    .samples = "4", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
-    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
+    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 500,
+    .samples = "8", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
+    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
+    .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 1,
     .base_lr = "3e-3", .base_seed = 1000};
 
@@ -120,16 +133,16 @@ static const char *repro_family(const ReproSettings *rs, int k) {
 }
 static int repro_columns(const ReproSettings *rs) { return repro_num_families(rs) * REPRO_SPLITS; }
 
-// The first `lines` items (all: -1) of split `split` of every family, into out.
+// Items skip .. skip+lines-1 (to the end: lines = -1) of split `split` of every family, into out.
 static void join_families(const ReproSettings *rs, const char *dir, const char *split,
-                          const char *out, long lines) {
+                          const char *out, long skip, long lines) {
     char paths[REPRO_FAMILIES][1200];
     const char *list[REPRO_FAMILIES];
     for (int k = 0; k < repro_num_families(rs); k++) {
         snprintf(paths[k], sizeof paths[k], "%s/%s_%s.jsonl", dir, repro_family(rs, k), split);
         list[k] = paths[k];
     }
-    join_heads(out, list, repro_num_families(rs), lines);
+    join_heads(out, list, repro_num_families(rs), skip, lines);
 }
 
 // A row of the table. Every row but the teacher's is a student: phase 1 on a share of the
@@ -248,9 +261,9 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
         story_files[n_files++] = drills;
     }
     snprintf(stories, sizeof stories, "%s/stories.jsonl", dir);
-    join_heads(stories, story_files, n_files, -1);
+    join_heads(stories, story_files, n_files, 0, -1);
     snprintf(demos, sizeof demos, "%s/train.jsonl", dir);
-    join_heads(demos, demo_files, repro_num_families(rs), -1);
+    join_heads(demos, demo_files, repro_num_families(rs), 0, -1);
     // the tokenizer's text: the demonstrations rendered with both templates, and the stories
     snprintf(text, sizeof text, "%s/tokenizer_text.txt", dir);
     write_rendered_text(text, demos, stories);
@@ -268,16 +281,22 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     printf("phase 0 done in %.0fs\n", now_seconds() - start);
 }
 
-// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column]
-// and, for every student row, diagnoses[row * REPRO_FAMILIES + family] (on valid).
+// Where a seed's time goes, in seconds: the stages of repro_one_seed.
+enum { TIME_DATA, TIME_PHASE1, TIME_PHASE2, TIME_EVALUATION, TIME_STAGES };
+static const char *const REPRO_STAGE_NAMES[TIME_STAGES] = {"data", "phase 1", "phase 2", "evaluation"};
+
+// Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column],
+// for every student row diagnoses[row * REPRO_FAMILIES + family] (on valid), for every phase-2
+// row by_round[row * (rounds + 1) + r], the first family's test accuracy after round r (round 0:
+// the row's SFT model; n = 0 for a round that did not run), and seconds[stage].
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
                            int n_rows, const char *base_model, const char *base_tokenizer, Score *scores,
-                           Diagnosis *diagnoses) {
+                           Diagnosis *diagnoses, Score *by_round, double *seconds) {
     char path[1200], seedtxt[32], ntxt[32];
     char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
     mkdir_p(dir);
-    double start = now_seconds();
+    double start = now_seconds(), stage_start = start;
 
     printf("== 1. data: the built-in task, seed %ld, in %s/\n", seed, dir);
     for (int fam = 0; fam < repro_num_families(rs); fam++)
@@ -290,11 +309,11 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         "--seed", seedtxt, "--out", path, NULL);
         }
     snprintf(train, sizeof train, "%s/train.jsonl", dir);
-    join_families(rs, dir, "train", train, -1);
+    join_families(rs, dir, "train", train, 0, -1);
     snprintf(questions, sizeof questions, "%s/refine_train.jsonl", dir); // phase 2's questions
-    join_families(rs, dir, "train", questions, rs->n_refine);
+    join_families(rs, dir, "train", questions, 0, rs->n_refine);
     snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
-    join_families(rs, dir, "valid", valid, -1);
+    join_families(rs, dir, "valid", valid, 0, -1);
 
     if (base_model) { // the base's tokenizer
         snprintf(tokfile, sizeof tokfile, "%s", base_tokenizer);
@@ -307,21 +326,25 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                     tokfile, NULL);
     }
 
+    seconds[TIME_DATA] = now_seconds() - stage_start;
     // the models: each row's checkpoint, trained in row order (an SFT row before its refined rows)
     char model_paths[REPRO_MAX_ROWS][1200];
+    char rounds_txt[32];
+    snprintf(rounds_txt, sizeof rounds_txt, "%d", rs->rounds);
     for (int r = 0; r < n_rows; r++) {
         const ReproRow *row = &rows[r];
         char out[1200], log[1200];
         snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
         snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
         if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
+        stage_start = now_seconds();
         if (!row->pairs) {
             printf("== 3. phase 1: SFT on %d%% of the teacher's demonstrations (%.0fs)\n",
                    row->demos_percent, now_seconds() - start);
             const char *demos = train;
             if (row->demos_percent < 100) {
                 snprintf(path, sizeof path, "%s/%s_train.jsonl", dir, row->key);
-                join_families(rs, dir, "train", path, (long)rs->n_train * row->demos_percent / 100);
+                join_families(rs, dir, "train", path, 0, (long)rs->n_train * row->demos_percent / 100);
                 demos = path;
             }
             char eptxt[32];
@@ -333,6 +356,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         rs->plain_share, "--seed", seedtxt,
                         "--log", log, "--out", out, NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
+            seconds[TIME_PHASE1] += now_seconds() - stage_start;
         } else {
             if (!strcmp(row->pairs, "rft"))
                 printf("== 4. phase 2's control: RFT of %s (%.0fs)\n", rows[row->baseline].label,
@@ -343,23 +367,38 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             char pairs_dir[1200];
             snprintf(pairs_dir, sizeof pairs_dir, "%s/%s_pairs", dir, row->key);
             mkdir_p(pairs_dir);
+            // the questions: the first --refine-questions of each family; in the low-resource
+            // setting (phase 1 on a share of the demonstrations) those after the ones phase 1
+            // saw, so that phase 2 answers questions it knows by their gold answer only
+            const char *asked = questions;
+            if (rows[row->baseline].demos_percent < 100) {
+                snprintf(path, sizeof path, "%s/%s_questions.jsonl", dir, row->key);
+                join_families(rs, dir, "train", path, (long)rs->n_train * rows[row->baseline].demos_percent / 100,
+                              rs->n_refine);
+                asked = path;
+            }
+            // the kept model is the best round on valid among rounds 1..N (--exclude-initial), so
+            // that the row shows what phase 2 did even when it did not help
             if (!strcmp(row->pairs, "rft")) // the control: the same samples, SFT on the verified ones
                 run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
-                            "--data", questions, "--valid", valid, "--rft", "--samples", rs->samples,
-                            "--max-new", rs->max_new, "--rounds", "1", "--epochs", rs->refine_epochs,
-                            "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed", seedtxt,
-                            "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
+                            "--data", asked, "--valid", valid, "--exclude-initial", "--rft", "--samples",
+                            rs->samples, "--max-new", rs->max_new, "--rounds", rounds_txt, "--epochs",
+                            rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed",
+                            seedtxt, "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
             else run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
-                        "--data", questions, "--valid", valid, "--pairs", row->pairs, "--samples",
-                        rs->samples, "--max-new", rs->max_new, "--rounds", "1", "--epochs",
-                        rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->refine_lr,
-                        "--beta", rs->beta, "--rpo-alpha", row->rpo_alpha, "--seed", seedtxt,
-                        "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
+                        "--data", asked, "--valid", valid, "--exclude-initial", "--pairs", row->pairs,
+                        "--samples", rs->samples, "--max-pairs", rs->max_pairs, "--max-new", rs->max_new,
+                        "--rounds", rounds_txt, "--ref", rs->ref, "--epochs", rs->refine_epochs, "--batch",
+                        "8", "--seq", "256", "--lr", rs->refine_lr, "--beta", rs->beta, "--rpo-alpha",
+                        row->rpo_alpha, "--seed", seedtxt, "--keep-pairs", pairs_dir, "--log", log, "--out",
+                        out, NULL);
             snprintf(model_paths[r], sizeof model_paths[r], "%s", out);
+            seconds[TIME_PHASE2] += now_seconds() - stage_start;
         }
     }
 
     printf("== 5. evaluation (%.0fs)\n", now_seconds() - start);
+    stage_start = now_seconds();
     Tokenizer *tok = load_tokenizer(tokfile);
     GenerateSettings g = GENERATE_DEFAULTS;
     g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
@@ -377,8 +416,29 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             scores[r * repro_columns(rs) + c] =
                 score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL);
         }
+    // every round of every phase-2 row on the first family's test split (refine keeps each
+    // round's model as KEY.roundN.bin), for the table and chart of accuracy by round
+    snprintf(path, sizeof path, "%s/%s_test.jsonl", dir, repro_family(rs, 0));
+    for (int r = 0; r < n_rows; r++) {
+        if (!rows[r].pairs) continue;
+        Score *line = by_round + (size_t)r * (rs->rounds + 1);
+        const Score *sft = &scores[rows[r].baseline * repro_columns(rs)];
+        line[0] = (Score){sft->correct, sft->n, NULL};
+        for (int k = 1; k <= rs->rounds; k++) {
+            char tag[32], model_path[1200], key_path[1200];
+            snprintf(tag, sizeof tag, "round%d", k);
+            snprintf(key_path, sizeof key_path, "%s/%s.bin", dir, rows[r].key);
+            path_tagged(model_path, sizeof model_path, key_path, tag, ".bin");
+            if (access(model_path, F_OK) != 0) break; // refine stopped early: no pairs or examples
+            Score s = score_file(model_path, tok, path, &g, 0, NULL);
+            free(s.hit);
+            line[k] = (Score){s.correct, s.n, NULL};
+        }
+    }
     tok_free(tok);
-    printf("seed %ld done in %.0fs\n", seed, now_seconds() - start);
+    seconds[TIME_EVALUATION] = now_seconds() - stage_start;
+    printf("seed %ld done in %.0fs:", seed, now_seconds() - start);
+    for (int t = 0; t < TIME_STAGES; t++) printf(" %s %.0fs%s", REPRO_STAGE_NAMES[t], seconds[t], t + 1 < TIME_STAGES ? "," : "\n");
 }
 
 // The diagnoses on valid, a line per student row and family, as the mean over seeds.
@@ -415,11 +475,92 @@ static void repro_print_diagnoses(const ReproSettings *rs, const ReproRow *rows,
            rs->diagnose_k);
 }
 
+// The accuracy by round of every phase-2 row on the first family's test split, mean over seeds:
+// printed, and drawn in DIR/results_rounds.svg with the SFT model as a dashed line.
+static void repro_print_rounds(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
+                               const Score *by_round) {
+    int points = rs->rounds + 1, n_lines = 0;
+    const char *labels[REPRO_MAX_ROWS];
+    double *values = xcalloc((size_t)n_rows * points, sizeof(double)), sft = -1;
+    printf("\naccuracy by round on %s test (%%, mean over %d seed%s; round 0: the SFT model)\n%-32s",
+           repro_family(rs, 0), rs->seeds, rs->seeds > 1 ? "s" : "", "row");
+    for (int k = 0; k < points; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "round %d", k);
+        printf(" %9s", name);
+    }
+    printf("\n");
+    for (int r = 0; r < n_rows; r++) {
+        if (!rows[r].pairs) continue;
+        printf("%-32s", rows[r].label);
+        for (int k = 0; k < points; k++) {
+            long correct = 0, n = 0, seeds_run = 0;
+            for (int s = 0; s < rs->seeds; s++) {
+                const Score *x = &by_round[((size_t)s * n_rows + r) * points + k];
+                correct += x->correct, n += x->n, seeds_run += x->n > 0;
+            }
+            // a mean over seeds only where every seed ran the round
+            double v = seeds_run == rs->seeds ? 100.0 * correct / n : -1.0;
+            values[n_lines * points + k] = v;
+            if (v >= 0) printf(" %9.1f", v);
+            else printf(" %9s", "-");
+        }
+        printf("\n");
+        if (rows[rows[r].baseline].demos_percent == 100 && sft < 0) sft = values[n_lines * points];
+        labels[n_lines++] = rows[r].label;
+    }
+    printf("(-: a round that did not run in every seed: refine stops when a round has no pairs or examples)\n");
+    char path[1200], title[200];
+    snprintf(path, sizeof path, "%s/results_rounds.svg", dir);
+    snprintf(title, sizeof title, "Accuracy on %s test by round of phase 2, %d seed%s", repro_family(rs, 0),
+             rs->seeds, rs->seeds > 1 ? "s" : "");
+    report_write_lines_svg(path, title, labels, n_lines, points, values, sft, "SFT");
+    free(values);
+}
+
+// The smallest gain over SFT, in points, that the reproduction calls real (written in README
+// before the 3-seed measurement): with its paired-bootstrap 95% interval above zero and every
+// seed's own gain positive, on both the in-domain test and test-ood of the first family.
+#define REPRO_REAL_GAIN_POINTS 3.0
+
+// The finding under the tables, in words: each phase-2 row's gain over its SFT row on the first
+// family's test and test-ood, and whether it meets the bar above.
+static void repro_print_finding(const ReproSettings *rs, const ReproRow *rows, int n_rows, const Score *scores,
+                                const Gain *gains) {
+    int columns = repro_columns(rs);
+    printf("\nFinding (%s, %d seed%s; a gain is real when it is at least %.0f points, its 95%% interval "
+           "is above zero and every seed gains, on test and test-ood):\n",
+           repro_family(rs, 0), rs->seeds, rs->seeds > 1 ? "s" : "", REPRO_REAL_GAIN_POINTS);
+    for (int r = 0; r < n_rows; r++) {
+        if (!rows[r].pairs) continue;
+        int real = 1;
+        printf("- %s over %s:", rows[r].label[0] == ' ' ? rows[r].label + 2 : rows[r].label,
+               rows[rows[r].baseline].label);
+        for (int c = 0; c < 2; c++) { // test, test-ood
+            Gain gn = gains[r * columns + c];
+            int every_seed = 1;
+            for (int s = 0; s < rs->seeds; s++) {
+                const Score *x = &scores[((size_t)s * n_rows + r) * columns + c];
+                const Score *y = &scores[((size_t)s * n_rows + rows[r].baseline) * columns + c];
+                every_seed &= x->correct > y->correct;
+            }
+            real &= 100 * gn.gain >= REPRO_REAL_GAIN_POINTS && gn.low > 0 && every_seed;
+            printf(" %s %+.1f points [%+.1f, %+.1f]%s", REPRO_SPLIT_NAMES[c], 100 * gn.gain, 100 * gn.low,
+                   100 * gn.high, c == 0 ? ";" : "");
+        }
+        int zero_inside = 1;
+        for (int c = 0; c < 2; c++) zero_inside &= gains[r * columns + c].low <= 0 && gains[r * columns + c].high >= 0;
+        printf(" — %s.\n", real ? "a real gain by the bar" : zero_inside ? "no difference the intervals can tell"
+                                                                   : "not a real gain by the bar");
+    }
+}
+
 // The report (lib/report.h): the table's rows, its columns (each family's test splits) and the
-// scores, printed, written into DIR/results.json with the run's settings and the diagnoses, and
-// drawn in results.svg.
+// scores, printed, written into DIR/results.json with the run's settings, the diagnoses, the
+// accuracy by round and the time of each stage, and drawn in results.svg and results_rounds.svg.
 static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
-                         const Score *scores, const Diagnosis *diagnoses) {
+                         const Score *scores, const Diagnosis *diagnoses, const Score *by_round,
+                         const double *seconds) {
     ReportRow report_rows[REPRO_MAX_ROWS];
     ReportColumn columns[REPRO_COLUMNS];
     for (int r = 0; r < n_rows; r++) report_rows[r] = (ReportRow){rows[r].label, rows[r].key, rows[r].baseline};
@@ -430,7 +571,9 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     report_print_mean_sd(&table);
     Gain *gains = report_gains(&table); // each refined row over its SFT row
     report_print_gains(&table, gains, "gain over SFT (points)");
+    repro_print_rounds(rs, dir, rows, n_rows, by_round);
     repro_print_diagnoses(rs, rows, n_rows, diagnoses);
+    repro_print_finding(rs, rows, n_rows, scores, gains);
 
     char path[1200];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -438,8 +581,32 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     safe_open(&sf, path);
     report_json_begin(&table, sf.file);
     fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
-                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s, \"rft_lr\": %s,\n",
-            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha, rs->rft_lr);
+                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s, \"rft_lr\": %s, "
+                     "\"refine_questions\": %d, \"samples\": %s, \"max_pairs\": %s, \"rounds\": %d, "
+                     "\"ref\": \"%s\",\n",
+            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha, rs->rft_lr, rs->n_refine,
+            rs->samples, rs->max_pairs, rs->rounds, rs->ref);
+    // each phase-2 row's first-family test accuracy by round (round 0: its SFT model), and the
+    // seconds each seed spent in each stage
+    fputs("\"by_round\": [", sf.file);
+    for (int s = 0, first = 1; s < rs->seeds; s++)
+        for (int r = 0; r < n_rows; r++)
+            for (int k = 0; rows[r].pairs && k <= rs->rounds; k++) {
+                const Score *x = &by_round[((size_t)s * n_rows + r) * (rs->rounds + 1) + k];
+                if (!x->n) continue;
+                fprintf(sf.file, "%s\n  {\"seed\": %ld, \"model\": \"%s\", \"family\": \"%s\", \"split\": "
+                                 "\"test\", \"round\": %d, \"correct\": %ld, \"n\": %ld}",
+                        first ? "" : ",", rs->seed + s, rows[r].key, repro_family(rs, 0), k, x->correct, x->n);
+                first = 0;
+            }
+    fputs("],\n\"seconds\": [", sf.file);
+    for (int s = 0; s < rs->seeds; s++) {
+        fprintf(sf.file, "%s{\"seed\": %ld", s ? ", " : "", rs->seed + s);
+        for (int t = 0; t < TIME_STAGES; t++)
+            fprintf(sf.file, ", \"%s\": %.1f", REPRO_STAGE_NAMES[t], seconds[s * TIME_STAGES + t]);
+        fputs("}", sf.file);
+    }
+    fputs("],\n", sf.file);
     fputs("\"diagnoses_on_valid\": [", sf.file);
     for (int s = 0, first = 1; s < rs->seeds; s++)
         for (int r = 0; r < n_rows; r++)
@@ -460,7 +627,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
 
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
-    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0;
+    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0, rounds_given = 0;
     // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
     // text; they are checked below, before any work
     const Flag flags[] = {
@@ -481,6 +648,11 @@ int cmd_reproduce(int argc, char **argv) {
         {"--pairs", "correct-vs-incorrect|cot-vs-plain|both", FLAG_STRING, .value = &rs.pairs,
          "phase 2's pair rule"},
         {"--rpo-alpha", "A", FLAG_STRING, .value = &rs.rpo_alpha, "phase 2's NLL term"},
+        {"--rounds", "N", FLAG_INT, .value = &rs.rounds, "phase 2's rounds (and the control's)", 1, 100,
+         .given = &rounds_given},
+        {"--ref", "initial|previous", FLAG_STRING, .value = &rs.ref,
+         "phase 2's reference: phase 1's model, or the last round's"},
+        {"--max-pairs", "N", FLAG_STRING, .value = &rs.max_pairs, "phase 2's pairs per question"},
         {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
         {"--rft-lr", "LR", FLAG_STRING, .value = &rs.rft_lr, "the learning rate of the control, RFT"},
         {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
@@ -516,6 +688,9 @@ int cmd_reproduce(int argc, char **argv) {
     parse_float("--beta", rs.beta);
     parse_long("--samples", rs.samples, 1, 1024);
     parse_long("--refine-epochs", rs.refine_epochs, 1, 1000);
+    parse_long("--max-pairs", rs.max_pairs, 1, 1024);
+    if (strcmp(rs.ref, "initial") && strcmp(rs.ref, "previous"))
+        die("--ref must be initial or previous, got '%s'", rs.ref);
     if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
@@ -523,6 +698,7 @@ int cmd_reproduce(int argc, char **argv) {
         if (!config_given) rs.config = "2,2,32,256,1024";
         rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
         rs.samples = "2", rs.max_new = "100", rs.diagnose_k = 4;
+        if (!rounds_given) rs.rounds = 2;
         if (!base_given) rs.n_base = 60;
     }
     char dir[1024], seed_dir[1100];
@@ -533,6 +709,8 @@ int cmd_reproduce(int argc, char **argv) {
     size_t per_seed = (size_t)n_rows * repro_columns(&rs); // scores are [seed][row][column]
     Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
     Diagnosis *diagnoses = xcalloc((size_t)rs.seeds * n_rows * REPRO_FAMILIES, sizeof(Diagnosis));
+    Score *by_round = xcalloc((size_t)rs.seeds * n_rows * (rs.rounds + 1), sizeof(Score));
+    double *seconds = xcalloc((size_t)rs.seeds * TIME_STAGES, sizeof(double));
     double start = now_seconds();
     char base_model[1200], base_tokenizer[1200];
     if (rs.n_base > 0) repro_base(&rs, base_tokenizer, base_model, sizeof base_model);
@@ -540,14 +718,16 @@ int cmd_reproduce(int argc, char **argv) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
         repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, rs.n_base > 0 ? base_model : NULL,
-                       base_tokenizer, scores + s * per_seed,
-                       diagnoses + (size_t)s * n_rows * REPRO_FAMILIES);
+                       base_tokenizer, scores + s * per_seed, diagnoses + (size_t)s * n_rows * REPRO_FAMILIES,
+                       by_round + (size_t)s * n_rows * (rs.rounds + 1), seconds + (size_t)s * TIME_STAGES);
     }
-    repro_report(&rs, dir, rows, n_rows, scores, diagnoses);
+    repro_report(&rs, dir, rows, n_rows, scores, diagnoses, by_round, seconds);
     printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
     for (size_t i = 0; i < rs.seeds * per_seed; i++) free(scores[i].hit);
     free(scores);
     free(diagnoses);
+    free(by_round);
+    free(seconds);
     return 0;
 }
 

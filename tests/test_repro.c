@@ -167,7 +167,7 @@ static void write_text(const char *path, const char *text) {
     if (fclose(f) != 0) die("cannot write %s", path);
 }
 
-// join_heads: the first k lines of each file, a last line without '\n' kept as it is. The files
+// join_heads: lines skip .. skip+k-1 of each file, a last line without '\n' kept as it is. The files
 // are in a scratch directory of the test's own.
 static void test_join_heads(void) {
     char dir[4096], a[4096], b[4096], out[4096];
@@ -177,14 +177,22 @@ static void test_join_heads(void) {
     scratch_path(out, sizeof out, dir, "out.txt");
     write_text(a, "a1\na2\na3\n");
     write_text(b, "b1\nb2");
-    join_heads(out, (const char *const[]){a, b}, 2, 2);
+    join_heads(out, (const char *const[]){a, b}, 2, 0, 2);
     size_t bytes;
     char *got = (char *)read_whole_file(out, &bytes);
     check(got && !strcmp(got, "a1\na2\nb1\nb2"), "join_heads: two lines of each file");
     free(got);
-    join_heads(out, (const char *const[]){a, b}, 2, -1);
+    join_heads(out, (const char *const[]){a, b}, 2, 0, -1);
     got = (char *)read_whole_file(out, &bytes);
     check(got && !strcmp(got, "a1\na2\na3\nb1\nb2"), "join_heads: all of both files");
+    free(got);
+    join_heads(out, (const char *const[]){a, b}, 2, 1, 1);
+    got = (char *)read_whole_file(out, &bytes);
+    check(got && !strcmp(got, "a2\nb2"), "join_heads: the second line of each file (skip 1)");
+    free(got);
+    join_heads(out, (const char *const[]){a, b}, 2, 2, -1);
+    got = (char *)read_whole_file(out, &bytes);
+    check(got && !strcmp(got, "a3\n"), "join_heads: from the third line to the end (b has two)");
     free(got);
     scratch_remove(dir);
 }
