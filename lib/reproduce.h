@@ -113,10 +113,10 @@ typedef struct {
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 500,
-    .samples = "8", .refine_lr = "3e-5", .beta = "0.1", .refine_epochs = "2",
+    .samples = "8", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
-    .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 1,
+    .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
     .base_lr = "3e-3", .base_seed = 1000};
 
 #define REPRO_FAMILIES 2
