@@ -112,7 +112,7 @@ typedef struct {
 
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
-    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 500,
+    .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
     .samples = "8", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "2",
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
@@ -281,6 +281,16 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     printf("phase 0 done in %.0fs\n", now_seconds() - start);
 }
 
+// Whether two files hold the same bytes (a round's checkpoint and the one refine kept).
+static int same_file_bytes(const char *a, const char *b) {
+    size_t na, nb;
+    unsigned char *x = read_whole_file(a, &na), *y = read_whole_file(b, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
 // Where a seed's time goes, in seconds: the stages of repro_one_seed.
 enum { TIME_DATA, TIME_PHASE1, TIME_PHASE2, TIME_EVALUATION, TIME_STAGES };
 static const char *const REPRO_STAGE_NAMES[TIME_STAGES] = {"data", "phase 1", "phase 2", "evaluation"};
@@ -288,7 +298,8 @@ static const char *const REPRO_STAGE_NAMES[TIME_STAGES] = {"data", "phase 1", "p
 // Runs the whole pipeline for one seed in dir and fills scores[row * repro_columns(rs) + column],
 // for every student row diagnoses[row * REPRO_FAMILIES + family] (on valid), for every phase-2
 // row by_round[row * (rounds + 1) + r], the first family's test accuracy after round r (round 0:
-// the row's SFT model; n = 0 for a round that did not run), and seconds[stage].
+// the row's SFT model; the round refine kept: the row's own score; n = 0 for a round that did not
+// run), and seconds[stage].
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
                            int n_rows, const char *base_model, const char *base_tokenizer, Score *scores,
                            Diagnosis *diagnoses, Score *by_round, double *seconds) {
@@ -430,6 +441,11 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             snprintf(key_path, sizeof key_path, "%s/%s.bin", dir, rows[r].key);
             path_tagged(model_path, sizeof model_path, key_path, tag, ".bin");
             if (access(model_path, F_OK) != 0) break; // refine stopped early: no pairs or examples
+            if (same_file_bytes(model_path, key_path)) { // the kept round: already evaluated
+                const Score *kept = &scores[r * repro_columns(rs)];
+                line[k] = (Score){kept->correct, kept->n, NULL};
+                continue;
+            }
             Score s = score_file(model_path, tok, path, &g, 0, NULL);
             free(s.hit);
             line[k] = (Score){s.correct, s.n, NULL};
