@@ -337,6 +337,45 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --ablations --train 40 --name
     else bad "reproduce --ablations: the low-resource questions are wrong"; fi
 else bad "reproduce --ablations failed"; tail -5 "$work/repro4.txt"; fi
 expect_error "reproduce: an unknown task" "^sirt: error: --task must be math, choice or both, got 'poetry'$" ./sirt reproduce --task poetry
+# the Llama-shaped student through the whole reproduction: from scratch (phase 0's base a Llama,
+# its cache entry apart from GPT-2's), and from a pretrained checkpoint with its own tokenizer
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --arch llama --name llama >"$work/repro_llama.txt" 2>&1); then
+    r="$work/runs/llama"
+    base_dirs=$(grep -h -o "runs/base/[0-9a-f]*/" "$work/repro_llama.txt" "$work/repro.txt" | sort -u | wc -l)
+    if grep -q '"arch": "llama", "init": null' "$r/results.json" && [ -s "$r/refined.bin" ] && [ -s "$r/rft.bin" ] \
+        && grep -q "^== 0. phase 0: the base student in runs/base/" "$work/repro_llama.txt" && [ "$base_dirs" -eq 2 ] \
+        && [ "$(grep -c '^model: Llama L=2 NH=2 KVH=2 C=32' "$work/repro_llama.txt")" -ge 4 ] \
+        && grep -q '"arch": "gpt2", "init": null' "$work/runs/quick/results.json" && grep -q "^SFT + self-refine" "$work/repro_llama.txt"; then
+        ok "reproduce --quick --arch llama: phase 0, phase 1, phase 2, control and evaluation on a Llama student; its base has its own cache entry; results.json says llama (GPT-2's says gpt2)"
+    else bad "reproduce --arch llama: output wrong"; fi
+else bad "reproduce --arch llama failed"; tail -5 "$work/repro_llama.txt"; fi
+# bad combinations die before any work (no run directory is made)
+repro_bad() { local name=$1; shift; sh -c 'cd "$0" && exec "$@"' "$work" "$PWD/sirt" reproduce --quick --name "$name" "$@"; }
+expect_error "reproduce: --init without --tokenizer" "^sirt: error: reproduce: --init needs --tokenizer, the model's tokenizer$" repro_bad bad1 --init "$work/sft.bin"
+expect_error "reproduce: --init with --arch" "^sirt: error: reproduce: --init replaces phase 0 and sets the student's shape; drop --arch$" repro_bad bad2 --init "$work/sft.bin" --tokenizer "$work/task_tok.bin" --arch llama
+expect_error "reproduce: --tokenizer without --init" "^sirt: error: reproduce: --tokenizer is --init's tokenizer; give --init MODEL too$" repro_bad bad3 --tokenizer "$work/task_tok.bin"
+base_tok=$(ls "$work"/runs/base/*/tokenizer.bin | head -1) # phase 0's tokenizer: more than 512 tokens
+expect_error "reproduce: --init with a tokenizer larger than the model's vocabulary" "^sirt: error: the tokenizer has [0-9]* tokens but the model's vocabulary is V=512$" repro_bad bad4 --init "$work/sft.bin" --tokenizer "$base_tok"
+./sirt sft --config 1,2,16,128,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 1 --seq 128 --steps 1 --lr 0 --out "$work/ctx128.bin" >/dev/null
+expect_error "reproduce: --init with a context shorter than --seq 256" "^sirt: error: reproduce: .*ctx128.bin has context maxT=128, shorter than the reproduction's --seq 256$" repro_bad bad5 --init "$work/ctx128.bin" --tokenizer "$work/task_tok.bin"
+made=$(ls -d "$work"/runs/bad* 2>/dev/null)
+[ -z "$made" ] && ok "reproduce: the bad combinations made no run directory" || bad "reproduce: a bad combination made $made"
+L2C=../shared/data/llama2c
+if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/tok512.bin" ]; then
+    if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --init "$OLDPWD/$L2C/stories260K.bin" --tokenizer "$OLDPWD/$L2C/tok512.bin" --name stories >"$work/repro_stories.txt" 2>&1); then
+        r="$work/runs/stories"
+        # pretrained weights: phase 1's first loss is far below a random model's ln(512) = 6.24
+        first=$(head -1 "$r/sft_metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+        if grep -q "^== 0. phase 0 skipped: phase 1 starts from .*stories260K.bin (--init) with its tokenizer .*tok512.bin$" "$work/repro_stories.txt" \
+            && ! grep -q "^== 0. phase 0: " "$work/repro_stories.txt" && [ ! -e "$r/tokenizer.bin" ] \
+            && grep -q '"config": "5,8,64,512,512,4,172"' "$r/results.json" && grep -q '"arch": "llama", "init": ".*stories260K.bin"' "$r/results.json" \
+            && [ -s "$r/refined.bin" ] && grep -q "^SFT + self-refine" "$work/repro_stories.txt" \
+            && awk -v l="$first" 'BEGIN { exit !(l < log(512) - 1.5) }'; then
+            ok "reproduce --quick --init stories260K.bin --tokenizer tok512.bin: phase 0 skipped, phase 1 from the pretrained weights (first loss $first, a random model's ln 512 = 6.24), phases 2 and evaluation; results.json says llama and the file"
+        else bad "reproduce --init stories260K: output wrong (first loss $first)"; fi
+    else bad "reproduce --init stories260K failed"; tail -5 "$work/repro_stories.txt"; fi
+    expect_error "reproduce: --init stories260K.bin with phase 0's larger tokenizer" "^sirt: error: the tokenizer has [0-9]* tokens but the model's vocabulary is V=512$" repro_bad bad6 --init "$PWD/$L2C/stories260K.bin" --tokenizer "$base_tok"
+else skip "$L2C is absent: reproduce --init stories260K.bin not checked"; fi
 
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)

@@ -18,6 +18,8 @@
 // over its SFT row with a paired bootstrap 95% interval. --ablations adds the rows of the
 // paper's analyses: the other pair rule, DPO with the NLL term (RPO), and phase 1 on 50% and
 // 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
+// --arch llama makes the student Llama-shaped; --init MODEL --tokenizer TOK starts phase 1 from a
+// pretrained checkpoint and its tokenizer instead of phase 0's base (phase 0 is then skipped).
 // =============================================================================================
 
 typedef int (*CommandFn)(int argc, char **argv);
@@ -108,6 +110,8 @@ typedef struct {
     int base_epochs;
     const char *base_lr;
     long base_seed;       // the base's data and weights: one base for every seed of the run
+    int arch;             // the student's shape: ARCH_GPT2 or ARCH_LLAMA (ARCH_NAMES)
+    const char *init, *tokenizer; // --init: phase 1 from this checkpoint and tokenizer, no phase 0
 } ReproSettings;
 
 static const ReproSettings REPRO_DEFAULTS = {
@@ -117,7 +121,7 @@ static const ReproSettings REPRO_DEFAULTS = {
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
-    .base_lr = "3e-3", .base_seed = 1000};
+    .base_lr = "3e-3", .base_seed = 1000, .arch = ARCH_GPT2};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
@@ -217,10 +221,10 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
     char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
-    snprintf(settings, sizeof settings, "data %s\ntask %s\nconfig %s\nvocab %s\nstories per family %d\n"
+    snprintf(settings, sizeof settings, "data %s\ntask %s\narch %s\nconfig %s\nvocab %s\nstories per family %d\n"
              "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
-             REPRO_BASE_DATA, rs->task, rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr,
-             rs->base_seed);
+             REPRO_BASE_DATA, rs->task, ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train,
+             rs->base_epochs, rs->base_lr, rs->base_seed);
     snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
     snprintf(tokfile, cap, "%s/tokenizer.bin", dir);
     snprintf(base_model, cap, "%s/base.bin", dir);
@@ -270,7 +274,8 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     run_command(cmd_tokenizer, "--train", text, "--vocab", rs->vocab, "--split-digits", "--out", tokfile, NULL);
     snprintf(eptxt, sizeof eptxt, "%d", rs->base_epochs);
     snprintf(path, sizeof path, "%s/base_metrics.jsonl", dir);
-    run_command(cmd_sft, "--config", rs->config, "--tokenizer", tokfile, "--data", stories, "--epochs", eptxt,
+    run_command(cmd_sft, "--config", rs->config, "--arch", ARCH_NAMES[rs->arch], "--tokenizer", tokfile,
+                "--data", stories, "--epochs", eptxt,
                 "--batch", "16", "--seq", "256", "--lr", rs->base_lr, "--warmup", "20", "--seed", seedtxt,
                 "--log", path, "--out", base_model, NULL);
     SafeFile sf;
@@ -365,7 +370,9 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
                         base_model ? rs->sft_lr : rs->scratch_lr, "--warmup", "20", "--plain-share",
                         rs->plain_share, "--seed", seedtxt,
-                        "--log", log, "--out", out, NULL);
+                        "--log", log, "--out", out,
+                        // --arch only with --config: a checkpoint says its own shape
+                        base_model ? NULL : "--arch", ARCH_NAMES[rs->arch], NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
             seconds[TIME_PHASE1] += now_seconds() - stage_start;
         } else {
@@ -623,6 +630,10 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
         fputs("}", sf.file);
     }
     fputs("],\n", sf.file);
+    fprintf(sf.file, "\"arch\": \"%s\", \"init\": ", ARCH_NAMES[rs->arch]); // the student's shape and start
+    if (rs->init) json_write_string(sf.file, rs->init, strlen(rs->init));
+    else fputs("null", sf.file);
+    fputs(",\n", sf.file);
     fputs("\"diagnoses_on_valid\": [", sf.file);
     for (int s = 0, first = 1; s < rs->seeds; s++)
         for (int r = 0; r < n_rows; r++)
@@ -644,6 +655,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
     int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0, rounds_given = 0;
+    int arch_given = 0;
     // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
     // text; they are checked below, before any work
     const Flag flags[] = {
@@ -656,7 +668,16 @@ int cmd_reproduce(int argc, char **argv) {
         {"--task", "math|both|choice", FLAG_STRING, .value = &rs.task,
          "the families trained on and evaluated (choice is not yet learned: README)"},
         {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
-         "the student (maxT >= 256)", .given = &config_given},
+         "the student (maxT >= 256); with --arch llama: L,NH,C,maxT,V[,KVH[,hidden]]",
+         .given = &config_given},
+        {"--arch", NULL, FLAG_CHOICE, .value = &rs.arch,
+         "the student's shape (phase 0's base is trained from random weights)", .choices = ARCH_NAMES,
+         .given = &arch_given},
+        {"--init", "MODEL", FLAG_STRING, .value = &rs.init,
+         "phase 1 starts from this checkpoint (ours, llm.c's, llama2.c's or a Hugging Face directory; "
+         "maxT >= 256) with --tokenizer: no phase 0, the file's shape (no --arch, --config, --base-stories)"},
+        {"--tokenizer", "TOK", FLAG_STRING, .value = &rs.tokenizer,
+         "--init's tokenizer (at most the model's V tokens)"},
         {"--train", "N", FLAG_INT, .value = &rs.n_train, "demonstrations per family", 10, 10000000,
          .given = &train_given},
         {"--epochs", "E", FLAG_INT, .value = &rs.epochs, "phase 1's epochs", 1, 1000,
@@ -694,7 +715,7 @@ int cmd_reproduce(int argc, char **argv) {
         return 0;
     if (strcmp(rs.task, "math") && strcmp(rs.task, "choice") && strcmp(rs.task, "both"))
         die("--task must be math, choice or both, got '%s'", rs.task);
-    Config student = parse_config(rs.config); // fail now, not after the data
+    Config student = parse_config_arch(rs.config, rs.arch); // fail now, not after the data
     if (student.maxT < 256) die("--config: the reproduction needs maxT >= 256 (its --seq), got %d", student.maxT);
     if (strcmp(rs.pairs, "cot-vs-plain") && strcmp(rs.pairs, "correct-vs-incorrect") && strcmp(rs.pairs, "both"))
         die("--pairs must be cot-vs-plain, correct-vs-incorrect or both, got '%s'", rs.pairs);
@@ -717,6 +738,29 @@ int cmd_reproduce(int argc, char **argv) {
         if (!rounds_given) rs.rounds = 2;
         if (!base_given) rs.n_base = 60;
     }
+    char init_config[128]; // --init: the checkpoint's shape, as --config would give it
+    if (rs.init) { // the user's pretrained student: checked now, before any work
+        if (!rs.tokenizer) die("reproduce: --init needs --tokenizer, the model's tokenizer");
+        if (arch_given || config_given || base_given)
+            die("reproduce: --init replaces phase 0 and sets the student's shape; drop --%s",
+                arch_given ? "arch" : config_given ? "config" : "base-stories");
+        Model pretrained;
+        model_load(&pretrained, rs.init);
+        if (pretrained.config.maxT < 256)
+            die("reproduce: %s has context maxT=%d, shorter than the reproduction's --seq 256", rs.init,
+                pretrained.config.maxT);
+        Tokenizer *tok = load_tokenizer(rs.tokenizer);
+        check_tokenizer_fits(tok, pretrained.config.V);
+        const Config *c = &pretrained.config;
+        rs.arch = c->arch;
+        if (c->arch == ARCH_LLAMA)
+            snprintf(init_config, sizeof init_config, "%d,%d,%d,%d,%d,%d,%d", c->L, c->NH, c->C, c->maxT, c->V,
+                     c->KVH, c->hidden);
+        else snprintf(init_config, sizeof init_config, "%d,%d,%d,%d,%d", c->L, c->NH, c->C, c->maxT, c->V);
+        rs.config = init_config;
+        tok_free(tok);
+        model_free(&pretrained);
+    } else if (rs.tokenizer) die("reproduce: --tokenizer is --init's tokenizer; give --init MODEL too");
     char dir[1024], seed_dir[1100];
     snprintf(dir, sizeof dir, "runs/%s", rs.name);
     mkdir_p(dir);
@@ -729,11 +773,16 @@ int cmd_reproduce(int argc, char **argv) {
     double *seconds = xcalloc((size_t)rs.seeds * TIME_STAGES, sizeof(double));
     double start = now_seconds();
     char base_model[1200], base_tokenizer[1200];
-    if (rs.n_base > 0) repro_base(&rs, base_tokenizer, base_model, sizeof base_model);
+    if (rs.init) { // phase 1 from the user's checkpoint, with its tokenizer
+        printf("== 0. phase 0 skipped: phase 1 starts from %s (--init) with its tokenizer %s\n", rs.init,
+               rs.tokenizer);
+        snprintf(base_model, sizeof base_model, "%s", rs.init);
+        snprintf(base_tokenizer, sizeof base_tokenizer, "%s", rs.tokenizer);
+    } else if (rs.n_base > 0) repro_base(&rs, base_tokenizer, base_model, sizeof base_model);
     for (int s = 0; s < rs.seeds; s++) {
         if (rs.seeds > 1) snprintf(seed_dir, sizeof seed_dir, "%s/seed%ld", dir, rs.seed + s);
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
-        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, rs.n_base > 0 ? base_model : NULL,
+        repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, rs.init || rs.n_base > 0 ? base_model : NULL,
                        base_tokenizer, scores + s * per_seed, diagnoses + (size_t)s * n_rows * REPRO_FAMILIES,
                        by_round + (size_t)s * n_rows * (rs.rounds + 1), seconds + (size_t)s * TIME_STAGES);
     }
