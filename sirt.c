@@ -4666,8 +4666,10 @@ static void build_pairs(PairData *d, Tokenizer *tok, const Example *items, int n
     }
 }
 
-// Writes the pairs of a round in TRL's format, with the reference log-probs.
-static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
+// Writes the pairs of a round in TRL's format, with the reference log-probs where known, and
+// with rewards (2 per pair, chosen then rejected; NULL: none) as "chosen_reward" and
+// "rejected_reward".
+static void write_pairs(const char *path, const PairData *d, Tokenizer *tok, const double *rewards) {
     SafeFile sf;
     safe_open(&sf, path);
     for (int i = 0; i < d->count; i++) {
@@ -4683,13 +4685,25 @@ static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
         json_write_string(sf.file, chosen.data ? chosen.data : "", chosen.len);
         fputs(", \"rejected\": ", sf.file);
         json_write_string(sf.file, rejected.data ? rejected.data : "", rejected.len);
-        fprintf(sf.file, ", \"ref_chosen_logps\": %.9g, \"ref_rejected_logps\": %.9g}\n",
-                p->ref_chosen, p->ref_rejected);
+        if (!isnan(p->ref_chosen))
+            fprintf(sf.file, ", \"ref_chosen_logps\": %.9g, \"ref_rejected_logps\": %.9g",
+                    p->ref_chosen, p->ref_rejected);
+        if (rewards)
+            fprintf(sf.file, ", \"chosen_reward\": %.9g, \"rejected_reward\": %.9g", rewards[2 * i],
+                    rewards[2 * i + 1]);
+        fputs("}\n", sf.file);
         tok_bytes_free(&prompt);
         tok_bytes_free(&chosen);
         tok_bytes_free(&rejected);
     }
     safe_commit(&sf);
+}
+
+// Does one of the n judged paths seen write the same equations as r (answer_same_equations)?
+static int equations_seen(const StepReport *seen, int n, const StepReport *r) {
+    for (int m = 0; m < n; m++)
+        if (answer_same_equations(&seen[m], r)) return 1;
+    return 0;
 }
 
 // Rejection-sampling fine-tuning (RFT, Yuan et al. 2023, "Scaling Relationship on Learning
@@ -4715,9 +4729,7 @@ static void rft_examples(SftData *d, Tokenizer *tok, const Example *items, int n
             StepReport r;
             answer_check_steps(c, truth, num_truth, &r);
             if (num_truth > 0 && !r.true_path) continue; // right by luck: not verified
-            int seen = 0;
-            for (int m = 0; m < num_kept && !seen; m++) seen = answer_same_equations(&kept[m], &r);
-            if (seen) continue;
+            if (equations_seen(kept, num_kept, &r)) continue;
             kept[num_kept++] = r;
             d->truncated += tokenize_example(tok, items[i].prompt, c, T + 1, &d->seqs[d->count++]);
             if (keep) {
@@ -4868,7 +4880,7 @@ int cmd_refine(int argc, char **argv) {
         }
         if (!rft) {
             compute_reference_logps(&ref, &pairs, args.B, args.T, args.pack, pad);
-            if (keep_pairs) write_pairs(kept_path, &pairs, tok);
+            if (keep_pairs) write_pairs(kept_path, &pairs, tok, NULL);
         }
         if (keep_pairs) printf("round %d: %s written to %s\n", round, rft ? "examples" : "pairs", kept_path);
         // DPO on this round's pairs (or SFT on its examples), from a fresh optimizer
@@ -5024,6 +5036,32 @@ typedef struct {
     unsigned char *reached; // (num_steps, K): continuation j after step s reaches the gold answer
 } StepPath;
 
+// Appends sample `sample` of item `item` (its text) to paths[0..*count) (room for *cap, grown
+// here) cut into steps and judged against the gold answer and the true steps (num_truth 0: none).
+// Returns 0, appending nothing, when the text has no step.
+static int step_path_add(StepPath **paths, int *count, int *cap, const char *text, int item,
+                         int sample, const char *gold, const TaskStep *truth, int num_truth) {
+    StepPath p = {item, sample, 0, NULL, answer_is_correct(text, gold), NULL, NULL};
+    p.num_steps = answer_split_steps(text, &p.steps);
+    if (p.num_steps == 0) {
+        answer_free_steps(p.steps, 0);
+        return 0;
+    }
+    if (num_truth > 0) {
+        StepReport report;
+        answer_check_steps(text, truth, num_truth, &report);
+        p.truly_correct = xmalloc((size_t)p.num_steps * sizeof(int));
+        for (int s = 0; s < p.num_steps; s++) p.truly_correct[s] = answer_step_truly_correct(&report, s);
+    }
+    if (*count == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        *paths = realloc(*paths, (size_t)*cap * sizeof(StepPath));
+        if (!*paths) die("out of memory");
+    }
+    (*paths)[(*count)++] = p;
+    return 1;
+}
+
 // The items of a samples file (cot prompts, gold answers, true steps) and their paths. Dies with
 // FILE:LINE on a line that is not a question/answer item with a "samples" array of strings.
 static StepPath *read_step_paths(const JsonlFile *f, Example *items, int *num_paths,
@@ -5048,27 +5086,10 @@ static StepPath *read_step_paths(const JsonlFile *f, Example *items, int *num_pa
         for (int j = 0; j < k; j++)
             if (samples[j].type != JSON_STRING) k = -1;
         if (k < 0) die("%s:%d: \"samples\" must be an array of strings (sample --data ... -n K writes it)", f->path, line);
-        for (int j = 0; j < k; j++) {
-            StepPath p = {i, j, 0, NULL, answer_is_correct(samples[j].text, items[i].gold), NULL, NULL};
-            p.num_steps = answer_split_steps(samples[j].text, &p.steps);
-            if (p.num_steps == 0) { // nothing to label
-                (*without_steps)++;
-                answer_free_steps(p.steps, 0);
-                continue;
-            }
-            if (num_truth > 0) {
-                StepReport report;
-                answer_check_steps(samples[j].text, truth, num_truth, &report);
-                p.truly_correct = xmalloc((size_t)p.num_steps * sizeof(int));
-                for (int s = 0; s < p.num_steps; s++) p.truly_correct[s] = answer_step_truly_correct(&report, s);
-            }
-            if (count == cap) {
-                cap = cap ? 2 * cap : 64;
-                paths = realloc(paths, (size_t)cap * sizeof(StepPath));
-                if (!paths) die("out of memory");
-            }
-            paths[count++] = p;
-        }
+        for (int j = 0; j < k; j++)
+            if (!step_path_add(&paths, &count, &cap, samples[j].text, i, j, items[i].gold, truth,
+                               num_truth))
+                (*without_steps)++; // nothing to label
         json_items_free(samples, k > 0 ? k : 0);
     }
     *num_paths = count;
@@ -5728,6 +5749,48 @@ static StepResult prm_step(Model *model, ValueHead *h, Batch *b, HeadReads *r, c
     return res;
 }
 
+// Trains the PRM (model and head) on the paths of d for args->steps steps (args->B paths a step,
+// in an order shuffled each epoch), logging each step to args->log when given.
+static void prm_train(Model *model, ValueHead *head, TrainState *st, const TrainArgs *args,
+                      const PrmData *d, int pad) {
+    int steps_per_epoch = (d->count + args->B - 1) / args->B;
+    Schedule sched = {args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
+    FILE *log = open_metrics_log(args->log, 0);
+    Batch batch;
+    batch_alloc(&batch, args->B, args->T);
+    HeadReads reads;
+    head_reads_alloc(&reads, args->B * args->T);
+    model_alloc_activations(model, args->B, args->T);
+    Progress progress = progress_start(0, args->steps);
+    int *order = xmalloc((size_t)d->count * sizeof(int)), order_epoch = -1;
+    while (st->step < args->steps) {
+        int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
+        if (epoch != order_epoch) epoch_order(order, d->count, args->seed, order_epoch = epoch);
+        int B = d->count - first < args->B ? d->count - first : args->B;
+        StepResult r = prm_step(model, head, &batch, &reads, d, order + first, B, args,
+                                &sched, st, pad);
+        state_count_step(st, &r);
+        double eta, tok_per_s = progress_step(&progress, st->step, batch.tokens, &eta);
+        if (log) {
+            char loss[32], norm[32];
+            fprintf(log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
+                    "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s}\n", st->step, json_number(loss, r.loss),
+                    r.lr, json_number(norm, r.grad_norm), tok_per_s,
+                    1.0 - (double)batch.tokens / ((double)batch.rows * batch.T),
+                    r.skipped ? ", \"skipped\": true" : "");
+            if (fflush(log) != 0 || ferror(log)) die("cannot write log %s: %s", args->log, strerror(errno));
+        }
+        show_progress(st->step, args->steps, r.loss, tok_per_s, eta, st->step == args->steps);
+        if (r.skipped && st->bad_streak >= args->max_bad_steps)
+            die("prm: %d steps in a row had a non-finite loss or gradient norm (--max-bad-steps): "
+                "stopping without saving (try a lower --lr)", st->bad_streak);
+    }
+    if (log) fclose(log);
+    free(order);
+    head_reads_free(&reads);
+    batch_free(&batch);
+}
+
 int cmd_prm(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "prm.bin";
@@ -5780,41 +5843,7 @@ int cmd_prm(int argc, char **argv) {
            "%d steps\n", data.count, data.steps, data.cut_steps, data.dropped, soft ? "soft" : "hard",
            args.steps);
 
-    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
-    FILE *log = open_metrics_log(args.log, 0);
-    Batch batch;
-    batch_alloc(&batch, args.B, args.T);
-    HeadReads reads;
-    head_reads_alloc(&reads, args.B * args.T);
-    model_alloc_activations(&model, args.B, args.T);
-    Progress progress = progress_start(0, args.steps);
-    int *order = xmalloc((size_t)data.count * sizeof(int)), order_epoch = -1;
-    while (st.step < args.steps) {
-        int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
-        if (epoch != order_epoch) epoch_order(order, data.count, args.seed, order_epoch = epoch);
-        int B = data.count - first < args.B ? data.count - first : args.B;
-        StepResult r = prm_step(&model, &head, &batch, &reads, &data, order + first, B, &args,
-                                &sched, &st, pad);
-        state_count_step(&st, &r);
-        double eta, tok_per_s = progress_step(&progress, st.step, batch.tokens, &eta);
-        if (log) {
-            char loss[32], norm[32];
-            fprintf(log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
-                    "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s}\n", st.step, json_number(loss, r.loss),
-                    r.lr, json_number(norm, r.grad_norm), tok_per_s,
-                    1.0 - (double)batch.tokens / ((double)batch.rows * batch.T),
-                    r.skipped ? ", \"skipped\": true" : "");
-            if (fflush(log) != 0 || ferror(log)) die("cannot write log %s: %s", args.log, strerror(errno));
-        }
-        show_progress(st.step, args.steps, r.loss, tok_per_s, eta, st.step == args.steps);
-        if (r.skipped && st.bad_streak >= args.max_bad_steps)
-            die("prm: %d steps in a row had a non-finite loss or gradient norm (--max-bad-steps): "
-                "stopping without saving (try a lower --lr)", st.bad_streak);
-    }
-    if (log) fclose(log);
-    free(order);
-    head_reads_free(&reads);
-    batch_free(&batch);
+    prm_train(&model, &head, &st, &args, &data, pad);
     prm_save(&model, &head, args.out);
     printf("wrote %s (the model and its value head)\n", args.out);
     const PrmData *held = valid_path ? &valid : &data;
@@ -5849,9 +5878,17 @@ static void prm_free(Model *model, ValueHead *head) {
     model_free(model);
 }
 
-// The path reward of a sample is the mean (by_min: the minimum) of its step probabilities; a
-// sample without a step gets −1, below any path with one (ours). Returns, per item, the index of
-// the sample with the highest reward among its k (ties: the first), malloc'd.
+// The path reward of a sample: the mean (by_min: the minimum) of its step probabilities; a
+// sample without a step gets −1, below any path with one (ours).
+static double path_reward(const float *p, int num_steps, int by_min) {
+    double reward = num_steps ? (by_min ? INFINITY : 0.0) : -1.0;
+    for (int s = 0; s < num_steps; s++)
+        reward = by_min ? fmin(reward, p[s]) : reward + (double)p[s] / num_steps;
+    return reward;
+}
+
+// Best-of-k by the path reward. Returns, per item, the index of the sample with the highest
+// reward among its k (ties: the first), malloc'd.
 static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
                        int n, int k, char *const *samples, int by_min) {
     long total = (long)n * k;
@@ -5872,9 +5909,7 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
         for (int j = 0; j < k; j++) {
             const PrmExample *e = &ex[(long)i * k + j];
             const float *p = probs[(long)i * k + j];
-            double reward = e->num_steps ? (by_min ? INFINITY : 0.0) : -1.0;
-            for (int s = 0; s < e->num_steps; s++)
-                reward = by_min ? fmin(reward, p[s]) : reward + (double)p[s] / e->num_steps;
+            double reward = path_reward(p, e->num_steps, by_min);
             if (reward > best) best = reward, choice[i] = j;
         }
     }
