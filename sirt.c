@@ -4933,7 +4933,7 @@ int cmd_refine(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 10. Process feedback (SIPF): step labels by simulation, the process reward model, reranking
+// 10. Process feedback (SIPF): step labels by simulation, the PRM, reranking, the loop
 // Outcome feedback (section 9) scores a whole path by its final answer, so a path that reaches
 // the right answer after a wrong step is rewarded as right. Process feedback labels each step.
 // SIPF (Chen, Wang, Zhang, COLING 2025, "Self-Iterative Process Feedback") labels a step the way
@@ -4965,6 +4965,7 @@ int cmd_refine(int argc, char **argv) {
 // The head's gradient enters the backward pass at the final LayerNorm's output (HeadGradient,
 // section 2); the language-model loss is not used. `eval --rerank PRM` scores each of K samples
 // by the mean (or --rerank-by min) of its step probabilities and answers with the best one.
+// `./sirt sipf` runs SIPF's loop of these with ORPO, in rounds (its comment: "the loop" below).
 // =============================================================================================
 
 // ---- the counts behind precision, recall and F1 -------------------------------------------------
