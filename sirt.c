@@ -2722,7 +2722,7 @@ static const char *const SCHEDULE_NAMES[] = {"constant", "cosine", NULL}; // Tra
 static const char *const ARCH_NAMES[] = {"gpt2", "llama", NULL};        // ARCH_* order
 
 // The table of those flags (lib/flags.h); a command passes its TrainArgs with it.
-#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine, prm)"
+#define TRAIN_FLAGS_TITLE "the flags of training (train, sft, dpo, refine, prm, sipf)"
 static const Flag TRAIN_FLAGS[] = {
     {"--init", "FILE", FLAG_STRING, .offset = offsetof(TrainArgs, init),
      "start from this checkpoint: llm.c's GPT-2, ours, llama2.c's (legacy or version 1), or a "
@@ -4667,8 +4667,10 @@ static void build_pairs(PairData *d, Tokenizer *tok, const Example *items, int n
     }
 }
 
-// Writes the pairs of a round in TRL's format, with the reference log-probs.
-static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
+// Writes the pairs of a round in TRL's format, with the reference log-probs where known, and
+// with rewards (2 per pair, chosen then rejected; NULL: none) as "chosen_reward" and
+// "rejected_reward".
+static void write_pairs(const char *path, const PairData *d, Tokenizer *tok, const double *rewards) {
     SafeFile sf;
     safe_open(&sf, path);
     for (int i = 0; i < d->count; i++) {
@@ -4684,13 +4686,25 @@ static void write_pairs(const char *path, const PairData *d, Tokenizer *tok) {
         json_write_string(sf.file, chosen.data ? chosen.data : "", chosen.len);
         fputs(", \"rejected\": ", sf.file);
         json_write_string(sf.file, rejected.data ? rejected.data : "", rejected.len);
-        fprintf(sf.file, ", \"ref_chosen_logps\": %.9g, \"ref_rejected_logps\": %.9g}\n",
-                p->ref_chosen, p->ref_rejected);
+        if (!isnan(p->ref_chosen))
+            fprintf(sf.file, ", \"ref_chosen_logps\": %.9g, \"ref_rejected_logps\": %.9g",
+                    p->ref_chosen, p->ref_rejected);
+        if (rewards)
+            fprintf(sf.file, ", \"chosen_reward\": %.9g, \"rejected_reward\": %.9g", rewards[2 * i],
+                    rewards[2 * i + 1]);
+        fputs("}\n", sf.file);
         tok_bytes_free(&prompt);
         tok_bytes_free(&chosen);
         tok_bytes_free(&rejected);
     }
     safe_commit(&sf);
+}
+
+// Does one of the n judged paths seen write the same equations as r (answer_same_equations)?
+static int equations_seen(const StepReport *seen, int n, const StepReport *r) {
+    for (int m = 0; m < n; m++)
+        if (answer_same_equations(&seen[m], r)) return 1;
+    return 0;
 }
 
 // Rejection-sampling fine-tuning (RFT, Yuan et al. 2023, "Scaling Relationship on Learning
@@ -4716,9 +4730,7 @@ static void rft_examples(SftData *d, Tokenizer *tok, const Example *items, int n
             StepReport r;
             answer_check_steps(c, truth, num_truth, &r);
             if (num_truth > 0 && !r.true_path) continue; // right by luck: not verified
-            int seen = 0;
-            for (int m = 0; m < num_kept && !seen; m++) seen = answer_same_equations(&kept[m], &r);
-            if (seen) continue;
+            if (equations_seen(kept, num_kept, &r)) continue;
             kept[num_kept++] = r;
             d->truncated += tokenize_example(tok, items[i].prompt, c, T + 1, &d->seqs[d->count++]);
             if (keep) {
@@ -4874,7 +4886,7 @@ int cmd_refine(int argc, char **argv) {
         }
         if (!rft) {
             compute_reference_logps(&ref, &pairs, args.B, args.T, args.pack, pad);
-            if (keep_pairs) write_pairs(kept_path, &pairs, tok);
+            if (keep_pairs) write_pairs(kept_path, &pairs, tok, NULL);
         }
         if (keep_pairs) printf("round %d: %s written to %s\n", round, rft ? "examples" : "pairs", kept_path);
         // DPO on this round's pairs (or SFT on its examples), from a fresh optimizer
@@ -4928,7 +4940,7 @@ int cmd_refine(int argc, char **argv) {
 }
 
 // =============================================================================================
-// 10. Process feedback (SIPF): step labels by simulation, the process reward model, reranking
+// 10. Process feedback (SIPF): step labels by simulation, the PRM, reranking, the loop
 // Outcome feedback (section 9) scores a whole path by its final answer, so a path that reaches
 // the right answer after a wrong step is rewarded as right. Process feedback labels each step.
 // SIPF (Chen, Wang, Zhang, COLING 2025, "Self-Iterative Process Feedback") labels a step the way
@@ -4960,6 +4972,7 @@ int cmd_refine(int argc, char **argv) {
 // The head's gradient enters the backward pass at the final LayerNorm's output (HeadGradient,
 // section 2); the language-model loss is not used. `eval --rerank PRM` scores each of K samples
 // by the mean (or --rerank-by min) of its step probabilities and answers with the best one.
+// `./sirt sipf` runs SIPF's loop of these with ORPO, in rounds (its comment: "the loop" below).
 // =============================================================================================
 
 // ---- the counts behind precision, recall and F1 -------------------------------------------------
@@ -5031,6 +5044,32 @@ typedef struct {
     unsigned char *reached; // (num_steps, K): continuation j after step s reaches the gold answer
 } StepPath;
 
+// Appends sample `sample` of item `item` (its text) to paths[0..*count) (room for *cap, grown
+// here) cut into steps and judged against the gold answer and the true steps (num_truth 0: none).
+// Returns 0, appending nothing, when the text has no step.
+static int step_path_add(StepPath **paths, int *count, int *cap, const char *text, int item,
+                         int sample, const char *gold, const TaskStep *truth, int num_truth) {
+    StepPath p = {item, sample, 0, NULL, answer_is_correct(text, gold), NULL, NULL};
+    p.num_steps = answer_split_steps(text, &p.steps);
+    if (p.num_steps == 0) {
+        answer_free_steps(p.steps, 0);
+        return 0;
+    }
+    if (num_truth > 0) {
+        StepReport report;
+        answer_check_steps(text, truth, num_truth, &report);
+        p.truly_correct = xmalloc((size_t)p.num_steps * sizeof(int));
+        for (int s = 0; s < p.num_steps; s++) p.truly_correct[s] = answer_step_truly_correct(&report, s);
+    }
+    if (*count == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        *paths = realloc(*paths, (size_t)*cap * sizeof(StepPath));
+        if (!*paths) die("out of memory");
+    }
+    (*paths)[(*count)++] = p;
+    return 1;
+}
+
 // The items of a samples file (cot prompts, gold answers, true steps) and their paths. Dies with
 // FILE:LINE on a line that is not a question/answer item with a "samples" array of strings.
 static StepPath *read_step_paths(const JsonlFile *f, Example *items, int *num_paths,
@@ -5055,27 +5094,10 @@ static StepPath *read_step_paths(const JsonlFile *f, Example *items, int *num_pa
         for (int j = 0; j < k; j++)
             if (samples[j].type != JSON_STRING) k = -1;
         if (k < 0) die("%s:%d: \"samples\" must be an array of strings (sample --data ... -n K writes it)", f->path, line);
-        for (int j = 0; j < k; j++) {
-            StepPath p = {i, j, 0, NULL, answer_is_correct(samples[j].text, items[i].gold), NULL, NULL};
-            p.num_steps = answer_split_steps(samples[j].text, &p.steps);
-            if (p.num_steps == 0) { // nothing to label
-                (*without_steps)++;
-                answer_free_steps(p.steps, 0);
-                continue;
-            }
-            if (num_truth > 0) {
-                StepReport report;
-                answer_check_steps(samples[j].text, truth, num_truth, &report);
-                p.truly_correct = xmalloc((size_t)p.num_steps * sizeof(int));
-                for (int s = 0; s < p.num_steps; s++) p.truly_correct[s] = answer_step_truly_correct(&report, s);
-            }
-            if (count == cap) {
-                cap = cap ? 2 * cap : 64;
-                paths = realloc(paths, (size_t)cap * sizeof(StepPath));
-                if (!paths) die("out of memory");
-            }
-            paths[count++] = p;
-        }
+        for (int j = 0; j < k; j++)
+            if (!step_path_add(&paths, &count, &cap, samples[j].text, i, j, items[i].gold, truth,
+                               num_truth))
+                (*without_steps)++; // nothing to label
         json_items_free(samples, k > 0 ? k : 0);
     }
     *num_paths = count;
@@ -5735,6 +5757,48 @@ static StepResult prm_step(Model *model, ValueHead *h, Batch *b, HeadReads *r, c
     return res;
 }
 
+// Trains the PRM (model and head) on the paths of d for args->steps steps (args->B paths a step,
+// in an order shuffled each epoch), logging each step to args->log when given.
+static void prm_train(Model *model, ValueHead *head, TrainState *st, const TrainArgs *args,
+                      const PrmData *d, int pad) {
+    int steps_per_epoch = (d->count + args->B - 1) / args->B;
+    Schedule sched = {args->lr, args->lr_floor, args->warmup, args->steps, args->cosine};
+    FILE *log = open_metrics_log(args->log, 0);
+    Batch batch;
+    batch_alloc(&batch, args->B, args->T);
+    HeadReads reads;
+    head_reads_alloc(&reads, args->B * args->T);
+    model_alloc_activations(model, args->B, args->T);
+    Progress progress = progress_start(0, args->steps);
+    int *order = xmalloc((size_t)d->count * sizeof(int)), order_epoch = -1;
+    while (st->step < args->steps) {
+        int epoch = st->step / steps_per_epoch, first = st->step % steps_per_epoch * args->B;
+        if (epoch != order_epoch) epoch_order(order, d->count, args->seed, order_epoch = epoch);
+        int B = d->count - first < args->B ? d->count - first : args->B;
+        StepResult r = prm_step(model, head, &batch, &reads, d, order + first, B, args,
+                                &sched, st, pad);
+        state_count_step(st, &r);
+        double eta, tok_per_s = progress_step(&progress, st->step, batch.tokens, &eta);
+        if (log) {
+            char loss[32], norm[32];
+            fprintf(log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
+                    "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s}\n", st->step, json_number(loss, r.loss),
+                    r.lr, json_number(norm, r.grad_norm), tok_per_s,
+                    1.0 - (double)batch.tokens / ((double)batch.rows * batch.T),
+                    r.skipped ? ", \"skipped\": true" : "");
+            if (fflush(log) != 0 || ferror(log)) die("cannot write log %s: %s", args->log, strerror(errno));
+        }
+        show_progress(st->step, args->steps, r.loss, tok_per_s, eta, st->step == args->steps);
+        if (r.skipped && st->bad_streak >= args->max_bad_steps)
+            die("prm: %d steps in a row had a non-finite loss or gradient norm (--max-bad-steps): "
+                "stopping without saving (try a lower --lr)", st->bad_streak);
+    }
+    if (log) fclose(log);
+    free(order);
+    head_reads_free(&reads);
+    batch_free(&batch);
+}
+
 int cmd_prm(int argc, char **argv) {
     TrainArgs args = train_args_defaults();
     args.out = "prm.bin";
@@ -5787,41 +5851,7 @@ int cmd_prm(int argc, char **argv) {
            "%d steps\n", data.count, data.steps, data.cut_steps, data.dropped, soft ? "soft" : "hard",
            args.steps);
 
-    Schedule sched = {args.lr, args.lr_floor, args.warmup, args.steps, args.cosine};
-    FILE *log = open_metrics_log(args.log, 0);
-    Batch batch;
-    batch_alloc(&batch, args.B, args.T);
-    HeadReads reads;
-    head_reads_alloc(&reads, args.B * args.T);
-    model_alloc_activations(&model, args.B, args.T);
-    Progress progress = progress_start(0, args.steps);
-    int *order = xmalloc((size_t)data.count * sizeof(int)), order_epoch = -1;
-    while (st.step < args.steps) {
-        int epoch = st.step / steps_per_epoch, first = st.step % steps_per_epoch * args.B;
-        if (epoch != order_epoch) epoch_order(order, data.count, args.seed, order_epoch = epoch);
-        int B = data.count - first < args.B ? data.count - first : args.B;
-        StepResult r = prm_step(&model, &head, &batch, &reads, &data, order + first, B, &args,
-                                &sched, &st, pad);
-        state_count_step(&st, &r);
-        double eta, tok_per_s = progress_step(&progress, st.step, batch.tokens, &eta);
-        if (log) {
-            char loss[32], norm[32];
-            fprintf(log, "{\"step\": %d, \"loss\": %s, \"lr\": %.7g, \"grad_norm\": %s, "
-                    "\"tok_per_s\": %.1f, \"pad_frac\": %.4f%s}\n", st.step, json_number(loss, r.loss),
-                    r.lr, json_number(norm, r.grad_norm), tok_per_s,
-                    1.0 - (double)batch.tokens / ((double)batch.rows * batch.T),
-                    r.skipped ? ", \"skipped\": true" : "");
-            if (fflush(log) != 0 || ferror(log)) die("cannot write log %s: %s", args.log, strerror(errno));
-        }
-        show_progress(st.step, args.steps, r.loss, tok_per_s, eta, st.step == args.steps);
-        if (r.skipped && st.bad_streak >= args.max_bad_steps)
-            die("prm: %d steps in a row had a non-finite loss or gradient norm (--max-bad-steps): "
-                "stopping without saving (try a lower --lr)", st.bad_streak);
-    }
-    if (log) fclose(log);
-    free(order);
-    head_reads_free(&reads);
-    batch_free(&batch);
+    prm_train(&model, &head, &st, &args, &data, pad);
     prm_save(&model, &head, args.out);
     printf("wrote %s (the model and its value head)\n", args.out);
     const PrmData *held = valid_path ? &valid : &data;
@@ -5856,9 +5886,17 @@ static void prm_free(Model *model, ValueHead *head) {
     model_free(model);
 }
 
-// The path reward of a sample is the mean (by_min: the minimum) of its step probabilities; a
-// sample without a step gets −1, below any path with one (ours). Returns, per item, the index of
-// the sample with the highest reward among its k (ties: the first), malloc'd.
+// The path reward of a sample: the mean (by_min: the minimum) of its step probabilities; a
+// sample without a step gets −1, below any path with one (ours).
+static double path_reward(const float *p, int num_steps, int by_min) {
+    double reward = num_steps ? (by_min ? INFINITY : 0.0) : -1.0;
+    for (int s = 0; s < num_steps; s++)
+        reward = by_min ? fmin(reward, p[s]) : reward + (double)p[s] / num_steps;
+    return reward;
+}
+
+// Best-of-k by the path reward. Returns, per item, the index of the sample with the highest
+// reward among its k (ties: the first), malloc'd.
 static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
                        int n, int k, char *const *samples, int by_min) {
     long total = (long)n * k;
@@ -5879,9 +5917,7 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
         for (int j = 0; j < k; j++) {
             const PrmExample *e = &ex[(long)i * k + j];
             const float *p = probs[(long)i * k + j];
-            double reward = e->num_steps ? (by_min ? INFINITY : 0.0) : -1.0;
-            for (int s = 0; s < e->num_steps; s++)
-                reward = by_min ? fmin(reward, p[s]) : reward + (double)p[s] / e->num_steps;
+            double reward = path_reward(p, e->num_steps, by_min);
             if (reward > best) best = reward, choice[i] = j;
         }
     }
@@ -5892,6 +5928,412 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
     free(probs);
     free(ex);
     return choice;
+}
+
+// ---- the loop: `./sirt sipf` ---------------------------------------------------------------------
+// SIPF's self-iteration, made of the pieces above. Each round r = 1..R, from the current model:
+//   sample   --samples N chain-of-thought paths per training question (sample_items), at
+//            --temperature (default 1, the paper's), with seed S + 2(r−1) (ours: each round
+//            draws new paths);
+//   keep     per question the paths whose equations differ from every earlier kept one
+//            (answer_same_equations, as RFT counts paths), and with --drop-wrong-arithmetic only
+//            those whose every "A OP B = C" computes right (SIPF's filter); a path without a step
+//            has nothing to label and is left out;
+//   label    every step of every kept path by simulation with the current model as simulator:
+//            -k K continuations per step prefix (simulate_continuations, seed S + 2(r−1) + 1);
+//            hard label = some continuation reaches the gold answer, soft = the fraction. With
+//            --outcome: every step gets its path's final answer's correctness (the outcome-only
+//            variant; nothing is simulated);
+//   PRM      D(r) = D(r−1) ∪ the round's labelled paths; a fresh value head on the input model
+//            (--model, not the current one: ours) is trained on all of D(r) (prm_train, with
+//            --prm-lr and --prm-epochs; --soft: on the soft labels);
+//   score    each kept path of the round: its path reward, the mean (--reward min: the lowest)
+//            of its step probabilities under the new PRM;
+//   pair     per question: sort its kept paths by reward, highest first, and pair the i-th
+//            highest (chosen) with the i-th lowest (rejected), i = 1, 2, ..., while their
+//            rewards differ by at least η (--margin) and at most --max-pairs pairs (margin_pairs;
+//            ours: each path in at most one pair, the widest gaps first);
+//   ORPO     on the round's pairs from the current model (dpo_train with --loss orpo, λ =
+//            --beta, no reference), with a fresh optimizer;
+//   validate greedy accuracy on --valid. The best round on it (round 0, the input model,
+//            included) is kept as --out; without --valid, the last one.
+// The next round samples from, and simulates with, the model ORPO left (not the kept best).
+// --keep DIR writes each round's files: roundN_steps.jsonl (the labelled paths, TRL's stepwise
+// format as label-steps writes it: "index" is the question's line, "sample" which of its N
+// samples), roundN_prm.bin (the PRM, as prm writes it), roundN_pairs.jsonl (the pairs format of
+// section 8 with "chosen_reward" and "rejected_reward", no reference log-probs), and rounds.jsonl
+// (one line per round, round 0 included: counts, label and PRM reports, validation accuracy).
+// Each round's model is written beside --out as refine does (sipf.round2.bin); --log FILE logs
+// ORPO's steps as FILE.roundN.jsonl and the PRM's as FILE.roundN_prm.jsonl.
+
+// SIPF's pairs among m paths of one question from their rewards: sorted by reward, highest first
+// (ties: the earlier path first), the i-th highest is chosen over the i-th lowest while
+// reward[chosen] − reward[rejected] ≥ margin, at most max_pairs pairs, each path in one pair at
+// most. Writes the paths' indices to chosen[] and rejected[]; returns the number of pairs.
+static int margin_pairs(const double *reward, int m, double margin, int max_pairs, int *chosen,
+                        int *rejected) {
+    int *order = xmalloc((size_t)(m > 0 ? m : 1) * sizeof(int)), count = 0;
+    for (int i = 0; i < m; i++) { // insertion sort, stable: ties keep their order
+        int j = i;
+        for (; j > 0 && reward[order[j - 1]] < reward[i]; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    for (int hi = 0, lo = m - 1; hi < lo && count < max_pairs; hi++, lo--) {
+        if (!(reward[order[hi]] - reward[order[lo]] >= margin)) break; // the gaps only narrow
+        chosen[count] = order[hi];
+        rejected[count++] = order[lo];
+    }
+    free(order);
+    return count;
+}
+
+// The kept paths of one round (see above) of k samples per item: StepPaths, item by item, their
+// `sample` the index among the item's k. Counts what was left out in dropped[0..3): repeated
+// equations, a wrong equation (with drop_wrong), no step.
+static StepPath *sipf_keep_paths(const Example *items, int n, int k, char *const *samples,
+                                 const char *data_path, int drop_wrong, int *num_paths,
+                                 int dropped[3]) {
+    StepPath *paths = NULL;
+    int count = 0, cap = 0;
+    StepReport *kept = xmalloc((size_t)k * sizeof(StepReport));
+    dropped[0] = dropped[1] = dropped[2] = 0;
+    for (int i = 0; i < n; i++) {
+        TaskStep truth[EVAL_MAX_TRUTH];
+        int num_truth = example_truth(&items[i], data_path, i, truth), num_kept = 0;
+        for (int j = 0; j < k; j++) {
+            const char *text = samples[(long)i * k + j];
+            StepReport r;
+            answer_check_steps(text, truth, num_truth, &r);
+            int right = 0, total = 0;
+            for (int o = 0; o < 4; o++) right += r.op_right[o], total += r.op_total[o];
+            if (r.num_steps == 0) dropped[2]++;
+            else if (drop_wrong && right < total) dropped[1]++;
+            else if (equations_seen(kept, num_kept, &r)) dropped[0]++;
+            else {
+                kept[num_kept++] = r;
+                step_path_add(&paths, &count, &cap, text, i, j, items[i].gold, truth, num_truth);
+            }
+        }
+    }
+    free(kept);
+    *num_paths = count;
+    return paths;
+}
+
+// Appends the labelled steps of n paths (step_label from the first K continuations, or the
+// outcome when not simulated; soft: the soft labels as targets) to the PRM's data d, tokenized
+// as prm_data_load tokenizes the same lines of a stepwise file (a window of T + 1 tokens).
+// at[p] gets path p's index in d, or −1 when none of its steps fits the window (dropped).
+static void prm_data_add_paths(PrmData *d, Tokenizer *tok, const Example *items,
+                               const StepPath *paths, int n, int K, int soft, int T, int *at) {
+    d->ex = realloc(d->ex, ((size_t)d->count + n + 1) * sizeof(PrmExample));
+    if (!d->ex) die("out of memory");
+    for (int p = 0; p < n; p++) {
+        const StepPath *sp = &paths[p];
+        PrmExample ex;
+        d->cut_steps += prm_tokenize(tok, items[sp->item].prompt, sp->steps, sp->num_steps, T + 1, &ex);
+        at[p] = -1;
+        if (ex.num_steps == 0) {
+            d->dropped++;
+            prm_example_free(&ex);
+            continue;
+        }
+        ex.targets = xmalloc((size_t)ex.num_steps * sizeof(float));
+        for (int s = 0; s < ex.num_steps; s++) {
+            int hard;
+            double fraction;
+            step_label(sp, s, K, K, &hard, &fraction);
+            ex.targets[s] = soft ? (float)fraction : (float)hard;
+        }
+        if (sp->truly_correct) { // the kept steps are the first num_steps
+            ex.truly_correct = xmalloc((size_t)ex.num_steps * sizeof(int));
+            memcpy(ex.truly_correct, sp->truly_correct, (size_t)ex.num_steps * sizeof(int));
+        }
+        d->steps += ex.num_steps;
+        at[p] = d->count;
+        d->ex[d->count++] = ex;
+    }
+}
+
+int cmd_sipf(int argc, char **argv) {
+    TrainArgs args = train_args_defaults();
+    args.out = "sipf.bin";
+    args.B = 8;
+    args.T = 256;
+    args.lr = 1e-5f;
+    const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep = NULL;
+    int k = 8, K = 8, rounds = 3, epochs = 1, prm_epochs = 1, max_pairs = 4, outcome = 0,
+        soft = 0, by_min = 0, drop_wrong = 0;
+    float margin = 0.1f, prm_lr = -1.0f;
+    PreferenceSettings pref = {LOSS_ORPO, 0.1f, 0.0f, 0.0f};
+    GenerateSettings g = GENERATE_DEFAULTS;
+    g.sampler.temperature = 1.0f; // SIPF's, for the paths and the continuations
+    const Flag flags[] = {
+        {"--model", "FILE", FLAG_STRING, .value = &args.init,
+         "the SFT model: the first policy and simulator, and the PRM's base"},
+        {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
+         "our tok.bin, llama2.c's tokenizer.bin, or a directory with GPT-2's encoder.json and vocab.bpe"},
+        {"--data", "FILE", FLAG_STRING, .value = &data_path,
+         "question/answer JSONL: the questions the student answers"},
+        {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
+         "greedy accuracy on these items picks the best round"},
+        {"--rounds", "R", FLAG_INT, .value = &rounds, "rounds of the loop", 1, 1000},
+        {"--samples", "N", FLAG_INT, .value = &k, "paths sampled per question", 1, 1024},
+        {"-k", "K", FLAG_INT, .value = &K, "continuations simulated per step", 1, 65536},
+        {"--outcome", NULL, FLAG_SWITCH, .value = &outcome,
+         "the outcome-only variant: every step labelled with its path's final answer, no simulation"},
+        {"--drop-wrong-arithmetic", NULL, FLAG_SWITCH, .value = &drop_wrong,
+         "leave out paths with an equation that computes wrong (SIPF's filter)"},
+        {"--soft", NULL, FLAG_SWITCH, .value = &soft, "train the PRM on the soft labels"},
+        {"--prm-lr", "LR", FLAG_FLOAT, .value = &prm_lr, "the PRM's learning rate (default: --lr)",
+         0, INFINITY},
+        {"--prm-epochs", "E", FLAG_INT, .value = &prm_epochs, "the PRM's passes over D(r)", 1, 1000},
+        {"--reward", NULL, FLAG_CHOICE, .value = &by_min,
+         "a path's reward: the mean or the lowest of its step probabilities", .choices = RERANK_NAMES},
+        {"--margin", "ETA", FLAG_FLOAT, .value = &margin,
+         "η: a pair's rewards differ by at least this (ours)", -INFINITY, INFINITY},
+        {"--max-pairs", "N", FLAG_INT, .value = &max_pairs, "pairs per question at most", 1, 1024},
+        {"--beta", "L", FLAG_FLOAT, .value = &pref.beta, "ORPO's λ, the odds ratio's weight", -INFINITY,
+         INFINITY},
+        {"--epochs", "E", FLAG_INT, .value = &epochs,
+         "ORPO's passes over a round's pairs, unless --steps is given", 1, 1000},
+        {"--temperature", "T", FLAG_FLOAT, .value = &g.sampler.temperature,
+         "of the paths and the continuations", 0, INFINITY},
+        {"--max-new", "N", FLAG_INT, .value = &g.max_new, "new tokens per path or continuation at most",
+         1, 1 << 20},
+        {"--gen-batch", "N", FLAG_INT, .value = &g.batch, "sequences decoded together", 1, 1 << 16},
+        {"--keep", "DIR", FLAG_STRING, .value = &keep,
+         "write each round's steps, PRM, pairs, and rounds.jsonl, into DIR"},
+        PACK_FLAG(args.pack),
+        {0}};
+    const FlagTable tables[] = {{NULL, flags, NULL}, {TRAIN_FLAGS_TITLE, TRAIN_FLAGS, &args}, {0}};
+    if (flags_parse(argc, argv, "sipf", "sipf --model SFT.bin --tokenizer PATH --data train.jsonl "
+                    "--valid valid.jsonl --rounds R\n                   [more flags below] (--batch "
+                    "counts pairs for ORPO, paths for the PRM; --steps: ORPO's)", tables))
+        return 0;
+    use_threads(args.threads);
+    if (!args.init || !tokenizer || !data_path) die("sipf: --model, --tokenizer and --data are required");
+    if (args.config || args.resume || args.save_every || args.stop_after)
+        die("sipf: --config, --resume, --save-every and --stop-after are not supported");
+    if (!(margin > 0)) die("--margin must be positive (a pair needs a preference)");
+    check_preference(&pref);
+    if (prm_lr < 0) prm_lr = args.lr;
+    check_writable(args.out);
+    if (keep) mkdir_p(keep);
+
+    Model policy;
+    model_load(&policy, args.init);
+    check_seq_fits(args.T, &policy);
+    policy.detect_anomaly = args.detect_anomaly;
+    Tokenizer *tok = load_tokenizer(tokenizer);
+    check_tokenizer_fits(tok, policy.config.V);
+    int pad = tok_eot(tok);
+    TemplateOptions cot = {TEMPLATE_COT, 0, 0};
+    JsonlFile file; // the data's lines: their "question" and "truth" go into the steps files
+    jsonl_read(data_path, &file);
+    Example *items, *valid = NULL;
+    int n, n_valid = 0;
+    char err[4400];
+    if (examples_from_jsonl(&file, &cot, &items, &n, err, sizeof err) != 0) die("%s", err);
+    for (int i = 0; i < n; i++)
+        if (!items[i].gold) die("%s: item %d has no gold answer (sipf needs question/answer items)", data_path, i + 1);
+    if (valid_path) examples_load(valid_path, &cot, &valid, &n_valid);
+    print_model(&policy);
+
+    char path[4200], tag[32], number[32];
+    FILE *rounds_log = NULL; // DIR/rounds.jsonl, a line per round
+    if (keep) {
+        snprintf(path, sizeof path, "%s/rounds.jsonl", keep);
+        rounds_log = open_metrics_log(path, 0);
+    }
+    double best = -1.0;
+    if (valid) {
+        best = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
+        printf("round 0 (the input model): validation accuracy %.2f%%\n", 100 * best);
+    }
+    if (rounds_log)
+        fprintf(rounds_log, "{\"round\": 0, \"valid_accuracy\": %s}\n", json_number(number, valid ? best : NAN));
+    model_save(&policy, args.out); // the best so far
+    PrmData D = {0};               // D(r): every round's labelled paths so far
+    for (int round = 1; round <= rounds; round++) {
+        GenerateSettings gs = g;
+        gs.seed = args.seed + 2 * (uint64_t)(round - 1);
+        printf("round %d: sampling %d paths for each of %d questions\n", round, k, n);
+        char **samples = sample_items(&policy, tok, items, n, k, &gs);
+        long right = 0;
+        for (long j = 0; j < (long)n * k; j++) right += answer_is_correct(samples[j], items[j / k].gold);
+        int num_paths, dropped[3];
+        StepPath *paths = sipf_keep_paths(items, n, k, samples, data_path, drop_wrong, &num_paths, dropped);
+        printf("round %d: %.1f%% of the %ld samples are right; kept %d paths (left out: %d repeating "
+               "another's equations, %d with a wrong equation, %d without a step)\n", round,
+               100.0 * right / ((long)n * k), (long)n * k, num_paths, dropped[0], dropped[1], dropped[2]);
+        if (num_paths == 0) {
+            printf("round %d: no path to label; stopping\n", round);
+            for (long j = 0; j < (long)n * k; j++) free(samples[j]);
+            free(samples);
+            free(paths);
+            break;
+        }
+        // label the steps: simulated with the current model, or the outcome
+        if (!outcome) {
+            GenerateSettings sim = g;
+            sim.seed = gs.seed + 1;
+            simulate_continuations(&policy, tok, items, paths, num_paths, K, &sim);
+        }
+        long steps = 0, with_truth = 0;
+        for (int p = 0; p < num_paths; p++) {
+            steps += paths[p].num_steps;
+            if (paths[p].truly_correct) with_truth += paths[p].num_steps;
+        }
+        LabelCounts hard, softc;
+        step_label_counts(paths, num_paths, K, outcome ? 0 : K, &hard, &softc);
+        printf("round %d: %ld steps labelled (%s)", round, steps, outcome ? "outcome" : "simulated");
+        if (with_truth) {
+            label_counts_print("; against the true steps, hard:", &hard);
+            label_counts_print("  |  soft >= 0.5:", &softc);
+        }
+        printf("\n");
+        if (keep) {
+            snprintf(path, sizeof path, "%s/round%d_steps.jsonl", keep, round);
+            write_step_labels(path, &file, items, paths, num_paths, K);
+        }
+        // the PRM: a fresh head on the input model, trained on D(round)
+        int first_new = D.count, *at = xmalloc((size_t)num_paths * sizeof(int));
+        prm_data_add_paths(&D, tok, items, paths, num_paths, K, soft, args.T, at);
+        Model prm;
+        model_load(&prm, args.init);
+        prm.detect_anomaly = args.detect_anomaly;
+        check_training_fits(&prm, args.B, args.T);
+        ValueHead head;
+        head_alloc(&head, prm.config.C);
+        head_init_random(&head, args.seed);
+        TrainArgs prm_args = args;
+        char prm_log[4200];
+        prm_args.lr = prm_lr;
+        prm_args.steps = epochs_to_steps(prm_epochs, (D.count + args.B - 1) / args.B);
+        if (args.log) {
+            snprintf(tag, sizeof tag, "round%d_prm", round);
+            path_tagged(prm_log, sizeof prm_log, args.log, tag, ".jsonl");
+            prm_args.log = prm_log;
+        }
+        printf("round %d: the PRM on D(%d): %d paths, %ld steps (%d steps past --seq left out, %d "
+               "paths dropped); %d steps\n", round, round, D.count, D.steps, D.cut_steps, D.dropped,
+               prm_args.steps);
+        TrainState prm_state = {.seed = args.seed, .rng = rng_seeded(args.seed), .B = args.B,
+                                .T = args.T, .shuffle = 1, .best_valid_loss = INFINITY};
+        prm_train(&prm, &head, &prm_state, &prm_args, &D, pad);
+        if (keep) {
+            snprintf(path, sizeof path, "%s/round%d_prm.bin", keep, round);
+            prm_save(&prm, &head, path);
+        }
+        PrmReport report = prm_evaluate(&prm, &head, &D, args.B, args.T, pad);
+        char what[96];
+        snprintf(what, sizeof what, "round %d: the PRM on its own training data D(%d)", round, round);
+        prm_report_print(&report, what);
+        // the rewards of the round's paths, and the pairs
+        float **probs = prm_probabilities(&prm, &head, D.ex + first_new, D.count - first_new, args.B,
+                                          args.T, pad);
+        double *reward = xmalloc((size_t)num_paths * sizeof(double));
+        for (int p = 0; p < num_paths; p++)
+            reward[p] = at[p] < 0 ? -1.0
+                                  : path_reward(probs[at[p] - first_new], D.ex[at[p]].num_steps, by_min);
+        for (int i = 0; i < D.count - first_new; i++) free(probs[i]);
+        free(probs);
+        head_free(&head);
+        model_free(&prm);
+        PairData pairs = {0};
+        pairs.pairs = xmalloc(((size_t)n * max_pairs + 1) * sizeof(Pair));
+        double *pair_rewards = xmalloc(((size_t)n * max_pairs + 1) * 2 * sizeof(double));
+        int *chosen = xmalloc((size_t)k * sizeof(int)), *rejected = xmalloc((size_t)k * sizeof(int));
+        for (int first = 0, last; first < num_paths; first = last) { // the paths of one question
+            int i = paths[first].item;
+            for (last = first; last < num_paths && paths[last].item == i; last++) {}
+            int made = margin_pairs(reward + first, last - first, margin, max_pairs, chosen, rejected);
+            for (int c = 0; c < made; c++) {
+                const StepPath *w = &paths[first + chosen[c]], *l = &paths[first + rejected[c]];
+                double rw = reward[first + chosen[c]], rl = reward[first + rejected[c]];
+                if (pair_add(&pairs, tok, items[i].prompt, samples[(long)i * k + w->sample],
+                             samples[(long)i * k + l->sample], args.T)) {
+                    pair_rewards[2 * (pairs.count - 1)] = rw;
+                    pair_rewards[2 * (pairs.count - 1) + 1] = rl;
+                }
+            }
+        }
+        printf("round %d: %d pairs (path rewards %s step probability, at least %g apart; dropped: "
+               "%d empty, %d identical; %d cut)\n", round, pairs.count, by_min ? "lowest" : "mean",
+               margin, pairs.dropped_empty, pairs.dropped_identical, pairs.truncated);
+        if (keep) {
+            snprintf(path, sizeof path, "%s/round%d_pairs.jsonl", keep, round);
+            write_pairs(path, &pairs, tok, pair_rewards);
+        }
+        free(chosen);
+        free(rejected);
+        free(pair_rewards);
+        free(reward);
+        free(at);
+        step_paths_free(paths, num_paths);
+        for (long j = 0; j < (long)n * k; j++) free(samples[j]);
+        free(samples);
+        double acc = NAN;
+        if (pairs.count > 0) { // ORPO from the current model, a fresh optimizer
+            char out[4200], log[4200];
+            TrainArgs round_args = args;
+            snprintf(tag, sizeof tag, "round%d", round);
+            path_tagged(out, sizeof out, args.out, tag, ".bin"); // sipf.bin -> sipf.round2.bin
+            round_args.out = out;
+            if (args.log) {
+                path_tagged(log, sizeof log, args.log, tag, ".jsonl");
+                round_args.log = log;
+            }
+            round_args.steps = args.steps ? args.steps
+                                          : epochs_to_steps(epochs, (pairs.count + args.B - 1) / args.B);
+            if (policy.m_memory) {
+                dev_zero(policy.m_memory, policy.num_parameters);
+                dev_zero(policy.v_memory, policy.num_parameters);
+            }
+            TrainState st = {.seed = args.seed, .rng = rng_seeded(args.seed), .B = args.B,
+                             .T = args.T, .shuffle = 1, .best_valid_loss = INFINITY};
+            dpo_train(&policy, &st, &round_args, &pref, &pairs, pad);
+            if (valid) {
+                acc = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
+                printf("round %d: validation accuracy %.2f%%%s\n", round, 100 * acc,
+                       acc > best ? " (best so far: kept)" : "");
+                if (acc > best) {
+                    best = acc;
+                    model_save(&policy, args.out);
+                }
+            } else model_save(&policy, args.out); // without validation the last round is kept
+        }
+        if (rounds_log) {
+            fprintf(rounds_log, "{\"round\": %d, \"samples\": %ld, \"right\": %ld, \"kept\": %d, "
+                    "\"dropped_same_equations\": %d, \"dropped_wrong_arithmetic\": %d, "
+                    "\"dropped_no_step\": %d, \"steps\": %ld, \"labels\": \"%s\", \"hard\": ", round,
+                    (long)n * k, right, num_paths, dropped[0], dropped[1], dropped[2], steps,
+                    outcome ? "outcome" : "simulated");
+            label_counts_json(rounds_log, &hard);
+            fputs(", \"soft\": ", rounds_log);
+            label_counts_json(rounds_log, &softc);
+            fputs(", \"prm_on_its_training_data\": ", rounds_log);
+            prm_report_json(rounds_log, &report);
+            fprintf(rounds_log, ", \"pairs\": %d, \"valid_accuracy\": %s}\n", pairs.count,
+                    json_number(number, acc));
+            if (fflush(rounds_log) != 0 || ferror(rounds_log)) die("cannot write %s/rounds.jsonl", keep);
+        }
+        pairs_free(&pairs);
+        if (pairs.count == 0) {
+            printf("round %d: no pairs, nothing to learn; stopping\n", round);
+            break;
+        }
+    }
+    if (valid) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    if (rounds_log) fclose(rounds_log);
+    prm_data_free(&D);
+    examples_free(items, n);
+    if (valid) examples_free(valid, n_valid);
+    jsonl_free(&file);
+    tok_free(tok);
+    model_free(&policy);
+    return 0;
 }
 
 // =============================================================================================
@@ -5934,6 +6376,7 @@ static const Command COMMANDS[] = {
     {"refine", cmd_refine, "phase 2: sample, score, pair and DPO, in rounds"},
     {"label-steps", cmd_label_steps, "step labels of sampled paths by simulated continuations"},
     {"prm", cmd_prm, "train a process reward model (a value head) on stepwise labels"},
+    {"sipf", cmd_sipf, "SIPF's loop: sample, label steps, PRM, pairs by reward, ORPO, in rounds"},
     {"bench", cmd_bench, "time training steps, decoding and the tokenizer"},
     {NULL, NULL, NULL}};
 

@@ -461,6 +461,87 @@ expect_error "prm --soft: a soft label outside [0, 1]" "^sirt: error: $work/bads
 expect_error "eval --rerank: a model without a value head" "is a model without a value head, not a PRM" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --samples 1 --max-new 8 --rerank "$work/sft.bin"
 expect_error "eval --rerank without --samples" "^sirt: error: eval: --rerank needs --samples K" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --rerank "$work/prm.bin"
 
+# ---- SIPF's loop: sipf ----------------------------------------------------------------------------
+echo "== ./sirt sipf"
+# the PRM of the tiny student learns little more than the share of good steps, so its path
+# rewards differ by thousandths: a margin of 0.0005 makes pairs
+sipf() { ./sirt sipf --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --samples 4 -k 2 --max-new 120 --batch 4 --seq 256 --lr 1e-4 --prm-lr 1e-3 --margin 0.0005 "$@"; }
+expect "sipf: 2 rounds on 20 questions (4 paths each, 2 continuations per step, PRM, pairs, ORPO, validation)" sipf --valid "$work/five.jsonl" --rounds 2 --keep "$work/sipf" --log "$work/sipf_log.jsonl" --out "$work/sipf.bin"
+cp "$work/out.txt" "$work/sipf_out.txt"
+missing=""
+for r in 1 2; do
+    for f in "sipf/round${r}_steps.jsonl" "sipf/round${r}_prm.bin" "sipf/round${r}_pairs.jsonl" "sipf.round$r.bin" "sipf_log.round$r.jsonl" "sipf_log.round${r}_prm.jsonl"; do
+        [ -s "$work/$f" ] || missing="$missing $f"
+    done
+done
+# every round: as many stepwise lines as kept paths, labels and soft scores of equal length, as
+# many pair lines as pairs printed, each pair's chosen reward at least the margin above its
+# rejected one; the PRM file is the model and a head; rounds.jsonl has rounds 0, 1, 2
+bad_round=""
+for r in 1 2; do
+    kept=$(sed -n "s/^round $r: .* kept \([0-9]*\) paths .*/\1/p" "$work/sipf_out.txt")
+    pairs=$(sed -n "s/^round $r: \([0-9]*\) pairs (path rewards mean step probability, at least 0.0005 apart.*/\1/p" "$work/sipf_out.txt")
+    steps="$work/sipf/round${r}_steps.jsonl" pf="$work/sipf/round${r}_pairs.jsonl"
+    [ -n "$kept" ] && [ "$(wc -l <"$steps")" -eq "$kept" ] && [ -n "$pairs" ] && [ "$pairs" -gt 0 ] && [ "$(wc -l <"$pf")" -eq "$pairs" ] &&
+        lab "$steps" | awk -F'|' '{ if (split($1, l, ", ") != split($2, s, ", ") || $1 == "") bad = 1 } END { exit bad }' &&
+        [ "$(grep -c '^{"prompt": "### Instruction:.*", "completions": \[".*"\], "labels": \[.*\], "soft": \[.*\], "gold": ".*", "question": ".*", "truth": ".*", "index": [0-9]*, "sample": [0-3]}$' "$steps")" -eq "$kept" ] &&
+        [ "$(grep -c '^{"prompt": "### Instruction:.*", "chosen": ".*", "rejected": ".*", "chosen_reward": [0-9.e-]*, "rejected_reward": [0-9.e-]*}$' "$pf")" -eq "$pairs" ] &&
+        sed 's/.*"chosen_reward": \([^,]*\), "rejected_reward": \([^}]*\)}$/\1 \2/' "$pf" | awk '{ if (!($1 - $2 >= 0.0005 - 1e-9)) bad = 1 } END { exit bad }' &&
+        [ "$(stat -c %s "$work/sipf/round${r}_prm.bin")" -eq $(( $(stat -c %s "$work/sft.bin") + 16 + 4 * 65 )) ] || bad_round="$bad_round $r (kept '$kept', pairs '$pairs')"
+done
+if [ -z "$missing" ] && [ -z "$bad_round" ] && [ "$(grep -c '^{"round": [012],' "$work/sipf/rounds.jsonl")" -eq 3 ] &&
+    grep -q "round 2: the PRM on D(2): [0-9]* paths" "$work/sipf_out.txt" && grep -q "round 1: the PRM on its own training data D(1): loss .*steps vs labels: precision" "$work/sipf_out.txt" &&
+    grep -q "round 1: [0-9]* steps labelled (simulated); against the true steps, hard: precision .*soft >= 0.5:" "$work/sipf_out.txt"; then
+    ok "sipf: each round's steps (TRL's stepwise lines, one per kept path), PRM (model + head), pairs (one per pair printed, chosen reward >= rejected + 0.0005), model and logs; rounds.jsonl; label P/R/F1 and the PRM's F1 printed"
+else bad "sipf rounds: missing '$missing', bad rounds '$bad_round'"; tail -5 "$work/sipf_out.txt"; fi
+# the PRM of D(2) is trained on both rounds' paths
+d2=$(sed -n 's/^round 2: the PRM on D(2): \([0-9]*\) paths.*/\1/p' "$work/sipf_out.txt")
+[ -n "$d2" ] && [ "$d2" -eq $(( $(wc -l <"$work/sipf/round1_steps.jsonl") + $(wc -l <"$work/sipf/round2_steps.jsonl") )) ] &&
+    ok "sipf: D(2) = D(1) ∪ round 2's paths ($d2 paths)" || bad "sipf: D(2) has '$d2' paths"
+# the files are loadable by prm and dpo --loss orpo
+./sirt prm --init "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/sipf/round2_steps.jsonl" --batch 4 --seq 256 --lr 1e-3 --steps 1 --out "$work/x.bin" >/dev/null &&
+    ./sirt dpo --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --pairs "$work/sipf/round2_pairs.jsonl" --loss orpo --batch 4 --seq 256 --lr 1e-4 --steps 1 --out "$work/x.bin" >/dev/null &&
+    ok "sipf: a round's steps file trains prm, its pairs file trains dpo --loss orpo" || bad "sipf files not readable by prm / dpo"
+# the kept model: the first round with the best validation accuracy (round 0: the input model),
+# bit for bit, and eval gives it the accuracy printed
+accs=$(sed -n 's/^round \([0-9]*\)[^:]*: validation accuracy \([0-9.]*\)%.*/\1 \2/p' "$work/sipf_out.txt")
+best_round=$(echo "$accs" | awk '$2 > best || NR == 1 { best = $2; r = $1 } END { print r }')
+best_acc=$(echo "$accs" | awk '$2 > best || NR == 1 { best = $2 } END { print best }')
+kept_acc=$(sed -n 's/^kept .*: validation accuracy \([0-9.]*\)%$/\1/p' "$work/sipf_out.txt")
+eval_acc=$(./sirt eval --model "$work/sipf.bin" --tokenizer "$work/task_tok.bin" --data "$work/five.jsonl" --max-new 120 | sed -n 's/.*five.jsonl: accuracy \([0-9.]*\)%.*/\1/p')
+if [ "$best_round" = 0 ]; then best_file="$work/sft.bin"; else best_file="$work/sipf.round$best_round.bin"; fi
+[ "$(echo "$accs" | wc -l)" -eq 3 ] && [ -n "$kept_acc" ] && [ "$kept_acc" = "$best_acc" ] && [ "$eval_acc" = "$kept_acc" ] && cmp -s "$work/sipf.bin" "$best_file" &&
+    ok "sipf: the kept model is round $best_round's (the first with the best validation accuracy, $best_acc%), bit for bit; eval gives it $eval_acc%" ||
+    bad "sipf kept model: accuracies '$accs', kept $kept_acc, eval $eval_acc, best round $best_round"
+# the same seed: the same files, bit for bit. A round depends only on the rounds before it, so
+# a run of round 1 alone (half the time) must give round 1's files of the 2-round run.
+sipf --valid "$work/five.jsonl" --rounds 1 --keep "$work/sipf2" --out "$work/sipf2.bin" >/dev/null 2>&1
+same=1
+for f in round1_steps.jsonl round1_prm.bin round1_pairs.jsonl; do
+    cmp -s "$work/sipf/$f" "$work/sipf2/$f" || same=0
+done
+[ $same = 1 ] && cmp -s "$work/sipf.round1.bin" "$work/sipf2.round1.bin" && cmp -s "$work/sipf2/rounds.jsonl" <(head -2 "$work/sipf/rounds.jsonl") &&
+    ok "sipf: the same seed again gives round 1's steps, PRM, pairs, model and rounds.jsonl lines bit for bit" || bad "sipf: not deterministic"
+# the outcome-only variant: every step labelled with its path's final answer. Round 1 samples
+# with the seed (1337), so sample + label-steps --outcome label the same paths: each line of
+# sipf's file is one of theirs (verbatim, but for a byte that is not UTF-8: sipf writes the raw
+# sample's as \ufffd, label-steps reads sample's U+FFFD back and writes it raw). With
+# --drop-wrong-arithmetic, paths are dropped.
+expect "sipf --outcome --drop-wrong-arithmetic: 1 round" sipf --rounds 1 --outcome --drop-wrong-arithmetic --keep "$work/sipf_o" --out "$work/sipf_o.bin"
+cp "$work/out.txt" "$work/sipf_o_out.txt"
+./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" -n 4 --max-new 120 --temperature 1 --seed 1337 --out "$work/sipf_paths.jsonl" >/dev/null
+./sirt label-steps --outcome --data "$work/sipf_paths.jsonl" --out "$work/sipf_osteps.jsonl" >/dev/null
+o="$work/sipf_o/round1_steps.jsonl"
+sed 's/\\ufffd/\xef\xbf\xbd/g' "$o" >"$work/sipf_o_utf8.jsonl"
+if [ -s "$o" ] && [ "$(grep -c -F -x -f "$work/sipf_o_utf8.jsonl" "$work/sipf_osteps.jsonl")" -eq "$(wc -l <"$o")" ] &&
+    lab "$o" | awk -F'|' '{ n = split($1, l, ", "); split($2, s, ", "); for (i = 1; i <= n; i++) if (l[i] != l[1] || (l[i] == "true") != (s[i] == 1)) bad = 1 } END { exit bad }' &&
+    grep -q '"round": 1, "samples": 80, .*"dropped_wrong_arithmetic": [1-9][0-9]*, .*"labels": "outcome"' "$work/sipf_o/rounds.jsonl" &&
+    grep -q "round 1: [0-9]* steps labelled (outcome)" "$work/sipf_o_out.txt" && ! grep -q "simulating" "$work/sipf_o_out.txt"; then
+    ok "sipf --outcome: every step labelled with its path's final answer, nothing simulated; each line one of label-steps --outcome's on the same samples; paths with a wrong equation dropped"
+else bad "sipf --outcome: $(head -c 300 "$o")"; fi
+expect_error "sipf: a margin of 0" "^sirt: error: --margin must be positive" sipf --margin 0
+expect_error "sipf: --resume" "^sirt: error: sipf: --config, --resume, --save-every and --stop-after are not supported" sipf --resume
+
 # ---- ./sirt train ----------------------------------------------------------------------------
 echo "== ./sirt train"
 ./tests/test_core --write-cyclic-shard "$work/train.bin" 20000 64

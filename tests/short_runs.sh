@@ -4,7 +4,7 @@
 #     tests/short_runs.sh WORKDIR PROGRAM...
 # PROGRAM... is how to start sirt: `./sirt_asan` (test.sh), or `valgrind ... ./sirt_vg`
 # (tests/valgrind.sh). Covers tokenizer training and tokenize, data, train and its resume, sft,
-# sample, eval (and --rerank), dpo, refine, label-steps and prm, a Llama (train, resume, sft,
+# sample, eval (and --rerank), dpo, refine, label-steps, prm and sipf, a Llama (train, resume, sft,
 # sample, export to llama2.c and Hugging Face and back), plus a few bad inputs that must end in
 # one clear error (exit 1).
 # The checker must make a run fail with an exit status other than 0 and 1 when it finds
@@ -77,6 +77,12 @@ sirt "prm 2 steps with a held-out report" prm --init "$w/sft.bin" --tokenizer "$
 sirt "eval --rerank with 2 samples" eval --model "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/valid.jsonl" \
     --samples 2 --max-new 12 --rerank "$w/prm.bin" --rerank-by min --out "$w/rr.jsonl" --summary "$w/rr.json"
 
+sirt "sipf: two rounds (sample, keep, simulate, PRM, pairs, ORPO, validate), every round's files" sipf \
+    --model "$w/sft.bin" --tokenizer "$w/tok.bin" --data "$w/four.jsonl" --valid "$w/valid.jsonl" --samples 3 -k 2 \
+    --max-new 12 --rounds 2 --batch 2 --seq 160 --lr 1e-3 --margin 1e-6 --keep "$w/sipf" --log "$w/sipf.jsonl" --out "$w/sipf.bin"
+sirt "sipf --outcome --drop-wrong-arithmetic --reward min --soft" sipf --model "$w/sft.bin" --tokenizer "$w/tok.bin" \
+    --data "$w/four.jsonl" --samples 3 --max-new 12 --rounds 1 --batch 2 --seq 160 --lr 1e-3 --margin 1e-6 --outcome \
+    --drop-wrong-arithmetic --reward min --soft --out "$w/sipf_o.bin"
 # the Llama: train (grouped-query attention) and resume, sft, sample, the exports and reading them
 ltrain=(train --config 1,4,16,32,64,2 --arch llama --data "$w/shard.bin" --batch 2 --seq 16 --lr 1e-3)
 sirt "train a Llama 3 steps, stopping after 2" "${ltrain[@]}" --steps 3 --stop-after 2 --out "$w/l.bin"

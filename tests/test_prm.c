@@ -197,6 +197,121 @@ static void test_step_labels_by_hand(void) {
     scratch_remove(dir);
 }
 
+// SIPF's pairs by reward margin, by hand. Rewards (0.3, 0.9, 0.5, 0.1, 0.5) sorted highest first
+// (ties in their order): paths 1, 2, 4, 0, 3; pairs 1 over 3 (gap 0.8) and 2 over 0 (0.2); path
+// 4 is left in the middle. A margin of 0.25 stops after the first, --max-pairs 1 too. Ties keep
+// their order: (0.2, 0.7, 0.7, 0.2) gives 1 over 3 and 2 over 0. Equal rewards or one path: none.
+static void test_margin_pairs_by_hand(void) {
+    double r[5] = {0.3, 0.9, 0.5, 0.1, 0.5}, ties[4] = {0.2, 0.7, 0.7, 0.2}, same[3] = {0.4, 0.4, 0.4};
+    int w[5], l[5];
+    int n = margin_pairs(r, 5, 0.15, 4, w, l);
+    check(n == 2 && w[0] == 1 && l[0] == 3 && w[1] == 2 && l[1] == 0,
+          "margin_pairs (0.3 0.9 0.5 0.1 0.5), margin 0.15: %d pairs, %d over %d, %d over %d (by "
+          "hand: 1 over 3, 2 over 0)", n, w[0], l[0], w[1], l[1]);
+    n = margin_pairs(r, 5, 0.25, 4, w, l);
+    int n1 = margin_pairs(r, 5, 0.15, 1, w + 2, l + 2);
+    check(n == 1 && w[0] == 1 && l[0] == 3 && n1 == 1 && w[2] == 1 && l[2] == 3,
+          "margin_pairs: margin 0.25 keeps only the first pair (the gaps narrow), as does --max-pairs 1");
+    n = margin_pairs(ties, 4, 0.1, 4, w, l);
+    check(n == 2 && w[0] == 1 && l[0] == 3 && w[1] == 2 && l[1] == 0,
+          "margin_pairs with ties: 1 over 3, 2 over 0 (got %d pairs, %d over %d, %d over %d)", n,
+          w[0], l[0], w[1], l[1]);
+    int none = margin_pairs(same, 3, 1e-9, 4, w, l) + margin_pairs(r, 1, 0.0, 4, w, l) +
+               margin_pairs(r, 0, 0.1, 4, w, l);
+    check(none == 0, "margin_pairs: equal rewards, one path, or none give no pair");
+    float p[3] = {0.9f, 0.5f, 0.7f};
+    double mean = path_reward(p, 3, 0), low = path_reward(p, 3, 1);
+    check(close_to(mean, (0.9 + 0.5 + 0.7) / 3, 1e-7) && low == 0.5f && path_reward(p, 0, 0) == -1.0,
+          "path_reward of (0.9, 0.5, 0.7): mean %.7f, lowest %g; no step: -1", mean, low);
+}
+
+// SIPF's kept paths of one question with true steps 5 + 3 = 8, 8 − 2 = 6, from five samples:
+// 0 on the true path; 1 the same equations (dropped); 2 a wrong equation 5 + 3 = 9 (dropped
+// with --drop-wrong-arithmetic); 3 no step (dropped); 4 right arithmetic off the path. Then
+// their labels, simulated by hand (K = 2), as the PRM's data in memory (prm_data_add_paths)
+// and through the stepwise file (write_step_labels, prm_data_load): the same tokens and targets.
+static void test_sipf_paths_by_hand(void) {
+    char dir[512], in_path[600], steps_path[600];
+    scratch_make(dir, sizeof dir, "test_prm");
+    scratch_path(in_path, sizeof in_path, dir, "in.jsonl");
+    scratch_path(steps_path, sizeof steps_path, dir, "steps.jsonl");
+    FILE *fp = fopen(in_path, "w");
+    fputs("{\"question\": \"Tom has 5 apples. He buys 3. He gives 2. How many?\", \"answer\": "
+          "\"x\\n#### 6\", \"gold\": \"6\", \"truth\": \"5 + 3 = 8\\n8 - 2 = 6\"}\n", fp);
+    fclose(fp);
+    JsonlFile file;
+    jsonl_read(in_path, &file);
+    Example *items;
+    int n;
+    TemplateOptions cot = {TEMPLATE_COT, 0, 0};
+    char err[256];
+    examples_from_jsonl(&file, &cot, &items, &n, err, sizeof err);
+    char *samples[5] = {"He buys 3: 5 + 3 = 8.\nHe gives 2: 8 - 2 = 6.\nThe answer is 6.",
+                        "Tom has 5.\n5 + 3 = 8\n8 - 2 = 6\nThe answer is 6.",
+                        "5 + 3 = 9.\n9 - 2 = 7.\nThe answer is 7.", "The answer is 6.",
+                        "5 + 2 = 7.\n7 + 3 = 10.\nThe answer is 10."};
+    int count, dropped[3];
+    StepPath *all = sipf_keep_paths(items, 1, 5, samples, in_path, 0, &count, dropped);
+    int ok = count == 3 && all[0].sample == 0 && all[1].sample == 2 && all[2].sample == 4 &&
+             dropped[0] == 1 && dropped[1] == 0 && dropped[2] == 1 && all[0].final_correct &&
+             !all[1].final_correct && !all[2].final_correct && all[1].truly_correct[0] == 0 &&
+             all[0].truly_correct[1] == 1 && all[2].truly_correct[0] == 0;
+    check(ok, "sipf_keep_paths: kept samples 0, 2, 4 (got %d paths); dropped 1 repeating, 0 "
+          "wrong, 1 without a step (got %d %d %d); final answers and true steps as by hand", count,
+          dropped[0], dropped[1], dropped[2]);
+    int strict_count, strict_dropped[3];
+    StepPath *strict = sipf_keep_paths(items, 1, 5, samples, in_path, 1, &strict_count, strict_dropped);
+    check(strict_count == 2 && strict[0].sample == 0 && strict[1].sample == 4 && strict_dropped[0] == 1 &&
+          strict_dropped[1] == 1 && strict_dropped[2] == 1,
+          "sipf_keep_paths --drop-wrong-arithmetic: kept samples 0 and 4; dropped 1 repeating, 1 "
+          "wrong, 1 without a step");
+    // continuations by hand, K = 2: path 0 (2 steps) reached (1 1 | 0 1), path 2 (2) (0 0 | 1 0),
+    // path 4 (2) (0 0 | 0 0): hard (1 1), (0 1), (0 0); soft (1 .5), (0 .5), (0 0)
+    unsigned char reached[3][4] = {{1, 1, 0, 1}, {0, 0, 1, 0}, {0, 0, 0, 0}};
+    for (int p = 0; p < 3; p++) {
+        all[p].reached = xmalloc(4);
+        memcpy(all[p].reached, reached[p], 4);
+    }
+    write_step_labels(steps_path, &file, items, all, 3, 2);
+    const char *text = "He buys 3: 5 + 3 = 8.\nHe gives 2: 8 - 2 = 6.\nThe answer is 6.\n";
+    size_t len = strlen(text);
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    float want[2][6] = {{1, 1, 0, 1, 0, 0}, {1, 0.5f, 0, 0.5f, 0, 0}};
+    for (int soft = 0; soft < 2; soft++) {
+        PrmData mem = {0}, disk;
+        int at[3];
+        prm_data_add_paths(&mem, tok, items, all, 3, 2, soft, 200, at);
+        prm_data_load(&disk, steps_path, tok, 200, soft);
+        ok = mem.count == 3 && disk.count == 3 && mem.steps == 6 && disk.steps == 6 && at[0] == 0 &&
+             at[2] == 2;
+        for (int i = 0; ok && i < 3; i++) {
+            const PrmExample *a = &mem.ex[i], *b = &disk.ex[i];
+            ok &= a->seq.length == b->seq.length && a->num_steps == 2 && b->num_steps == 2 &&
+                  !memcmp(a->seq.ids, b->seq.ids, (size_t)a->seq.length * sizeof(int)) &&
+                  !memcmp(a->reads, b->reads, 2 * sizeof(int)) &&
+                  !memcmp(a->targets, b->targets, 2 * sizeof(float)) &&
+                  !memcmp(a->truly_correct, b->truly_correct, 2 * sizeof(int)) &&
+                  a->targets[0] == want[soft][2 * i] && a->targets[1] == want[soft][2 * i + 1];
+        }
+        check(ok, "prm_data_add_paths (%s labels): the same ids, reads, targets and true steps as "
+              "prm_data_load of write_step_labels' file; targets as by hand", soft ? "soft" : "hard");
+        // a window too short for any step: the path is dropped, at[] says so
+        PrmData tiny = {0};
+        prm_data_add_paths(&tiny, tok, items, all, 1, 2, soft, 4, at);
+        if (soft) check(tiny.count == 0 && tiny.dropped == 1 && at[0] == -1,
+                        "prm_data_add_paths: a path without a step inside the window is dropped (at -1)");
+        prm_data_free(&tiny);
+        prm_data_free(&mem);
+        prm_data_free(&disk);
+    }
+    tok_free(tok);
+    step_paths_free(all, count);
+    step_paths_free(strict, strict_count);
+    examples_free(items, n);
+    jsonl_free(&file);
+    scratch_remove(dir);
+}
+
 // A model with random weights (the padded rows of wte zero).
 static void random_model(Model *model, const char *config, uint64_t seed) {
     model_build(model, parse_config(config));
@@ -364,6 +479,8 @@ int main(void) {
     test_steps_and_truth();
     test_json_array_items();
     test_step_labels_by_hand();
+    test_margin_pairs_by_hand();
+    test_sipf_paths_by_hand();
     test_prm_tokenize_and_file();
     test_gradients_through_model(0, 0);
     test_gradients_through_model(1, 1);
