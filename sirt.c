@@ -3960,6 +3960,10 @@ static void print_eval(const Diagnosis *d, const char *what) {
                 printf("  %c %.1f%% of %ld", ANSWER_OPS[o], 100.0 * d->op_right[o] / d->op_total[o],
                        d->op_total[o]);
         printf("\n");
+        if (d->world_total) // the steps a true path can hold, apart from those a reasoning error made
+            printf("  in the task's world (operands and right result counts 0..%d): %.1f%% of %ld right;"
+                   " the other %ld steps are off every true path\n", TASK_MATH_MAX_VALUE,
+                   100.0 * d->world_right / d->world_total, d->world_total, d->truth_steps - d->world_total);
     }
     if (d->k > 0 && d->with_truth > 0)
         printf("  samples right %.1f%%, right on the true path %.1f%%\n",

@@ -9,6 +9,7 @@ skipped=0
 ok()   { passed=$((passed + 1)); echo "ok: $*"; }
 bad()  { failed=$((failed + 1)); echo "FAIL: $*"; }
 skip() { skipped=$((skipped + 1)); echo "skip: $*"; }
+section() { echo "== $* (${SECONDS}s into test.sh)"; } # a group of checks, and when it began
 expect() { # expect DESCRIPTION COMMAND...: the command succeeds
     local desc=$1; shift
     if "$@" >"$work/out.txt" 2>&1; then ok "$desc"; else bad "$desc"; tail -5 "$work/out.txt"; fi
@@ -59,7 +60,7 @@ count_unit() {
 unit_dir=tests
 unit() {
     local name=$1; shift
-    echo "== unit tests ($unit_dir/$name)"
+    section "unit tests ($unit_dir/$name)"
     "./$unit_dir/$name" "$@" >"$work/$name.txt" 2>&1
     count_unit "$work/$name.txt" "$unit_dir/$name" $?
 }
@@ -98,10 +99,10 @@ replay() {
         fi
     done
 }
-echo "== fuzz corpus and crash replays (tests/fuzz)"
+section "fuzz corpus and crash replays (tests/fuzz)"
 replay tests/fuzz/bin 1
 
-echo "== ./sirt tokenizer / tokenize"
+section "./sirt tokenizer / tokenize"
 printf 'Tom has 3 apples. He buys 5 more: 3 + 5 = 8.\nThe answer is 8.\n' >"$work/corpus.txt"
 for i in 1 2 3 4 5 6; do cat "$work/corpus.txt"; done >"$work/corpus6.txt"
 expect "train a tokenizer" ./sirt tokenizer --train "$work/corpus.txt,$work/corpus6.txt" --vocab 300 --out "$work/tok.bin" --llmc-out "$work/tok_llmc.bin"
@@ -123,7 +124,7 @@ if [ -d ../shared/data/gpt2 ]; then
 else skip "../shared/data/gpt2 is absent, GPT-2 CLI check skipped"; fi
 
 # ---- phase 1 on the built-in task: data -> tokenizer -> sft -----------------------------------
-echo "== ./sirt data / sft"
+section "./sirt data / sft"
 expect "data: 300 train items" ./sirt data --task math --split train --n 300 --seed 3 --out "$work/math_train.jsonl"
 expect "data: 60 valid items" ./sirt data --task math --split valid --n 60 --seed 3 --out "$work/math_valid.jsonl"
 ./sirt data --task math --split train --n 300 --seed 3 >"$work/math_train2.jsonl"
@@ -179,7 +180,7 @@ else bad "sft guard: exit $rc, $(tail -1 "$work/err.txt")"; fi
 expect_error "sft: malformed JSONL line names file and line" "bad.jsonl:2:" sh -c "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n' >'$work/bad.jsonl'; ./sirt sft --config 1,1,8,32,512 --tokenizer '$work/task_tok.bin' --data '$work/bad.jsonl' --batch 2 --seq 16 --lr 1e-3"
 
 # ---- sampling and evaluation ------------------------------------------------------------------
-echo "== ./sirt sample / eval"
+section "./sirt sample / eval"
 ./sirt data --task math --split test --n 1000 --seed 5 --out "$work/math_test.jsonl"
 ./sirt data --task choice --split test-ood --n 1000 --seed 5 --out "$work/choice_ood.jsonl"
 for f in math_test choice_ood; do
@@ -203,7 +204,7 @@ if grep -q "maj@4" "$work/out.txt" && grep -q "pass@4" "$work/out.txt" && [ "$(w
 else bad "eval output incomplete"; cat "$work/out.txt" | tail -3; fi
 
 # ---- preference training ----------------------------------------------------------------------
-echo "== ./sirt dpo"
+section "./sirt dpo"
 : >"$work/pairs.jsonl"
 for i in $(seq 1 24); do
     a=$((i % 9 + 2)); b=$((i % 7 + 3)); c=$((a + b)); w=$((c + i % 5 + 1))
@@ -391,7 +392,7 @@ if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
 else skip "../shared/data/gpt2 or gsm8k is absent, GPT-2 SFT check skipped"; fi
 
 # ---- process feedback: label-steps, prm, eval --rerank -------------------------------------------
-echo "== ./sirt label-steps / prm / eval --rerank"
+section "./sirt label-steps / prm / eval --rerank"
 head -8 "$work/math_valid.jsonl" >"$work/eight.jsonl"
 ./sirt sample --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --out "$work/paths.jsonl" -n 4 --max-new 120 --temperature 1 --seed 3 >/dev/null
 lsteps() { ./sirt label-steps --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/paths.jsonl" --max-new 120 "$@"; }
@@ -466,7 +467,7 @@ expect_error "eval --rerank: a model without a value head" "is a model without a
 expect_error "eval --rerank without --samples" "^sirt: error: eval: --rerank needs --samples K" ./sirt eval --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/eight.jsonl" --rerank "$work/prm.bin"
 
 # ---- SIPF's loop: sipf ----------------------------------------------------------------------------
-echo "== ./sirt sipf"
+section "./sirt sipf"
 # the PRM of the tiny student learns little more than the share of good steps, so its path
 # rewards differ by thousandths: a margin of 0.0005 makes pairs
 sipf() { ./sirt sipf --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --samples 4 -k 2 --max-new 120 --batch 4 --seq 256 --lr 1e-4 --prm-lr 1e-3 --margin 0.0005 "$@"; }
@@ -547,7 +548,7 @@ expect_error "sipf: a margin of 0" "^sirt: error: --margin must be positive" sip
 expect_error "sipf: --resume" "^sirt: error: sipf: --config, --resume, --save-every and --stop-after are not supported" sipf --resume
 
 # ---- ./sirt train ----------------------------------------------------------------------------
-echo "== ./sirt train"
+section "./sirt train"
 ./tests/test_core --write-cyclic-shard "$work/train.bin" 20000 64
 ./tests/test_core --write-shard "$work/more.bin" 5000 64 7
 cfg="--config 2,2,32,64,64"
@@ -607,7 +608,7 @@ expect "train from --init (llm.c checkpoint)" ./sirt train --init "$work/a.bin" 
 ls "$work"/*.tmp >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left behind"
 
 # ---- the Llama student and llama2.c's files -------------------------------------------------
-echo "== Llama: llama2.c's files (../shared/data/llama2c)"
+section "Llama: llama2.c's files (../shared/data/llama2c)"
 expect_error "--arch llama needs --config" "^sirt: error: train: --arch llama is the shape of a --config model" ./sirt train --init "$work/a.bin" --arch llama --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
 expect_error "export of a GPT-2 model to llama2.c" "^sirt: error: llama2.c's files hold Llama models; this model is GPT-2$" ./sirt export --model "$work/a.bin" --format llama2c --out "$work/x.bin"
 # Hugging Face directories: GPT-2 out and back in bit-exact (the model file written again is
@@ -695,14 +696,14 @@ if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/stories260K_v1.bin" ] && [ -f "$L
 else skip "$L2C is absent: stories260K and tok512 checks skipped"; fi
 
 # crash safety: kill -9 at random moments and --resume, for train, sft and dpo
-echo "== kill -9 and --resume (tests/kill_resume.sh)"
+section "kill -9 and --resume (tests/kill_resume.sh)"
 tests/kill_resume.sh "$work/kill" 5 1 >"$work/kill_resume.txt" 2>&1
 count_unit "$work/kill_resume.txt" tests/kill_resume.sh $?
 
 # a failed write names the file and the reason, removes its .tmp files and leaves the previous
 # checkpoint as it was: a file size limit (as a full disk) hit by the weights (124.5 KiB) or the
 # state (248 KiB), a directory in the way of the state's .tmp, a read-only directory
-echo "== failed writes"
+section "failed writes"
 wflags="$cfg --data $work/train.bin --batch 4 --seq 32 --lr 3e-3 --steps 20 --out $work/f.bin --log $work/f.jsonl"
 ./sirt train $wflags --stop-after 5 >/dev/null
 ./sirt train $wflags --out "$work/f_full.bin" --log "$work/f_full.jsonl" >/dev/null
@@ -737,7 +738,7 @@ if cmp -s "$work/f.bin" "$work/f_full.bin" && [ "$(strip "$work/f.jsonl")" = "$(
 else bad "resume after failed writes differs"; fi
 
 # the numerical guard and --detect-anomaly on a checkpoint with a NaN weight in layer 1's fcw
-echo "== numerical guards"
+section "numerical guards"
 ./sirt train $cfg --data "$work/train.bin" --batch 4 --seq 32 --steps 1 --lr 0 --out "$work/nan.bin" >/dev/null
 ./tests/test_core --poke "$work/nan.bin" fcw 4096 nan # fcw is (L, 4C, C): 4096 = layer 1, row 0
 ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --max-bad-steps 3 --out "$work/g.bin" --log "$work/g.jsonl" >/dev/null 2>"$work/err.txt"
@@ -757,7 +758,7 @@ else bad "skipped updates changed the weights or moments"; fi
 expect_error "--detect-anomaly names the kernel, layer and tensor" "^sirt: error: --detect-anomaly: matmul_forward in layer 1 wrote 128 non-finite values (of 16384) into fch; every kernel before it wrote finite values$" ./sirt train --init "$work/nan.bin" --data "$work/train.bin" --batch 4 --seq 32 --steps 10 --lr 1e-3 --detect-anomaly --out "$work/g2.bin"
 
 # ---- bad input: one clear line and exit 1, never a crash -------------------------------------
-echo "== bad input"
+section "bad input"
 printf 'not a model at all, just some bytes that go on for a while............' >"$work/junk.bin"
 expect_error "missing data file" "cannot open token shard" run --steps 1 --data "$work/nope.bin"
 expect_error "missing model file" "cannot open model" ./sirt train --init "$work/nope.bin" --data "$work/train.bin" --batch 2 --seq 8 --steps 1 --lr 1e-3
@@ -796,7 +797,7 @@ expect_error "--epochs too many steps" "epochs 1000000 x 1100 batches per epoch 
 # `make asan`: the unit tests and a few steps of every command (tests/short_runs.sh) again, built
 # with -fsanitize=address,undefined. A finding (ASan, LeakSanitizer at exit, UBSan) ends the program
 # with status 86, so no run can pass with one.
-echo "== make asan: unit tests and short runs under AddressSanitizer + UBSan"
+section "make asan: unit tests and short runs under AddressSanitizer + UBSan"
 if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined -x c -o "$work/asan_probe" - >/dev/null 2>&1 &&
    "$work/asan_probe" >/dev/null 2>&1; then
     if make -s asan >"$work/asan_build.txt" 2>&1; then
@@ -816,9 +817,9 @@ if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined 
             bad "sanitizer probes exited with$live (expected 86 86 86)"
         unit_dir=tests/asan
         unit_tests
-        echo "== fuzz corpus and crash replays under the sanitizers"
+        section "fuzz corpus and crash replays under the sanitizers"
         replay tests/asan 0
-        echo "== ./sirt_asan: every command for a few steps (tests/short_runs.sh)"
+        section "./sirt_asan: every command for a few steps (tests/short_runs.sh)"
         tests/short_runs.sh "$work/asan/runs" ./sirt_asan >"$work/short_runs.txt" 2>&1
         count_unit "$work/short_runs.txt" tests/short_runs.sh $?
         unset ASAN_OPTIONS UBSAN_OPTIONS
@@ -827,13 +828,13 @@ if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined 
 else skip "${CC:-cc} cannot build and run -fsanitize=address,undefined programs; sanitizer runs skipped"; fi
 
 # ---- a build without OpenMP ------------------------------------------------------------------
-echo "== make NO_OMP=1"
+section "make NO_OMP=1"
 if make -s NO_OMP=1 BIN="$work/sirt_noomp" >"$work/out.txt" 2>&1 && ! grep -q fopenmp <(make -n NO_OMP=1 BIN="$work/x"); then
     expect "NO_OMP build trains" "$work/sirt_noomp" train $cfg --data "$work/train.bin" --batch 4 --seq 32 --lr 3e-3 --warmup 3 --wd 0.1 --steps 10 --out "$work/n.bin"
 else bad "make NO_OMP=1 failed"; cat "$work/out.txt"; fi
 
 # ---- the CUDA build: a compile-and-link check where nvcc exists (no GPU needed) -------------------
-echo "== make cuda"
+section "make cuda"
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
     command -v nvcc >/dev/null 2>&1 || export PATH=/usr/local/cuda/bin:$PATH
     if make -s cuda >"$work/cuda.txt" 2>&1 && [ -x sirt_cuda ] && ! grep -qi warning "$work/cuda.txt"; then
@@ -847,7 +848,7 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 else skip "nvcc is absent, the CUDA build is not checked"; fi
 
 # ---- nothing left behind ------------------------------------------------------------------------
-echo "== files left behind"
+section "files left behind"
 left=$(ls -A "$TMPDIR")
 [ -z "$left" ] && ok "no scratch directory or file left in TMPDIR" || bad "left in TMPDIR: $(echo "$left" | tr '\n' ' ')"
 if [ -f "$work/checkout_before.txt" ]; then

@@ -51,8 +51,9 @@
 //                  a step past the true path's end is off it, and since each true step starts
 //                  from the last one's result, every step after a wrong one is off the path too.
 //   first_error    the first step with arithmetic_ok 0 or on_path 0 (-1: none).
-// Over the whole completion: the arithmetic lines, per operation how many compute right, and
-// true_path: the arithmetic lines are exactly the true steps. A completion whose final answer is
+// Over the whole completion: the arithmetic lines, per operation how many compute right; with
+// true steps, how many of those lie in the task's world (task_step_in_world) and compute right;
+// and true_path: the arithmetic lines are exactly the true steps. A completion whose final answer is
 // right and whose path is true is *verified*; a right answer on another path is right by luck.
 // The choice family has no step truth: its steps are orders, not arithmetic.
 // =============================================================================================
@@ -66,6 +67,7 @@ typedef struct {
     int num_steps;                       // every step line, those beyond ANSWER_MAX_STEPS included
     int arithmetic_steps;                // the lines with "A OP B = C"
     int op_right[4], op_total[4];        // of those, per operation (ANSWER_OPS): right, all
+    int world_right, world_total;        // of those, with true steps: task_step_in_world's, right, all
     int true_path;                       // 1: the arithmetic steps are the true steps, all of them
     int arithmetic_ok[ANSWER_MAX_STEPS]; // 1 right, 0 wrong, -1 no "A OP B = C" in the line
     int on_path[ANSWER_MAX_STEPS];       // 1 on the item's true path, 0 off it, -1 unknown
@@ -322,6 +324,7 @@ static void answer_check_step_lines(char *const *steps, int count, const TaskSte
             int o = (int)(strchr(ANSWER_OPS, op) - ANSWER_OPS);
             out->op_right[o] += ok;
             out->op_total[o]++;
+            if (num_truth > 0 && task_step_in_world(a, op, b)) out->world_right += ok, out->world_total++;
             if (out->arithmetic_steps < ANSWER_MAX_STEPS)
                 out->equations[out->arithmetic_steps] = (TaskStep){a, b, c, op};
             out->arithmetic_steps++;
@@ -381,7 +384,10 @@ static int majority_answer(char *const *completions, int k, char *out, size_t ca
 //   pass@k, maj@k   for k = 1, 2, 4, ... below K and K itself: any of the first k samples right;
 //               the majority answer of the first k samples right (majority_answer);
 //   arithmetic  of the "A OP B = C" lines in the student's own samples (the greedy completions
-//               when K = 0), how many compute right, per operation;
+//               when K = 0), how many compute right, per operation; and on items with true
+//               steps, of the steps in the task's world (operands and right result counts it
+//               holds), how many compute right: the arithmetic the task asks for, apart from
+//               the out-of-range steps that only follow a reasoning error;
 //   samples     how many samples are right, and right on the true path.
 #define DIAGNOSIS_MAX_LEVELS 24
 
@@ -393,6 +399,8 @@ typedef struct {
     int levels[DIAGNOSIS_MAX_LEVELS];
     long pass[DIAGNOSIS_MAX_LEVELS], majority[DIAGNOSIS_MAX_LEVELS];
     long op_right[4], op_total[4];   // arithmetic lines of the samples, per ANSWER_OPS
+    long truth_steps;                // of those, on items with true steps
+    long world_right, world_total;   // of those, the steps in the task's world: right, all
     long sample_right, sample_verified, samples;
     const char *rerank_by;           // best-of-k by a reward model: "mean" or "min"; NULL: none
     long reranked_right;             // items whose best-of-k sample is right (the caller counts)
@@ -455,6 +463,9 @@ static void diagnosis_add(Diagnosis *d, const char *gold, const TaskStep *truth,
             d->op_right[o] += steps.op_right[o];
             d->op_total[o] += steps.op_total[o];
         }
+        if (num_truth > 0) d->truth_steps += steps.arithmetic_steps;
+        d->world_right += steps.world_right;
+        d->world_total += steps.world_total;
     }
 }
 
@@ -489,7 +500,11 @@ static void diagnosis_write_json(FILE *f, const Diagnosis *d) {
                 d->op_right[o], d->op_total[o]);
         first = 0;
     }
-    fputs("}}", f);
+    fputs("}", f);
+    if (d->world_total)
+        fprintf(f, ", \"arithmetic_in_world\": {\"right\": %ld, \"steps\": %ld, \"of_steps\": %ld}",
+                d->world_right, d->world_total, d->truth_steps);
+    fputs("}", f);
 }
 
 #endif // SIRT_LIB_ANSWER_H

@@ -469,33 +469,36 @@ static void repro_print_diagnoses(const ReproSettings *rs, const ReproRow *rows,
                                   const Diagnosis *diagnoses) {
     printf("\nDiagnosis on valid (%d items per family, greedy and %d samples at temperature 0.8; "
            "mean over %d seed%s):\n", rs->n_valid, rs->diagnose_k, rs->seeds, rs->seeds > 1 ? "s" : "");
-    printf("%-34s %-7s %7s %9s %8s %7s %8s %10s\n", "row", "family", "greedy", "verified", "by luck",
-           "maj@K", "pass@K", "arithmetic");
+    printf("%-34s %-7s %7s %9s %8s %7s %8s %10s %8s\n", "row", "family", "greedy", "verified", "by luck",
+           "maj@K", "pass@K", "arithmetic", "in world");
     for (int r = 0; r < n_rows; r++)
         for (int f = 0; f < repro_num_families(rs) && rows[r].demos_percent; f++) {
-            double sum[6] = {0};
-            int counted[6] = {0};
+            double sum[7] = {0};
+            int counted[7] = {0};
             for (int s = 0; s < rs->seeds; s++) {
                 const Diagnosis *d = &diagnoses[((size_t)s * n_rows + r) * REPRO_FAMILIES + f];
                 long right = 0, all = 0;
                 for (int o = 0; o < 4; o++) right += d->op_right[o], all += d->op_total[o];
-                double v[6] = {diagnosis_percent(d->greedy, d->n), diagnosis_percent(d->verified, d->with_truth),
+                double v[7] = {diagnosis_percent(d->greedy, d->n), diagnosis_percent(d->verified, d->with_truth),
                                diagnosis_luck(d), diagnosis_percent(d->majority[d->num_levels - 1], d->n),
-                               diagnosis_percent(d->pass[d->num_levels - 1], d->n), diagnosis_percent(right, all)};
-                for (int i = 0; i < 6; i++)
+                               diagnosis_percent(d->pass[d->num_levels - 1], d->n), diagnosis_percent(right, all),
+                               diagnosis_percent(d->world_right, d->world_total)};
+                for (int i = 0; i < 7; i++)
                     if (v[i] >= 0) sum[i] += v[i], counted[i]++;
             }
             printf("%-34s %-7s", rows[r].label, repro_family(rs, f));
-            for (int i = 0; i < 6; i++) {
-                int width = i == 1 ? 9 : i == 2 ? 8 : i == 5 ? 10 : i == 4 ? 8 : 7;
+            for (int i = 0; i < 7; i++) {
+                int width = i == 1 ? 9 : i == 2 || i == 4 || i == 6 ? 8 : i == 5 ? 10 : 7;
                 if (counted[i]) printf(" %*.1f", width, sum[i] / counted[i]);
                 else printf(" %*s", width, "n/a");
             }
             printf("\n");
         }
     printf("(verified: right with every step the true one; by luck: the share of right greedy answers "
-           "that are not verified; arithmetic: the samples' \"A OP B = C\" lines computed right; K = %d)\n",
-           rs->diagnose_k);
+           "that are not verified; arithmetic: the samples' \"A OP B = C\" lines computed right; in world: of\n"
+           "those whose operands and right result are counts the task holds (0..%d), the share right, apart from\n"
+           "the steps a reasoning error took out of range; K = %d)\n",
+           TASK_MATH_MAX_VALUE, rs->diagnose_k);
 }
 
 // The accuracy by round of every phase-2 row on the first family's test split, mean over seeds:

@@ -663,6 +663,18 @@ int task_check_step(const char *line, size_t len) {
     return task_apply(op, a, b) == c;
 }
 
+// Can step "A OP B = C" come up on a true path of the math family: are A, B and the right
+// result all counts its world holds (0..TASK_MATH_MAX_VALUE)? A step outside that range
+// ("3 - 8 = ...", "19 + 3 = ...") follows an earlier reasoning error, such as a transfer taken
+// the wrong way: no demonstration, story or drill holds one, so how the student computes it
+// says nothing about whether it learned the arithmetic the task asks for.
+int task_step_in_world(long a, char op, long b) {
+    if (op == '/' && (b == 0 || a % b)) return 0;
+    long right = op == '/' ? a / b : task_apply(op, a, b);
+    return a >= 0 && a <= TASK_MATH_MAX_VALUE && b >= 0 && b <= TASK_MATH_MAX_VALUE && right >= 0 &&
+           right <= TASK_MATH_MAX_VALUE;
+}
+
 // Reads the true steps of a "truth" field, one "A OP B = C" a line, into out[0..max). Returns
 // how many, or -1 when a line is not such a step or there are more than max.
 int task_parse_truth(const char *text, TaskStep *out, int max) {

@@ -173,6 +173,20 @@ static void test_steps(void) {
               r.op_total[2] == 1 && r.op_right[2] == 1 && r.op_total[3] == 1 && r.op_right[3] == 1,
           "steps: without true steps, arithmetic only, counted per operation (+ 0/1, - 1/1, * 1/1, / 1/1)");
 
+    // the task's world holds counts 0..TASK_MATH_MAX_VALUE (20): a step with a negative or larger
+    // operand or right result is off every true path, whatever it computes
+    const TaskStep world_truth[] = {{7, 3, 10, '+'}, {10, 4, 6, '-'}};
+    answer_check_steps("7 + 3 = 10.\n10 - 4 = 6.\n6 - 9 = 3.\n19 + 3 = 20.\n12 + 8 = 21.\n20 - 20 = 0.\n"
+                       "The answer is 0.", world_truth, 2, &r);
+    check(r.world_total == 4 && r.world_right == 3 && r.op_total[0] == 3 && r.op_right[0] == 1 && r.op_total[1] == 3 &&
+              r.op_right[1] == 2,
+          "steps: in the world: 7+3, 10-4, 12+8 (wrong), 20-20 (4 steps, 3 right); 6-9 and 19+3 are outside it");
+    check(task_step_in_world(20, '-', 0) && !task_step_in_world(21, '-', 1) && !task_step_in_world(3, '-', 8) &&
+              task_step_in_world(12, '/', 4) && !task_step_in_world(12, '/', 5) && !task_step_in_world(5, '*', 5),
+          "steps: task_step_in_world at the range's edges, and for * and /");
+    answer_check_steps("7 + 3 = 10.\n6 - 9 = 3.\n", NULL, 0, &r);
+    check(r.world_total == 0 && r.op_total[0] == 1, "steps: without true steps nothing is counted in the world");
+
     answer_check_steps("3 + 5 = 8.\nThe answer is 8.<|endoftext|>1 + 1 = 3.", truth, 3, &r);
     check(r.num_steps == 1 && r.first_error == -1, "steps: nothing after end-of-text counts");
 
@@ -218,6 +232,10 @@ static void test_diagnosis(void) {
     // samples' arithmetic: wrong (+ ok, - ok), right x5 (+, -), lucky (+ wrong, - ok); "none" has none
     check(d.op_total[0] == 7 && d.op_right[0] == 6 && d.op_total[1] == 7 && d.op_right[1] == 7,
           "diagnosis: the samples' arithmetic per operation (+ 6/7, - 7/7)");
+    // items 1 and 2 have true steps: their samples (wrong, right, lucky, none x5) hold 6 steps, all
+    // in the world (lucky's 3 + 5 = 7 computed wrong); item 3's 8 steps are not counted
+    check(d.truth_steps == 6 && d.world_total == 6 && d.world_right == 5,
+          "diagnosis: the arithmetic in the task's world counts items with true steps only (5 of 6 right)");
     check(v1.correct && v1.verified && !v1.pass == 0 && v1.majority_correct && !v2.verified && v2.correct &&
               !v2.pass && !v3.correct && v3.pass && !strcmp(v3.majority, "6"),
           "diagnosis: the per-item verdicts");
