@@ -39,7 +39,9 @@ work=$(mktemp -d) || { echo "cannot make a scratch directory in TMPDIR=${TMPDIR-
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir "$work/tmp" && export TMPDIR="$work/tmp"
 
-make -s sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+# the builds run a compiler per core: each test program compiles the whole of sirt.c
+jobs=$(nproc 2>/dev/null || echo 2)
+make -s -j"$jobs" sirt tests || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 # the files in the checkout that git does not track, and the tracked files changed, before the tests
 in_checkout() { { git ls-files --others; git diff --name-only; } 2>/dev/null | sort -u; }
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 && in_checkout >"$work/checkout_before.txt"
@@ -271,6 +273,7 @@ if grep -q "round 1: [0-9]* examples for RFT (right, every step the true one" "$
 else bad "refine --rft output incomplete"; tail -5 "$work/out.txt"; fi
 expect_error "refine: --seq above the model's context" "--seq 300 is longer than the model's context maxT=256" ./sirt refine --model "$work/sft.bin" --tokenizer "$work/task_tok.bin" --data "$work/twenty.jsonl" --seq 300
 
+section "./sirt reproduce --quick"
 # the whole reproduction in its quick mode (tiny sizes, seconds), in a scratch directory
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick >"$work/repro.txt" 2>&1); then
     missing=""
@@ -382,6 +385,7 @@ if [ -f "$L2C/stories260K.bin" ] && [ -f "$L2C/tok512.bin" ]; then
     expect_error "reproduce: --init stories260K.bin with phase 0's larger tokenizer" "^sirt: error: the tokenizer has [0-9]* tokens but the model's vocabulary is V=512$" repro_bad bad6 --init "$PWD/$L2C/stories260K.bin" --tokenizer "$base_tok"
 else skip "$L2C is absent: reproduce --init stories260K.bin not checked"; fi
 
+section "GPT-2's tokenizer on GSM8K"
 # GPT-2's tokenizer and vocabulary (50257, padded to 50304) on real GSM8K items, as a user who
 # brings an llm.c GPT-2 checkpoint would run it (a 1-layer model stands in for the 124M weights)
 if [ -d ../shared/data/gpt2 ] && [ -d ../shared/data/gsm8k ]; then
@@ -800,7 +804,7 @@ expect_error "--epochs too many steps" "epochs 1000000 x 1100 batches per epoch 
 section "make asan: unit tests and short runs under AddressSanitizer + UBSan"
 if echo 'int main(void) { return 0; }' | ${CC:-cc} -fsanitize=address,undefined -x c -o "$work/asan_probe" - >/dev/null 2>&1 &&
    "$work/asan_probe" >/dev/null 2>&1; then
-    if make -s asan >"$work/asan_build.txt" 2>&1; then
+    if make -s -j"$jobs" asan >"$work/asan_build.txt" 2>&1; then
         mkdir -p "$work/asan"
         export ASAN_OPTIONS=exitcode=86:detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=exitcode=86:print_stacktrace=1
         # first, that a finding really fails a run: an overflow, a leak, undefined behaviour
@@ -837,11 +841,11 @@ else bad "make NO_OMP=1 failed"; cat "$work/out.txt"; fi
 section "make cuda"
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
     command -v nvcc >/dev/null 2>&1 || export PATH=/usr/local/cuda/bin:$PATH
-    if make -s cuda >"$work/cuda.txt" 2>&1 && [ -x sirt_cuda ] && ! grep -qi warning "$work/cuda.txt"; then
+    if make -s -j"$jobs" cuda >"$work/cuda.txt" 2>&1 && [ -x sirt_cuda ] && ! grep -qi warning "$work/cuda.txt"; then
         ok "kernels.cu compiles without warnings and ./sirt_cuda links (sm_$(make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_ARCH = //p' | head -1))"
     else bad "make cuda failed"; tail -20 "$work/cuda.txt"; fi
     # the kernel-by-kernel GPU test (tests/gpu_kernels.c), compiled and linked, not run here
-    if make -s tests/gpu_kernels >"$work/gpu_kernels.txt" 2>&1 && [ -x tests/gpu_kernels ] && ! grep -qi warning "$work/gpu_kernels.txt"; then
+    if make -s -j"$jobs" tests/gpu_kernels >"$work/gpu_kernels.txt" 2>&1 && [ -x tests/gpu_kernels ] && ! grep -qi warning "$work/gpu_kernels.txt"; then
         ok "tests/gpu_kernels (every kernel, GPU against CPU) compiles without warnings and links"
     else bad "make tests/gpu_kernels failed"; tail -20 "$work/gpu_kernels.txt"; fi
     if nvidia-smi >/dev/null 2>&1; then echo "note: a GPU is present: tests/gpu.sh (make gpu-check) runs the GPU checks"; fi
