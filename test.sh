@@ -605,6 +605,7 @@ if OMP_NUM_THREADS=1 ./sirt bench --arch llama --config 2,4,32,32,100,2,48 --bat
     [ "$(awk '$1 == "2,4,32,32,100,2,48" && ($2 == 1 || $2 == 64) && $3 == 32 && $4 == 19616 && NF == 8' "$work/bench.txt" | wc -l)" -eq 2 ]; then
     ok "bench --arch llama: a training row (19,616 parameters, 0.004 GFLOP a step) and decoding rows at B=1 and B=64"
 else bad "bench --arch llama: output wrong"; cat "$work/bench.txt"; fi
+expect_error "bench --arch llama: --seq longer than maxT" "^sirt: error: --seq 64 exceeds maxT 32$" ./sirt bench --arch llama --config 2,4,32,32,100,2,48 --seq 64
 cfg="--config 2,2,32,64,64"
 # a log with lines past the checkpoint (as after a crash) is cut back to the checkpoint
 run --steps 40 --out "$work/k.bin" --log "$work/k.jsonl" --stop-after 10 >/dev/null

@@ -178,6 +178,11 @@ static void bench_llama(const char *config, int B, int T, int batch_given, int s
     int n_shapes = config ? 1 : 2;
     int batches[2][2] = {{4, 64}, {16, 256}}, n_batches = batch_given ? 1 : 2;
     if (batch_given) batches[0][0] = B, batches[0][1] = T;
+    for (int s = 0; s < n_shapes; s++) { // bad shapes and batches die before any output
+        Config cfg = parse_config_arch(config ? config : shapes[s].config, ARCH_LLAMA);
+        for (int b = 0; b < n_batches; b++)
+            if (batches[b][1] > cfg.maxT) die("--seq %d exceeds maxT %d", batches[b][1], cfg.maxT);
+    }
     printf("Llama training step (forward + backward + AdamW), %d threads, best of %d; %% of %.0f "
            "GFLOP/s\n", num_threads(), steps, BENCH_PEAK_GFLOPS);
     printf("%-22s %5s %5s %10s %10s %10s %10s %8s %6s\n", "shape", "B", "T", "params", "GFLOP",
@@ -187,7 +192,6 @@ static void bench_llama(const char *config, int B, int T, int batch_given, int s
         Config cfg = parse_config_arch(config ? config : shapes[s].config, ARCH_LLAMA);
         for (int b = 0; b < n_batches; b++) {
             int rows = batches[b][0], seq = batches[b][1];
-            if (seq > cfg.maxT) die("--seq %d exceeds maxT %d", seq, cfg.maxT);
             BenchResult r = bench_training_step(cfg, rows, seq, steps);
             printf("%-22s %5d %5d %10zu %10.3f %10.2f %10.0f %8.1f %5.1f%%\n", name, rows, seq,
                    count_parameters(&cfg), training_flops(&cfg, rows, seq) * 1e-9, r.ms_per_step,
