@@ -200,8 +200,8 @@ static void bench_llama(const char *config, int B, int T, int batch_given, int s
     }
     if (train_only) return;
     int prompt = 16, decode_batches[2] = {1, 64}, passes = 3;
-    printf("\nLlama decoding with the key/value cache, greedy: prompt %d tokens, generating up to "
-           "position 256 (or maxT), best of %d passes\n", prompt, passes);
+    printf("\nLlama decoding with the key/value cache, greedy: prompt %d tokens (maxT-1 when "
+           "shorter), generating up to position 256 (or maxT), best of %d passes\n", prompt, passes);
     printf("%-22s %5s %5s %10s %10s %10s %8s %6s\n", "shape", "B", "to", "params", "ms/step",
            "tok/s", "GFLOP/s", "%peak");
     for (int s = 0; s < n_shapes; s++) {
