@@ -599,6 +599,18 @@ if awk -v a="$l1" -v b="$l40" 'BEGIN { exit !(b < a - 1.0) }' && cmp -s "$work/l
     head -c 4 "$work/la.bin" | od -An -tu4 | grep -q 20261116; then
     ok "train --arch llama: loss falls $l1 -> $l40; 1 and 2 threads bit-identical; our Llama file (magic 20261116)"
 else bad "train --arch llama: loss $l1 -> $l40, or the thread count changed the weights"; fi
+# bench --arch llama runs and prints its rows (no timing is checked): one training row, a decoding
+# row for B=1 and B=64; params and the step's FLOPs as counted by hand for L=2 C=32 NH=4 KVH=2
+# (k and v 16 wide) hidden=48 V=100 (Vp=128): 128*32 + 2*(32+64*32+32*32+32+96*32+32*48) + 32
+# = 19,616 parameters; 3*(32 tokens * 2*(2*7,680+32*128) + 2 rows * 4*32*2 * (16*17/2)) =
+# 3,944,448 FLOPs, printed as 0.004 GFLOP
+if OMP_NUM_THREADS=1 ./sirt bench --arch llama --config 2,4,32,32,100,2,48 --batch 2 --seq 16 --steps 1 >"$work/bench.txt" 2>&1 &&
+    grep -q '^Llama training step' "$work/bench.txt" && grep -q '^Llama decoding with the key/value cache' "$work/bench.txt" &&
+    [ "$(awk '$1 == "2,4,32,32,100,2,48" && $2 == 2 && $3 == 16 && $4 == 19616 && $5 == "0.004" && NF == 9' "$work/bench.txt" | wc -l)" -eq 1 ] &&
+    [ "$(awk '$1 == "2,4,32,32,100,2,48" && ($2 == 1 || $2 == 64) && $3 == 32 && $4 == 19616 && NF == 8' "$work/bench.txt" | wc -l)" -eq 2 ]; then
+    ok "bench --arch llama: a training row (19,616 parameters, 0.004 GFLOP a step) and decoding rows at B=1 and B=64"
+else bad "bench --arch llama: output wrong"; cat "$work/bench.txt"; fi
+expect_error "bench --arch llama: --seq longer than maxT" "^sirt: error: --seq 64 exceeds maxT 32$" ./sirt bench --arch llama --config 2,4,32,32,100,2,48 --seq 64
 cfg="--config 2,2,32,64,64"
 # a log with lines past the checkpoint (as after a crash) is cut back to the checkpoint
 run --steps 40 --out "$work/k.bin" --log "$work/k.jsonl" --stop-after 10 >/dev/null

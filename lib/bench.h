@@ -11,12 +11,46 @@
 // tokens, and reports the arithmetic rate that the matrix products and attention achieve.
 // =============================================================================================
 
-// FLOPs of one training step: the backward does twice the forward's products.
+// The float32 matrix-product peak of the machine BENCHMARKS.md measures on (2 Zen 4 cores with
+// AVX-512, about 190 GFLOP/s in a good matrix product): the Llama tables give their share of it.
+// On another machine the share is of this figure, not of that machine's peak.
+#define BENCH_PEAK_GFLOPS 190.0
+
+// FLOPs of the matrix products of one forward pass, per token, attention's QKᵀ and AV left out:
+// a weight matrix of R rows and K columns costs 2·R·K (a multiply and an add per weight). A block
+// has attention's q, k, v projection (C + 2·KVC rows, where KVC = KVH·C/NH: with grouped-query
+// attention k and v have KVH heads, fewer than q's NH), its output projection (C rows), and the
+// MLP: GPT-2's hidden×C and C×hidden, Llama's SwiGLU three matrices, w1 and w3 (hidden×C each,
+// one product of 2·hidden rows in sirt) and w2 (C×hidden). The classifier has Vp rows (sirt
+// computes the padded ones too). RMSNorm, RoPE, SwiGLU's gate and the softmax are not counted.
+// For GPT-2 (KVC = C, hidden = 4C) this is 24·C²·L + 2·C·Vp.
+static double matmul_flops_per_token(const Config *cfg) {
+    double C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
+    double FC = cfg->arch == ARCH_LLAMA ? 2.0 * H : H; // rows of the MLP's first product
+    return 2.0 * (cfg->L * ((C + 2.0 * KVC) * C + C * C + FC * C + C * H) + C * cfg->Vp);
+}
+
+// FLOPs of one query attending to `keys` positions, over all layers: QKᵀ and AV cost 2·(C/NH)
+// per key and query head each, so 4·C·keys a layer (grouped-query attention shares k and v
+// between heads, but each query head still does its own products).
+static double attention_flops(const Config *cfg, double keys) {
+    return 4.0 * cfg->C * keys * cfg->L;
+}
+
+// FLOPs of one training step: the backward does twice the forward's products. Causal attention:
+// position t attends to t+1 keys, T(T+1)/2 in a row.
 static double training_flops(const Config *cfg, int B, int T) {
-    double BT = (double)B * T, C = cfg->C, H = cfg->hidden;
-    double per_token = 2.0 * (cfg->L * (3 * C * C + C * C + 2 * H * C) + C * cfg->Vp);
-    double attention = 2.0 * 2.0 * B * C * (T * (T + 1.0) / 2.0) * cfg->L; // causal: QKᵀ, AV
-    return 3.0 * (BT * per_token + attention);
+    double BT = (double)B * T;
+    return 3.0 * (BT * matmul_flops_per_token(cfg) + B * attention_flops(cfg, T * (T + 1.0) / 2.0));
+}
+
+// FLOPs of decoding B sequences with the key/value cache from position `prompt` to `total`: the
+// token at position p goes through every matrix and attends to p+1 cached keys.
+static double decoding_flops(const Config *cfg, int B, int prompt, int total) {
+    double flops = 0.0;
+    for (int p = prompt; p < total; p++)
+        flops += B * (matmul_flops_per_token(cfg) + attention_flops(cfg, p + 1.0));
+    return flops;
 }
 
 typedef struct {
@@ -129,14 +163,87 @@ static void bench_tokenizer(const char *tokenizer, const char *path) {
     tok_free(tok);
 }
 
+// ---------------------------------------------------------------------------------------------
+// `./sirt bench --arch llama`: the Llama shape's training step and its decoding with the cache,
+// with the FLOPs of each (above) and their share of BENCH_PEAK_GFLOPS, for comparison with
+// tests/bench_torch.py --arch llama, a PyTorch Llama of the same definition timed the same way.
+// Without --config: the reproduction's Llama student (its --config with --arch llama: KVH = NH,
+// llama2.c's default hidden) and stories260K's shape; without --batch and --seq: the batch of the
+// GPT-2 table (B=4, T=64) and the reproduction's (B=16, T=256). Decoding: prompts of 16 tokens,
+// greedy up to position 256 (or maxT), at batch 1 and 64, best of 3 passes.
+static void bench_llama(const char *config, int B, int T, int batch_given, int steps,
+                        int train_only) {
+    struct { const char *name, *config; } shapes[] = {
+        {"student", "4,4,128,256,1024"}, {"stories260K", "5,8,64,512,512,4,172"}};
+    int n_shapes = config ? 1 : 2;
+    int batches[2][2] = {{4, 64}, {16, 256}}, n_batches = batch_given ? 1 : 2;
+    if (batch_given) batches[0][0] = B, batches[0][1] = T;
+    for (int s = 0; s < n_shapes; s++) { // bad shapes and batches die before any output
+        Config cfg = parse_config_arch(config ? config : shapes[s].config, ARCH_LLAMA);
+        for (int b = 0; b < n_batches; b++)
+            if (batches[b][1] > cfg.maxT) die("--seq %d exceeds maxT %d", batches[b][1], cfg.maxT);
+    }
+    printf("Llama training step (forward + backward + AdamW), %d threads, best of %d; %% of %.0f "
+           "GFLOP/s\n", num_threads(), steps, BENCH_PEAK_GFLOPS);
+    printf("%-22s %5s %5s %10s %10s %10s %10s %8s %6s\n", "shape", "B", "T", "params", "GFLOP",
+           "ms/step", "tok/s", "GFLOP/s", "%peak");
+    for (int s = 0; s < n_shapes; s++) {
+        const char *name = config ? config : shapes[s].name;
+        Config cfg = parse_config_arch(config ? config : shapes[s].config, ARCH_LLAMA);
+        for (int b = 0; b < n_batches; b++) {
+            int rows = batches[b][0], seq = batches[b][1];
+            BenchResult r = bench_training_step(cfg, rows, seq, steps);
+            printf("%-22s %5d %5d %10zu %10.3f %10.2f %10.0f %8.1f %5.1f%%\n", name, rows, seq,
+                   count_parameters(&cfg), training_flops(&cfg, rows, seq) * 1e-9, r.ms_per_step,
+                   r.tok_per_s, r.gflops, 100.0 * r.gflops / BENCH_PEAK_GFLOPS);
+        }
+    }
+    if (train_only) return;
+    int prompt = 16, decode_batches[2] = {1, 64}, passes = 3;
+    printf("\nLlama decoding with the key/value cache, greedy: prompt %d tokens (maxT-1 when "
+           "shorter), generating up to position 256 (or maxT), best of %d passes\n", prompt, passes);
+    printf("%-22s %5s %5s %10s %10s %10s %8s %6s\n", "shape", "B", "to", "params", "ms/step",
+           "tok/s", "GFLOP/s", "%peak");
+    for (int s = 0; s < n_shapes; s++) {
+        const char *name = config ? config : shapes[s].name;
+        Model model;
+        model_build(&model, parse_config_arch(config ? config : shapes[s].config, ARCH_LLAMA));
+        model_init_random(&model, 42);
+        const Config *cfg = &model.config;
+        int total = cfg->maxT < 256 ? cfg->maxT : 256, start = prompt < total ? prompt : total - 1;
+        if (start < 1) die("bench: maxT %d leaves no room to decode after a prompt", cfg->maxT);
+        for (int i = 0; i < 2; i++) {
+            int rows = decode_batches[i];
+            double best = 0.0; // generated tokens/s
+            for (int pass = 0; pass < passes; pass++) {
+                double rate = bench_decode(&model, rows, start, total, 1);
+                best = rate > best ? rate : best;
+            }
+            double step_s = rows / best; // one decode_step generates a token for each row
+            double gflops = decoding_flops(cfg, rows, start, total) / (total - start) / step_s * 1e-9;
+            printf("%-22s %5d %5d %10zu %10.3f %10.0f %8.1f %5.1f%%\n", name, rows, total,
+                   model.num_parameters, step_s * 1e3, best, gflops,
+                   100.0 * gflops / BENCH_PEAK_GFLOPS);
+        }
+        model_free(&model);
+    }
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *config = NULL, *tokenizer = NULL, *text = NULL;
-    int B = 4, T = 64, steps = 5, train_only = 0;
+    int B = 4, T = 64, steps = 5, train_only = 0, arch = ARCH_GPT2, batch_given = 0;
     const Flag flags[] = {
         {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &config,
-         "this shape instead of the two benchmark shapes"},
-        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16},
-        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16},
+         "this shape instead of the two benchmark shapes; with --arch llama: "
+         "L,NH,C,maxT,V[,KVH[,hidden]]"},
+        {"--arch", NULL, FLAG_CHOICE, .value = &arch,
+         "llama: the Llama shape's training step and cached decoding, with GFLOP/s and the share "
+         "of 190 (the reproduction's Llama student and stories260K's shape, at B=4 T=64 and "
+         "B=16 T=256 unless --batch or --seq is given)", .choices = ARCH_NAMES},
+        {"--batch", "B", FLAG_INT, .value = &B, "sequences per step", 1, 1 << 16,
+         .given = &batch_given},
+        {"--seq", "T", FLAG_INT, .value = &T, "tokens per sequence", 1, 1 << 16,
+         .given = &batch_given},
         {"--steps", "N", FLAG_INT, .value = &steps, "timed steps; the best counts", 1, 1000},
         {"--train-only", NULL, FLAG_SWITCH, .value = &train_only, "no decoding benchmark"},
         {"--tokenizer", "PATH", FLAG_STRING, .value = &tokenizer,
@@ -144,13 +251,17 @@ int cmd_bench(int argc, char **argv) {
         {"--text", "FILE", FLAG_STRING, .value = &text, "the text the tokenizer encodes"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
-    if (flags_parse(argc, argv, "bench", "bench [--config L,NH,C,maxT,V] [--batch B] [--seq T] "
-                    "[--steps N] [--train-only]\n       ./sirt bench --tokenizer PATH --text FILE",
-                    tables))
+    if (flags_parse(argc, argv, "bench", "bench [--arch gpt2|llama] [--config L,NH,C,maxT,V] "
+                    "[--batch B] [--seq T] [--steps N] [--train-only]\n       ./sirt bench "
+                    "--tokenizer PATH --text FILE", tables))
         return 0;
     if (tokenizer || text) {
         if (!tokenizer || !text) die("bench: --tokenizer and --text go together");
         bench_tokenizer(tokenizer, text);
+        return 0;
+    }
+    if (arch == ARCH_LLAMA) {
+        bench_llama(config, B, T, batch_given, steps, train_only);
         return 0;
     }
     struct { const char *name, *config; } shapes[] = {
