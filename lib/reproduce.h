@@ -20,6 +20,10 @@
 // 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
 // --arch llama makes the student Llama-shaped; --init MODEL --tokenizer TOK starts phase 1 from a
 // pretrained checkpoint and its tokenizer instead of phase 0's base (phase 0 is then skipped).
+// --method sipf|all puts SIPF's loop (`./sirt sipf`, section 10) and its outcome-only variant
+// beside (all) or instead of (sipf) SIRT's phase-2 rows, with their diagnostics: the step labels
+// against the true steps by k, the last PRM on valid, best-of-K by it (--method sirt, the
+// default, is the rows above alone).
 // =============================================================================================
 
 typedef int (*CommandFn)(int argc, char **argv);
