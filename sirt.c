@@ -3979,11 +3979,53 @@ static int example_truth(const Example *ex, const char *data, int i, TaskStep *o
     return n;
 }
 
+// The counts behind precision, recall and F1 of step labels (section 10) and of a reward model's
+// steps against the true ones (score_file).
+// The positive class is "the step is correct" (ours: the paper does not say); tn and the counts
+// themselves are stored so that the error class's figures can be derived.
+typedef struct { long tp, fp, fn, tn; } LabelCounts;
+
+static void label_counts_add(LabelCounts *c, int predicted, int truth) {
+    if (predicted && truth) c->tp++;
+    else if (predicted) c->fp++;
+    else if (truth) c->fn++;
+    else c->tn++;
+}
+
+static double label_precision(const LabelCounts *c) {
+    return c->tp + c->fp ? (double)c->tp / (c->tp + c->fp) : NAN;
+}
+static double label_recall(const LabelCounts *c) {
+    return c->tp + c->fn ? (double)c->tp / (c->tp + c->fn) : NAN;
+}
+static double label_f1(const LabelCounts *c) { // 2PR/(P+R) = 2tp/(2tp + fp + fn)
+    return c->tp + c->fp + c->fn ? 2.0 * c->tp / (2.0 * c->tp + c->fp + c->fn) : NAN;
+}
+
+static void label_counts_json(FILE *f, const LabelCounts *c) {
+    char p[32], r[32], f1[32];
+    fprintf(f, "{\"tp\": %ld, \"fp\": %ld, \"fn\": %ld, \"tn\": %ld, \"precision\": %s, "
+            "\"recall\": %s, \"f1\": %s}", c->tp, c->fp, c->fn, c->tn,
+            json_number(p, label_precision(c)), json_number(r, label_recall(c)),
+            json_number(f1, label_f1(c)));
+}
+
+static void label_counts_print(const char *what, const LabelCounts *c) {
+    double values[3] = {label_precision(c), label_recall(c), label_f1(c)};
+    const char *names[3] = {"precision", "recall", "F1"};
+    printf("%s", what);
+    for (int i = 0; i < 3; i++) {
+        if (isnan(values[i])) printf(" %s n/a", names[i]);
+        else printf(" %s %.3f", names[i], values[i]);
+    }
+}
+
 typedef struct ValueHead ValueHead; // section 10
 static void prm_load(Model *model, ValueHead **head, const char *path);
 static void prm_free(Model *model, ValueHead *head);
 static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
-                       int n, int k, char *const *samples, int by_min);
+                       int n, int k, char *const *samples, int by_min, const char *data,
+                       LabelCounts *vs_truth);
 
 static const char *const RERANK_NAMES[] = {"mean", "min", NULL}; // the path reward of --rerank
 
@@ -4065,7 +4107,7 @@ int cmd_eval(int argc, char **argv) {
     int *choice = NULL;
     if (rerank_path) {
         printf("scoring %ld samples with the reward model %s\n", (long)n * k, rerank_path);
-        choice = prm_rerank(&prm, head, tok, items, n, k, samples, rerank_by_min);
+        choice = prm_rerank(&prm, head, tok, items, n, k, samples, rerank_by_min, data, NULL);
         prm_free(&prm, head);
     }
 
@@ -4134,9 +4176,12 @@ int cmd_eval(int argc, char **argv) {
 // Greedy accuracy of a model on a file of reasoning items, item by item (Score, lib/report.h), or
 // with model_path NULL that of the data's own demonstrations (the teacher). The reproduction's
 // table is made of these. With d, also the diagnosis of the model on those items: k samples
-// each (settings g) besides the greedy completion.
+// each (settings g) besides the greedy completion; with a reward model prm_path (./sirt prm)
+// too, best-of-k by it (mean step probability, as eval --rerank) in d, and its steps of those
+// samples against the true steps added to prm_vs_truth.
 static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
-                        const GenerateSettings *g, int k, Diagnosis *d) {
+                        const GenerateSettings *g, int k, Diagnosis *d, const char *prm_path,
+                        LabelCounts *prm_vs_truth) {
     TemplateOptions cot = {TEMPLATE_COT, 0, 0};
     Example *items;
     int n;
@@ -4149,6 +4194,16 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
     char **outs = model_path ? sample_items(&model, tok, items, n, 1, &greedy) : NULL;
     char **samples = model_path && d && k > 0 ? sample_items(&model, tok, items, n, k, g) : NULL;
     if (d) diagnosis_init(d, samples ? k : 0);
+    int *choice = NULL;
+    if (prm_path && samples) {
+        Model prm;
+        ValueHead *head;
+        prm_load(&prm, &head, prm_path);
+        check_tokenizer_fits(tok, prm.config.V);
+        choice = prm_rerank(&prm, head, tok, items, n, k, samples, 0, data, prm_vs_truth);
+        prm_free(&prm, head);
+        d->rerank_by = "mean";
+    }
     for (int i = 0; i < n; i++) {
         const char *completion = outs ? outs[i] : items[i].completion;
         s.hit[i] = (unsigned char)answer_is_correct(completion, items[i].gold);
@@ -4157,8 +4212,10 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
             TaskStep truth[EVAL_MAX_TRUTH];
             int num_truth = example_truth(&items[i], data, i, truth);
             diagnosis_add(d, items[i].gold, truth, num_truth, completion, samples ? samples + (long)i * k : NULL, NULL);
+            if (choice) d->reranked_right += answer_is_correct(samples[(long)i * k + choice[i]], items[i].gold);
         }
     }
+    free(choice);
     for (long j = 0; outs && j < n; j++) free(outs[j]);
     for (long j = 0; samples && j < (long)n * k; j++) free(samples[j]);
     free(outs);
@@ -4978,46 +5035,6 @@ int cmd_refine(int argc, char **argv) {
 // by the mean (or --rerank-by min) of its step probabilities and answers with the best one.
 // `./sirt sipf` runs SIPF's loop of these with ORPO, in rounds (its comment: "the loop" below).
 // =============================================================================================
-
-// ---- the counts behind precision, recall and F1 -------------------------------------------------
-// The positive class is "the step is correct" (ours: the paper does not say); tn and the counts
-// themselves are stored so that the error class's figures can be derived.
-typedef struct { long tp, fp, fn, tn; } LabelCounts;
-
-static void label_counts_add(LabelCounts *c, int predicted, int truth) {
-    if (predicted && truth) c->tp++;
-    else if (predicted) c->fp++;
-    else if (truth) c->fn++;
-    else c->tn++;
-}
-
-static double label_precision(const LabelCounts *c) {
-    return c->tp + c->fp ? (double)c->tp / (c->tp + c->fp) : NAN;
-}
-static double label_recall(const LabelCounts *c) {
-    return c->tp + c->fn ? (double)c->tp / (c->tp + c->fn) : NAN;
-}
-static double label_f1(const LabelCounts *c) { // 2PR/(P+R) = 2tp/(2tp + fp + fn)
-    return c->tp + c->fp + c->fn ? 2.0 * c->tp / (2.0 * c->tp + c->fp + c->fn) : NAN;
-}
-
-static void label_counts_json(FILE *f, const LabelCounts *c) {
-    char p[32], r[32], f1[32];
-    fprintf(f, "{\"tp\": %ld, \"fp\": %ld, \"fn\": %ld, \"tn\": %ld, \"precision\": %s, "
-            "\"recall\": %s, \"f1\": %s}", c->tp, c->fp, c->fn, c->tn,
-            json_number(p, label_precision(c)), json_number(r, label_recall(c)),
-            json_number(f1, label_f1(c)));
-}
-
-static void label_counts_print(const char *what, const LabelCounts *c) {
-    double values[3] = {label_precision(c), label_recall(c), label_f1(c)};
-    const char *names[3] = {"precision", "recall", "F1"};
-    printf("%s", what);
-    for (int i = 0; i < 3; i++) {
-        if (isnan(values[i])) printf(" %s n/a", names[i]);
-        else printf(" %s %.3f", names[i], values[i]);
-    }
-}
 
 // Parses a list of K such as "4,8,16" into levels (ascending, distinct, in 1..65536).
 #define MAX_K_LEVELS 16
@@ -5900,9 +5917,12 @@ static double path_reward(const float *p, int num_steps, int by_min) {
 }
 
 // Best-of-k by the path reward. Returns, per item, the index of the sample with the highest
-// reward among its k (ties: the first), malloc'd.
+// reward among its k (ties: the first), malloc'd. With vs_truth, also adds each step of every
+// sample of an item with true steps (data names the file, for errors) to the counts of the
+// PRM's prediction (probability >= 0.5: correct) against its true correctness.
 static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const Example *items,
-                       int n, int k, char *const *samples, int by_min) {
+                       int n, int k, char *const *samples, int by_min, const char *data,
+                       LabelCounts *vs_truth) {
     long total = (long)n * k;
     PrmExample *ex = xmalloc((size_t)(total > 0 ? total : 1) * sizeof(PrmExample));
     for (long i = 0; i < total; i++) {
@@ -5923,6 +5943,16 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
             const float *p = probs[(long)i * k + j];
             double reward = path_reward(p, e->num_steps, by_min);
             if (reward > best) best = reward, choice[i] = j;
+        }
+        TaskStep truth[EVAL_MAX_TRUTH];
+        int num_truth = vs_truth ? example_truth(&items[i], data, i, truth) : 0;
+        for (int j = 0; j < k && num_truth > 0; j++) { // the PRM's steps are the first num_steps
+            const PrmExample *e = &ex[(long)i * k + j];
+            StepReport report;
+            answer_check_steps(samples[(long)i * k + j], truth, num_truth, &report);
+            for (int s = 0; s < e->num_steps; s++)
+                label_counts_add(vs_truth, probs[(long)i * k + j][s] >= 0.5f,
+                                 answer_step_truly_correct(&report, s));
         }
     }
     for (long i = 0; i < total; i++) {
@@ -5945,7 +5975,9 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
 //            has nothing to label and is left out;
 //   label    every step of every kept path by simulation with the current model as simulator:
 //            -k K continuations per step prefix (simulate_continuations, seed S + 2(r−1) + 1);
-//            hard label = some continuation reaches the gold answer, soft = the fraction. With
+//            hard label = some continuation reaches the gold answer, soft = the fraction (with a
+//            list -k 1,2,4: K is the largest, and the labels of each smaller k, from the first k
+//            continuations, are scored against the true steps as label-steps scores them). With
 //            --outcome: every step gets its path's final answer's correctness (the outcome-only
 //            variant; nothing is simulated);
 //   PRM      D(r) = D(r−1) ∪ the round's labelled paths; a fresh value head on the input model
@@ -5960,13 +5992,15 @@ static int *prm_rerank(Model *prm, const ValueHead *head, Tokenizer *tok, const 
 //   ORPO     on the round's pairs from the current model (dpo_train with --loss orpo, λ =
 //            --beta, no reference), with a fresh optimizer;
 //   validate greedy accuracy on --valid. The best round on it (round 0, the input model,
-//            included) is kept as --out; without --valid, the last one.
+//            included; with --exclude-initial only rounds 1..R, so that --out shows what the loop
+//            did) is kept as --out; without --valid, the last one.
 // The next round samples from, and simulates with, the model ORPO left (not the kept best).
 // --keep DIR writes each round's files: roundN_steps.jsonl (the labelled paths, TRL's stepwise
 // format as label-steps writes it: "index" is the question's line, "sample" which of its N
 // samples), roundN_prm.bin (the PRM, as prm writes it), roundN_pairs.jsonl (the pairs format of
 // section 8 with "chosen_reward" and "rejected_reward", no reference log-probs), and rounds.jsonl
-// (one line per round, round 0 included: counts, label and PRM reports, validation accuracy).
+// (one line per round, round 0 included: counts, label reports (by k with a list -k), the PRM's
+// report, validation accuracy).
 // Each round's model is written beside --out as refine does (sipf.round2.bin); --log FILE logs
 // ORPO's steps as FILE.roundN.jsonl and the PRM's as FILE.roundN_prm.jsonl.
 
@@ -6066,8 +6100,9 @@ int cmd_sipf(int argc, char **argv) {
     args.T = 256;
     args.lr = 1e-5f;
     const char *tokenizer = NULL, *data_path = NULL, *valid_path = NULL, *keep = NULL;
-    int k = 8, K = 8, rounds = 3, epochs = 1, prm_epochs = 1, max_pairs = 4, outcome = 0,
-        soft = 0, by_min = 0, drop_wrong = 0;
+    const char *k_text = "8";
+    int k = 8, rounds = 3, epochs = 1, prm_epochs = 1, max_pairs = 4, outcome = 0, soft = 0,
+        by_min = 0, drop_wrong = 0, exclude_initial = 0;
     float margin = 0.1f, prm_lr = -1.0f;
     PreferenceSettings pref = {LOSS_ORPO, 0.1f, 0.0f, 0.0f};
     GenerateSettings g = GENERATE_DEFAULTS;
@@ -6081,9 +6116,12 @@ int cmd_sipf(int argc, char **argv) {
          "question/answer JSONL: the questions the student answers"},
         {"--valid", "FILE", FLAG_STRING, .value = &valid_path,
          "greedy accuracy on these items picks the best round"},
+        {"--exclude-initial", NULL, FLAG_SWITCH, .value = &exclude_initial,
+         "keep the best of rounds 1..R on --valid, never the input model"},
         {"--rounds", "R", FLAG_INT, .value = &rounds, "rounds of the loop", 1, 1000},
         {"--samples", "N", FLAG_INT, .value = &k, "paths sampled per question", 1, 1024},
-        {"-k", "K", FLAG_INT, .value = &K, "continuations simulated per step", 1, 65536},
+        {"-k", "K[,K...]", FLAG_STRING, .value = &k_text,
+         "continuations simulated per step; a list (1,2,4) also scores the labels of each smaller k"},
         {"--outcome", NULL, FLAG_SWITCH, .value = &outcome,
          "the outcome-only variant: every step labelled with its path's final answer, no simulation"},
         {"--drop-wrong-arithmetic", NULL, FLAG_SWITCH, .value = &drop_wrong,
@@ -6120,6 +6158,7 @@ int cmd_sipf(int argc, char **argv) {
     if (args.config || args.resume || args.save_every || args.stop_after)
         die("sipf: --config, --resume, --save-every and --stop-after are not supported");
     if (!(margin > 0)) die("--margin must be positive (a pair needs a preference)");
+    int levels[MAX_K_LEVELS], num_levels = parse_k_list(k_text, levels), K = levels[num_levels - 1];
     check_preference(&pref);
     if (prm_lr < 0) prm_lr = args.lr;
     check_writable(args.out);
@@ -6153,10 +6192,12 @@ int cmd_sipf(int argc, char **argv) {
     double best = -1.0;
     if (valid) {
         best = (double)greedy_correct(&policy, tok, valid, n_valid, &g) / n_valid;
-        printf("round 0 (the input model): validation accuracy %.2f%%\n", 100 * best);
+        printf("round 0 (the input model): validation accuracy %.2f%%%s\n", 100 * best,
+               exclude_initial ? " (not kept: --exclude-initial)" : "");
     }
     if (rounds_log)
         fprintf(rounds_log, "{\"round\": 0, \"valid_accuracy\": %s}\n", json_number(number, valid ? best : NAN));
+    if (valid && exclude_initial) best = -1.0; // round 1 is kept whatever its accuracy
     model_save(&policy, args.out); // the best so far
     PrmData D = {0};               // D(r): every round's labelled paths so far
     for (int round = 1; round <= rounds; round++) {
@@ -6189,7 +6230,7 @@ int cmd_sipf(int argc, char **argv) {
             steps += paths[p].num_steps;
             if (paths[p].truly_correct) with_truth += paths[p].num_steps;
         }
-        LabelCounts hard, softc;
+        LabelCounts hard, softc, by_k_hard[MAX_K_LEVELS], by_k_soft[MAX_K_LEVELS];
         step_label_counts(paths, num_paths, K, outcome ? 0 : K, &hard, &softc);
         printf("round %d: %ld steps labelled (%s)", round, steps, outcome ? "outcome" : "simulated");
         if (with_truth) {
@@ -6197,6 +6238,14 @@ int cmd_sipf(int argc, char **argv) {
             label_counts_print("  |  soft >= 0.5:", &softc);
         }
         printf("\n");
+        for (int l = 0; !outcome && l < num_levels; l++) { // the labels of the first k continuations
+            step_label_counts(paths, num_paths, K, levels[l], &by_k_hard[l], &by_k_soft[l]);
+            if (!with_truth || l == num_levels - 1) continue; // k = K: printed above
+            printf("round %d: with k = %d of the %d continuations", round, levels[l], K);
+            label_counts_print(", hard:", &by_k_hard[l]);
+            label_counts_print("  |  soft >= 0.5:", &by_k_soft[l]);
+            printf("\n");
+        }
         if (keep) {
             snprintf(path, sizeof path, "%s/round%d_steps.jsonl", keep, round);
             write_step_labels(path, &file, items, paths, num_paths, K);
@@ -6317,6 +6366,17 @@ int cmd_sipf(int argc, char **argv) {
             label_counts_json(rounds_log, &hard);
             fputs(", \"soft\": ", rounds_log);
             label_counts_json(rounds_log, &softc);
+            if (!outcome) { // every k of -k, the last one K (the same as "hard" and "soft")
+                fputs(", \"by_k\": [", rounds_log);
+                for (int l = 0; l < num_levels; l++) {
+                    fprintf(rounds_log, "%s{\"k\": %d, \"hard\": ", l ? ", " : "", levels[l]);
+                    label_counts_json(rounds_log, &by_k_hard[l]);
+                    fputs(", \"soft\": ", rounds_log);
+                    label_counts_json(rounds_log, &by_k_soft[l]);
+                    fputs("}", rounds_log);
+                }
+                fputs("]", rounds_log);
+            }
             fputs(", \"prm_on_its_training_data\": ", rounds_log);
             prm_report_json(rounds_log, &report);
             fprintf(rounds_log, ", \"pairs\": %d, \"valid_accuracy\": %s}\n", pairs.count,
@@ -6329,7 +6389,8 @@ int cmd_sipf(int argc, char **argv) {
             break;
         }
     }
-    if (valid) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    if (valid && best >= 0) printf("kept %s: validation accuracy %.2f%%\n", args.out, 100 * best);
+    else if (valid) printf("kept %s: the input model (no round trained)\n", args.out);
     if (rounds_log) fclose(rounds_log);
     prm_data_free(&D);
     examples_free(items, n);

@@ -324,15 +324,36 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train
         ok "reproduce --task both --seeds 2: a directory per seed, mean ± sd, twelve gains over SFT with intervals (refine and RFT, both families)"
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
-# --task math --config: one family (three columns), the student's size from the flag
-if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task math --config 1,2,32,256,1024 --base-stories 0 --name onefam >"$work/repro3.txt" 2>&1); then
+# --task math --config: one family (three columns), the student's size from the flag; with
+# --method all: SIRT's rows and SIPF's (SIPF, outcome-only) in one run
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --method all --task math --config 1,2,32,256,1024 --base-stories 0 --name onefam >"$work/repro3.txt" 2>&1); then
     r="$work/runs/onefam"
     if [ -s "$r/math_test.jsonl" ] && [ ! -e "$r/choice_test.jsonl" ] && grep -q '"task": "math"' "$r/results.json" \
         && [ -s "$r/tokenizer.bin" ] && ! grep -q "== 0. phase 0" "$work/repro3.txt" \
-        && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 6 ] \
+        && ! grep -q '"family": "choice"' "$r/results.json" && [ "$(grep -c '"over": "sft"' "$r/results.json")" -eq 12 ] \
         && grep -q 'L=1 NH=2 C=32' "$work/repro3.txt"; then
         ok "reproduce --task math --config 1,2,32,256,1024 --base-stories 0: math data and columns only, a 1-layer student from random weights, its own tokenizer"
     else bad "reproduce --task math: output wrong"; fi
+    # the SIPF rows: in the table and by round, sipf run with --exclude-initial and -k 1,2 on the
+    # first 20 questions, its files kept; labels by k, the PRM on valid and best-of-K in results.json
+    rows=$(sed -n '/^accuracy (%)/,/^$/p' "$work/repro3.txt" | cut -c1-32 | sed 's/ *$//' | tr '\n' '|')
+    if [ "$rows" = "accuracy (%)|teacher|SFT|SFT + self-refine|SFT + RFT (control)|SFT + SIPF|SFT + SIPF, outcome-only||" ] \
+        && [ "$(sed -n '/^accuracy by round/,/^(-:/p' "$work/repro3.txt" | grep -c '^SFT + SIPF')" -eq 2 ] \
+        && grep -q "^round 0 (the input model): validation accuracy .* (not kept: --exclude-initial)$" "$work/repro3.txt" \
+        && [ "$(wc -l <"$r/sipf_train.jsonl")" -eq 20 ] && [ -s "$r/sipf_rounds/rounds.jsonl" ] && [ -s "$r/sipf_outcome_rounds/rounds.jsonl" ] \
+        && grep -q '"by_k": \[{"k": 1, "hard": ' "$r/sipf_rounds/rounds.jsonl" && ! grep -q '"by_k"' "$r/sipf_outcome_rounds/rounds.jsonl" \
+        && grep -q '"method": "all", "sipf_questions": 20, "sipf_k": "1,2", "sipf_prm_lr": 3e-4,' "$r/results.json" \
+        && grep -q '{"seed": 1, "row": "sipf", "rounds": [12], "labels_vs_truth": \[{"k": 1, "hard": {"tp": .*{"k": 2, "hard": .*"prm_round": [12], "prm_on_valid": \[{"family": "math", "steps_vs_truth": {"tp": ' "$r/results.json" \
+        && grep -q '{"seed": 1, "row": "sipf_outcome", "rounds": [12], "labels_vs_truth": \[{"k": null, "hard": ' "$r/results.json" \
+        && grep -q '"row": "sipf", "family": "math", "diagnosis": .*"best_of_4": [0-9.]*, "best_of_k_by": "mean"' "$r/results.json" \
+        && ! grep -q '"row": "refined", "family": "math", "diagnosis": .*best_of' "$r/results.json" \
+        && [ "$(grep -c '"model": "sipf", "over": "sipf_outcome"\|"model": "sipf", "over": "refined"' "$r/results.json")" -eq 6 ] \
+        && grep -q "^SFT + SIPF                         k = 1 of 2 " "$work/repro3.txt" && grep -q "^SFT + SIPF, outcome-only           outcome " "$work/repro3.txt" \
+        && grep -q "^SFT + SIPF                         math " "$work/repro3.txt" \
+        && grep -q "^- SFT + SIPF over SFT + SIPF, outcome-only: test " "$work/repro3.txt" && grep -q "^- SFT + SIPF over SFT + self-refine: test " "$work/repro3.txt" \
+        && grep -q "^- by round on math test (round 0: SFT; a description, not a test): SFT + SIPF " "$work/repro3.txt"; then
+        ok "reproduce --method all: rows teacher, SFT, self-refine, RFT, SIPF, outcome-only; SIPF's rounds by round; labels by k, the last PRM on valid, best-of-K; SIPF over outcome-only and over SIRT in the finding and results.json"
+    else bad "reproduce --method all: SIPF rows or diagnostics missing (rows '$rows')"; fi
 else bad "reproduce --task math failed"; tail -5 "$work/repro3.txt"; fi
 # --ablations: the low-resource rows' phase 2 asks the questions after the demonstrations phase 1 saw
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --ablations --train 40 --name abl >"$work/repro4.txt" 2>&1); then
@@ -366,6 +387,9 @@ base_tok=$(ls "$work"/runs/base/*/tokenizer.bin | head -1) # phase 0's tokenizer
 expect_error "reproduce: --init with a tokenizer larger than the model's vocabulary" "^sirt: error: the tokenizer has [0-9]* tokens but the model's vocabulary is V=512$" repro_bad bad4 --init "$work/sft.bin" --tokenizer "$base_tok"
 ./sirt sft --config 1,2,16,128,512 --tokenizer "$work/task_tok.bin" --data "$work/math_train.jsonl" --batch 1 --seq 128 --steps 1 --lr 0 --out "$work/ctx128.bin" >/dev/null
 expect_error "reproduce: --init with a context shorter than --seq 256" "^sirt: error: reproduce: .*ctx128.bin has context maxT=128, shorter than the reproduction's --seq 256$" repro_bad bad5 --init "$work/ctx128.bin" --tokenizer "$work/task_tok.bin"
+expect_error "reproduce: an unknown --method" "^sirt: error: --method must be sirt, sipf or all, got 'dpo'$" repro_bad bad6 --method dpo
+expect_error "reproduce: --ablations with --method sipf" "^sirt: error: reproduce: --ablations adds SIRT's rows; use --method sirt or all$" repro_bad bad7 --method sipf --ablations
+expect_error "reproduce: a bad --sipf-k" "^sirt: error: -k wants ascending numbers in 1..65536" repro_bad bad8 --method all --sipf-k 4,2
 made=$(ls -d "$work"/runs/bad* 2>/dev/null)
 [ -z "$made" ] && ok "reproduce: the bad combinations made no run directory" || bad "reproduce: a bad combination made $made"
 L2C=../shared/data/llama2c

@@ -20,6 +20,10 @@
 // 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
 // --arch llama makes the student Llama-shaped; --init MODEL --tokenizer TOK starts phase 1 from a
 // pretrained checkpoint and its tokenizer instead of phase 0's base (phase 0 is then skipped).
+// --method sipf|all puts SIPF's loop (`./sirt sipf`, section 10) and its outcome-only variant
+// beside (all) or instead of (sipf) SIRT's phase-2 rows, with their diagnostics: the step labels
+// against the true steps by k, the last PRM on valid, best-of-K by it (--method sirt, the
+// default, is the rows above alone).
 // =============================================================================================
 
 typedef int (*CommandFn)(int argc, char **argv);
@@ -112,7 +116,15 @@ typedef struct {
     long base_seed;       // the base's data and weights: one base for every seed of the run
     int arch;             // the student's shape: ARCH_GPT2 or ARCH_LLAMA (ARCH_NAMES)
     const char *init, *tokenizer; // --init: phase 1 from this checkpoint and tokenizer, no phase 0
+    int method;           // the phase-2 rows: REPRO_SIRT, REPRO_SIPF or REPRO_ALL (REPRO_METHOD_NAMES)
+    int n_sipf;           // questions per family that the SIPF rows answer in each round
+    const char *sipf_k;   // SIPF's continuations per step: a list, the largest simulated (sipf -k)
+    const char *sipf_prm_lr; // SIPF's PRM learning rate
 } ReproSettings;
+
+// --method: today's SIRT rows (SFT, self-refine, RFT), SIPF's (SIPF, SIPF outcome-only), or both.
+enum { REPRO_SIRT, REPRO_SIPF, REPRO_ALL };
+static const char *const REPRO_METHOD_NAMES[] = {"sirt", "sipf", "all", NULL};
 
 static const ReproSettings REPRO_DEFAULTS = {
     .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
@@ -121,12 +133,13 @@ static const ReproSettings REPRO_DEFAULTS = {
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
-    .base_lr = "3e-3", .base_seed = 1000, .arch = ARCH_GPT2};
+    .base_lr = "3e-3", .base_seed = 1000, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
+    .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4"};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
 #define REPRO_COLUMNS (REPRO_FAMILIES * REPRO_SPLITS)
-#define REPRO_MAX_ROWS 10
+#define REPRO_MAX_ROWS 12
 static const char *const REPRO_SPLIT_NAMES[REPRO_SPLITS] = {"test", "test-ood", "test-long"};
 
 // The families of --task: how many, and the k-th (columns are family-major: column c is split
@@ -155,7 +168,8 @@ typedef struct {
     char label[64];
     char key[32];          // the row's files in the run directory: KEY.bin, KEY_metrics.jsonl
     int demos_percent;     // share of the demonstrations phase 1 trains on (0: the teacher)
-    const char *pairs;     // phase 2's pair rule, or "rft" for the control; NULL for the teacher and SFT rows
+    const char *pairs;     // phase 2's pair rule, "rft" for the control, "sipf" or "sipf-outcome" for
+                           // SIPF's loop (repro_is_sipf); NULL for the teacher and SFT rows
     const char *rpo_alpha;
     int baseline;          // the SFT row a refined row is compared with (-1: none)
 } ReproRow;
@@ -172,14 +186,25 @@ static int repro_add_row(ReproRow *rows, int n, const char *label, const char *k
     return n + 1;
 }
 
-// The rows: teacher, SFT, SFT + self-refine; with --ablations also the other pair rule, the
-// other loss (DPO ↔ DPO+NLL), and phase 1 on 50% and 25% of the demonstrations.
+// Whether a row is one of SIPF's (its phase 2 is `./sirt sipf`).
+static int repro_is_sipf(const ReproRow *row) { return row->pairs && !strncmp(row->pairs, "sipf", 4); }
+
+// The rows: teacher, SFT, then by --method SFT + self-refine and SFT + RFT (sirt), SFT + SIPF
+// and its outcome-only variant (sipf), or all four (all); with --ablations (sirt or all) also
+// the other pair rule, the other loss (DPO ↔ DPO+NLL), and phase 1 on 50% and 25% of the
+// demonstrations.
 static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
     int n = 0;
     n = repro_add_row(rows, n, "teacher", "teacher", 0, NULL, NULL, -1);
     n = repro_add_row(rows, n, "SFT", "sft", 100, NULL, NULL, -1);
-    n = repro_add_row(rows, n, "SFT + self-refine", "refined", 100, rs->pairs, rs->rpo_alpha, 1);
-    n = repro_add_row(rows, n, "SFT + RFT (control)", "rft", 100, "rft", NULL, 1);
+    if (rs->method != REPRO_SIPF) {
+        n = repro_add_row(rows, n, "SFT + self-refine", "refined", 100, rs->pairs, rs->rpo_alpha, 1);
+        n = repro_add_row(rows, n, "SFT + RFT (control)", "rft", 100, "rft", NULL, 1);
+    }
+    if (rs->method != REPRO_SIRT) {
+        n = repro_add_row(rows, n, "SFT + SIPF", "sipf", 100, "sipf", NULL, 1);
+        n = repro_add_row(rows, n, "SFT + SIPF, outcome-only", "sipf_outcome", 100, "sipf-outcome", NULL, 1);
+    }
     if (!rs->ablations) return n;
     int cvp = !strcmp(rs->pairs, "cot-vs-plain"), rpo = strcmp(rs->rpo_alpha, "0") != 0;
     const char *other = cvp ? "correct-vs-incorrect" : "cot-vs-plain";
@@ -296,6 +321,77 @@ static int same_file_bytes(const char *a, const char *b) {
     return same;
 }
 
+// What the reproduction measures of a SIPF row beyond accuracy, for one seed: its hard step
+// labels against the true steps, summed over the rounds that labelled steps (sipf --keep's
+// rounds.jsonl: each k of --sipf-k, or the outcome labels, k = 0), and the last round's PRM on
+// valid: its step predictions (probability >= 0.5) on the kept model's samples against the true
+// steps. Best-of-K by that PRM is in the row's Diagnosis (score_file).
+typedef struct {
+    int rounds;                              // rounds whose labels are counted
+    int num_levels, k[MAX_K_LEVELS];         // the k of each level; k = 0: the outcome labels
+    LabelCounts labels[MAX_K_LEVELS];        // hard labels vs the true steps, per level
+    int prm_round;                           // the PRM's round (0: no PRM was trained)
+    LabelCounts prm_vs_truth[REPRO_FAMILIES]; // its steps on valid vs the true steps, per family
+} ReproSipf;
+
+// The counts {"tp", "fp", "fn", "tn", ...} of a JSON object field (line `line` of path).
+static LabelCounts repro_json_counts(const JsonField *f, const char *path, int line) {
+    JsonObject obj;
+    char err[256];
+    LabelCounts c = {0};
+    if (!f || f->type != JSON_OBJECT || json_parse_object(f->text, f->len, &obj, err, sizeof err) != 0)
+        die("%s:%d: the label counts must be an object {\"tp\", \"fp\", \"fn\", \"tn\"}", path, line);
+    const char *names[4] = {"tp", "fp", "fn", "tn"};
+    long *values[4] = {&c.tp, &c.fp, &c.fn, &c.tn};
+    for (int i = 0; i < 4; i++) {
+        const JsonField *v = json_get(&obj, names[i]);
+        if (!v || v->type != JSON_NUMBER || v->number < 0 || v->number != floor(v->number))
+            die("%s:%d: \"%s\" must be a count", path, line, names[i]);
+        *values[i] = (long)v->number;
+    }
+    json_object_free(&obj);
+    return c;
+}
+
+// Adds the label counts of every round of a sipf rounds.jsonl (its lines with "hard") to out:
+// per k of "by_k" (simulated labels; every line the same k), else "hard" as the outcome labels.
+static void repro_read_sipf_rounds(const char *path, ReproSipf *out) {
+    JsonlFile f;
+    jsonl_read(path, &f);
+    for (int i = 0; i < f.count; i++) {
+        int line = f.line_numbers[i];
+        const JsonField *hard = json_get(&f.objects[i], "hard"), *by_k = json_get(&f.objects[i], "by_k");
+        if (!hard) continue; // round 0: no labels
+        JsonField *items = NULL;
+        int n = by_k ? json_array_items(by_k, &items) : 1;
+        if (n < 1 || n > MAX_K_LEVELS) die("%s:%d: \"by_k\" must be an array of 1 to %d objects", path, line, MAX_K_LEVELS);
+        if (out->rounds && out->num_levels != n) die("%s:%d: the rounds have different k", path, line);
+        for (int l = 0; l < n; l++) {
+            int k = 0;
+            LabelCounts c;
+            if (by_k) {
+                JsonObject level;
+                char err[256];
+                if (items[l].type != JSON_OBJECT || json_parse_object(items[l].text, items[l].len, &level, err, sizeof err))
+                    die("%s:%d: \"by_k\" must hold objects {\"k\", \"hard\"}", path, line);
+                const JsonField *kf = json_get(&level, "k");
+                if (!kf || kf->type != JSON_NUMBER || kf->number < 1 || kf->number > 65536)
+                    die("%s:%d: \"by_k\": \"k\" must be in 1..65536", path, line);
+                k = (int)kf->number;
+                c = repro_json_counts(json_get(&level, "hard"), path, line);
+                json_object_free(&level);
+            } else c = repro_json_counts(hard, path, line);
+            if (out->rounds && out->k[l] != k) die("%s:%d: the rounds have different k", path, line);
+            out->k[l] = k;
+            out->labels[l].tp += c.tp, out->labels[l].fp += c.fp, out->labels[l].fn += c.fn, out->labels[l].tn += c.tn;
+        }
+        json_items_free(items, by_k ? n : 0);
+        out->num_levels = n;
+        out->rounds++;
+    }
+    jsonl_free(&f);
+}
+
 // Where a seed's time goes, in seconds: the stages of repro_one_seed.
 enum { TIME_DATA, TIME_PHASE1, TIME_PHASE2, TIME_EVALUATION, TIME_STAGES };
 static const char *const REPRO_STAGE_NAMES[TIME_STAGES] = {"data", "phase 1", "phase 2", "evaluation"};
@@ -304,10 +400,10 @@ static const char *const REPRO_STAGE_NAMES[TIME_STAGES] = {"data", "phase 1", "p
 // for every student row diagnoses[row * REPRO_FAMILIES + family] (on valid), for every phase-2
 // row by_round[row * (rounds + 1) + r], the first family's test accuracy after round r (round 0:
 // the row's SFT model; the round refine kept: the row's own score; n = 0 for a round that did not
-// run), and seconds[stage].
+// run), for every SIPF row sipf[row], and seconds[stage].
 static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, const ReproRow *rows,
                            int n_rows, const char *base_model, const char *base_tokenizer, Score *scores,
-                           Diagnosis *diagnoses, Score *by_round, double *seconds) {
+                           Diagnosis *diagnoses, Score *by_round, ReproSipf *sipf, double *seconds) {
     char path[1200], seedtxt[32], ntxt[32];
     char train[1200], valid[1200], tokfile[1200], questions[1200];
     snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
@@ -375,6 +471,28 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         base_model ? NULL : "--arch", ARCH_NAMES[rs->arch], NULL);
             best_path(model_paths[r], sizeof model_paths[r], out); // the lowest validation loss
             seconds[TIME_PHASE1] += now_seconds() - stage_start;
+        } else if (repro_is_sipf(row)) { // SIPF's loop, or its outcome-only variant
+            int outcome = !strcmp(row->pairs, "sipf-outcome");
+            printf("== 4. phase 2 with process feedback: SIPF%s of %s (%.0fs)\n",
+                   outcome ? ", outcome-only labels" : "", rows[row->baseline].label, now_seconds() - start);
+            // the first --sipf-questions train questions of each family (refine asks the first
+            // --refine-questions: the same, or the first of them); each round's steps, PRM,
+            // pairs and rounds.jsonl in KEY_rounds/; the kept model is the best of rounds 1..N
+            // on valid (--exclude-initial), as for refine
+            char sipf_questions[1200], keep_dir[1200];
+            snprintf(sipf_questions, sizeof sipf_questions, "%s/sipf_train.jsonl", dir);
+            join_families(rs, dir, "train", sipf_questions, 0, rs->n_sipf);
+            snprintf(keep_dir, sizeof keep_dir, "%s/%s_rounds", dir, row->key);
+            run_command(cmd_sipf, "--model", model_paths[row->baseline], "--tokenizer", tokfile, "--data",
+                        sipf_questions, "--valid", valid, "--exclude-initial", "--rounds", rounds_txt,
+                        "--samples", rs->samples, "-k", rs->sipf_k, "--max-new", rs->max_new, "--max-pairs",
+                        rs->max_pairs, "--epochs", rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr",
+                        rs->refine_lr, "--prm-lr", rs->sipf_prm_lr, "--seed", seedtxt, "--keep", keep_dir,
+                        "--log", log, "--out", out, outcome ? "--outcome" : NULL, NULL);
+            snprintf(model_paths[r], sizeof model_paths[r], "%s", out);
+            double took = now_seconds() - stage_start;
+            seconds[TIME_PHASE2] += took;
+            printf("%s: SIPF (at most %d rounds) in %.0fs\n", row->label, rs->rounds, took);
         } else {
             if (!strcmp(row->pairs, "rft"))
                 printf("== 4. phase 2's control: RFT of %s (%.0fs)\n", rows[row->baseline].label,
@@ -420,19 +538,31 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
     Tokenizer *tok = load_tokenizer(tokfile);
     GenerateSettings g = GENERATE_DEFAULTS;
     g.max_new = (int)parse_long("--max-new", rs->max_new, 1, 1 << 20);
-    for (int r = 0; r < n_rows; r++) // the diagnosis of every student, on valid
+    for (int r = 0; r < n_rows; r++) { // the diagnosis of every student, on valid
+        char prm[1200] = ""; // a SIPF row's: its labels, and its last round's PRM for best-of-K
+        if (repro_is_sipf(&rows[r])) {
+            snprintf(path, sizeof path, "%s/%s_rounds/rounds.jsonl", dir, rows[r].key);
+            repro_read_sipf_rounds(path, &sipf[r]);
+            for (int k = 1; k <= rs->rounds; k++) {
+                snprintf(path, sizeof path, "%s/%s_rounds/round%d_prm.bin", dir, rows[r].key, k);
+                if (access(path, F_OK) == 0) sipf[r].prm_round = k, snprintf(prm, sizeof prm, "%s", path);
+            }
+        }
         for (int f = 0; f < repro_num_families(rs) && model_paths[r][0]; f++) {
             snprintf(path, sizeof path, "%s/%s_valid.jsonl", dir, repro_family(rs, f));
-            printf("diagnosis of %s on %s (%d samples per item)\n", rows[r].label, path, rs->diagnose_k);
-            Score s = score_file(model_paths[r], tok, path, &g, rs->diagnose_k, &diagnoses[r * REPRO_FAMILIES + f]);
+            printf("diagnosis of %s on %s (%d samples per item%s%s)\n", rows[r].label, path, rs->diagnose_k,
+                   prm[0] ? "; best-of-K by " : "", prm);
+            Score s = score_file(model_paths[r], tok, path, &g, rs->diagnose_k, &diagnoses[r * REPRO_FAMILIES + f],
+                                 prm[0] ? prm : NULL, &sipf[r].prm_vs_truth[f]);
             free(s.hit);
         }
+    }
     for (int r = 0; r < n_rows; r++)
         for (int c = 0; c < repro_columns(rs); c++) {
             snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
                      REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
             scores[r * repro_columns(rs) + c] =
-                score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL);
+                score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL, NULL, NULL);
         }
     // every round of every phase-2 row on the first family's test split (refine keeps each
     // round's model as KEY.roundN.bin), for the table and chart of accuracy by round
@@ -453,7 +583,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                 line[k] = (Score){kept->correct, kept->n, NULL};
                 continue;
             }
-            Score s = score_file(model_path, tok, path, &g, 0, NULL);
+            Score s = score_file(model_path, tok, path, &g, 0, NULL, NULL, NULL);
             free(s.hit);
             line[k] = (Score){s.correct, s.n, NULL};
         }
@@ -549,36 +679,242 @@ static void repro_print_rounds(const ReproSettings *rs, const char *dir, const R
 // seed's own gain positive, on both the in-domain test and test-ood of the first family.
 #define REPRO_REAL_GAIN_POINTS 3.0
 
+// One line of the finding: row a's gain over row b on the first family's test and test-ood
+// (gain[0], gain[1], over the seeds' items), and whether it meets the bar above.
+static void repro_print_verdict(const ReproSettings *rs, const ReproRow *rows, int n_rows, const Score *scores,
+                                int a, int b, const Gain *gain) {
+    int columns = repro_columns(rs), real = 1;
+    printf("- %s over %s:", rows[a].label[0] == ' ' ? rows[a].label + 2 : rows[a].label, rows[b].label);
+    for (int c = 0; c < 2; c++) { // test, test-ood
+        Gain gn = gain[c];
+        int every_seed = 1;
+        for (int s = 0; s < rs->seeds; s++) {
+            const Score *x = &scores[((size_t)s * n_rows + a) * columns + c];
+            const Score *y = &scores[((size_t)s * n_rows + b) * columns + c];
+            every_seed &= x->correct > y->correct;
+        }
+        real &= 100 * gn.gain >= REPRO_REAL_GAIN_POINTS && gn.low > 0 && every_seed;
+        printf(" %s %+.1f points [%+.1f, %+.1f]%s", REPRO_SPLIT_NAMES[c], 100 * gn.gain, 100 * gn.low,
+               100 * gn.high, c == 0 ? ";" : "");
+    }
+    int zero_inside = 1;
+    for (int c = 0; c < 2; c++) zero_inside &= gain[c].low <= 0 && gain[c].high >= 0;
+    printf(" — %s.\n", real ? "a real gain by the bar" : zero_inside ? "no difference the intervals can tell"
+                                                               : "not a real gain by the bar");
+}
+
+// The comparisons of the paper's claims about SIPF (--method sipf or all), row a over row b:
+// SIPF over its outcome-only variant, and (all) SIPF over SIRT's refined row. Returns how many
+// were written to a[], b[].
+static int repro_comparisons(const ReproSettings *rs, const ReproRow *rows, int n_rows, int *a, int *b) {
+    int sipf = -1, outcome = -1, refined = -1, n = 0;
+    for (int r = 0; r < n_rows; r++) {
+        if (!strcmp(rows[r].key, "sipf")) sipf = r;
+        if (!strcmp(rows[r].key, "sipf_outcome")) outcome = r;
+        if (!strcmp(rows[r].key, "refined")) refined = r;
+    }
+    if (rs->method == REPRO_SIRT || sipf < 0) return 0;
+    if (outcome >= 0) a[n] = sipf, b[n++] = outcome;
+    if (refined >= 0) a[n] = sipf, b[n++] = refined;
+    return n;
+}
+
+// The gain of row a over row b in every column: the paired bootstrap over every seed's items.
+static void repro_gain_between(const ReproSettings *rs, int n_rows, const Score *scores, int a, int b, Gain *out) {
+    int columns = repro_columns(rs);
+    for (int c = 0; c < columns; c++)
+        out[c] = paired_bootstrap(&scores[a * columns + c], &scores[b * columns + c], rs->seeds, n_rows * columns);
+}
+
+// The mean over seeds of a row's first-family test accuracy after round k (%), from by_round;
+// −1 when a seed did not run that round.
+static double repro_round_mean(const ReproSettings *rs, int n_rows, const Score *by_round, int r, int k) {
+    long correct = 0, n = 0;
+    for (int s = 0; s < rs->seeds; s++) {
+        const Score *x = &by_round[((size_t)s * n_rows + r) * (rs->rounds + 1) + k];
+        if (!x->n) return -1.0;
+        correct += x->correct, n += x->n;
+    }
+    return 100.0 * correct / n;
+}
+
 // The finding under the tables, in words: each phase-2 row's gain over its SFT row on the first
-// family's test and test-ood, and whether it meets the bar above.
+// family's test and test-ood, and whether it meets the bar above; with SIPF's rows also SIPF
+// over outcome-only feedback and over SIRT, by the same bar, and both SIPF rows' accuracy by round.
 static void repro_print_finding(const ReproSettings *rs, const ReproRow *rows, int n_rows, const Score *scores,
-                                const Gain *gains) {
+                                const Gain *gains, const Score *by_round) {
     int columns = repro_columns(rs);
     printf("\nFinding (%s, %d seed%s; a gain is real when it is at least %.0f points, its 95%% interval "
            "is above zero and every seed gains, on test and test-ood):\n",
            repro_family(rs, 0), rs->seeds, rs->seeds > 1 ? "s" : "", REPRO_REAL_GAIN_POINTS);
-    for (int r = 0; r < n_rows; r++) {
-        if (!rows[r].pairs) continue;
-        int real = 1;
-        printf("- %s over %s:", rows[r].label[0] == ' ' ? rows[r].label + 2 : rows[r].label,
-               rows[rows[r].baseline].label);
-        for (int c = 0; c < 2; c++) { // test, test-ood
-            Gain gn = gains[r * columns + c];
-            int every_seed = 1;
-            for (int s = 0; s < rs->seeds; s++) {
-                const Score *x = &scores[((size_t)s * n_rows + r) * columns + c];
-                const Score *y = &scores[((size_t)s * n_rows + rows[r].baseline) * columns + c];
-                every_seed &= x->correct > y->correct;
-            }
-            real &= 100 * gn.gain >= REPRO_REAL_GAIN_POINTS && gn.low > 0 && every_seed;
-            printf(" %s %+.1f points [%+.1f, %+.1f]%s", REPRO_SPLIT_NAMES[c], 100 * gn.gain, 100 * gn.low,
-                   100 * gn.high, c == 0 ? ";" : "");
-        }
-        int zero_inside = 1;
-        for (int c = 0; c < 2; c++) zero_inside &= gains[r * columns + c].low <= 0 && gains[r * columns + c].high >= 0;
-        printf(" — %s.\n", real ? "a real gain by the bar" : zero_inside ? "no difference the intervals can tell"
-                                                                   : "not a real gain by the bar");
+    for (int r = 0; r < n_rows; r++)
+        if (rows[r].pairs) repro_print_verdict(rs, rows, n_rows, scores, r, rows[r].baseline, gains + r * columns);
+    int a[2], b[2], n = repro_comparisons(rs, rows, n_rows, a, b);
+    for (int i = 0; i < n; i++) {
+        Gain gain[REPRO_COLUMNS];
+        repro_gain_between(rs, n_rows, scores, a[i], b[i], gain);
+        repro_print_verdict(rs, rows, n_rows, scores, a[i], b[i], gain);
     }
+    for (int r = 0, first = 1; r < n_rows && n; r++) { // SIPF's rows by round: a description, no test
+        if (!repro_is_sipf(&rows[r])) continue;
+        if (first) printf("- by round on %s test (round 0: SFT; a description, not a test):", repro_family(rs, 0));
+        printf("%s %s", first ? "" : ";", rows[r].label);
+        double v1 = repro_round_mean(rs, n_rows, by_round, r, 1), last = -1;
+        int last_round = 0;
+        for (int k = 0; k <= rs->rounds; k++) {
+            double v = repro_round_mean(rs, n_rows, by_round, r, k);
+            if (v < 0) break;
+            printf(" %s%.1f", k ? "→ " : "", v);
+            last = v, last_round = k;
+        }
+        if (last_round >= 2) printf(" (round %d minus round 1: %+.1f points)", last_round, last - v1);
+        else printf(" (fewer than 2 rounds ran in every seed)");
+        first = 0;
+    }
+    if (n) printf(".\n");
+}
+
+// The mean of the defined values among n (NaN where none is defined).
+static double repro_mean_defined(const double *values, int n) {
+    double sum = 0;
+    int counted = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(values[i])) sum += values[i], counted++;
+    return counted ? sum / counted : NAN;
+}
+
+// Prints " %*.3f" or " n/a".
+static void repro_print_value(double v, int width) {
+    if (isnan(v)) printf(" %*s", width, "n/a");
+    else printf(" %*.3f", width, v);
+}
+
+// The precision, recall and F1 of counts[s] for each of the seeds with counted[s], each printed as
+// the mean over the seeds where it is defined.
+static void repro_print_prf(const LabelCounts *counts, int seeds, const int *counted) {
+    double (*fn[3])(const LabelCounts *) = {label_precision, label_recall, label_f1};
+    double *v = xmalloc((size_t)seeds * sizeof(double));
+    for (int i = 0; i < 3; i++) {
+        for (int s = 0; s < seeds; s++) v[s] = counted[s] ? fn[i](&counts[s]) : NAN;
+        repro_print_value(repro_mean_defined(v, seeds), 9);
+    }
+    free(v);
+}
+
+// SIPF's diagnostics under the table (--method sipf or all), each a mean over seeds: the step
+// labels of every round against the true steps, by k; the last round's PRM on valid (its steps
+// on the kept model's samples against the true steps), and best-of-K by it beside maj@K, pass@K.
+static void repro_print_sipf(const ReproSettings *rs, const ReproRow *rows, int n_rows, const ReproSipf *sipf,
+                             const Diagnosis *diagnoses) {
+    if (rs->method == REPRO_SIRT) return;
+    int levels[MAX_K_LEVELS], num_levels = parse_k_list(rs->sipf_k, levels), K = rs->diagnose_k;
+    int *counted = xmalloc((size_t)rs->seeds * sizeof(int));
+    LabelCounts *counts = xmalloc((size_t)rs->seeds * sizeof(LabelCounts));
+    printf("\nSIPF's step labels against the true steps (the hard labels of every round; positive = a correct "
+           "step; mean over %d seed%s):\n%-34s %-12s %9s %9s %9s %7s\n", rs->seeds, rs->seeds > 1 ? "s" : "",
+           "row", "labels", "precision", "recall", "F1", "rounds");
+    for (int r = 0; r < n_rows; r++) {
+        if (!repro_is_sipf(&rows[r])) continue;
+        int outcome = !strcmp(rows[r].pairs, "sipf-outcome");
+        for (int l = 0; l < (outcome ? 1 : num_levels); l++) {
+            int k = outcome ? 0 : levels[l];
+            double rounds = 0;
+            for (int s = 0; s < rs->seeds; s++) { // the seed's level with this k, if it labelled
+                const ReproSipf *x = &sipf[(size_t)s * n_rows + r];
+                counted[s] = 0;
+                for (int m = 0; m < x->num_levels && x->rounds; m++)
+                    if (x->k[m] == k) counts[s] = x->labels[m], counted[s] = 1;
+                rounds += (double)x->rounds / rs->seeds;
+            }
+            char name[32];
+            if (outcome) snprintf(name, sizeof name, "outcome");
+            else snprintf(name, sizeof name, "k = %d of %d", k, levels[num_levels - 1]);
+            printf("%-34s %-12s", rows[r].label, name);
+            repro_print_prf(counts, rs->seeds, counted);
+            printf(" %7.1f\n", rounds);
+        }
+    }
+    printf("\nThe last round's PRM on valid (held out): its steps on the kept model's %d samples per item against "
+           "the true steps, and best-of-%d by it (mean step probability; %%) beside maj@%d and pass@%d:\n"
+           "%-34s %-7s %9s %9s %9s %9s %9s %7s %7s\n", K, K, K, K, "row", "family", "precision", "recall",
+           "F1", "PRM round", "best-of-K", "maj@K", "pass@K");
+    for (int r = 0; r < n_rows; r++)
+        for (int f = 0; f < repro_num_families(rs) && repro_is_sipf(&rows[r]); f++) {
+            double *v[3], prm_round = 0;
+            for (int i = 0; i < 3; i++) v[i] = xmalloc((size_t)rs->seeds * sizeof(double));
+            for (int s = 0; s < rs->seeds; s++) {
+                const ReproSipf *x = &sipf[(size_t)s * n_rows + r];
+                const Diagnosis *d = &diagnoses[((size_t)s * n_rows + r) * REPRO_FAMILIES + f];
+                counts[s] = x->prm_vs_truth[f];
+                counted[s] = x->prm_round > 0;
+                prm_round += (double)x->prm_round / rs->seeds;
+                v[0][s] = d->rerank_by ? diagnosis_percent(d->reranked_right, d->n) : NAN;
+                v[1][s] = diagnosis_percent(d->majority[d->num_levels - 1], d->n);
+                v[2][s] = diagnosis_percent(d->pass[d->num_levels - 1], d->n);
+                for (int i = 0; i < 3; i++)
+                    if (v[i][s] < 0) v[i][s] = NAN;
+            }
+            printf("%-34s %-7s", rows[r].label, repro_family(rs, f));
+            repro_print_prf(counts, rs->seeds, counted);
+            printf(" %9.1f", prm_round);
+            for (int i = 0; i < 3; i++) {
+                double m = repro_mean_defined(v[i], rs->seeds);
+                if (isnan(m)) printf(" %*s", i ? 7 : 9, "n/a");
+                else printf(" %*.1f", i ? 7 : 9, m);
+                free(v[i]);
+            }
+            printf("\n");
+        }
+    printf("(PRM round: the round whose PRM is used, 0 where none was trained, mean over seeds; n/a: nothing to "
+           "count, such as no step with a true step to compare or no PRM)\n");
+    free(counted);
+    free(counts);
+}
+
+// results.json's SIPF part (--method sipf or all): the settings of the SIPF rows; per seed and
+// SIPF row the label counts by k, the PRM's round and its counts on valid per family (best-of-K
+// is in "diagnoses_on_valid"); and the comparisons of the finding (SIPF over outcome-only, over
+// SIRT) with their paired-bootstrap intervals.
+static void repro_json_sipf(const ReproSettings *rs, const ReproRow *rows, int n_rows, const Score *scores,
+                            const ReproSipf *sipf, FILE *f) {
+    fprintf(f, "\"method\": \"%s\", \"sipf_questions\": %d, \"sipf_k\": \"%s\", \"sipf_prm_lr\": %s,\n",
+            REPRO_METHOD_NAMES[rs->method], rs->n_sipf, rs->sipf_k, rs->sipf_prm_lr);
+    fputs("\"sipf_diagnostics\": [", f);
+    for (int s = 0, first = 1; s < rs->seeds; s++)
+        for (int r = 0; r < n_rows; r++) {
+            if (!repro_is_sipf(&rows[r])) continue;
+            const ReproSipf *x = &sipf[(size_t)s * n_rows + r];
+            fprintf(f, "%s\n  {\"seed\": %ld, \"row\": \"%s\", \"rounds\": %d, \"labels_vs_truth\": [",
+                    first ? "" : ",", rs->seed + s, rows[r].key, x->rounds);
+            for (int l = 0; l < x->num_levels; l++) {
+                if (x->k[l]) fprintf(f, "%s{\"k\": %d, \"hard\": ", l ? ", " : "", x->k[l]);
+                else fprintf(f, "%s{\"k\": null, \"hard\": ", l ? ", " : ""); // the outcome labels
+                label_counts_json(f, &x->labels[l]);
+                fputs("}", f);
+            }
+            fprintf(f, "], \"prm_round\": %d, \"prm_on_valid\": [", x->prm_round);
+            for (int fam = 0; fam < repro_num_families(rs); fam++) {
+                fprintf(f, "%s{\"family\": \"%s\", \"steps_vs_truth\": ", fam ? ", " : "", repro_family(rs, fam));
+                label_counts_json(f, &x->prm_vs_truth[fam]);
+                fputs("}", f);
+            }
+            fputs("]}", f);
+            first = 0;
+        }
+    fputs("],\n\"comparisons\": [", f);
+    int a[2], b[2], n = repro_comparisons(rs, rows, n_rows, a, b), columns = repro_columns(rs);
+    for (int i = 0, first = 1; i < n; i++) {
+        Gain gain[REPRO_COLUMNS];
+        repro_gain_between(rs, n_rows, scores, a[i], b[i], gain);
+        for (int c = 0; c < columns; c++) {
+            fprintf(f, "%s\n  {\"model\": \"%s\", \"over\": \"%s\", \"family\": \"%s\", \"split\": \"%s\", "
+                       "\"gain\": %.6f, \"ci95\": [%.6f, %.6f]}", first ? "" : ",", rows[a[i]].key, rows[b[i]].key,
+                    repro_family(rs, c / REPRO_SPLITS), REPRO_SPLIT_NAMES[c % REPRO_SPLITS], gain[c].gain,
+                    gain[c].low, gain[c].high);
+            first = 0;
+        }
+    }
+    fputs("],\n", f);
 }
 
 // The report (lib/report.h): the table's rows, its columns (each family's test splits) and the
@@ -586,7 +922,7 @@ static void repro_print_finding(const ReproSettings *rs, const ReproRow *rows, i
 // accuracy by round and the time of each stage, and drawn in results.svg and results_rounds.svg.
 static void repro_report(const ReproSettings *rs, const char *dir, const ReproRow *rows, int n_rows,
                          const Score *scores, const Diagnosis *diagnoses, const Score *by_round,
-                         const double *seconds) {
+                         const ReproSipf *sipf, const double *seconds) {
     ReportRow report_rows[REPRO_MAX_ROWS];
     ReportColumn columns[REPRO_COLUMNS];
     for (int r = 0; r < n_rows; r++) report_rows[r] = (ReportRow){rows[r].label, rows[r].key, rows[r].baseline};
@@ -599,7 +935,8 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     report_print_gains(&table, gains, "gain over SFT (points)");
     repro_print_rounds(rs, dir, rows, n_rows, by_round);
     repro_print_diagnoses(rs, rows, n_rows, diagnoses);
-    repro_print_finding(rs, rows, n_rows, scores, gains);
+    repro_print_sipf(rs, rows, n_rows, sipf, diagnoses);
+    repro_print_finding(rs, rows, n_rows, scores, gains, by_round);
 
     char path[1200];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -648,6 +985,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
                 first = 0;
             }
     fputs("],\n", sf.file);
+    if (rs->method != REPRO_SIRT) repro_json_sipf(rs, rows, n_rows, scores, sipf, sf.file);
     report_json_finish(&table, gains, sf.file);
     safe_commit(&sf);
     snprintf(path, sizeof path, "%s/results.svg", dir);
@@ -707,8 +1045,16 @@ int cmd_reproduce(int argc, char **argv) {
         {"--base-epochs", "E", FLAG_INT, .value = &rs.base_epochs, "phase 0's epochs", 1, 1000},
         {"--base-seed", "S", FLAG_LONG, .value = &rs.base_seed, "phase 0's data and weights", 0,
          0x7fffffffL},
+        {"--method", NULL, FLAG_CHOICE, .value = &rs.method,
+         "phase 2's rows: SIRT's (self-refine, RFT), SIPF's (SIPF, outcome-only), or all four",
+         .choices = REPRO_METHOD_NAMES},
+        {"--sipf-questions", "N", FLAG_INT, .value = &rs.n_sipf,
+         "questions per family that the SIPF rows answer (the first of phase 2's)", 1, 10000000},
+        {"--sipf-k", "K[,K...]", FLAG_STRING, .value = &rs.sipf_k,
+         "SIPF's continuations per step: the largest simulated, the labels of each k scored"},
+        {"--sipf-prm-lr", "LR", FLAG_STRING, .value = &rs.sipf_prm_lr, "SIPF's PRM learning rate"},
         {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
-         "adds the rows of the paper's analyses"},
+         "adds the rows of the paper's analyses (with --method sirt or all)"},
         {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
          "the same pipeline at tiny sizes (the tests run it)"},
         {0}};
@@ -731,6 +1077,11 @@ int cmd_reproduce(int argc, char **argv) {
     parse_long("--max-pairs", rs.max_pairs, 1, 1024);
     if (strcmp(rs.ref, "initial") && strcmp(rs.ref, "previous"))
         die("--ref must be initial or previous, got '%s'", rs.ref);
+    int sipf_levels[MAX_K_LEVELS];
+    parse_k_list(rs.sipf_k, sipf_levels);
+    parse_float("--sipf-prm-lr", rs.sipf_prm_lr);
+    if (rs.ablations && rs.method == REPRO_SIPF)
+        die("reproduce: --ablations adds SIRT's rows; use --method sirt or all");
     if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
@@ -738,6 +1089,7 @@ int cmd_reproduce(int argc, char **argv) {
         if (!config_given) rs.config = "2,2,32,256,1024";
         rs.n_refine = 20, rs.n_valid = 20, rs.n_test = 30;
         rs.samples = "2", rs.max_new = "100", rs.diagnose_k = 4;
+        rs.n_sipf = 20, rs.sipf_k = "1,2";
         if (!rounds_given) rs.rounds = 2;
         if (!base_given) rs.n_base = 60;
     }
@@ -773,6 +1125,7 @@ int cmd_reproduce(int argc, char **argv) {
     Score *scores = xcalloc(rs.seeds * per_seed, sizeof(Score));
     Diagnosis *diagnoses = xcalloc((size_t)rs.seeds * n_rows * REPRO_FAMILIES, sizeof(Diagnosis));
     Score *by_round = xcalloc((size_t)rs.seeds * n_rows * (rs.rounds + 1), sizeof(Score));
+    ReproSipf *sipf = xcalloc((size_t)rs.seeds * n_rows, sizeof(ReproSipf));
     double *seconds = xcalloc((size_t)rs.seeds * TIME_STAGES, sizeof(double));
     double start = now_seconds();
     char base_model[1200], base_tokenizer[1200];
@@ -787,14 +1140,16 @@ int cmd_reproduce(int argc, char **argv) {
         else snprintf(seed_dir, sizeof seed_dir, "%s", dir);
         repro_one_seed(&rs, rs.seed + s, seed_dir, rows, n_rows, rs.init || rs.n_base > 0 ? base_model : NULL,
                        base_tokenizer, scores + s * per_seed, diagnoses + (size_t)s * n_rows * REPRO_FAMILIES,
-                       by_round + (size_t)s * n_rows * (rs.rounds + 1), seconds + (size_t)s * TIME_STAGES);
+                       by_round + (size_t)s * n_rows * (rs.rounds + 1), sipf + (size_t)s * n_rows,
+                       seconds + (size_t)s * TIME_STAGES);
     }
-    repro_report(&rs, dir, rows, n_rows, scores, diagnoses, by_round, seconds);
+    repro_report(&rs, dir, rows, n_rows, scores, diagnoses, by_round, sipf, seconds);
     printf("\nwrote %s/results.json and results.svg in %.0fs\n", dir, now_seconds() - start);
     for (size_t i = 0; i < rs.seeds * per_seed; i++) free(scores[i].hit);
     free(scores);
     free(diagnoses);
     free(by_round);
+    free(sipf);
     free(seconds);
     return 0;
 }

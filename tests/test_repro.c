@@ -197,11 +197,77 @@ static void test_join_heads(void) {
     scratch_remove(dir);
 }
 
+// The rows of each --method: sirt's are today's (teacher, SFT, self-refine, RFT), sipf's
+// teacher, SFT and the two SIPF rows, all's all six; every phase-2 row is compared with SFT.
+static void test_repro_rows(void) {
+    const char *expected[3][6] = {{"teacher", "sft", "refined", "rft", NULL, NULL},
+                                  {"teacher", "sft", "sipf", "sipf_outcome", NULL, NULL},
+                                  {"teacher", "sft", "refined", "rft", "sipf", "sipf_outcome"}};
+    for (int m = 0; m < 3; m++) {
+        ReproSettings rs = REPRO_DEFAULTS;
+        rs.method = m;
+        ReproRow rows[REPRO_MAX_ROWS];
+        int n = repro_rows(&rs, rows), want = m == 2 ? 6 : 4, same = n == want;
+        for (int r = 0; same && r < n; r++)
+            same = !strcmp(rows[r].key, expected[m][r]) && (r < 2 ? rows[r].baseline == -1 : rows[r].baseline == 1);
+        check(same, "repro_rows --method %s: %d rows, keys and baselines as expected", REPRO_METHOD_NAMES[m], n);
+        int sipf_rows = 0;
+        for (int r = 0; r < n; r++) sipf_rows += repro_is_sipf(&rows[r]);
+        check(sipf_rows == (m == 0 ? 0 : 2), "repro_rows --method %s: %d SIPF rows", REPRO_METHOD_NAMES[m], sipf_rows);
+    }
+    ReproSettings rs = REPRO_DEFAULTS;
+    rs.method = REPRO_ALL, rs.ablations = 1;
+    ReproRow rows[REPRO_MAX_ROWS];
+    check(repro_rows(&rs, rows) == 12, "repro_rows --method all --ablations: 12 rows (REPRO_MAX_ROWS)");
+}
+
+// The label counts of a sipf rounds.jsonl summed over its rounds, by hand: two simulated rounds
+// with k = 1 and 2 (round 0 has no labels and is skipped), and an outcome file (no "by_k").
+static void test_read_sipf_rounds(void) {
+    const char *tmp = getenv("TMPDIR");
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/test_repro_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) die("cannot create a directory from %s", dir);
+    snprintf(path, sizeof path, "%s/rounds.jsonl", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f) die("cannot write %s", path);
+    fputs("{\"round\": 0, \"valid_accuracy\": 0.1}\n"
+          "{\"round\": 1, \"hard\": {\"tp\": 9, \"fp\": 9, \"fn\": 9, \"tn\": 9}, \"by_k\": [{\"k\": 1, \"hard\": "
+          "{\"tp\": 1, \"fp\": 2, \"fn\": 3, \"tn\": 4, \"f1\": 0.3}}, {\"k\": 2, \"hard\": {\"tp\": 5, \"fp\": 6, "
+          "\"fn\": 7, \"tn\": 8}}]}\n"
+          "{\"round\": 2, \"hard\": {\"tp\": 0, \"fp\": 0, \"fn\": 0, \"tn\": 0}, \"by_k\": [{\"k\": 1, \"hard\": "
+          "{\"tp\": 10, \"fp\": 20, \"fn\": 30, \"tn\": 40}}, {\"k\": 2, \"hard\": {\"tp\": 50, \"fp\": 60, "
+          "\"fn\": 70, \"tn\": 80}}]}\n", f);
+    if (fclose(f)) die("cannot write %s", path);
+    ReproSipf x = {0};
+    repro_read_sipf_rounds(path, &x);
+    check(x.rounds == 2 && x.num_levels == 2 && x.k[0] == 1 && x.k[1] == 2, "sipf rounds: 2 rounds, k = 1, 2");
+    check(x.labels[0].tp == 11 && x.labels[0].fp == 22 && x.labels[0].fn == 33 && x.labels[0].tn == 44 &&
+          x.labels[1].tp == 55 && x.labels[1].fp == 66 && x.labels[1].fn == 77 && x.labels[1].tn == 88,
+          "sipf rounds: each k's counts summed over the rounds");
+    check(fabs(label_f1(&x.labels[0]) - 22.0 / 77.0) < 1e-12, "sipf rounds: F1 of k = 1 is 2·11/(22+22+33)");
+    f = fopen(path, "wb");
+    if (!f) die("cannot write %s", path);
+    fputs("{\"round\": 1, \"hard\": {\"tp\": 3, \"fp\": 1, \"fn\": 2, \"tn\": 5}}\n", f);
+    if (fclose(f)) die("cannot write %s", path);
+    ReproSipf o = {0};
+    repro_read_sipf_rounds(path, &o);
+    check(o.rounds == 1 && o.num_levels == 1 && o.k[0] == 0 && o.labels[0].tp == 3 && o.labels[0].tn == 5,
+          "sipf rounds: without \"by_k\", \"hard\" as the outcome labels (k = 0)");
+    remove(path);
+    rmdir(dir);
+    double values[4] = {0.5, NAN, 0.25, NAN}, none[2] = {NAN, NAN};
+    check(repro_mean_defined(values, 4) == 0.375 && isnan(repro_mean_defined(none, 2)),
+          "repro_mean_defined: the mean of the defined values (0.375), NaN when none");
+}
+
 int main(void) {
     test_wilson();
     test_bootstrap_exact();
     test_bootstrap_normal();
     test_json_gains();
     test_join_heads();
+    test_repro_rows();
+    test_read_sipf_rounds();
     return checks_finish();
 }
