@@ -220,14 +220,42 @@ static float dot_product(const float *a, const float *b, int n) {
     return sum;
 }
 
+// out[l] = dot_product(a, b + l·stride, n) for l < 16, the same operations in the same order
+// for each l (16 partial sums over i, added up from the first), but with the 16 dot products
+// side by side: the last step, adding up the partial sums, is then 16 vector additions instead
+// of 16 serial additions per dot product. (Decoding's attention is mostly these sums: hs is small.)
+enum { DOT_LANES = 16 };
+static void dot_products_16(float *out, const float *a, const float *b, size_t stride, int n) {
+    float partial[DOT_LANES][16] = {{0}}; // [l][j]: dot product l's partial sum j
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < DOT_LANES; l++) {
+            const float *bl = b + l * stride + i;
+            for (int j = 0; j < 16; j++) partial[l][j] += a[i + j] * bl[j];
+        }
+    float by_j[16][DOT_LANES]; // the partial sums transposed: [j][l]
+    for (int j = 0; j < 16; j++)
+        for (int l = 0; l < DOT_LANES; l++) by_j[j][l] = partial[l][j];
+    float sum[DOT_LANES] = {0};
+    for (int j = 0; j < 16; j++)
+        for (int l = 0; l < DOT_LANES; l++) sum[l] += by_j[j][l];
+    for (; i < n; i++)
+        for (int l = 0; l < DOT_LANES; l++) sum[l] += a[i] * b[l * stride + i];
+    for (int l = 0; l < DOT_LANES; l++) out[l] = sum[l];
+}
+
 // One query of causal attention, the arithmetic shared by the training forward pass and cached
 // decoding (so that the two agree exactly): row[0..t] = softmax_t2(q · k_t2 · scale) and
 // out (hs) = Σ_t2 row[t2] v_t2, where key and value t2 start at keys + t2·stride, values + t2·stride.
 static void attend_one_query(float *out, float *row, const float *q, const float *keys,
                              const float *values, size_t stride, int t, int hs, float scale) {
     float maxval = -INFINITY;
-    for (int t2 = 0; t2 <= t; t2++) {
-        row[t2] = dot_product(q, keys + t2 * stride, hs) * scale;
+    int t2 = 0;
+    for (; t2 + DOT_LANES <= t + 1; t2 += DOT_LANES) // keys 16 at a time, then one by one
+        dot_products_16(row + t2, q, keys + t2 * stride, stride, hs);
+    for (; t2 <= t; t2++) row[t2] = dot_product(q, keys + t2 * stride, hs);
+    for (t2 = 0; t2 <= t; t2++) {
+        row[t2] *= scale;
         if (row[t2] > maxval) maxval = row[t2];
     }
     float sum = 0.0f;
