@@ -220,14 +220,42 @@ static float dot_product(const float *a, const float *b, int n) {
     return sum;
 }
 
+// out[l] = dot_product(a, b + l·stride, n) for l < 16, the same operations in the same order
+// for each l (16 partial sums over i, added up from the first), but with the 16 dot products
+// side by side: the last step, adding up the partial sums, is then 16 vector additions instead
+// of 16 serial additions per dot product. (Decoding's attention is mostly these sums: hs is small.)
+enum { DOT_LANES = 16 };
+static void dot_products_16(float *out, const float *a, const float *b, size_t stride, int n) {
+    float partial[DOT_LANES][16] = {{0}}; // [l][j]: dot product l's partial sum j
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < DOT_LANES; l++) {
+            const float *bl = b + l * stride + i;
+            for (int j = 0; j < 16; j++) partial[l][j] += a[i + j] * bl[j];
+        }
+    float by_j[16][DOT_LANES]; // the partial sums transposed: [j][l]
+    for (int j = 0; j < 16; j++)
+        for (int l = 0; l < DOT_LANES; l++) by_j[j][l] = partial[l][j];
+    float sum[DOT_LANES] = {0};
+    for (int j = 0; j < 16; j++)
+        for (int l = 0; l < DOT_LANES; l++) sum[l] += by_j[j][l];
+    for (; i < n; i++)
+        for (int l = 0; l < DOT_LANES; l++) sum[l] += a[i] * b[l * stride + i];
+    for (int l = 0; l < DOT_LANES; l++) out[l] = sum[l];
+}
+
 // One query of causal attention, the arithmetic shared by the training forward pass and cached
 // decoding (so that the two agree exactly): row[0..t] = softmax_t2(q · k_t2 · scale) and
 // out (hs) = Σ_t2 row[t2] v_t2, where key and value t2 start at keys + t2·stride, values + t2·stride.
 static void attend_one_query(float *out, float *row, const float *q, const float *keys,
                              const float *values, size_t stride, int t, int hs, float scale) {
     float maxval = -INFINITY;
-    for (int t2 = 0; t2 <= t; t2++) {
-        row[t2] = dot_product(q, keys + t2 * stride, hs) * scale;
+    int t2 = 0;
+    for (; t2 + DOT_LANES <= t + 1; t2 += DOT_LANES) // keys 16 at a time, then one by one
+        dot_products_16(row + t2, q, keys + t2 * stride, stride, hs);
+    for (; t2 <= t; t2++) row[t2] = dot_product(q, keys + t2 * stride, hs);
+    for (t2 = 0; t2 <= t; t2++) {
+        row[t2] *= scale;
         if (row[t2] > maxval) maxval = row[t2];
     }
     float sum = 0.0f;
@@ -933,6 +961,7 @@ typedef struct {
     float *coefs;
     float *host_logprobs;
     int B, T; // shape of the last forward pass
+    int no_head; // the forward pass stops at the final norm (lnf): no logits, no log-probs
     int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
@@ -1273,6 +1302,7 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     model->T = T;
     if (cfg->arch == ARCH_LLAMA) llama_forward(model);
     else gpt2_forward(model);
+    if (model->no_head) return;
     detect_anomaly_forward(model);
     dev_to_host(model->host_logprobs, model->acts.logprobs, BT * sizeof(float));
 }
@@ -1311,6 +1341,7 @@ static void gpt2_forward(Model *model) {
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
+    if (model->no_head) return;
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
@@ -1351,6 +1382,7 @@ static void llama_forward(Model *model) {
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     rmsnorm_forward(a.lnf, a.lnf_rstd, final_residual, p.lnfw, BT, C, eps);
+    if (model->no_head) return;
     matmul_forward(a.logits, a.lnf, cfg->tied ? p.wte : p.wcls, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
@@ -3467,7 +3499,9 @@ static void kv_cache_free(KVCache *kv) {
 // Prefill: B prompts (their ids and lengths) into cache slots slots[0..B). Runs the full
 // forward over the right-padded batch (padding cannot reach earlier positions: attention is
 // causal) and stores every layer's keys and values. Row b of kv->host_logits then holds the
-// logits after prompt b's last token.
+// logits after prompt b's last token: only those rows go through the classifier, one product
+// of one row each (gemm computes a row the same way whatever the other rows, so these are the
+// bits of the full forward's logits; with --detect-anomaly the full forward runs, head and all).
 static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const int *lengths,
                            const int *slots, int B) {
     const Config *cfg = &model->config;
@@ -3480,7 +3514,9 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
             inputs[b * T + t] = t < lengths[b] ? prompts[b][t] : 0;
             targets[b * T + t] = -1;
         }
+    model->no_head = !model->detect_anomaly;
     model_forward(model, inputs, targets, NULL, B, T);
+    model->no_head = 0;
     dev_to_device(kv->slot, slots, B * sizeof(int));
     int KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = cfg->C + 2 * KVC;
     size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC;
@@ -3490,10 +3526,12 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
         kv_cache_store(kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
                        qkv + (size_t)l * B * T * QKV, kv->slot, B, T, kv->Tc, cfg->C, cfg->NH,
                        cfg->KVH);
+    const float *classifier = cfg->tied ? model->params.wte : model->params.wcls;
     for (int b = 0; b < B; b++)
-        dev_to_host(kv->host_logits + (size_t)b * cfg->Vp,
-                    model->acts.logits + ((size_t)b * T + lengths[b] - 1) * cfg->Vp,
-                    cfg->Vp * sizeof(float));
+        matmul_forward(kv->logits + (size_t)b * cfg->Vp,
+                       model->acts.lnf + ((size_t)b * T + lengths[b] - 1) * cfg->C, classifier,
+                       NULL, 1, cfg->C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)B * cfg->Vp * sizeof(float));
     free(inputs);
     free(targets);
 }

@@ -294,6 +294,29 @@ static void test_attention(Rng *rng, int packed, int gqa) {
     free(k.qkv); free(k.out); free(k.att); free(k.r); free(k.pos); free(d0); free(dqkv); free(g);
 }
 
+// dot_products_16 (attention's scores 16 keys at a time) against dot_product one key at a time:
+// the same operations in the same order, so the same bits, at lengths below, at and between
+// multiples of 16, with the keys a stride apart as in the caches.
+static void test_dot_products_16(Rng *rng) {
+    const int lengths[] = {5, 16, 32, 37, 64};
+    int same = 1;
+    for (int c = 0; c < 5; c++) {
+        int n = lengths[c];
+        size_t stride = (size_t)n + 3;
+        float *a = xmalloc((size_t)n * 4), *b = xmalloc(DOT_LANES * stride * 4), out[DOT_LANES];
+        fill_normal(a, n, 1, rng);
+        fill_normal(b, DOT_LANES * stride, 1, rng);
+        dot_products_16(out, a, b, stride, n);
+        for (int l = 0; l < DOT_LANES; l++) {
+            float one = dot_product(a, b + l * stride, n);
+            same &= memcmp(&one, &out[l], sizeof one) == 0;
+        }
+        free(a); free(b);
+    }
+    check(same, "dot_products_16 equals dot_product bit for bit for 16 keys (lengths 5, 16, 32, "
+          "37, 64)");
+}
+
 // --- gelu and residual -----------------------------------------------------------------------
 typedef struct { float *inp, *inp2, *out, *r; size_t N; int residual; } PointwiseCase;
 static double pointwise_objective(void *p) {
@@ -1010,6 +1033,7 @@ int main(int argc, char **argv) {
     test_layernorm(&rng);
     test_matmul(&rng);
     test_attention(&rng, 0, 0);
+    test_dot_products_16(&rng);
     test_attention(&rng, 1, 0);
     test_pointwise(&rng);
     test_classifier(&rng);
