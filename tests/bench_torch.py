@@ -103,9 +103,9 @@ SHAPES = {
 }
 
 
-def bench(name, L, NH, C, maxT, V, B, T, steps, warmup=2):
-    torch.manual_seed(0)
-    model = GPT(L, NH, C, maxT, V)
+def time_training_steps(model, V, B, T, steps, warmup):
+    """Times warmup + steps training steps (forward, loss, backward, AdamW, zero_grad) on random
+    tokens; returns the parameter count, the last loss and the times of the steps after warm-up."""
     nparam = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     x = torch.randint(0, V, (B, T))
@@ -120,6 +120,13 @@ def bench(name, L, NH, C, maxT, V, B, T, steps, warmup=2):
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
+    return nparam, loss, times
+
+
+def bench(name, L, NH, C, maxT, V, B, T, steps, warmup=2):
+    torch.manual_seed(0)
+    model = GPT(L, NH, C, maxT, V)
+    nparam, loss, times = time_training_steps(model, V, B, T, steps, warmup)
     best, med = min(times), statistics.median(times)
     print(f"({name}) L={L} NH={NH} C={C} V={V}(Vp={model.Vp}) B={B} T={T} params={nparam/1e6:.2f}M "
           f"loss={loss.item():.4f} steps={steps} | best {best*1e3:.2f} ms  median {med*1e3:.2f} ms | "
@@ -261,20 +268,7 @@ LLAMA_SHAPES = [("student", "4,4,128,256,1024"), ("stories260K", "5,8,64,512,512
 def bench_llama_training(name, cfg, B, T, steps, warmup=2):
     torch.manual_seed(0)
     model = Llama(**cfg)
-    nparam = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    x = torch.randint(0, cfg["V"], (B, T))
-    y = torch.randint(0, cfg["V"], (B, T))
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        loss = model(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(dt)
+    nparam, loss, times = time_training_steps(model, cfg["V"], B, T, steps, warmup)
     best, med = min(times), statistics.median(times)
     flops = llama_training_flops(cfg, B, T)
     gflops = flops / best * 1e-9
