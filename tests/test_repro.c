@@ -104,10 +104,8 @@ static void test_json_gains(void) {
     ReportTable t = {rows, ROWS, columns, COLUMNS, SEEDS, 7, scores};
     Gain *gains = report_gains(&t);
 
-    const char *tmp = getenv("TMPDIR");
     char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/test_repro_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) die("cannot create a directory from %s", dir);
+    scratch_make(dir, sizeof dir, "test_repro");
     snprintf(path, sizeof path, "%s/results.json", dir);
     FILE *f = fopen(path, "wb");
     if (!f) die("cannot write %s", path);
@@ -157,7 +155,7 @@ static void test_json_gains(void) {
     free(text);
     free(gains);
     for (int i = 0; i < SEEDS * ROWS * COLUMNS; i++) free(scores[i].hit);
-    if (remove(path) || rmdir(dir)) die("cannot remove %s", dir);
+    scratch_remove(dir);
 }
 
 static void write_text(const char *path, const char *text) {
@@ -224,10 +222,8 @@ static void test_repro_rows(void) {
 // The label counts of a sipf rounds.jsonl summed over its rounds, by hand: two simulated rounds
 // with k = 1 and 2 (round 0 has no labels and is skipped), and an outcome file (no "by_k").
 static void test_read_sipf_rounds(void) {
-    const char *tmp = getenv("TMPDIR");
     char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/test_repro_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) die("cannot create a directory from %s", dir);
+    scratch_make(dir, sizeof dir, "test_repro");
     snprintf(path, sizeof path, "%s/rounds.jsonl", dir);
     FILE *f = fopen(path, "wb");
     if (!f) die("cannot write %s", path);
@@ -254,8 +250,7 @@ static void test_read_sipf_rounds(void) {
     repro_read_sipf_rounds(path, &o);
     check(o.rounds == 1 && o.num_levels == 1 && o.k[0] == 0 && o.labels[0].tp == 3 && o.labels[0].tn == 5,
           "sipf rounds: without \"by_k\", \"hard\" as the outcome labels (k = 0)");
-    remove(path);
-    rmdir(dir);
+    scratch_remove(dir);
     double values[4] = {0.5, NAN, 0.25, NAN}, none[2] = {NAN, NAN};
     check(repro_mean_defined(values, 4) == 0.375 && isnan(repro_mean_defined(none, 2)),
           "repro_mean_defined: the mean of the defined values (0.375), NaN when none");
