@@ -20,6 +20,9 @@
 // 25% of the demonstrations, each with and without phase 2. --task math|choice runs one family.
 // --arch llama makes the student Llama-shaped; --init MODEL --tokenizer TOK starts phase 1 from a
 // pretrained checkpoint and its tokenizer instead of phase 0's base (phase 0 is then skipped).
+// --resume keeps each row that an earlier run of the same directory finished with the same
+// arguments (its KEY.done stamp, run_row_command), so a run cut off, or --ablations after the
+// main rows, trains only what is missing; the evaluation always runs again.
 // --method sipf|all puts SIPF's loop (`./sirt sipf`, section 10) and its outcome-only variant
 // beside (all) or instead of (sipf) SIRT's phase-2 rows, with their diagnostics: the step labels
 // against the true steps by k, the last PRM on valid, best-of-K by it (--method sirt, the
@@ -28,18 +31,64 @@
 
 typedef int (*CommandFn)(int argc, char **argv);
 
-// Runs a command with a NULL-terminated list of arguments (after the command's name).
-static void run_command(CommandFn fn, const char *first, ...) {
-    char *args[64];
+// Collects the NULL-terminated arguments that follow `first` into args (at most 64); returns
+// how many.
+static int collect_args(char **args, const char *first, va_list ap) {
     int n = 0;
-    va_list ap;
-    va_start(ap, first);
     for (const char *a = first; a; a = va_arg(ap, const char *)) {
         if (n == 64) die("too many arguments");
         args[n++] = (char *)a;
     }
+    return n;
+}
+
+// Runs a command with a NULL-terminated list of arguments (after the command's name).
+static void run_command(CommandFn fn, const char *first, ...) {
+    char *args[64];
+    va_list ap;
+    va_start(ap, first);
+    int n = collect_args(args, first, ap);
     va_end(ap);
     if (fn(n, args) != 0) die("a step of the reproduction failed");
+}
+
+// A row's command (its phase 1 or phase 2), run as run_command does, leaving a stamp once it
+// has succeeded: the file `stamp` (DIR/KEY.done) holds the thread count and the command's
+// arguments, one a line. With --resume (resume = 1) a row whose stamp holds exactly what it
+// would run now is not run again: its files are that run's, since every command gives the same
+// bits for the same arguments and thread count (--resume trusts that the program is the same
+// build). The stamp is removed before the command runs, so that a run cut off halfway never
+// leaves an earlier stamp beside half-rewritten files.
+static void run_row_command(const char *stamp, int resume, CommandFn fn, const char *first, ...) {
+    char *args[64];
+    va_list ap;
+    va_start(ap, first);
+    int n = collect_args(args, first, ap);
+    va_end(ap);
+    size_t cap = 32;
+    for (int i = 0; i < n; i++) cap += strlen(args[i]) + 1;
+    char *text = xmalloc(cap);
+    size_t len = (size_t)snprintf(text, cap, "threads %d\n", num_threads());
+    for (int i = 0; i < n; i++) len += (size_t)snprintf(text + len, cap - len, "%s\n", args[i]);
+    if (resume) {
+        size_t bytes;
+        char *kept = (char *)read_whole_file(stamp, &bytes);
+        int same = kept && bytes == len && !memcmp(kept, text, len);
+        free(kept);
+        if (same) {
+            printf("kept from an earlier run: %s records these arguments (--resume)\n", stamp);
+            free(text);
+            return;
+        }
+        printf("%s: %s; running it\n", stamp, kept ? "other arguments" : "not there");
+    }
+    if (remove(stamp) != 0 && errno != ENOENT) die("cannot remove %s: %s", stamp, strerror(errno));
+    if (fn(n, args) != 0) die("a step of the reproduction failed");
+    SafeFile sf;
+    safe_open(&sf, stamp);
+    fputs(text, sf.file);
+    safe_commit(&sf);
+    free(text);
 }
 
 // The byte offset of the start of line `line` (from 0) of data, or bytes when it has fewer lines.
@@ -93,6 +142,7 @@ typedef struct {
     const char *name;
     long seed;
     int seeds, quick, ablations;
+    int resume;           // --resume: rows whose stamp matches are kept (run_row_command)
     const char *task;     // math, choice or both: the families trained on and evaluated
     int n_train;          // demonstrations per family
     int epochs;           // phase-1 epochs
@@ -445,9 +495,10 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
     snprintf(rounds_txt, sizeof rounds_txt, "%d", rs->rounds);
     for (int r = 0; r < n_rows; r++) {
         const ReproRow *row = &rows[r];
-        char out[1200], log[1200];
+        char out[1200], log[1200], stamp[1200];
         snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
         snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
+        snprintf(stamp, sizeof stamp, "%s/%s.done", dir, row->key);
         if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
         stage_start = now_seconds();
         if (!row->pairs) {
@@ -461,7 +512,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             }
             char eptxt[32];
             snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
-            run_command(cmd_sft, base_model ? "--init" : "--config", base_model ? base_model : rs->config,
+            run_row_command(stamp, rs->resume, cmd_sft, base_model ? "--init" : "--config",
+                        base_model ? base_model : rs->config,
                         "--tokenizer", tokfile, "--data", demos,
                         "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
                         base_model ? rs->sft_lr : rs->scratch_lr, "--warmup", "20", "--plain-share",
@@ -483,7 +535,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             snprintf(sipf_questions, sizeof sipf_questions, "%s/sipf_train.jsonl", dir);
             join_families(rs, dir, "train", sipf_questions, 0, rs->n_sipf);
             snprintf(keep_dir, sizeof keep_dir, "%s/%s_rounds", dir, row->key);
-            run_command(cmd_sipf, "--model", model_paths[row->baseline], "--tokenizer", tokfile, "--data",
+            run_row_command(stamp, rs->resume, cmd_sipf, "--model", model_paths[row->baseline], "--tokenizer",
+                        tokfile, "--data",
                         sipf_questions, "--valid", valid, "--exclude-initial", "--rounds", rounds_txt,
                         "--samples", rs->samples, "-k", rs->sipf_k, "--max-new", rs->max_new, "--max-pairs",
                         rs->max_pairs, "--epochs", rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr",
@@ -516,12 +569,14 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             // the kept model is the best round on valid among rounds 1..N (--exclude-initial), so
             // that the row shows what phase 2 did even when it did not help
             if (!strcmp(row->pairs, "rft")) // the control: the same samples, SFT on the verified ones
-                run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+                run_row_command(stamp, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
+                            "--tokenizer", tokfile,
                             "--data", asked, "--valid", valid, "--exclude-initial", "--rft", "--samples",
                             rs->samples, "--max-new", rs->max_new, "--rounds", rounds_txt, "--epochs",
                             rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed",
                             seedtxt, "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
-            else run_command(cmd_refine, "--model", model_paths[row->baseline], "--tokenizer", tokfile,
+            else run_row_command(stamp, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
+                        "--tokenizer", tokfile,
                         "--data", asked, "--valid", valid, "--exclude-initial", "--pairs", row->pairs,
                         "--samples", rs->samples, "--max-pairs", rs->max_pairs, "--max-new", rs->max_new,
                         "--rounds", rounds_txt, "--ref", rs->ref, "--epochs", rs->refine_epochs, "--batch",
@@ -1055,6 +1110,9 @@ int cmd_reproduce(int argc, char **argv) {
         {"--sipf-prm-lr", "LR", FLAG_STRING, .value = &rs.sipf_prm_lr, "SIPF's PRM learning rate"},
         {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
          "adds the rows of the paper's analyses (with --method sirt or all)"},
+        {"--resume", NULL, FLAG_SWITCH, .value = &rs.resume,
+         "keep every row whose KEY.done records the arguments it would run now (a run cut off, or "
+         "--ablations after the main rows)"},
         {"--quick", NULL, FLAG_SWITCH, .value = &rs.quick,
          "the same pipeline at tiny sizes (the tests run it)"},
         {0}};
