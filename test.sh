@@ -317,14 +317,19 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again >"$work/repro_ag
 else bad "reproduce --quick (again) failed"; fi
 # --resume keeps every row whose KEY.done stamp records the arguments it would run now: again
 # as it was, nothing retrains and the results are the same; with another --rft-lr only the
-# control retrains, and a stamp with another thread count does not match
+# control retrains, a stamp with another thread count does not match, and a row whose SFT row
+# retrained retrains too
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again --resume >"$work/repro_resume.txt" 2>&1) \
     && cp "$work/runs/again/results.json" "$work/resumed_results.json" \
     && (cd "$work" && sed -i '1s/.*/threads 999/' runs/again/refined.done \
-        && "$OLDPWD/sirt" reproduce --quick --name again --resume --rft-lr 2e-4 >"$work/repro_resume2.txt" 2>&1); then
+        && "$OLDPWD/sirt" reproduce --quick --name again --resume --rft-lr 2e-4 >"$work/repro_resume2.txt" 2>&1 \
+        && cp runs/again/refined.bin "$work/refined_rerun.bin" \
+        && "$OLDPWD/sirt" reproduce --quick --name again --resume --rft-lr 2e-4 --epochs 2 >"$work/repro_resume3.txt" 2>&1); then
     kept1=$(grep -c "^kept from an earlier run: runs/again/[a-z]*.done records these arguments (--resume)$" "$work/repro_resume.txt")
     kept2=$(grep "^kept from an earlier run" "$work/repro_resume2.txt" | grep -o "again/[a-z]*.done" | tr '\n' ' ')
     reran=$(grep -o "^runs/again/[a-z]*.done: [a-z ]*; running it$" "$work/repro_resume2.txt" | tr '\n' ' ')
+    # another --epochs retrains SFT, and so both phase-2 rows built on it, whose own arguments are unchanged
+    reran3=$(grep -c "^runs/again/[a-z]*.done: other arguments; running it$" "$work/repro_resume3.txt")
     same=1
     cmp -s <(grep -v '^"seconds": ' "$work/runs/quick/results.json") \
         <(grep -v '^"seconds": ' "$work/resumed_results.json") || same=0
@@ -333,10 +338,11 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again --resume >"$work
         && grep -qx -- "--lr" "$work/runs/again/rft.done" && grep -qx "2e-4" "$work/runs/again/rft.done" && stamp_ok=1
     if [ "$kept1" = 3 ] && ! grep -q "^step 1/" "$work/repro_resume.txt" && [ "$kept2" = "again/sft.done " ] \
         && [ "$reran" = "runs/again/refined.done: other arguments; running it runs/again/rft.done: other arguments; running it " ] \
-        && [ "$stamp_ok" = 1 ] && cmp -s "$work/runs/quick/refined.bin" "$work/runs/again/refined.bin"; then
-        [ "$same" = 1 ] && ok "reproduce --resume: all 3 rows kept by their stamps, nothing trained, the same results; another --rft-lr retrains the control only, another thread count its row" ||
+        && [ "$reran3" = 3 ] && ! grep -q "^kept from" "$work/repro_resume3.txt" \
+        && grep -qx "after runs/again/sft.done:" "$work/runs/again/rft.done" && [ "$stamp_ok" = 1 ] && cmp -s "$work/runs/quick/refined.bin" "$work/refined_rerun.bin"; then
+        [ "$same" = 1 ] && ok "reproduce --resume: all 3 rows kept by their stamps, nothing trained, the same results; another --rft-lr retrains the control only, another thread count its row, another --epochs all three" ||
             bad "reproduce --resume: the results differ from the run it resumed"
-    else bad "reproduce --resume: kept '$kept1' then '$kept2', reran '$reran', stamp $stamp_ok"; fi
+    else bad "reproduce --resume: kept '$kept1' then '$kept2', reran '$reran' then $reran3, stamp $stamp_ok"; fi
 else bad "reproduce --resume failed"; tail -5 "$work/repro_resume2.txt"; fi
 # two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then

@@ -54,22 +54,34 @@ static void run_command(CommandFn fn, const char *first, ...) {
 
 // A row's command (its phase 1 or phase 2), run as run_command does, leaving a stamp once it
 // has succeeded: the file `stamp` (DIR/KEY.done) holds the thread count and the command's
-// arguments, one a line. With --resume (resume = 1) a row whose stamp holds exactly what it
-// would run now is not run again: its files are that run's, since every command gives the same
-// bits for the same arguments and thread count (--resume trusts that the program is the same
-// build). The stamp is removed before the command runs, so that a run cut off halfway never
-// leaves an earlier stamp beside half-rewritten files.
-static void run_row_command(const char *stamp, int resume, CommandFn fn, const char *first, ...) {
+// arguments, one a line, then, for a row built on another (a phase-2 row on its SFT row), that
+// row's stamp, `after` (so a row whose SFT model was trained again is never kept). With --resume
+// (resume = 1) a row whose stamp holds exactly what it would hold now is not run again: its
+// files are that run's, since every command gives the same bits for the same arguments and
+// thread count (--resume trusts that the program is the same build). The stamp is removed
+// before the command runs, so that a run cut off halfway never leaves an earlier stamp beside
+// half-rewritten files.
+static void run_row_command(const char *stamp, const char *after, int resume, CommandFn fn,
+                            const char *first, ...) {
     char *args[64];
     va_list ap;
     va_start(ap, first);
     int n = collect_args(args, first, ap);
     va_end(ap);
-    size_t cap = 32;
+    size_t after_bytes = 0;
+    char *after_text = after ? (char *)read_whole_file(after, &after_bytes) : NULL;
+    if (after && !after_text) die("%s: not there, though its row has run", after);
+    size_t cap = 64 + strlen(after ? after : "") + after_bytes;
     for (int i = 0; i < n; i++) cap += strlen(args[i]) + 1;
     char *text = xmalloc(cap);
     size_t len = (size_t)snprintf(text, cap, "threads %d\n", num_threads());
     for (int i = 0; i < n; i++) len += (size_t)snprintf(text + len, cap - len, "%s\n", args[i]);
+    if (after) {
+        len += (size_t)snprintf(text + len, cap - len, "after %s:\n", after);
+        memcpy(text + len, after_text, after_bytes);
+        len += after_bytes;
+        free(after_text);
+    }
     if (resume) {
         size_t bytes;
         char *kept = (char *)read_whole_file(stamp, &bytes);
@@ -86,7 +98,7 @@ static void run_row_command(const char *stamp, int resume, CommandFn fn, const c
     if (fn(n, args) != 0) die("a step of the reproduction failed");
     SafeFile sf;
     safe_open(&sf, stamp);
-    fputs(text, sf.file);
+    safe_write(&sf, text, len);
     safe_commit(&sf);
     free(text);
 }
@@ -499,6 +511,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
         snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
         snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
         snprintf(stamp, sizeof stamp, "%s/%s.done", dir, row->key);
+        char after[1200]; // a phase-2 row's SFT row's stamp
+        snprintf(after, sizeof after, "%s/%s.done", dir, rows[row->baseline < 0 ? r : row->baseline].key);
         if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
         stage_start = now_seconds();
         if (!row->pairs) {
@@ -512,7 +526,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             }
             char eptxt[32];
             snprintf(eptxt, sizeof eptxt, "%d", rs->epochs);
-            run_row_command(stamp, rs->resume, cmd_sft, base_model ? "--init" : "--config",
+            run_row_command(stamp, NULL, rs->resume, cmd_sft, base_model ? "--init" : "--config",
                         base_model ? base_model : rs->config,
                         "--tokenizer", tokfile, "--data", demos,
                         "--valid", valid, "--epochs", eptxt, "--batch", "16", "--seq", "256", "--lr",
@@ -535,7 +549,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             snprintf(sipf_questions, sizeof sipf_questions, "%s/sipf_train.jsonl", dir);
             join_families(rs, dir, "train", sipf_questions, 0, rs->n_sipf);
             snprintf(keep_dir, sizeof keep_dir, "%s/%s_rounds", dir, row->key);
-            run_row_command(stamp, rs->resume, cmd_sipf, "--model", model_paths[row->baseline], "--tokenizer",
+            run_row_command(stamp, after, rs->resume, cmd_sipf, "--model", model_paths[row->baseline], "--tokenizer",
                         tokfile, "--data",
                         sipf_questions, "--valid", valid, "--exclude-initial", "--rounds", rounds_txt,
                         "--samples", rs->samples, "-k", rs->sipf_k, "--max-new", rs->max_new, "--max-pairs",
@@ -569,13 +583,13 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             // the kept model is the best round on valid among rounds 1..N (--exclude-initial), so
             // that the row shows what phase 2 did even when it did not help
             if (!strcmp(row->pairs, "rft")) // the control: the same samples, SFT on the verified ones
-                run_row_command(stamp, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
+                run_row_command(stamp, after, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
                             "--tokenizer", tokfile,
                             "--data", asked, "--valid", valid, "--exclude-initial", "--rft", "--samples",
                             rs->samples, "--max-new", rs->max_new, "--rounds", rounds_txt, "--epochs",
                             rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed",
                             seedtxt, "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
-            else run_row_command(stamp, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
+            else run_row_command(stamp, after, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
                         "--tokenizer", tokfile,
                         "--data", asked, "--valid", valid, "--exclude-initial", "--pairs", row->pairs,
                         "--samples", rs->samples, "--max-pairs", rs->max_pairs, "--max-new", rs->max_new,
