@@ -511,8 +511,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
         snprintf(out, sizeof out, "%s/%s.bin", dir, row->key);
         snprintf(log, sizeof log, "%s/%s_metrics.jsonl", dir, row->key);
         snprintf(stamp, sizeof stamp, "%s/%s.done", dir, row->key);
-        char after[1200]; // a phase-2 row's SFT row's stamp
-        snprintf(after, sizeof after, "%s/%s.done", dir, rows[row->baseline < 0 ? r : row->baseline].key);
+        char after[1200] = ""; // a phase-2 row's SFT row's stamp
+        if (row->baseline >= 0) snprintf(after, sizeof after, "%s/%s.done", dir, rows[row->baseline].key);
         if (row->demos_percent == 0) { model_paths[r][0] = 0; continue; } // the teacher
         stage_start = now_seconds();
         if (!row->pairs) {
