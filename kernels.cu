@@ -986,6 +986,17 @@ extern "C" void kv_cache_store(float *kcache, float *vcache, const float *qkv, c
     LAUNCH_CHECK();
 }
 
+// A shared prompt's keys and values: kcache, vcache (S,Tc,KVC) positions 0..T-1 of slot from
+// -> slot to. Two device-to-device copies on the default stream (asynchronous to the host, in
+// order with the kernels).
+extern "C" void kv_cache_copy(float *kcache, float *vcache, int from, int to, int T, int Tc, int KVC) {
+    if (T <= 0 || KVC <= 0 || from == to) return;
+    const size_t src = (size_t)from * Tc * KVC, dst = (size_t)to * Tc * KVC;
+    const size_t bytes = (size_t)T * KVC * sizeof(float);
+    CUDA_CHECK(cudaMemcpyAsync(kcache + dst, kcache + src, bytes, cudaMemcpyDeviceToDevice, 0));
+    CUDA_CHECK(cudaMemcpyAsync(vcache + dst, vcache + src, bytes, cudaMemcpyDeviceToDevice, 0));
+}
+
 // The new tokens' keys and values: qkv (N,QKV) -> kcache, vcache at [slot[n], pos[n]].
 // Element-wise over (n, c < KVC).
 __global__ void kv_cache_append_kernel(float *kcache, float *vcache, const float *qkv,

@@ -264,10 +264,22 @@ static void attend_one_query(float *out, float *row, const float *q, const float
         sum += row[t2];
     }
     for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
-    for (int i = 0; i < hs; i++) out[i] = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        const float *v = values + t2 * stride;
-        for (int i = 0; i < hs; i++) out[i] += row[t2] * v[i];
+    // out[i] = Σ_t2 row[t2] v_t2[i], summed over t2 in order from 0; 16 outputs at a time held in
+    // a local accumulator (vector registers), which out, possibly aliasing row, cannot be
+    int i0 = 0;
+    for (; i0 + 16 <= hs; i0 += 16) {
+        float acc[16] = {0};
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *v = values + t2 * stride + i0;
+            float w = row[t2];
+            for (int j = 0; j < 16; j++) acc[j] += w * v[j];
+        }
+        for (int j = 0; j < 16; j++) out[i0 + j] = acc[j];
+    }
+    for (; i0 < hs; i0++) {
+        float acc = 0.0f;
+        for (int t2 = 0; t2 <= t; t2++) acc += row[t2] * values[t2 * stride + i0];
+        out[i0] = acc;
     }
 }
 
@@ -364,6 +376,13 @@ void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *s
             memcpy(kcache + dst, src + C, KVC * sizeof(float));
             memcpy(vcache + dst, src + C + KVC, KVC * sizeof(float));
         }
+}
+
+// kcache, vcache (S,Tc,KVC): positions 0..T-1 of slot from -> slot to
+void kv_cache_copy(float *kcache, float *vcache, int from, int to, int T, int Tc, int KVC) {
+    size_t src = (size_t)from * Tc * KVC, dst = (size_t)to * Tc * KVC, n = (size_t)T * KVC;
+    memcpy(kcache + dst, kcache + src, n * sizeof(float));
+    memcpy(vcache + dst, vcache + src, n * sizeof(float));
 }
 
 // qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Parallel over (sequence, head).
@@ -3712,6 +3731,11 @@ static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new
     if (show_progress_line) generation_progress(*done, n, *new_tokens, start);
 }
 
+// Whether a (na ids) and b (nb ids) are the same tokens; a NULL a is none.
+static int same_tokens(const int *a, int na, const int *b, int nb) {
+    return a && na == nb && (a == b || !memcmp(a, b, (size_t)na * sizeof(int)));
+}
+
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
 // NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
 // draws a progress line as sequences finish.
@@ -3743,14 +3767,26 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     int *free_slots = xmalloc(slots * sizeof(int)), n_free = slots;
     for (int s = 0; s < slots; s++) free_slots[s] = slots - 1 - s; // taken from the end: 0, 1, ...
     Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
+    // The prompt each slot holds at positions 0..held_len-1 of its cache (NULL: none yet) and
+    // the logits after its last token (prompt_logits, (slots, Vp)). Generation writes only
+    // later positions, so a slot keeps its prompt until the slot takes another one, live or free.
+    const int **held = xcalloc(slots, sizeof(int *));
+    int *held_len = xcalloc(slots, sizeof(int)), *source = xmalloc(slots * sizeof(int));
+    int *taken = xcalloc(slots, sizeof(int)), *fill = xmalloc(slots * sizeof(int));
+    float *prompt_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
+    int KVC = cfg->KVH * (cfg->C / cfg->NH);
+    size_t layer_cache = (size_t)slots * Tc * KVC;
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
     double start = now_seconds();
     for (;;) {
-        // the waiting prompts take the free slots, prefilled together; each samples its first
-        // token, and one that finishes with it frees its slot for the next prompt at once
+        // The waiting prompts take the free slots; each samples its first token, and one that
+        // finishes with it frees its slot for the next prompt at once. A prompt that a slot
+        // outside this group (or an earlier prompt of the group) holds is copied from it; the
+        // others are prefilled together. A prefill computes each prompt's keys, values and
+        // logits as it would alone, so a copy holds the bits a prefill would.
         while (next < n && n_free > 0) {
-            int B = n - next < n_free ? (int)(n - next) : n_free;
+            int B = n - next < n_free ? (int)(n - next) : n_free, n_fill = 0;
             for (int b = 0; b < B; b++) {
                 const TokenSequence *p = &prompts[next + b];
                 int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
@@ -3758,12 +3794,47 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
                 ids[b] = p->ids + (p->length - keep);
                 lengths[b] = keep;
                 slot[b] = free_slots[--n_free];
+                taken[slot[b]] = 1;
             }
-            decode_prefill(model, &kv, ids, lengths, slot, B);
+            for (int b = 0; b < B; b++) { // where each prompt's cache comes from
+                source[b] = -1;
+                for (int e = 0; e < b && source[b] < 0; e++) // an earlier prompt of the group
+                    if (same_tokens(ids[e], lengths[e], ids[b], lengths[b])) source[b] = slot[e];
+                for (int s = 0; s < slots && source[b] < 0; s++) // a slot that keeps it
+                    if ((!taken[s] || s == slot[b]) && same_tokens(held[s], held_len[s], ids[b], lengths[b]))
+                        source[b] = s;
+                if (source[b] < 0) fill[n_fill++] = b;
+            }
+            if (n_fill > 0) { // the prompts held nowhere: one prefill (fill lists them)
+                int **fill_ids = xmalloc(n_fill * sizeof(int *));
+                int *fill_lengths = xmalloc(n_fill * sizeof(int)), *fill_slots = xmalloc(n_fill * sizeof(int));
+                for (int f = 0; f < n_fill; f++)
+                    fill_ids[f] = ids[fill[f]], fill_lengths[f] = lengths[fill[f]], fill_slots[f] = slot[fill[f]];
+                decode_prefill(model, &kv, fill_ids, fill_lengths, fill_slots, n_fill);
+                for (int f = 0; f < n_fill; f++)
+                    memcpy(prompt_logits + (size_t)fill_slots[f] * cfg->Vp,
+                           kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
+                free(fill_ids);
+                free(fill_lengths);
+                free(fill_slots);
+            }
+            for (int b = 0; b < B; b++) { // the copies, in order (a source is filled before)
+                int from = source[b], to = slot[b];
+                if (from >= 0 && from != to) {
+                    for (int l = 0; l < cfg->L; l++)
+                        kv_cache_copy(kv.kcache + l * layer_cache, kv.vcache + l * layer_cache,
+                                      from, to, lengths[b], Tc, KVC);
+                    memcpy(prompt_logits + (size_t)to * cfg->Vp, prompt_logits + (size_t)from * cfg->Vp,
+                           cfg->Vp * sizeof(float));
+                }
+                held[to] = ids[b];
+                held_len[to] = lengths[b];
+                taken[to] = 0;
+            }
             for (int b = 0; b < B; b++) {
                 LiveSequence seq = {next + b, slot[b], lengths[b], 0, ids[b][lengths[b] - 1],
                                     sequence_rng(g->seed, next + b), {0}};
-                int id = sample_token(kv.host_logits + (size_t)b * cfg->Vp, cfg->V, &g->sampler,
+                int id = sample_token(prompt_logits + (size_t)slot[b] * cfg->Vp, cfg->V, &g->sampler,
                                       &seq.rng, scratch);
                 if (sequence_push(&seq, tok, id, g, Tc)) {
                     sequence_finish(&seq, out, &done, &new_tokens, n, start, show_progress_line);
@@ -3806,6 +3877,12 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     free(pos);
     free(free_slots);
     free(scratch);
+    free(held);
+    free(held_len);
+    free(source);
+    free(taken);
+    free(fill);
+    free(prompt_logits);
 }
 
 // =============================================================================================
@@ -4215,11 +4292,11 @@ int cmd_eval(int argc, char **argv) {
 // with model_path NULL that of the data's own demonstrations (the teacher). The reproduction's
 // table is made of these. With d, also the diagnosis of the model on those items: k samples
 // each (settings g) besides the greedy completion; with a reward model prm_path (./sirt prm)
-// too, best-of-k by it (mean step probability, as eval --rerank) in d, and its steps of those
-// samples against the true steps added to prm_vs_truth.
+// too, best-of-k by it (the mean step probability, or with by_min the lowest, as eval --rerank)
+// in d, and its steps of those samples against the true steps added to prm_vs_truth.
 static Score score_file(const char *model_path, Tokenizer *tok, const char *data,
                         const GenerateSettings *g, int k, Diagnosis *d, const char *prm_path,
-                        LabelCounts *prm_vs_truth) {
+                        int by_min, LabelCounts *prm_vs_truth) {
     TemplateOptions cot = {TEMPLATE_COT, 0, 0};
     Example *items;
     int n;
@@ -4238,9 +4315,9 @@ static Score score_file(const char *model_path, Tokenizer *tok, const char *data
         ValueHead *head;
         prm_load(&prm, &head, prm_path);
         check_tokenizer_fits(tok, prm.config.V);
-        choice = prm_rerank(&prm, head, tok, items, n, k, samples, 0, data, prm_vs_truth);
+        choice = prm_rerank(&prm, head, tok, items, n, k, samples, by_min, data, prm_vs_truth);
         prm_free(&prm, head);
-        d->rerank_by = "mean";
+        d->rerank_by = RERANK_NAMES[by_min != 0];
     }
     for (int i = 0; i < n; i++) {
         const char *completion = outs ? outs[i] : items[i].completion;

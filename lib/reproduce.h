@@ -182,6 +182,8 @@ typedef struct {
     int n_sipf;           // questions per family that the SIPF rows answer in each round
     const char *sipf_k;   // SIPF's continuations per step: a list, the largest simulated (sipf -k)
     const char *sipf_prm_lr; // SIPF's PRM learning rate
+    int sipf_prm_epochs;     // SIPF's PRM passes over D(r) (sipf --prm-epochs)
+    int sipf_reward_min;     // SIPF's path reward, for its pairs and best-of-K: 0 mean, 1 min (RERANK_NAMES)
 } ReproSettings;
 
 // --method: today's SIRT rows (SFT, self-refine, RFT), SIPF's (SIPF, SIPF outcome-only), or both.
@@ -196,7 +198,8 @@ static const ReproSettings REPRO_DEFAULTS = {
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
     .base_lr = "3e-3", .base_seed = 1000, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
-    .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4"};
+    .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4",
+    .sipf_prm_epochs = 16, .sipf_reward_min = 1};
 
 #define REPRO_FAMILIES 2
 #define REPRO_SPLITS 3
@@ -545,7 +548,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             // --refine-questions: the same, or the first of them); each round's steps, PRM,
             // pairs and rounds.jsonl in KEY_rounds/; the kept model is the best of rounds 1..N
             // on valid (--exclude-initial), as for refine
-            char sipf_questions[1200], keep_dir[1200];
+            char sipf_questions[1200], keep_dir[1200], prm_epochs[16];
+            snprintf(prm_epochs, sizeof prm_epochs, "%d", rs->sipf_prm_epochs);
             snprintf(sipf_questions, sizeof sipf_questions, "%s/sipf_train.jsonl", dir);
             join_families(rs, dir, "train", sipf_questions, 0, rs->n_sipf);
             snprintf(keep_dir, sizeof keep_dir, "%s/%s_rounds", dir, row->key);
@@ -554,7 +558,8 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                         sipf_questions, "--valid", valid, "--exclude-initial", "--rounds", rounds_txt,
                         "--samples", rs->samples, "-k", rs->sipf_k, "--max-new", rs->max_new, "--max-pairs",
                         rs->max_pairs, "--epochs", rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr",
-                        rs->refine_lr, "--prm-lr", rs->sipf_prm_lr, "--seed", seedtxt, "--keep", keep_dir,
+                        rs->refine_lr, "--prm-lr", rs->sipf_prm_lr, "--prm-epochs", prm_epochs, "--reward",
+                        RERANK_NAMES[rs->sipf_reward_min], "--seed", seedtxt, "--keep", keep_dir,
                         "--log", log, "--out", out, outcome ? "--outcome" : NULL, NULL);
             snprintf(model_paths[r], sizeof model_paths[r], "%s", out);
             double took = now_seconds() - stage_start;
@@ -619,10 +624,10 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
         }
         for (int f = 0; f < repro_num_families(rs) && model_paths[r][0]; f++) {
             snprintf(path, sizeof path, "%s/%s_valid.jsonl", dir, repro_family(rs, f));
-            printf("diagnosis of %s on %s (%d samples per item%s%s)\n", rows[r].label, path, rs->diagnose_k,
-                   prm[0] ? "; best-of-K by " : "", prm);
+            printf("diagnosis of %s on %s (%d samples per item%s%s%s)\n", rows[r].label, path, rs->diagnose_k,
+                   prm[0] ? "; best-of-K by " : "", prm, prm[0] ? (rs->sipf_reward_min ? ", lowest step" : ", mean step") : "");
             Score s = score_file(model_paths[r], tok, path, &g, rs->diagnose_k, &diagnoses[r * REPRO_FAMILIES + f],
-                                 prm[0] ? prm : NULL, &sipf[r].prm_vs_truth[f]);
+                                 prm[0] ? prm : NULL, rs->sipf_reward_min, &sipf[r].prm_vs_truth[f]);
             free(s.hit);
         }
     }
@@ -631,7 +636,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
             snprintf(path, sizeof path, "%s/%s_%s.jsonl", dir, repro_family(rs, c / REPRO_SPLITS),
                      REPRO_SPLIT_NAMES[c % REPRO_SPLITS]);
             scores[r * repro_columns(rs) + c] =
-                score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL, NULL, NULL);
+                score_file(model_paths[r][0] ? model_paths[r] : NULL, tok, path, &g, 0, NULL, NULL, 0, NULL);
         }
     // every round of every phase-2 row on the first family's test split (refine keeps each
     // round's model as KEY.roundN.bin), for the table and chart of accuracy by round
@@ -652,7 +657,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                 line[k] = (Score){kept->correct, kept->n, NULL};
                 continue;
             }
-            Score s = score_file(model_path, tok, path, &g, 0, NULL, NULL, NULL);
+            Score s = score_file(model_path, tok, path, &g, 0, NULL, NULL, 0, NULL);
             free(s.hit);
             line[k] = (Score){s.correct, s.n, NULL};
         }
@@ -946,8 +951,9 @@ static void repro_print_sipf(const ReproSettings *rs, const ReproRow *rows, int 
 // SIRT) with their paired-bootstrap intervals.
 static void repro_json_sipf(const ReproSettings *rs, const ReproRow *rows, int n_rows, const Score *scores,
                             const ReproSipf *sipf, FILE *f) {
-    fprintf(f, "\"method\": \"%s\", \"sipf_questions\": %d, \"sipf_k\": \"%s\", \"sipf_prm_lr\": %s,\n",
-            REPRO_METHOD_NAMES[rs->method], rs->n_sipf, rs->sipf_k, rs->sipf_prm_lr);
+    fprintf(f, "\"method\": \"%s\", \"sipf_questions\": %d, \"sipf_k\": \"%s\", \"sipf_prm_lr\": %s, "
+            "\"sipf_prm_epochs\": %d, \"sipf_reward\": \"%s\",\n", REPRO_METHOD_NAMES[rs->method], rs->n_sipf,
+            rs->sipf_k, rs->sipf_prm_lr, rs->sipf_prm_epochs, RERANK_NAMES[rs->sipf_reward_min]);
     fputs("\"sipf_diagnostics\": [", f);
     for (int s = 0, first = 1; s < rs->seeds; s++)
         for (int r = 0; r < n_rows; r++) {
@@ -1122,6 +1128,11 @@ int cmd_reproduce(int argc, char **argv) {
         {"--sipf-k", "K[,K...]", FLAG_STRING, .value = &rs.sipf_k,
          "SIPF's continuations per step: the largest simulated, the labels of each k scored"},
         {"--sipf-prm-lr", "LR", FLAG_STRING, .value = &rs.sipf_prm_lr, "SIPF's PRM learning rate"},
+        {"--sipf-prm-epochs", "E", FLAG_INT, .value = &rs.sipf_prm_epochs,
+         "SIPF's PRM passes over all the labelled paths of the rounds so far", 1, 100000},
+        {"--sipf-reward", NULL, FLAG_CHOICE, .value = &rs.sipf_reward_min,
+         "SIPF's path reward for its pairs and best-of-K: the mean or the lowest step probability",
+         .choices = RERANK_NAMES},
         {"--ablations", NULL, FLAG_SWITCH, .value = &rs.ablations,
          "adds the rows of the paper's analyses (with --method sirt or all)"},
         {"--resume", NULL, FLAG_SWITCH, .value = &rs.resume,

@@ -223,6 +223,67 @@ static void test_generation_determinism(void) {
     model_free(&model);
 }
 
+// A prompt that several sequences share is prefilled once and its cache copied (generate()):
+// from an earlier prompt of the same prefill group, from a live slot, or from a free slot that
+// still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
+// the same prompt, half of them as the same ids pointer and half as equal copies: with batch 1
+// every prompt is prefilled (the one slot always holds the previous, other prompt); batches 4,
+// 7 and 36 share, and must give every sequence the text of batch 1. GPT-2, and Llama with
+// grouped-query attention (its cache rows are KVC = 2·8 wide, not C).
+static void test_shared_prompts(int arch) {
+    Model model;
+    if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 21, ARCH_LLAMA, 0);
+    else random_model(&model, "2,2,32,128,300", 21);
+    char err[256];
+    const char *text = "Ann has 4 pears. She gives 1 away: 4 - 1 = 3. The answer is 3.\n";
+    size_t len = strlen(text);
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    enum { D = 6, P = 36, RUNS = 4 };
+    int *distinct[D], distinct_len[D];
+    Rng rng = rng_seeded(17);
+    for (int d = 0; d < D; d++) {
+        distinct_len[d] = 2 + rng_u32(&rng) % 30;
+        distinct[d] = xmalloc(distinct_len[d] * sizeof(int));
+        for (int t = 0; t < distinct_len[d]; t++) distinct[d][t] = rng_u32(&rng) % 256;
+    }
+    TokenSequence prompts[P];
+    for (int i = 0; i < P; i++) {
+        int d = i * 5 % D; // neighbours differ: consecutive i differ by 5 (mod 6)
+        prompts[i].length = prompts[i].prompt_length = distinct_len[d];
+        if (i % 2 == 0) prompts[i].ids = distinct[d];
+        else {
+            prompts[i].ids = xmalloc(distinct_len[d] * sizeof(int));
+            memcpy(prompts[i].ids, distinct[d], distinct_len[d] * sizeof(int));
+        }
+    }
+    int batches[RUNS] = {1, 4, 7, 36};
+    for (int mode = 0; mode < 2; mode++) { // sampling at temperature 1, then greedy
+        GenerateSettings g = {{mode ? 0.0f : 1.0f, 0, 1.0f}, 20, NULL, 5, 1};
+        char *runs[RUNS][P];
+        for (int r = 0; r < RUNS; r++) {
+            g.batch = batches[r];
+            generate(&model, tok, prompts, P, &g, runs[r], 0);
+        }
+        int same = 1, nonempty = 0, differ = 0;
+        for (int i = 0; i < P; i++) {
+            for (int r = 1; r < RUNS; r++) same &= !strcmp(runs[0][i], runs[r][i]);
+            nonempty += runs[0][i][0] != 0;
+            differ += i >= D && strcmp(runs[0][i], runs[0][i - D]) != 0; // same prompt, other sample
+        }
+        check(same && nonempty > P / 2 && (mode || differ > 0),
+              "%s, %s: 6 prompts 6 times each, shared by batch 4, 7 and 36 (a prefill copied), give "
+              "the text of batch 1 (every prompt prefilled); %d non-empty, %d samples of a prompt "
+              "differ from its previous one", arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2",
+              mode ? "greedy" : "temperature 1", nonempty, differ);
+        for (int r = 0; r < RUNS; r++)
+            for (int i = 0; i < P; i++) free(runs[r][i]);
+    }
+    for (int i = 1; i < P; i += 2) free(prompts[i].ids);
+    for (int d = 0; d < D; d++) free(distinct[d]);
+    tok_free(tok);
+    model_free(&model);
+}
+
 // The sampler's statistics: at temperature 1 with no truncation the frequencies of many draws
 // match the softmax (Pearson's chi-square, 9 degrees of freedom: below 27.9, p = 0.001);
 // top-k and top-p never emit a token they exclude.
@@ -272,6 +333,8 @@ int main(void) {
     test_kv_cache_matches_full_forward(ARCH_GPT2);
     test_rows_independent();
     test_generation_determinism();
+    test_shared_prompts(ARCH_GPT2);
+    test_shared_prompts(ARCH_LLAMA);
     test_sampler();
     test_kv_cache_matches_full_forward(ARCH_LLAMA);
     return checks_finish();
