@@ -371,17 +371,18 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --method all --task math --co
         && grep -q "^round 0 (the input model): validation accuracy .* (not kept: --exclude-initial)$" "$work/repro3.txt" \
         && [ "$(wc -l <"$r/sipf_train.jsonl")" -eq 20 ] && [ -s "$r/sipf_rounds/rounds.jsonl" ] && [ -s "$r/sipf_outcome_rounds/rounds.jsonl" ] \
         && grep -q '"by_k": \[{"k": 1, "hard": ' "$r/sipf_rounds/rounds.jsonl" && ! grep -q '"by_k"' "$r/sipf_outcome_rounds/rounds.jsonl" \
-        && grep -q '"method": "all", "sipf_questions": 20, "sipf_k": "1,2", "sipf_prm_lr": 3e-4,' "$r/results.json" \
+        && grep -q '"method": "all", "sipf_questions": 20, "sipf_k": "1,2", "sipf_prm_lr": 3e-4, "sipf_prm_epochs": 16, "sipf_reward": "min",' "$r/results.json" \
+        && [ "$(grep -A1 -x -- '--prm-epochs' "$r/sipf.done" | tail -1)" = 16 ] && [ "$(grep -A1 -x -- '--reward' "$r/sipf.done" | tail -1)" = min ] \
         && grep -q '{"seed": 1, "row": "sipf", "rounds": [12], "labels_vs_truth": \[{"k": 1, "hard": {"tp": .*{"k": 2, "hard": .*"prm_round": [12], "prm_on_valid": \[{"family": "math", "steps_vs_truth": {"tp": ' "$r/results.json" \
         && grep -q '{"seed": 1, "row": "sipf_outcome", "rounds": [12], "labels_vs_truth": \[{"k": null, "hard": ' "$r/results.json" \
-        && grep -q '"row": "sipf", "family": "math", "diagnosis": .*"best_of_4": [0-9.]*, "best_of_k_by": "mean"' "$r/results.json" \
+        && grep -q '"row": "sipf", "family": "math", "diagnosis": .*"best_of_4": [0-9.]*, "best_of_k_by": "min"' "$r/results.json" \
         && ! grep -q '"row": "refined", "family": "math", "diagnosis": .*best_of' "$r/results.json" \
         && [ "$(grep -c '"model": "sipf", "over": "sipf_outcome"\|"model": "sipf", "over": "refined"' "$r/results.json")" -eq 6 ] \
         && grep -q "^SFT + SIPF                         k = 1 of 2 " "$work/repro3.txt" && grep -q "^SFT + SIPF, outcome-only           outcome " "$work/repro3.txt" \
         && grep -q "^SFT + SIPF                         math " "$work/repro3.txt" \
         && grep -q "^- SFT + SIPF over SFT + SIPF, outcome-only: test " "$work/repro3.txt" && grep -q "^- SFT + SIPF over SFT + self-refine: test " "$work/repro3.txt" \
         && grep -q "^- by round on math test (round 0: SFT; a description, not a test): SFT + SIPF " "$work/repro3.txt"; then
-        ok "reproduce --method all: rows teacher, SFT, self-refine, RFT, SIPF, outcome-only; SIPF's rounds by round; labels by k, the last PRM on valid, best-of-K; SIPF over outcome-only and over SIRT in the finding and results.json"
+        ok "reproduce --method all: rows teacher, SFT, self-refine, RFT, SIPF, outcome-only; SIPF's rounds by round; labels by k, the last PRM on valid, best-of-K (by the lowest step, sipf's --reward min, and --prm-epochs 16: the defaults); SIPF over outcome-only and over SIRT in the finding and results.json"
     else bad "reproduce --method all: SIPF rows or diagnostics missing (rows '$rows')"; fi
 else bad "reproduce --task math failed"; tail -5 "$work/repro3.txt"; fi
 # --ablations: the low-resource rows' phase 2 asks the questions after the demonstrations phase 1 saw
