@@ -452,16 +452,19 @@ extern "C" void matmul_backward(float *dinp, float *dweight, float *dbias, const
 // One query of causal attention, computed by one warp; the arithmetic shared by the training
 // forward pass and cached decoding, so that the two agree exactly (as attend_one_query in
 // sirt.c). row[0..t] = softmax_t2(q · k_t2 · scale), out (hs) = Σ_t2 row[t2] v_t2, where key and
-// value t2 start at keys + t2·stride, values + t2·stride.
+// value t2 start at keys + t2·stride, values + t2·stride for t2 < split and at keys2 + t2·stride,
+// values2 + t2·stride from split on (decoding: a prompt shared from another cache slot; the
+// training forward pass: one region, split = t + 1).
 // Lanes take the keys t2 = lane, lane+32, ...: each computes whole dot products (q is read by
 // all lanes at once, a broadcast) and keeps its own scores in row; warp shuffles give the max
 // and the sum. Then lanes switch to the channels i of out, each summing over t2 in order.
 __device__ void attend_query(float *out, float *row, const float *q, const float *keys,
-                             const float *values, size_t stride, int t, int hs, float scale) {
+                             const float *values, const float *keys2, const float *values2,
+                             int split, size_t stride, int t, int hs, float scale) {
     const int lane = lane_index();
     float maxval = -INFINITY;
     for (int t2 = lane; t2 <= t; t2 += WARP) {
-        const float *k = keys + t2 * stride;
+        const float *k = (t2 < split ? keys : keys2) + t2 * stride;
         float dot = 0.0f;
         for (int i = 0; i < hs; i++) dot += q[i] * k[i];
         row[t2] = dot * scale;
@@ -478,7 +481,7 @@ __device__ void attend_query(float *out, float *row, const float *q, const float
     __syncwarp(); // lanes now read each other's entries of row
     for (int i = lane; i < hs; i += WARP) {
         float acc = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) acc += row[t2] * values[t2 * stride + i];
+        for (int t2 = 0; t2 <= t; t2++) acc += row[t2] * (t2 < split ? values : values2)[t2 * stride + i];
         out[i] = acc;
     }
 }
@@ -501,8 +504,8 @@ __global__ void attention_forward_kernel(float *out, float *att, const float *qk
     const float *k = qkv + ((size_t)b * T + s) * stride + C + (size_t)kh * hs;
     float *row = att + w * T;
     for (int t2 = lane; t2 < s; t2 += WARP) row[t2] = 0.0f;
-    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row + s, q, k, k + KVC, stride,
-                 t - s, hs, scale);
+    attend_query(out + ((size_t)b * T + t) * C + (size_t)h * hs, row + s, q, k, k + KVC, k, k + KVC,
+                 t - s + 1, stride, t - s, hs, scale);
     for (int t2 = t + 1 + lane; t2 < T; t2 += WARP) row[t2] = 0.0f;
 }
 
@@ -986,17 +989,6 @@ extern "C" void kv_cache_store(float *kcache, float *vcache, const float *qkv, c
     LAUNCH_CHECK();
 }
 
-// A shared prompt's keys and values: kcache, vcache (S,Tc,KVC) positions 0..T-1 of slot from
-// -> slot to. Two device-to-device copies on the default stream (asynchronous to the host, in
-// order with the kernels).
-extern "C" void kv_cache_copy(float *kcache, float *vcache, int from, int to, int T, int Tc, int KVC) {
-    if (T <= 0 || KVC <= 0 || from == to) return;
-    const size_t src = (size_t)from * Tc * KVC, dst = (size_t)to * Tc * KVC;
-    const size_t bytes = (size_t)T * KVC * sizeof(float);
-    CUDA_CHECK(cudaMemcpyAsync(kcache + dst, kcache + src, bytes, cudaMemcpyDeviceToDevice, 0));
-    CUDA_CHECK(cudaMemcpyAsync(vcache + dst, vcache + src, bytes, cudaMemcpyDeviceToDevice, 0));
-}
-
 // The new tokens' keys and values: qkv (N,QKV) -> kcache, vcache at [slot[n], pos[n]].
 // Element-wise over (n, c < KVC).
 __global__ void kv_cache_append_kernel(float *kcache, float *vcache, const float *qkv,
@@ -1012,23 +1004,27 @@ __global__ void kv_cache_append_kernel(float *kcache, float *vcache, const float
 
 // qkv (N,QKV) -> out (N,C) through the caches (S,Tc,KVC). One warp per (sequence n, head h),
 // with the same attend_query as the training forward; rows (N*NH, Tc) is scratch for the weights.
+// Positions below prefix_len[n] come from slot prefix_slot[n] (NULL: none), the rest from slot[n].
 __global__ void attention_decode_kernel(float *out, float *rows, const float *kcache,
                                         const float *vcache, const float *qkv, const int *slot,
-                                        const int *pos, int N, int Tc, int C, int NH, int KVH,
-                                        float scale) {
+                                        const int *pos, const int *prefix_slot,
+                                        const int *prefix_len, int N, int Tc, int C, int NH,
+                                        int KVH, float scale) {
     const size_t w = warp_index();
     if (w >= (size_t)N * NH) return;
     const int n = (int)(w / NH), h = (int)(w % NH), hs = C / NH, kh = h / (NH / KVH);
     const size_t KVC = (size_t)KVH * hs, stride = C + 2 * KVC;
-    const size_t head = (size_t)slot[n] * Tc * KVC + (size_t)kh * hs; // position 0, this head
+    const size_t own = (size_t)slot[n] * Tc * KVC + (size_t)kh * hs; // position 0, this head
+    const size_t shared = prefix_slot ? (size_t)prefix_slot[n] * Tc * KVC + (size_t)kh * hs : own;
     attend_query(out + (size_t)n * C + (size_t)h * hs, rows + w * Tc,
-                 qkv + (size_t)n * stride + (size_t)h * hs, kcache + head, vcache + head, KVC,
-                 pos[n], hs, scale);
+                 qkv + (size_t)n * stride + (size_t)h * hs, kcache + shared, vcache + shared,
+                 kcache + own, vcache + own, prefix_slot ? prefix_len[n] : 0, KVC, pos[n], hs,
+                 scale);
 }
 
 extern "C" void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                                 const int *slot, const int *pos, int N, int Tc, int C, int NH,
-                                 int KVH) {
+                                 const int *slot, const int *pos, const int *prefix_slot,
+                                 const int *prefix_len, int N, int Tc, int C, int NH, int KVH) {
     if (N <= 0 || NH <= 0 || KVH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
     const int KVC = KVH * (C / NH);
@@ -1039,8 +1035,9 @@ extern "C" void attention_decode(float *out, float *kcache, float *vcache, const
     const size_t rows = (size_t)N * NH;
     float *row_scratch = (float *)gpu_scratch(rows * Tc * sizeof(float));
     attention_decode_kernel<<<blocks_for_warps(rows), THREADS>>>(out, row_scratch, kcache, vcache,
-                                                                 qkv, slot, pos, N, Tc, C, NH,
-                                                                 KVH, scale);
+                                                                 qkv, slot, pos, prefix_slot,
+                                                                 prefix_len, N, Tc, C, NH, KVH,
+                                                                 scale);
     LAUNCH_CHECK();
 }
 

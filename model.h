@@ -167,13 +167,14 @@ void value_head_backward(float *dinp, float *dw, float *db, const float *dout, c
 // Prefill: keys and values of qkv (B,T,QKV) -> kcache, vcache[slot[b], 0..T-1]
 void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
                     int T, int Tc, int C, int NH, int KVH);
-// A prompt that several sequences share (k samples of one question) is prefilled once and its
-// keys and values copied: kcache, vcache (S,Tc,KVC) positions 0..T-1 of slot `from` -> slot `to`.
-void kv_cache_copy(float *kcache, float *vcache, int from, int to, int T, int Tc, int KVC);
 // qkv (N,QKV) of the new tokens -> out (N,C). First stores the new key and value at
-// [slot[n], pos[n]], then query n attends to positions 0..pos[n] of its slot.
-void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                      const int *slot, const int *pos, int N, int Tc, int C, int NH, int KVH);
+// [slot[n], pos[n]], then query n attends to positions 0..pos[n]: those below prefix_len[n] in
+// slot prefix_slot[n], the others in its own slot[n]. A prompt that several sequences share (k
+// samples of one question) is prefilled once into one slot, and every sequence on it reads it
+// there; prefix_slot NULL: every position from slot[n].
+void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,
+                      const int *pos, const int *prefix_slot, const int *prefix_len, int N, int Tc,
+                      int C, int NH, int KVH);
 
 // ---------------------------------------------------------------------------------------------
 // Checking. x (n) -> how many of its values are NaN or ±infinity (an exact count, so the same

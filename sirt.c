@@ -246,15 +246,23 @@ static void dot_products_16(float *out, const float *a, const float *b, size_t s
 
 // One query of causal attention, the arithmetic shared by the training forward pass and cached
 // decoding (so that the two agree exactly): row[0..t] = softmax_t2(q · k_t2 · scale) and
-// out (hs) = Σ_t2 row[t2] v_t2, where key and value t2 start at keys + t2·stride, values + t2·stride.
-static void attend_one_query(float *out, float *row, const float *q, const float *keys,
-                             const float *values, size_t stride, int t, int hs, float scale) {
+// out (hs) = Σ_t2 row[t2] v_t2. Key and value t2 start at keys[r] + t2·stride and
+// values[r] + t2·stride, r = 0 for t2 < split and r = 1 from split on (decoding reads a shared
+// prompt from one cache slot and the rest from the sequence's own; the training forward pass has
+// one region, split = t + 1). The regions change no bit: each key's score is computed alone, and
+// the weighted sum runs over t2 in order from 0 through both.
+static void attend_one_query(float *out, float *row, const float *q, const float *const keys[2],
+                             const float *const values[2], int split, size_t stride, int t, int hs,
+                             float scale) {
+    int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
+    for (int r = 0; r < 2; r++) {
+        int t2 = lo[r];
+        for (; t2 + DOT_LANES <= hi[r]; t2 += DOT_LANES) // keys 16 at a time, then one by one
+            dot_products_16(row + t2, q, keys[r] + t2 * stride, stride, hs);
+        for (; t2 < hi[r]; t2++) row[t2] = dot_product(q, keys[r] + t2 * stride, hs);
+    }
     float maxval = -INFINITY;
-    int t2 = 0;
-    for (; t2 + DOT_LANES <= t + 1; t2 += DOT_LANES) // keys 16 at a time, then one by one
-        dot_products_16(row + t2, q, keys + t2 * stride, stride, hs);
-    for (; t2 <= t; t2++) row[t2] = dot_product(q, keys + t2 * stride, hs);
-    for (t2 = 0; t2 <= t; t2++) {
+    for (int t2 = 0; t2 <= t; t2++) {
         row[t2] *= scale;
         if (row[t2] > maxval) maxval = row[t2];
     }
@@ -269,16 +277,18 @@ static void attend_one_query(float *out, float *row, const float *q, const float
     int i0 = 0;
     for (; i0 + 16 <= hs; i0 += 16) {
         float acc[16] = {0};
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *v = values + t2 * stride + i0;
-            float w = row[t2];
-            for (int j = 0; j < 16; j++) acc[j] += w * v[j];
-        }
+        for (int r = 0; r < 2; r++)
+            for (int t2 = lo[r]; t2 < hi[r]; t2++) {
+                const float *v = values[r] + t2 * stride + i0;
+                float w = row[t2];
+                for (int j = 0; j < 16; j++) acc[j] += w * v[j];
+            }
         for (int j = 0; j < 16; j++) out[i0 + j] = acc[j];
     }
     for (; i0 < hs; i0++) {
         float acc = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) acc += row[t2] * values[t2 * stride + i0];
+        for (int r = 0; r < 2; r++)
+            for (int t2 = lo[r]; t2 < hi[r]; t2++) acc += row[t2] * values[r][t2 * stride + i0];
         out[i0] = acc;
     }
 }
@@ -303,9 +313,10 @@ void attention_forward(float *out, float *att, const float *qkv, const int *pos,
                 const float *base = qkv + ((size_t)b * T + s) * QKV + kh * hs;
                 float *row = att + (((size_t)b * NH + h) * T + t) * T;
                 for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
+                const float *keys[2] = {base + C, base + C}, *values[2] = {base + C + KVC, base + C + KVC};
                 attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
-                                 qkv + ((size_t)b * T + t) * QKV + h * hs, base + C,
-                                 base + C + KVC, QKV, t - s, hs, scale);
+                                 qkv + ((size_t)b * T + t) * QKV + h * hs, keys, values, t - s + 1,
+                                 QKV, t - s, hs, scale);
                 for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
             }
 }
@@ -378,16 +389,12 @@ void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *s
         }
 }
 
-// kcache, vcache (S,Tc,KVC): positions 0..T-1 of slot from -> slot to
-void kv_cache_copy(float *kcache, float *vcache, int from, int to, int T, int Tc, int KVC) {
-    size_t src = (size_t)from * Tc * KVC, dst = (size_t)to * Tc * KVC, n = (size_t)T * KVC;
-    memcpy(kcache + dst, kcache + src, n * sizeof(float));
-    memcpy(vcache + dst, vcache + src, n * sizeof(float));
-}
-
-// qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Parallel over (sequence, head).
-void attention_decode(float *out, float *kcache, float *vcache, const float *qkv,
-                      const int *slot, const int *pos, int N, int Tc, int C, int NH, int KVH) {
+// qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Query n reads positions 0..prefix_len[n]-1
+// from slot prefix_slot[n] (a prompt that several sequences share) and the rest from slot[n]
+// (prefix_slot NULL: all from slot[n]). Parallel over (sequence, head).
+void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,
+                      const int *pos, const int *prefix_slot, const int *prefix_len, int N, int Tc,
+                      int C, int NH, int KVH) {
     int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
     for (int n = 0; n < N; n++) { // store the new keys and values first
@@ -401,9 +408,12 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
 #pragma omp for collapse(2)
         for (int n = 0; n < N; n++)
             for (int h = 0; h < NH; h++) {
-                size_t head = (size_t)slot[n] * Tc * KVC + (size_t)(h / group) * hs;
+                size_t head = (size_t)(h / group) * hs, own = (size_t)slot[n] * Tc * KVC + head;
+                size_t shared = prefix_slot ? (size_t)prefix_slot[n] * Tc * KVC + head : own;
+                const float *keys[2] = {kcache + shared, kcache + own};
+                const float *values[2] = {vcache + shared, vcache + own};
                 attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * QKV + h * hs,
-                                 kcache + head, vcache + head, KVC, pos[n], hs, scale);
+                                 keys, values, prefix_slot ? prefix_len[n] : 0, KVC, pos[n], hs, scale);
             }
         free(row);
     }
@@ -3472,6 +3482,7 @@ typedef struct {
     // Llama's gate and up projections, and fch_gelu its SwiGLU
     float *x, *ln, *mean, *rstd, *qkv, *qkvr, *atty, *proj, *fch, *fch_gelu, *logits;
     int *tokens, *slot, *pos; // the live sequences of a step, on the device (slots)
+    int *prefix_slot, *prefix_len; // where each reads its prompt (attention_decode), on the device
     float *host_logits;       // (slots, Vp)
 } KVCache;
 
@@ -3504,6 +3515,8 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
     kv->tokens = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
     kv->slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
     kv->pos = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->prefix_slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    kv->prefix_len = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
     kv->host_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
 }
 
@@ -3512,6 +3525,8 @@ static void kv_cache_free(KVCache *kv) {
     dev_free(kv->tokens);
     dev_free(kv->slot);
     dev_free(kv->pos);
+    dev_free(kv->prefix_slot);
+    dev_free(kv->prefix_len);
     free(kv->host_logits);
 }
 
@@ -3555,19 +3570,25 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
     free(targets);
 }
 
-// One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N.
+// One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
+// positions below prefix_len[n] are in slot prefix_slot[n] (prefix_slot NULL: all in slot[n]).
 // Afterwards row n of kv->host_logits holds the logits for the token after it.
-static void llama_decode_step(Model *model, KVCache *kv, int N);
+static void llama_decode_step(Model *model, KVCache *kv, int N, int shared);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
-                        const int *pos, int N) {
+                        const int *pos, const int *prefix_slot, const int *prefix_len, int N) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden;
     ParamTensors p = model->params;
     dev_to_device(kv->tokens, tokens, N * sizeof(int));
     dev_to_device(kv->slot, slot, N * sizeof(int));
     dev_to_device(kv->pos, pos, N * sizeof(int));
+    if (prefix_slot) {
+        dev_to_device(kv->prefix_slot, prefix_slot, N * sizeof(int));
+        dev_to_device(kv->prefix_len, prefix_len, N * sizeof(int));
+    }
+    const int *shared = prefix_slot ? kv->prefix_slot : NULL; // on the device
     if (cfg->arch == ARCH_LLAMA) {
-        llama_decode_step(model, kv, N);
+        llama_decode_step(model, kv, N, prefix_slot != NULL);
         return;
     }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
@@ -3578,7 +3599,8 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                           cfg->norm_eps);
         matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkv, kv->slot, kv->pos, N, kv->Tc, C, cfg->NH, cfg->NH);
+                         kv->qkv, kv->slot, kv->pos, shared, kv->prefix_len, N, kv->Tc, C, cfg->NH,
+                         cfg->NH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
@@ -3594,9 +3616,10 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
 }
 
-// Llama's decoding step (its tokens, slots and positions are on the device): llama_forward's
-// kernels for one token per sequence, the rotary embedding at each token's position.
-static void llama_decode_step(Model *model, KVCache *kv, int N) {
+// Llama's decoding step (its tokens, slots, positions and, when shared, prefix slots and lengths
+// are on the device): llama_forward's kernels for one token per sequence, the rotary embedding
+// at each token's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N, int shared) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
     int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
@@ -3610,7 +3633,8 @@ static void llama_decode_step(Model *model, KVCache *kv, int N) {
         matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
         rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkvr, kv->slot, kv->pos, N, kv->Tc, C, NH, KVH);
+                         kv->qkvr, kv->slot, kv->pos, shared ? kv->prefix_slot : NULL, kv->prefix_len,
+                         N, kv->Tc, C, NH, KVH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
@@ -3693,6 +3717,8 @@ static Rng sequence_rng(uint64_t seed, long index) {
 typedef struct {
     long index;    // which prompt
     int slot, pos; // its cache slot and the position of its next token
+    int prefix;    // the slot that holds its prompt (its own, or one it shares), prompt_len long
+    int prompt_len;
     int produced;  // new tokens so far
     int last;      // the last token: the prompt's, then each new one's
     Rng rng;
@@ -3742,13 +3768,20 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
 // prompts take them in order. Each decoding step feeds every live sequence one token; a
 // sequence that finishes frees its slot, and before the next step the next waiting prompts are
-// prefilled into the freed slots (all those freed at the same step in one decode_prefill) and
+// prefilled into the freed slots (all those started at the same step in one decode_prefill) and
 // join the live set. So every step decodes a full batch while prompts are waiting, and a long
 // completion holds up no other prompt.
+// Shared prompts: a prompt that a slot already holds (k samples of one question, K continuations
+// of one step prefix) is not prefilled again. The new sequence writes its own tokens in a slot
+// of its own and reads the prompt's keys and values from the slot that holds them (its
+// "prefix", attention_decode), so the prompt is computed once and read from one place. A slot
+// that holds a prompt in use stays reserved for it until the last sequence on it finishes; a
+// sequence with the same prompt may still write its tokens there (after the prompt).
 // A sequence's text depends only on its prompt, its index and the seed: it samples with its own
 // generator, and every CPU kernel computes each row alone, in the same order whatever the other
-// rows (gemm's tiles, attention per row and slot), so the batch size, the slot a sequence gets
-// and the order in which sequences finish change nothing (tests/test_generate.c checks it).
+// rows (gemm's tiles, attention per row and slot, a prefill's keys and values and last logits
+// whichever prompts share it), so the batch size, the slots a sequence uses and the order in
+// which sequences finish change nothing (tests/test_generate.c checks it).
 // The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
 static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                      const GenerateSettings *g, char **out, int show_progress_line) {
@@ -3764,95 +3797,85 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     int **ids = xmalloc(slots * sizeof(int *)), *lengths = xmalloc(slots * sizeof(int));
     int *tokens = xmalloc(slots * sizeof(int)); // live[i]'s next token to feed
     int *slot = xmalloc(slots * sizeof(int)), *pos = xmalloc(slots * sizeof(int));
-    int *free_slots = xmalloc(slots * sizeof(int)), n_free = slots;
-    for (int s = 0; s < slots; s++) free_slots[s] = slots - 1 - s; // taken from the end: 0, 1, ...
-    Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
-    // The prompt each slot holds at positions 0..held_len-1 of its cache (NULL: none yet) and
-    // the logits after its last token (prompt_logits, (slots, Vp)). Generation writes only
-    // later positions, so a slot keeps its prompt until the slot takes another one, live or free.
+    int *prefix = xmalloc(slots * sizeof(int)), *prefix_len = xmalloc(slots * sizeof(int));
+    // Per slot: whether a live sequence writes its tokens there (busy), how many live sequences
+    // read their prompt from it (readers), the prompt its positions 0..held_len-1 hold (NULL:
+    // none) and the logits after that prompt's last token (prompt_logits, (slots, Vp)).
+    int *busy = xcalloc(slots, sizeof(int)), *readers = xcalloc(slots, sizeof(int));
     const int **held = xcalloc(slots, sizeof(int *));
-    int *held_len = xcalloc(slots, sizeof(int)), *source = xmalloc(slots * sizeof(int));
-    int *taken = xcalloc(slots, sizeof(int)), *fill = xmalloc(slots * sizeof(int));
+    int *held_len = xcalloc(slots, sizeof(int));
     float *prompt_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
-    int KVC = cfg->KVH * (cfg->C / cfg->NH);
-    size_t layer_cache = (size_t)slots * Tc * KVC;
+    Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
+    LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // the sequences of one fill
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
     double start = now_seconds();
     for (;;) {
-        // The waiting prompts take the free slots; each samples its first token, and one that
-        // finishes with it frees its slot for the next prompt at once. A prompt that a slot
-        // outside this group (or an earlier prompt of the group) holds is copied from it; the
-        // others are prefilled together. A prefill computes each prompt's keys, values and
-        // logits as it would alone, so a copy holds the bits a prefill would.
-        while (next < n && n_free > 0) {
-            int B = n - next < n_free ? (int)(n - next) : n_free, n_fill = 0;
-            for (int b = 0; b < B; b++) {
-                const TokenSequence *p = &prompts[next + b];
+        // The waiting prompts start, in order, while there is room: a prompt that a slot holds
+        // reads it there and takes a slot to write in (that slot itself when no one writes in
+        // it); any other prompt takes a slot that no one writes in or reads, and is prefilled
+        // with the others of this fill. Then each samples its first token, and one that finishes
+        // with it frees its slot for the next prompt at once.
+        while (next < n) {
+            int B = 0, n_fill = 0;
+            while (next < n && B < slots) {
+                const TokenSequence *p = &prompts[next];
                 int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
-                if (keep < 1) die("prompt %ld is empty: there is nothing to continue", next + b);
-                ids[b] = p->ids + (p->length - keep);
-                lengths[b] = keep;
-                slot[b] = free_slots[--n_free];
-                taken[slot[b]] = 1;
-            }
-            for (int b = 0; b < B; b++) { // where each prompt's cache comes from
-                source[b] = -1;
-                for (int e = 0; e < b && source[b] < 0; e++) // an earlier prompt of the group
-                    if (same_tokens(ids[e], lengths[e], ids[b], lengths[b])) source[b] = slot[e];
-                for (int s = 0; s < slots && source[b] < 0; s++) // a slot that keeps it
-                    if ((!taken[s] || s == slot[b]) && same_tokens(held[s], held_len[s], ids[b], lengths[b]))
-                        source[b] = s;
-                if (source[b] < 0) fill[n_fill++] = b;
-            }
-            if (n_fill > 0) { // the prompts held nowhere: one prefill (fill lists them)
-                int **fill_ids = xmalloc(n_fill * sizeof(int *));
-                int *fill_lengths = xmalloc(n_fill * sizeof(int)), *fill_slots = xmalloc(n_fill * sizeof(int));
-                for (int f = 0; f < n_fill; f++)
-                    fill_ids[f] = ids[fill[f]], fill_lengths[f] = lengths[fill[f]], fill_slots[f] = slot[fill[f]];
-                decode_prefill(model, &kv, fill_ids, fill_lengths, fill_slots, n_fill);
-                for (int f = 0; f < n_fill; f++)
-                    memcpy(prompt_logits + (size_t)fill_slots[f] * cfg->Vp,
-                           kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
-                free(fill_ids);
-                free(fill_lengths);
-                free(fill_slots);
-            }
-            for (int b = 0; b < B; b++) { // the copies, in order (a source is filled before)
-                int from = source[b], to = slot[b];
-                if (from >= 0 && from != to) {
-                    for (int l = 0; l < cfg->L; l++)
-                        kv_cache_copy(kv.kcache + l * layer_cache, kv.vcache + l * layer_cache,
-                                      from, to, lengths[b], Tc, KVC);
-                    memcpy(prompt_logits + (size_t)to * cfg->Vp, prompt_logits + (size_t)from * cfg->Vp,
-                           cfg->Vp * sizeof(float));
+                if (keep < 1) die("prompt %ld is empty: there is nothing to continue", next);
+                const int *prompt = p->ids + (p->length - keep);
+                int holder = -1, own = -1;
+                for (int s = 0; s < slots && holder < 0; s++)
+                    if (same_tokens(held[s], held_len[s], prompt, keep)) holder = s;
+                if (holder >= 0 && !busy[holder]) own = holder;
+                for (int s = 0; s < slots && own < 0; s++)
+                    if (!busy[s] && !readers[s]) own = s;
+                if (own < 0) break; // no room: wait for a sequence to finish
+                if (holder < 0) { // prefilled into its own slot
+                    holder = own;
+                    ids[n_fill] = (int *)prompt;
+                    lengths[n_fill] = keep;
+                    slot[n_fill++] = own;
+                    held[own] = prompt;
+                    held_len[own] = keep;
+                } else if (own != holder) {
+                    held[own] = NULL; // its tokens overwrite whatever prompt it held
                 }
-                held[to] = ids[b];
-                held_len[to] = lengths[b];
-                taken[to] = 0;
+                busy[own] = 1;
+                readers[holder]++;
+                started[B++] = (LiveSequence){next, own, keep, holder, keep, 0, prompt[keep - 1],
+                                              sequence_rng(g->seed, next), {0}};
+                next++;
+            }
+            if (B == 0) break;
+            if (n_fill > 0) {
+                decode_prefill(model, &kv, ids, lengths, slot, n_fill);
+                for (int f = 0; f < n_fill; f++)
+                    memcpy(prompt_logits + (size_t)slot[f] * cfg->Vp,
+                           kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
             }
             for (int b = 0; b < B; b++) {
-                LiveSequence seq = {next + b, slot[b], lengths[b], 0, ids[b][lengths[b] - 1],
-                                    sequence_rng(g->seed, next + b), {0}};
-                int id = sample_token(prompt_logits + (size_t)slot[b] * cfg->Vp, cfg->V, &g->sampler,
-                                      &seq.rng, scratch);
+                LiveSequence seq = started[b];
+                int id = sample_token(prompt_logits + (size_t)seq.prefix * cfg->Vp, cfg->V,
+                                      &g->sampler, &seq.rng, scratch);
                 if (sequence_push(&seq, tok, id, g, Tc)) {
                     sequence_finish(&seq, out, &done, &new_tokens, n, start, show_progress_line);
-                    free_slots[n_free++] = seq.slot;
+                    busy[seq.slot] = 0;
+                    readers[seq.prefix]--;
                 } else {
                     live[N] = seq;
                     tokens[N++] = id;
                 }
             }
-            next += B;
         }
         if (N == 0) break; // nothing live and nothing waiting
         // one step: every live sequence's token at its position; then each samples the next
         for (int i = 0; i < N; i++) {
             slot[i] = live[i].slot;
             pos[i] = live[i].pos++;
+            prefix[i] = live[i].prefix;
+            prefix_len[i] = live[i].prompt_len;
         }
-        decode_step(model, &kv, tokens, slot, pos, N);
+        decode_step(model, &kv, tokens, slot, pos, prefix, prefix_len, N);
         int kept = 0; // finished sequences leave, the rest move up (in order)
         for (int i = 0; i < N; i++) {
             LiveSequence *seq = &live[i];
@@ -3860,7 +3883,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
                                   &seq->rng, scratch);
             if (sequence_push(seq, tok, id, g, Tc)) {
                 sequence_finish(seq, out, &done, &new_tokens, n, start, show_progress_line);
-                free_slots[n_free++] = seq->slot;
+                busy[seq->slot] = 0;
+                readers[seq->prefix]--;
                 continue;
             }
             tokens[kept] = id;
@@ -3875,14 +3899,15 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     free(tokens);
     free(slot);
     free(pos);
-    free(free_slots);
-    free(scratch);
+    free(prefix);
+    free(prefix_len);
+    free(busy);
+    free(readers);
     free(held);
     free(held_len);
-    free(source);
-    free(taken);
-    free(fill);
     free(prompt_logits);
+    free(scratch);
+    free(started);
 }
 
 // =============================================================================================

@@ -129,7 +129,7 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
             tokens[b] = best;
             pos[b] = p;
         }
-        decode_step(model, &kv, tokens, slots, pos, B);
+        decode_step(model, &kv, tokens, slots, pos, NULL, NULL, B);
     }
     double tok_per_s = (double)B * (total - prompt) / (now_seconds() - t0);
     for (int b = 0; b < B; b++) free(prompts[b]);

@@ -51,7 +51,7 @@ void cpu_classifier_backward(float *, const float *, const int *, const float *,
 void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int, int,
                         int);
 void cpu_attention_decode(float *, float *, float *, const float *, const int *, const int *,
-                          int, int, int, int, int);
+                          const int *, const int *, int, int, int, int, int);
 size_t cpu_dev_count_nonfinite(const float *, size_t);
 double cpu_sum_squares(const float *, size_t);
 void cpu_adamw_update(float *, const float *, float *, float *, size_t, float, float, float,
@@ -254,11 +254,24 @@ static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
         dev_to_device(d_vc, vc, ncache * sizeof(float));
         float *qn = rnd((size_t)ND * QKV, 1), *on = rnd((size_t)ND * C, 1);
         float *d_qn = up(qn, (size_t)ND * QKV), *d_on = up(on, (size_t)ND * C);
-        cpu_attention_decode(on, kc, vc, qn, slot, pos, ND, Tc, C, NH, KVH);
-        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, ND, Tc, C, NH, KVH);
+        cpu_attention_decode(on, kc, vc, qn, slot, pos, NULL, NULL, ND, Tc, C, NH, KVH);
+        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, NULL, NULL, ND, Tc, C, NH, KVH);
         compare("attention_decode", "out", shape, on, d_on, (size_t)ND * C);
         compare("attention_decode", "kcache", shape, kc, d_kc, ncache);
         compare("attention_decode", "vcache", shape, vc, d_vc, ncache);
+        // again, the first T/2 positions of sequence n < B read from another sequence's slot
+        // (a shared prompt); the last sequence reads its own
+        int *prefix_slot = malloc(ND * sizeof(int)), *prefix_len = malloc(ND * sizeof(int));
+        for (int n = 0; n < ND; n++) {
+            prefix_slot[n] = n < B ? slot[(n + 1) % B] : slot[n];
+            prefix_len[n] = n < B ? T / 2 : 0;
+        }
+        int *d_prefix_slot = up_int(prefix_slot, ND), *d_prefix_len = up_int(prefix_len, ND);
+        cpu_attention_decode(on, kc, vc, qn, slot, pos, prefix_slot, prefix_len, ND, Tc, C, NH, KVH);
+        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, d_prefix_slot, d_prefix_len, ND, Tc,
+                         C, NH, KVH);
+        compare("attention_decode (shared prompts)", "out", shape, on, d_on, (size_t)ND * C);
+        free(prefix_slot), free(prefix_len), dev_free(d_prefix_slot), dev_free(d_prefix_len);
         free(qkv), free(out), free(att), free(dout), free(dqkv), free(kc), free(vc), free(slot);
         free(pos), free(qn), free(on);
         dev_free(d_qkv), dev_free(d_out), dev_free(d_att), dev_free(d_dout), dev_free(d_dqkv);

@@ -71,7 +71,7 @@ static void test_kv_cache_matches_full_forward(int arch) {
                 seq_of[N++] = s;
             }
         if (N == 0) break;
-        decode_step(&model, &kv, tokens, slot, pos, N);
+        decode_step(&model, &kv, tokens, slot, pos, NULL, NULL, N);
         for (int n = 0; n < N; n++) {
             const float *ref = reference[seq_of[n]] + (size_t)pos[n] * cfg->Vp;
             for (int i = 0; i < cfg->V; i++)
@@ -125,10 +125,10 @@ static void test_rows_independent(void) {
     for (int step = 0; step < STEPS; step++) {
         int tokens[S], pos[S];
         for (int s = 0; s < S; s++) tokens[s] = seqs[s][lengths[s] + step], pos[s] = lengths[s] + step;
-        decode_step(&model, &kv, tokens, together_slots, pos, S);
+        decode_step(&model, &kv, tokens, together_slots, pos, NULL, NULL, S);
         memcpy(together, kv.host_logits, S * row);
         for (int s = 0; s < S; s++) {
-            decode_step(&model, &alone, &tokens[s], &s, &pos[s], 1);
+            decode_step(&model, &alone, &tokens[s], &s, &pos[s], NULL, NULL, 1);
             same &= !memcmp(alone.host_logits, together + s * cfg->Vp, row);
             compared++;
         }
@@ -223,9 +223,9 @@ static void test_generation_determinism(void) {
     model_free(&model);
 }
 
-// A prompt that several sequences share is prefilled once and its cache copied (generate()):
-// from an earlier prompt of the same prefill group, from a live slot, or from a free slot that
-// still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
+// A prompt that several sequences share is prefilled once, and each reads it from the slot
+// that holds it (generate()): a prompt of the same fill, a live sequence's slot, or a slot whose
+// sequences have finished but that still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
 // the same prompt, half of them as the same ids pointer and half as equal copies: with batch 1
 // every prompt is prefilled (the one slot always holds the previous, other prompt); batches 4,
 // 7 and 36 share, and must give every sequence the text of batch 1. GPT-2, and Llama with
@@ -271,7 +271,7 @@ static void test_shared_prompts(int arch) {
             differ += i >= D && strcmp(runs[0][i], runs[0][i - D]) != 0; // same prompt, other sample
         }
         check(same && nonempty > P / 2 && (mode || differ > 0),
-              "%s, %s: 6 prompts 6 times each, shared by batch 4, 7 and 36 (a prefill copied), give "
+              "%s, %s: 6 prompts 6 times each, shared by batch 4, 7 and 36 (one prefill read by several sequences), give "
               "the text of batch 1 (every prompt prefilled); %d non-empty, %d samples of a prompt "
               "differ from its previous one", arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2",
               mode ? "greedy" : "temperature 1", nonempty, differ);
