@@ -373,6 +373,7 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --method all --task math --co
         && grep -q '"by_k": \[{"k": 1, "hard": ' "$r/sipf_rounds/rounds.jsonl" && ! grep -q '"by_k"' "$r/sipf_outcome_rounds/rounds.jsonl" \
         && grep -q '"method": "all", "sipf_questions": 20, "sipf_k": "1,2", "sipf_prm_lr": 3e-4, "sipf_prm_epochs": 16, "sipf_reward": "min",' "$r/results.json" \
         && [ "$(grep -A1 -x -- '--prm-epochs' "$r/sipf.done" | tail -1)" = 16 ] && [ "$(grep -A1 -x -- '--reward' "$r/sipf.done" | tail -1)" = min ] \
+        && grep -q "and best-of-4 by it (lowest step probability; %) beside maj@4 and pass@4:$" "$work/repro3.txt" \
         && grep -q '{"seed": 1, "row": "sipf", "rounds": [12], "labels_vs_truth": \[{"k": 1, "hard": {"tp": .*{"k": 2, "hard": .*"prm_round": [12], "prm_on_valid": \[{"family": "math", "steps_vs_truth": {"tp": ' "$r/results.json" \
         && grep -q '{"seed": 1, "row": "sipf_outcome", "rounds": [12], "labels_vs_truth": \[{"k": null, "hard": ' "$r/results.json" \
         && grep -q '"row": "sipf", "family": "math", "diagnosis": .*"best_of_4": [0-9.]*, "best_of_k_by": "min"' "$r/results.json" \

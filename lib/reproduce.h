@@ -909,8 +909,9 @@ static void repro_print_sipf(const ReproSettings *rs, const ReproRow *rows, int 
         }
     }
     printf("\nThe last round's PRM on valid (held out): its steps on the kept model's %d samples per item against "
-           "the true steps, and best-of-%d by it (mean step probability; %%) beside maj@%d and pass@%d:\n"
-           "%-34s %-7s %9s %9s %9s %9s %9s %7s %7s\n", K, K, K, K, "row", "family", "precision", "recall",
+           "the true steps, and best-of-%d by it (%s step probability; %%) beside maj@%d and pass@%d:\n"
+           "%-34s %-7s %9s %9s %9s %9s %9s %7s %7s\n", K, K, rs->sipf_reward_min ? "lowest" : "mean", K, K,
+           "row", "family", "precision", "recall",
            "F1", "PRM round", "best-of-K", "maj@K", "pass@K");
     for (int r = 0; r < n_rows; r++)
         for (int f = 0; f < repro_num_families(rs) && repro_is_sipf(&rows[r]); f++) {
