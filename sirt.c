@@ -3769,8 +3769,9 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // prompts take them in order. Each decoding step feeds every live sequence one token; a
 // sequence that finishes frees its slot, and before the next step the next waiting prompts are
 // prefilled into the freed slots (all those started at the same step in one decode_prefill) and
-// join the live set. So every step decodes a full batch while prompts are waiting, and a long
-// completion holds up no other prompt.
+// join the live set. So a step decodes a full batch while prompts are waiting, except for the
+// reserved slots below: a slot whose shared prompt is still read waits for its last reader
+// (or takes another sample of the same prompt), so a long sample can hold that one slot idle.
 // Shared prompts: a prompt that a slot already holds (k samples of one question, K continuations
 // of one step prefix) is not prefilled again. The new sequence writes its own tokens in a slot
 // of its own and reads the prompt's keys and values from the slot that holds them (its
@@ -3838,7 +3839,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
                     held[own] = prompt;
                     held_len[own] = keep;
                 } else if (own != holder) {
-                    held[own] = NULL; // its tokens overwrite whatever prompt it held
+                    held[own] = NULL; // its tokens may overwrite the prompt it held
                 }
                 busy[own] = 1;
                 readers[holder]++;
