@@ -140,15 +140,9 @@ static void pack_B(float *restrict Bp, const float *restrict src, long b_rs, lon
     }
 }
 
-static void gemm(int M, int N, int K, const float *A, long a_rs, long a_cs,
-          const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
+static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_cs,
+                        const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
 {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {  // empty sum
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * N);
-        return;
-    }
     const int kc_max = min_int(K, KC);
     const int nc_max = (min_int(N, NC) + NR - 1) / NR * NR;
     const size_t bp_bytes = (sizeof(float) * kc_max * nc_max + 63) / 64 * 64;
@@ -195,6 +189,155 @@ static void gemm(int M, int N, int K, const float *A, long a_rs, long a_cs,
         }
     }
     free(Bp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Products with a few rows of A: decoding one sequence (or a few) multiplies one row of
+// activations by every weight matrix, and the packed product above then spends its time packing
+// B (a copy of the weights per product) and running 8-row tiles on one row. gemm_few_rows reads
+// B in place, VL columns of C at a time, and adds up every C(i,j) in exactly the packed product's
+// order (C = C + (sum over one K block of KC, in k order, by fused multiply-adds), the K blocks in
+// order), so its results are bit for bit the packed product's: a sequence's numbers do not
+// depend on how many others share its batch. tests/test_core.c checks the bits.
+//
+// Each step takes a VL x VL block of B: VL values of k, VL columns. When B's rows run along k
+// (the forward layout, B = W^T with W's rows contiguous) the block is read as VL rows of W and
+// transposed in registers (with AVX-512 and GCC's __builtin_shuffle; otherwise it is gathered
+// element by element).
+enum {
+    FEW_ROWS = 4,         // gemm takes this path for M <= FEW_ROWS
+    PREFETCH_AHEAD = 128  // floats: how far ahead along a row of W to prefetch (measured best)
+};
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+typedef int vint __attribute__((vector_size(VL * sizeof(int))));
+// Transpose the 16 x 16 block r[0..15] in place: at stage st (s = 8, 4, 2, 1), rows i and i+s
+// (bit s of i clear) swap their off-diagonal s x s sub-blocks; new row i takes lanes
+// select_lo[st] of the pair (row i, row i+s) (lane l of row i+s is number 16 + l), new row i+s
+// lanes select_hi[st]. Constant selections let the compiler use its fixed shuffles.
+static inline void transpose_block(vfloat r[VL]) {
+    static const vint select_lo[4] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+    static const vint select_hi[4] = {
+        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+    #pragma GCC unroll 4
+    for (int st = 0; st < 4; st++) {
+        const int s = 8 >> st;
+        #pragma GCC unroll 16
+        for (int i = 0; i < VL; i++)
+            if (!(i & s)) {
+                vfloat a = r[i], b = r[i + s];
+                r[i] = __builtin_shuffle(a, b, select_lo[st]);
+                r[i + s] = __builtin_shuffle(a, b, select_hi[st]);
+            }
+    }
+}
+#define SIRT_HAVE_TRANSPOSE 1
+#endif
+
+// Block k0.. k0+kn-1 (kn <= VL) of B at columns j0..j0+nn-1 (nn <= VL) as bk[k - k0][j - j0];
+// the rest of the block is zero.
+static inline void load_b_block(vfloat bk[VL], const float *B, long b_rs, long b_cs, int k0,
+                                int kn, int j0, int nn) {
+    if (b_cs == 1 && nn == VL) {
+        for (int k = 0; k < kn; k++) bk[k] = *(const vfloat *)(B + (long)(k0 + k) * b_rs + j0);
+        for (int k = kn; k < VL; k++) bk[k] = (vfloat){0};
+        return;
+    }
+#ifdef SIRT_HAVE_TRANSPOSE
+    if (b_rs == 1 && kn == VL) {  // rows of W: r[j] = W(j0+j, k0 .. k0+VL-1), then transpose
+        for (int j = 0; j < nn; j++) {
+            const float *row = B + (long)(j0 + j) * b_cs + k0;
+            __builtin_prefetch(row + PREFETCH_AHEAD);
+            bk[j] = *(const vfloat *)row;
+        }
+        for (int j = nn; j < VL; j++) bk[j] = (vfloat){0};
+        transpose_block(bk);
+        return;
+    }
+#endif
+    for (int k = 0; k < VL; k++)
+        for (int j = 0; j < VL; j++)
+            bk[k][j] = k < kn && j < nn ? B[(long)(k0 + k) * b_rs + (long)(j0 + j) * b_cs] : 0.0f;
+}
+
+// One strip of VL columns of C (j0.., nn of them valid) for M rows. Inlined with M a constant
+// (gemm_few_rows switches on it) so that the accumulators and the block of B stay in registers.
+static inline __attribute__((always_inline)) void few_rows_strip(
+    const int M, int N, int K, const float *A, long a_rs, long a_cs, const float *B, long b_rs,
+    long b_cs, float *C, long ldc, int accumulate, int j0)
+{
+    const int nn = min_int(VL, N - j0);
+    for (int pc = 0; pc < K; pc += KC) {  // the packed product's K blocks
+        const int kc = min_int(KC, K - pc);
+        const int add = accumulate || pc > 0;
+        vfloat acc[FEW_ROWS];
+        for (int i = 0; i < M; i++) acc[i] = (vfloat){0};
+        for (int k0 = pc; k0 < pc + kc; k0 += VL) {
+            const int kn = min_int(VL, pc + kc - k0);
+            vfloat bk[VL];
+            load_b_block(bk, B, b_rs, b_cs, k0, kn, j0, nn);
+            if (kn == VL) {
+                #pragma GCC unroll 16
+                for (int k = 0; k < VL; k++)
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < M; i++) acc[i] += A[i * a_rs + (long)(k0 + k) * a_cs] * bk[k];
+            } else {
+                for (int k = 0; k < kn; k++)
+                    for (int i = 0; i < M; i++) acc[i] += A[i * a_rs + (long)(k0 + k) * a_cs] * bk[k];
+            }
+        }
+        for (int i = 0; i < M; i++) {
+            float *c = C + i * ldc + j0;
+            if (nn == VL) {
+                vfloat *cv = (vfloat *)c;
+                *cv = add ? *cv + acc[i] : acc[i];
+            } else {
+                for (int j = 0; j < nn; j++) c[j] = add ? c[j] + acc[i][j] : acc[i][j];
+            }
+        }
+    }
+}
+
+static void gemm_few_rows(int M, int N, int K, const float *A, long a_rs, long a_cs,
+                          const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
+{
+    const int n_strips = (N + VL - 1) / VL;
+    const int parallel = 2.0 * M * N * K >= SERIAL_FLOPS;
+    (void)parallel;  // unused without OpenMP
+    #pragma omp parallel for schedule(static) if (parallel)
+    for (int strip = 0; strip < n_strips; strip++) {
+        #define FEW_ROWS_STRIP(m) few_rows_strip(m, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, \
+                                                 accumulate, strip * VL)
+        switch (M) {
+        case 1: FEW_ROWS_STRIP(1); break;
+        case 2: FEW_ROWS_STRIP(2); break;
+        case 3: FEW_ROWS_STRIP(3); break;
+        default: FEW_ROWS_STRIP(4); break;
+        }
+        #undef FEW_ROWS_STRIP
+    }
+}
+
+// C = A·B (or C += A·B): the few-rows path when A has at most FEW_ROWS rows, else the packed one.
+// Both give the same bits.
+static void gemm(int M, int N, int K, const float *A, long a_rs, long a_cs,
+          const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {  // empty sum
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * N);
+        return;
+    }
+    if (M <= FEW_ROWS) gemm_few_rows(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
+    else gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
 }
 
 #endif // SIRT_LIB_GEMM_H

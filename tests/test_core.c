@@ -70,6 +70,47 @@ static void test_gemm(void) {
     }
 }
 
+// gemm's few-rows path (A with at most FEW_ROWS rows: decoding a sequence or a few) must give
+// the packed path's bits, so that a sequence's numbers do not depend on the batch it shares: every
+// M up to FEW_ROWS, the three layouts, with and without accumulation, K across several KC blocks
+// and not a multiple of the vector width, N with a ragged last strip; 1 and 2 threads.
+static void test_gemm_few_rows(void) {
+    Rng rng = rng_seeded(11);
+    int sizes[][2] = {{1, 1}, {13, 5}, {129, 64}, {100, 1000}, {1000, 17}, {37, 2 * KC + 19}};
+    int checked = 0, identical = 0;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int M = 1; M <= FEW_ROWS; M++)
+            for (int layout = 0; layout < 3; layout++)
+                for (int accumulate = 0; accumulate < 2; accumulate++)
+                    for (int threads = 1; threads <= 2; threads++) {
+                        int N = sizes[s][0], K = sizes[s][1];
+                        long a_rs = layout == 2 ? 1 : K, a_cs = layout == 2 ? M : 1;
+                        long b_rs = layout == 0 ? 1 : N, b_cs = layout == 0 ? K : 1;
+                        size_t mk = (size_t)M * K, kn = (size_t)K * N, mn = (size_t)M * N;
+                        float *A = xmalloc(mk * 4), *B = xmalloc(kn * 4);
+                        float *C_few = xmalloc(mn * 4), *C_packed = xmalloc(mn * 4);
+                        fill_normal(A, mk, 1.0f, &rng);
+                        fill_normal(B, kn, 1.0f, &rng);
+                        fill_normal(C_few, mn, 1.0f, &rng);
+                        memcpy(C_packed, C_few, mn * 4);
+                        set_threads(threads);
+                        gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_few, N, accumulate);
+                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_packed, N, accumulate);
+                        checked++;
+                        if (memcmp(C_few, C_packed, mn * 4) == 0) identical++;
+                        else printf("  differs: M=%d N=%d K=%d layout %d accumulate %d, %d threads\n",
+                                    M, N, K, layout, accumulate, threads);
+                        free(A);
+                        free(B);
+                        free(C_few);
+                        free(C_packed);
+                    }
+    set_threads(2);
+    check(checked > 0 && identical == checked,
+          "gemm with 1..%d rows (the few-rows path) is bit-identical to the packed path: %d of %d "
+          "products", FEW_ROWS, identical, checked);
+}
+
 // Backward kernels accumulate: each is called on gradient buffers that already hold random
 // values, and the check uses what it added.
 static float *random_copy(const float *x, size_t n) {
@@ -1028,6 +1069,7 @@ int main(int argc, char **argv) {
     scratch_make(dir, sizeof dir, "test_core");
     Rng rng = rng_seeded(2024);
     test_gemm();
+    test_gemm_few_rows();
     test_encoder(&rng, 0);
     test_encoder(&rng, 1);
     test_layernorm(&rng);
