@@ -450,8 +450,8 @@ extern "C" void matmul_backward(float *dinp, float *dweight, float *dbias, const
 // =============================================================================================
 
 // One query of causal attention, computed by one warp; the arithmetic shared by the training
-// forward pass and cached decoding, so that the two agree exactly (as attend_one_query in
-// sirt.c). row[0..t] = softmax_t2(q · k_t2 · scale), out (hs) = Σ_t2 row[t2] v_t2, where key and
+// forward pass and cached decoding, so that the two agree exactly (as in sirt.c, where both
+// end in attend_scored_query). row[0..t] = softmax_t2(q · k_t2 · scale), out (hs) = Σ_t2 row[t2] v_t2, where key and
 // value t2 start at keys + t2·stride, values + t2·stride for t2 < split and at keys2 + t2·stride,
 // values2 + t2·stride from split on (decoding: a prompt shared from another cache slot; the
 // training forward pass: one region, split = t + 1).

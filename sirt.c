@@ -46,6 +46,7 @@
 #include "lib/flags.h"     // Flag, flags_parse, flags_usage: each command's flags and its --help
 #ifndef SIRT_CUDA          // the CPU kernels' matrix product (the GPU build has cuBLAS):
 #include "lib/gemm.h"      // gemm, tuned for the cache, and gemm_reference, the plain loop
+#include "lib/exp.h"       // exp_floats: expf over an array, vectorized, with the C library's bits
 #endif
 #include "lib/jsonl.h"     // JsonObject, JsonlFile: reading and writing JSON lines
 #include "tokenizer.c"     // Tokenizer: byte-level BPE, ours and GPT-2's; `./sirt tokenizer`
@@ -206,17 +207,28 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 }
 
 // ---------------------------------------------------------------------------------------------
-// a · b over n floats, with 16 partial sums in a fixed order: the compiler turns the inner loop
-// into vector instructions (a plain running sum cannot be, since float addition does not
-// reassociate). Every attention kernel uses it, so cached decoding matches the full forward.
+// vec16: 16 floats that the compiler keeps in vector registers (one with AVX-512, two with AVX),
+// via the GCC/Clang vector extension; aligned(4) lets one point anywhere in a float array. The
+// attention kernels hold their partial sums and accumulators in it: as a plain float[16] array,
+// GCC splits such a loop into 8 + 4 + 2 + 1 + 1 lanes. Its arithmetic is lane by lane, so the
+// bits are those of the plain loops.
+typedef float vec16 __attribute__((vector_size(16 * sizeof(float)), aligned(4)));
+static inline vec16 load16(const float *p) { return *(const vec16 *)p; }
+
+// a · b over n floats, with 16 partial sums in a fixed order: partial sum j collects the
+// products i = j, j+16, ... (one vector register; a plain running sum cannot vectorize, since
+// float addition does not reassociate), then the partial sums are added from the first. Every
+// attention kernel uses it, so cached decoding matches the full forward. The tail (n not a
+// multiple of 16) is written as explicit fused multiply-adds: as a plain `sum += a·b` the
+// compiler may vectorize it into products and then adds, and the variants below, which must
+// give the same bits, could not follow.
 static float dot_product(const float *a, const float *b, int n) {
-    float partial[16] = {0};
+    vec16 partial = {0};
     int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) partial[j] += a[i + j] * b[i + j];
+    for (; i + 16 <= n; i += 16) partial += load16(a + i) * load16(b + i);
     float sum = 0.0f;
     for (int j = 0; j < 16; j++) sum += partial[j];
-    for (; i < n; i++) sum += a[i] * b[i];
+    for (; i < n; i++) sum = fmaf(a[i], b[i], sum);
     return sum;
 }
 
@@ -240,132 +252,218 @@ static void dot_products_16(float *out, const float *a, const float *b, size_t s
     for (int j = 0; j < 16; j++)
         for (int l = 0; l < DOT_LANES; l++) sum[l] += by_j[j][l];
     for (; i < n; i++)
-        for (int l = 0; l < DOT_LANES; l++) sum[l] += a[i] * b[l * stride + i];
+        for (int l = 0; l < DOT_LANES; l++) sum[l] = fmaf(a[i], b[l * stride + i], sum[l]);
     for (int l = 0; l < DOT_LANES; l++) out[l] = sum[l];
 }
 
-// One query of causal attention, the arithmetic shared by the training forward pass and cached
-// decoding (so that the two agree exactly): row[0..t] = softmax_t2(q · k_t2 · scale) and
-// out (hs) = Σ_t2 row[t2] v_t2. Key and value t2 start at keys[r] + t2·stride and
+// The same dot products with the vectors stored as columns, for 16·nb of them (nb <= 4):
+// out[l] = a · (column l of bt), where bt holds element i of vector l at bt[i·ld + l]. The same
+// operations in the same order as dot_product for each l (partial sum j collects i = j, j+16,
+// ...; the partial sums are added from the first; then the tail), with 16 vectors in the lanes
+// of one register and nb registers side by side, whose sums do not wait on one another. The
+// training passes use it: they transpose a head's keys (or values) once and then reuse them for
+// every query. Inlined with nb a constant.
+static inline __attribute__((always_inline)) void dot_products_columns(
+    float *out, const int nb, const float *a, const float *bt, size_t ld, int n) {
+    const int n16 = n / 16 * 16;
+    vec16 sum[4];
+    for (int v = 0; v < nb; v++) sum[v] = (vec16){0};
+    for (int j = 0; j < 16; j++) {
+        vec16 partial[4];
+        for (int v = 0; v < nb; v++) partial[v] = (vec16){0};
+        for (int i = j; i < n16; i += 16)
+            #pragma GCC unroll 4
+            for (int v = 0; v < nb; v++) partial[v] += a[i] * load16(bt + i * ld + 16 * v);
+        #pragma GCC unroll 4
+        for (int v = 0; v < nb; v++) sum[v] += partial[v];
+    }
+    for (int i = n16; i < n; i++)
+        #pragma GCC unroll 4
+        for (int v = 0; v < nb; v++) sum[v] += a[i] * load16(bt + i * ld + 16 * v);
+    for (int v = 0; v < nb; v++) *(vec16 *)(out + 16 * v) = sum[v];
+}
+
+// out[t2] = a · (column t2 of bt) for t2 = lo..hi-1, 64 columns at a time while it can, then 16;
+// the last hi − lo mod 16 are left to the caller (dot_product on the rows).
+static int dot_products_by_columns(float *out, const float *a, const float *bt, size_t ld, int n,
+                                   int lo, int hi) {
+    int t2 = lo;
+    for (; t2 + 64 <= hi; t2 += 64) dot_products_columns(out + t2, 4, a, bt + t2, ld, n);
+    for (; t2 + 16 <= hi; t2 += 16) dot_products_columns(out + t2, 1, a, bt + t2, ld, n);
+    return t2;
+}
+
+// dst (n, T) = the n channels of rows t = 0..T-1 of src (row stride `stride`), transposed: one
+// head's keys or values as columns, for dot_products_columns.
+static void transpose_head(float *dst, const float *src, size_t stride, int T, int n) {
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) dst[(size_t)i * T + t] = src[t * stride + i];
+}
+
+// y (16·nv) += Σ_c w[c·w_stride] · x_c for c = 0..count-1, x_c = x + c·x_stride: each y[i]
+// gets the terms in order of c, one fused multiply-add each, in nv vector accumulators that are
+// independent of one another (so nv of them hide the latency of the additions). Inlined with nv a
+// constant.
+static inline __attribute__((always_inline)) void add_weighted_rows_16(
+    float *y, const int nv, const float *w, size_t w_stride, const float *x, size_t x_stride, int count) {
+    vec16 acc[4];
+    for (int v = 0; v < nv; v++) acc[v] = load16(y + 16 * v);
+    for (int c = 0; c < count; c++) {
+        const float wc = w[c * w_stride], *xc = x + c * x_stride;
+        #pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) acc[v] += wc * load16(xc + 16 * v);
+    }
+    for (int v = 0; v < nv; v++) *(vec16 *)(y + 16 * v) = acc[v];
+}
+
+// y (n) += Σ_c w[c·w_stride] · x_c for c = 0..count-1, x_c = x + c·x_stride: the terms added
+// to each y[i] in order of c, one fused multiply-add each (the bits of the plain loop
+// `for c: for i: y[i] += w·x[i]`), up to 64 outputs at a time held in registers.
+static void add_weighted_rows(float *y, int n, const float *w, size_t w_stride, const float *x,
+                              size_t x_stride, int count) {
+    int i0 = 0;
+    for (; i0 + 64 <= n; i0 += 64) add_weighted_rows_16(y + i0, 4, w, w_stride, x + i0, x_stride, count);
+    if (i0 + 32 <= n) {
+        add_weighted_rows_16(y + i0, 2, w, w_stride, x + i0, x_stride, count);
+        i0 += 32;
+    }
+    if (i0 + 16 <= n) {
+        add_weighted_rows_16(y + i0, 1, w, w_stride, x + i0, x_stride, count);
+        i0 += 16;
+    }
+    for (; i0 < n; i0++) {
+        float acc = y[i0];
+        for (int c = 0; c < count; c++) acc = fmaf(w[c * w_stride], x[c * x_stride + i0], acc);
+        y[i0] = acc;
+    }
+}
+
+// One query of causal attention after its scores: row[0..t] holds q · k_t2 for t2 = 0..t, and
+// becomes softmax_t2(row · scale); out (hs) = Σ_t2 row[t2] v_t2. Value t2 starts at
 // values[r] + t2·stride, r = 0 for t2 < split and r = 1 from split on (decoding reads a shared
 // prompt from one cache slot and the rest from the sequence's own; the training forward pass has
-// one region, split = t + 1). The regions change no bit: each key's score is computed alone, and
-// the weighted sum runs over t2 in order from 0 through both.
-static void attend_one_query(float *out, float *row, const float *q, const float *const keys[2],
-                             const float *const values[2], int split, size_t stride, int t, int hs,
-                             float scale) {
+// one region, split = t + 1). The regions change no bit: the weighted sum runs over t2 in order
+// from 0 through both. The training forward pass and cached decoding both end here, and compute
+// each score with the same operations in the same order (dot_product's), so the two agree exactly.
+static void attend_scored_query(float *out, float *row, const float *const values[2], int split,
+                                size_t stride, int t, int hs, float scale) {
     int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
-    for (int r = 0; r < 2; r++) {
-        int t2 = lo[r];
-        for (; t2 + DOT_LANES <= hi[r]; t2 += DOT_LANES) // keys 16 at a time, then one by one
-            dot_products_16(row + t2, q, keys[r] + t2 * stride, stride, hs);
-        for (; t2 < hi[r]; t2++) row[t2] = dot_product(q, keys[r] + t2 * stride, hs);
-    }
     float maxval = -INFINITY;
     for (int t2 = 0; t2 <= t; t2++) {
         row[t2] *= scale;
         if (row[t2] > maxval) maxval = row[t2];
     }
+    for (int t2 = 0; t2 <= t; t2++) row[t2] -= maxval;
+    exp_floats(row, row, (size_t)t + 1);
     float sum = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        row[t2] = expf(row[t2] - maxval);
-        sum += row[t2];
-    }
+    for (int t2 = 0; t2 <= t; t2++) sum += row[t2];
     for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
-    // out[i] = Σ_t2 row[t2] v_t2[i], summed over t2 in order from 0; 16 outputs at a time held in
-    // a local accumulator (vector registers), which out, possibly aliasing row, cannot be
-    int i0 = 0;
-    for (; i0 + 16 <= hs; i0 += 16) {
-        float acc[16] = {0};
-        for (int r = 0; r < 2; r++)
-            for (int t2 = lo[r]; t2 < hi[r]; t2++) {
-                const float *v = values[r] + t2 * stride + i0;
-                float w = row[t2];
-                for (int j = 0; j < 16; j++) acc[j] += w * v[j];
-            }
-        for (int j = 0; j < 16; j++) out[i0 + j] = acc[j];
-    }
-    for (; i0 < hs; i0++) {
-        float acc = 0.0f;
-        for (int r = 0; r < 2; r++)
-            for (int t2 = lo[r]; t2 < hi[r]; t2++) acc += row[t2] * values[r][t2 * stride + i0];
-        out[i0] = acc;
-    }
+    // out[i] = Σ_t2 row[t2] v_t2[i], summed over t2 in order from 0 through both regions
+    memset(out, 0, (size_t)hs * sizeof(float));
+    for (int r = 0; r < 2; r++)
+        add_weighted_rows(out, hs, row + lo[r], 1, values[r] + lo[r] * stride, stride, hi[r] - lo[r]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // qkv (B,T,QKV), pos (B,T) or NULL -> out (B,T,C), att (B,NH,T,T); QKV = C + 2·KVC (model.h)
 // Query t sees the keys of its own example up to itself: t2 = s..t with s = t − pos[t], the
 // example's first position (s = 0 when pos is NULL). For each batch row b, head h and query
-// position t (all independent, so all parallel), with kh = h / (NH/KVH) its key/value head:
+// position t, with kh = h / (NH/KVH) its key/value head:
 //   att[t2] = softmax_{s <= t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
-// and the rest of the row is zero.
+// and the rest of the row is zero. Threads split the (b, h) pairs; each transposes its head's
+// keys once (kt) and scores every query against 64 keys at a time.
 void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
                        int C, int NH, int KVH) {
     int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(3)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                int s = t - position_of(pos, b * T + t, T), kh = h / group;
-                // row s of this head: the example's first key and value are its keys[0], values[0]
-                const float *base = qkv + ((size_t)b * T + s) * QKV + kh * hs;
-                float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
-                const float *keys[2] = {base + C, base + C}, *values[2] = {base + C + KVC, base + C + KVC};
-                attend_one_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
-                                 qkv + ((size_t)b * T + t) * QKV + h * hs, keys, values, t - s + 1,
-                                 QKV, t - s, hs, scale);
-                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+#pragma omp parallel
+    {
+        float *kt = xmalloc((size_t)hs * T * sizeof(float)); // kt[i·T + t2] = k_t2[i]
+#pragma omp for collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                const float *keys = qkv + (size_t)b * T * QKV + C + (h / group) * hs;
+                transpose_head(kt, keys, QKV, T, hs);
+                for (int t = 0; t < T; t++) {
+                    int s = t - position_of(pos, b * T + t, T);
+                    float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                    const float *q = qkv + ((size_t)b * T + t) * QKV + h * hs;
+                    for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
+                    int t2 = dot_products_by_columns(row, q, kt, T, hs, s, t + 1);
+                    for (; t2 <= t; t2++) row[t2] = dot_product(q, keys + t2 * QKV, hs);
+                    // the example's first value is its values[0]
+                    const float *first = keys + (size_t)s * QKV + KVC;
+                    const float *values[2] = {first, first};
+                    attend_scored_query(out + ((size_t)b * T + t) * C + h * hs, row + s, values,
+                                        t - s + 1, QKV, t - s, hs, scale);
+                    for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                }
             }
+        free(kt);
+    }
 }
 
 // dout (B,T,C) -> dqkv (B,T,QKV) +=
 // Position t's query reads the keys and values of every t2 in s..t (s = t − pos[t], as in the
 // forward), so dk and dv of one key/value head collect contributions from many queries, and
-// from every query head of its group: threads split (b, key/value head) pairs, and within one
-// pair the group's query heads, and then the queries, run in order. The gradient through the
-// softmax, for one query row, is
-//   dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]),  datt[t2] = dout_t · v_t2
+// from every query head of its group. The gradient through the softmax, for one query row, is
+//   datt[t2] = dout_t · v_t2,  dpre[t2] = att[t2] * (datt[t2] - Σ_j att[j] datt[j]) / sqrt(hs)
+//   dq_t += Σ_t2 dpre[t2] k_t2,  dk_t2 += dpre[t2] q_t,  dv_t2 += att[t2] dout_t
+// Threads split (b, key/value head) pairs; within one pair the group's query heads run in order,
+// each in two passes: the queries (datt 64 keys at a time from the transposed values vt, then
+// dpre and dq), then the keys (dk and dv, each summed over its queries t in increasing order).
+// Every sum runs in the order of the plain loops over t and then t2, so the bits do not depend
+// on the passes or on the number of threads.
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                         const int *pos, int B, int T, int C, int NH, int KVH) {
     int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
     {
-        float *datt = xmalloc((size_t)T * sizeof(float)); // one query row's scratch
+        float *datt = xmalloc((size_t)T * sizeof(float));      // one query row's dout · v
+        float *dpre = xmalloc((size_t)T * T * sizeof(float));  // the head's dpre, (T,T)
+        float *vt = xmalloc((size_t)hs * T * sizeof(float));   // vt[i·T + t2] = v_t2[i]
+        int *end = xmalloc((size_t)T * sizeof(int));           // one past key t2's last query
 #pragma omp for collapse(2)
         for (int b = 0; b < B; b++)
-            for (int kh = 0; kh < KVH; kh++)
-                for (int h = kh * group; h < (kh + 1) * group; h++)
-                    for (int t = 0; t < T; t++) {
+            for (int kh = 0; kh < KVH; kh++) {
+                const float *keys = qkv + (size_t)b * T * QKV + C + kh * hs;
+                const float *values = keys + KVC;
+                float *dkeys = dqkv + (size_t)b * T * QKV + C + kh * hs, *dvalues = dkeys + KVC;
+                transpose_head(vt, values, QKV, T, hs);
+                for (int t2 = T - 1; t2 >= 0; t2--) // an example ends where the next one starts
+                    end[t2] = t2 == T - 1 || position_of(pos, b * T + t2 + 1, T) == 0 ? t2 + 1 : end[t2 + 1];
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    const float *att_h = att + ((size_t)b * NH + h) * T * T;
+                    const float *q_h = qkv + (size_t)b * T * QKV + h * hs;
+                    const float *d_h = dout + (size_t)b * T * C + h * hs;
+                    for (int t = 0; t < T; t++) { // the queries: dpre and dq
                         int s = t - position_of(pos, b * T + t, T);
-                        const float *row = att + (((size_t)b * NH + h) * T + t) * T;
-                        const float *d = dout + ((size_t)b * T + t) * C + h * hs;
-                        const float *q = qkv + ((size_t)b * T + t) * QKV + h * hs;
-                        float *dq = dqkv + ((size_t)b * T + t) * QKV + h * hs;
-                        float weighted = 0.0f; // Σ_j att[j] datt[j]
-                        for (int t2 = s; t2 <= t; t2++) {
-                            size_t at = ((size_t)b * T + t2) * QKV + C + KVC + kh * hs;
-                            const float *v = qkv + at;
-                            float *dv = dqkv + at;
-                            for (int i = 0; i < hs; i++) dv[i] += row[t2] * d[i];
-                            datt[t2] = dot_product(d, v, hs);
-                            weighted += row[t2] * datt[t2];
-                        }
-                        for (int t2 = s; t2 <= t; t2++) {
-                            float dpre = row[t2] * (datt[t2] - weighted) * scale;
-                            size_t at = ((size_t)b * T + t2) * QKV + C + kh * hs;
-                            const float *k = qkv + at;
-                            float *dk = dqkv + at;
-                            for (int i = 0; i < hs; i++) {
-                                dq[i] += dpre * k[i];
-                                dk[i] += dpre * q[i];
-                            }
-                        }
+                        const float *row = att_h + (size_t)t * T, *d = d_h + (size_t)t * C;
+                        int t2 = dot_products_by_columns(datt, d, vt, T, hs, s, t + 1);
+                        for (; t2 <= t; t2++) datt[t2] = dot_product(d, values + t2 * QKV, hs);
+                        // Σ_j att[j] datt[j], one fused multiply-add per term written out: alone in its
+                        // loop, the compiler would otherwise vectorize the sum as products then adds
+                        float weighted = 0.0f;
+                        for (t2 = s; t2 <= t; t2++) weighted = fmaf(row[t2], datt[t2], weighted);
+                        float *dp = dpre + (size_t)t * T;
+                        for (t2 = s; t2 <= t; t2++) dp[t2] = row[t2] * (datt[t2] - weighted) * scale;
+                        add_weighted_rows(dqkv + ((size_t)b * T + t) * QKV + h * hs, hs, dp + s, 1,
+                                          keys + (size_t)s * QKV, QKV, t - s + 1);
                     }
+                    for (int t2 = 0; t2 < T; t2++) { // the keys: the queries t2..end-1 read key t2
+                        int count = end[t2] - t2;
+                        add_weighted_rows(dvalues + (size_t)t2 * QKV, hs, att_h + (size_t)t2 * T + t2,
+                                          T, d_h + (size_t)t2 * C, C, count);
+                        add_weighted_rows(dkeys + (size_t)t2 * QKV, hs, dpre + (size_t)t2 * T + t2,
+                                          T, q_h + (size_t)t2 * QKV, QKV, count);
+                    }
+                }
+            }
         free(datt);
+        free(dpre);
+        free(vt);
+        free(end);
     }
 }
 
@@ -412,8 +510,16 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
                 size_t shared = prefix_slot ? (size_t)prefix_slot[n] * Tc * KVC + head : own;
                 const float *keys[2] = {kcache + shared, kcache + own};
                 const float *values[2] = {vcache + shared, vcache + own};
-                attend_one_query(out + (size_t)n * C + h * hs, row, qkv + (size_t)n * QKV + h * hs,
-                                 keys, values, prefix_slot ? prefix_len[n] : 0, KVC, pos[n], hs, scale);
+                const float *q = qkv + (size_t)n * QKV + h * hs;
+                int split = prefix_slot ? prefix_len[n] : 0, t = pos[n];
+                int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
+                for (int r = 0; r < 2; r++) { // the scores: keys 16 at a time, then one by one
+                    int t2 = lo[r];
+                    for (; t2 + DOT_LANES <= hi[r]; t2 += DOT_LANES)
+                        dot_products_16(row + t2, q, keys[r] + t2 * KVC, KVC, hs);
+                    for (; t2 < hi[r]; t2++) row[t2] = dot_product(q, keys[r] + t2 * KVC, hs);
+                }
+                attend_scored_query(out + (size_t)n * C + h * hs, row, values, split, KVC, t, hs, scale);
             }
         free(row);
     }
@@ -516,7 +622,13 @@ void swiglu_forward(float *out, const float *inp, int N, int H) {
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * H, *b = a + H;
         float *o = out + (size_t)n * H;
-        for (int i = 0; i < H; i++) o[i] = a[i] * (1.0f / (1.0f + expf(-a[i]))) * b[i];
+        for (int i0 = 0; i0 < H; i0 += EXP_BLOCK) {
+            int m = H - i0 < EXP_BLOCK ? H - i0 : EXP_BLOCK;
+            float e[EXP_BLOCK]; // e^−a
+            for (int j = 0; j < m; j++) e[j] = -a[i0 + j];
+            exp_floats(e, e, (size_t)m);
+            for (int j = 0; j < m; j++) o[i0 + j] = a[i0 + j] * (1.0f / (1.0f + e[j])) * b[i0 + j];
+        }
     }
 }
 
@@ -526,10 +638,17 @@ void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, in
     for (int n = 0; n < N; n++) {
         const float *a = inp + (size_t)n * 2 * H, *b = a + H, *d = dout + (size_t)n * H;
         float *da = dinp + (size_t)n * 2 * H, *db = da + H;
-        for (int i = 0; i < H; i++) {
-            float s = 1.0f / (1.0f + expf(-a[i]));
-            da[i] += d[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
-            db[i] += d[i] * a[i] * s;
+        for (int i0 = 0; i0 < H; i0 += EXP_BLOCK) {
+            int m = H - i0 < EXP_BLOCK ? H - i0 : EXP_BLOCK;
+            float e[EXP_BLOCK]; // e^−a
+            for (int j = 0; j < m; j++) e[j] = -a[i0 + j];
+            exp_floats(e, e, (size_t)m);
+            for (int j = 0; j < m; j++) {
+                int i = i0 + j;
+                float s = 1.0f / (1.0f + e[j]);
+                da[i] += d[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+                db[i] += d[i] * a[i] * s;
+            }
         }
     }
 }
@@ -543,20 +662,35 @@ void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, in
 // inp (N) -> out (N)
 void gelu_forward(float *out, const float *inp, size_t N) {
 #pragma omp parallel for
-    for (size_t i = 0; i < N; i++) {
-        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        out[i] = x / (1.0f + expf(-2.0f * u));
+    for (size_t i0 = 0; i0 < N; i0 += EXP_BLOCK) {
+        size_t m = N - i0 < EXP_BLOCK ? N - i0 : EXP_BLOCK;
+        float e[EXP_BLOCK]; // e^−2u
+        for (size_t j = 0; j < m; j++) {
+            float x = inp[i0 + j], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+            e[j] = -2.0f * u;
+        }
+        exp_floats(e, e, m);
+        for (size_t j = 0; j < m; j++) out[i0 + j] = inp[i0 + j] / (1.0f + e[j]);
     }
 }
 
 // dout (N) -> dinp (N) +=; d/dx [x s] = s + x s (1 − s) 2 du/dx
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
 #pragma omp parallel for
-    for (size_t i = 0; i < N; i++) {
-        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
-        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += (s + 2.0f * x * s * (1.0f - s) * du) * dout[i];
+    for (size_t i0 = 0; i0 < N; i0 += EXP_BLOCK) {
+        size_t m = N - i0 < EXP_BLOCK ? N - i0 : EXP_BLOCK;
+        float e[EXP_BLOCK]; // e^−2u
+        for (size_t j = 0; j < m; j++) {
+            float x = inp[i0 + j], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+            e[j] = -2.0f * u;
+        }
+        exp_floats(e, e, m);
+        for (size_t j = 0; j < m; j++) {
+            size_t i = i0 + j;
+            float x = inp[i], s = 1.0f / (1.0f + e[j]);
+            float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] += (s + 2.0f * x * s * (1.0f - s) * du) * dout[i];
+        }
     }
 }
 
@@ -597,7 +731,13 @@ void classifier_forward(float *logprobs, float *lse, const float *logits, const 
         float maxval = -INFINITY;
         for (int i = 0; i < V; i++) maxval = z[i] > maxval ? z[i] : maxval;
         float sum = 0.0f;
-        for (int i = 0; i < V; i++) sum += expf(z[i] - maxval);
+        for (int i0 = 0; i0 < V; i0 += EXP_BLOCK) {
+            int m = V - i0 < EXP_BLOCK ? V - i0 : EXP_BLOCK;
+            float e[EXP_BLOCK];
+            for (int j = 0; j < m; j++) e[j] = z[i0 + j] - maxval;
+            exp_floats(e, e, (size_t)m);
+            for (int j = 0; j < m; j++) sum += e[j];
+        }
         lse[n] = maxval + logf(sum);
         logprobs[n] = targets[n] >= 0 ? z[targets[n]] - lse[n] : 0.0f;
     }
@@ -614,7 +754,9 @@ void classifier_backward(float *logits, const float *lse, const int *targets, co
             memset(z, 0, (size_t)Vp * sizeof(float));
             continue;
         }
-        for (int i = 0; i < V; i++) z[i] = c * expf(z[i] - lse[n]);
+        for (int i = 0; i < V; i++) z[i] -= lse[n];
+        exp_floats(z, z, (size_t)V);
+        for (int i = 0; i < V; i++) z[i] *= c;
         for (int i = V; i < Vp; i++) z[i] = 0.0f;
         z[targets[n]] -= c;
     }

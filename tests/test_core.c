@@ -358,6 +358,96 @@ static void test_dot_products_16(Rng *rng) {
           "37, 64)");
 }
 
+// dot_products_columns (the training passes' scores, 16 or 64 vectors stored as columns) and
+// add_weighted_rows (their weighted sums of rows) against the plain loops they replace: the
+// same bits, at lengths below, at and between multiples of 16 (the tails are fused multiply-adds
+// in all of them).
+static void test_attention_sums(Rng *rng) {
+    const int lengths[] = {5, 8, 16, 24, 32, 37, 64, 100};
+    int same_dots = 1, same_rows = 1;
+    for (int c = 0; c < 8; c++) {
+        int n = lengths[c], cols = 64;
+        size_t ld = cols + 5;
+        float *a = xmalloc((size_t)n * 4), *bt = xmalloc((size_t)n * ld * 4), *col = xmalloc((size_t)n * 4);
+        float out[64];
+        fill_normal(a, n, 1, rng);
+        fill_normal(bt, (size_t)n * ld, 1, rng);
+        for (int nb = 1; nb <= 4; nb *= 4) {
+            int done = dot_products_by_columns(out, a, bt, ld, n, 0, 16 * nb);
+            same_dots &= done == 16 * nb;
+            for (int l = 0; l < 16 * nb; l++) {
+                for (int i = 0; i < n; i++) col[i] = bt[(size_t)i * ld + l];
+                float one = dot_product(a, col, n);
+                same_dots &= memcmp(&one, &out[l], sizeof one) == 0;
+            }
+        }
+        // y (n) += Σ_c w_c x_c over 7 rows, against the plain loop
+        int count = 7;
+        size_t x_stride = (size_t)n + 3;
+        float *x = xmalloc(count * x_stride * 4), *w = xmalloc(2 * count * 4);
+        float *y = xmalloc((size_t)n * 4), *y_plain = xmalloc((size_t)n * 4);
+        fill_normal(x, count * x_stride, 1, rng);
+        fill_normal(w, 2 * count, 1, rng);
+        fill_normal(y, n, 1, rng);
+        memcpy(y_plain, y, (size_t)n * 4);
+        add_weighted_rows(y, n, w, 2, x, x_stride, count);
+        for (int k = 0; k < count; k++)
+            for (int i = 0; i < n; i++) y_plain[i] = fmaf(w[2 * k], x[k * x_stride + i], y_plain[i]);
+        same_rows &= memcmp(y, y_plain, (size_t)n * 4) == 0;
+        free(a); free(bt); free(col); free(x); free(w); free(y); free(y_plain);
+    }
+    check(same_dots, "dot_products_columns (16 and 64 columns) equals dot_product bit for bit "
+          "(lengths 5 to 100)");
+    check(same_rows, "add_weighted_rows equals the plain loop of fused multiply-adds bit for bit "
+          "(lengths 5 to 100)");
+}
+
+// exp_floats (lib/exp.h) against the C library's expf: every 257th float bit pattern (16.7
+// million arguments, both signs, every exponent), the special values, and a buffer whose length
+// is not a multiple of its chunks, computed in place. NaN counts as equal to NaN.
+static void test_exp_floats(void) {
+    int table_ok = 1;
+    for (int i = 0; i < 32; i++) {
+        double d = exp2(i / 32.0);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        table_ok &= exp_table[i] == bits - ((uint64_t)i << 47);
+    }
+    check(table_ok, "exp_table[i] holds 2^(i/32) less i << 47");
+    enum { CHUNK = 1 << 16 };
+    float *x = xmalloc(CHUNK * 4), *y = xmalloc(CHUNK * 4);
+    size_t k = 0, compared = 0, differ = 0;
+    for (uint64_t u = 0; u < (1ull << 32); u += 257) {
+        uint32_t v = (uint32_t)u;
+        memcpy(&x[k++], &v, 4);
+        if (k == CHUNK || u + 257 >= (1ull << 32)) {
+            exp_floats(y, x, k);
+            for (size_t i = 0; i < k; i++) {
+                float e = expf(x[i]);
+                compared++;
+                if (memcmp(&e, &y[i], 4) != 0 && !(isnan(e) && isnan(y[i]))) differ++;
+            }
+            k = 0;
+        }
+    }
+    const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 88.0f, -88.0f, 87.99999f,
+                              -87.99999f, 88.72283f, 88.72284f, -103.97207f, -103.97208f,
+                              -87.33655f, -100.0f, 1e-30f, -1e-30f, 1.0f, -1.0f, 0.5f};
+    size_t ns = sizeof specials / sizeof specials[0];
+    for (size_t i = 0; i < 1001; i++) x[i] = specials[i % ns] * (i < ns ? 1.0f : 1.0f + i * 1e-4f);
+    memcpy(y, x, 1001 * 4);
+    exp_floats(y, y, 1001); // in place
+    for (size_t i = 0; i < 1001; i++) {
+        float e = expf(x[i]);
+        compared++;
+        if (memcmp(&e, &y[i], 4) != 0 && !(isnan(e) && isnan(y[i]))) differ++;
+    }
+    check(differ == 0 && compared > 16000000, "exp_floats equals expf bit for bit on %zu arguments "
+          "(%zu differ)", compared, differ);
+    free(x);
+    free(y);
+}
+
 // --- gelu and residual -----------------------------------------------------------------------
 typedef struct { float *inp, *inp2, *out, *r; size_t N; int residual; } PointwiseCase;
 static double pointwise_objective(void *p) {
@@ -1076,6 +1166,9 @@ int main(int argc, char **argv) {
     test_matmul(&rng);
     test_attention(&rng, 0, 0);
     test_dot_products_16(&rng);
+    Rng sums_rng = rng_seeded(17); // its own draws: the later tests keep theirs
+    test_attention_sums(&sums_rng);
+    test_exp_floats();
     test_attention(&rng, 1, 0);
     test_pointwise(&rng);
     test_classifier(&rng);
