@@ -234,26 +234,31 @@ static float dot_product(const float *a, const float *b, int n) {
 
 // out[l] = dot_product(a, b + l·stride, n) for l < 16, the same operations in the same order
 // for each l (16 partial sums over i, added up from the first), but with the 16 dot products
-// side by side: the last step, adding up the partial sums, is then 16 vector additions instead
+// side by side: the partial sums of the 16 (one vector each) are transposed (in registers with
+// AVX-512, lib/gemm.h's transpose_block), and adding them up is then 16 vector additions instead
 // of 16 serial additions per dot product. (Decoding's attention is mostly these sums: hs is small.)
 enum { DOT_LANES = 16 };
 static void dot_products_16(float *out, const float *a, const float *b, size_t stride, int n) {
-    float partial[DOT_LANES][16] = {{0}}; // [l][j]: dot product l's partial sum j
+    vec16 partial[DOT_LANES]; // [l][j]: dot product l's partial sum j
+    for (int l = 0; l < DOT_LANES; l++) partial[l] = (vec16){0};
     int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < DOT_LANES; l++) {
-            const float *bl = b + l * stride + i;
-            for (int j = 0; j < 16; j++) partial[l][j] += a[i + j] * bl[j];
-        }
-    float by_j[16][DOT_LANES]; // the partial sums transposed: [j][l]
+    for (; i + 16 <= n; i += 16) {
+        const vec16 ai = load16(a + i);
+        for (int l = 0; l < DOT_LANES; l++) partial[l] += ai * load16(b + l * stride + i);
+    }
+#ifdef SIRT_HAVE_TRANSPOSE
+    transpose_block(partial); // now [j][l]
+#else
+    vec16 by_j[16];
     for (int j = 0; j < 16; j++)
         for (int l = 0; l < DOT_LANES; l++) by_j[j][l] = partial[l][j];
-    float sum[DOT_LANES] = {0};
-    for (int j = 0; j < 16; j++)
-        for (int l = 0; l < DOT_LANES; l++) sum[l] += by_j[j][l];
+    memcpy(partial, by_j, sizeof by_j);
+#endif
+    vec16 sum = {0};
+    for (int j = 0; j < 16; j++) sum += partial[j];
     for (; i < n; i++)
         for (int l = 0; l < DOT_LANES; l++) sum[l] = fmaf(a[i], b[l * stride + i], sum[l]);
-    for (int l = 0; l < DOT_LANES; l++) out[l] = sum[l];
+    *(vec16 *)out = sum;
 }
 
 // The same dot products with the vectors stored as columns, for 16·nb of them (nb <= 4):
