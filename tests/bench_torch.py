@@ -2,7 +2,7 @@
 # The training step of a minimal GPT-2 (llm.c's definition), or of a Llama (llama2.c's) with its
 # cached decoding, in PyTorch eager, fp32, for comparison with `./sirt bench` (BENCHMARKS.md).
 # Usage (not part of test.sh: it needs PyTorch):
-#   /usr/bin/python3 tests/bench_torch.py [--threads N] [a or b ...]      GPT-2 shapes (a), (b)
+#   /usr/bin/python3 tests/bench_torch.py [--threads N] [a, s or b ...]  GPT-2 shapes (a), (s), (b)
 #   /usr/bin/python3 tests/bench_torch.py [--threads N] --arch llama [--config L,NH,C,maxT,V[,KVH[,hidden]]]
 #                                         [--batch B --seq T] [--steps N] [--train-only]
 # --threads N (default 2) sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and torch's threads.
@@ -99,6 +99,8 @@ class GPT(nn.Module):
 
 SHAPES = {
     "a": dict(L=4, NH=4, C=128, maxT=256, V=512, B=4, T=64, steps=10),
+    # the reproduction's GPT-2 student and its SFT batch (./sirt bench --config 4,4,128,256,1024 --batch 16 --seq 256)
+    "s": dict(L=4, NH=4, C=128, maxT=256, V=1024, B=16, T=256, steps=5),
     "b": dict(L=12, NH=12, C=768, maxT=1024, V=50257, B=4, T=64, steps=5),
 }
 
@@ -384,7 +386,7 @@ def main_llama(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="PyTorch side of ./sirt bench")
-    parser.add_argument("shapes", nargs="*", help="GPT-2 shapes: a, b (default both)")
+    parser.add_argument("shapes", nargs="*", help="GPT-2 shapes: a, s, b (default a and b)")
     parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     parser.add_argument("--config", help="Llama: L,NH,C,maxT,V[,KVH[,hidden]]")
     parser.add_argument("--batch", type=int)
