@@ -282,9 +282,8 @@ static inline __attribute__((always_inline)) void dot_products_columns(
         #pragma GCC unroll 4
         for (int v = 0; v < nb; v++) sum[v] += partial[v];
     }
-    for (int i = n16; i < n; i++)
-        #pragma GCC unroll 4
-        for (int v = 0; v < nb; v++) sum[v] += a[i] * load16(bt + i * ld + 16 * v);
+    for (int i = n16; i < n; i++) // the tail, fused multiply-adds as in dot_product
+        for (int l = 0; l < 16 * nb; l++) sum[l / 16][l % 16] = fmaf(a[i], bt[i * ld + l], sum[l / 16][l % 16]);
     for (int v = 0; v < nb; v++) *(vec16 *)(out + 16 * v) = sum[v];
 }
 
@@ -322,8 +321,10 @@ static inline __attribute__((always_inline)) void add_weighted_rows_16(
 }
 
 // y (n) += Σ_c w[c·w_stride] · x_c for c = 0..count-1, x_c = x + c·x_stride: the terms added
-// to each y[i] in order of c, one fused multiply-add each (the bits of the plain loop
-// `for c: for i: y[i] += w·x[i]`), up to 64 outputs at a time held in registers.
+// to each y[i] in order of c (the bits of the plain loop `for c: for i: y[i] += w·x[i]`, which
+// the Makefile's flags compile to fused multiply-adds), up to 64 outputs at a time held in
+// registers; the last n mod 16 as explicit fused multiply-adds (a plain scalar loop here could
+// be vectorized into products and then adds).
 static void add_weighted_rows(float *y, int n, const float *w, size_t w_stride, const float *x,
                               size_t x_stride, int count) {
     int i0 = 0;
@@ -664,17 +665,22 @@ void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, in
 // instead of tanhf, several times faster, and equal to the tanh form to float rounding.
 #define GELU_SCALE 0.7978845608028654f // sqrt(2/π)
 
+// x (m) -> e (m) = e^−2u, for both passes: m <= EXP_BLOCK values at a time through exp_floats
+static void gelu_exp(float *e, const float *x, size_t m) {
+    for (size_t j = 0; j < m; j++) {
+        float u = GELU_SCALE * (x[j] + 0.044715f * x[j] * x[j] * x[j]);
+        e[j] = -2.0f * u;
+    }
+    exp_floats(e, e, m);
+}
+
 // inp (N) -> out (N)
 void gelu_forward(float *out, const float *inp, size_t N) {
 #pragma omp parallel for
     for (size_t i0 = 0; i0 < N; i0 += EXP_BLOCK) {
         size_t m = N - i0 < EXP_BLOCK ? N - i0 : EXP_BLOCK;
-        float e[EXP_BLOCK]; // e^−2u
-        for (size_t j = 0; j < m; j++) {
-            float x = inp[i0 + j], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-            e[j] = -2.0f * u;
-        }
-        exp_floats(e, e, m);
+        float e[EXP_BLOCK];
+        gelu_exp(e, inp + i0, m);
         for (size_t j = 0; j < m; j++) out[i0 + j] = inp[i0 + j] / (1.0f + e[j]);
     }
 }
@@ -684,12 +690,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
 #pragma omp parallel for
     for (size_t i0 = 0; i0 < N; i0 += EXP_BLOCK) {
         size_t m = N - i0 < EXP_BLOCK ? N - i0 : EXP_BLOCK;
-        float e[EXP_BLOCK]; // e^−2u
-        for (size_t j = 0; j < m; j++) {
-            float x = inp[i0 + j], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-            e[j] = -2.0f * u;
-        }
-        exp_floats(e, e, m);
+        float e[EXP_BLOCK];
+        gelu_exp(e, inp + i0, m);
         for (size_t j = 0; j < m; j++) {
             size_t i = i0 + j;
             float x = inp[i], s = 1.0f / (1.0f + e[j]);
