@@ -305,9 +305,9 @@ static void transpose_head(float *dst, const float *src, size_t stride, int T, i
 }
 
 // y (16·nv) += Σ_c w[c·w_stride] · x_c for c = 0..count-1, x_c = x + c·x_stride: each y[i]
-// gets the terms in order of c, one fused multiply-add each, in nv vector accumulators that are
-// independent of one another (so nv of them hide the latency of the additions). Inlined with nv a
-// constant.
+// gets the terms in order of c, one multiply-add each (fused under the Makefile's flags), in nv
+// vector accumulators that are independent of one another (so nv of them hide the latency of
+// the additions). Inlined with nv a constant.
 static inline __attribute__((always_inline)) void add_weighted_rows_16(
     float *y, const int nv, const float *w, size_t w_stride, const float *x, size_t x_stride, int count) {
     vec16 acc[4];
