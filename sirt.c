@@ -3757,6 +3757,14 @@ static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new
     if (show_progress_line) generation_progress(*done, n, *new_tokens, start);
 }
 
+// What a generate() call did with its prompts: how many prefills ran (a shared prompt is
+// prefilled once while a slot holds it) and how many prompt tokens they computed.
+typedef struct {
+    long sequences;      // prompts given, one sequence each
+    long prefills;       // prompts prefilled (the others read a prompt that a slot held)
+    long prefill_tokens; // tokens of the prefilled prompts
+} GenerateCounts;
+
 // Whether a (na ids) and b (nb ids) are the same tokens; a NULL a is none.
 static int same_tokens(const int *a, int na, const int *b, int nb) {
     return a && na == nb && (a == b || !memcmp(a, b, (size_t)na * sizeof(int)));
@@ -3764,7 +3772,8 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
 // NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish.
+// draws a progress line as sequences finish, then a line of the counts that it returns
+// (GenerateCounts: the prefills, so the prompts shared, and their tokens).
 // Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
 // prompts take them in order. Each decoding step feeds every live sequence one token; a
 // sequence that finishes frees its slot, and before the next step the next waiting prompts are
@@ -3784,8 +3793,8 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // whichever prompts share it), so the batch size, the slots a sequence uses and the order in
 // which sequences finish change nothing (tests/test_generate.c checks it).
 // The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
-static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
-                     const GenerateSettings *g, char **out, int show_progress_line) {
+static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
+                               const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
     int longest = 1;
     for (long i = 0; i < n; i++) longest = prompts[i].length > longest ? prompts[i].length : longest;
@@ -3810,6 +3819,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // the sequences of one fill
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
+    GenerateCounts counts = {n, 0, 0};
     double start = now_seconds();
     for (;;) {
         // The waiting prompts start, in order, while there is room: a prompt that a slot holds
@@ -3850,6 +3860,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
             if (B == 0) break;
             if (n_fill > 0) {
                 decode_prefill(model, &kv, ids, lengths, slot, n_fill);
+                counts.prefills += n_fill;
+                for (int f = 0; f < n_fill; f++) counts.prefill_tokens += lengths[f];
                 for (int f = 0; f < n_fill; f++)
                     memcpy(prompt_logits + (size_t)slot[f] * cfg->Vp,
                            kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
@@ -3909,6 +3921,10 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     free(prompt_logits);
     free(scratch);
     free(started);
+    if (show_progress_line)
+        printf("prompts: %ld prefilled (%ld tokens) for %ld sequences\n", counts.prefills,
+               counts.prefill_tokens, counts.sequences);
+    return counts;
 }
 
 // =============================================================================================

@@ -228,8 +228,15 @@ static void test_generation_determinism(void) {
 // sequences have finished but that still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
 // the same prompt, half of them as the same ids pointer and half as equal copies: with batch 1
 // every prompt is prefilled (the one slot always holds the previous, other prompt); batches 4,
-// 7 and 36 share, and must give every sequence the text of batch 1. GPT-2, and Llama with
+// 7 and 36 must give every sequence the text of batch 1. GPT-2, and Llama with
 // grouped-query attention (its cache rows are KVC = 2·8 wide, not C).
+// The prefills that generate() counts prove the sharing: batch 1 prefills all 36 prompts; batch
+// 36 starts all 36 sequences in one fill, so it prefills each distinct prompt once (6) and no
+// other; batch 7's first fill holds prompts 0..6, and prompt 6 is prompt 0's again, so it
+// prefills fewer than 36 (how many more than 6 depends on when slots free: a slot whose readers
+// have all finished may be given to another prompt, which loses the one it held); batch 4 at
+// least 6 and at most 36: its 4 slots cycle through 6 prompts, so a prompt comes back after its
+// slot went to another unless its last sample is still live (here it prefills all 36).
 static void test_shared_prompts(int arch) {
     Model model;
     if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 21, ARCH_LLAMA, 0);
@@ -256,14 +263,29 @@ static void test_shared_prompts(int arch) {
             memcpy(prompts[i].ids, distinct[d], distinct_len[d] * sizeof(int));
         }
     }
+    long distinct_tokens = 0, all_tokens = 0;
+    for (int d = 0; d < D; d++) distinct_tokens += distinct_len[d];
+    for (int i = 0; i < P; i++) all_tokens += prompts[i].length;
     int batches[RUNS] = {1, 4, 7, 36};
     for (int mode = 0; mode < 2; mode++) { // sampling at temperature 1, then greedy
         GenerateSettings g = {{mode ? 0.0f : 1.0f, 0, 1.0f}, 20, NULL, 5, 1};
         char *runs[RUNS][P];
+        GenerateCounts counts[RUNS];
         for (int r = 0; r < RUNS; r++) {
             g.batch = batches[r];
-            generate(&model, tok, prompts, P, &g, runs[r], 0);
+            counts[r] = generate(&model, tok, prompts, P, &g, runs[r], 0);
         }
+        int counted = 1;
+        for (int r = 0; r < RUNS; r++) counted &= counts[r].sequences == P;
+        check(counted && counts[0].prefills == P && counts[0].prefill_tokens == all_tokens &&
+              counts[3].prefills == D && counts[3].prefill_tokens == distinct_tokens &&
+              counts[2].prefills >= D && counts[2].prefills < P && counts[1].prefills >= D &&
+              counts[1].prefills <= P,
+              "%s, %s: prefills counted: batch 1 prefills all %d prompts (%ld tokens: %ld), batch 36 "
+              "each of the %d distinct ones once (%ld tokens: %ld), batch 7 %ld (%d to %d), batch 4 %ld",
+              arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2", mode ? "greedy" : "temperature 1",
+              P, all_tokens, counts[0].prefill_tokens, D, distinct_tokens, counts[3].prefill_tokens,
+              counts[2].prefills, D, P - 1, counts[1].prefills);
         int same = 1, nonempty = 0, differ = 0;
         for (int i = 0; i < P; i++) {
             for (int r = 1; r < RUNS; r++) same &= !strcmp(runs[0][i], runs[r][i]);
@@ -271,7 +293,7 @@ static void test_shared_prompts(int arch) {
             differ += i >= D && strcmp(runs[0][i], runs[0][i - D]) != 0; // same prompt, other sample
         }
         check(same && nonempty > P / 2 && (mode || differ > 0),
-              "%s, %s: 6 prompts 6 times each, shared by batch 4, 7 and 36 (one prefill read by several sequences), give "
+              "%s, %s: 6 prompts 6 times each, with batch 4, 7 and 36 (a prefill read by several sequences), give "
               "the text of batch 1 (every prompt prefilled); %d non-empty, %d samples of a prompt "
               "differ from its previous one", arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2",
               mode ? "greedy" : "temperature 1", nonempty, differ);
