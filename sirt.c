@@ -3758,11 +3758,13 @@ static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new
 }
 
 // What a generate() call did with its prompts: how many prefills ran (a shared prompt is
-// prefilled once while a slot holds it) and how many prompt tokens they computed.
+// prefilled once while a slot holds it), how many prompt tokens they computed, and how many
+// sequences' prompts were cut to the context.
 typedef struct {
     long sequences;      // prompts given, one sequence each
     long prefills;       // prompts prefilled (the others read a prompt that a slot held)
     long prefill_tokens; // tokens of the prefilled prompts
+    long cut;            // sequences whose prompt kept only its last tokens (the context's size - 1)
 } GenerateCounts;
 
 // Whether a (na ids) and b (nb ids) are the same tokens; a NULL a is none.
@@ -3771,9 +3773,11 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 }
 
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
-// NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish, then a line of the counts that it returns
-// (GenerateCounts: the prefills, so the prompts shared, and their tokens).
+// NUL-terminated). Prompts longer than the context leave room for one new token: they keep their
+// last Tc - 1 tokens (Tc = the longest prompt + max_new, at most maxT), and prompts that are the
+// same once cut share a prefill. show_progress_line draws a progress line as sequences finish,
+// then a line of the counts that it returns (GenerateCounts: the prefills, so the prompts
+// shared, their tokens and the prompts cut).
 // Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
 // prompts take them in order. Each decoding step feeds every live sequence one token; a
 // sequence that finishes frees its slot, and before the next step the next waiting prompts are
@@ -3819,7 +3823,7 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // the sequences of one fill
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
-    GenerateCounts counts = {n, 0, 0};
+    GenerateCounts counts = {n, 0, 0, 0};
     double start = now_seconds();
     for (;;) {
         // The waiting prompts start, in order, while there is room: a prompt that a slot holds
@@ -3841,6 +3845,7 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
                 for (int s = 0; s < slots && own < 0; s++)
                     if (!busy[s] && !readers[s]) own = s;
                 if (own < 0) break; // no room: wait for a sequence to finish
+                counts.cut += keep < p->length; // counted once, as it starts
                 if (holder < 0) { // prefilled into its own slot
                     holder = own;
                     ids[n_fill] = (int *)prompt;
@@ -3921,9 +3926,12 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     free(prompt_logits);
     free(scratch);
     free(started);
-    if (show_progress_line)
-        printf("prompts: %ld prefilled (%ld tokens) for %ld sequences\n", counts.prefills,
+    if (show_progress_line) {
+        printf("prompts: %ld prefilled (%ld tokens) for %ld sequences", counts.prefills,
                counts.prefill_tokens, counts.sequences);
+        if (counts.cut) printf(", %ld cut to their last %d tokens", counts.cut, Tc - 1);
+        printf("\n");
+    }
     return counts;
 }
 
