@@ -3573,7 +3573,7 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
 // One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
 // positions below prefix_len[n] are in slot prefix_slot[n] (prefix_slot NULL: all in slot[n]).
 // Afterwards row n of kv->host_logits holds the logits for the token after it.
-static void llama_decode_step(Model *model, KVCache *kv, int N, int shared);
+static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
                         const int *pos, const int *prefix_slot, const int *prefix_len, int N) {
     const Config *cfg = &model->config;
@@ -3586,9 +3586,9 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
         dev_to_device(kv->prefix_slot, prefix_slot, N * sizeof(int));
         dev_to_device(kv->prefix_len, prefix_len, N * sizeof(int));
     }
-    const int *shared = prefix_slot ? kv->prefix_slot : NULL; // on the device
+    const int *dev_prefix_slot = prefix_slot ? kv->prefix_slot : NULL; // NULL: none shared
     if (cfg->arch == ARCH_LLAMA) {
-        llama_decode_step(model, kv, N, prefix_slot != NULL);
+        llama_decode_step(model, kv, N, dev_prefix_slot);
         return;
     }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
@@ -3599,8 +3599,8 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                           cfg->norm_eps);
         matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkv, kv->slot, kv->pos, shared, kv->prefix_len, N, kv->Tc, C, cfg->NH,
-                         cfg->NH);
+                         kv->qkv, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
+                         cfg->NH, cfg->NH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
@@ -3617,9 +3617,9 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
 }
 
 // Llama's decoding step (its tokens, slots, positions and, when shared, prefix slots and lengths
-// are on the device): llama_forward's kernels for one token per sequence, the rotary embedding
-// at each token's position.
-static void llama_decode_step(Model *model, KVCache *kv, int N, int shared) {
+// are on the device; dev_prefix_slot is kv->prefix_slot, or NULL when no prompt is shared):
+// llama_forward's kernels for one token per sequence, the rotary embedding at each token's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
     int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
@@ -3633,8 +3633,8 @@ static void llama_decode_step(Model *model, KVCache *kv, int N, int shared) {
         matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
         rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkvr, kv->slot, kv->pos, shared ? kv->prefix_slot : NULL, kv->prefix_len,
-                         N, kv->Tc, C, NH, KVH);
+                         kv->qkvr, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
+                         NH, KVH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
