@@ -3722,7 +3722,7 @@ static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const
 // One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
 // positions below prefix_len[n] are in slot prefix_slot[n] (prefix_slot NULL: all in slot[n]).
 // Afterwards row n of kv->host_logits holds the logits for the token after it.
-static void llama_decode_step(Model *model, KVCache *kv, int N, int shared);
+static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
                         const int *pos, const int *prefix_slot, const int *prefix_len, int N) {
     const Config *cfg = &model->config;
@@ -3735,9 +3735,9 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
         dev_to_device(kv->prefix_slot, prefix_slot, N * sizeof(int));
         dev_to_device(kv->prefix_len, prefix_len, N * sizeof(int));
     }
-    const int *shared = prefix_slot ? kv->prefix_slot : NULL; // on the device
+    const int *dev_prefix_slot = prefix_slot ? kv->prefix_slot : NULL; // NULL: none shared
     if (cfg->arch == ARCH_LLAMA) {
-        llama_decode_step(model, kv, N, prefix_slot != NULL);
+        llama_decode_step(model, kv, N, dev_prefix_slot);
         return;
     }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
@@ -3748,8 +3748,8 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                           cfg->norm_eps);
         matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkv, kv->slot, kv->pos, shared, kv->prefix_len, N, kv->Tc, C, cfg->NH,
-                         cfg->NH);
+                         kv->qkv, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
+                         cfg->NH, cfg->NH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
@@ -3766,9 +3766,9 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
 }
 
 // Llama's decoding step (its tokens, slots, positions and, when shared, prefix slots and lengths
-// are on the device): llama_forward's kernels for one token per sequence, the rotary embedding
-// at each token's position.
-static void llama_decode_step(Model *model, KVCache *kv, int N, int shared) {
+// are on the device; dev_prefix_slot is kv->prefix_slot, or NULL when no prompt is shared):
+// llama_forward's kernels for one token per sequence, the rotary embedding at each token's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
     int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
@@ -3782,8 +3782,8 @@ static void llama_decode_step(Model *model, KVCache *kv, int N, int shared) {
         matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
         rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                         kv->qkvr, kv->slot, kv->pos, shared ? kv->prefix_slot : NULL, kv->prefix_len,
-                         N, kv->Tc, C, NH, KVH);
+                         kv->qkvr, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
+                         NH, KVH);
         matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
@@ -3906,14 +3906,27 @@ static void sequence_finish(LiveSequence *seq, char **out, long *done, long *new
     if (show_progress_line) generation_progress(*done, n, *new_tokens, start);
 }
 
+// What a generate() call did with its prompts: how many prefills ran (a shared prompt is
+// prefilled once while a slot holds it), how many prompt tokens they computed, and how many
+// sequences' prompts were cut to the context.
+typedef struct {
+    long sequences;      // prompts given, one sequence each
+    long prefills;       // prompts prefilled (the others read a prompt that a slot held)
+    long prefill_tokens; // tokens of the prefilled prompts
+    long cut;            // sequences whose prompt kept only its last tokens (the context's size - 1)
+} GenerateCounts;
+
 // Whether a (na ids) and b (nb ids) are the same tokens; a NULL a is none.
 static int same_tokens(const int *a, int na, const int *b, int nb) {
     return a && na == nb && (a == b || !memcmp(a, b, (size_t)na * sizeof(int)));
 }
 
 // Completes prompts[i] (token ids) for i < n; out[i] receives the completion text (malloc'd,
-// NUL-terminated). Prompts longer than the context keep their last tokens. show_progress_line
-// draws a progress line as sequences finish.
+// NUL-terminated). Prompts longer than the context leave room for one new token: they keep their
+// last Tc - 1 tokens (Tc = the longest prompt + max_new, at most maxT), and prompts that are the
+// same once cut share a prefill. show_progress_line draws a progress line as sequences finish,
+// then a line of the counts that it returns (GenerateCounts: the prefills, so the prompts
+// shared, their tokens and the prompts cut).
 // Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
 // prompts take them in order. Each decoding step feeds every live sequence one token; a
 // sequence that finishes frees its slot, and before the next step the next waiting prompts are
@@ -3933,8 +3946,8 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // whichever prompts share it), so the batch size, the slots a sequence uses and the order in
 // which sequences finish change nothing (tests/test_generate.c checks it).
 // The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
-static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
-                     const GenerateSettings *g, char **out, int show_progress_line) {
+static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
+                               const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
     int longest = 1;
     for (long i = 0; i < n; i++) longest = prompts[i].length > longest ? prompts[i].length : longest;
@@ -3959,6 +3972,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // the sequences of one fill
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
+    GenerateCounts counts = {n, 0, 0, 0};
     double start = now_seconds();
     for (;;) {
         // The waiting prompts start, in order, while there is room: a prompt that a slot holds
@@ -3980,6 +3994,7 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
                 for (int s = 0; s < slots && own < 0; s++)
                     if (!busy[s] && !readers[s]) own = s;
                 if (own < 0) break; // no room: wait for a sequence to finish
+                counts.cut += keep < p->length; // counted once, as it starts
                 if (holder < 0) { // prefilled into its own slot
                     holder = own;
                     ids[n_fill] = (int *)prompt;
@@ -3999,6 +4014,8 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
             if (B == 0) break;
             if (n_fill > 0) {
                 decode_prefill(model, &kv, ids, lengths, slot, n_fill);
+                counts.prefills += n_fill;
+                for (int f = 0; f < n_fill; f++) counts.prefill_tokens += lengths[f];
                 for (int f = 0; f < n_fill; f++)
                     memcpy(prompt_logits + (size_t)slot[f] * cfg->Vp,
                            kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
@@ -4058,6 +4075,13 @@ static void generate(Model *model, Tokenizer *tok, const TokenSequence *prompts,
     free(prompt_logits);
     free(scratch);
     free(started);
+    if (show_progress_line) {
+        printf("prompts: %ld prefilled (%ld tokens) for %ld sequences", counts.prefills,
+               counts.prefill_tokens, counts.sequences);
+        if (counts.cut) printf(", %ld cut to their last %d tokens", counts.cut, Tc - 1);
+        printf("\n");
+    }
+    return counts;
 }
 
 // =============================================================================================

@@ -259,19 +259,25 @@ static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
         compare("attention_decode", "out", shape, on, d_on, (size_t)ND * C);
         compare("attention_decode", "kcache", shape, kc, d_kc, ncache);
         compare("attention_decode", "vcache", shape, vc, d_vc, ncache);
-        // again, the first T/2 positions of sequence n < B read from another sequence's slot
-        // (a shared prompt); the last sequence reads its own
+        // again with new tokens (so that their keys and values differ from those the call above
+        // wrote): the first T/2 positions of sequence n < B read from another sequence's slot (a
+        // shared prompt); the last sequence reads its own. Each writes only its own slot at its
+        // position: the caches after the call must match too, the prompt slots left as they were.
         int *prefix_slot = malloc(ND * sizeof(int)), *prefix_len = malloc(ND * sizeof(int));
         for (int n = 0; n < ND; n++) {
             prefix_slot[n] = n < B ? slot[(n + 1) % B] : slot[n];
             prefix_len[n] = n < B ? T / 2 : 0;
         }
         int *d_prefix_slot = up_int(prefix_slot, ND), *d_prefix_len = up_int(prefix_len, ND);
-        cpu_attention_decode(on, kc, vc, qn, slot, pos, prefix_slot, prefix_len, ND, Tc, C, NH, KVH);
-        attention_decode(d_on, d_kc, d_vc, d_qn, d_slot, d_pos, d_prefix_slot, d_prefix_len, ND, Tc,
+        float *qs = rnd((size_t)ND * QKV, 1), *d_qs = up(qs, (size_t)ND * QKV);
+        cpu_attention_decode(on, kc, vc, qs, slot, pos, prefix_slot, prefix_len, ND, Tc, C, NH, KVH);
+        attention_decode(d_on, d_kc, d_vc, d_qs, d_slot, d_pos, d_prefix_slot, d_prefix_len, ND, Tc,
                          C, NH, KVH);
         compare("attention_decode (shared prompts)", "out", shape, on, d_on, (size_t)ND * C);
+        compare("attention_decode (shared prompts)", "kcache", shape, kc, d_kc, ncache);
+        compare("attention_decode (shared prompts)", "vcache", shape, vc, d_vc, ncache);
         free(prefix_slot), free(prefix_len), dev_free(d_prefix_slot), dev_free(d_prefix_len);
+        free(qs), dev_free(d_qs);
         free(qkv), free(out), free(att), free(dout), free(dqkv), free(kc), free(vc), free(slot);
         free(pos), free(qn), free(on);
         dev_free(d_qkv), dev_free(d_out), dev_free(d_att), dev_free(d_dout), dev_free(d_dqkv);

@@ -228,8 +228,15 @@ static void test_generation_determinism(void) {
 // sequences have finished but that still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
 // the same prompt, half of them as the same ids pointer and half as equal copies: with batch 1
 // every prompt is prefilled (the one slot always holds the previous, other prompt); batches 4,
-// 7 and 36 share, and must give every sequence the text of batch 1. GPT-2, and Llama with
+// 7 and 36 must give every sequence the text of batch 1. GPT-2, and Llama with
 // grouped-query attention (its cache rows are KVC = 2·8 wide, not C).
+// The prefills that generate() counts prove the sharing: batch 1 prefills all 36 prompts; batch
+// 36 starts all 36 sequences in one fill, so it prefills each distinct prompt once (6) and no
+// other; batch 7's first fill holds prompts 0..6, and prompt 6 is prompt 0's again, so it
+// prefills fewer than 36 (how many more than 6 depends on when slots free: a slot whose readers
+// have all finished may be given to another prompt, which loses the one it held); batch 4 at
+// least 6 and at most 36: its 4 slots cycle through 6 prompts, so a prompt comes back after its
+// slot went to another unless its last sample is still live (here it prefills all 36).
 static void test_shared_prompts(int arch) {
     Model model;
     if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 21, ARCH_LLAMA, 0);
@@ -256,14 +263,29 @@ static void test_shared_prompts(int arch) {
             memcpy(prompts[i].ids, distinct[d], distinct_len[d] * sizeof(int));
         }
     }
+    long distinct_tokens = 0, all_tokens = 0;
+    for (int d = 0; d < D; d++) distinct_tokens += distinct_len[d];
+    for (int i = 0; i < P; i++) all_tokens += prompts[i].length;
     int batches[RUNS] = {1, 4, 7, 36};
     for (int mode = 0; mode < 2; mode++) { // sampling at temperature 1, then greedy
         GenerateSettings g = {{mode ? 0.0f : 1.0f, 0, 1.0f}, 20, NULL, 5, 1};
         char *runs[RUNS][P];
+        GenerateCounts counts[RUNS];
         for (int r = 0; r < RUNS; r++) {
             g.batch = batches[r];
-            generate(&model, tok, prompts, P, &g, runs[r], 0);
+            counts[r] = generate(&model, tok, prompts, P, &g, runs[r], 0);
         }
+        int counted = 1;
+        for (int r = 0; r < RUNS; r++) counted &= counts[r].sequences == P;
+        check(counted && counts[0].prefills == P && counts[0].prefill_tokens == all_tokens &&
+              counts[3].prefills == D && counts[3].prefill_tokens == distinct_tokens &&
+              counts[2].prefills >= D && counts[2].prefills < P && counts[1].prefills >= D &&
+              counts[1].prefills <= P,
+              "%s, %s: prefills counted: batch 1 prefills all %d prompts (%ld tokens: %ld), batch 36 "
+              "each of the %d distinct ones once (%ld tokens: %ld), batch 7 %ld (%d to %d), batch 4 %ld",
+              arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2", mode ? "greedy" : "temperature 1",
+              P, all_tokens, counts[0].prefill_tokens, D, distinct_tokens, counts[3].prefill_tokens,
+              counts[2].prefills, D, P - 1, counts[1].prefills);
         int same = 1, nonempty = 0, differ = 0;
         for (int i = 0; i < P; i++) {
             for (int r = 1; r < RUNS; r++) same &= !strcmp(runs[0][i], runs[r][i]);
@@ -271,7 +293,7 @@ static void test_shared_prompts(int arch) {
             differ += i >= D && strcmp(runs[0][i], runs[0][i - D]) != 0; // same prompt, other sample
         }
         check(same && nonempty > P / 2 && (mode || differ > 0),
-              "%s, %s: 6 prompts 6 times each, shared by batch 4, 7 and 36 (one prefill read by several sequences), give "
+              "%s, %s: 6 prompts 6 times each, with batch 4, 7 and 36 (a prefill read by several sequences), give "
               "the text of batch 1 (every prompt prefilled); %d non-empty, %d samples of a prompt "
               "differ from its previous one", arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2",
               mode ? "greedy" : "temperature 1", nonempty, differ);
@@ -279,6 +301,84 @@ static void test_shared_prompts(int arch) {
             for (int i = 0; i < P; i++) free(runs[r][i]);
     }
     for (int i = 1; i < P; i += 2) free(prompts[i].ids);
+    for (int d = 0; d < D; d++) free(distinct[d]);
+    tok_free(tok);
+    model_free(&model);
+}
+
+// Prompts longer than the context, shared: generate() keeps each prompt's last Tc - 1 tokens
+// (Tc = the longest prompt + max_new, at most maxT = 128: 127 here) and compares prompts once
+// cut, so two prompts that differ only in the cut tokens share a prefill. 5 prompts of 160, 130,
+// 160 (the first's last 127 tokens after 33 others), 127 (not cut) and 128 (cut by one) tokens,
+// each 4 times in a list of 20 where no two neighbours are the same once cut: 16 sequences' prompts are cut
+// whatever the batch; batch 1 prefills all 20 (127 tokens each), batch 20 the 4 distinct cut
+// prompts once, batch 3 from 4 to 20; all give the text of batch 1, which is the text of the
+// same sequences given the cut prompts (nothing cut then). Each sequence has room for two new
+// tokens: the first from the prefill's logits, the second after one step that reads the
+// 127-token prompt from the slot that holds it.
+static void test_shared_cut_prompts(int arch) {
+    Model model;
+    if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 23, ARCH_LLAMA, 0);
+    else random_model(&model, "2,2,32,128,300", 23);
+    char err[256];
+    const char *text = "Ann has 4 pears. She gives 1 away: 4 - 1 = 3. The answer is 3.\n";
+    size_t len = strlen(text);
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    enum { D = 5, P = 20, KEEP = 127, RUNS = 3 };
+    int lengths[D] = {160, 130, 160, 127, 128}, *distinct[D];
+    Rng rng = rng_seeded(29);
+    for (int d = 0; d < D; d++) {
+        distinct[d] = xmalloc(lengths[d] * sizeof(int));
+        for (int t = 0; t < lengths[d]; t++) distinct[d][t] = rng_u32(&rng) % 256;
+    }
+    memcpy(distinct[2] + 33, distinct[0] + 33, KEEP * sizeof(int)); // the same once cut
+    int first_differs = 0;
+    for (int t = 0; t < 33; t++) first_differs |= distinct[2][t] != distinct[0][t];
+    TokenSequence prompts[P], cut[P];
+    long cut_expected = 0;
+    for (int i = 0; i < P; i++) {
+        int d = i % D;
+        prompts[i] = (TokenSequence){distinct[d], lengths[d], lengths[d]};
+        cut[i] = (TokenSequence){distinct[d] + (lengths[d] - KEEP), KEEP, KEEP};
+        cut_expected += lengths[d] > KEEP;
+    }
+    GenerateSettings g = {{1.0f, 0, 1.0f}, 20, NULL, 7, 1};
+    int batches[RUNS] = {1, 3, 20};
+    char *runs[RUNS][P], *precut[P];
+    GenerateCounts counts[RUNS];
+    for (int r = 0; r < RUNS; r++) {
+        g.batch = batches[r];
+        counts[r] = generate(&model, tok, prompts, P, &g, runs[r], 0);
+    }
+    g.batch = 1;
+    GenerateCounts precut_counts = generate(&model, tok, cut, P, &g, precut, 0);
+    int same = 1, nonempty = 0, cut_counted = 1;
+    for (int i = 0; i < P; i++) {
+        for (int r = 1; r < RUNS; r++) same &= !strcmp(runs[0][i], runs[r][i]);
+        same &= !strcmp(runs[0][i], precut[i]);
+        nonempty += runs[0][i][0] != 0;
+    }
+    for (int r = 0; r < RUNS; r++) cut_counted &= counts[r].cut == cut_expected && counts[r].sequences == P;
+    const char *name = arch == ARCH_LLAMA ? "Llama (GQA)" : "GPT-2";
+    check(first_differs && cut_expected == 16 && cut_counted && precut_counts.cut == 0,
+          "%s: prompts of 160, 130, 127 and 128 tokens with maxT 128: the %ld sequences whose "
+          "prompt is longer than 127 tokens are counted cut with batch 1, 3 and 20 (%ld, %ld, %ld), "
+          "none when given the cut prompts (%ld)", name, cut_expected, counts[0].cut, counts[1].cut,
+          counts[2].cut, precut_counts.cut);
+    check(counts[0].prefills == P && counts[0].prefill_tokens == (long)P * KEEP &&
+          counts[2].prefills == 4 && counts[2].prefill_tokens == 4L * KEEP &&
+          counts[1].prefills >= 4 && counts[1].prefills <= P && precut_counts.prefills == P,
+          "%s: cut prompts are shared as cut: batch 1 prefills all 20 (%ld tokens: %ld), batch 20 "
+          "the 4 distinct once cut, two prompts that differ in their cut tokens as one (%ld, %ld "
+          "tokens), batch 3 %ld", name, (long)P * KEEP, counts[0].prefill_tokens, counts[2].prefills,
+          counts[2].prefill_tokens, counts[1].prefills);
+    check(same && nonempty > P / 2, "%s: shared prompts cut to the context: batch 3 and 20 give the "
+          "text of batch 1, which is the text given the cut prompts (%d non-empty of %d)", name,
+          nonempty, P);
+    for (int i = 0; i < P; i++) {
+        for (int r = 0; r < RUNS; r++) free(runs[r][i]);
+        free(precut[i]);
+    }
     for (int d = 0; d < D; d++) free(distinct[d]);
     tok_free(tok);
     model_free(&model);
@@ -335,6 +435,8 @@ int main(void) {
     test_generation_determinism();
     test_shared_prompts(ARCH_GPT2);
     test_shared_prompts(ARCH_LLAMA);
+    test_shared_cut_prompts(ARCH_GPT2);
+    test_shared_cut_prompts(ARCH_LLAMA);
     test_sampler();
     test_kv_cache_matches_full_forward(ARCH_LLAMA);
     return checks_finish();
