@@ -223,6 +223,17 @@ static void test_generation_determinism(void) {
     model_free(&model);
 }
 
+// The shared-prompt tests' setup: a small random model of the given shape family (maxT 128,
+// V 300) and a tokenizer of 300 tokens (the prompts are ids; it only decodes the completions).
+static Tokenizer *shared_prompt_model(Model *model, int arch, uint64_t seed) {
+    if (arch == ARCH_LLAMA) random_model_arch(model, "2,4,32,128,300,2,48", seed, ARCH_LLAMA, 0);
+    else random_model(model, "2,2,32,128,300", seed);
+    char err[256];
+    const char *text = "Ann has 4 pears. She gives 1 away: 4 - 1 = 3. The answer is 3.\n";
+    size_t len = strlen(text);
+    return tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+}
+
 // A prompt that several sequences share is prefilled once, and each reads it from the slot
 // that holds it (generate()): a prompt of the same fill, a live sequence's slot, or a slot whose
 // sequences have finished but that still holds it. 6 distinct prompts, each 6 times in a list of 36 where no two neighbours are
@@ -239,12 +250,7 @@ static void test_generation_determinism(void) {
 // slot went to another unless its last sample is still live (here it prefills all 36).
 static void test_shared_prompts(int arch) {
     Model model;
-    if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 21, ARCH_LLAMA, 0);
-    else random_model(&model, "2,2,32,128,300", 21);
-    char err[256];
-    const char *text = "Ann has 4 pears. She gives 1 away: 4 - 1 = 3. The answer is 3.\n";
-    size_t len = strlen(text);
-    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    Tokenizer *tok = shared_prompt_model(&model, arch, 21);
     enum { D = 6, P = 36, RUNS = 4 };
     int *distinct[D], distinct_len[D];
     Rng rng = rng_seeded(17);
@@ -318,12 +324,7 @@ static void test_shared_prompts(int arch) {
 // 127-token prompt from the slot that holds it.
 static void test_shared_cut_prompts(int arch) {
     Model model;
-    if (arch == ARCH_LLAMA) random_model_arch(&model, "2,4,32,128,300,2,48", 23, ARCH_LLAMA, 0);
-    else random_model(&model, "2,2,32,128,300", 23);
-    char err[256];
-    const char *text = "Ann has 4 pears. She gives 1 away: 4 - 1 = 3. The answer is 3.\n";
-    size_t len = strlen(text);
-    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    Tokenizer *tok = shared_prompt_model(&model, arch, 23);
     enum { D = 5, P = 20, KEEP = 127, RUNS = 3 };
     int lengths[D] = {160, 130, 160, 127, 128}, *distinct[D];
     Rng rng = rng_seeded(29);
