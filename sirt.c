@@ -235,8 +235,9 @@ static float dot_product(const float *a, const float *b, int n) {
 // out[l] = dot_product(a, b + l·stride, n) for l < 16, the same operations in the same order
 // for each l (16 partial sums over i, added up from the first), but with the 16 dot products
 // side by side: the partial sums of the 16 (one vector each) are transposed (in registers with
-// AVX-512, lib/gemm.h's transpose_block), and adding them up is then 16 vector additions instead
-// of 16 serial additions per dot product. (Decoding's attention is mostly these sums: hs is small.)
+// GCC and AVX-512, lib/gemm.h's transpose_block), and adding them up is then 16 vector
+// additions instead of 16 serial additions per dot product. (Decoding's attention is mostly
+// these sums: hs is small.)
 enum { DOT_LANES = 16 };
 static void dot_products_16(float *out, const float *a, const float *b, size_t stride, int n) {
     vec16 partial[DOT_LANES]; // [l][j]: dot product l's partial sum j
@@ -376,8 +377,9 @@ static void attend_scored_query(float *out, float *row, const float *const value
 // example's first position (s = 0 when pos is NULL). For each batch row b, head h and query
 // position t, with kh = h / (NH/KVH) its key/value head:
 //   att[t2] = softmax_{s <= t2 <= t}(q_t · k_t2 / sqrt(hs)),  out_t = Σ_t2 att[t2] v_t2
-// and the rest of the row is zero. Threads split the (b, h) pairs; each transposes its head's
-// keys once (kt) and scores every query against 64 keys at a time.
+// and the rest of the row is zero. Threads split the (b, h) pairs; each transposes the keys of
+// its head's key/value head (kt; with grouped-query attention, once per query head) and scores
+// every query against 64 keys at a time.
 void attention_forward(float *out, float *att, const float *qkv, const int *pos, int B, int T,
                        int C, int NH, int KVH) {
     int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;

@@ -14,9 +14,12 @@
 // all in double precision, rounded to float once at the end. Rounding k uses the 1.5·2^52
 // trick: adding it to z leaves k in the low bits of the double. With FMA instructions, glibc's
 // expf computes r = z − k with one rounding (a fused multiply-add from x), and so does this.
-// Arguments with |x| >= 88 (where
-// exp overflows or underflows, and infinities and NaNs) go to the library's expf, one by one.
-// tests/test_core.c compares exp_floats with expf on millions of arguments across the range.
+// Arguments with |x| >= 88 (glibc's own threshold for its special cases: overflow, deep
+// underflow, infinities, NaN) go to the library's expf, one by one.
+// The condition: glibc picks its FMA build of expf at run time (a CPU with FMA and AVX2), this
+// file at compile time (__FMA__); they agree when the program is compiled for the CPU it runs
+// on, as the Makefile's -march=native does. Compiled without FMA and run on a CPU with it, 2 of
+// the 2^32 arguments round differently (tests/test_core.c checks both, and millions more).
 
 #ifndef SIRT_LIB_EXP_H
 #define SIRT_LIB_EXP_H
@@ -37,7 +40,8 @@ static const uint64_t exp_table[32] = {
     0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
     0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
 
-// The kernels hand exp_floats this many elements at a time (a buffer on their stack).
+// GELU, SwiGLU and classifier_forward hand exp_floats this many elements at a time (a buffer on
+// their stack); attention's softmax and classifier_backward pass whole rows, in place.
 enum { EXP_BLOCK = 256 };
 
 // exp(x) for |x| < 88: no branches and no calls, so that a loop over an array vectorizes.

@@ -244,7 +244,7 @@ static inline void transpose_block(vfloat r[VL]) {
 // Block k0.. k0+kn-1 (kn <= VL) of B at columns j0..j0+nn-1 (nn <= VL) as bk[k - k0][j - j0];
 // the rest of the block is zero.
 static inline void load_b_block(vfloat bk[VL], const float *B, long b_rs, long b_cs, int k0,
-                                int kn, int j0, int nn) {
+                                int kn, int j0, int nn, int K) {
     if (b_cs == 1 && nn == VL) {
         for (int k = 0; k < kn; k++) bk[k] = *(const vfloat *)(B + (long)(k0 + k) * b_rs + j0);
         for (int k = kn; k < VL; k++) bk[k] = (vfloat){0};
@@ -254,7 +254,7 @@ static inline void load_b_block(vfloat bk[VL], const float *B, long b_rs, long b
     if (b_rs == 1 && kn == VL) {  // rows of W: r[j] = W(j0+j, k0 .. k0+VL-1), then transpose
         for (int j = 0; j < nn; j++) {
             const float *row = B + (long)(j0 + j) * b_cs + k0;
-            __builtin_prefetch(row + PREFETCH_AHEAD);
+            if (k0 + PREFETCH_AHEAD < K) __builtin_prefetch(row + PREFETCH_AHEAD); // within the row
             bk[j] = *(const vfloat *)row;
         }
         for (int j = nn; j < VL; j++) bk[j] = (vfloat){0};
@@ -282,7 +282,7 @@ static inline __attribute__((always_inline)) void few_rows_strip(
         for (int k0 = pc; k0 < pc + kc; k0 += VL) {
             const int kn = min_int(VL, pc + kc - k0);
             vfloat bk[VL];
-            load_b_block(bk, B, b_rs, b_cs, k0, kn, j0, nn);
+            load_b_block(bk, B, b_rs, b_cs, k0, kn, j0, nn, K);
             if (kn == VL) {
                 #pragma GCC unroll 16
                 for (int k = 0; k < VL; k++)
