@@ -284,7 +284,8 @@ static inline __attribute__((always_inline)) void dot_products_columns(
         for (int v = 0; v < nb; v++) sum[v] += partial[v];
     }
     for (int i = n16; i < n; i++) // the tail, fused multiply-adds as in dot_product
-        for (int l = 0; l < 16 * nb; l++) sum[l / 16][l % 16] = fmaf(a[i], bt[i * ld + l], sum[l / 16][l % 16]);
+        for (int v = 0; v < nb; v++)
+            for (int l = 0; l < 16; l++) sum[v][l] = fmaf(a[i], bt[i * ld + 16 * v + l], sum[v][l]);
     for (int v = 0; v < nb; v++) *(vec16 *)(out + 16 * v) = sum[v];
 }
 
@@ -624,6 +625,13 @@ void rope_backward(float *dinp, const float *dout, const int *pos, int B, int T,
 }
 
 // SwiGLU, as llama2.c computes it: silu(a) = a · (1 / (1 + e^−a)), out = silu(a) · b.
+
+// a (m) -> e (m) = e^−a, for both passes: m <= EXP_BLOCK values at a time through exp_floats
+static void swiglu_exp(float *e, const float *a, int m) {
+    for (int j = 0; j < m; j++) e[j] = -a[j];
+    exp_floats(e, e, (size_t)m);
+}
+
 // inp (N,2H) -> out (N,H)
 void swiglu_forward(float *out, const float *inp, int N, int H) {
 #pragma omp parallel for
@@ -632,9 +640,8 @@ void swiglu_forward(float *out, const float *inp, int N, int H) {
         float *o = out + (size_t)n * H;
         for (int i0 = 0; i0 < H; i0 += EXP_BLOCK) {
             int m = H - i0 < EXP_BLOCK ? H - i0 : EXP_BLOCK;
-            float e[EXP_BLOCK]; // e^−a
-            for (int j = 0; j < m; j++) e[j] = -a[i0 + j];
-            exp_floats(e, e, (size_t)m);
+            float e[EXP_BLOCK];
+            swiglu_exp(e, a + i0, m);
             for (int j = 0; j < m; j++) o[i0 + j] = a[i0 + j] * (1.0f / (1.0f + e[j])) * b[i0 + j];
         }
     }
@@ -648,9 +655,8 @@ void swiglu_backward(float *dinp, const float *inp, const float *dout, int N, in
         float *da = dinp + (size_t)n * 2 * H, *db = da + H;
         for (int i0 = 0; i0 < H; i0 += EXP_BLOCK) {
             int m = H - i0 < EXP_BLOCK ? H - i0 : EXP_BLOCK;
-            float e[EXP_BLOCK]; // e^−a
-            for (int j = 0; j < m; j++) e[j] = -a[i0 + j];
-            exp_floats(e, e, (size_t)m);
+            float e[EXP_BLOCK];
+            swiglu_exp(e, a + i0, m);
             for (int j = 0; j < m; j++) {
                 int i = i0 + j;
                 float s = 1.0f / (1.0f + e[j]);
@@ -3944,9 +3950,10 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // sequence with the same prompt may still write its tokens there (after the prompt).
 // A sequence's text depends only on its prompt, its index and the seed: it samples with its own
 // generator, and every CPU kernel computes each row alone, in the same order whatever the other
-// rows (gemm's tiles, attention per row and slot, a prefill's keys and values and last logits
-// whichever prompts share it), so the batch size, the slots a sequence uses and the order in
-// which sequences finish change nothing (tests/test_generate.c checks it).
+// rows (gemm's tiles, and its path for a few rows, which sums in the same order; attention per
+// row and slot; a prefill's keys and values and last logits whichever prompts share it), so the
+// batch size, the slots a sequence uses and the order in which sequences finish change nothing
+// (tests/test_generate.c checks it).
 // The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
 static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                                const GenerateSettings *g, char **out, int show_progress_line) {
