@@ -346,30 +346,30 @@ static void add_weighted_rows(float *y, int n, const float *w, size_t w_stride, 
     }
 }
 
-// One query of causal attention after its scores: row[0..t] holds q · k_t2 for t2 = 0..t, and
-// becomes softmax_t2(row · scale); out (hs) = Σ_t2 row[t2] v_t2. Value t2 starts at
-// values[r] + t2·stride, r = 0 for t2 < split and r = 1 from split on (decoding reads a shared
-// prompt from one cache slot and the rest from the sequence's own; the training forward pass has
-// one region, split = t + 1). The regions change no bit: the weighted sum runs over t2 in order
-// from 0 through both. The training forward pass and cached decoding both end here, and compute
-// each score with the same operations in the same order (dot_product's), so the two agree exactly.
-static void attend_scored_query(float *out, float *row, const float *const values[2], int split,
-                                size_t stride, int t, int hs, float scale) {
-    int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
+// row[0..n) := softmax(row · scale): one query's attention weights from its scores.
+static void softmax_scaled(float *row, int n, float scale) {
     float maxval = -INFINITY;
-    for (int t2 = 0; t2 <= t; t2++) {
+    for (int t2 = 0; t2 < n; t2++) {
         row[t2] *= scale;
         if (row[t2] > maxval) maxval = row[t2];
     }
-    for (int t2 = 0; t2 <= t; t2++) row[t2] -= maxval;
-    exp_floats(row, row, (size_t)t + 1);
+    for (int t2 = 0; t2 < n; t2++) row[t2] -= maxval;
+    exp_floats(row, row, (size_t)n);
     float sum = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) sum += row[t2];
-    for (int t2 = 0; t2 <= t; t2++) row[t2] /= sum;
-    // out[i] = Σ_t2 row[t2] v_t2[i], summed over t2 in order from 0 through both regions
+    for (int t2 = 0; t2 < n; t2++) sum += row[t2];
+    for (int t2 = 0; t2 < n; t2++) row[t2] /= sum;
+}
+
+// One query of causal attention after its scores: row[0..t] holds q · k_t2 for t2 = 0..t, and
+// becomes softmax_t2(row · scale); out (hs) = Σ_t2 row[t2] v_t2, with value t2 at
+// values + t2·stride, the terms added in order of t2. The training forward pass ends here;
+// cached decoding (attention_decode) computes each score with the same operations in the same
+// order (dot_product's), the same softmax and the same sums, so the two agree exactly.
+static void attend_scored_query(float *out, float *row, const float *values, size_t stride, int t,
+                                int hs, float scale) {
+    softmax_scaled(row, t + 1, scale);
     memset(out, 0, (size_t)hs * sizeof(float));
-    for (int r = 0; r < 2; r++)
-        add_weighted_rows(out, hs, row + lo[r], 1, values[r] + lo[r] * stride, stride, hi[r] - lo[r]);
+    add_weighted_rows(out, hs, row, 1, values, stride, t + 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,11 +400,8 @@ void attention_forward(float *out, float *att, const float *qkv, const int *pos,
                     for (int t2 = 0; t2 < s; t2++) row[t2] = 0.0f;
                     int t2 = dot_products_by_columns(row, q, kt, T, hs, s, t + 1);
                     for (; t2 <= t; t2++) row[t2] = dot_product(q, keys + t2 * QKV, hs);
-                    // the example's first value is its values[0]
-                    const float *first = keys + (size_t)s * QKV + KVC;
-                    const float *values[2] = {first, first};
-                    attend_scored_query(out + ((size_t)b * T + t) * C + h * hs, row + s, values,
-                                        t - s + 1, QKV, t - s, hs, scale);
+                    attend_scored_query(out + ((size_t)b * T + t) * C + h * hs, row + s,
+                                        keys + (size_t)s * QKV + KVC, QKV, t - s, hs, scale);
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
             }
@@ -498,7 +495,13 @@ void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *s
 
 // qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Query n reads positions 0..prefix_len[n]-1
 // from slot prefix_slot[n] (a prompt that several sequences share) and the rest from slot[n]
-// (prefix_slot NULL: all from slot[n]). Parallel over (sequence, head).
+// (prefix_slot NULL: all from slot[n]), up to its own position pos[n]. The rows' new keys and
+// values are stored first, so several rows of one slot at consecutive positions (a prompt) attend
+// causally among themselves. Threads take the rows one at a time (their lengths differ); a row
+// reads the cache as two streams, all its heads at once: its keys 16 positions at a time (one
+// dot_products_16 per head on the same 16 positions), then, after each head's softmax, its
+// values, each head's weighted sum taking 16 positions at a time in order. Each weight and each
+// sum has the operations and order of attention_forward's, so the bits are the same.
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,
                       const int *pos, const int *prefix_slot, const int *prefix_len, int N, int Tc,
                       int C, int NH, int KVH) {
@@ -511,26 +514,39 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
     }
 #pragma omp parallel
     {
-        float *row = xmalloc((size_t)Tc * sizeof(float)); // this query's attention weights
-#pragma omp for collapse(2)
-        for (int n = 0; n < N; n++)
-            for (int h = 0; h < NH; h++) {
-                size_t head = (size_t)(h / group) * hs, own = (size_t)slot[n] * Tc * KVC + head;
-                size_t shared = prefix_slot ? (size_t)prefix_slot[n] * Tc * KVC + head : own;
-                const float *keys[2] = {kcache + shared, kcache + own};
-                const float *values[2] = {vcache + shared, vcache + own};
-                const float *q = qkv + (size_t)n * QKV + h * hs;
-                int split = prefix_slot ? prefix_len[n] : 0, t = pos[n];
-                int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
-                for (int r = 0; r < 2; r++) { // the scores: keys 16 at a time, then one by one
-                    int t2 = lo[r];
-                    for (; t2 + DOT_LANES <= hi[r]; t2 += DOT_LANES)
-                        dot_products_16(row + t2, q, keys[r] + t2 * KVC, KVC, hs);
-                    for (; t2 < hi[r]; t2++) row[t2] = dot_product(q, keys[r] + t2 * KVC, hs);
-                }
-                attend_scored_query(out + (size_t)n * C + h * hs, row, values, split, KVC, t, hs, scale);
+        float *rows = xmalloc((size_t)NH * Tc * sizeof(float)); // rows[h·Tc + t2]: head h's weights
+#pragma omp for schedule(dynamic, 1)
+        for (int n = 0; n < N; n++) {
+            size_t own = (size_t)slot[n] * Tc * KVC;
+            size_t shared = prefix_slot ? (size_t)prefix_slot[n] * Tc * KVC : own;
+            const float *keys[2] = {kcache + shared, kcache + own};
+            const float *values[2] = {vcache + shared, vcache + own};
+            const float *q = qkv + (size_t)n * QKV;
+            int split = prefix_slot ? prefix_len[n] : 0, t = pos[n];
+            int lo[2] = {0, split < t + 1 ? split : t + 1}, hi[2] = {lo[1], t + 1};
+            for (int r = 0; r < 2; r++) { // the scores: 16 positions at a time, then one by one
+                int t2 = lo[r];
+                for (; t2 + DOT_LANES <= hi[r]; t2 += DOT_LANES)
+                    for (int h = 0; h < NH; h++)
+                        dot_products_16(rows + (size_t)h * Tc + t2, q + h * hs,
+                                        keys[r] + (size_t)t2 * KVC + (h / group) * hs, KVC, hs);
+                for (; t2 < hi[r]; t2++)
+                    for (int h = 0; h < NH; h++)
+                        rows[(size_t)h * Tc + t2] =
+                            dot_product(q + h * hs, keys[r] + (size_t)t2 * KVC + (h / group) * hs, hs);
             }
-        free(row);
+            for (int h = 0; h < NH; h++) softmax_scaled(rows + (size_t)h * Tc, t + 1, scale);
+            float *o = out + (size_t)n * C; // Σ_t2 weight · value, in order of t2, per head
+            memset(o, 0, (size_t)C * sizeof(float));
+            for (int r = 0; r < 2; r++)
+                for (int t2 = lo[r]; t2 < hi[r]; t2 += DOT_LANES) {
+                    int count = hi[r] - t2 < DOT_LANES ? hi[r] - t2 : DOT_LANES;
+                    for (int h = 0; h < NH; h++)
+                        add_weighted_rows(o + h * hs, hs, rows + (size_t)h * Tc + t2, 1,
+                                          values[r] + (size_t)t2 * KVC + (h / group) * hs, KVC, count);
+                }
+        }
+        free(rows);
     }
 }
 
