@@ -68,7 +68,7 @@ MODEL_FUNCS = dev_alloc dev_free dev_zero dev_to_device dev_to_host dev_alloc_in
   dev_memory_bytes encoder_forward encoder_backward layernorm_forward layernorm_backward \
   matmul_forward matmul_backward attention_forward attention_backward gelu_forward \
   gelu_backward residual_forward value_head_forward value_head_backward classifier_forward classifier_backward \
-  kv_cache_store attention_decode dev_count_nonfinite sum_squares adamw_update \
+  attention_decode dev_count_nonfinite sum_squares adamw_update \
   rmsnorm_forward rmsnorm_backward rope_forward rope_backward swiglu_forward swiglu_backward
 
 tests/cpu_kernels.o: $(SOURCES)

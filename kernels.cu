@@ -967,29 +967,7 @@ extern "C" void classifier_backward(float *logits, const float *lse, const int *
 // Decoding with a key/value cache
 // =============================================================================================
 
-// qkv (B,T,QKV) -> kcache, vcache (S,Tc,KVC) at [slot[b], 0..T-1]; QKV = C + 2·KVC.
-// Element-wise over (b, t, c < KVC).
-__global__ void kv_cache_store_kernel(float *kcache, float *vcache, const float *qkv,
-                                      const int *slot, int B, int T, int Tc, int C, int KVC) {
-    const size_t i = thread_index();
-    if (i >= (size_t)B * T * KVC) return;
-    const size_t bt = i / KVC, c = i % KVC, b = bt / T, t = bt % T;
-    const float *src = qkv + bt * (C + 2 * (size_t)KVC);
-    const size_t dst = ((size_t)slot[b] * Tc + t) * KVC + c;
-    kcache[dst] = src[C + c];
-    vcache[dst] = src[C + (size_t)KVC + c];
-}
-
-extern "C" void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot,
-                               int B, int T, int Tc, int C, int NH, int KVH) {
-    if (B <= 0 || T <= 0 || C <= 0 || NH <= 0 || KVH <= 0) return;
-    const int KVC = KVH * (C / NH);
-    kv_cache_store_kernel<<<blocks_for((size_t)B * T * KVC), THREADS>>>(kcache, vcache, qkv,
-                                                                        slot, B, T, Tc, C, KVC);
-    LAUNCH_CHECK();
-}
-
-// The new tokens' keys and values: qkv (N,QKV) -> kcache, vcache at [slot[n], pos[n]].
+// The rows' keys and values: qkv (N,QKV) -> kcache, vcache at [slot[n], pos[n]]; QKV = C + 2·KVC.
 // Element-wise over (n, c < KVC).
 __global__ void kv_cache_append_kernel(float *kcache, float *vcache, const float *qkv,
                                        const int *slot, const int *pos, int N, int Tc, int C,
@@ -1028,7 +1006,8 @@ extern "C" void attention_decode(float *out, float *kcache, float *vcache, const
     if (N <= 0 || NH <= 0 || KVH <= 0) return;
     const float scale = 1.0f / sqrtf((float)(C / NH));
     const int KVC = KVH * (C / NH);
-    // store the new keys and values first (the next kernel starts after this one ends)
+    // store every row's key and value first (the next kernel starts after this one ends), so
+    // that the rows of a prompt see one another's
     kv_cache_append_kernel<<<blocks_for((size_t)N * KVC), THREADS>>>(kcache, vcache, qkv, slot,
                                                                      pos, N, Tc, C, KVC);
     LAUNCH_CHECK();

@@ -159,17 +159,16 @@ void value_head_backward(float *dinp, float *dw, float *db, const float *dout, c
                          const int *idx, const float *w, int M, int C);
 
 // ---------------------------------------------------------------------------------------------
-// Decoding with a key/value cache: one new token for each of N live sequences. Sequence n owns
-// cache slot slot[n]; a layer's caches kcache, vcache (S,Tc,KVC) hold the keys and values of
-// every position 0..Tc-1 of every slot S (KVC = KVH·C/NH, as in attention_forward). The
-// forward-only kernels above serve the rest of the layer (encoder_forward and rope_forward with
-// T = 1 place the new tokens at their positions).
-// Prefill: keys and values of qkv (B,T,QKV) -> kcache, vcache[slot[b], 0..T-1]
-void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
-                    int T, int Tc, int C, int NH, int KVH);
-// qkv (N,QKV) of the new tokens -> out (N,C). First stores the new key and value at
+// Decoding with a key/value cache: N rows, each a token at position pos[n] of the sequence in
+// cache slot slot[n] (one new token for each live sequence, or every token of a prompt being
+// prefilled). A layer's caches kcache, vcache (S,Tc,KVC) hold the keys and values of every
+// position 0..Tc-1 of every slot S (KVC = KVH·C/NH, as in attention_forward). The forward-only
+// kernels above serve the rest of the layer (encoder_forward and rope_forward with T = 1 place
+// the rows at their positions).
+// qkv (N,QKV) of the rows -> out (N,C). First stores every row's key and value at
 // [slot[n], pos[n]], then query n attends to positions 0..pos[n]: those below prefix_len[n] in
-// slot prefix_slot[n], the others in its own slot[n]. A prompt that several sequences share (k
+// slot prefix_slot[n], the others in its own slot[n]. Rows of one slot at consecutive positions
+// (a prompt) thus attend causally among themselves. A prompt that several sequences share (k
 // samples of one question) is prefilled once into one slot, and every sequence on it reads it
 // there; prefix_slot NULL: every position from slot[n].
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,

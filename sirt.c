@@ -474,24 +474,10 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoding kernels: the same arithmetic as attention_forward, for one new token per sequence
-// with the keys and values of earlier positions read from the cache. The dot products and the
+// Decoding kernels: the same arithmetic as attention_forward, for rows that each read the keys
+// and values of earlier positions from the cache (one new token per sequence, or a prompt's). The dot products and the
 // softmax run in the same order as in attention_forward, so cached decoding reproduces the full
-// forward pass. (The new tokens' embeddings are encoder_forward's, with their positions.)
-
-// qkv (B,T,QKV) -> kcache, vcache (S,Tc,KVC) at [slot[b], 0..T-1]
-void kv_cache_store(float *kcache, float *vcache, const float *qkv, const int *slot, int B,
-                    int T, int Tc, int C, int NH, int KVH) {
-    int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const float *src = qkv + ((size_t)b * T + t) * QKV;
-            size_t dst = ((size_t)slot[b] * Tc + t) * KVC;
-            memcpy(kcache + dst, src + C, KVC * sizeof(float));
-            memcpy(vcache + dst, src + C + KVC, KVC * sizeof(float));
-        }
-}
+// forward pass. (The rows' embeddings are encoder_forward's, with their positions.)
 
 // qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Query n reads positions 0..prefix_len[n]-1
 // from slot prefix_slot[n] (a prompt that several sequences share) and the rest from slot[n]
@@ -3638,10 +3624,11 @@ int cmd_sft(int argc, char **argv) {
 
 // =============================================================================================
 // 6. Generation: KV-cache decoding and the sampler
-// Phase 2 samples the student's own answers by the thousand. A batch of prompts is first run
-// through the ordinary forward pass (the "prefill"), which leaves every position's keys and
-// values in a cache; after that each step feeds one new token per live sequence and reads the
-// past from the cache, so a step costs one token's worth of work instead of a whole sequence.
+// Phase 2 samples the student's own answers by the thousand. A prompt is first run through the
+// model once, every token a row (the "prefill"), which leaves every position's keys and values in
+// a cache; after that each step feeds one new token per live sequence and reads the past from
+// the cache, so a step costs one token's worth of work instead of a whole sequence. A step also
+// carries the prefills of the prompts that start at it: one pass of the kernels for all rows.
 // A finished sequence (end-of-text, a stop string, or --max-new tokens) drops out of the batch.
 // Sequence i samples with its own generator, seeded from (seed, i): its text does not depend
 // on the batch size, the other prompts, or the number of threads.
@@ -3649,23 +3636,24 @@ int cmd_sft(int argc, char **argv) {
 
 typedef struct {
     int slots, Tc;           // sequences held, positions per sequence
+    int rows;                // rows a step takes at most (live tokens and prompt tokens)
     float *memory;           // one allocation: the caches, then the scratch activations
     float *kcache, *vcache;  // (L, slots, Tc, KVC) each; KVC = C for GPT-2
-    // (slots, .): qkvr holds Llama's rotated queries and keys; fch is (slots, 2·hidden) for
-    // Llama's gate and up projections, and fch_gelu its SwiGLU
+    // (rows, .): qkvr holds Llama's rotated queries and keys; fch is (rows, 2·hidden) for
+    // Llama's gate and up projections, and fch_gelu its SwiGLU; logits (slots, Vp)
     float *x, *ln, *mean, *rstd, *qkv, *qkvr, *atty, *proj, *fch, *fch_gelu, *logits;
-    int *tokens, *slot, *pos; // the live sequences of a step, on the device (slots)
+    int *tokens, *slot, *pos; // the rows of a step, on the device (rows)
     int *prefix_slot, *prefix_len; // where each reads its prompt (attention_decode), on the device
     float *host_logits;       // (slots, Vp)
 } KVCache;
 
-static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
+static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int rows, int Tc) {
     // sizes in double, checked against the device's memory before they are used (as activations)
-    double S = slots, C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
+    double S = slots, R = rows, C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
     double QKV = C + 2 * KVC, FC = cfg->arch == ARCH_LLAMA ? 2 * H : H;
-    double cache = (double)cfg->L * S * Tc * KVC, qkvr = cfg->arch == ARCH_LLAMA ? S * QKV : 0;
-    double sizes[13] = {cache, cache, S * C, S * C, S, S, S * QKV, qkvr, S * C, S * C, S * FC,
-                        S * H, S * cfg->Vp};
+    double cache = (double)cfg->L * S * Tc * KVC, qkvr = cfg->arch == ARCH_LLAMA ? R * QKV : 0;
+    double sizes[13] = {cache, cache, R * C, R * C, R, R, R * QKV, qkvr, R * C, R * C, R * FC,
+                        R * H, S * cfg->Vp};
     double total = 0;
     for (int i = 0; i < 13; i++) total += sizes[i];
     char who[64];
@@ -3675,6 +3663,7 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
         die("%s needs %.1f GiB of key/value cache; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
             device_gib());
     kv->slots = slots;
+    kv->rows = rows;
     kv->Tc = Tc;
     kv->memory = alloc_check(dev_alloc((size_t)total), who, bytes, "key/value cache");
     float **ptrs[13] = {&kv->kcache, &kv->vcache, &kv->x, &kv->ln, &kv->mean, &kv->rstd,
@@ -3685,11 +3674,9 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int Tc) {
         *ptrs[i] = next;
         next += (size_t)sizes[i];
     }
-    kv->tokens = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
-    kv->slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
-    kv->pos = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
-    kv->prefix_slot = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
-    kv->prefix_len = alloc_check(dev_alloc_int((size_t)slots), who, bytes, "key/value cache");
+    int **ints[5] = {&kv->tokens, &kv->slot, &kv->pos, &kv->prefix_slot, &kv->prefix_len};
+    for (int i = 0; i < 5; i++)
+        *ints[i] = alloc_check(dev_alloc_int((size_t)rows), who, bytes, "key/value cache");
     kv->host_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
 }
 
@@ -3703,52 +3690,18 @@ static void kv_cache_free(KVCache *kv) {
     free(kv->host_logits);
 }
 
-// Prefill: B prompts (their ids and lengths) into cache slots slots[0..B). Runs the full
-// forward over the right-padded batch (padding cannot reach earlier positions: attention is
-// causal) and stores every layer's keys and values. Row b of kv->host_logits then holds the
-// logits after prompt b's last token: only those rows go through the classifier, one product
-// of one row each (gemm computes a row the same way whatever the other rows, so these are the
-// bits of the full forward's logits; with --detect-anomaly the full forward runs, head and all).
-static void decode_prefill(Model *model, KVCache *kv, int *const *prompts, const int *lengths,
-                           const int *slots, int B) {
-    const Config *cfg = &model->config;
-    int T = 1;
-    for (int b = 0; b < B; b++) T = lengths[b] > T ? lengths[b] : T;
-    if (T > kv->Tc) die("a prompt of %d tokens does not fit the cache of %d", T, kv->Tc);
-    int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            inputs[b * T + t] = t < lengths[b] ? prompts[b][t] : 0;
-            targets[b * T + t] = -1;
-        }
-    model->no_head = !model->detect_anomaly;
-    model_forward(model, inputs, targets, NULL, B, T);
-    model->no_head = 0;
-    dev_to_device(kv->slot, slots, B * sizeof(int));
-    int KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = cfg->C + 2 * KVC;
-    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC;
-    // the keys as attention saw them: after the rotary embedding for Llama
-    const float *qkv = cfg->arch == ARCH_LLAMA ? model->acts.qkvr : model->acts.qkv;
-    for (int l = 0; l < cfg->L; l++)
-        kv_cache_store(kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
-                       qkv + (size_t)l * B * T * QKV, kv->slot, B, T, kv->Tc, cfg->C, cfg->NH,
-                       cfg->KVH);
-    const float *classifier = cfg->tied ? model->params.wte : model->params.wcls;
-    for (int b = 0; b < B; b++)
-        matmul_forward(kv->logits + (size_t)b * cfg->Vp,
-                       model->acts.lnf + ((size_t)b * T + lengths[b] - 1) * cfg->C, classifier,
-                       NULL, 1, cfg->C, cfg->Vp);
-    dev_to_host(kv->host_logits, kv->logits, (size_t)B * cfg->Vp * sizeof(float));
-    free(inputs);
-    free(targets);
-}
-
-// One decoding step: token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
+// One step: row n is token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
 // positions below prefix_len[n] are in slot prefix_slot[n] (prefix_slot NULL: all in slot[n]).
-// Afterwards row n of kv->host_logits holds the logits for the token after it.
-static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot);
+// The rows are a live sequence's next token, or a prompt's tokens (a prefill: its rows at
+// positions 0..length-1 of its slot, which attend causally among themselves). Every kernel
+// computes each row alone. Only the first n_logits rows (n_logits <= kv->slots) go on through
+// the final norm and the classifier: afterwards row n < n_logits of kv->host_logits holds the
+// logits for the token after row n.
+static void llama_decode_step(Model *model, KVCache *kv, int N, int n_logits,
+                              const int *dev_prefix_slot);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
-                        const int *pos, const int *prefix_slot, const int *prefix_len, int N) {
+                        const int *pos, const int *prefix_slot, const int *prefix_len, int N,
+                        int n_logits) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden;
     ParamTensors p = model->params;
@@ -3761,7 +3714,7 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     }
     const int *dev_prefix_slot = prefix_slot ? kv->prefix_slot : NULL; // NULL: none shared
     if (cfg->arch == ARCH_LLAMA) {
-        llama_decode_step(model, kv, N, dev_prefix_slot);
+        llama_decode_step(model, kv, N, n_logits, dev_prefix_slot);
         return;
     }
     size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
@@ -3784,15 +3737,17 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
                        H, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
     }
-    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, N, C, cfg->norm_eps);
-    matmul_forward(kv->logits, kv->ln, p.wte, NULL, N, C, cfg->Vp);
-    dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
+    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, n_logits, C,
+                      cfg->norm_eps);
+    matmul_forward(kv->logits, kv->ln, p.wte, NULL, n_logits, C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)n_logits * cfg->Vp * sizeof(float));
 }
 
-// Llama's decoding step (its tokens, slots, positions and, when shared, prefix slots and lengths
-// are on the device; dev_prefix_slot is kv->prefix_slot, or NULL when no prompt is shared):
-// llama_forward's kernels for one token per sequence, the rotary embedding at each token's position.
-static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_prefix_slot) {
+// Llama's decoding step (its rows' tokens, slots, positions and, when shared, prefix slots and
+// lengths are on the device; dev_prefix_slot is kv->prefix_slot, or NULL when no prompt is
+// shared): llama_forward's kernels for the rows, the rotary embedding at each row's position.
+static void llama_decode_step(Model *model, KVCache *kv, int N, int n_logits,
+                              const int *dev_prefix_slot) {
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden, NH = cfg->NH, KVH = cfg->KVH;
     int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
@@ -3816,9 +3771,56 @@ static void llama_decode_step(Model *model, KVCache *kv, int N, const int *dev_p
         matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, NULL, N, H, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
     }
-    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, N, C, eps);
-    matmul_forward(kv->logits, kv->ln, cfg->tied ? p.wte : p.wcls, NULL, N, C, cfg->Vp);
-    dev_to_host(kv->host_logits, kv->logits, (size_t)N * cfg->Vp * sizeof(float));
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, n_logits, C, eps);
+    matmul_forward(kv->logits, kv->ln, cfg->tied ? p.wte : p.wcls, NULL, n_logits, C, cfg->Vp);
+    dev_to_host(kv->host_logits, kv->logits, (size_t)n_logits * cfg->Vp * sizeof(float));
+}
+
+// The rows of one step, as decode_step takes them (count of them, room for `room`).
+typedef struct {
+    int count, room;
+    int *token, *slot, *pos, *prefix, *prefix_len;
+} StepRows;
+
+static StepRows step_rows_alloc(int room) {
+    StepRows r = {0, room, xmalloc(room * sizeof(int)), xmalloc(room * sizeof(int)),
+                  xmalloc(room * sizeof(int)), xmalloc(room * sizeof(int)), xmalloc(room * sizeof(int))};
+    return r;
+}
+
+static void step_rows_free(StepRows *r) {
+    free(r->token), free(r->slot), free(r->pos), free(r->prefix), free(r->prefix_len);
+}
+
+static void step_rows_add(StepRows *r, int token, int slot, int pos, int prefix, int prefix_len) {
+    if (r->count >= r->room) die("internal error: a decoding step of more than %d rows", r->room);
+    int i = r->count++;
+    r->token[i] = token, r->slot[i] = slot, r->pos[i] = pos, r->prefix[i] = prefix;
+    r->prefix_len[i] = prefix_len;
+}
+
+// Adds the rows of B prompts (ids[b], lengths[b] tokens, into cache slot slots[b]): first each
+// prompt's last token, in order of b (these rows are the ones that go on to the classifier),
+// then the other tokens of each.
+static void step_rows_add_prompts(StepRows *r, const int *const *ids, const int *lengths,
+                                  const int *slots, int B) {
+    for (int b = 0; b < B; b++)
+        step_rows_add(r, ids[b][lengths[b] - 1], slots[b], lengths[b] - 1, slots[b], 0);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < lengths[b] - 1; t++) step_rows_add(r, ids[b][t], slots[b], t, slots[b], 0);
+}
+
+// Prefill alone: B prompts into cache slots slots[0..B), one step of their tokens; row b of
+// kv->host_logits then holds the logits after prompt b's last token. (generate carries its
+// prefills in its decoding steps; the benchmark and the tests call this.)
+static void decode_prefill(Model *model, KVCache *kv, const int *const *prompts, const int *lengths,
+                           const int *slots, int B) {
+    int total = 0;
+    for (int b = 0; b < B; b++) total += lengths[b];
+    StepRows r = step_rows_alloc(total);
+    step_rows_add_prompts(&r, prompts, lengths, slots, B);
+    decode_step(model, kv, r.token, r.slot, r.pos, r.prefix, r.prefix_len, r.count, B);
+    step_rows_free(&r);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3952,11 +3954,13 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // then a line of the counts that it returns (GenerateCounts: the prefills, so the prompts
 // shared, their tokens and the prompts cut).
 // Continuous batching: the cache has g->batch slots (fewer if there are fewer prompts), and the
-// prompts take them in order. Each decoding step feeds every live sequence one token; a
-// sequence that finishes frees its slot, and before the next step the next waiting prompts are
-// prefilled into the freed slots (all those started at the same step in one decode_prefill) and
-// join the live set. So a step decodes a full batch while prompts are waiting, except for the
-// reserved slots below: a slot whose shared prompt is still read waits for its last reader
+// prompts take them in order. Each step feeds every live sequence one token, and carries the
+// prefills of the prompts that start at it: before the step, the waiting prompts take the slots
+// freed at the last one, and their tokens join the step as rows (at most PREFILL_ROWS of them in
+// one step, or one whole prompt if it is longer; the rest wait for the next step). After the
+// step each live sequence samples its next token and each new one its first; a sequence that
+// finishes frees its slot. So a step decodes a full batch while prompts are waiting, except for
+// the reserved slots below: a slot whose shared prompt is still read waits for its last reader
 // (or takes another sample of the same prompt), so a long sample can hold that one slot idle.
 // Shared prompts: a prompt that a slot already holds (k samples of one question, K continuations
 // of one step prefix) is not prefilled again. The new sequence writes its own tokens in a slot
@@ -3967,10 +3971,12 @@ static int same_tokens(const int *a, int na, const int *b, int nb) {
 // A sequence's text depends only on its prompt, its index and the seed: it samples with its own
 // generator, and every CPU kernel computes each row alone, in the same order whatever the other
 // rows (gemm's tiles, and its path for a few rows, which sums in the same order; attention per
-// row and slot; a prefill's keys and values and last logits whichever prompts share it), so the
-// batch size, the slots a sequence uses and the order in which sequences finish change nothing
-// (tests/test_generate.c checks it).
+// row, reading the cache; the norms and activations per row), so the batch size, the slots a
+// sequence uses, which step carries its prefill and the order in which sequences finish change
+// nothing (tests/test_generate.c checks it).
 // The GPU build's cuBLAS makes no such promise for products of different numbers of rows.
+enum { PREFILL_ROWS = 2048 }; // prompt tokens one step takes, unless one prompt is longer
+
 static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence *prompts, long n,
                                const GenerateSettings *g, char **out, int show_progress_line) {
     const Config *cfg = &model->config;
@@ -3979,13 +3985,16 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     int Tc = longest + g->max_new < cfg->maxT ? longest + g->max_new : cfg->maxT;
     if (Tc < 2) die("the model's context (maxT=%d) leaves no room to generate", cfg->maxT);
     int slots = g->batch < n ? g->batch : (int)(n > 0 ? n : 1);
+    // the prompt tokens of one step: PREFILL_ROWS, or one prompt (at most Tc - 1 tokens) alone
+    int prefill_rows = PREFILL_ROWS > Tc - 1 ? PREFILL_ROWS : Tc - 1, rows = slots + prefill_rows;
     KVCache kv;
-    kv_cache_init(&kv, cfg, slots, Tc);
+    kv_cache_init(&kv, cfg, slots, rows, Tc);
     LiveSequence *live = xcalloc(slots, sizeof(LiveSequence)); // the live ones: live[0..N)
-    int **ids = xmalloc(slots * sizeof(int *)), *lengths = xmalloc(slots * sizeof(int));
     int *tokens = xmalloc(slots * sizeof(int)); // live[i]'s next token to feed
-    int *slot = xmalloc(slots * sizeof(int)), *pos = xmalloc(slots * sizeof(int));
-    int *prefix = xmalloc(slots * sizeof(int)), *prefix_len = xmalloc(slots * sizeof(int));
+    StepRows step = step_rows_alloc(rows); // the rows of a step
+    // the prompts prefilled at this step: their tokens and slots
+    const int **fill_ids = xmalloc(slots * sizeof(int *));
+    int *fill_len = xmalloc(slots * sizeof(int)), *fill_slot = xmalloc(slots * sizeof(int));
     // Per slot: whether a live sequence writes its tokens there (busy), how many live sequences
     // read their prompt from it (readers), the prompt its positions 0..held_len-1 hold (NULL:
     // none) and the logits after that prompt's last token (prompt_logits, (slots, Vp)).
@@ -3994,7 +4003,7 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     int *held_len = xcalloc(slots, sizeof(int));
     float *prompt_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
     Candidate *scratch = xmalloc((size_t)cfg->V * sizeof(Candidate));
-    LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // the sequences of one fill
+    LiveSequence *started = xmalloc(slots * sizeof(LiveSequence)); // those that start at a step
     long next = 0, done = 0, new_tokens = 0; // next: the first prompt not yet started
     int N = 0;
     GenerateCounts counts = {n, 0, 0, 0};
@@ -4003,72 +4012,58 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
         // The waiting prompts start, in order, while there is room: a prompt that a slot holds
         // reads it there and takes a slot to write in (that slot itself when no one writes in
         // it); any other prompt takes a slot that no one writes in or reads, and is prefilled
-        // with the others of this fill. Then each samples its first token, and one that finishes
-        // with it frees its slot for the next prompt at once.
-        while (next < n) {
-            int B = 0, n_fill = 0;
-            while (next < n && B < slots) {
-                const TokenSequence *p = &prompts[next];
-                int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
-                if (keep < 1) die("prompt %ld is empty: there is nothing to continue", next);
-                const int *prompt = p->ids + (p->length - keep);
-                int holder = -1, own = -1;
-                for (int s = 0; s < slots && holder < 0; s++)
-                    if (same_tokens(held[s], held_len[s], prompt, keep)) holder = s;
-                if (holder >= 0 && !busy[holder]) own = holder;
-                for (int s = 0; s < slots && own < 0; s++)
-                    if (!busy[s] && !readers[s]) own = s;
-                if (own < 0) break; // no room: wait for a sequence to finish
-                counts.cut += keep < p->length; // counted once, as it starts
-                if (holder < 0) { // prefilled into its own slot
-                    holder = own;
-                    ids[n_fill] = (int *)prompt;
-                    lengths[n_fill] = keep;
-                    slot[n_fill++] = own;
-                    held[own] = prompt;
-                    held_len[own] = keep;
-                } else if (own != holder) {
-                    held[own] = NULL; // its tokens may overwrite the prompt it held
-                }
-                busy[own] = 1;
-                readers[holder]++;
-                started[B++] = (LiveSequence){next, own, keep, holder, keep, 0, prompt[keep - 1],
-                                              sequence_rng(g->seed, next), {0}};
-                next++;
+        // at this step if its tokens fit.
+        int B = 0, n_fill = 0, fill_tokens = 0;
+        while (next < n && B < slots) {
+            const TokenSequence *p = &prompts[next];
+            int keep = p->length < Tc - 1 ? p->length : Tc - 1; // room for one new token
+            if (keep < 1) die("prompt %ld is empty: there is nothing to continue", next);
+            const int *prompt = p->ids + (p->length - keep);
+            int holder = -1, own = -1;
+            for (int s = 0; s < slots && holder < 0; s++)
+                if (same_tokens(held[s], held_len[s], prompt, keep)) holder = s;
+            if (holder >= 0 && !busy[holder]) own = holder;
+            for (int s = 0; s < slots && own < 0; s++)
+                if (!busy[s] && !readers[s]) own = s;
+            if (own < 0) break; // no room: wait for a sequence to finish
+            if (holder < 0 && fill_tokens + keep > prefill_rows) break; // the next step takes it
+            counts.cut += keep < p->length; // counted once, as it starts
+            if (holder < 0) { // prefilled into its own slot
+                holder = own;
+                fill_ids[n_fill] = prompt;
+                fill_len[n_fill] = keep;
+                fill_slot[n_fill++] = own;
+                fill_tokens += keep;
+                held[own] = prompt;
+                held_len[own] = keep;
+            } else if (own != holder) {
+                held[own] = NULL; // its tokens may overwrite the prompt it held
             }
-            if (B == 0) break;
-            if (n_fill > 0) {
-                decode_prefill(model, &kv, ids, lengths, slot, n_fill);
-                counts.prefills += n_fill;
-                for (int f = 0; f < n_fill; f++) counts.prefill_tokens += lengths[f];
-                for (int f = 0; f < n_fill; f++)
-                    memcpy(prompt_logits + (size_t)slot[f] * cfg->Vp,
-                           kv.host_logits + (size_t)f * cfg->Vp, cfg->Vp * sizeof(float));
-            }
-            for (int b = 0; b < B; b++) {
-                LiveSequence seq = started[b];
-                int id = sample_token(prompt_logits + (size_t)seq.prefix * cfg->Vp, cfg->V,
-                                      &g->sampler, &seq.rng, scratch);
-                if (sequence_push(&seq, tok, id, g, Tc)) {
-                    sequence_finish(&seq, out, &done, &new_tokens, n, start, show_progress_line);
-                    busy[seq.slot] = 0;
-                    readers[seq.prefix]--;
-                } else {
-                    live[N] = seq;
-                    tokens[N++] = id;
-                }
-            }
+            busy[own] = 1;
+            readers[holder]++;
+            started[B++] = (LiveSequence){next, own, keep, holder, keep, 0, prompt[keep - 1],
+                                          sequence_rng(g->seed, next), {0}};
+            next++;
         }
-        if (N == 0) break; // nothing live and nothing waiting
-        // one step: every live sequence's token at its position; then each samples the next
-        for (int i = 0; i < N; i++) {
-            slot[i] = live[i].slot;
-            pos[i] = live[i].pos++;
-            prefix[i] = live[i].prefix;
-            prefix_len[i] = live[i].prompt_len;
-        }
-        decode_step(model, &kv, tokens, slot, pos, prefix, prefix_len, N);
-        int kept = 0; // finished sequences leave, the rest move up (in order)
+        if (N == 0 && B == 0) break; // nothing live and nothing waiting
+        // The step's rows: every live sequence's token at its position; then the last token of
+        // each prompt prefilled (these rows go through the classifier); then their other tokens.
+        step.count = 0;
+        for (int i = 0; i < N; i++)
+            step_rows_add(&step, tokens[i], live[i].slot, live[i].pos++, live[i].prefix,
+                          live[i].prompt_len);
+        step_rows_add_prompts(&step, fill_ids, fill_len, fill_slot, n_fill);
+        if (step.count > 0)
+            decode_step(model, &kv, step.token, step.slot, step.pos, step.prefix, step.prefix_len,
+                        step.count, N + n_fill);
+        counts.prefills += n_fill;
+        counts.prefill_tokens += fill_tokens;
+        for (int f = 0; f < n_fill; f++)
+            memcpy(prompt_logits + (size_t)fill_slot[f] * cfg->Vp,
+                   kv.host_logits + (size_t)(N + f) * cfg->Vp, cfg->Vp * sizeof(float));
+        // each live sequence samples its next token: finished ones leave, the rest move up (in
+        // order); then each new one samples its first, from its prompt's logits, and joins them
+        int kept = 0;
         for (int i = 0; i < N; i++) {
             LiveSequence *seq = &live[i];
             int id = sample_token(kv.host_logits + (size_t)i * cfg->Vp, cfg->V, &g->sampler,
@@ -4083,16 +4078,27 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
             live[kept++] = *seq;
         }
         N = kept;
+        for (int b = 0; b < B; b++) {
+            LiveSequence seq = started[b];
+            int id = sample_token(prompt_logits + (size_t)seq.prefix * cfg->Vp, cfg->V,
+                                  &g->sampler, &seq.rng, scratch);
+            if (sequence_push(&seq, tok, id, g, Tc)) {
+                sequence_finish(&seq, out, &done, &new_tokens, n, start, show_progress_line);
+                busy[seq.slot] = 0;
+                readers[seq.prefix]--;
+            } else {
+                live[N] = seq;
+                tokens[N++] = id;
+            }
+        }
     }
     kv_cache_free(&kv);
     free(live);
-    free(ids);
-    free(lengths);
     free(tokens);
-    free(slot);
-    free(pos);
-    free(prefix);
-    free(prefix_len);
+    step_rows_free(&step);
+    free(fill_ids);
+    free(fill_len);
+    free(fill_slot);
     free(busy);
     free(readers);
     free(held);

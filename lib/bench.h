@@ -110,7 +110,7 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
         return 1.0 / per_row; // each row yields one new token per forward pass
     }
     KVCache kv;
-    kv_cache_init(&kv, cfg, B, total);
+    kv_cache_init(&kv, cfg, B, B * prompt > B ? B * prompt : B, total);
     int **prompts = xmalloc(B * sizeof(int *)), *lengths = xmalloc(B * sizeof(int));
     int *slots = xmalloc(B * sizeof(int)), *tokens = xmalloc(B * sizeof(int)), *pos = xmalloc(B * sizeof(int));
     for (int b = 0; b < B; b++) {
@@ -119,7 +119,7 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
         lengths[b] = prompt;
         slots[b] = b;
     }
-    decode_prefill(model, &kv, prompts, lengths, slots, B);
+    decode_prefill(model, &kv, (const int *const *)prompts, lengths, slots, B);
     double t0 = now_seconds();
     for (int p = prompt; p < total; p++) {
         for (int b = 0; b < B; b++) { // greedy: the argmax of each row
@@ -129,7 +129,7 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
             tokens[b] = best;
             pos[b] = p;
         }
-        decode_step(model, &kv, tokens, slots, pos, NULL, NULL, B);
+        decode_step(model, &kv, tokens, slots, pos, NULL, NULL, B, B);
     }
     double tok_per_s = (double)B * (total - prompt) / (now_seconds() - t0);
     for (int b = 0; b < B; b++) free(prompts[b]);

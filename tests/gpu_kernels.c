@@ -48,8 +48,6 @@ void cpu_value_head_backward(float *, float *, float *, const float *, const flo
                              const float *, int, int);
 void cpu_classifier_forward(float *, float *, const float *, const int *, int, int, int);
 void cpu_classifier_backward(float *, const float *, const int *, const float *, int, int, int);
-void cpu_kv_cache_store(float *, float *, const float *, const int *, int, int, int, int, int,
-                        int);
 void cpu_attention_decode(float *, float *, float *, const float *, const int *, const int *,
                           const int *, const int *, int, int, int, int, int);
 size_t cpu_dev_count_nonfinite(const float *, size_t);
@@ -235,8 +233,10 @@ static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
         cpu_attention_backward(dqkv, dout, qkv, att, packed_pos, B, T, C, NH, KVH);
         attention_backward(d_dqkv, d_dout, d_qkv, d_att, d_packed_pos, B, T, C, NH, KVH);
         compare("attention_backward", "dqkv", shape, dqkv, d_dqkv, nq);
-        // the KV cache: prefill B slots (of S = B + 1) with T positions (of Tc = T + 2), then
-        // decode one token per slot at position T (and one more sequence at position 0)
+        // the KV cache: prefill B slots (of S = B + 1) with T positions (of Tc = T + 2), every
+        // token of qkv a row of attention_decode (the rows of one slot attend causally among
+        // themselves), then decode one token per slot at position T (and one more sequence at
+        // position 0)
         int S = B + 1, Tc = T + 2, ND = B + 1;
         size_t ncache = (size_t)S * Tc * KVC;
         float *kc = rnd(ncache, 1), *vc = rnd(ncache, 1);
@@ -246,10 +246,17 @@ static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
         slot[B] = B;
         for (int n = 0; n < ND; n++) pos[n] = n < B ? T : 0;
         int *d_slot = up_int(slot, S), *d_pos = up_int(pos, ND);
-        cpu_kv_cache_store(kc, vc, qkv, slot, B, T, Tc, C, NH, KVH);
-        kv_cache_store(d_kc, d_vc, d_qkv, d_slot, B, T, Tc, C, NH, KVH);
-        compare("kv_cache_store", "kcache", shape, kc, d_kc, ncache);
-        compare("kv_cache_store", "vcache", shape, vc, d_vc, ncache);
+        int *row_slot = malloc(N * sizeof(int)), *row_pos = malloc(N * sizeof(int));
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) row_slot[b * T + t] = slot[b], row_pos[b * T + t] = t;
+        int *d_row_slot = up_int(row_slot, N), *d_row_pos = up_int(row_pos, N);
+        cpu_attention_decode(out, kc, vc, qkv, row_slot, row_pos, NULL, NULL, N, Tc, C, NH, KVH);
+        attention_decode(d_out, d_kc, d_vc, d_qkv, d_row_slot, d_row_pos, NULL, NULL, N, Tc, C, NH,
+                         KVH);
+        compare("attention_decode (prefill)", "out", shape, out, d_out, no);
+        compare("attention_decode (prefill)", "kcache", shape, kc, d_kc, ncache);
+        compare("attention_decode (prefill)", "vcache", shape, vc, d_vc, ncache);
+        free(row_slot), free(row_pos), dev_free(d_row_slot), dev_free(d_row_pos);
         dev_to_device(d_kc, kc, ncache * sizeof(float));
         dev_to_device(d_vc, vc, ncache * sizeof(float));
         float *qn = rnd((size_t)ND * QKV, 1), *on = rnd((size_t)ND * C, 1);

@@ -49,10 +49,10 @@ static void test_kv_cache_matches_full_forward(int arch) {
         free(targets);
     }
     KVCache kv;
-    kv_cache_init(&kv, cfg, S, cfg->maxT);
+    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
     int slots[S] = {2, 0, 3, 1}, positions = 0; // slots in another order than the prompts
     double max_err = 0.0, max_logit = 0.0;
-    decode_prefill(&model, &kv, seqs, prefill, slots, S);
+    decode_prefill(&model, &kv, (const int *const *)seqs, prefill, slots, S);
     for (int s = 0; s < S; s++)
         for (int i = 0; i < cfg->V; i++) {
             double ref = reference[s][(size_t)(prefill[s] - 1) * cfg->Vp + i];
@@ -71,7 +71,7 @@ static void test_kv_cache_matches_full_forward(int arch) {
                 seq_of[N++] = s;
             }
         if (N == 0) break;
-        decode_step(&model, &kv, tokens, slot, pos, NULL, NULL, N);
+        decode_step(&model, &kv, tokens, slot, pos, NULL, NULL, N, N);
         for (int n = 0; n < N; n++) {
             const float *ref = reference[seq_of[n]] + (size_t)pos[n] * cfg->Vp;
             for (int i = 0; i < cfg->V; i++)
@@ -112,23 +112,23 @@ static void test_rows_independent(void) {
     size_t row = (size_t)cfg->Vp * sizeof(float);
     float *together = xmalloc(S * row);
     KVCache kv, alone;
-    kv_cache_init(&kv, cfg, S, cfg->maxT);
-    kv_cache_init(&alone, cfg, S, cfg->maxT);
+    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
+    kv_cache_init(&alone, cfg, S, S * cfg->maxT, cfg->maxT);
     int same = 1, compared = 0;
-    decode_prefill(&model, &kv, seqs, lengths, together_slots, S);
+    decode_prefill(&model, &kv, (const int *const *)seqs, lengths, together_slots, S);
     memcpy(together, kv.host_logits, S * row);
     for (int s = 0; s < S; s++) { // alone: slot s, a batch of one
-        decode_prefill(&model, &alone, &seqs[s], &lengths[s], &s, 1);
+        decode_prefill(&model, &alone, (const int *const *)&seqs[s], &lengths[s], &s, 1);
         same &= !memcmp(alone.host_logits, together + s * cfg->Vp, row);
         compared++;
     }
     for (int step = 0; step < STEPS; step++) {
         int tokens[S], pos[S];
         for (int s = 0; s < S; s++) tokens[s] = seqs[s][lengths[s] + step], pos[s] = lengths[s] + step;
-        decode_step(&model, &kv, tokens, together_slots, pos, NULL, NULL, S);
+        decode_step(&model, &kv, tokens, together_slots, pos, NULL, NULL, S, S);
         memcpy(together, kv.host_logits, S * row);
         for (int s = 0; s < S; s++) {
-            decode_step(&model, &alone, &tokens[s], &s, &pos[s], NULL, NULL, 1);
+            decode_step(&model, &alone, &tokens[s], &s, &pos[s], NULL, NULL, 1, 1);
             same &= !memcmp(alone.host_logits, together + s * cfg->Vp, row);
             compared++;
         }
@@ -139,6 +139,83 @@ static void test_rows_independent(void) {
     kv_cache_free(&alone);
     free(together);
     for (int s = 0; s < S; s++) free(seqs[s]);
+    model_free(&model);
+}
+
+// One step may carry live sequences' tokens and whole prompts (generate prefills the prompts
+// that start at a step in that step): two prompts are prefilled, and two steps later three more
+// join the step of their decoding, their last tokens among the rows that reach the classifier
+// and their other tokens after them. Every row's logits must be bit-identical to those of each
+// sequence prefilled and decoded alone.
+static void test_mixed_steps(void) {
+    Model model;
+    random_model(&model, "2,4,32,64,71", 23);
+    const Config *cfg = &model.config;
+    enum { S = 5, STEPS = 6 };
+    int lengths[S] = {23, 1, 40, 7, 16}, slots[S] = {3, 0, 4, 2, 1}, starts_at[S] = {0, 0, 2, 2, 2};
+    int *seqs[S];
+    Rng rng = rng_seeded(12);
+    for (int s = 0; s < S; s++) {
+        seqs[s] = xmalloc((lengths[s] + STEPS) * sizeof(int));
+        for (int t = 0; t < lengths[s] + STEPS; t++) seqs[s][t] = rng_u32(&rng) % cfg->V;
+    }
+    size_t row = (size_t)cfg->Vp * sizeof(float);
+    // alone: ref[s] row i = the logits after position lengths[s] - 1 + i
+    float *ref[S];
+    KVCache kv;
+    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
+    for (int s = 0; s < S; s++) {
+        ref[s] = xmalloc((STEPS + 1) * row);
+        decode_prefill(&model, &kv, (const int *const *)&seqs[s], &lengths[s], &s, 1);
+        memcpy(ref[s], kv.host_logits, row);
+        for (int i = 1; i <= STEPS; i++) {
+            int p = lengths[s] - 1 + i;
+            decode_step(&model, &kv, &seqs[s][p], &s, &p, NULL, NULL, 1, 1);
+            memcpy((char *)ref[s] + i * row, kv.host_logits, row);
+        }
+    }
+    // together: fed[s] = the positions of sequence s in the cache (0: not started)
+    int fed[S] = {0}, same = 1, compared = 0, mixed = 0;
+    StepRows step = step_rows_alloc(S * cfg->maxT);
+    for (int k = 0;; k++) {
+        int live[S], n_live = 0, fill[S], n_fill = 0;
+        const int *fill_ids[S];
+        int fill_len[S], fill_slot[S];
+        step.count = 0;
+        for (int s = 0; s < S; s++)
+            if (fed[s] > 0 && fed[s] < lengths[s] + STEPS) {
+                step_rows_add(&step, seqs[s][fed[s]], slots[s], fed[s], slots[s], 0);
+                live[n_live++] = s;
+            }
+        for (int s = 0; s < S; s++)
+            if (starts_at[s] == k) {
+                fill_ids[n_fill] = seqs[s], fill_len[n_fill] = lengths[s], fill_slot[n_fill] = slots[s];
+                fill[n_fill++] = s;
+            }
+        if (n_live == 0 && n_fill == 0) break;
+        step_rows_add_prompts(&step, fill_ids, fill_len, fill_slot, n_fill);
+        mixed += n_live > 0 && n_fill > 0;
+        decode_step(&model, &kv, step.token, step.slot, step.pos, step.prefix, step.prefix_len,
+                    step.count, n_live + n_fill);
+        for (int i = 0; i < n_live; i++) {
+            int s = live[i];
+            same &= !memcmp(kv.host_logits + (size_t)i * cfg->Vp,
+                            (char *)ref[s] + (fed[s] - lengths[s] + 1) * row, row);
+            fed[s]++;
+            compared++;
+        }
+        for (int f = 0; f < n_fill; f++) {
+            same &= !memcmp(kv.host_logits + (size_t)(n_live + f) * cfg->Vp, ref[fill[f]], row);
+            fed[fill[f]] = lengths[fill[f]];
+            compared++;
+        }
+    }
+    check(same && mixed == 1 && compared == S * (STEPS + 1),
+          "steps that carry prefills beside decoding (3 prompts of 40, 7 and 16 tokens join 2 live "
+          "sequences) give bit-identical logits to each sequence alone (%d rows compared)", compared);
+    step_rows_free(&step);
+    kv_cache_free(&kv);
+    for (int s = 0; s < S; s++) free(seqs[s]), free(ref[s]);
     model_free(&model);
 }
 
@@ -180,6 +257,29 @@ static void test_generation_determinism(void) {
     }
     check(same && nonempty > P / 2, "sampling at temperature 1: batch 16, 7, 3 and 40 and 1 or 2 "
           "threads give the text of batch 1 (%d prompts of 1 to 90 tokens, %d non-empty)", P, nonempty);
+    // long prompts: with batch 40 their tokens are more than one step takes (PREFILL_ROWS), so
+    // the first ones are prefilled at the first step and the others at the next
+    TokenSequence long_prompts[P];
+    int long_tokens = 0;
+    for (int i = 0; i < P; i++) {
+        long_prompts[i].length = long_prompts[i].prompt_length = 60 + rng_u32(&rng) % 41;
+        long_prompts[i].ids = xmalloc(long_prompts[i].length * sizeof(int));
+        for (int t = 0; t < long_prompts[i].length; t++) long_prompts[i].ids[t] = rng_u32(&rng) % 256;
+        long_tokens += long_prompts[i].length;
+    }
+    char *long_runs[2][P];
+    for (int r = 0; r < 2; r++) {
+        g.batch = r ? P : 1;
+        generate(&model, tok, long_prompts, P, &g, long_runs[r], 0);
+    }
+    same = 1;
+    for (int i = 0; i < P; i++) same &= !strcmp(long_runs[0][i], long_runs[1][i]);
+    check(same && long_tokens > PREFILL_ROWS, "40 prompts of 60 to 100 tokens (%d, more than the "
+          "%d one step prefills): batch 40 gives the text of batch 1", long_tokens, PREFILL_ROWS);
+    for (int i = 0; i < P; i++) {
+        free(long_prompts[i].ids);
+        for (int r = 0; r < 2; r++) free(long_runs[r][i]);
+    }
     char *greedy[2][P];
     g.sampler.temperature = 0.0f;
     for (int r = 0; r < 2; r++) {
@@ -433,6 +533,7 @@ static void test_sampler(void) {
 int main(void) {
     test_kv_cache_matches_full_forward(ARCH_GPT2);
     test_rows_independent();
+    test_mixed_steps();
     test_generation_determinism();
     test_shared_prompts(ARCH_GPT2);
     test_shared_prompts(ARCH_LLAMA);
