@@ -66,7 +66,7 @@ sirt_cuda: sirt_cuda.o kernels.o
 # tests/gpu.sh runs it on a GPU machine (with the training, sampling and timing checks).
 MODEL_FUNCS = dev_alloc dev_free dev_zero dev_to_device dev_to_host dev_alloc_int \
   dev_memory_bytes encoder_forward encoder_backward layernorm_forward layernorm_backward \
-  matmul_forward matmul_backward attention_forward attention_backward gelu_forward \
+  matmul_forward matmul_pack matmul_forward_packed matmul_backward attention_forward attention_backward gelu_forward \
   gelu_backward residual_forward value_head_forward value_head_backward classifier_forward classifier_backward \
   attention_decode dev_count_nonfinite sum_squares adamw_update \
   rmsnorm_forward rmsnorm_backward rope_forward rope_backward swiglu_forward swiglu_backward

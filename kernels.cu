@@ -411,6 +411,17 @@ extern "C" void matmul_forward(float *out, const float *inp, const float *weight
     LAUNCH_CHECK();
 }
 
+// Decoding's copy of a weight: cuBLAS reads the weight as it is, so the copy is the weight.
+extern "C" void matmul_pack(float *packed, const float *weight, int C, int OC) {
+    if (C <= 0 || OC <= 0) return;
+    CUDA_CHECK(cudaMemcpy(packed, weight, (size_t)OC * C * sizeof(float), cudaMemcpyDeviceToDevice));
+}
+
+extern "C" void matmul_forward_packed(float *out, const float *inp, const float *packed,
+                                      const float *bias, int N, int C, int OC) {
+    matmul_forward(out, inp, packed, bias, N, C, OC);
+}
+
 // Stage 1 of the column sums of x (N,C): thread (chunk k, column c) sums its chunk's rows in
 // order into partial[k][c]; add_partials_kernel finishes.
 __global__ void column_partials_kernel(float *partial, const float *x, int N, int C) {

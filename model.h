@@ -79,6 +79,15 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // inp (N,C) -> out (N,OC); weight (OC,C), bias (OC) or NULL
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC);
+// Decoding reads every weight matrix once per step: it reads a copy made beforehand in the
+// layout the device's product reads fastest (on the CPU, the matrix product's own packed panels,
+// streamed in order; on the GPU, the weight as it is). weight (OC,C) -> packed, which has room
+// for matmul_packed_floats(C, OC) floats. Then matmul_forward_packed computes matmul_forward's
+// product, with the same bits, reading `packed` instead of `weight`.
+static inline size_t matmul_packed_floats(int C, int OC) { return (size_t)((OC + 31) / 32) * 32 * C; }
+void matmul_pack(float *packed, const float *weight, int C, int OC);
+void matmul_forward_packed(float *out, const float *inp, const float *packed, const float *bias,
+                           int N, int C, int OC);
 // dout (N,OC) -> dinp (N,C) +=, dweight (OC,C) +=, dbias (OC) += (skipped when NULL)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int C, int OC);

@@ -181,14 +181,31 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 // ---------------------------------------------------------------------------------------------
 // inp (N,C) -> out (N,OC) = inp · weightᵀ + bias; weight (OC,C), bias (OC) or NULL
+// out (N,OC) += bias (OC), row by row
+static void add_bias(float *out, const float *bias, int N, int OC) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC) {
     // A = inp (N,C) row-major; B(k=c, j=oc) = weight[oc*C + c], i.e. weightᵀ read in place
     gemm(N, OC, C, inp, C, 1, weight, 1, C, out, OC, 0);
-    if (!bias) return;
-#pragma omp parallel for
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+    if (bias) add_bias(out, bias, N, OC);
+}
+
+// The CPU's packed copy: B = weightᵀ (C,OC) in gemm's panels (lib/gemm.h, gemm_pack_b), which
+// fit the room model.h gives (OC rounded up to a multiple of 32 >= a multiple of NR).
+_Static_assert(32 % NR == 0, "matmul_packed_floats rounds OC up to a multiple of 32");
+void matmul_pack(float *packed, const float *weight, int C, int OC) {
+    gemm_pack_b(packed, weight, 1, C, C, OC);
+}
+
+void matmul_forward_packed(float *out, const float *inp, const float *packed, const float *bias,
+                           int N, int C, int OC) {
+    gemm_prepacked(N, OC, C, inp, C, 1, packed, out, OC, 0);
+    if (bias) add_bias(out, bias, N, OC);
 }
 
 // dout (N,OC) -> dinp (N,C) += dout · weight; dweight (OC,C) += doutᵀ · inp; dbias (OC) +=
@@ -3645,9 +3662,48 @@ typedef struct {
     int *tokens, *slot, *pos; // the rows of a step, on the device (rows)
     int *prefix_slot, *prefix_len; // where each reads its prompt (attention_decode), on the device
     float *host_logits;       // (slots, Vp)
+    // the model's weight matrices as matmul_pack copies them when the cache is made (a layer's
+    // at [l]; the classifier's): decoding reads these, in the layout its products read fastest
+    float *packed;            // one allocation for them
+    float **qkvw, **attprojw, **fcw, **fcprojw, *classifier;
 } KVCache;
 
-static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int rows, int Tc) {
+// The weights' packed copies: sizes (in floats) of a layer's four and the classifier's
+typedef struct { size_t qkvw, attprojw, fcw, fcprojw, classifier; } PackedSizes;
+static PackedSizes packed_sizes(const Config *cfg) {
+    int C = cfg->C, KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = C + 2 * KVC;
+    int FC = cfg->arch == ARCH_LLAMA ? 2 * cfg->hidden : cfg->hidden;
+    return (PackedSizes){matmul_packed_floats(C, QKV), matmul_packed_floats(C, C),
+                         matmul_packed_floats(C, FC), matmul_packed_floats(cfg->hidden, C),
+                         matmul_packed_floats(C, cfg->Vp)};
+}
+
+// The packed copies of the model's weights, now, into kv->packed (sized by packed_sizes).
+static void kv_cache_pack_weights(KVCache *kv, const Model *model) {
+    const Config *cfg = &model->config;
+    int C = cfg->C, H = cfg->hidden, KVC = cfg->KVH * (cfg->C / cfg->NH), QKV = C + 2 * KVC;
+    int FC = cfg->arch == ARCH_LLAMA ? 2 * H : H;
+    PackedSizes size = packed_sizes(cfg);
+    const ParamTensors *p = &model->params;
+    float *next = kv->packed;
+    for (int l = 0; l < cfg->L; l++) {
+        kv->qkvw[l] = next, next += size.qkvw;
+        matmul_pack(kv->qkvw[l], p->qkvw + (size_t)l * QKV * C, C, QKV);
+        kv->attprojw[l] = next, next += size.attprojw;
+        matmul_pack(kv->attprojw[l], p->attprojw + (size_t)l * C * C, C, C);
+        kv->fcw[l] = next, next += size.fcw;
+        matmul_pack(kv->fcw[l], p->fcw + (size_t)l * FC * C, C, FC);
+        kv->fcprojw[l] = next, next += size.fcprojw;
+        matmul_pack(kv->fcprojw[l], p->fcprojw + (size_t)l * C * H, H, C);
+    }
+    kv->classifier = next;
+    matmul_pack(kv->classifier, cfg->tied ? p->wte : p->wcls, C, cfg->Vp);
+}
+
+// A cache for `slots` sequences of up to Tc positions and steps of up to `rows` rows, with the
+// packed copies of the model's weights as they are now (a cache serves one set of weights).
+static void kv_cache_init(KVCache *kv, const Model *model, int slots, int rows, int Tc) {
+    const Config *cfg = &model->config;
     // sizes in double, checked against the device's memory before they are used (as activations)
     double S = slots, R = rows, C = cfg->C, H = cfg->hidden, KVC = (double)cfg->KVH * (cfg->C / cfg->NH);
     double QKV = C + 2 * KVC, FC = cfg->arch == ARCH_LLAMA ? 2 * H : H;
@@ -3656,12 +3712,15 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int rows, i
                         R * H, S * cfg->Vp};
     double total = 0;
     for (int i = 0; i < 13; i++) total += sizes[i];
+    PackedSizes size = packed_sizes(cfg);
+    double packed = (double)cfg->L * (size.qkvw + size.attprojw + size.fcw + size.fcprojw) +
+                    size.classifier;
     char who[64];
     snprintf(who, sizeof who, "decoding %d sequences of up to %d tokens", slots, Tc);
-    double bytes = total * sizeof(float);
+    double bytes = (total + packed) * sizeof(float);
     if (!fits_memory(bytes))
-        die("%s needs %.1f GiB of key/value cache; " DEVICE_HAS " %.1f GiB", who, bytes / GIB,
-            device_gib());
+        die("%s needs %.1f GiB of key/value cache and packed weights; " DEVICE_HAS " %.1f GiB",
+            who, bytes / GIB, device_gib());
     kv->slots = slots;
     kv->rows = rows;
     kv->Tc = Tc;
@@ -3678,6 +3737,10 @@ static void kv_cache_init(KVCache *kv, const Config *cfg, int slots, int rows, i
     for (int i = 0; i < 5; i++)
         *ints[i] = alloc_check(dev_alloc_int((size_t)rows), who, bytes, "key/value cache");
     kv->host_logits = xmalloc((size_t)slots * cfg->Vp * sizeof(float));
+    kv->packed = alloc_check(dev_alloc((size_t)packed), who, bytes, "packed weights");
+    float ***layers[4] = {&kv->qkvw, &kv->attprojw, &kv->fcw, &kv->fcprojw};
+    for (int i = 0; i < 4; i++) *layers[i] = xmalloc((size_t)cfg->L * sizeof(float *));
+    kv_cache_pack_weights(kv, model);
 }
 
 static void kv_cache_free(KVCache *kv) {
@@ -3688,6 +3751,8 @@ static void kv_cache_free(KVCache *kv) {
     dev_free(kv->prefix_slot);
     dev_free(kv->prefix_len);
     free(kv->host_logits);
+    dev_free(kv->packed);
+    free(kv->qkvw), free(kv->attprojw), free(kv->fcw), free(kv->fcprojw);
 }
 
 // One step: row n is token tokens[n] at position pos[n] of cache slot slot[n], for n < N, whose
@@ -3723,23 +3788,22 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
         size_t c = (size_t)l * C;
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w + c, p.ln1b + c, N, C,
                           cfg->norm_eps);
-        matmul_forward(kv->qkv, kv->ln, p.qkvw + 3 * c * C, p.qkvb + 3 * c, N, C, 3 * C);
+        matmul_forward_packed(kv->qkv, kv->ln, kv->qkvw[l], p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
                          kv->qkv, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
                          cfg->NH, cfg->NH);
-        matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, p.attprojb + c, N, C, C);
+        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], p.attprojb + c, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
                           cfg->norm_eps);
-        matmul_forward(kv->fch, kv->ln, p.fcw + (size_t)l * H * C, p.fcb + (size_t)l * H, N, C, H);
+        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], p.fcb + (size_t)l * H, N, C, H);
         gelu_forward(kv->fch_gelu, kv->fch, (size_t)N * H);
-        matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, p.fcprojb + c, N,
-                       H, C);
+        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], p.fcprojb + c, N, H, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
     }
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, n_logits, C,
                       cfg->norm_eps);
-    matmul_forward(kv->logits, kv->ln, p.wte, NULL, n_logits, C, cfg->Vp);
+    matmul_forward_packed(kv->logits, kv->ln, kv->classifier, NULL, n_logits, C, cfg->Vp);
     dev_to_host(kv->host_logits, kv->logits, (size_t)n_logits * cfg->Vp * sizeof(float));
 }
 
@@ -3758,21 +3822,21 @@ static void llama_decode_step(Model *model, KVCache *kv, int N, int n_logits,
     for (int l = 0; l < cfg->L; l++) {
         size_t c = (size_t)l * C;
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln1w + c, N, C, eps);
-        matmul_forward(kv->qkv, kv->ln, p.qkvw + (size_t)l * QKV * C, NULL, N, C, QKV);
+        matmul_forward_packed(kv->qkv, kv->ln, kv->qkvw[l], NULL, N, C, QKV);
         rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
                          kv->qkvr, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
                          NH, KVH);
-        matmul_forward(kv->proj, kv->atty, p.attprojw + c * C, NULL, N, C, C);
+        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], NULL, N, C, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
-        matmul_forward(kv->fch, kv->ln, p.fcw + (size_t)l * 2 * H * C, NULL, N, C, 2 * H);
+        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], NULL, N, C, 2 * H);
         swiglu_forward(kv->fch_gelu, kv->fch, N, H);
-        matmul_forward(kv->proj, kv->fch_gelu, p.fcprojw + (size_t)l * C * H, NULL, N, H, C);
+        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], NULL, N, H, C);
         residual_forward(kv->x, kv->x, kv->proj, nc);
     }
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, n_logits, C, eps);
-    matmul_forward(kv->logits, kv->ln, cfg->tied ? p.wte : p.wcls, NULL, n_logits, C, cfg->Vp);
+    matmul_forward_packed(kv->logits, kv->ln, kv->classifier, NULL, n_logits, C, cfg->Vp);
     dev_to_host(kv->host_logits, kv->logits, (size_t)n_logits * cfg->Vp * sizeof(float));
 }
 
@@ -3988,7 +4052,7 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     // the prompt tokens of one step: PREFILL_ROWS, or one prompt (at most Tc - 1 tokens) alone
     int prefill_rows = PREFILL_ROWS > Tc - 1 ? PREFILL_ROWS : Tc - 1, rows = slots + prefill_rows;
     KVCache kv;
-    kv_cache_init(&kv, cfg, slots, rows, Tc);
+    kv_cache_init(&kv, model, slots, rows, Tc);
     LiveSequence *live = xcalloc(slots, sizeof(LiveSequence)); // the live ones: live[0..N)
     int *tokens = xmalloc(slots * sizeof(int)); // live[i]'s next token to feed
     StepRows step = step_rows_alloc(rows); // the rows of a step

@@ -140,14 +140,17 @@ static void pack_B(float *restrict Bp, const float *restrict src, long b_rs, lon
     }
 }
 
+// B_packed: NULL, or all of B packed beforehand (gemm_pack_b's layout), which then replaces B
+// (and its strides): each panel's rows pc..pc+kc-1 are the Bp panel of the block, read in place.
 static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_cs,
-                        const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
+                        const float *B, long b_rs, long b_cs, const float *B_packed, float *C,
+                        long ldc, int accumulate)
 {
     const int kc_max = min_int(K, KC);
     const int nc_max = (min_int(N, NC) + NR - 1) / NR * NR;
     const size_t bp_bytes = (sizeof(float) * kc_max * nc_max + 63) / 64 * 64;
-    float *Bp = aligned_alloc(64, bp_bytes);  // KC x NC block of B, shared by the threads
-    if (!Bp) abort();
+    float *Bp = B_packed ? NULL : aligned_alloc(64, bp_bytes);  // KC x NC block of B, shared
+    if (!B_packed && !Bp) abort();
     const int parallel = 2.0 * M * N * K >= SERIAL_FLOPS;
     (void)parallel;  // unused without OpenMP
 
@@ -159,8 +162,10 @@ static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_c
             for (int pc = 0; pc < K; pc += KC) {
                 const int kc = min_int(KC, K - pc);
                 const int add = accumulate || pc > 0;  // the first K block overwrites C
-                pack_B(Bp, B + pc * b_rs + jc * b_cs, b_rs, b_cs, nc, kc);
-                #pragma omp barrier
+                if (!B_packed) {
+                    pack_B(Bp, B + pc * b_rs + jc * b_cs, b_rs, b_cs, nc, kc);
+                    #pragma omp barrier
+                }
 
                 // Tile t covers rows ir.. and columns jc+jr.. of C; rows of tiles in order.
                 const int n_ir = (M + MR - 1) / MR, n_jr = (nc + NR - 1) / NR;
@@ -174,11 +179,13 @@ static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_c
                         packed_ir = ir;
                     }
                     float *c = C + ir * ldc + jc + jr;
+                    const float *panel = B_packed ? B_packed + ((long)(jc + jr) / NR * K + pc) * NR
+                                                  : Bp + (long)jr * kc;
                     if (mr == MR && nr == NR) {
-                        micro_kernel(kc, Ap, Bp + (long)jr * kc, c, ldc, add);
+                        micro_kernel(kc, Ap, panel, c, ldc, add);
                     } else {  // edge tile: compute a full tile aside, then copy the valid part
                         float tile[MR * NR];
-                        micro_kernel(kc, Ap, Bp + (long)jr * kc, tile, NR, 0);
+                        micro_kernel(kc, Ap, panel, tile, NR, 0);
                         for (int i = 0; i < mr; i++)
                             for (int j = 0; j < nr; j++)
                                 c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j]
@@ -206,7 +213,8 @@ static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_c
 // element by element).
 enum {
     FEW_ROWS = 4,         // gemm takes this path for M <= FEW_ROWS
-    PREFETCH_AHEAD = 128  // floats: how far ahead along a row of W to prefetch (measured best)
+    PREFETCH_AHEAD = 128, // floats: how far ahead along a row of W to prefetch (measured best)
+    PANEL_AHEAD = 256     // floats: how far ahead in a packed panel (8 of its rows; measured best)
 };
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
@@ -325,19 +333,103 @@ static void gemm_few_rows(int M, int N, int K, const float *A, long a_rs, long a
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// B packed once, for products that read the same B many times (decoding reads every weight
+// matrix once per token). The layout is the packed product's, over all of K at once:
+// ceil(N/NR) panels of K x NR floats, row k of panel p = B(k, p*NR .. p*NR+NR-1), zero beyond
+// column N. A KC block of B is then rows pc..pc+kc-1 of each panel, exactly the Bp that pack_B
+// would make, so the packed product reads it in place and skips its packing. The few-rows path
+// streams each panel from end to end: it reads memory in order (in place, it reads VL rows of
+// W side by side and transposes), and its sums are the packed product's, in the same order.
+
+// B (K,N) with strides b_rs, b_cs -> B_packed (ceil(N/NR)·NR·K floats)
+static void gemm_pack_b(float *B_packed, const float *B, long b_rs, long b_cs, int K, int N) {
+    const int n_panels = (N + NR - 1) / NR;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < n_panels; p++)
+        pack_panel(B_packed + (size_t)p * K * NR, B + (long)p * NR * b_cs, b_cs, b_rs,
+                   min_int(NR, N - p * NR), K, NR);
+}
+
+// One panel of C's columns (NR of them, nn valid) for M rows from a packed panel; inlined with M
+// a constant. The same sums as few_rows_strip and the packed product, in the same order.
+static inline __attribute__((always_inline)) void few_rows_panel(
+    const int M, int K, const float *A, long a_rs, long a_cs, const float *panel, float *C,
+    long ldc, int accumulate, int nn)
+{
+    for (int pc = 0; pc < K; pc += KC) {
+        const int kc = min_int(KC, K - pc);
+        const int add = accumulate || pc > 0;
+        vfloat acc[FEW_ROWS][NV];
+        for (int i = 0; i < M; i++)
+            for (int v = 0; v < NV; v++) acc[i][v] = (vfloat){0};
+        const float *b = panel + (long)pc * NR;
+        for (int k = pc; k < pc + kc; k++, b += NR) {
+            if (k + PANEL_AHEAD / NR < K) __builtin_prefetch(b + PANEL_AHEAD); // in the panel
+            #pragma GCC unroll 4
+            for (int i = 0; i < M; i++) {
+                const float a = A[i * a_rs + (long)k * a_cs];
+                #pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[i][v] += a * *(const vfloat *)(b + VL * v);
+            }
+        }
+        for (int i = 0; i < M; i++) {
+            float *c = C + i * ldc;
+            for (int v = 0; v < NV; v++)
+                for (int j = 0; j < VL && v * VL + j < nn; j++)
+                    c[v * VL + j] = add ? c[v * VL + j] + acc[i][v][j] : acc[i][v][j];
+        }
+    }
+}
+
+static void gemm_few_rows_packed(int M, int N, int K, const float *A, long a_rs, long a_cs,
+                                 const float *B_packed, float *C, long ldc, int accumulate)
+{
+    const int n_panels = (N + NR - 1) / NR;
+    const int parallel = 2.0 * M * N * K >= SERIAL_FLOPS;
+    (void)parallel;  // unused without OpenMP
+    #pragma omp parallel for schedule(static) if (parallel)
+    for (int p = 0; p < n_panels; p++) {
+        const float *panel = B_packed + (size_t)p * K * NR;
+        const int nn = min_int(NR, N - p * NR);
+        #define FEW_ROWS_PANEL(m) few_rows_panel(m, K, A, a_rs, a_cs, panel, C + p * NR, ldc, \
+                                                 accumulate, nn)
+        switch (M) {
+        case 1: FEW_ROWS_PANEL(1); break;
+        case 2: FEW_ROWS_PANEL(2); break;
+        case 3: FEW_ROWS_PANEL(3); break;
+        default: FEW_ROWS_PANEL(4); break;
+        }
+        #undef FEW_ROWS_PANEL
+    }
+}
+
+// The empty cases of C = A·B: nothing to do, or C = 0 (an empty sum). Returns 1 when handled.
+static int gemm_empty(int M, int N, int K, float *C, long ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return 1;
+    if (K > 0) return 0;
+    if (!accumulate)
+        for (int i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * N);
+    return 1;
+}
+
 // C = A·B (or C += A·B): the few-rows path when A has at most FEW_ROWS rows, else the packed one.
 // Both give the same bits.
 static void gemm(int M, int N, int K, const float *A, long a_rs, long a_cs,
           const float *B, long b_rs, long b_cs, float *C, long ldc, int accumulate)
 {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {  // empty sum
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * N);
-        return;
-    }
+    if (gemm_empty(M, N, K, C, ldc, accumulate)) return;
     if (M <= FEW_ROWS) gemm_few_rows(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
-    else gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
+    else gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C, ldc, accumulate);
+}
+
+// The same product with B packed beforehand by gemm_pack_b: the same bits as gemm.
+static void gemm_prepacked(int M, int N, int K, const float *A, long a_rs, long a_cs,
+                           const float *B_packed, float *C, long ldc, int accumulate)
+{
+    if (gemm_empty(M, N, K, C, ldc, accumulate)) return;
+    if (M <= FEW_ROWS) gemm_few_rows_packed(M, N, K, A, a_rs, a_cs, B_packed, C, ldc, accumulate);
+    else gemm_packed(M, N, K, A, a_rs, a_cs, NULL, 0, 0, B_packed, C, ldc, accumulate);
 }
 
 #endif // SIRT_LIB_GEMM_H

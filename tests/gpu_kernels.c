@@ -26,6 +26,8 @@ void cpu_layernorm_forward(float *, float *, float *, const float *, const float
 void cpu_layernorm_backward(float *, float *, float *, const float *, const float *,
                             const float *, const float *, const float *, int, int);
 void cpu_matmul_forward(float *, const float *, const float *, const float *, int, int, int);
+void cpu_matmul_pack(float *, const float *, int, int);
+void cpu_matmul_forward_packed(float *, const float *, const float *, const float *, int, int, int);
 void cpu_matmul_backward(float *, float *, float *, const float *, const float *,
                          const float *, int, int, int);
 void cpu_attention_forward(float *, float *, const float *, const int *, int, int, int, int,
@@ -208,6 +210,18 @@ static void run_shape(int B, int T, int C, int NH, int KVH, int V, int packed) {
         cpu_matmul_forward(out, inp, w, with_bias ? b : NULL, N, C, OC);
         matmul_forward(d_out, d_inp, d_w, with_bias ? d_b : NULL, N, C, OC);
         compare(fw, "out", shape, out, d_out, no);
+        { // decoding's product: the weight packed (each side in its own layout), then read
+            size_t np = matmul_packed_floats(C, OC);
+            float *wp = malloc(np * sizeof(float)), *d_wp = dev_alloc(np);
+            float *outp = rnd(no, 1), *d_outp = up(outp, no);
+            cpu_matmul_pack(wp, w, C, OC);
+            matmul_pack(d_wp, d_w, C, OC);
+            cpu_matmul_forward_packed(outp, inp, wp, with_bias ? b : NULL, N, C, OC);
+            matmul_forward_packed(d_outp, d_inp, d_wp, with_bias ? d_b : NULL, N, C, OC);
+            compare(with_bias ? "matmul_forward_packed" : "matmul_forward_packed/nb", "out", shape,
+                    outp, d_outp, no);
+            free(wp), free(outp), dev_free(d_wp), dev_free(d_outp);
+        }
         float *dout = rnd(no, 1), *dinp = rnd(ni, 1), *dw = rnd(nw, 1), *db = rnd(OC, 1);
         float *d_dout = up(dout, no), *d_dinp = up(dinp, ni), *d_dw = up(dw, nw), *d_db = up(db, OC);
         cpu_matmul_backward(dinp, dw, with_bias ? db : NULL, dout, inp, w, N, C, OC);

@@ -95,7 +95,7 @@ static void test_gemm_few_rows(void) {
                         memcpy(C_packed, C_few, mn * 4);
                         set_threads(threads);
                         gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_few, N, accumulate);
-                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_packed, N, accumulate);
+                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C_packed, N, accumulate);
                         checked++;
                         if (memcmp(C_few, C_packed, mn * 4) == 0) identical++;
                         else printf("  differs: M=%d N=%d K=%d layout %d accumulate %d, %d threads\n",
@@ -109,6 +109,67 @@ static void test_gemm_few_rows(void) {
     check(checked > 0 && identical == checked,
           "gemm with 1..%d rows (the few-rows path) is bit-identical to the packed path: %d of %d "
           "products", FEW_ROWS, identical, checked);
+}
+
+// B packed beforehand (gemm_pack_b, from any of the three layouts) gives the bits of packing it
+// in the product: the few-rows path streaming the panels (M <= FEW_ROWS) and the packed path
+// reading them in place (larger M), K across several KC blocks, N with a ragged last panel and
+// across NC blocks; 1 and 2 threads. matmul_forward_packed then equals matmul_forward.
+static void test_gemm_prepacked(void) {
+    Rng rng = rng_seeded(13);
+    int sizes[][2] = {{1, 1}, {13, 5}, {129, 64}, {100, 1000}, {1000, 17}, {37, 2 * KC + 19},
+                      {2 * NC + 40, 33}};
+    int rows[] = {1, 2, 3, 4, 5, 8, 13};
+    int checked = 0, identical = 0;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+            for (int layout = 0; layout < 3; layout++)
+                for (int accumulate = 0; accumulate < 2; accumulate++)
+                    for (int threads = 1; threads <= 2; threads++) {
+                        int M = rows[r], N = sizes[s][0], K = sizes[s][1];
+                        long a_rs = layout == 2 ? 1 : K, a_cs = layout == 2 ? M : 1;
+                        long b_rs = layout == 0 ? 1 : N, b_cs = layout == 0 ? K : 1;
+                        size_t mk = (size_t)M * K, kn = (size_t)K * N, mn = (size_t)M * N;
+                        float *A = xmalloc(mk * 4), *B = xmalloc(kn * 4);
+                        float *Bp = xmalloc(matmul_packed_floats(K, N) * 4);
+                        float *C_pre = xmalloc(mn * 4), *C_packed = xmalloc(mn * 4);
+                        fill_normal(A, mk, 1.0f, &rng);
+                        fill_normal(B, kn, 1.0f, &rng);
+                        fill_normal(C_pre, mn, 1.0f, &rng);
+                        memcpy(C_packed, C_pre, mn * 4);
+                        set_threads(threads);
+                        gemm_pack_b(Bp, B, b_rs, b_cs, K, N);
+                        gemm_prepacked(M, N, K, A, a_rs, a_cs, Bp, C_pre, N, accumulate);
+                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C_packed, N, accumulate);
+                        checked++;
+                        if (memcmp(C_pre, C_packed, mn * 4) == 0) identical++;
+                        else printf("  differs: M=%d N=%d K=%d layout %d accumulate %d, %d threads\n",
+                                    M, N, K, layout, accumulate, threads);
+                        free(A), free(B), free(Bp), free(C_pre), free(C_packed);
+                    }
+    set_threads(2);
+    check(checked > 0 && identical == checked,
+          "gemm with B packed beforehand is bit-identical to packing it in the product: %d of %d "
+          "products (1 to 13 rows)", identical, checked);
+    // the kernel interface: matmul_pack + matmul_forward_packed against matmul_forward, with bias
+    int shapes[][3] = {{1, 64, 100}, {3, 200, 77}, {20, 128, 512}}; // N rows, C, OC
+    int same = 1;
+    for (int s = 0; s < 3; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *inp = xmalloc((size_t)N * C * 4), *w = xmalloc((size_t)OC * C * 4);
+        float *bias = xmalloc((size_t)OC * 4), *packed = xmalloc(matmul_packed_floats(C, OC) * 4);
+        float *out = xmalloc((size_t)N * OC * 4), *out_packed = xmalloc((size_t)N * OC * 4);
+        fill_normal(inp, (size_t)N * C, 1.0f, &rng);
+        fill_normal(w, (size_t)OC * C, 1.0f, &rng);
+        fill_normal(bias, OC, 1.0f, &rng);
+        matmul_forward(out, inp, w, bias, N, C, OC);
+        matmul_pack(packed, w, C, OC);
+        matmul_forward_packed(out_packed, inp, packed, bias, N, C, OC);
+        same &= !memcmp(out, out_packed, (size_t)N * OC * 4);
+        free(inp), free(w), free(bias), free(packed), free(out), free(out_packed);
+    }
+    check(same, "matmul_forward_packed (weights packed by matmul_pack) gives matmul_forward's bits "
+          "(1, 3 and 20 rows, with bias)");
 }
 
 // Backward kernels accumulate: each is called on gradient buffers that already hold random
@@ -1166,6 +1227,7 @@ int main(int argc, char **argv) {
     Rng rng = rng_seeded(2024);
     test_gemm();
     test_gemm_few_rows();
+    test_gemm_prepacked();
     test_encoder(&rng, 0);
     test_encoder(&rng, 1);
     test_layernorm(&rng);

@@ -49,7 +49,7 @@ static void test_kv_cache_matches_full_forward(int arch) {
         free(targets);
     }
     KVCache kv;
-    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
+    kv_cache_init(&kv, &model, S, S * cfg->maxT, cfg->maxT);
     int slots[S] = {2, 0, 3, 1}, positions = 0; // slots in another order than the prompts
     double max_err = 0.0, max_logit = 0.0;
     decode_prefill(&model, &kv, (const int *const *)seqs, prefill, slots, S);
@@ -112,8 +112,8 @@ static void test_rows_independent(void) {
     size_t row = (size_t)cfg->Vp * sizeof(float);
     float *together = xmalloc(S * row);
     KVCache kv, alone;
-    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
-    kv_cache_init(&alone, cfg, S, S * cfg->maxT, cfg->maxT);
+    kv_cache_init(&kv, &model, S, S * cfg->maxT, cfg->maxT);
+    kv_cache_init(&alone, &model, S, S * cfg->maxT, cfg->maxT);
     int same = 1, compared = 0;
     decode_prefill(&model, &kv, (const int *const *)seqs, lengths, together_slots, S);
     memcpy(together, kv.host_logits, S * row);
@@ -163,7 +163,7 @@ static void test_mixed_steps(void) {
     // alone: ref[s] row i = the logits after position lengths[s] - 1 + i
     float *ref[S];
     KVCache kv;
-    kv_cache_init(&kv, cfg, S, S * cfg->maxT, cfg->maxT);
+    kv_cache_init(&kv, &model, S, S * cfg->maxT, cfg->maxT);
     for (int s = 0; s < S; s++) {
         ref[s] = xmalloc((STEPS + 1) * row);
         decode_prefill(&model, &kv, (const int *const *)&seqs[s], &lengths[s], &s, 1);
