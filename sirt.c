@@ -3759,9 +3759,10 @@ static void kv_cache_free(KVCache *kv) {
 // positions below prefix_len[n] are in slot prefix_slot[n] (prefix_slot NULL: all in slot[n]).
 // The rows are a live sequence's next token, or a prompt's tokens (a prefill: its rows at
 // positions 0..length-1 of its slot, which attend causally among themselves). Every kernel
-// computes each row alone. Only the first n_logits rows (n_logits <= kv->slots) go on through
-// the final norm and the classifier: afterwards row n < n_logits of kv->host_logits holds the
-// logits for the token after row n.
+// computes each row alone. Only the first n_logits rows (n_logits <= kv->slots) go on past the
+// last layer's attention (of the others, that layer needs only their keys and values) and
+// through the final norm and the classifier: afterwards row n < n_logits of kv->host_logits
+// holds the logits for the token after row n.
 static void llama_decode_step(Model *model, KVCache *kv, int N, int n_logits,
                               const int *dev_prefix_slot);
 static void decode_step(Model *model, KVCache *kv, const int *tokens, const int *slot,
@@ -3782,24 +3783,27 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
         llama_decode_step(model, kv, N, n_logits, dev_prefix_slot);
         return;
     }
-    size_t layer_cache = (size_t)kv->slots * kv->Tc * C, nc = (size_t)N * C;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * C;
     encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, p.wpe, N, 1, C);
     for (int l = 0; l < cfg->L; l++) {
         size_t c = (size_t)l * C;
+        // after the last layer's attention only the rows that reach the classifier go on
+        int M = l == cfg->L - 1 ? n_logits : N;
+        size_t mc = (size_t)M * C;
         layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w + c, p.ln1b + c, N, C,
                           cfg->norm_eps);
         matmul_forward_packed(kv->qkv, kv->ln, kv->qkvw[l], p.qkvb + 3 * c, N, C, 3 * C);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
                          kv->qkv, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
                          cfg->NH, cfg->NH);
-        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], p.attprojb + c, N, C, C);
-        residual_forward(kv->x, kv->x, kv->proj, nc);
-        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, N, C,
+        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], p.attprojb + c, M, C, C);
+        residual_forward(kv->x, kv->x, kv->proj, mc);
+        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.ln2w + c, p.ln2b + c, M, C,
                           cfg->norm_eps);
-        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], p.fcb + (size_t)l * H, N, C, H);
-        gelu_forward(kv->fch_gelu, kv->fch, (size_t)N * H);
-        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], p.fcprojb + c, N, H, C);
-        residual_forward(kv->x, kv->x, kv->proj, nc);
+        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], p.fcb + (size_t)l * H, M, C, H);
+        gelu_forward(kv->fch_gelu, kv->fch, (size_t)M * H);
+        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], p.fcprojb + c, M, H, C);
+        residual_forward(kv->x, kv->x, kv->proj, mc);
     }
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p.lnfw, p.lnfb, n_logits, C,
                       cfg->norm_eps);
@@ -3817,23 +3821,25 @@ static void llama_decode_step(Model *model, KVCache *kv, int N, int n_logits,
     int KVC = KVH * (C / NH), QKV = C + 2 * KVC;
     float eps = cfg->norm_eps;
     ParamTensors p = model->params;
-    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC, nc = (size_t)N * C;
+    size_t layer_cache = (size_t)kv->slots * kv->Tc * KVC;
     encoder_forward(kv->x, kv->tokens, kv->pos, p.wte, NULL, N, 1, C);
     for (int l = 0; l < cfg->L; l++) {
         size_t c = (size_t)l * C;
+        int M = l == cfg->L - 1 ? n_logits : N; // as in decode_step
+        size_t mc = (size_t)M * C;
         rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln1w + c, N, C, eps);
         matmul_forward_packed(kv->qkv, kv->ln, kv->qkvw[l], NULL, N, C, QKV);
         rope_forward(kv->qkvr, kv->qkv, kv->pos, N, 1, C, NH, KVH, cfg->rope_theta);
         attention_decode(kv->atty, kv->kcache + l * layer_cache, kv->vcache + l * layer_cache,
                          kv->qkvr, kv->slot, kv->pos, dev_prefix_slot, kv->prefix_len, N, kv->Tc, C,
                          NH, KVH);
-        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], NULL, N, C, C);
-        residual_forward(kv->x, kv->x, kv->proj, nc);
-        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, N, C, eps);
-        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], NULL, N, C, 2 * H);
-        swiglu_forward(kv->fch_gelu, kv->fch, N, H);
-        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], NULL, N, H, C);
-        residual_forward(kv->x, kv->x, kv->proj, nc);
+        matmul_forward_packed(kv->proj, kv->atty, kv->attprojw[l], NULL, M, C, C);
+        residual_forward(kv->x, kv->x, kv->proj, mc);
+        rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.ln2w + c, M, C, eps);
+        matmul_forward_packed(kv->fch, kv->ln, kv->fcw[l], NULL, M, C, 2 * H);
+        swiglu_forward(kv->fch_gelu, kv->fch, M, H);
+        matmul_forward_packed(kv->proj, kv->fch_gelu, kv->fcprojw[l], NULL, M, H, C);
+        residual_forward(kv->x, kv->x, kv->proj, mc);
     }
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p.lnfw, n_logits, C, eps);
     matmul_forward_packed(kv->logits, kv->ln, kv->classifier, NULL, n_logits, C, cfg->Vp);
