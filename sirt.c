@@ -496,6 +496,41 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // softmax run in the same order as in attention_forward, so cached decoding reproduces the full
 // forward pass. (The rows' embeddings are encoder_forward's, with their positions.)
 
+// out (C) += Σ_t2 w_h[t2] · (value t2's channels of head h), t2 = lo..hi-1, for every head h
+// at once: channel i of out belongs to head h = i / hs and reads channel (h/group)·hs + i % hs
+// of value row t2 (at values + t2·stride); w_h = w + h·w_stride. 128 channels at a time are
+// held in 8 vectors, each a chain of fused multiply-adds over t2 in order (as add_weighted_rows
+// computes each head alone, so the bits are the same), and the 8 chains do not wait on one
+// another. hs must be a multiple of 16, so that a vector never straddles two heads.
+static void add_weighted_values(float *out, int C, int hs, int group, const float *w,
+                                size_t w_stride, const float *values, size_t stride, int lo, int hi) {
+    for (int c0 = 0; c0 < C; c0 += 128) {
+        int nv = (C - c0) / 16 < 8 ? (C - c0) / 16 : 8;
+        vec16 acc[8];
+        const float *wv[8]; // the weights of vector v's head
+        size_t from[8];     // where vector v's channels start in a value row
+        for (int v = 0; v < 8; v++) {
+            int i = c0 + 16 * (v < nv ? v : 0), h = i / hs;
+            wv[v] = w + h * w_stride;
+            from[v] = (size_t)(h / group) * hs + i % hs;
+            acc[v] = load16(out + i);
+        }
+        if (nv == 8) {
+            for (int t2 = lo; t2 < hi; t2++) {
+                const float *row = values + (size_t)t2 * stride;
+                #pragma GCC unroll 8
+                for (int v = 0; v < 8; v++) acc[v] += wv[v][t2] * load16(row + from[v]);
+            }
+        } else {
+            for (int t2 = lo; t2 < hi; t2++) {
+                const float *row = values + (size_t)t2 * stride;
+                for (int v = 0; v < nv; v++) acc[v] += wv[v][t2] * load16(row + from[v]);
+            }
+        }
+        for (int v = 0; v < nv; v++) *(vec16 *)(out + c0 + 16 * v) = acc[v];
+    }
+}
+
 // qkv (N,QKV) -> out (N,C); kcache, vcache (S,Tc,KVC). Query n reads positions 0..prefix_len[n]-1
 // from slot prefix_slot[n] (a prompt that several sequences share) and the rest from slot[n]
 // (prefix_slot NULL: all from slot[n]), up to its own position pos[n]. The rows' new keys and
@@ -503,8 +538,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // causally among themselves. Threads take the rows one at a time (their lengths differ); a row
 // reads the cache as two streams, all its heads at once: its keys 16 positions at a time (one
 // dot_products_16 per head on the same 16 positions), then, after each head's softmax, its
-// values, each head's weighted sum taking 16 positions at a time in order. Each weight and each
-// sum has the operations and order of attention_forward's, so the bits are the same.
+// values, one value row at a time for all heads (add_weighted_values; head by head, 16 rows at a
+// time, when the head size is not a multiple of 16). Each weight and each sum has the operations
+// and order of attention_forward's, so the bits are the same.
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,
                       const int *pos, const int *prefix_slot, const int *prefix_len, int N, int Tc,
                       int C, int NH, int KVH) {
@@ -541,13 +577,18 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
             for (int h = 0; h < NH; h++) softmax_scaled(rows + (size_t)h * Tc, t + 1, scale);
             float *o = out + (size_t)n * C; // Σ_t2 weight · value, in order of t2, per head
             memset(o, 0, (size_t)C * sizeof(float));
-            for (int r = 0; r < 2; r++)
-                for (int t2 = lo[r]; t2 < hi[r]; t2 += DOT_LANES) {
+            for (int r = 0; r < 2; r++) {
+                if (hs % 16 == 0) { // every head at once, a value row at a time
+                    add_weighted_values(o, C, hs, group, rows, Tc, values[r], KVC, lo[r], hi[r]);
+                    continue;
+                }
+                for (int t2 = lo[r]; t2 < hi[r]; t2 += DOT_LANES) { // else head by head, 16 rows
                     int count = hi[r] - t2 < DOT_LANES ? hi[r] - t2 : DOT_LANES;
                     for (int h = 0; h < NH; h++)
                         add_weighted_rows(o + h * hs, hs, rows + (size_t)h * Tc + t2, 1,
                                           values[r] + (size_t)t2 * KVC + (h / group) * hs, KVC, count);
                 }
+            }
         }
         free(rows);
     }

@@ -462,6 +462,27 @@ static void test_attention_sums(Rng *rng) {
         same_rows &= memcmp(y, y_plain, (size_t)n * 4) == 0;
         free(a); free(bt); free(col); free(x); free(w); free(y); free(y_plain);
     }
+    // decoding's weighted sum of values, all heads at once, against add_weighted_rows per head:
+    // C = 128 (one block of 8 vectors), 256 with grouped-query attention (two blocks), 96 (6)
+    int shapes[][3] = {{128, 4, 4}, {256, 8, 2}, {96, 3, 1}}, same_values = 1; // C, NH, KVH
+    for (int s = 0; s < 3; s++) {
+        int C = shapes[s][0], NH = shapes[s][1], hs = C / NH, group = NH / shapes[s][2];
+        int KVC = shapes[s][2] * hs, Tc = 41, lo = 3, hi = 38;
+        float *w = xmalloc((size_t)NH * Tc * 4), *values = xmalloc((size_t)Tc * KVC * 4);
+        float *o = xmalloc((size_t)C * 4), *o_heads = xmalloc((size_t)C * 4);
+        fill_normal(w, (size_t)NH * Tc, 1, rng);
+        fill_normal(values, (size_t)Tc * KVC, 1, rng);
+        fill_normal(o, C, 1, rng);
+        memcpy(o_heads, o, (size_t)C * 4);
+        add_weighted_values(o, C, hs, group, w, Tc, values, KVC, lo, hi);
+        for (int h = 0; h < NH; h++)
+            add_weighted_rows(o_heads + h * hs, hs, w + (size_t)h * Tc + lo, 1,
+                              values + (size_t)lo * KVC + (h / group) * hs, KVC, hi - lo);
+        same_values &= memcmp(o, o_heads, (size_t)C * 4) == 0;
+        free(w), free(values), free(o), free(o_heads);
+    }
+    check(same_values, "add_weighted_values (all heads at once) equals add_weighted_rows head by "
+          "head bit for bit (C 128, 256 with grouped-query attention, 96)");
     check(same_dots, "dot_products_columns (16 and 64 columns) equals dot_product bit for bit "
           "(lengths 5 to 100)");
     check(same_rows, "add_weighted_rows equals the plain loop of fused multiply-adds bit for bit "
