@@ -546,13 +546,14 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
                       int C, int NH, int KVH) {
     int hs = C / NH, group = NH / KVH, KVC = KVH * hs, QKV = C + 2 * KVC;
     float scale = 1.0f / sqrtf((float)hs);
-    for (int n = 0; n < N; n++) { // store the new keys and values first
-        size_t dst = ((size_t)slot[n] * Tc + pos[n]) * KVC;
-        memcpy(kcache + dst, qkv + (size_t)n * QKV + C, KVC * sizeof(float));
-        memcpy(vcache + dst, qkv + (size_t)n * QKV + C + KVC, KVC * sizeof(float));
-    }
 #pragma omp parallel
     {
+#pragma omp for
+        for (int n = 0; n < N; n++) { // store the new keys and values first (then a barrier)
+            size_t dst = ((size_t)slot[n] * Tc + pos[n]) * KVC;
+            memcpy(kcache + dst, qkv + (size_t)n * QKV + C, KVC * sizeof(float));
+            memcpy(vcache + dst, qkv + (size_t)n * QKV + C + KVC, KVC * sizeof(float));
+        }
         float *rows = xmalloc((size_t)NH * Tc * sizeof(float)); // rows[h·Tc + t2]: head h's weights
 #pragma omp for schedule(dynamic, 1)
         for (int n = 0; n < N; n++) {
