@@ -3813,6 +3813,13 @@ static void decode_step(Model *model, KVCache *kv, const int *tokens, const int 
     const Config *cfg = &model->config;
     int C = cfg->C, H = cfg->hidden;
     ParamTensors p = model->params;
+    if (N > kv->rows || n_logits > kv->slots || n_logits > N)
+        die("internal error: a decoding step of %d rows (%d with logits) in a cache for %d (%d)",
+            N, n_logits, kv->rows, kv->slots);
+    for (int n = 0; n < N; n++)
+        if (pos[n] < 0 || pos[n] >= kv->Tc || slot[n] < 0 || slot[n] >= kv->slots)
+            die("internal error: position %d of slot %d is outside the cache (%d slots of %d)",
+                pos[n], slot[n], kv->slots, kv->Tc);
     dev_to_device(kv->tokens, tokens, N * sizeof(int));
     dev_to_device(kv->slot, slot, N * sizeof(int));
     dev_to_device(kv->pos, pos, N * sizeof(int));
