@@ -71,56 +71,19 @@ static void test_gemm(void) {
 }
 
 // gemm's few-rows path (A with at most FEW_ROWS rows: decoding a sequence or a few) must give
-// the packed path's bits, so that a sequence's numbers do not depend on the batch it shares: every
-// M up to FEW_ROWS, the three layouts, with and without accumulation, K across several KC blocks
-// and not a multiple of the vector width, N with a ragged last strip; 1 and 2 threads.
-static void test_gemm_few_rows(void) {
+// the packed path's bits, so that a sequence's numbers do not depend on the batch it shares; and
+// so must B packed beforehand (gemm_pack_b, from any of the three layouts: decoding's weights),
+// both through the few-rows path streaming the panels and through the packed path reading them
+// in place. Every M up to FEW_ROWS and a few above, the three layouts, with and without
+// accumulation, K across several KC blocks and not a multiple of the vector width, N with a
+// ragged last strip and across NC blocks; 1 and 2 threads. Then matmul_forward_packed against
+// matmul_forward.
+static void test_gemm_few_rows_and_prepacked(void) {
     Rng rng = rng_seeded(11);
-    int sizes[][2] = {{1, 1}, {13, 5}, {129, 64}, {100, 1000}, {1000, 17}, {37, 2 * KC + 19}};
-    int checked = 0, identical = 0;
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-        for (int M = 1; M <= FEW_ROWS; M++)
-            for (int layout = 0; layout < 3; layout++)
-                for (int accumulate = 0; accumulate < 2; accumulate++)
-                    for (int threads = 1; threads <= 2; threads++) {
-                        int N = sizes[s][0], K = sizes[s][1];
-                        long a_rs = layout == 2 ? 1 : K, a_cs = layout == 2 ? M : 1;
-                        long b_rs = layout == 0 ? 1 : N, b_cs = layout == 0 ? K : 1;
-                        size_t mk = (size_t)M * K, kn = (size_t)K * N, mn = (size_t)M * N;
-                        float *A = xmalloc(mk * 4), *B = xmalloc(kn * 4);
-                        float *C_few = xmalloc(mn * 4), *C_packed = xmalloc(mn * 4);
-                        fill_normal(A, mk, 1.0f, &rng);
-                        fill_normal(B, kn, 1.0f, &rng);
-                        fill_normal(C_few, mn, 1.0f, &rng);
-                        memcpy(C_packed, C_few, mn * 4);
-                        set_threads(threads);
-                        gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_few, N, accumulate);
-                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C_packed, N, accumulate);
-                        checked++;
-                        if (memcmp(C_few, C_packed, mn * 4) == 0) identical++;
-                        else printf("  differs: M=%d N=%d K=%d layout %d accumulate %d, %d threads\n",
-                                    M, N, K, layout, accumulate, threads);
-                        free(A);
-                        free(B);
-                        free(C_few);
-                        free(C_packed);
-                    }
-    set_threads(2);
-    check(checked > 0 && identical == checked,
-          "gemm with 1..%d rows (the few-rows path) is bit-identical to the packed path: %d of %d "
-          "products", FEW_ROWS, identical, checked);
-}
-
-// B packed beforehand (gemm_pack_b, from any of the three layouts) gives the bits of packing it
-// in the product: the few-rows path streaming the panels (M <= FEW_ROWS) and the packed path
-// reading them in place (larger M), K across several KC blocks, N with a ragged last panel and
-// across NC blocks; 1 and 2 threads. matmul_forward_packed then equals matmul_forward.
-static void test_gemm_prepacked(void) {
-    Rng rng = rng_seeded(13);
     int sizes[][2] = {{1, 1}, {13, 5}, {129, 64}, {100, 1000}, {1000, 17}, {37, 2 * KC + 19},
                       {2 * NC + 40, 33}};
     int rows[] = {1, 2, 3, 4, 5, 8, 13};
-    int checked = 0, identical = 0;
+    int few = 0, few_identical = 0, pre = 0, pre_identical = 0;
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
             for (int layout = 0; layout < 3; layout++)
@@ -132,25 +95,35 @@ static void test_gemm_prepacked(void) {
                         size_t mk = (size_t)M * K, kn = (size_t)K * N, mn = (size_t)M * N;
                         float *A = xmalloc(mk * 4), *B = xmalloc(kn * 4);
                         float *Bp = xmalloc(matmul_packed_floats(K, N) * 4);
-                        float *C_pre = xmalloc(mn * 4), *C_packed = xmalloc(mn * 4);
+                        float *C_packed = xmalloc(mn * 4), *C_gemm = xmalloc(mn * 4);
+                        float *C_pre = xmalloc(mn * 4);
                         fill_normal(A, mk, 1.0f, &rng);
                         fill_normal(B, kn, 1.0f, &rng);
-                        fill_normal(C_pre, mn, 1.0f, &rng);
-                        memcpy(C_packed, C_pre, mn * 4);
+                        fill_normal(C_packed, mn, 1.0f, &rng);
+                        memcpy(C_gemm, C_packed, mn * 4);
+                        memcpy(C_pre, C_packed, mn * 4);
                         set_threads(threads);
+                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C_packed, N, accumulate);
+                        gemm(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C_gemm, N, accumulate);
                         gemm_pack_b(Bp, B, b_rs, b_cs, K, N);
                         gemm_prepacked(M, N, K, A, a_rs, a_cs, Bp, C_pre, N, accumulate);
-                        gemm_packed(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, NULL, C_packed, N, accumulate);
-                        checked++;
-                        if (memcmp(C_pre, C_packed, mn * 4) == 0) identical++;
-                        else printf("  differs: M=%d N=%d K=%d layout %d accumulate %d, %d threads\n",
-                                    M, N, K, layout, accumulate, threads);
-                        free(A), free(B), free(Bp), free(C_pre), free(C_packed);
+                        int same_few = memcmp(C_gemm, C_packed, mn * 4) == 0;
+                        int same_pre = memcmp(C_pre, C_packed, mn * 4) == 0;
+                        few += M <= FEW_ROWS, few_identical += M <= FEW_ROWS && same_few;
+                        pre++, pre_identical += same_pre;
+                        if (!same_few || !same_pre)
+                            printf("  differs (%s): M=%d N=%d K=%d layout %d accumulate %d, %d "
+                                   "threads\n", same_few ? "prepacked" : "gemm", M, N, K, layout,
+                                   accumulate, threads);
+                        free(A), free(B), free(Bp), free(C_packed), free(C_gemm), free(C_pre);
                     }
     set_threads(2);
-    check(checked > 0 && identical == checked,
+    check(few > 0 && few_identical == few,
+          "gemm with 1..%d rows (the few-rows path) is bit-identical to the packed path: %d of %d "
+          "products", FEW_ROWS, few_identical, few);
+    check(pre > 0 && pre_identical == pre,
           "gemm with B packed beforehand is bit-identical to packing it in the product: %d of %d "
-          "products (1 to 13 rows)", identical, checked);
+          "products (1 to 13 rows)", pre_identical, pre);
     // the kernel interface: matmul_pack + matmul_forward_packed against matmul_forward, with bias
     int shapes[][3] = {{1, 64, 100}, {3, 200, 77}, {20, 128, 512}}; // N rows, C, OC
     int same = 1;
@@ -1247,8 +1220,7 @@ int main(int argc, char **argv) {
     scratch_make(dir, sizeof dir, "test_core");
     Rng rng = rng_seeded(2024);
     test_gemm();
-    test_gemm_few_rows();
-    test_gemm_prepacked();
+    test_gemm_few_rows_and_prepacked();
     test_encoder(&rng, 0);
     test_encoder(&rng, 1);
     test_layernorm(&rng);
