@@ -1208,7 +1208,6 @@ typedef struct {
     float *coefs;
     float *host_logprobs;
     int B, T; // shape of the last forward pass
-    int no_head; // the forward pass stops at the final norm (lnf): no logits, no log-probs
     int detect_anomaly; // check every kernel's output for NaN and infinity (--detect-anomaly)
 } Model;
 
@@ -1549,7 +1548,6 @@ static void model_forward(Model *model, const int *inputs, const int *targets, c
     model->T = T;
     if (cfg->arch == ARCH_LLAMA) llama_forward(model);
     else gpt2_forward(model);
-    if (model->no_head) return;
     detect_anomaly_forward(model);
     dev_to_host(model->host_logprobs, model->acts.logprobs, BT * sizeof(float));
 }
@@ -1588,7 +1586,6 @@ static void gpt2_forward(Model *model) {
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, final_residual, p.lnfw, p.lnfb, BT, C, eps);
-    if (model->no_head) return;
     matmul_forward(a.logits, a.lnf, p.wte, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
@@ -1629,7 +1626,6 @@ static void llama_forward(Model *model) {
     }
     const float *final_residual = a.residual3 + (size_t)(L - 1) * BT * C;
     rmsnorm_forward(a.lnf, a.lnf_rstd, final_residual, p.lnfw, BT, C, eps);
-    if (model->no_head) return;
     matmul_forward(a.logits, a.lnf, cfg->tied ? p.wte : p.wcls, NULL, BT, C, cfg->Vp);
     classifier_forward(a.logprobs, a.lse, a.logits, model->targets, BT, cfg->V, cfg->Vp);
 }
@@ -4104,8 +4100,13 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
     int Tc = longest + g->max_new < cfg->maxT ? longest + g->max_new : cfg->maxT;
     if (Tc < 2) die("the model's context (maxT=%d) leaves no room to generate", cfg->maxT);
     int slots = g->batch < n ? g->batch : (int)(n > 0 ? n : 1);
-    // the prompt tokens of one step: PREFILL_ROWS, or one prompt (at most Tc - 1 tokens) alone
-    int prefill_rows = PREFILL_ROWS > Tc - 1 ? PREFILL_ROWS : Tc - 1, rows = slots + prefill_rows;
+    // the prompt tokens of one step: at most PREFILL_ROWS, or one prompt (at most Tc - 1 tokens)
+    // alone, and never more than all the prompts hold
+    long prompt_tokens = 0;
+    for (long i = 0; i < n; i++) prompt_tokens += prompts[i].length < Tc - 1 ? prompts[i].length : Tc - 1;
+    int prefill_rows = PREFILL_ROWS > Tc - 1 ? PREFILL_ROWS : Tc - 1;
+    if (prompt_tokens < prefill_rows) prefill_rows = (int)(prompt_tokens > 1 ? prompt_tokens : 1);
+    int rows = slots + prefill_rows;
     KVCache kv;
     kv_cache_init(&kv, model, slots, rows, Tc);
     LiveSequence *live = xcalloc(slots, sizeof(LiveSequence)); // the live ones: live[0..N)
@@ -4145,7 +4146,8 @@ static GenerateCounts generate(Model *model, Tokenizer *tok, const TokenSequence
             for (int s = 0; s < slots && own < 0; s++)
                 if (!busy[s] && !readers[s]) own = s;
             if (own < 0) break; // no room: wait for a sequence to finish
-            if (holder < 0 && fill_tokens + keep > prefill_rows) break; // the next step takes it
+            if (holder < 0 && n_fill > 0 && fill_tokens + keep > PREFILL_ROWS)
+                break; // the next step takes it
             counts.cut += keep < p->length; // counted once, as it starts
             if (holder < 0) { // prefilled into its own slot
                 holder = own;

@@ -214,7 +214,7 @@ static void gemm_packed(int M, int N, int K, const float *A, long a_rs, long a_c
 enum {
     FEW_ROWS = 4,         // gemm takes this path for M <= FEW_ROWS
     PREFETCH_AHEAD = 128, // floats: how far ahead along a row of W to prefetch (measured best)
-    PANEL_AHEAD = 256     // floats: how far ahead in a packed panel (8 of its rows; measured best)
+    PANEL_AHEAD = 256     // floats: how far ahead in a packed panel (8 of its rows with AVX-512; measured best)
 };
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)

@@ -24,11 +24,13 @@ static void random_model(Model *model, const char *config, uint64_t seed) {
 
 // Prefill each sequence's first tokens, then feed the rest one at a time from the cache: the
 // logits must equal those of the full forward pass at every position.
-// GPT-2, and Llama with grouped-query attention (4 heads, 2 key/value heads) and its own classifier.
-static void test_kv_cache_matches_full_forward(int arch) {
+// GPT-2, and Llama with grouped-query attention (4 heads, 2 key/value heads) and its own
+// classifier; each with head size 8 and 32 (decoding's weighted sum of values takes all heads
+// at once when the head size is a multiple of 16, and head by head otherwise).
+static void test_kv_cache_matches_full_forward(int arch, const char *config) {
     Model model;
-    if (arch == ARCH_LLAMA) random_model_arch(&model, "3,4,32,40,71,2,48", 11, ARCH_LLAMA, 0);
-    else random_model(&model, "3,4,32,40,71", 11);
+    if (arch == ARCH_LLAMA) random_model_arch(&model, config, 11, ARCH_LLAMA, 0);
+    else random_model(&model, config, 11);
     const Config *cfg = &model.config;
     enum { S = 4 };
     int lengths[S] = {37, 12, 25, 40}, prefill[S] = {5, 1, 9, 17};
@@ -81,10 +83,10 @@ static void test_kv_cache_matches_full_forward(int arch) {
     }
     // The same arithmetic in the same order: the tolerance allows float32 rounding, 1e-5 of the
     // largest logit, though the two paths agree exactly on this machine.
-    check(max_err <= 1e-5 * max_logit, "%sKV-cache decoding equals the full forward pass at all %d "
-          "positions of 4 prompts of different lengths (max |diff| %.2g, logits up to %.1f)",
-          arch == ARCH_LLAMA ? "Llama (4 heads, 2 kv heads, own classifier): " : "", positions,
-          max_err, max_logit);
+    check(max_err <= 1e-5 * max_logit, "%shead size %d: KV-cache decoding equals the full forward "
+          "pass at all %d positions of 4 prompts of different lengths (max |diff| %.2g, logits up "
+          "to %.1f)", arch == ARCH_LLAMA ? "Llama (4 heads, 2 kv heads, own classifier), " : "",
+          cfg->C / cfg->NH, positions, max_err, max_logit);
     kv_cache_free(&kv);
     for (int s = 0; s < S; s++) {
         free(seqs[s]);
@@ -93,8 +95,8 @@ static void test_kv_cache_matches_full_forward(int arch) {
     model_free(&model);
 }
 
-// Rows never mix: prefilling prompts of different lengths together (right-padded to the
-// longest) and then decoding them together gives the same bits as prefilling and decoding each
+// Rows never mix: prefilling prompts of different lengths together (one step of all their
+// tokens) and then decoding them together gives the same bits as prefilling and decoding each
 // prompt alone, in another cache slot. This is what lets generate() put any prompt in any slot
 // next to any others without changing its text.
 static void test_rows_independent(void) {
@@ -531,7 +533,8 @@ static void test_sampler(void) {
 }
 
 int main(void) {
-    test_kv_cache_matches_full_forward(ARCH_GPT2);
+    test_kv_cache_matches_full_forward(ARCH_GPT2, "3,4,32,40,71");
+    test_kv_cache_matches_full_forward(ARCH_GPT2, "2,2,64,40,71");
     test_rows_independent();
     test_mixed_steps();
     test_generation_determinism();
@@ -540,6 +543,7 @@ int main(void) {
     test_shared_cut_prompts(ARCH_GPT2);
     test_shared_cut_prompts(ARCH_LLAMA);
     test_sampler();
-    test_kv_cache_matches_full_forward(ARCH_LLAMA);
+    test_kv_cache_matches_full_forward(ARCH_LLAMA, "3,4,32,40,71,2,48");
+    test_kv_cache_matches_full_forward(ARCH_LLAMA, "2,4,128,40,71,2,96");
     return checks_finish();
 }
