@@ -45,7 +45,7 @@
 #include "lib/util.h"      // die, xmalloc, now_seconds, Rng, SafeFile (crash-safe writes)
 #include "lib/flags.h"     // Flag, flags_parse, flags_usage: each command's flags and its --help
 #ifndef SIRT_CUDA          // the CPU kernels' matrix product (the GPU build has cuBLAS):
-#include "lib/gemm.h"      // gemm, tuned for the cache, and gemm_reference, the plain loop
+#include "lib/gemm.h"      // gemm, tuned for the cache (and for a B packed once), gemm_reference
 #include "lib/exp.h"       // exp_floats: expf over an array, vectorized, with the C library's bits
 #endif
 #include "lib/jsonl.h"     // JsonObject, JsonlFile: reading and writing JSON lines

@@ -110,7 +110,7 @@ static double bench_decode(Model *model, int B, int prompt, int total, int cache
         return 1.0 / per_row; // each row yields one new token per forward pass
     }
     KVCache kv;
-    kv_cache_init(&kv, model, B, B * prompt > B ? B * prompt : B, total);
+    kv_cache_init(&kv, model, B, B * prompt, total); // rows: the prefill's, the most of a step
     int **prompts = xmalloc(B * sizeof(int *)), *lengths = xmalloc(B * sizeof(int));
     int *slots = xmalloc(B * sizeof(int)), *tokens = xmalloc(B * sizeof(int)), *pos = xmalloc(B * sizeof(int));
     for (int b = 0; b < B; b++) {
