@@ -230,7 +230,8 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 // GCC splits such a loop into 8 + 4 + 2 + 1 + 1 lanes. Its arithmetic is lane by lane, so the
 // bits are those of the plain loops.
 typedef float vec16 __attribute__((vector_size(16 * sizeof(float)), aligned(4)));
-static inline vec16 load16(const float *p) { return *(const vec16 *)p; }
+// (a macro, not a function: a function returning vec16 draws GCC's ABI warning without AVX-512)
+#define load16(p) (*(const vec16 *)(p))
 
 // a · b over n floats, with 16 partial sums in a fixed order: partial sum j collects the
 // products i = j, j+16, ... (one vector register; a plain running sum cannot vectorize, since

@@ -253,6 +253,7 @@ static inline void transpose_block(vfloat r[VL]) {
 // the rest of the block is zero.
 static inline void load_b_block(vfloat bk[VL], const float *B, long b_rs, long b_cs, int k0,
                                 int kn, int j0, int nn, int K) {
+    (void)K; // read only by the transposing path below
     if (b_cs == 1 && nn == VL) {
         for (int k = 0; k < kn; k++) bk[k] = *(const vfloat *)(B + (long)(k0 + k) * b_rs + j0);
         for (int k = kn; k < VL; k++) bk[k] = (vfloat){0};
