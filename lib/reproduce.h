@@ -308,12 +308,15 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // stories, the drills or the demonstrations, or sft the way it trains (such as packed rows), so
 // that no base built another way is reused.
 #define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
+// ... and of the choice family's, added to the settings only when phase 0 reads choice stories
+// (so that a math base keeps its key when only the choice family changes)
+#define REPRO_BASE_CHOICE_DATA "choice v2: facts told in a connected order, walked in the question's order; stories open with the question and end with every rank's letter\n"
 
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
-    char settings[512], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
-    snprintf(settings, sizeof settings, "data %s\ntask %s\narch %s\nconfig %s\nvocab %s\nstories per family %d\n"
+    char settings[768], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
+    snprintf(settings, sizeof settings, "data %s\n%stask %s\narch %s\nconfig %s\nvocab %s\nstories per family %d\n"
              "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
-             REPRO_BASE_DATA, rs->task, ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train,
+             REPRO_BASE_DATA, strcmp(rs->task, "math") ? REPRO_BASE_CHOICE_DATA : "", rs->task, ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train,
              rs->base_epochs, rs->base_lr, rs->base_seed);
     snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
     snprintf(tokfile, cap, "%s/tokenizer.bin", dir);

@@ -28,11 +28,16 @@
 //           student's), and each item also records its true steps (TaskItem.truth; the JSONL's
 //           "truth"), against which a student's steps are judged one by one (lib/answer.h).
 //           16 kinds of things, 40 names, 3 in-domain phrasings of each kind of event.
-//   choice  CSQA/OBQA-like multiple choice: 3-4 people and a shuffled chain of comparison facts
-//           ("Bob is shorter than Ann."), the question asks for the first, last, second or
-//           second-to-last in the order, and the options A) .. D) name the people. The teacher
-//           walks the chain from the top, one fact per line ("..., so from tallest to shortest:
-//           Ann, Bob."), then names the letter: "#### B". 6 relations (taller, older, ...).
+//   choice  CSQA/OBQA-like multiple choice: 3-4 people and the facts of a chain of comparisons
+//           ("Bob is shorter than Ann."), told in a shuffled but connected order (each fact after
+//           the first shares a person with those before it); the question asks for the first,
+//           last, second or second-to-last in the order, and the options name the people, each
+//           before its letter ("Ann (A), Bob (B) or Mia (C)": the letter follows the name, so
+//           finding it is copying what follows the name). The teacher walks the facts in the
+//           question's order, one a line, placing each new person above or below the one already
+//           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked
+//           and the letter ("So the shortest is Bob (B).", "#### B"). 6 relations (taller,
+//           older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
@@ -433,6 +438,8 @@ typedef struct {
     int n;                          // people
     int order[TASK_MAX_PEOPLE];     // name ids, from most to least (tallest first)
     int stated_less[TASK_MAX_PEOPLE - 1]; // fact k (order[k] vs order[k+1]) said with <less>
+    int told[TASK_MAX_PEOPLE - 1];  // the facts in the question's order: told[f] is fact k; each
+                                    // after the first shares a person with those before it
     int query;                      // 0 the most, 1 the least, 2 the second most, 3 the second least
     int rank;                       // the position asked for, 0 = the most
     int num_options;
@@ -449,12 +456,16 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     rng_shuffle(rng, pool, TASK_COUNT(task_names));
     memcpy(c->order, pool, (size_t)c->n * sizeof(int));
     it->name_id = c->order[0];
-    int facts[TASK_MAX_PEOPLE - 1];
-    for (int k = 0; k < c->n - 1; k++) {
-        c->stated_less[k] = task_below(rng, 2);
-        facts[k] = k;
+    for (int k = 0; k < c->n - 1; k++) c->stated_less[k] = task_below(rng, 2);
+    // the facts' order: any fact first, then each next one extends the known stretch of the
+    // chain upwards or downwards (at random where both are left), so the teacher can place each
+    // new person beside one already known
+    int top = task_below(rng, c->n - 1), bottom = top;
+    c->told[0] = top;
+    for (int f = 1; f < c->n - 1; f++) {
+        int up = top > 0 && (bottom == c->n - 2 || task_below(rng, 2));
+        c->told[f] = up ? --top : ++bottom;
     }
-    rng_shuffle(rng, facts, c->n - 1);
     int query = c->query = task_below(rng, 4);
     c->rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
     int answer = c->order[c->rank];
@@ -471,7 +482,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     const TaskRelation *r = &task_relations[it->template_id];
     task_putf(q, "%s friends %s.", task_counts[c->n], r->scene);
     for (int f = 0; f < c->n - 1; f++) {
-        int k = facts[f];
+        int k = c->told[f];
         const char *hi = task_names[c->order[k]].name, *lo = task_names[c->order[k + 1]].name;
         const char *word = c->stated_less[k] ? r->less : r->more;
         const char *subject = c->stated_less[k] ? lo : hi, *object = c->stated_less[k] ? hi : lo;
@@ -481,24 +492,37 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
             task_putf(q, " %s is %s than %s.", subject, word, object);
     }
     task_putf(q, " Who is the %s%s?", query >= 2 ? "second " : "", query % 2 ? r->least : r->most);
-    for (int o = 0; o < c->num_options; o++)
-        task_putf(q, " %c) %s", 'A' + o, task_names[c->options[o]].name);
+    for (int o = 0; o < c->num_options; o++) // each name before its letter: "Carl (A)"
+        task_putf(q, "%s %s (%c)", o == 0 ? "" : o + 1 < c->num_options ? "," : " or",
+                  task_names[c->options[o]].name, 'A' + o);
     for (int o = 0; o < c->num_options; o++)
         if (c->options[o] == answer) snprintf(it->gold, sizeof it->gold, "%c", 'A' + o);
 }
 
-// Walks the chain from the top: step k places order[k+1] just below order[k], except that the
-// wrong step places it just above. Fills list[0..n) and returns the name id at the asked rank.
-static int task_choice_walk(const TaskChoice *c, int wrong_step, int *list) {
-    list[0] = c->order[0];
-    for (int k = 0; k < c->n - 1; k++) {
+// Walks the facts in the question's order, steps 0..steps-1 of them: the first gives its two
+// people in order, and each later one puts its new person just above or just below the one it
+// already knows, except that the wrong step puts its person on the other side (the first: its
+// two people swapped). Fills list[0..steps+1), the order so far from the most, and returns the
+// name id at the asked rank (after every step: steps = n - 1).
+static int task_choice_walk(const TaskChoice *c, int steps, int wrong_step, int *list) {
+    int k = c->told[0], len = 2;
+    list[0] = c->order[k + (wrong_step == 0)];
+    list[1] = c->order[k + (wrong_step != 0)];
+    for (int f = 1; f < steps; f++) {
+        k = c->told[f];
+        int known_in_list = 0; // the person of the fact that the list already has: order[k] or order[k+1]
+        for (int i = 0; i < len; i++) known_in_list |= list[i] == c->order[k];
+        int known = c->order[known_in_list ? k : k + 1], fresh = c->order[known_in_list ? k + 1 : k];
         int pos = 0;
-        while (list[pos] != c->order[k]) pos++;
-        if (k != wrong_step) pos++;
-        memmove(list + pos + 1, list + pos, (size_t)(k + 1 - pos) * sizeof(int));
-        list[pos] = c->order[k + 1];
+        while (list[pos] != known) pos++;
+        int below = known_in_list; // the new person is the lower one of the fact
+        if (f == wrong_step) below = !below;
+        pos += below;
+        memmove(list + pos + 1, list + pos, (size_t)(len - pos) * sizeof(int));
+        list[pos] = fresh;
+        len++;
     }
-    return list[c->rank];
+    return list[c->rank < len ? c->rank : 0];
 }
 
 static int task_choice_letter(const TaskChoice *c, int name_id) {
@@ -511,22 +535,43 @@ static void task_choice_answer(const TaskItem *it, const TaskChoice *c, int wron
                                TaskText *a) {
     const TaskRelation *r = &task_relations[it->template_id];
     int list[TASK_MAX_PEOPLE];
-    TaskChoice upto = *c; // the walk after k+1 steps is the walk of the first k+2 people
-    for (int k = 0; k < c->n - 1; k++) {
+    for (int f = 0; f < c->n - 1; f++) {
+        int k = c->told[f];
         const char *hi = task_names[c->order[k]].name, *lo = task_names[c->order[k + 1]].name;
         if (c->stated_less[k]) task_putf(a, "%s is %s than %s", lo, r->less, hi);
         else task_putf(a, "%s is %s than %s", hi, r->more, lo);
         task_putf(a, ", so from %s to %s: ", r->most, r->least);
-        upto.n = k + 2;
-        upto.rank = 0;
-        task_choice_walk(&upto, wrong_step, list);
-        for (int i = 0; i < k + 2; i++) task_putf(a, "%s%s", i ? ", " : "", task_names[list[i]].name);
+        task_choice_walk(c, f + 1, wrong_step, list);
+        for (int i = 0; i < f + 2; i++) task_putf(a, "%s%s", i ? ", " : "", task_names[list[i]].name);
         task_puts(a, ".\n");
     }
-    int named = task_choice_walk(c, wrong_step, list);
+    int named = task_choice_walk(c, c->n - 1, wrong_step, list);
     int letter = task_choice_letter(c, named);
-    task_putf(a, "So the %s%s is %s, which is option %c.\n#### %c", c->query >= 2 ? "second " : "",
+    task_putf(a, "So the %s%s is %s (%c).\n#### %c", c->query >= 2 ? "second " : "",
               c->query % 2 ? r->least : r->most, task_names[named].name, letter, letter);
+}
+
+// The story (phase 0's text): the question word for word, the true walk (the clean teacher's
+// lines but the last), then every rank the questions ask for with its person and letter:
+// "The tallest is Dev (B); the second tallest is ...; and the shortest is Jack (D)."
+static void task_choice_story(const TaskItem *it, const TaskChoice *c, const char *question,
+                              TaskText *story) {
+    const TaskRelation *r = &task_relations[it->template_id];
+    task_puts(story, question);
+    task_puts(story, "\n");
+    TaskText walk = {0};
+    task_choice_answer(it, c, -1, &walk);
+    task_put(story, walk.data, (size_t)(strstr(walk.data, "\nSo the ") - walk.data) + 1);
+    free(walk.data);
+    static const int queries[4] = {0, 2, 3, 1}; // the most, second most, second least, least
+    for (int q = 0; q < 4; q++) {
+        int query = queries[q], rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
+        int person = c->order[rank];
+        task_putf(story, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
+                  query >= 2 ? "second " : "", query % 2 ? r->least : r->most, task_names[person].name,
+                  task_choice_letter(c, person));
+    }
+    task_puts(story, ".");
 }
 
 // --- Items.
@@ -575,21 +620,13 @@ void task_make_item(TaskFamily family, TaskSplit split, uint64_t seed, float noi
             for (int k = 0; k < choice.n - 1; k++) steps[k] = k;
             rng_shuffle(&noise_rng, steps, choice.n - 1);
             for (int s = 0; s < choice.n - 1 && it->wrong_step < 0; s++) {
-                int named = task_choice_walk(&choice, steps[s], list);
+                int named = task_choice_walk(&choice, choice.n - 1, steps[s], list);
                 if (named != choice.order[choice.rank] && task_choice_letter(&choice, named))
                     it->wrong_step = steps[s];
             }
         }
         task_choice_answer(it, &choice, it->wrong_step, &a);
-        // the story: the question's facts, then the true walk (the clean teacher's lines but the
-        // last, which names an option)
-        const char *facts = strchr(q.data, '.') + 2, *ask = strstr(q.data, " Who is the ");
-        task_put(&story, facts, (size_t)(ask - facts));
-        TaskText walk = {0};
-        task_choice_answer(it, &choice, -1, &walk);
-        task_puts(&story, "\n");
-        task_put(&story, walk.data, (size_t)(strstr(walk.data, "\nSo the ") - walk.data));
-        free(walk.data);
+        task_choice_story(it, &choice, q.data, &story);
         it->num_steps = choice.n;
     }
     it->noisy = it->wrong_step >= 0;

@@ -62,6 +62,19 @@ static int name_lookup(const char *word) { // the name at the start of word ("An
     return -1;
 }
 
+// The options of a choice question, "Carl (A), Zoe (B) or Lucy (C)": opt[k] is the name id of
+// letter 'A' + k (each option a name, then its letter in parentheses). Returns their count.
+static int choice_options(const char *question, int *opt) {
+    int no = 0;
+    const char *q = strchr(question, '?');
+    for (const char *p = q; p && (p = strstr(p, " (")) != NULL; p += 2) {
+        const char *name = p;
+        while (name > q && name[-1] != ' ') name--;
+        if (p[2] == 'A' + no && p[3] == ')') opt[no++] = name_lookup(name);
+    }
+    return no;
+}
+
 // --- An independent solver for choice questions: reads the facts, the question and the options
 // from the text alone. Returns the answer letter; fills the order (top first) and the asked rank.
 static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_out, int *n_options) {
@@ -106,8 +119,7 @@ static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_ou
             int most = !strcmp(sup, r->most);
             rank = most ? (second ? 1 : 0) : (second ? n - 2 : n - 1);
         }
-    for (int i = 0; i + 1 < nw; i++)
-        if (strlen(w[i]) == 2 && w[i][1] == ')' && w[i][0] == 'A' + no) opt[no++] = name_lookup(w[i + 1]);
+    no = choice_options(it->question, opt);
     int letter = 0;
     for (int o = 0; o < no; o++)
         if (rank >= 0 && opt[o] == order[rank]) letter = 'A' + o;
@@ -119,23 +131,23 @@ static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_ou
 }
 
 // Counts the choice steps that are locally wrong: a step must extend the previous order by its
-// fact (the new person right below or above the known one); the last line must name the person
-// at the asked rank of the last order, with that person's letter. Sets *first_wrong.
+// fact (the new person right below or above the known one); the line "So the ..." must name the
+// person at the asked rank of the last order, with that person's letter. Sets *first_wrong.
 static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
     const TaskRelation *r = &task_relations[it->template_id];
     char *copy = strdup(it->answer), *lines[16], *w[64];
     int nl = split_lines(copy, lines, 16), list[8], len = 0, wrong = 0;
     *first_wrong = -1;
-    for (int l = 0; l < nl - 1; l++) {
+    for (int l = 0; l < nl; l++) {
+        if (!strncmp(lines[l], "####", 4)) continue; // the final answer, checked by the callers
+        int last = !strncmp(lines[l], "So the ", 7); // before words_of cuts the line into words
         int nw = words_of(lines[l], w, 64), ok = 1;
-        if (l == nl - 2) { // "So the [second] X is NAME, which is option L."
-            int name = name_lookup(w[nw - 5]);
-            char letter = w[nw - 1][0];
-            int o = -1;
-            char *q = strchr(it->question, '?'); // options after the question mark
-            for (char *p = q; p && (p = strstr(p, ") ")); p += 2)
-                if (name_lookup(p + 2) == name) o = p[-1];
-            ok = rank < len && list[rank] == name && letter == o;
+        if (last) { // "So the [second] X is NAME (L)."
+            int name = name_lookup(w[nw - 2]), opt[8], no = choice_options(it->question, opt), o = -1;
+            char letter = w[nw - 1][1];
+            for (int k = 0; k < no; k++)
+                if (opt[k] == name) o = 'A' + k;
+            ok = rank < len && list[rank] == name && letter == o && !strcmp(w[nw - 1] + 2, ").");
         } else {
             int x = name_lookup(w[0]), y = name_lookup(w[4]);
             int upper = !strcmp(w[2], r->more) ? x : y, lower = upper == x ? y : x;
@@ -505,12 +517,35 @@ int main(void) {
             for (int i = 0; i < N_ITEMS; i++) {
                 const TaskItem *it = &items[f][TASK_SPLIT_TRAIN][i];
                 const char *story = it->story;
-                // a math story opens with its question, word for word, then tells its worked solution
+                // a story opens with its question, word for word, then tells its worked solution
                 size_t qlen = strlen(it->question);
-                int asks = f == TASK_MATH && story && !strncmp(story, it->question, qlen) && story[qlen] == '\n';
+                int asks = story && !strncmp(story, it->question, qlen) && story[qlen] == '\n';
                 const char *told = story && asks ? story + qlen : story;
-                int ok = story && (f != TASK_MATH || asks) && !strstr(told, "How many") && !strstr(told, "Who is") &&
-                         !strstr(story, "####") && !strstr(story, "option") && !strstr(story, "The answer");
+                int ok = story && asks && !strstr(told, "How many") && !strstr(told, "Who is") &&
+                         !strstr(story, "####") && !strstr(story, "The answer") && !strstr(told, "So the ");
+                if (ok && f == TASK_CHOICE) { // the teacher's walk, then every rank with its letter
+                    TaskItem walk = *it;
+                    char *last = strrchr(told, '\n'), ranks[512] = "", text[256];
+                    walk.answer = strdup(told + 1);
+                    walk.answer[last - told - 1] = '\0'; // the walk's lines, without the ranks' line
+                    int order[8], n, rank, no, first;
+                    solve_choice(it, order, &n, &rank, &no);
+                    ok &= choice_wrong_steps(&walk, rank, &first) == 0 && first == -1;
+                    free(walk.answer);
+                    const TaskRelation *r = &task_relations[it->template_id];
+                    const int ranks_asked[4] = {0, 1, n - 2, n - 1};
+                    for (int q = 0; q < 4; q++) {
+                        int person = order[ranks_asked[q]], letter = 0, opt[8], no = choice_options(it->question, opt);
+                        for (int k = 0; k < no; k++)
+                            if (opt[k] == person) letter = 'A' + k;
+                        snprintf(text, sizeof text, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
+                                 q == 1 || q == 2 ? "second " : "", q < 2 ? r->most : r->least,
+                                 task_names[person].name, letter);
+                        strcat(ranks, text);
+                    }
+                    strcat(ranks, ".");
+                    ok &= !strcmp(last + 1, ranks);
+                }
                 if (ok && f == TASK_MATH) {
                     MathSolution sol;
                     char *copy = strdup(story), *lines[16];
@@ -537,9 +572,10 @@ int main(void) {
                 }
                 if (!ok && bad++ < 2) printf("  bad story: %s\n", story ? story : "(none)");
             }
-        check(bad == 0, "stories (phase 0's text), both families, %d train items each: no answer format, no question "
-              "but a math story's opening one; math: the question word for word, every start, a line per event "
-              "whose arithmetic is right, the asked person's final count the solver's",
+        check(bad == 0, "stories (phase 0's text), both families, %d train items each: the question word for word, "
+              "then no answer format and no question; math: every start, a line per event whose arithmetic is right, "
+              "the asked person's final count the solver's; choice: the teacher's walk, every line right, then the "
+              "most, second most, second least and least person of the solver's order with their letters",
               N_ITEMS);
     }
 
