@@ -316,8 +316,8 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     char settings[768], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
     snprintf(settings, sizeof settings, "data %s\n%stask %s\narch %s\nconfig %s\nvocab %s\nstories per family %d\n"
              "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
-             REPRO_BASE_DATA, strcmp(rs->task, "math") ? REPRO_BASE_CHOICE_DATA : "", rs->task, ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train,
-             rs->base_epochs, rs->base_lr, rs->base_seed);
+             REPRO_BASE_DATA, strcmp(rs->task, "math") ? REPRO_BASE_CHOICE_DATA : "", rs->task,
+             ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr, rs->base_seed);
     snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
     snprintf(tokfile, cap, "%s/tokenizer.bin", dir);
     snprintf(base_model, cap, "%s/base.bin", dir);

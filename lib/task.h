@@ -446,6 +446,12 @@ typedef struct {
     int options[TASK_MAX_OPTIONS];  // name ids, option A first
 } TaskChoice;
 
+// The position in the order that a query asks for (0 = the most): the most, the least, the
+// second most, the second least.
+static int task_choice_rank(int n, int query) {
+    return query == 0 ? 0 : query == 1 ? n - 1 : query == 2 ? 1 : n - 2;
+}
+
 static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskChoice *c,
                                  TaskText *q) {
     int ood = split == TASK_SPLIT_TEST_OOD;
@@ -467,7 +473,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
         c->told[f] = up ? --top : ++bottom;
     }
     int query = c->query = task_below(rng, 4);
-    c->rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
+    c->rank = task_choice_rank(c->n, query);
     int answer = c->order[c->rank];
     // options: everyone (at most TASK_MAX_OPTIONS people)
     c->num_options = c->n < TASK_MAX_OPTIONS ? c->n : TASK_MAX_OPTIONS;
@@ -510,12 +516,12 @@ static int task_choice_walk(const TaskChoice *c, int steps, int wrong_step, int 
     list[1] = c->order[k + (wrong_step != 0)];
     for (int f = 1; f < steps; f++) {
         k = c->told[f];
-        int known_in_list = 0; // the person of the fact that the list already has: order[k] or order[k+1]
-        for (int i = 0; i < len; i++) known_in_list |= list[i] == c->order[k];
-        int known = c->order[known_in_list ? k : k + 1], fresh = c->order[known_in_list ? k + 1 : k];
+        int upper_known = 0; // whether the list has the fact's upper person, order[k] (else order[k+1])
+        for (int i = 0; i < len; i++) upper_known |= list[i] == c->order[k];
+        int known = c->order[upper_known ? k : k + 1], fresh = c->order[upper_known ? k + 1 : k];
         int pos = 0;
         while (list[pos] != known) pos++;
-        int below = known_in_list; // the new person is the lower one of the fact
+        int below = upper_known; // the new person is the fact's lower one: it goes below the known
         if (f == wrong_step) below = !below;
         pos += below;
         memmove(list + pos + 1, list + pos, (size_t)(len - pos) * sizeof(int));
@@ -565,8 +571,7 @@ static void task_choice_story(const TaskItem *it, const TaskChoice *c, const cha
     free(walk.data);
     static const int queries[4] = {0, 2, 3, 1}; // the most, second most, second least, least
     for (int q = 0; q < 4; q++) {
-        int query = queries[q], rank = query == 0 ? 0 : query == 1 ? c->n - 1 : query == 2 ? 1 : c->n - 2;
-        int person = c->order[rank];
+        int query = queries[q], person = c->order[task_choice_rank(c->n, query)];
         task_putf(story, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
                   query >= 2 ? "second " : "", query % 2 ? r->least : r->most, task_names[person].name,
                   task_choice_letter(c, person));

@@ -75,6 +75,14 @@ static int choice_options(const char *question, int *opt) {
     return no;
 }
 
+// The letter of person `name_id` among a choice question's options, or 0 when none names them.
+static int choice_letter_of(const char *question, int name_id) {
+    int opt[8], no = choice_options(question, opt);
+    for (int k = 0; k < no; k++)
+        if (opt[k] == name_id) return 'A' + k;
+    return 0;
+}
+
 // --- An independent solver for choice questions: reads the facts, the question and the options
 // from the text alone. Returns the answer letter; fills the order (top first) and the asked rank.
 static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_out, int *n_options) {
@@ -143,11 +151,8 @@ static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
         int last = !strncmp(lines[l], "So the ", 7); // before words_of cuts the line into words
         int nw = words_of(lines[l], w, 64), ok = 1;
         if (last) { // "So the [second] X is NAME (L)."
-            int name = name_lookup(w[nw - 2]), opt[8], no = choice_options(it->question, opt), o = -1;
-            char letter = w[nw - 1][1];
-            for (int k = 0; k < no; k++)
-                if (opt[k] == name) o = 'A' + k;
-            ok = rank < len && list[rank] == name && letter == o && !strcmp(w[nw - 1] + 2, ").");
+            int name = name_lookup(w[nw - 2]), letter = choice_letter_of(it->question, name);
+            ok = rank < len && list[rank] == name && letter && w[nw - 1][1] == letter && !strcmp(w[nw - 1] + 2, ").");
         } else {
             int x = name_lookup(w[0]), y = name_lookup(w[4]);
             int upper = !strcmp(w[2], r->more) ? x : y, lower = upper == x ? y : x;
@@ -535,9 +540,7 @@ int main(void) {
                     const TaskRelation *r = &task_relations[it->template_id];
                     const int ranks_asked[4] = {0, 1, n - 2, n - 1};
                     for (int q = 0; q < 4; q++) {
-                        int person = order[ranks_asked[q]], letter = 0, opt[8], no = choice_options(it->question, opt);
-                        for (int k = 0; k < no; k++)
-                            if (opt[k] == person) letter = 'A' + k;
+                        int person = order[ranks_asked[q]], letter = choice_letter_of(it->question, person);
                         snprintf(text, sizeof text, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
                                  q == 1 || q == 2 ? "second " : "", q < 2 ? r->most : r->least,
                                  task_names[person].name, letter);
