@@ -32,12 +32,14 @@
 //           ("Bob is shorter than Ann."), told in a shuffled but connected order (each fact after
 //           the first shares a person with those before it); the question asks for the first,
 //           last, second or second-to-last in the order, and the options name the people, each
-//           before its letter ("Ann (A), Bob (B) or Mia (C)": the letter follows the name, so
-//           finding it is copying what follows the name). The teacher walks the facts in the
+//           after its letter ("(A) Ann, (B) Bob or (C) Mia"). The teacher walks the facts in the
 //           question's order, one a line, placing each new person above or below the one already
-//           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked
-//           and the letter ("So the shortest is Bob (B).", "#### B"). 6 relations (taller,
-//           older, ...).
+//           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked and
+//           reads the options word for word up to that person ("So the shortest is Bob; the
+//           options up to Bob: (A) Ann or (B) Bob.", "#### B"): the letter is found by copying
+//           the options and stopping at a name, then taking the last letter read, not by looking
+//           the name up among the options, which this small student does not learn (README).
+//           6 relations (taller, older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
@@ -452,6 +454,16 @@ static int task_choice_rank(int n, int query) {
     return query == 0 ? 0 : query == 1 ? n - 1 : query == 2 ? 1 : n - 2;
 }
 
+// The options, each letter before its name ("(A) Carl, (B) Zoe or (C) Lucy"), all of them or
+// (stop_at, a name id) those up to and including that person's.
+static void task_choice_options(TaskText *t, const TaskChoice *c, int stop_at) {
+    for (int o = 0; o < c->num_options; o++) {
+        task_putf(t, "%s (%c) %s", o == 0 ? "" : o + 1 < c->num_options ? "," : " or", 'A' + o,
+                  task_names[c->options[o]].name);
+        if (c->options[o] == stop_at) break;
+    }
+}
+
 static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskChoice *c,
                                  TaskText *q) {
     int ood = split == TASK_SPLIT_TEST_OOD;
@@ -498,9 +510,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
             task_putf(q, " %s is %s than %s.", subject, word, object);
     }
     task_putf(q, " Who is the %s%s?", query >= 2 ? "second " : "", query % 2 ? r->least : r->most);
-    for (int o = 0; o < c->num_options; o++) // each name before its letter: "Carl (A)"
-        task_putf(q, "%s %s (%c)", o == 0 ? "" : o + 1 < c->num_options ? "," : " or",
-                  task_names[c->options[o]].name, 'A' + o);
+    task_choice_options(q, c, -1);
     for (int o = 0; o < c->num_options; o++)
         if (c->options[o] == answer) snprintf(it->gold, sizeof it->gold, "%c", 'A' + o);
 }
@@ -537,6 +547,20 @@ static int task_choice_letter(const TaskChoice *c, int name_id) {
     return 0;
 }
 
+// The line that finds a person's letter: the rank and its person, then the options read in
+// order, word for word as the question gives them, up to that person: "So the shortest is Bob;
+// the options up to Bob: (A) Ann, (B) Carl or (C) Bob." Finding the letter is copying the
+// options, stopping at the name and taking the last letter read: never a name looked up among
+// the options. (With the letter before the name, whether to stop is decided at the name itself.)
+static void task_choice_find(TaskText *t, const char *opening, const TaskRelation *r, int query,
+                             const TaskChoice *c, int person) {
+    const char *name = task_names[person].name;
+    task_putf(t, "%s %s%s is %s; the options up to %s:", opening, query >= 2 ? "second " : "",
+              query % 2 ? r->least : r->most, name, name);
+    task_choice_options(t, c, person);
+    task_puts(t, ".");
+}
+
 static void task_choice_answer(const TaskItem *it, const TaskChoice *c, int wrong_step,
                                TaskText *a) {
     const TaskRelation *r = &task_relations[it->template_id];
@@ -552,14 +576,13 @@ static void task_choice_answer(const TaskItem *it, const TaskChoice *c, int wron
         task_puts(a, ".\n");
     }
     int named = task_choice_walk(c, c->n - 1, wrong_step, list);
-    int letter = task_choice_letter(c, named);
-    task_putf(a, "So the %s%s is %s (%c).\n#### %c", c->query >= 2 ? "second " : "",
-              c->query % 2 ? r->least : r->most, task_names[named].name, letter, letter);
+    task_choice_find(a, "So the", r, c->query, c, named);
+    task_putf(a, "\n#### %c", task_choice_letter(c, named));
 }
 
 // The story (phase 0's text): the question word for word, the true walk (the clean teacher's
-// lines but the last), then every rank the questions ask for with its person and letter:
-// "The tallest is Dev (B); the second tallest is ...; and the shortest is Jack (D)."
+// lines but the last), then a line for every rank the questions ask for, finding its person's
+// letter as the teacher does: "The tallest is Dev; the options up to Dev: (A) Carl or (B) Dev."
 static void task_choice_story(const TaskItem *it, const TaskChoice *c, const char *question,
                               TaskText *story) {
     const TaskRelation *r = &task_relations[it->template_id];
@@ -571,12 +594,9 @@ static void task_choice_story(const TaskItem *it, const TaskChoice *c, const cha
     free(walk.data);
     static const int queries[4] = {0, 2, 3, 1}; // the most, second most, second least, least
     for (int q = 0; q < 4; q++) {
-        int query = queries[q], person = c->order[task_choice_rank(c->n, query)];
-        task_putf(story, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
-                  query >= 2 ? "second " : "", query % 2 ? r->least : r->most, task_names[person].name,
-                  task_choice_letter(c, person));
+        if (q) task_puts(story, "\n");
+        task_choice_find(story, "The", r, queries[q], c, c->order[task_choice_rank(c->n, queries[q])]);
     }
-    task_puts(story, ".");
 }
 
 // --- Items.

@@ -62,16 +62,13 @@ static int name_lookup(const char *word) { // the name at the start of word ("An
     return -1;
 }
 
-// The options of a choice question, "Carl (A), Zoe (B) or Lucy (C)": opt[k] is the name id of
-// letter 'A' + k (each option a name, then its letter in parentheses). Returns their count.
+// The options of a choice question, "(A) Carl, (B) Zoe or (C) Lucy": opt[k] is the name id of
+// letter 'A' + k (each option its letter in parentheses, then a name). Returns their count.
 static int choice_options(const char *question, int *opt) {
     int no = 0;
     const char *q = strchr(question, '?');
-    for (const char *p = q; p && (p = strstr(p, " (")) != NULL; p += 2) {
-        const char *name = p;
-        while (name > q && name[-1] != ' ') name--;
-        if (p[2] == 'A' + no && p[3] == ')') opt[no++] = name_lookup(name);
-    }
+    for (const char *p = q; p && (p = strstr(p, " (")) != NULL; p += 2)
+        if (p[2] == 'A' + no && p[3] == ')' && p[4] == ' ') opt[no++] = name_lookup(p + 5);
     return no;
 }
 
@@ -81,6 +78,28 @@ static int choice_letter_of(const char *question, int name_id) {
     for (int k = 0; k < no; k++)
         if (opt[k] == name_id) return 'A' + k;
     return 0;
+}
+
+// A line that finds a person's letter, "... is NAME; the options up to NAME: (A) Ann or (B) NAME.":
+// the person's name id when the line names one person twice, then reads the question's options
+// word for word up to that person's letter and stops there; else -1.
+static int choice_find_line(const char *question, const char *line) {
+    const char *is = strstr(line, " is "), *upto = strstr(line, "; the options up to ");
+    if (!is || !upto || upto < is) return -1;
+    char name[32];
+    snprintf(name, sizeof name, "%.*s", (int)(upto - is - 4), is + 4);
+    int id = name_lookup(name);
+    const char *rest = upto + strlen("; the options up to ");
+    size_t nlen = strlen(name), len;
+    if (id < 0 || strlen(task_names[id].name) != nlen || strncmp(rest, name, nlen) || rest[nlen] != ':')
+        return -1;
+    const char *read = rest + nlen + 1, *options = strchr(question, '?') + 1; // " (A) Ann, ..."
+    len = strlen(read);
+    if (len < 2 || read[len - 1] != '.' || strncmp(options, read, len - 1)) return -1; // word for word
+    char end[48]; // ... and stops right after the person's letter
+    int n_end = snprintf(end, sizeof end, " (%c) %s", choice_letter_of(question, id), name);
+    if (len - 1 < (size_t)n_end || strncmp(read + len - 1 - n_end, end, (size_t)n_end)) return -1;
+    return id;
 }
 
 // --- An independent solver for choice questions: reads the facts, the question and the options
@@ -140,7 +159,8 @@ static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_ou
 
 // Counts the choice steps that are locally wrong: a step must extend the previous order by its
 // fact (the new person right below or above the known one); the line "So the ..." must name the
-// person at the asked rank of the last order, with that person's letter. Sets *first_wrong.
+// person at the asked rank of the last order and read the options up to that person's letter.
+// Sets *first_wrong.
 static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
     const TaskRelation *r = &task_relations[it->template_id];
     char *copy = strdup(it->answer), *lines[16], *w[64];
@@ -149,10 +169,10 @@ static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
     for (int l = 0; l < nl; l++) {
         if (!strncmp(lines[l], "####", 4)) continue; // the final answer, checked by the callers
         int last = !strncmp(lines[l], "So the ", 7); // before words_of cuts the line into words
+        int found = last ? choice_find_line(it->question, lines[l]) : -1;
         int nw = words_of(lines[l], w, 64), ok = 1;
-        if (last) { // "So the [second] X is NAME (L)."
-            int name = name_lookup(w[nw - 2]), letter = choice_letter_of(it->question, name);
-            ok = rank < len && list[rank] == name && letter && w[nw - 1][1] == letter && !strcmp(w[nw - 1] + 2, ").");
+        if (last) { // "So the [second] X is NAME; the options up to NAME: ... (L) NAME."
+            ok = rank < len && list[rank] == found;
         } else {
             int x = name_lookup(w[0]), y = name_lookup(w[4]);
             int upper = !strcmp(w[2], r->more) ? x : y, lower = upper == x ? y : x;
@@ -528,26 +548,26 @@ int main(void) {
                 const char *told = story && asks ? story + qlen : story;
                 int ok = story && asks && !strstr(told, "How many") && !strstr(told, "Who is") &&
                          !strstr(story, "####") && !strstr(story, "The answer") && !strstr(told, "So the ");
-                if (ok && f == TASK_CHOICE) { // the teacher's walk, then every rank with its letter
+                if (ok && f == TASK_CHOICE) { // the teacher's walk, then a line finding every rank's letter
                     TaskItem walk = *it;
-                    char *last = strrchr(told, '\n'), ranks[512] = "", text[256];
-                    walk.answer = strdup(told + 1);
-                    walk.answer[last - told - 1] = '\0'; // the walk's lines, without the ranks' line
+                    char *copy = strdup(told + 1), *lines[16];
+                    int nl = split_lines(copy, lines, 16), nwalk = nl - 4;
                     int order[8], n, rank, no, first;
                     solve_choice(it, order, &n, &rank, &no);
-                    ok &= choice_wrong_steps(&walk, rank, &first) == 0 && first == -1;
+                    walk.answer = strdup(told + 1);
+                    if (nwalk > 0) walk.answer[lines[nwalk] - 1 - copy] = '\0'; // the walk's lines alone
+                    ok &= nwalk == n - 1 && choice_wrong_steps(&walk, rank, &first) == 0 && first == -1;
                     free(walk.answer);
                     const TaskRelation *r = &task_relations[it->template_id];
                     const int ranks_asked[4] = {0, 1, n - 2, n - 1};
-                    for (int q = 0; q < 4; q++) {
-                        int person = order[ranks_asked[q]], letter = choice_letter_of(it->question, person);
-                        snprintf(text, sizeof text, "%s %s%s is %s (%c)", q == 0 ? "The" : q == 3 ? "; and the" : "; the",
-                                 q == 1 || q == 2 ? "second " : "", q < 2 ? r->most : r->least,
-                                 task_names[person].name, letter);
-                        strcat(ranks, text);
+                    for (int q = 0; ok && q < 4; q++) {
+                        char opening[64];
+                        int olen = snprintf(opening, sizeof opening, "The %s%s is ", q == 1 || q == 2 ? "second " : "",
+                                            q < 2 ? r->most : r->least);
+                        ok &= !strncmp(lines[nwalk + q], opening, (size_t)olen) &&
+                              choice_find_line(it->question, lines[nwalk + q]) == order[ranks_asked[q]];
                     }
-                    strcat(ranks, ".");
-                    ok &= !strcmp(last + 1, ranks);
+                    free(copy);
                 }
                 if (ok && f == TASK_MATH) {
                     MathSolution sol;
@@ -577,8 +597,9 @@ int main(void) {
             }
         check(bad == 0, "stories (phase 0's text), both families, %d train items each: the question word for word, "
               "then no answer format and no question; math: every start, a line per event whose arithmetic is right, "
-              "the asked person's final count the solver's; choice: the teacher's walk, every line right, then the "
-              "most, second most, second least and least person of the solver's order with their letters",
+              "the asked person's final count the solver's; choice: the teacher's walk, every line right, then a line "
+              "for the most, second most, second least and least person of the solver's order, reading the options "
+              "word for word up to that person's letter",
               N_ITEMS);
     }
 
