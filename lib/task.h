@@ -38,8 +38,8 @@
 //           reads the options word for word up to that person ("So the shortest is Bob; the
 //           options up to Bob: (A) Ann or (B) Bob.", "#### B"): the letter is found by copying
 //           the options and stopping at a name, then taking the last letter read, not by looking
-//           the name up among the options, which this small student does not learn (README).
-//           6 relations (taller, older, ...).
+//           the name up among the options, which this small student does not learn (nor, so far,
+//           where to stop: README). 6 relations (taller, older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
@@ -454,6 +454,13 @@ static int task_choice_rank(int n, int query) {
     return query == 0 ? 0 : query == 1 ? n - 1 : query == 2 ? 1 : n - 2;
 }
 
+// The letter of a person among the options, or 0 when no option names them.
+static int task_choice_letter(const TaskChoice *c, int name_id) {
+    for (int o = 0; o < c->num_options; o++)
+        if (c->options[o] == name_id) return 'A' + o;
+    return 0;
+}
+
 // The options, each letter before its name ("(A) Carl, (B) Zoe or (C) Lucy"), all of them or
 // (stop_at, a name id) those up to and including that person's.
 static void task_choice_options(TaskText *t, const TaskChoice *c, int stop_at) {
@@ -511,8 +518,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
     }
     task_putf(q, " Who is the %s%s?", query >= 2 ? "second " : "", query % 2 ? r->least : r->most);
     task_choice_options(q, c, -1);
-    for (int o = 0; o < c->num_options; o++)
-        if (c->options[o] == answer) snprintf(it->gold, sizeof it->gold, "%c", 'A' + o);
+    snprintf(it->gold, sizeof it->gold, "%c", task_choice_letter(c, answer));
 }
 
 // Walks the facts in the question's order, steps 0..steps-1 of them: the first gives its two
@@ -539,12 +545,6 @@ static int task_choice_walk(const TaskChoice *c, int steps, int wrong_step, int 
         len++;
     }
     return list[c->rank < len ? c->rank : 0];
-}
-
-static int task_choice_letter(const TaskChoice *c, int name_id) {
-    for (int o = 0; o < c->num_options; o++)
-        if (c->options[o] == name_id) return 'A' + o;
-    return 0;
 }
 
 // The line that finds a person's letter: the rank and its person, then the options read in
