@@ -113,6 +113,17 @@ back=$(echo "$ids" | ./sirt tokenize --tokenizer "$work/tok.bin" --decode)
 if [ "$back" = "$(printf 'Tom buys 5 more.\n\xff\xfe raw bytes')" ] && [ "$(echo "$ids" | wc -l)" -eq 2 ]; then
     ok "tokenize: one line of ids per input line, --decode gives the text back"
 else bad "tokenize round trip: $ids"; fi
+printf '{"text": "Tom has 3 apples.\\nHe buys 5 \\"more\\"."}\n{"id": 7, "text": "The answer is 8."}\n' >"$work/docs.jsonl"
+expect "tokenize --shard --jsonl: documents with newlines" ./sirt tokenize --tokenizer "$work/tok.bin" --shard "$work/docs.shard" --jsonl <"$work/docs.jsonl"
+shard_ids=$(od -An -tu2 -j1024 -v "$work/docs.shard" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')
+shard_count=$(od -An -tu4 -j8 -N4 "$work/docs.shard" | tr -d ' ')
+if [ "$(echo "$shard_ids" | ./sirt tokenize --tokenizer "$work/tok.bin" --decode)" = "$(printf 'Tom has 3 apples.\nHe buys 5 "more".<|endoftext|>The answer is 8.<|endoftext|>')" ] &&
+   [ "$shard_count" -eq "$(echo "$shard_ids" | wc -w)" ]; then
+    ok "tokenize --shard --jsonl: the shard's $shard_count ids decode to each \"text\" (newline and quotes kept), each followed by <|endoftext|>"
+else bad "tokenize --shard --jsonl: ids '$shard_ids', count $shard_count"; fi
+expect_error "tokenize --jsonl: a line without a string \"text\", with its line number" '^sirt: error: tokenize --jsonl: input line 2: "text" must be a string$' sh -c "printf '{\"text\": \"a\"}\n{\"text\": 3}\n' | ./sirt tokenize --tokenizer '$work/tok.bin' --shard '$work/bad.shard' --jsonl"
+[ ! -e "$work/bad.shard" ] && ok "tokenize --jsonl: no shard written after a bad line" || bad "tokenize --jsonl: a shard was left after a bad line"
+expect_error "tokenize: --jsonl without --shard" '^sirt: error: tokenize: --jsonl reads the documents of --shard; give --shard FILE$' ./sirt tokenize --tokenizer "$work/tok.bin" --jsonl
 expect_error "tokenize: a missing tokenizer, named" "^sirt: error: $work/nope.bin: cannot open" ./sirt tokenize --tokenizer "$work/nope.bin"
 mkdir -p "$work/badgpt2" && printf '{"a" 1}' >"$work/badgpt2/encoder.json" && : >"$work/badgpt2/vocab.bpe"
 expect_error "tokenize: a malformed encoder.json, named with the column" "^sirt: error: $work/badgpt2/encoder.json: malformed JSON: expected ':' after key (column 6)$" ./sirt tokenize --tokenizer "$work/badgpt2"

@@ -2056,14 +2056,15 @@ Tokenizer *tok_from_llama2c_memory(const unsigned char *data, size_t len, const 
 /* ============================================================================================
  * 10. Command line. sirt's main calls these with the arguments after the subcommand name.
  *   sirt tokenizer --train FILE[,FILE...] --vocab N --out tok.bin [--llmc-out tok_llmc.bin]
- *   sirt tokenize --tokenizer PATH [--decode | --shard FILE]
+ *   sirt tokenize --tokenizer PATH [--decode | --shard FILE [--jsonl]]
  *     reads stdin; for every input line (without its newline) prints its token ids separated by
  *     spaces, one output line each. With --decode, reads lines of ids and prints the text of
  *     each line (text containing a newline then spans several output lines). With --shard,
  *     writes the ids of all lines as one llm.c token shard instead (256 int32: magic 20240520,
  *     version 1, the token count; then uint16 ids), each line a document: BOS before it for
  *     llama2.c's tokenizers (as llama2.c's pretokenizer does), the end-of-text id after it
- *     for the others.
+ *     for the others. With --jsonl, each line is a JSON object and the document is its "text"
+ *     field, so a document may hold newlines (`./sirt data --stories` writes such lines).
  * ============================================================================================ */
 
 int cmd_tokenizer(int argc, char **argv) {
@@ -2154,7 +2155,7 @@ static int tok_cli_parse_ids(const TokBytes *line, TokIds *ids) {
 
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL, *shard = NULL;
-    int decode = 0;
+    int decode = 0, jsonl = 0;
     const Flag flags[] = {
         {"--tokenizer", "PATH", FLAG_STRING, .value = &path,
          "a sirt tokenizer file, llama2.c's tokenizer.bin, or a directory with GPT-2's "
@@ -2162,6 +2163,8 @@ int cmd_tokenize(int argc, char **argv) {
         {"--decode", NULL, FLAG_SWITCH, .value = &decode, "read lines of ids, print their text"},
         {"--shard", "FILE", FLAG_STRING, .value = &shard,
          "write all lines' ids as one llm.c token shard, each line a document"},
+        {"--jsonl", NULL, FLAG_SWITCH, .value = &jsonl,
+         "with --shard: each line is a JSON object whose \"text\" is the document"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
     if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode | --shard FILE] < input\n"
@@ -2170,6 +2173,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 0;
     if (path == NULL) die("tokenize: --tokenizer is required");
     if (shard && decode) die("tokenize: --shard writes ids; it does not go with --decode");
+    if (jsonl && !shard) die("tokenize: --jsonl reads the documents of --shard; give --shard FILE");
     if (shard) check_writable(shard);
     char err[512];
     Tokenizer *tok = tok_load(path, err, sizeof err);
@@ -2182,11 +2186,21 @@ int cmd_tokenize(int argc, char **argv) {
         line_no++;
         ids.len = text.len = 0;
         if (shard) {
+            const char *doc = line.data ? line.data : "";
+            size_t doc_len = line.len;
+            JsonObject obj = {0};
+            if (jsonl) { // the document is the line's "text" field
+                if (json_parse_object(doc, doc_len, &obj, err, sizeof err) != 0 ||
+                    (doc = json_require_string(&obj, "text", err, sizeof err)) == NULL)
+                    die("tokenize --jsonl: input line %zu: %s", line_no, err);
+                doc_len = json_get(&obj, "text")->len; // the decoded bytes (\u0000 included)
+            }
             if ((tok_bos(tok) >= 0 && tok_ids_push(&all, tok_bos(tok)) != 0) ||
-                tok_encode(tok, line.data ? line.data : "", line.len, &all) != 0 ||
+                tok_encode(tok, doc, doc_len, &all) != 0 ||
                 (tok_bos(tok) < 0 && tok_ids_push(&all, tok->eot_id) != 0))
                 die("out of memory");
             if (all.len > INT32_MAX) die("tokenize --shard: more than 2^31 tokens");
+            json_object_free(&obj);
             continue;
         }
         if (decode) {
