@@ -310,7 +310,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 #define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
 // ... and of the choice family's, added to the settings only when phase 0 reads choice stories
 // (so that a math base keeps its key when only the choice family changes)
-#define REPRO_BASE_CHOICE_DATA "choice v3: facts told in a connected order, walked in the question's order; each rank's letter found by reading the options up to its person; stories open with the question and end with that line for every rank\n"
+#define REPRO_BASE_CHOICE_DATA "choice v4: facts told in a connected order, walked in the question's order; each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank\n"
 
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
     char settings[768], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];

@@ -35,11 +35,12 @@
 //           after its letter ("(A) Ann, (B) Bob or (C) Mia"). The teacher walks the facts in the
 //           question's order, one a line, placing each new person above or below the one already
 //           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked and
-//           reads the options word for word up to that person ("So the shortest is Bob; the
-//           options up to Bob: (A) Ann or (B) Bob.", "#### B"): the letter is found by copying
-//           the options and stopping at a name, then taking the last letter read, not by looking
-//           the name up among the options, which this small student does not learn (nor, so far,
-//           where to stop: README). 6 relations (taller, older, ...).
+//           compares each option with that person in turn, until one is that person ("So the
+//           shortest is Bob; (A) Ann is Bob? no; (B) Bob is Bob? yes.", "#### B"): each yes or no
+//           compares two names that stand two tokens apart, and the letter is the last one
+//           read. (Looking the name up among the options, or reading them up to the person's
+//           name, asks for a comparison across the whole line, which this small student did not
+//           learn: README.) 6 relations (taller, older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
@@ -461,14 +462,11 @@ static int task_choice_letter(const TaskChoice *c, int name_id) {
     return 0;
 }
 
-// The options, each letter before its name ("(A) Carl, (B) Zoe or (C) Lucy"), all of them or
-// (stop_at, a name id) those up to and including that person's.
-static void task_choice_options(TaskText *t, const TaskChoice *c, int stop_at) {
-    for (int o = 0; o < c->num_options; o++) {
+// The question's options, each letter before its name: " (A) Carl, (B) Zoe or (C) Lucy".
+static void task_choice_options(TaskText *t, const TaskChoice *c) {
+    for (int o = 0; o < c->num_options; o++)
         task_putf(t, "%s (%c) %s", o == 0 ? "" : o + 1 < c->num_options ? "," : " or", 'A' + o,
                   task_names[c->options[o]].name);
-        if (c->options[o] == stop_at) break;
-    }
 }
 
 static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskChoice *c,
@@ -517,7 +515,7 @@ static void task_choice_question(Rng *rng, TaskSplit split, TaskItem *it, TaskCh
             task_putf(q, " %s is %s than %s.", subject, word, object);
     }
     task_putf(q, " Who is the %s%s?", query >= 2 ? "second " : "", query % 2 ? r->least : r->most);
-    task_choice_options(q, c, -1);
+    task_choice_options(q, c);
     snprintf(it->gold, sizeof it->gold, "%c", task_choice_letter(c, answer));
 }
 
@@ -547,17 +545,22 @@ static int task_choice_walk(const TaskChoice *c, int steps, int wrong_step, int 
     return list[c->rank < len ? c->rank : 0];
 }
 
-// The line that finds a person's letter: the rank and its person, then the options read in
-// order, word for word as the question gives them, up to that person: "So the shortest is Bob;
-// the options up to Bob: (A) Ann, (B) Carl or (C) Bob." Finding the letter is copying the
-// options, stopping at the name and taking the last letter read: never a name looked up among
-// the options. (With the letter before the name, whether to stop is decided at the name itself.)
+// The line that finds a person's letter: the rank and its person, then each option in the
+// question's order compared with that person, until one is: "So the shortest is Bob; (A) Ann is
+// Bob? no; (B) Carl is Bob? no; (C) Bob is Bob? yes." Every yes or no compares the two names just
+// before it, and the letter is the last one read: never a name looked up among the options, nor
+// a name compared with one far back in the line. (A person no option names gets "no" throughout.)
 static void task_choice_find(TaskText *t, const char *opening, const TaskRelation *r, int query,
                              const TaskChoice *c, int person) {
     const char *name = task_names[person].name;
-    task_putf(t, "%s %s%s is %s; the options up to %s:", opening, query >= 2 ? "second " : "",
-              query % 2 ? r->least : r->most, name, name);
-    task_choice_options(t, c, person);
+    task_putf(t, "%s %s%s is %s;", opening, query >= 2 ? "second " : "", query % 2 ? r->least : r->most,
+              name);
+    for (int o = 0; o < c->num_options; o++) {
+        int same = c->options[o] == person;
+        task_putf(t, "%s (%c) %s is %s? %s", o ? ";" : "", 'A' + o, task_names[c->options[o]].name, name,
+                  same ? "yes" : "no");
+        if (same) break;
+    }
     task_puts(t, ".");
 }
 
@@ -582,7 +585,7 @@ static void task_choice_answer(const TaskItem *it, const TaskChoice *c, int wron
 
 // The story (phase 0's text): the question word for word, the true walk (the clean teacher's
 // lines but the last), then a line for every rank the questions ask for, finding its person's
-// letter as the teacher does: "The tallest is Dev; the options up to Dev: (A) Carl or (B) Dev."
+// letter as the teacher does: "The tallest is Dev; (A) Carl is Dev? no; (B) Dev is Dev? yes."
 static void task_choice_story(const TaskItem *it, const TaskChoice *c, const char *question,
                               TaskText *story) {
     const TaskRelation *r = &task_relations[it->template_id];

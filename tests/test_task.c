@@ -72,34 +72,24 @@ static int choice_options(const char *question, int *opt) {
     return no;
 }
 
-// The letter of person `name_id` among a choice question's options, or 0 when none names them.
-static int choice_letter_of(const char *question, int name_id) {
-    int opt[8], no = choice_options(question, opt);
-    for (int k = 0; k < no; k++)
-        if (opt[k] == name_id) return 'A' + k;
-    return 0;
-}
-
-// A line that finds a person's letter, "... is NAME; the options up to NAME: (A) Ann or (B) NAME.":
-// the person's name id when the line names one person twice, then reads the question's options
-// word for word up to that person's letter and stops there; else -1.
+// A line that finds a person's letter, "... is NAME; (A) Ann is NAME? no; (B) NAME is NAME? yes.":
+// the person's name id when the line names one person, then compares the question's options
+// with that person in the question's order, each "no" but the person's own "yes", and stops
+// there (a person no option names: every option "no"); else -1.
 static int choice_find_line(const char *question, const char *line) {
-    const char *is = strstr(line, " is "), *upto = strstr(line, "; the options up to ");
-    if (!is || !upto || upto < is) return -1;
-    char name[32];
-    snprintf(name, sizeof name, "%.*s", (int)(upto - is - 4), is + 4);
-    int id = name_lookup(name);
-    const char *rest = upto + strlen("; the options up to ");
-    size_t nlen = strlen(name), len;
-    if (id < 0 || strlen(task_names[id].name) != nlen || strncmp(rest, name, nlen) || rest[nlen] != ':')
-        return -1;
-    const char *read = rest + nlen + 1, *options = strchr(question, '?') + 1; // " (A) Ann, ..."
-    len = strlen(read);
-    if (len < 2 || read[len - 1] != '.' || strncmp(options, read, len - 1)) return -1; // word for word
-    char end[48]; // ... and stops right after the person's letter
-    int n_end = snprintf(end, sizeof end, " (%c) %s", choice_letter_of(question, id), name);
-    if (len - 1 < (size_t)n_end || strncmp(read + len - 1 - n_end, end, (size_t)n_end)) return -1;
-    return id;
+    const char *is = strstr(line, " is "), *semi = is ? strchr(is, ';') : NULL;
+    if (!is || !semi) return -1;
+    char name[32], want[512];
+    snprintf(name, sizeof name, "%.*s", (int)(semi - is - 4), is + 4);
+    int id = name_lookup(name), opt[8], no = choice_options(question, opt), n = 0;
+    if (id < 0 || strcmp(task_names[id].name, name)) return -1;
+    for (int k = 0; k < no && opt[k] >= 0; k++) {
+        n += snprintf(want + n, sizeof want - (size_t)n, "%s (%c) %s is %s? %s", k ? ";" : "", 'A' + k,
+                      task_names[opt[k]].name, name, opt[k] == id ? "yes" : "no");
+        if (opt[k] == id) break;
+    }
+    snprintf(want + n, sizeof want - (size_t)n, ".");
+    return strcmp(semi + 1, want) ? -1 : id;
 }
 
 // --- An independent solver for choice questions: reads the facts, the question and the options
@@ -159,7 +149,8 @@ static int solve_choice(const TaskItem *it, int *order, int *n_out, int *rank_ou
 
 // Counts the choice steps that are locally wrong: a step must extend the previous order by its
 // fact (the new person right below or above the known one); the line "So the ..." must name the
-// person at the asked rank of the last order and read the options up to that person's letter.
+// person at the asked rank of the last order and compare the options with that person up to
+// their letter.
 // Sets *first_wrong.
 static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
     const TaskRelation *r = &task_relations[it->template_id];
@@ -171,7 +162,7 @@ static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
         int last = !strncmp(lines[l], "So the ", 7); // before words_of cuts the line into words
         int found = last ? choice_find_line(it->question, lines[l]) : -1;
         int nw = words_of(lines[l], w, 64), ok = 1;
-        if (last) { // "So the [second] X is NAME; the options up to NAME: ... (L) NAME."
+        if (last) { // "So the [second] X is NAME; (A) Ann is NAME? no; ... (L) NAME is NAME? yes."
             ok = rank < len && list[rank] == found;
         } else {
             int x = name_lookup(w[0]), y = name_lookup(w[4]);
@@ -598,8 +589,8 @@ int main(void) {
         check(bad == 0, "stories (phase 0's text), both families, %d train items each: the question word for word, "
               "then no answer format and no question; math: every start, a line per event whose arithmetic is right, "
               "the asked person's final count the solver's; choice: the teacher's walk, every line right, then a line "
-              "for the most, second most, second least and least person of the solver's order, reading the options "
-              "word for word up to that person's letter",
+              "for the most, second most, second least and least person of the solver's order, comparing the options "
+              "with that person in turn up to their letter",
               N_ITEMS);
     }
 
