@@ -2167,7 +2167,7 @@ int cmd_tokenize(int argc, char **argv) {
          "with --shard: each line is a JSON object whose \"text\" is the document"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
-    if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode | --shard FILE] < input\n"
+    if (flags_parse(argc, argv, "tokenize", "tokenize --tokenizer PATH [--decode | --shard FILE [--jsonl]] < input\n"
                     "Prints the token ids of each input line (with --decode, the text of each line of ids).",
                     tables))
         return 0;

@@ -37,8 +37,8 @@
 //           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked and
 //           compares each option with that person in turn, until one is that person ("So the
 //           shortest is Bob; (A) Ann is Bob? no; (B) Bob is Bob? yes.", "#### B"): each yes or no
-//           compares two names that stand two tokens apart, and the letter is the last one
-//           read. (Looking the name up among the options, or reading them up to the person's
+//           compares the two names just before it, one word apart, and the letter is the last
+//           one read. (Looking the name up among the options, or reading them up to the person's
 //           name, asks for a comparison across the whole line, which this small student did not
 //           learn: README.) 6 relations (taller, older, ...).
 //
