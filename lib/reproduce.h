@@ -1086,7 +1086,7 @@ int cmd_reproduce(int argc, char **argv) {
         {"--seeds", "N", FLAG_INT, .value = &rs.seeds,
          "the whole pipeline for seeds S .. S+N-1, in runs/NAME/seedK", 1, 100},
         {"--task", "math|both|choice", FLAG_STRING, .value = &rs.task,
-         "the families trained on and evaluated (choice is not yet learned: README)"},
+         "the families trained on and evaluated (the default, math, is the measured one: README)"},
         {"--config", "L,NH,C,maxT,V", FLAG_STRING, .value = &rs.config,
          "the student (maxT >= 256); with --arch llama: L,NH,C,maxT,V[,KVH[,hidden]]",
          .given = &config_given},
