@@ -2230,6 +2230,17 @@ static void state_load(Model *model, TrainState *st, const char *model_path) {
     free(data);
 }
 
+// The lowest validation loss a stopped run has seen (INFINITY before its first validation), read
+// from its checkpoint's training state, which is checked against the weights as --resume checks it.
+static float checkpoint_best_valid_loss(const char *model_path) {
+    Model model;
+    model_load(&model, model_path);
+    TrainState st;
+    state_load(&model, &st, model_path);
+    model_free(&model);
+    return st.best_valid_loss;
+}
+
 // =============================================================================================
 // 3b. llama2.c's checkpoints
 // A Llama comes in from llama2.c and goes back out to it. Both of its formats are read (at

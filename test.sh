@@ -356,7 +356,8 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --name again --resume >"$work
     else bad "reproduce --resume: kept '$kept1' then '$kept2', reran '$reran' then $reran3, stamp $stamp_ok"; fi
 else bad "reproduce --resume failed"; tail -5 "$work/repro_resume2.txt"; fi
 # two seeds: one directory each, mean ± sd and the gains with bootstrap intervals in the summary
-if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train 40 --name two >"$work/repro2.txt" 2>&1); then
+# (and phase 0 with two candidate bases: checked below)
+if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train 40 --base-candidates 2 --name two >"$work/repro2.txt" 2>&1); then
     r="$work/runs/two"
     if [ -s "$r/seed1/refined.bin" ] && [ -s "$r/seed2/refined.bin" ] && ! cmp -s "$r/seed1/math_test.jsonl" "$r/seed2/math_test.jsonl" \
         && grep -q "mean ± sd over seeds" "$work/repro2.txt" && grep -q '"seeds": \[1, 2\]' "$r/results.json" \
@@ -364,6 +365,20 @@ if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --task both --seeds 2 --train
         ok "reproduce --task both --seeds 2: a directory per seed, mean ± sd, twelve gains over SFT with intervals (refine and RFT, both families)"
     else bad "reproduce --seeds 2: output incomplete"; fi
 else bad "reproduce --seeds 2 failed"; tail -5 "$work/repro2.txt"; fi
+# --base-candidates 2: both candidates trained their first step (--base-trial-steps, 1 in --quick)
+# and were scored on valid stories of both families; the one kept was continued with --resume to
+# the same bits as one run of it that never stopped, and the other's checkpoint is gone
+bdir=$(grep -o "runs/base/[0-9a-f]*/" "$work/repro2.txt" | head -1)
+kept=$(sed -n 's/^kept candidate \([0-9]\) (seed \([0-9]*\)), the lowest$/\1 \2/p' "$work/$bdir/candidates.txt" 2>/dev/null)
+read -r kept_c kept_s <<<"${kept:-x x}"
+if [ -n "$kept" ] && [ "$(grep -c "^candidate [01] seed 100[01]: validation loss [0-9.]* at step 1$" "$work/$bdir/candidates.txt")" -eq 2 ] \
+    && grep -q "candidates 2, each 1 steps" "$work/$bdir/settings.txt" && [ ! -e "$work/$bdir/candidate$((1 - kept_c)).bin" ] \
+    && [ "$(grep -c . "$work/$bdir/valid_stories.jsonl")" -eq 40 ] \
+    && (cd "$work/$bdir" && "$OLDPWD/sirt" sft --config 2,2,32,256,1024 --arch gpt2 --tokenizer tokenizer.bin --data stories.jsonl \
+        --epochs 2 --batch 16 --seq 256 --lr 3e-3 --warmup 20 --seed "$kept_s" --valid valid_stories.jsonl --eval-every 1 \
+        --out "$work/straight.bin" >/dev/null 2>&1) && cmp -s "$work/straight.bin" "$work/$bdir/base.bin"; then
+    ok "reproduce --base-candidates 2: two bases scored on 40 valid stories after their first step, candidate $kept_c (seed $kept_s) kept and continued (--resume) to the same bits as one straight run of it"
+else bad "reproduce --base-candidates 2: candidates.txt, settings or the kept base wrong ($kept)"; fi
 # --task math --config: one family (three columns), the student's size from the flag; with
 # --method all: SIRT's rows and SIPF's (SIPF, outcome-only) in one run
 if (cd "$work" && "$OLDPWD/sirt" reproduce --quick --method all --task math --config 1,2,32,256,1024 --base-stories 0 --name onefam >"$work/repro3.txt" 2>&1); then

@@ -176,6 +176,9 @@ typedef struct {
     int base_epochs;
     const char *base_lr;
     long base_seed;       // the base's data and weights: one base for every seed of the run
+    int base_candidates;  // phase 0: bases tried (seeds base_seed ...), the lowest valid loss kept;
+                          // 0 (the default): 1 for --task math, the base of its results, else 3
+    int base_trial_steps; // ... after this many steps each
     int arch;             // the student's shape: ARCH_GPT2 or ARCH_LLAMA (ARCH_NAMES)
     const char *init, *tokenizer; // --init: phase 1 from this checkpoint and tokenizer, no phase 0
     int method;           // the phase-2 rows: REPRO_SIRT, REPRO_SIPF or REPRO_ALL (REPRO_METHOD_NAMES)
@@ -197,7 +200,7 @@ static const ReproSettings REPRO_DEFAULTS = {
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
-    .base_lr = "3e-3", .base_seed = 1000, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
+    .base_lr = "3e-3", .base_seed = 1000, .base_candidates = 0, .base_trial_steps = 600, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
     .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4",
     .sipf_prm_epochs = 16, .sipf_reward_min = 1};
 
@@ -312,12 +315,103 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // (so that a math base keeps its key when only the choice family changes)
 #define REPRO_BASE_CHOICE_DATA "choice v4: facts told in a connected order, walked in the question's order; each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank\n"
 
+// Phase 0's training run: sft on the stories (and drills) from random weights, as a language model.
+// With valid (candidates, below) it also measures the loss on valid every trial steps, and with
+// stop_after it stops there (to be continued with --resume: the same bits as a run never stopped).
+static void run_base_sft(const ReproSettings *rs, const char *tokfile, const char *stories, const char *eptxt,
+                         long seed, const char *valid, int trial, int resume, const char *log, const char *out) {
+    char seedtxt[32], trialtxt[32];
+    snprintf(seedtxt, sizeof seedtxt, "%ld", seed);
+    snprintf(trialtxt, sizeof trialtxt, "%d", trial);
+    char *args[40] = {"--config", (char *)rs->config, "--arch", (char *)ARCH_NAMES[rs->arch], "--tokenizer",
+                      (char *)tokfile, "--data", (char *)stories, "--epochs", (char *)eptxt, "--batch", "16",
+                      "--seq", "256", "--lr", (char *)rs->base_lr, "--warmup", "20", "--seed", seedtxt,
+                      "--log", (char *)log, "--out", (char *)out};
+    int n = 24;
+    if (valid) {
+        args[n++] = "--valid", args[n++] = (char *)valid, args[n++] = "--eval-every", args[n++] = trialtxt;
+        if (resume) args[n++] = "--resume";
+        else args[n++] = "--stop-after", args[n++] = trialtxt;
+    }
+    if (cmd_sft(n, args) != 0) die("a step of the reproduction failed");
+}
+
+// Phase 0's candidates (--base-candidates N > 1). Whether a base learns to copy the question's
+// facts into its answer — what every line of a choice walk does — is decided early in phase 0 and
+// by the luck of the initialisation: two bases of one recipe walked 200 and 37 of 200 first lines
+// right (README). So phase 0 trains N bases, seeds base-seed, base-seed + 1, ..., for their first
+// --base-trial-steps steps, measures each one's loss on the stories of valid questions (settings
+// are chosen on valid), and continues the lowest to the end with sft --resume. candidates.txt keeps
+// every candidate's loss; the others' checkpoints are deleted, their metrics kept.
+static void repro_base_candidates(const ReproSettings *rs, const char *dir, const char *tokfile,
+                                  const char *stories, const char *eptxt, const char *metrics,
+                                  const char *base_model) {
+    char valid[1200], ntxt[32], seedtxt[32], paths[REPRO_FAMILIES][1200];
+    const char *files[REPRO_FAMILIES];
+    snprintf(ntxt, sizeof ntxt, "%d", rs->n_valid);
+    snprintf(seedtxt, sizeof seedtxt, "%ld", rs->base_seed);
+    for (int f = 0; f < repro_num_families(rs); f++) {
+        snprintf(paths[f], sizeof paths[f], "%s/%s_valid_stories.jsonl", dir, repro_family(rs, f));
+        run_command(cmd_data, "--task", repro_family(rs, f), "--split", "valid", "--n", ntxt, "--seed", seedtxt,
+                    "--stories", "--out", paths[f], NULL);
+        files[f] = paths[f];
+    }
+    snprintf(valid, sizeof valid, "%s/valid_stories.jsonl", dir);
+    join_heads(valid, files, repro_num_families(rs), 0, -1);
+    char out[1200], log[1200], state[1300], line[160], report[64 * 160] = "";
+    int chosen = 0;
+    float chosen_loss = INFINITY;
+    for (int c = 0; c < rs->base_candidates; c++) {
+        snprintf(out, sizeof out, "%s/candidate%d.bin", dir, c);
+        snprintf(log, sizeof log, "%s/candidate%d_metrics.jsonl", dir, c);
+        printf("phase 0: candidate %d of %d (seed %ld), its first %d steps\n", c + 1, rs->base_candidates,
+               rs->base_seed + c, rs->base_trial_steps);
+        run_base_sft(rs, tokfile, stories, eptxt, rs->base_seed + c, valid, rs->base_trial_steps, 0, log, out);
+        float loss = checkpoint_best_valid_loss(out);
+        snprintf(line, sizeof line, "candidate %d seed %ld: validation loss %.4f at step %d\n", c, rs->base_seed + c,
+                 loss, rs->base_trial_steps);
+        strcat(report, line);
+        if (loss < chosen_loss) chosen_loss = loss, chosen = c;
+    }
+    snprintf(line, sizeof line, "kept candidate %d (seed %ld), the lowest\n", chosen, rs->base_seed + chosen);
+    strcat(report, line);
+    printf("phase 0 candidates (loss on %s):\n%s", valid, report);
+    snprintf(out, sizeof out, "%s/candidates.txt", dir);
+    SafeFile sf;
+    safe_open(&sf, out);
+    fputs(report, sf.file);
+    safe_commit(&sf);
+    for (int c = 0; c < rs->base_candidates; c++) {
+        snprintf(out, sizeof out, "%s/candidate%d.bin", dir, c);
+        snprintf(state, sizeof state, "%s.state", out);
+        if (c == chosen) continue;
+        remove(out), remove(state);
+        snprintf(state, sizeof state, "%s/candidate%d.best.bin", dir, c);
+        remove(state);
+    }
+    snprintf(out, sizeof out, "%s/candidate%d.bin", dir, chosen);
+    snprintf(log, sizeof log, "%s/candidate%d_metrics.jsonl", dir, chosen);
+    run_base_sft(rs, tokfile, stories, eptxt, rs->base_seed + chosen, valid, rs->base_trial_steps, 1, log, out);
+    // the chosen candidate becomes the base: its weights, state and metrics take phase 0's names
+    snprintf(state, sizeof state, "%s.state", out);
+    char base_state[1300];
+    snprintf(base_state, sizeof base_state, "%s.state", base_model);
+    if (rename(out, base_model) || rename(state, base_state) || rename(log, metrics))
+        die("phase 0: cannot rename candidate %d's files to the base's: %s", chosen, strerror(errno));
+    snprintf(state, sizeof state, "%s/candidate%d.best.bin", dir, chosen);
+    remove(state);
+}
+
 static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model, size_t cap) {
-    char settings[768], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32];
+    char settings[1024], dir[64], path[1200], ntxt[32], seedtxt[32], eptxt[32], candidates[160] = "";
+    if (rs->base_candidates > 1) // (a base of one candidate is trained as before candidates existed: same key)
+        snprintf(candidates, sizeof candidates, "candidates %d, each %d steps, the lowest loss on %d valid stories per family\n",
+                 rs->base_candidates, rs->base_trial_steps, rs->n_valid);
     snprintf(settings, sizeof settings, "data %s\n%stask %s\narch %s\nconfig %s\nvocab %s\nstories per family %d\n"
-             "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n",
+             "demonstrations per family (tokenizer) %d\nepochs %d\nlr %s\nseed %ld\n%s",
              REPRO_BASE_DATA, strcmp(rs->task, "math") ? REPRO_BASE_CHOICE_DATA : "", rs->task,
-             ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr, rs->base_seed);
+             ARCH_NAMES[rs->arch], rs->config, rs->vocab, rs->n_base, rs->n_train, rs->base_epochs, rs->base_lr, rs->base_seed,
+             candidates);
     snprintf(dir, sizeof dir, "runs/base/%016llx", (unsigned long long)hash_text(settings));
     snprintf(tokfile, cap, "%s/tokenizer.bin", dir);
     snprintf(base_model, cap, "%s/base.bin", dir);
@@ -366,11 +460,10 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     write_rendered_text(text, demos, stories);
     run_command(cmd_tokenizer, "--train", text, "--vocab", rs->vocab, "--split-digits", "--out", tokfile, NULL);
     snprintf(eptxt, sizeof eptxt, "%d", rs->base_epochs);
-    snprintf(path, sizeof path, "%s/base_metrics.jsonl", dir);
-    run_command(cmd_sft, "--config", rs->config, "--arch", ARCH_NAMES[rs->arch], "--tokenizer", tokfile,
-                "--data", stories, "--epochs", eptxt,
-                "--batch", "16", "--seq", "256", "--lr", rs->base_lr, "--warmup", "20", "--seed", seedtxt,
-                "--log", path, "--out", base_model, NULL);
+    char metrics[1200];
+    snprintf(metrics, sizeof metrics, "%s/base_metrics.jsonl", dir);
+    if (rs->base_candidates == 1) run_base_sft(rs, tokfile, stories, eptxt, rs->base_seed, NULL, 0, 0, metrics, base_model);
+    else repro_base_candidates(rs, dir, tokfile, stories, eptxt, metrics, base_model);
     SafeFile sf;
     snprintf(path, sizeof path, "%s/settings.txt", dir);
     safe_open(&sf, path);
@@ -1074,7 +1167,7 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
 
 int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
-    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0, rounds_given = 0;
+    int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0, rounds_given = 0, trial_given = 0;
     int arch_given = 0;
     // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
     // text; they are checked below, before any work
@@ -1124,6 +1217,11 @@ int cmd_reproduce(int argc, char **argv) {
         {"--base-epochs", "E", FLAG_INT, .value = &rs.base_epochs, "phase 0's epochs", 1, 1000},
         {"--base-seed", "S", FLAG_LONG, .value = &rs.base_seed, "phase 0's data and weights", 0,
          0x7fffffffL},
+        {"--base-candidates", "N", FLAG_INT, .value = &rs.base_candidates,
+         "phase 0 trains N bases (seeds S, S+1, ...) for --base-trial-steps and continues the one with "
+         "the lowest loss on valid questions' stories (default: 1 for --task math, 3 for choice and both)", 1, 16},
+        {"--base-trial-steps", "K", FLAG_INT, .value = &rs.base_trial_steps,
+         "the steps each candidate base trains before they are compared", 1, 1000000, .given = &trial_given},
         {"--method", NULL, FLAG_CHOICE, .value = &rs.method,
          "phase 2's rows: SIRT's (self-refine, RFT), SIPF's (SIPF, outcome-only), or all four",
          .choices = REPRO_METHOD_NAMES},
@@ -1169,6 +1267,7 @@ int cmd_reproduce(int argc, char **argv) {
     parse_float("--sipf-prm-lr", rs.sipf_prm_lr);
     if (rs.ablations && rs.method == REPRO_SIPF)
         die("reproduce: --ablations adds SIRT's rows; use --method sirt or all");
+    if (!rs.base_candidates) rs.base_candidates = strcmp(rs.task, "math") ? 3 : 1;
     if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
@@ -1179,6 +1278,7 @@ int cmd_reproduce(int argc, char **argv) {
         rs.n_sipf = 20, rs.sipf_k = "1,2";
         if (!rounds_given) rs.rounds = 2;
         if (!base_given) rs.n_base = 60;
+        if (!trial_given) rs.base_trial_steps = 1;
     }
     char init_config[128]; // --init: the checkpoint's shape, as --config would give it
     if (rs.init) { // the user's pretrained student: checked now, before any work
