@@ -176,8 +176,7 @@ typedef struct {
     int base_epochs;
     const char *base_lr;
     long base_seed;       // the base's data and weights: one base for every seed of the run
-    int base_candidates;  // phase 0: bases tried (seeds base_seed ...), the lowest valid loss kept;
-                          // 0 (the default): 1 for --task math, the base of its results, else 3
+    int base_candidates;  // phase 0: bases tried (seeds base_seed ...), the lowest valid loss kept
     int base_trial_steps; // ... after this many steps each
     int arch;             // the student's shape: ARCH_GPT2 or ARCH_LLAMA (ARCH_NAMES)
     const char *init, *tokenizer; // --init: phase 1 from this checkpoint and tokenizer, no phase 0
@@ -200,7 +199,7 @@ static const ReproSettings REPRO_DEFAULTS = {
     .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
     .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
-    .base_lr = "3e-3", .base_seed = 1000, .base_candidates = 0, .base_trial_steps = 600, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
+    .base_lr = "3e-3", .base_seed = 1000, .base_candidates = 1, .base_trial_steps = 600, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
     .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4",
     .sipf_prm_epochs = 16, .sipf_reward_min = 1};
 
@@ -1219,7 +1218,7 @@ int cmd_reproduce(int argc, char **argv) {
          0x7fffffffL},
         {"--base-candidates", "N", FLAG_INT, .value = &rs.base_candidates,
          "phase 0 trains N bases (seeds S, S+1, ...) for --base-trial-steps and continues the one with "
-         "the lowest loss on valid questions' stories (default: 1 for --task math, 3 for choice and both)", 1, 16},
+         "the lowest loss on valid questions' stories", 1, 16},
         {"--base-trial-steps", "K", FLAG_INT, .value = &rs.base_trial_steps,
          "the steps each candidate base trains before they are compared", 1, 1000000, .given = &trial_given},
         {"--method", NULL, FLAG_CHOICE, .value = &rs.method,
@@ -1267,7 +1266,6 @@ int cmd_reproduce(int argc, char **argv) {
     parse_float("--sipf-prm-lr", rs.sipf_prm_lr);
     if (rs.ablations && rs.method == REPRO_SIPF)
         die("reproduce: --ablations adds SIRT's rows; use --method sirt or all");
-    if (!rs.base_candidates) rs.base_candidates = strcmp(rs.task, "math") ? 3 : 1;
     if (rs.quick) { // tiny sizes: the whole pipeline in seconds (the tests run it)
         if (!train_given) rs.n_train = 60;
         if (!epochs_given) rs.epochs = 1;
