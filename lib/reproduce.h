@@ -335,10 +335,10 @@ static void run_base_sft(const ReproSettings *rs, const char *tokfile, const cha
     if (cmd_sft(n, args) != 0) die("a step of the reproduction failed");
 }
 
-// Phase 0's candidates (--base-candidates N > 1). Whether a base learns to copy the question's
-// facts into its answer — what every line of a choice walk does — is decided early in phase 0 and
-// by the luck of the initialisation: two bases of one recipe walked 200 and 37 of 200 first lines
-// right (README). So phase 0 trains N bases, seeds base-seed, base-seed + 1, ..., for their first
+// Phase 0's candidates (--base-candidates N > 1; off by default). A restart rule for unlucky
+// initialisations: on the choice family it keeps a base that learned to copy the question's facts,
+// but not the rarer kind that also orders them (README, session 17). Phase 0 trains N bases, seeds
+// base-seed, base-seed + 1, ..., for their first
 // --base-trial-steps steps, measures each one's loss on the stories of valid questions (settings
 // are chosen on valid), and continues the lowest to the end with sft --resume. candidates.txt keeps
 // every candidate's loss; the others' checkpoints are deleted, their metrics kept.
