@@ -299,9 +299,11 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // demonstrations do not teach a random network to compute (README). So phase 0 trains the student
 // as a language model (loss on every token) on stories of the task's world — each problem told
 // with every count or order stated ("Tom gives 3 apples to Ann: Tom has 7 - 3 = 4 and Ann has
-// 5 + 3 = 8."; lib/task.h), never a question, never the teacher's answer format — and on arithmetic drills
-// (every sum and difference the math family needs, lib/task.h), and the tokenizer is
-// trained on those stories and the rendered demonstrations. One base serves every seed (as the
+// 5 + 3 = 8."; lib/task.h), never a question, never the teacher's answer format — and on each family's
+// drills, half as many as its stories (lib/task.h): math's every sum and difference it needs,
+// choice's ordering rule on every pair of names ("Ann is shorter than Bob, so from tallest to
+// shortest: Bob, Ann."), which stories alone taught some bases and not others. The tokenizer is
+// trained on that text and the rendered demonstrations. One base serves every seed (as the
 // paper's seeds share one pretrained model): its data come from --base-seed, not --seed, and it
 // is kept in runs/base/KEY/ (KEY: a hash of every setting that shapes it) and reused when
 // settings.txt, written last, is there: a later run with the same settings starts at phase 1.
@@ -312,7 +314,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 #define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
 // ... and of the choice family's, added to the settings only when phase 0 reads choice stories
 // (so that a math base keeps its key when only the choice family changes)
-#define REPRO_BASE_CHOICE_DATA "choice v4: facts told in a connected order, walked in the question's order; each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank\n"
+#define REPRO_BASE_CHOICE_DATA "choice v5: facts told in a connected order, walked in the question's order; each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank; ordering drills, 8 a line\n"
 
 // Phase 0's training run: sft on the stories (and drills) from random weights, as a language model.
 // With valid (candidates, below) it also measures the loss on valid every trial steps, and with
@@ -428,7 +430,7 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
     mkdir_p(dir);
     snprintf(seedtxt, sizeof seedtxt, "%ld", rs->base_seed);
     char stories[1200], demos[1200], text[1200];
-    const char *story_files[REPRO_FAMILIES + 1], *demo_files[REPRO_FAMILIES];
+    const char *story_files[2 * REPRO_FAMILIES], *demo_files[REPRO_FAMILIES];
     char story_paths[REPRO_FAMILIES][1200], demo_paths[REPRO_FAMILIES][1200];
     for (int f = 0; f < repro_num_families(rs); f++) {
         snprintf(story_paths[f], sizeof story_paths[f], "%s/%s_stories.jsonl", dir, repro_family(rs, f));
@@ -443,12 +445,13 @@ static void repro_base(const ReproSettings *rs, char *tokfile, char *base_model,
         demo_files[f] = demo_paths[f];
     }
     int n_files = repro_num_families(rs);
-    char drills[1200];
-    if (strcmp(rs->task, "choice")) { // the arithmetic drills (half as many as stories)
-        snprintf(drills, sizeof drills, "%s/drills.jsonl", dir);
+    char drill_paths[REPRO_FAMILIES][1200];
+    for (int f = 0; f < repro_num_families(rs); f++) { // each family's drills, half as many as its stories
+        snprintf(drill_paths[f], sizeof drill_paths[f], "%s/%s_drills.jsonl", dir, repro_family(rs, f));
         snprintf(ntxt, sizeof ntxt, "%d", rs->n_base / 2);
-        run_command(cmd_data, "--drills", "--n", ntxt, "--seed", seedtxt, "--out", drills, NULL);
-        story_files[n_files++] = drills;
+        run_command(cmd_data, "--task", repro_family(rs, f), "--drills", "--n", ntxt, "--seed", seedtxt, "--out",
+                    drill_paths[f], NULL);
+        story_files[n_files++] = drill_paths[f];
     }
     snprintf(stories, sizeof stories, "%s/stories.jsonl", dir);
     join_heads(stories, story_files, n_files, 0, -1);

@@ -771,11 +771,18 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
     return 1;
 }
 
-// --- Arithmetic drills: phase 0's other text. Every fact the math family can need, "A + B = C"
-// and "A - B = C" with B in 2..9 and A, C in 0..20, in rounds: each round lists every fact once,
-// in an order drawn from (seed, round), and drill i is facts 16i .. 16i+15 of that endless list,
-// so N drills cover every fact about 16N / (the number of facts) times.
-#define TASK_DRILL_FACTS 16
+// --- Drills: phase 0's other text. Every fact a family's steps need, in rounds: each round lists
+// every fact once, in an order drawn from (seed, round), and drill i is facts f*i .. f*i + f-1 of
+// that endless list (f facts a line, task_drill_per_line), so N drills cover every fact about f*N /
+// (the number of facts) times.
+//   math    "A + B = C." and "A - B = C." with B in 2..9 and A, C in 0..20 (248 facts), 16 a line.
+//   choice  the first line of the teacher's walk, "X is taller than Y, so from tallest to
+//           shortest: X, Y." (or "Y is shorter than X, so ...: X, Y."), for every ordered pair of
+//           names, relation and wording (40 x 39 x 6 x 2 = 18,720 facts), 8 a line. The header
+//           always runs from the <most> end, so a <more> fact puts its subject first and a <less>
+//           fact its object: the ordering rule that stories alone taught some bases and not
+//           others (README, session 17).
+static const int task_drill_per_line[2] = {16, 8}; // facts a line, by TaskFamily
 
 static int task_arithmetic_facts(TaskStep *facts) { // all of them, in a fixed order; returns how many
     int n = 0;
@@ -787,20 +794,43 @@ static int task_arithmetic_facts(TaskStep *facts) { // all of them, in a fixed o
     return n;
 }
 
-static void task_drill(uint64_t seed, long index, TaskText *t) {
+#define TASK_NUM_NAMES TASK_COUNT(task_names)
+#define TASK_NUM_RELATIONS TASK_COUNT(task_relations)
+#define TASK_ORDER_FACTS (TASK_NUM_NAMES * (TASK_NUM_NAMES - 1) * TASK_NUM_RELATIONS * 2)
+
+// Ordering fact k of TASK_ORDER_FACTS: its relation, wording, then the ordered pair of names.
+static void task_order_fact(int k, TaskText *t) {
+    const TaskRelation *r = &task_relations[k % TASK_NUM_RELATIONS];
+    k /= TASK_NUM_RELATIONS;
+    int less = k % 2, pair = k / 2;
+    int subject = pair / (TASK_NUM_NAMES - 1), object = pair % (TASK_NUM_NAMES - 1);
+    object += object >= subject;
+    const char *s = task_names[subject].name, *o = task_names[object].name;
+    task_putf(t, "%s is %s than %s, so from %s to %s: %s, %s.", s, less ? r->less : r->more, o, r->most,
+              r->least, less ? o : s, less ? s : o);
+}
+
+static void task_drill(TaskFamily family, uint64_t seed, long index, TaskText *t) {
     TaskStep facts[2 * (TASK_MATH_MAX_VALUE + 1) * TASK_MATH_MAX_AMOUNT];
-    int n = task_arithmetic_facts(facts), order[TASK_COUNT(facts)];
-    long first = index * TASK_DRILL_FACTS, round = -1;
-    for (long j = first; j < first + TASK_DRILL_FACTS; j++) {
+    int n = family == TASK_MATH ? task_arithmetic_facts(facts) : TASK_ORDER_FACTS;
+    int *order = xmalloc((size_t)n * sizeof(int));
+    long per_line = task_drill_per_line[family], first = index * per_line, round = -1;
+    for (long j = first; j < first + per_line; j++) {
         if (j / n != round) { // the order of this round
             round = j / n;
             Rng rng = rng_seeded(task_mix64(seed ^ 0x4452494C4C53ull) + (uint64_t)round); // "DRILLS"
             for (int k = 0; k < n; k++) order[k] = k;
             rng_shuffle(&rng, order, n);
         }
-        const TaskStep *f = &facts[order[j % n]];
-        task_putf(t, "%s%ld %c %ld = %ld.", j > first ? " " : "", f->a, f->op, f->b, f->c);
+        if (family == TASK_MATH) {
+            const TaskStep *f = &facts[order[j % n]];
+            task_putf(t, "%s%ld %c %ld = %ld.", j > first ? " " : "", f->a, f->op, f->b, f->c);
+        } else {
+            if (j > first) task_puts(t, "\n");
+            task_order_fact(order[j % n], t);
+        }
     }
+    free(order);
 }
 
 // --- `./sirt data`.
@@ -846,7 +876,7 @@ int cmd_data(int argc, char **argv) {
         {"--stories", NULL, FLAG_SWITCH, .value = &stories,
          "write each problem as a story, {\"text\": ...}: phase 0's text"},
         {"--drills", NULL, FLAG_SWITCH, .value = &drills,
-         "write N arithmetic drills instead, {\"text\": ...} (--task and --split are ignored)"},
+         "write N drills of --task's facts instead, {\"text\": ...} (--split is ignored)"},
         {"--out", "FILE", FLAG_STRING, .value = &out_path, "the JSONL (default: stdout)"},
         {0}};
     const FlagTable tables[] = {{NULL, flags, NULL}, {0}};
@@ -861,7 +891,7 @@ int cmd_data(int argc, char **argv) {
     for (long i = 0; i < n; i++) {
         if (drills) {
             TaskText t = {0};
-            task_drill(seed, i, &t);
+            task_drill(family, seed, i, &t);
             fputs("{\"text\": ", f);
             json_write_string(f, t.data, t.len);
             fputs("}\n", f);

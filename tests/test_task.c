@@ -62,6 +62,30 @@ static int name_lookup(const char *word) { // the name at the start of word ("An
     return -1;
 }
 
+// An ordering fact, "Ann is taller than Bob, so from tallest to shortest: Ann, Bob.", parsed and
+// judged on its own: the relation whose <more> or <less> word it uses and whose <most> and
+// <least> open the header, and the two names in the header in the rule's order (<more>: subject
+// first; <less>: object first). Returns an index unique to (subject, object, relation, wording),
+// or -1 when the line breaks the form or the rule.
+static int parse_order_fact(const char *line, char *s, char *w, char *o, char *most, char *least,
+                            char *first, char *second) {
+    int end = 0;
+    if (sscanf(line, "%31s is %31s than %31[^,], so from %31s to %31[^:]: %31[^,], %31[^.].%n", s, w, o, most,
+               least, first, second, &end) != 7 || line[end] != '\0')
+        return -1;
+    int si = name_lookup(s), oi = name_lookup(o);
+    if (si < 0 || oi < 0 || si == oi || strcmp(s, task_names[si].name) || strcmp(o, task_names[oi].name))
+        return -1;
+    for (int r = 0; r < TASK_COUNT(task_relations); r++) {
+        const TaskRelation *rel = &task_relations[r];
+        int less = !strcmp(w, rel->less);
+        if ((!less && strcmp(w, rel->more)) || strcmp(most, rel->most) || strcmp(least, rel->least)) continue;
+        if (strcmp(first, less ? o : s) || strcmp(second, less ? s : o)) return -1;
+        return ((si * TASK_COUNT(task_names) + oi) * TASK_COUNT(task_relations) + r) * 2 + less;
+    }
+    return -1;
+}
+
 // The options of a choice question, "(A) Carl, (B) Zoe or (C) Lucy": opt[k] is the name id of
 // letter 'A' + k (each option its letter in parentheses, then a name). Returns their count.
 static int choice_options(const char *question, int *opt) {
@@ -598,12 +622,12 @@ int main(void) {
     {
         TaskStep facts[512];
         int n = task_arithmetic_facts(facts), wrong = 0, seen[512] = {0}, in_range = 1;
-        long drills = (n + TASK_DRILL_FACTS - 1) / TASK_DRILL_FACTS;
+        long drills = (n + task_drill_per_line[TASK_MATH] - 1) / task_drill_per_line[TASK_MATH];
         for (int k = 0; k < n; k++)
             in_range &= facts[k].c >= 0 && facts[k].c <= 20 && facts[k].b >= 2 && facts[k].b <= 9;
         for (long i = 0; i < drills; i++) {
             TaskText t = {0};
-            task_drill(3, i, &t);
+            task_drill(TASK_MATH, 3, i, &t);
             char *p = t.data;
             for (char *dot; (dot = strchr(p, '.')) != NULL; p = dot + 1) {
                 wrong += task_check_step(p, (size_t)(dot - p + 1)) != 1;
@@ -620,6 +644,52 @@ int main(void) {
         check(in_range && wrong == 0 && covered == n,
               "drills: %d facts (+ and -, amounts 2..9, results 0..20), every one right, all covered by the first %ld drills",
               n, drills);
+    }
+
+    // --- ordering drills (choice): every fact follows the rule (a <more> fact puts its subject
+    // first, a <less> fact its object), the first ceil(F / 8) drills hold each of the F facts
+    // once, and the teacher's first walk line of every train item is one of them
+    {
+        enum { NAMES = TASK_COUNT(task_names), RELS = TASK_COUNT(task_relations) };
+        static unsigned char seen[NAMES * NAMES * RELS * 2];
+        memset(seen, 0, sizeof seen);
+        const long facts = (long)NAMES * (NAMES - 1) * RELS * 2;
+        long drills = (facts + task_drill_per_line[TASK_CHOICE] - 1) / task_drill_per_line[TASK_CHOICE];
+        long wrong = 0, lines_seen = 0, duplicates = 0, distinct = 0;
+        for (long i = 0; i < drills + 3; i++) { // 3 more: lines of the next round
+            TaskText t = {0};
+            task_drill(TASK_CHOICE, 5, i, &t);
+            char *lines[16];
+            int nl = split_lines(t.data, lines, 16);
+            wrong += nl != task_drill_per_line[TASK_CHOICE];
+            for (int l = 0; l < nl; l++) {
+                char s[32], w[32], o[32], most[32], least[32], first[32], second[32];
+                int code = parse_order_fact(lines[l], s, w, o, most, least, first, second);
+                if (code < 0) {
+                    if (wrong++ < 2) printf("  bad drill line: %s\n", lines[l]);
+                    continue;
+                }
+                if (i < drills && lines_seen++ < facts) {
+                    duplicates += seen[code];
+                    distinct += !seen[code];
+                    seen[code] = 1;
+                }
+            }
+            free(t.data);
+        }
+        long teacher_missing = 0;
+        for (int i = 0; i < N_ITEMS; i++) {
+            char line[256], s[32], w[32], o[32], most[32], least[32], first[32], second[32];
+            const char *a = items[TASK_CHOICE][TASK_SPLIT_TRAIN][i].answer;
+            size_t len = strcspn(a, "\n");
+            snprintf(line, sizeof line, "%.*s", (int)len, a);
+            int code = parse_order_fact(line, s, w, o, most, least, first, second);
+            teacher_missing += code < 0 || !seen[code];
+        }
+        check(wrong == 0 && duplicates == 0 && distinct == facts && teacher_missing == 0,
+              "ordering drills: %ld facts (40 names x 39 x 6 relations x 2 wordings), 8 a line, every one ordered by "
+              "the rule, each once in the first %ld drills; the teacher's first walk line of %d train items is one of "
+              "them", facts, drills, N_ITEMS);
     }
 
     // --- the oracle teacher, choice: an independent solver agrees; steps follow the facts
