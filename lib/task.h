@@ -771,7 +771,7 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
     return 1;
 }
 
-// --- Drills: phase 0's other text. Every fact a family's steps need, in rounds: each round lists
+// --- Drills: phase 0's other text. The facts behind a family's steps, each stated alone, in rounds: each round lists
 // every fact once, in an order drawn from (seed, round), and drill i is facts f*i .. f*i + f-1 of
 // that endless list (f facts a line, task_drill_per_line), so N drills cover every fact about f*N /
 // (the number of facts) times.

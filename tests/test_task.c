@@ -67,8 +67,8 @@ static int name_lookup(const char *word) { // the name at the start of word ("An
 // <least> open the header, and the two names in the header in the rule's order (<more>: subject
 // first; <less>: object first). Returns an index unique to (subject, object, relation, wording),
 // or -1 when the line breaks the form or the rule.
-static int parse_order_fact(const char *line, char *s, char *w, char *o, char *most, char *least,
-                            char *first, char *second) {
+static int parse_order_fact(const char *line) {
+    char s[32], w[32], o[32], most[32], least[32], first[32], second[32];
     int end = 0;
     if (sscanf(line, "%31s is %31s than %31[^,], so from %31s to %31[^:]: %31[^,], %31[^.].%n", s, w, o, most,
                least, first, second, &end) != 7 || line[end] != '\0')
@@ -663,8 +663,7 @@ int main(void) {
             int nl = split_lines(t.data, lines, 16);
             wrong += nl != task_drill_per_line[TASK_CHOICE];
             for (int l = 0; l < nl; l++) {
-                char s[32], w[32], o[32], most[32], least[32], first[32], second[32];
-                int code = parse_order_fact(lines[l], s, w, o, most, least, first, second);
+                int code = parse_order_fact(lines[l]);
                 if (code < 0) {
                     if (wrong++ < 2) printf("  bad drill line: %s\n", lines[l]);
                     continue;
@@ -679,11 +678,11 @@ int main(void) {
         }
         long teacher_missing = 0;
         for (int i = 0; i < N_ITEMS; i++) {
-            char line[256], s[32], w[32], o[32], most[32], least[32], first[32], second[32];
+            char line[256];
             const char *a = items[TASK_CHOICE][TASK_SPLIT_TRAIN][i].answer;
             size_t len = strcspn(a, "\n");
             snprintf(line, sizeof line, "%.*s", (int)len, a);
-            int code = parse_order_fact(line, s, w, o, most, least, first, second);
+            int code = parse_order_fact(line);
             teacher_missing += code < 0 || !seen[code];
         }
         check(wrong == 0 && duplicates == 0 && distinct == facts && teacher_missing == 0,
