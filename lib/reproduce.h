@@ -314,7 +314,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 #define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
 // ... and of the choice family's, added to the settings only when phase 0 reads choice stories
 // (so that a math base keeps its key when only the choice family changes)
-#define REPRO_BASE_CHOICE_DATA "choice v5: facts told in a connected order, walked in the question's order; each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank; ordering drills, 8 a line\n"
+#define REPRO_BASE_CHOICE_DATA "choice v6: facts told in a connected order, walked in the question's order; options written letter then name (A Carl); each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank; ordering drills, 8 a line\n"
 
 // Phase 0's training run: sft on the stories (and drills) from random weights, as a language model.
 // With valid (candidates, below) it also measures the loss on valid every trial steps, and with

@@ -32,15 +32,18 @@
 //           ("Bob is shorter than Ann."), told in a shuffled but connected order (each fact after
 //           the first shares a person with those before it); the question asks for the first,
 //           last, second or second-to-last in the order, and the options name the people, each
-//           after its letter ("(A) Ann, (B) Bob or (C) Mia"). The teacher walks the facts in the
+//           after its letter ("A Ann, B Bob or C Mia"). The teacher walks the facts in the
 //           question's order, one a line, placing each new person above or below the one already
 //           known ("..., so from tallest to shortest: Ann, Bob."), then names the person asked and
 //           compares each option with that person in turn, until one is that person ("So the
-//           shortest is Bob; (A) Ann is Bob? no; (B) Bob is Bob? yes.", "#### B"): each yes or no
+//           shortest is Bob; A Ann is Bob? no; B Bob is Bob? yes.", "#### B"): each yes or no
 //           compares the two names just before it, one word apart, and the letter is the last
 //           one read. (Looking the name up among the options, or reading them up to the person's
 //           name, asks for a comparison across the whole line, which this small student did not
-//           learn: README.) 6 relations (taller, older, ...).
+//           learn: README.) No parenthesis stands between a letter and its name, so the name of
+//           letter B is the token that follows "B" wherever the options were read before: with
+//           "(B) Bob" it is the token after the ")" that follows "B", a lookup two tokens deep that
+//           this student learned slowly and seldom (README). 6 relations (taller, older, ...).
 //
 // Splits. Every item i of a split comes from its own random stream, keyed by (seed, family,
 // split, i): item i depends on nothing else, so `--n 100` is a prefix of `--n 1000`, and the
@@ -462,10 +465,10 @@ static int task_choice_letter(const TaskChoice *c, int name_id) {
     return 0;
 }
 
-// The question's options, each letter before its name: " (A) Carl, (B) Zoe or (C) Lucy".
+// The question's options, each letter just before its name: " A Carl, B Zoe or C Lucy".
 static void task_choice_options(TaskText *t, const TaskChoice *c) {
     for (int o = 0; o < c->num_options; o++)
-        task_putf(t, "%s (%c) %s", o == 0 ? "" : o + 1 < c->num_options ? "," : " or", 'A' + o,
+        task_putf(t, "%s %c %s", o == 0 ? "" : o + 1 < c->num_options ? "," : " or", 'A' + o,
                   task_names[c->options[o]].name);
 }
 
@@ -546,8 +549,8 @@ static int task_choice_walk(const TaskChoice *c, int steps, int wrong_step, int 
 }
 
 // The line that finds a person's letter: the rank and its person, then each option in the
-// question's order compared with that person, until one is: "So the shortest is Bob; (A) Ann is
-// Bob? no; (B) Carl is Bob? no; (C) Bob is Bob? yes." Every yes or no compares the two names just
+// question's order compared with that person, until one is: "So the shortest is Bob; A Ann is
+// Bob? no; B Carl is Bob? no; C Bob is Bob? yes." Every yes or no compares the two names just
 // before it, and the letter is the last one read: never a name looked up among the options, nor
 // a name compared with one far back in the line. (A person no option names gets "no" throughout.)
 static void task_choice_find(TaskText *t, const char *opening, const TaskRelation *r, int query,
@@ -557,7 +560,7 @@ static void task_choice_find(TaskText *t, const char *opening, const TaskRelatio
               name);
     for (int o = 0; o < c->num_options; o++) {
         int same = c->options[o] == person;
-        task_putf(t, "%s (%c) %s is %s? %s", o ? ";" : "", 'A' + o, task_names[c->options[o]].name, name,
+        task_putf(t, "%s %c %s is %s? %s", o ? ";" : "", 'A' + o, task_names[c->options[o]].name, name,
                   same ? "yes" : "no");
         if (same) break;
     }
@@ -585,7 +588,7 @@ static void task_choice_answer(const TaskItem *it, const TaskChoice *c, int wron
 
 // The story (phase 0's text): the question word for word, the true walk (the clean teacher's
 // lines but the last), then a line for every rank the questions ask for, finding its person's
-// letter as the teacher does: "The tallest is Dev; (A) Carl is Dev? no; (B) Dev is Dev? yes."
+// letter as the teacher does: "The tallest is Dev; A Carl is Dev? no; B Dev is Dev? yes."
 static void task_choice_story(const TaskItem *it, const TaskChoice *c, const char *question,
                               TaskText *story) {
     const TaskRelation *r = &task_relations[it->template_id];

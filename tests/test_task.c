@@ -86,17 +86,17 @@ static int parse_order_fact(const char *line) {
     return -1;
 }
 
-// The options of a choice question, "(A) Carl, (B) Zoe or (C) Lucy": opt[k] is the name id of
-// letter 'A' + k (each option its letter in parentheses, then a name). Returns their count.
+// The options of a choice question, "A Carl, B Zoe or C Lucy": opt[k] is the name id of letter
+// 'A' + k (each option a space, its letter, a space, then a name). Returns their count.
 static int choice_options(const char *question, int *opt) {
     int no = 0;
     const char *q = strchr(question, '?');
-    for (const char *p = q; p && (p = strstr(p, " (")) != NULL; p += 2)
-        if (p[2] == 'A' + no && p[3] == ')' && p[4] == ' ') opt[no++] = name_lookup(p + 5);
+    for (const char *p = q; p && (p = strchr(p, ' ')) != NULL; p++)
+        if (p[1] == 'A' + no && p[2] == ' ') opt[no++] = name_lookup(p + 3);
     return no;
 }
 
-// A line that finds a person's letter, "... is NAME; (A) Ann is NAME? no; (B) NAME is NAME? yes.":
+// A line that finds a person's letter, "... is NAME; A Ann is NAME? no; B NAME is NAME? yes.":
 // the person's name id when the line names one person, then compares the question's options
 // with that person in the question's order, each "no" but the person's own "yes", and stops
 // there (a person no option names: every option "no"); else -1.
@@ -108,7 +108,7 @@ static int choice_find_line(const char *question, const char *line) {
     int id = name_lookup(name), opt[8], no = choice_options(question, opt), n = 0;
     if (id < 0 || strcmp(task_names[id].name, name)) return -1;
     for (int k = 0; k < no && opt[k] >= 0; k++) {
-        n += snprintf(want + n, sizeof want - (size_t)n, "%s (%c) %s is %s? %s", k ? ";" : "", 'A' + k,
+        n += snprintf(want + n, sizeof want - (size_t)n, "%s %c %s is %s? %s", k ? ";" : "", 'A' + k,
                       task_names[opt[k]].name, name, opt[k] == id ? "yes" : "no");
         if (opt[k] == id) break;
     }
@@ -186,7 +186,7 @@ static int choice_wrong_steps(const TaskItem *it, int rank, int *first_wrong) {
         int last = !strncmp(lines[l], "So the ", 7); // before words_of cuts the line into words
         int found = last ? choice_find_line(it->question, lines[l]) : -1;
         int nw = words_of(lines[l], w, 64), ok = 1;
-        if (last) { // "So the [second] X is NAME; (A) Ann is NAME? no; ... (L) NAME is NAME? yes."
+        if (last) { // "So the [second] X is NAME; A Ann is NAME? no; ... L NAME is NAME? yes."
             ok = rank < len && list[rank] == found;
         } else {
             int x = name_lookup(w[0]), y = name_lookup(w[4]);
