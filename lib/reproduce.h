@@ -311,7 +311,7 @@ static int repro_rows(const ReproSettings *rs, ReproRow *rows) {
 // The version of phase 0's text and training: change it whenever lib/task.h changes the
 // stories, the drills or the demonstrations, or sft the way it trains (such as packed rows), so
 // that no base built another way is reused.
-#define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16; packed rows"
+#define REPRO_BASE_DATA "task v2: stories open with the question, then starts and events told again; drills of 16 over A in -9..29; packed rows"
 // ... and of the choice family's, added to the settings only when phase 0 reads choice stories
 // (so that a math base keeps its key when only the choice family changes)
 #define REPRO_BASE_CHOICE_DATA "choice v6: facts told in a connected order, walked in the question's order; options written letter then name (A Carl); each rank's letter found by comparing each option with its person in turn; stories open with the question and end with that line for every rank; ordering drills, 8 a line\n"

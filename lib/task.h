@@ -734,8 +734,8 @@ int task_check_step(const char *line, size_t len) {
 // Can step "A OP B = C" come up on a true path of the math family: are A, B and the right
 // result all counts its world holds (0..TASK_MATH_MAX_VALUE)? A step outside that range
 // ("3 - 8 = ...", "19 + 3 = ...") follows an earlier reasoning error, such as a transfer taken
-// the wrong way: no demonstration, story or drill holds one, so how the student computes it
-// says nothing about whether it learned the arithmetic the task asks for.
+// the wrong way: no demonstration or story holds one (the drills do, so that the student computes
+// it right all the same). The diagnosis counts the steps inside the world apart.
 int task_step_in_world(long a, char op, long b) {
     if (op == '/' && (b == 0 || a % b)) return 0;
     long right = op == '/' ? a / b : task_apply(op, a, b);
@@ -778,7 +778,11 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
 // every fact once, in an order drawn from (seed, round), and drill i is facts f*i .. f*i + f-1 of
 // that endless list (f facts a line, task_drill_per_line), so N drills cover every fact about f*N /
 // (the number of facts) times.
-//   math    "A + B = C." and "A - B = C." with B in 2..9 and A, C in 0..20 (248 facts), 16 a line.
+//   math    "A + B = C." and "A - B = C." with B in 2..9 and A in -9..29 (every result, -18..38:
+//           624 facts), 16 a line. The task's world holds A and C in 0..20 only; the wider range
+//           covers every step a reasoning error leads to (a transfer taken the wrong way turns
+//           "3 + 8" into "3 - 8", which is -5), so the student's arithmetic is right even where its
+//           reasoning is not, and its errors are reasoning errors.
 //   choice  the first line of the teacher's walk, "X is taller than Y, so from tallest to
 //           shortest: X, Y." (or "Y is shorter than X, so ...: X, Y."), for every ordered pair of
 //           names, relation and wording (40 x 39 x 6 x 2 = 18,720 facts), 8 a line. The header
@@ -787,12 +791,17 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
 //           others (README, session 17).
 static const int task_drill_per_line[2] = {16, 8}; // facts a line, by TaskFamily
 
+#define TASK_DRILL_MIN_A (-TASK_MATH_MAX_AMOUNT)
+#define TASK_DRILL_MAX_A (TASK_MATH_MAX_VALUE + TASK_MATH_MAX_AMOUNT)
+#define TASK_ARITHMETIC_FACTS \
+    (2 * (TASK_DRILL_MAX_A - TASK_DRILL_MIN_A + 1) * (TASK_MATH_MAX_AMOUNT - TASK_MATH_MIN_AMOUNT + 1))
+
 static int task_arithmetic_facts(TaskStep *facts) { // all of them, in a fixed order; returns how many
     int n = 0;
-    for (int a = 0; a <= TASK_MATH_MAX_VALUE; a++)
+    for (int a = TASK_DRILL_MIN_A; a <= TASK_DRILL_MAX_A; a++)
         for (int b = TASK_MATH_MIN_AMOUNT; b <= TASK_MATH_MAX_AMOUNT; b++) {
-            if (a + b <= TASK_MATH_MAX_VALUE) facts[n++] = (TaskStep){a, b, a + b, '+'};
-            if (a - b >= 0) facts[n++] = (TaskStep){a, b, a - b, '-'};
+            facts[n++] = (TaskStep){a, b, a + b, '+'};
+            facts[n++] = (TaskStep){a, b, a - b, '-'};
         }
     return n;
 }
@@ -814,7 +823,7 @@ static void task_order_fact(int k, TaskText *t) {
 }
 
 static void task_drill(TaskFamily family, uint64_t seed, long index, TaskText *t) {
-    TaskStep facts[2 * (TASK_MATH_MAX_VALUE + 1) * TASK_MATH_MAX_AMOUNT];
+    TaskStep facts[TASK_ARITHMETIC_FACTS];
     int n = family == TASK_MATH ? task_arithmetic_facts(facts) : TASK_ORDER_FACTS;
     int *order = xmalloc((size_t)n * sizeof(int));
     long per_line = task_drill_per_line[family], first = index * per_line, round = -1;

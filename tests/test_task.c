@@ -620,11 +620,19 @@ int main(void) {
 
     // --- arithmetic drills: every fact right, and N drills cover every fact of a round
     {
-        TaskStep facts[512];
-        int n = task_arithmetic_facts(facts), wrong = 0, seen[512] = {0}, in_range = 1;
+        TaskStep facts[TASK_ARITHMETIC_FACTS];
+        int n = task_arithmetic_facts(facts), wrong = 0, seen[TASK_ARITHMETIC_FACTS] = {0}, in_range = 1, pairs = 0;
         long drills = (n + task_drill_per_line[TASK_MATH] - 1) / task_drill_per_line[TASK_MATH];
         for (int k = 0; k < n; k++)
-            in_range &= facts[k].c >= 0 && facts[k].c <= 20 && facts[k].b >= 2 && facts[k].b <= 9;
+            in_range &= facts[k].a >= -9 && facts[k].a <= 29 && facts[k].b >= 2 && facts[k].b <= 9;
+        // every (A, B) of that range appears with both operations: a reasoning error's steps too
+        for (int a = -9; a <= 29; a++)
+            for (int b = 2; b <= 9; b++)
+                for (int k = 0, plus = 0, minus = 0; k < n; k++) {
+                    plus += facts[k].a == a && facts[k].b == b && facts[k].op == '+';
+                    minus += facts[k].a == a && facts[k].b == b && facts[k].op == '-';
+                    if (k == n - 1) pairs += plus == 1 && minus == 1;
+                }
         for (long i = 0; i < drills; i++) {
             TaskText t = {0};
             task_drill(TASK_MATH, 3, i, &t);
@@ -641,8 +649,9 @@ int main(void) {
         }
         int covered = 0;
         for (int k = 0; k < n; k++) covered += seen[k];
-        check(in_range && wrong == 0 && covered == n,
-              "drills: %d facts (+ and -, amounts 2..9, results 0..20), every one right, all covered by the first %ld drills",
+        check(n == 624 && pairs == 39 * 8 && in_range && wrong == 0 && covered == n,
+              "drills: %d facts (+ and - of each A in -9..29 and B in 2..9, such as 3 - 8 = -5), every one right, all "
+              "covered by the first %ld drills",
               n, drills);
     }
 
