@@ -734,8 +734,9 @@ int task_check_step(const char *line, size_t len) {
 // Can step "A OP B = C" come up on a true path of the math family: are A, B and the right
 // result all counts its world holds (0..TASK_MATH_MAX_VALUE)? A step outside that range
 // ("3 - 8 = ...", "19 + 3 = ...") follows an earlier reasoning error, such as a transfer taken
-// the wrong way: no demonstration or story holds one (the drills do, so that the student computes
-// it right all the same). The diagnosis counts the steps inside the world apart.
+// the wrong way: no demonstration or story holds one (the drills do, so that the student can learn
+// it; README, session 20, measures how often it computes one right). The diagnosis counts the
+// steps inside the world apart.
 int task_step_in_world(long a, char op, long b) {
     if (op == '/' && (b == 0 || a % b)) return 0;
     long right = op == '/' ? a / b : task_apply(op, a, b);
@@ -780,9 +781,9 @@ int task_final_answer(const char *answer, char *out, size_t cap) {
 // (the number of facts) times.
 //   math    "A + B = C." and "A - B = C." with B in 2..9 and A in -9..29 (every result, -18..38:
 //           624 facts), 16 a line. The task's world holds A and C in 0..20 only; the wider range
-//           covers every step a reasoning error leads to (a transfer taken the wrong way turns
-//           "3 + 8" into "3 - 8", which is -5), so the student's arithmetic is right even where its
-//           reasoning is not, and its errors are reasoning errors.
+//           covers the steps a reasoning error leads to (a transfer taken the wrong way turns
+//           "3 + 8" into "3 - 8", which is -5), so that the student can compute those too and its
+//           errors be reasoning errors (README, session 20: how far that came true).
 //   choice  the first line of the teacher's walk, "X is taller than Y, so from tallest to
 //           shortest: X, Y." (or "Y is shorter than X, so ...: X, Y."), for every ordered pair of
 //           names, relation and wording (40 x 39 x 6 x 2 = 18,720 facts), 8 a line. The header
