@@ -5145,8 +5145,9 @@ int cmd_dpo(int argc, char **argv) {
 //                         answer (rejected, whether or not it is right), both under the CoT
 //                         prompt
 //   correct-vs-incorrect  a correct over an incorrect CoT sample (Iterative RPO, Pang et al.
-//                         2024; DPO-ST, Wang et al. 2024): each distinct correct sample takes
-//                         the next unused incorrect one, in sample order; questions whose
+//                         2024; DPO-ST, Wang et al. 2024): every distinct correct sample with
+//                         every distinct incorrect one (R·W pairs from R right and W wrong
+//                         texts), spread over the samples (build_pairs); questions whose
 //                         samples are all right or all wrong give no pair
 //   both                  the pairs of both rules
 // Identical texts are dropped, and each rule makes at most --max-pairs pairs per question.
@@ -5179,31 +5180,36 @@ static const char *const PAIR_RULE_NAMES[] = {"cot-vs-plain", "correct-vs-incorr
 static const PairRule PAIR_RULES[] = {PAIRS_COT_VS_PLAIN, PAIRS_CORRECT_VS_INCORRECT, PAIRS_BOTH};
 
 // Builds the pairs of one round from the scored samples. cot[i*k + j] are the CoT samples of
-// question i, plain[i] its plain answer (NULL when the rule does not need it).
+// question i, plain[i] its plain answer (NULL when the rule does not need it). Per question the
+// distinct right samples r_0..r_{R-1} and distinct wrong ones w_0..w_{W-1} (first occurrences, in
+// sample order) are collected; cot-vs-plain pairs r_a with the plain answer, and
+// correct-vs-incorrect pairs every r_a with every w_b, R·W pairs, in the order t = 0, 1, ...
+// with a = t mod R and b = (a + t div R) mod W: a permutation of all R·W pairs in which the
+// first min(R, W) use each sample at most once, so that --max-pairs cuts evenly.
 static void build_pairs(PairData *d, Tokenizer *tok, const Example *items, int n, int k,
                         char **cot, char **plain, PairRule rule, int max_pairs, int T) {
     d->pairs = xmalloc(((size_t)n * 2 * max_pairs + 1) * sizeof(Pair));
+    int *right = xmalloc(2 * (size_t)k * sizeof(int)), *wrong = right + k;
     for (int i = 0; i < n; i++) {
         char **mine = cot + (long)i * k;
-        int made_plain = 0, made_mixed = 0, next_wrong = 0;
+        int R = 0, W = 0;
         for (int j = 0; j < k; j++) {
-            if (!answer_is_correct(mine[j], items[i].gold)) continue;
-            int duplicate = 0; // one pair per distinct correct text
-            for (int m = 0; m < j; m++) duplicate |= !strcmp(mine[m], mine[j]);
+            int duplicate = 0;
+            for (int m = 0; m < j && !duplicate; m++) duplicate = !strcmp(mine[m], mine[j]);
             if (duplicate) continue;
-            if ((rule & PAIRS_COT_VS_PLAIN) && made_plain < max_pairs &&
-                pair_add(d, tok, items[i].prompt, mine[j], plain[i], T))
-                made_plain++;
-            if (rule & PAIRS_CORRECT_VS_INCORRECT)
-                while (made_mixed < max_pairs && next_wrong < k) {
-                    const char *w = mine[next_wrong++];
-                    if (!answer_is_correct(w, items[i].gold)) {
-                        if (pair_add(d, tok, items[i].prompt, mine[j], w, T)) made_mixed++;
-                        break;
-                    }
-                }
+            if (answer_is_correct(mine[j], items[i].gold)) right[R++] = j;
+            else wrong[W++] = j;
         }
+        if (rule & PAIRS_COT_VS_PLAIN)
+            for (int a = 0, made = 0; a < R && made < max_pairs; a++)
+                made += pair_add(d, tok, items[i].prompt, mine[right[a]], plain[i], T) != NULL;
+        if (rule & PAIRS_CORRECT_VS_INCORRECT)
+            for (int t = 0, made = 0; t < R * W && made < max_pairs; t++) {
+                int a = t % R, b = (a + t / R) % W;
+                made += pair_add(d, tok, items[i].prompt, mine[right[a]], mine[wrong[b]], T) != NULL;
+            }
     }
+    free(right);
 }
 
 // Writes the pairs of a round in TRL's format, with the reference log-probs where known, and

@@ -168,6 +168,7 @@ typedef struct {
     const char *ref;      // phase 2's reference: initial (phase 1's model) or previous (the last round's)
     const char *max_pairs; // pairs per question and rule
     const char *rft_lr;   // the control's (refine --rft) learning rate
+    const char *rft_epochs; // ... and its passes over a round's examples
     int n_valid, n_test;  // items per family: valid; each test split
     const char *max_new;  // generation budget for sampling and evaluation
     int diagnose_k;       // samples per valid item for the diagnosis (pass@k, maj@k, ...)
@@ -193,11 +194,11 @@ enum { REPRO_SIRT, REPRO_SIPF, REPRO_ALL };
 static const char *const REPRO_METHOD_NAMES[] = {"sirt", "sipf", "all", NULL};
 
 static const ReproSettings REPRO_DEFAULTS = {
-    .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 3,
+    .name = "default", .seed = 1, .seeds = 1, .task = "math", .n_train = 6000, .epochs = 2,
     .config = "4,4,128,256,1024", .vocab = "1024", .sft_lr = "1e-3", .scratch_lr = "3e-3", .n_refine = 400,
-    .samples = "8", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "2",
-    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "4",
-    .rft_lr = "1e-4", .n_valid = 200, .n_test = 1000,
+    .samples = "8", .refine_lr = "1e-5", .beta = "0.1", .refine_epochs = "1",
+    .pairs = "correct-vs-incorrect", .rpo_alpha = "1", .rounds = 3, .ref = "previous", .max_pairs = "8",
+    .rft_lr = "1e-4", .rft_epochs = "2", .n_valid = 200, .n_test = 1000,
     .max_new = "160", .diagnose_k = 16, .plain_share = "0.25", .n_base = 24000, .base_epochs = 2,
     .base_lr = "3e-3", .base_seed = 1000, .base_candidates = 1, .base_trial_steps = 600, .arch = ARCH_GPT2, .method = REPRO_SIRT, .n_sipf = 100,
     .sipf_k = "1,2,4", .sipf_prm_lr = "3e-4",
@@ -690,7 +691,7 @@ static void repro_one_seed(const ReproSettings *rs, long seed, const char *dir, 
                             "--tokenizer", tokfile,
                             "--data", asked, "--valid", valid, "--exclude-initial", "--rft", "--samples",
                             rs->samples, "--max-new", rs->max_new, "--rounds", rounds_txt, "--epochs",
-                            rs->refine_epochs, "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed",
+                            rs->rft_epochs, "--batch", "8", "--seq", "256", "--lr", rs->rft_lr, "--seed",
                             seedtxt, "--keep-pairs", pairs_dir, "--log", log, "--out", out, NULL);
             else run_row_command(stamp, after, rs->resume, cmd_refine, "--model", model_paths[row->baseline],
                         "--tokenizer", tokfile,
@@ -1118,10 +1119,12 @@ static void repro_report(const ReproSettings *rs, const char *dir, const ReproRo
     safe_open(&sf, path);
     report_json_begin(&table, sf.file);
     fprintf(sf.file, "\"task\": \"%s\", \"train_items_per_family\": %d, \"sft_epochs\": %d, "
-                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s, \"rft_lr\": %s, "
+                     "\"config\": \"%s\", \"pairs\": \"%s\", \"rpo_alpha\": %s, \"rft_lr\": %s, \"rft_epochs\": %s, "
+                     "\"refine_lr\": %s, \"refine_epochs\": %s, "
                      "\"refine_questions\": %d, \"samples\": %s, \"max_pairs\": %s, \"rounds\": %d, "
                      "\"ref\": \"%s\",\n",
-            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha, rs->rft_lr, rs->n_refine,
+            rs->task, rs->n_train, rs->epochs, rs->config, rs->pairs, rs->rpo_alpha, rs->rft_lr, rs->rft_epochs,
+            rs->refine_lr, rs->refine_epochs, rs->n_refine,
             rs->samples, rs->max_pairs, rs->rounds, rs->ref);
     // each phase-2 row's first-family test accuracy by round (round 0: its SFT model), and the
     // seconds each seed spent in each stage
@@ -1171,8 +1174,8 @@ int cmd_reproduce(int argc, char **argv) {
     ReproSettings rs = REPRO_DEFAULTS;
     int name_given = 0, train_given = 0, epochs_given = 0, config_given = 0, base_given = 0, rounds_given = 0, trial_given = 0;
     int arch_given = 0;
-    // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --beta and --samples go to refine as
-    // text; they are checked below, before any work
+    // --pairs, --rpo-alpha, --refine-lr, --refine-epochs, --rft-lr, --rft-epochs, --beta and
+    // --samples go to refine as text; they are checked below, before any work
     const Flag flags[] = {
         {"--name", "NAME", FLAG_STRING, .value = &rs.name, "the run's directory is runs/NAME",
          .given = &name_given},
@@ -1207,6 +1210,7 @@ int cmd_reproduce(int argc, char **argv) {
         {"--max-pairs", "N", FLAG_STRING, .value = &rs.max_pairs, "phase 2's pairs per question"},
         {"--refine-lr", "LR", FLAG_STRING, .value = &rs.refine_lr, "phase 2's learning rate"},
         {"--rft-lr", "LR", FLAG_STRING, .value = &rs.rft_lr, "the learning rate of the control, RFT"},
+        {"--rft-epochs", "E", FLAG_STRING, .value = &rs.rft_epochs, "the control's epochs over its examples"},
         {"--refine-epochs", "E", FLAG_STRING, .value = &rs.refine_epochs,
          "phase 2's epochs over the pairs"},
         {"--beta", "B", FLAG_STRING, .value = &rs.beta, "phase 2's DPO beta"},
@@ -1261,6 +1265,7 @@ int cmd_reproduce(int argc, char **argv) {
     parse_float("--beta", rs.beta);
     parse_long("--samples", rs.samples, 1, 1024);
     parse_long("--refine-epochs", rs.refine_epochs, 1, 1000);
+    parse_long("--rft-epochs", rs.rft_epochs, 1, 1000);
     parse_long("--max-pairs", rs.max_pairs, 1, 1024);
     if (strcmp(rs.ref, "initial") && strcmp(rs.ref, "previous"))
         die("--ref must be initial or previous, got '%s'", rs.ref);

@@ -317,6 +317,50 @@ static void test_build_pairs(void) {
     tok_free(tok);
 }
 
+// correct-vs-incorrect pairs every distinct right sample with every distinct wrong one: 3 right
+// texts (one twice) and 2 wrong (one three times) give 3·2 = 6 pairs, each combination once; with
+// --max-pairs 2 the two pairs share no sample.
+static void test_build_pairs_all(void) {
+    const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
+    size_t len = strlen(text);
+    char err[256];
+    Tokenizer *tok = tok_train(&text, &len, 1, 300, 0, err, sizeof err);
+    Example item = {"Q1 ", NULL, "8", NULL};
+    char *cot[8] = {"The answer is 7.", "The answer is 8.", "So the answer is 8.", "The answer is 7.",
+                    "The answer is 8.", "Yes: the answer is 8.", "The answer is 9.", "The answer is 7."};
+    int want[2] = {6, 2};
+    for (int c = 0; c < 2; c++) {
+        PairData d = {0};
+        build_pairs(&d, tok, &item, 1, 8, cot, NULL, PAIRS_CORRECT_VS_INCORRECT, c == 0 ? 16 : 2, 64);
+        int ok = d.count == want[c] && d.dropped_identical == 0;
+        char seen[8][8] = {{0}}; // seen[chosen sample][rejected sample], by the texts' first index
+        int chosen_used[8] = {0}, rejected_used[8] = {0};
+        for (int p = 0; p < d.count && ok; p++) {
+            TokBytes cb = {0}, rb = {0};
+            const Pair *pair = &d.pairs[p];
+            int pl = pair->chosen.prompt_length;
+            tok_decode(tok, pair->chosen.ids + pl, pair->chosen.length - pl - 1, &cb);
+            tok_decode(tok, pair->rejected.ids + pl, pair->rejected.length - pl - 1, &rb);
+            int a = -1, b = -1;
+            for (int j = 7; j >= 0; j--) {
+                if (!strcmp(cot[j], (char *)cb.data)) a = j;
+                if (!strcmp(cot[j], (char *)rb.data)) b = j;
+            }
+            ok &= a >= 0 && b >= 0 && answer_is_correct(cot[a], "8") && !answer_is_correct(cot[b], "8") &&
+                  !seen[a][b];
+            if (a >= 0 && b >= 0) seen[a][b] = 1, chosen_used[a]++, rejected_used[b]++;
+            tok_bytes_free(&cb);
+            tok_bytes_free(&rb);
+        }
+        for (int j = 0; j < 8 && c == 1; j++) ok &= chosen_used[j] <= 1 && rejected_used[j] <= 1;
+        check(ok, "refine pairs, correct-vs-incorrect, --max-pairs %d: %d pairs (want %d), every one a "
+              "right over a wrong text, no combination twice%s", c == 0 ? 16 : 2, d.count, want[c],
+              c == 1 ? ", no sample in two pairs" : " (3 distinct right x 2 distinct wrong)");
+        pairs_free(&d);
+    }
+    tok_free(tok);
+}
+
 // RFT's examples (refine --rft) on hand-made samples: right answers only; where the item has true
 // steps, only samples whose every step is the true one; one sample per distinct list of equations.
 static void test_rft_examples(void) {
@@ -352,6 +396,7 @@ static void test_rft_examples(void) {
 
 int main(void) {
     test_build_pairs();
+    test_build_pairs_all();
     test_rft_examples();
     test_losses_by_hand();
     test_orpo_by_hand();
