@@ -280,6 +280,13 @@ static void test_packed_equals_padded(void) {
     model_free(&model);
 }
 
+// A pair's chosen and rejected completions as text (the prompt and the end-of-text token left out).
+static void pair_decode(Tokenizer *tok, const Pair *p, TokBytes *chosen, TokBytes *rejected) {
+    int pl = p->chosen.prompt_length;
+    tok_decode(tok, p->chosen.ids + pl, p->chosen.length - pl - 1, chosen);
+    tok_decode(tok, p->rejected.ids + pl, p->rejected.length - pl - 1, rejected);
+}
+
 // Pair rules of refine on hand-made samples: three questions, three CoT samples each.
 static void test_build_pairs(void) {
     const char *text = "Tom has 3 apples. He buys 5 more: 3 + 5 = 8. The answer is 8.\n";
@@ -300,10 +307,7 @@ static void test_build_pairs(void) {
         int ok = d.count == expected[r][0] && d.dropped_identical == expected[r][1];
         TokBytes chosen = {0}, rejected = {0};
         if (d.count) {
-            const Pair *p = &d.pairs[0];
-            int pl = p->chosen.prompt_length;
-            tok_decode(tok, p->chosen.ids + pl, p->chosen.length - pl - 1, &chosen);
-            tok_decode(tok, p->rejected.ids + pl, p->rejected.length - pl - 1, &rejected);
+            pair_decode(tok, &d.pairs[0], &chosen, &rejected);
             const char *gold = r == 0 ? "3" : "8"; // the first pair's question
             ok &= answer_is_correct(chosen.data, gold) && !answer_is_correct(rejected.data, gold);
         }
@@ -337,10 +341,7 @@ static void test_build_pairs_all(void) {
         int chosen_used[8] = {0}, rejected_used[8] = {0};
         for (int p = 0; p < d.count && ok; p++) {
             TokBytes cb = {0}, rb = {0};
-            const Pair *pair = &d.pairs[p];
-            int pl = pair->chosen.prompt_length;
-            tok_decode(tok, pair->chosen.ids + pl, pair->chosen.length - pl - 1, &cb);
-            tok_decode(tok, pair->rejected.ids + pl, pair->rejected.length - pl - 1, &rb);
+            pair_decode(tok, &d.pairs[p], &cb, &rb);
             int a = -1, b = -1;
             for (int j = 7; j >= 0; j--) {
                 if (!strcmp(cot[j], (char *)cb.data)) a = j;
